@@ -1,0 +1,47 @@
+// Model hyperparameters: what the runtime needs to know about a Llama-family checkpoint.
+//
+// Parsed from a Hugging Face config.json (hostile input: every field type- and range-checked,
+// unsupported features refused by name) and stored in the native file's metadata. Holds no
+// weights and does no I/O beyond reading the text it is given.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace zeroskip {
+
+enum class Activation { kReLU, kSiLU };
+
+std::string_view ActivationName(Activation a);
+
+struct ModelConfig {
+  std::string hf_architecture;  // "LlamaForCausalLM" or "MistralForCausalLM"
+  int64_t hidden = 0;           // hidden_size
+  int64_t ffn = 0;              // intermediate_size
+  int64_t layers = 0;           // num_hidden_layers
+  int64_t heads = 0;            // num_attention_heads
+  int64_t kv_heads = 0;         // num_key_value_heads (== heads: MHA, 1: MQA)
+  int64_t head_dim = 0;         // explicit head_dim or hidden / heads
+  int64_t vocab = 0;            // vocab_size
+  int64_t context = 0;          // max_position_embeddings (capped by a Mistral sliding_window)
+  Activation activation = Activation::kReLU;
+  float rms_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  bool tied_embeddings = false;
+  int64_t bos_id = -1;  // -1: none
+  int64_t eos_id = -1;  // -1: none
+
+  int64_t q_dim() const { return heads * head_dim; }
+  int64_t kv_dim() const { return kv_heads * head_dim; }
+};
+
+// Parses the text of a Hugging Face config.json. Throws Error(path, reason) on anything that is
+// not a supported, sane Llama/Mistral configuration.
+ModelConfig ParseHfConfig(std::string_view json_text, const std::string& path);
+
+// The native file keeps the config as JSON metadata; these two round-trip it exactly.
+std::string ConfigToJson(const ModelConfig& config);
+ModelConfig ConfigFromJson(std::string_view json_text, const std::string& path);
+
+}  // namespace zeroskip

@@ -1,0 +1,35 @@
+// Hugging Face checkpoint directory -> native .zsk file.
+//
+// Reads config.json, model.safetensors (or the shards named by model.safetensors.index.json)
+// and tokenizer.model, validates all of it against the configuration, and streams tensor by
+// tensor into an atomic writer: peak memory is about two copies of the largest tensor. Extra
+// tensors are refused, except derived buffers (rotary inv_freq) and a duplicate lm_head of a
+// tied model, which are skipped with a warning.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "zeroskip/format.h"
+
+namespace zeroskip {
+
+struct ConvertOptions {
+  std::string hf_dir;
+  std::string out_path;
+  std::optional<DType> dtype;  // nullopt: keep each tensor's dtype (norms are always f32)
+  std::function<void(const std::string& message)> warn;
+  std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;
+};
+
+struct ConvertResult {
+  uint64_t tensors = 0;
+  uint64_t parameters = 0;
+  uint64_t file_bytes = 0;
+};
+
+ConvertResult ConvertHfCheckpoint(const ConvertOptions& options);
+
+}  // namespace zeroskip

@@ -1,0 +1,77 @@
+// The FFN runtime: y = W_down · (act(W_gate·x) ⊙ (W_up·x)) for one layer, choosing how.
+//
+// For a ReLU model at decode time it computes the gate densely, compacts the active neurons
+// (gate > 0) and runs the fused sparse up/down kernel over only those rows; otherwise it runs
+// the dense path. The model code calls Forward and never knows which path ran. It owns its
+// scratch buffers (sized once) and per-layer statistics; the decode path allocates nothing.
+// Threads split rows without atomics: each thread owns a slice of the FFN neurons and a private
+// output accumulator, reduced once at the end.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "zeroskip/config.h"
+#include "zeroskip/model.h"
+
+namespace zeroskip {
+
+class DenseMatmul;
+
+enum class FfnMode { kAuto, kSparse, kDense };
+std::string_view FfnModeName(FfnMode mode);
+bool ParseFfnMode(std::string_view name, FfnMode* out);
+
+struct FfnLayerStats {
+  uint64_t tokens = 0;
+  uint64_t neurons = 0;        // tokens * ffn
+  uint64_t zero_neurons = 0;   // act(gate) == 0 exactly
+  uint64_t flops_done = 0;     // multiply-adds counted as 2 FLOPs
+  uint64_t flops_dense = 0;    // what the dense FFN would have done
+  uint64_t weight_bytes_read = 0;
+  uint64_t sparse_tokens = 0;  // tokens that ran the sparse path
+
+  double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }
+  void Add(const FfnLayerStats& o);
+};
+
+class FfnRuntime {
+ public:
+  // max_tokens: the largest batch Forward will see. `matmul` serves batched (prefill) calls.
+  FfnRuntime(const ModelConfig& config, FfnMode mode, int threads, int64_t max_tokens,
+             DenseMatmul* matmul);
+  ~FfnRuntime();
+
+  // x: [n, hidden] normalized input; y: [n, hidden] output (overwritten).
+  void Forward(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y);
+
+  FfnMode mode() const { return mode_; }
+  bool sparse_decode() const { return sparse_decode_; }
+  const std::vector<FfnLayerStats>& layer_stats() const { return stats_; }
+  FfnLayerStats total_stats() const;
+  void ResetStats();
+
+ private:
+  void DecodeStep(int64_t layer, const LayerWeights& w, const float* x, float* y, bool sparse);
+  void BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y);
+
+  ModelConfig config_;
+  FfnMode mode_;
+  bool sparse_decode_;
+  int threads_;
+  DenseMatmul* matmul_;
+  std::vector<FfnLayerStats> stats_;
+  // Decode scratch, per thread t (slices of the ffn neurons; +16 lanes of compaction slack).
+  std::vector<float> gate_;       // [ffn + 16] gate pre-activations, then activations
+  std::vector<float> up_;         // [ffn] up projections (dense path)
+  std::vector<int32_t> active_;   // [ffn + 16] active neuron indices, per-thread segments
+  std::vector<float> active_g_;   // [ffn + 16] their gate activations
+  std::vector<float> partial_y_;  // [threads, hidden] private accumulators
+  // Batched scratch.
+  std::vector<float> batch_gate_;  // [max_tokens, ffn]
+  std::vector<float> batch_up_;    // [max_tokens, ffn]
+};
+
+}  // namespace zeroskip

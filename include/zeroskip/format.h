@@ -1,0 +1,134 @@
+// The native single-file model format (.zsk): reader and writer. Spec: docs/FORMAT.md.
+//
+// The reader maps the file read-only and validates the header, metadata and tensor table
+// (every offset and size bounds- and overflow-checked, a header checksum) in O(header): tensor
+// data is not touched until used; `VerifyChecksums` reads it all. The writer is atomic: it
+// writes `<out>.tmp`, fsyncs and renames, and removes the temporary file on any failure.
+// Neither knows about model architectures beyond the ModelConfig it stores.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "zeroskip/config.h"
+
+namespace zeroskip {
+
+// Values are part of the file format. 3 is reserved for int8 with per-row f32 scales.
+enum class DType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+size_t DTypeSize(DType dtype);
+std::string_view DTypeName(DType dtype);           // "f32", "f16", "bf16"
+std::optional<DType> ParseDTypeName(std::string_view name);
+
+// How a matrix sits in the file relative to the Hugging Face tensor of the same role.
+// kTransposed is used for the FFN down projection: HF stores it [hidden, ffn]; we store [ffn,
+// hidden] so each FFN neuron is one contiguous row of all three FFN matrices.
+enum class Layout : uint32_t { kRowMajor = 0, kTransposed = 1 };
+
+inline constexpr char kZskMagic[8] = {'Z', 'S', 'K', 'M', 'O', 'D', 'E', 'L'};
+inline constexpr uint32_t kZskVersion = 1;
+inline constexpr uint64_t kZskHeaderBytes = 128;
+inline constexpr uint64_t kZskTensorRecordBytes = 192;
+inline constexpr uint64_t kZskMaxNameBytes = 95;  // plus a terminating NUL in a 96-byte field
+inline constexpr uint64_t kZskMaxDims = 4;
+inline constexpr uint64_t kTensorAlign = 64;
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  Layout layout = Layout::kRowMajor;
+  std::vector<uint64_t> shape;  // as stored (row-major, last index fastest)
+  uint64_t offset = 0;          // absolute file offset, multiple of kTensorAlign
+  uint64_t nbytes = 0;
+  uint64_t checksum = 0;        // xxh64 (seed 0) of the data
+
+  uint64_t elements() const;
+};
+
+// A read-only, memory-mapped .zsk file.
+class ZskFile {
+ public:
+  static std::unique_ptr<ZskFile> Open(const std::string& path);
+  ~ZskFile();
+  ZskFile(const ZskFile&) = delete;
+  ZskFile& operator=(const ZskFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t file_size() const { return size_; }
+  uint32_t version() const { return version_; }
+  const ModelConfig& config() const { return config_; }
+  const std::string& metadata_json() const { return metadata_json_; }
+  const std::string& source_config_json() const { return source_config_json_; }
+  std::string_view tokenizer_model() const;  // serialized sentencepiece ModelProto
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+
+  const TensorInfo* Find(std::string_view name) const;
+  const void* data(const TensorInfo& t) const { return base_ + t.offset; }
+
+  // Recomputes every tensor checksum; throws Error naming the first tensor that mismatches.
+  void VerifyChecksums(const std::function<void(size_t done, size_t total)>& progress = {}) const;
+
+ private:
+  ZskFile() = default;
+  void Parse();
+
+  std::string path_;
+  int fd_ = -1;
+  const uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+  uint32_t version_ = 0;
+  uint64_t tokenizer_offset_ = 0, tokenizer_size_ = 0;
+  ModelConfig config_;
+  std::string metadata_json_;
+  std::string source_config_json_;
+  std::vector<TensorInfo> tensors_;
+};
+
+// Describes one tensor before it is written; the writer assigns offsets.
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::kF32;
+  Layout layout = Layout::kRowMajor;
+  std::vector<uint64_t> shape;
+};
+
+// Streams tensors into `<path>.tmp` in the order they were planned, then `Finish` writes the
+// table and header, fsyncs and renames to `path`. Destroying an unfinished writer removes the
+// temporary file, so a failure leaves nothing behind.
+class ZskWriter {
+ public:
+  ZskWriter(std::string path, const ModelConfig& config, std::string source_config_json,
+            std::string tokenizer_model, std::vector<TensorSpec> tensors);
+  ~ZskWriter();
+  ZskWriter(const ZskWriter&) = delete;
+  ZskWriter& operator=(const ZskWriter&) = delete;
+
+  const std::vector<TensorInfo>& plan() const { return plan_; }
+  uint64_t file_size() const { return file_size_; }
+
+  // Writes the data of the next planned tensor; `bytes.size()` must equal its nbytes.
+  void WriteNext(std::span<const uint8_t> bytes);
+  void Finish();
+
+ private:
+  void WriteAt(uint64_t offset, const void* data, size_t n);
+
+  std::string path_, tmp_path_;
+  int fd_ = -1;
+  bool finished_ = false;
+  size_t next_ = 0;
+  std::string metadata_json_, tokenizer_model_;
+  std::vector<TensorInfo> plan_;
+  uint64_t metadata_offset_ = 0, tokenizer_offset_ = 0, table_offset_ = 0, data_offset_ = 0;
+  uint64_t file_size_ = 0;
+};
+
+}  // namespace zeroskip

@@ -1,0 +1,37 @@
+// Picks the next token from logits: greedy, or temperature with top-k, top-p and min-p, plus a
+// repetition penalty. The random generator is a member seeded explicitly (same seed, same
+// output); there is no global state. Buffers are sized at construction: Sample allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace zeroskip {
+
+struct SamplerOptions {
+  float temperature = 0.8f;  // 0: greedy
+  int top_k = 40;            // 0: off
+  float top_p = 0.95f;       // 1: off
+  float min_p = 0.05f;       // 0: off
+  float repeat_penalty = 1.0f;  // 1: off (HF convention: divide positive logits, multiply negative)
+  int repeat_last_n = 64;
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  Sampler(const SamplerOptions& options, int64_t vocab);
+
+  // `logits` [vocab] is modified in place. `history`: the tokens seen so far (prompt included).
+  int Sample(float* logits, std::span<const int> history);
+
+ private:
+  SamplerOptions options_;
+  int64_t vocab_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int>> candidates_;  // [vocab]
+};
+
+}  // namespace zeroskip

@@ -1,0 +1,52 @@
+// Text <-> token ids through the sentencepiece model embedded in a .zsk.
+//
+// Also turns a stream of generated ids into printable UTF-8: byte-fallback pieces arrive one byte
+// at a time, so Utf8Stream holds back an incomplete character until its last byte arrives.
+// It does not know about models or sampling.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace zeroskip {
+
+class Tokenizer {
+ public:
+  Tokenizer(std::string_view serialized_model, const std::string& path);
+  ~Tokenizer();
+
+  // Ids of `text` without BOS/EOS. Throws Error if text is not valid UTF-8.
+  std::vector<int> Encode(std::string_view text) const;
+  // The bytes piece `id` stands for: byte pieces as raw bytes, "▁" as a space, control pieces
+  // (BOS/EOS) as nothing.
+  std::string PieceBytes(int id) const;
+  // Text of a whole id sequence, like sentencepiece's own decoder.
+  std::string Decode(const std::vector<int>& ids) const;
+  int vocab_size() const;
+
+ private:
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::string path_;
+};
+
+// Buffers bytes and releases the longest prefix that is complete UTF-8. Invalid sequences are
+// released as U+FFFD so a broken model cannot stall the stream.
+class Utf8Stream {
+ public:
+  std::string Push(std::string_view bytes);
+  std::string Flush();  // whatever is pending, incomplete tails as U+FFFD
+
+ private:
+  std::string pending_;
+};
+
+// True when `text` is well-formed UTF-8.
+bool IsValidUtf8(std::string_view text);
+
+}  // namespace zeroskip

@@ -1,0 +1,17 @@
+// Element conversions between the weight dtypes, used by the converter (not a hot path).
+// bf16 and f16 narrowing round to nearest even (Eigen's conversions); widening is exact.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "zeroskip/format.h"
+
+namespace zeroskip {
+
+// Converts a [rows, cols] row-major matrix of `src_type` into `dst_type`, transposing it to
+// [cols, rows] when `transpose` is set. A vector is a matrix with one row.
+void ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
+                   bool transpose, uint8_t* dst, DType dst_type);
+
+}  // namespace zeroskip

@@ -1,0 +1,74 @@
+#include "format/file_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+
+InputFile::InputFile(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    throw Error(path, "not a regular file");
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+}
+
+InputFile::~InputFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void InputFile::ReadAt(uint64_t offset, void* out, uint64_t n) const {
+  if (offset > size_ || n > size_ - offset) {
+    throw Error(path_, "read of " + std::to_string(n) + " bytes at offset " +
+                           std::to_string(offset) + " is past the end of the file (" +
+                           std::to_string(size_) + " bytes)");
+  }
+  auto* dst = static_cast<uint8_t*>(out);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd_, dst, n, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) throw Error(path_, std::string("read failed: ") + std::strerror(errno));
+    dst += got;
+    offset += static_cast<uint64_t>(got);
+    n -= static_cast<uint64_t>(got);
+  }
+}
+
+std::string ReadSmallFile(const std::string& path, uint64_t max_bytes) {
+  InputFile file(path);
+  if (file.size() > max_bytes) {
+    throw Error(path, "file is too large (" + std::to_string(file.size()) + " bytes, limit " +
+                          std::to_string(max_bytes) + ")");
+  }
+  std::string text(file.size(), '\0');
+  file.ReadAt(0, text.data(), text.size());
+  return text;
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+uint64_t CheckedMul(uint64_t a, uint64_t b, const std::string& path, const std::string& what) {
+  uint64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw Error(path, what + " overflows 64 bits");
+  return r;
+}
+
+uint64_t CheckedAdd(uint64_t a, uint64_t b, const std::string& path, const std::string& what) {
+  uint64_t r;
+  if (__builtin_add_overflow(a, b, &r)) throw Error(path, what + " overflows 64 bits");
+  return r;
+}
+
+}  // namespace zeroskip

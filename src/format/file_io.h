@@ -1,0 +1,38 @@
+// Small POSIX file helpers that turn every failure into zeroskip::Error(path, reason).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace zeroskip {
+
+// Owns a file descriptor opened read-only.
+class InputFile {
+ public:
+  explicit InputFile(const std::string& path);
+  ~InputFile();
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  int fd() const { return fd_; }
+  // Reads exactly n bytes at offset (bounds-checked against the file size).
+  void ReadAt(uint64_t offset, void* out, uint64_t n) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+// Reads a whole small file (config, tokenizer, index); refuses files above max_bytes.
+std::string ReadSmallFile(const std::string& path, uint64_t max_bytes);
+
+bool FileExists(const std::string& path);
+
+// a * b and a + b, throwing Error(path, what + " overflows") instead of wrapping.
+uint64_t CheckedMul(uint64_t a, uint64_t b, const std::string& path, const std::string& what);
+uint64_t CheckedAdd(uint64_t a, uint64_t b, const std::string& path, const std::string& what);
+
+}  // namespace zeroskip

@@ -1,0 +1,50 @@
+// Dense products of activations with a weight matrix. One token (decode) runs the dispatched
+// GEMV kernels split across threads; a batch (prefill) runs oneDNN matmul, with primitives
+// created once per shape. oneDNN's f32 matmul cannot take bf16/f16 weights next to f32
+// activations, so batched calls on those widen the matrix into a reusable f32 buffer first.
+#pragma once
+
+#include <dnnl.hpp>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "zeroskip/model.h"
+
+namespace zeroskip {
+
+class DenseMatmul {
+ public:
+  explicit DenseMatmul(int threads);
+
+  // y[n, w.rows] = x[n, w.cols] · wᵀ   (w stored [out, in], the Hugging Face orientation)
+  void Linear(const WeightView& w, const float* x, int64_t n, float* y);
+  // y[n, w.cols] = x[n, w.rows] · w    (w stored [in, out], e.g. the transposed FFN down)
+  void LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y);
+  // Sizes the widening buffer up front, so no allocation happens mid-run.
+  void ReserveWiden(uint64_t elements);
+
+  int threads() const { return threads_; }
+
+ private:
+  void OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in, int64_t out,
+              const float* x, float* y);
+  const float* AsF32(const WeightView& w);
+
+  int threads_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  // key: n, in, out, w_is_out_in
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool>, dnnl::matmul> primitives_;
+  std::vector<float> widened_;
+};
+
+// Rows [begin, end) of `total` for thread t of n: contiguous, balanced slices.
+inline std::pair<int64_t, int64_t> ThreadSlice(int64_t total, int t, int n, int64_t align = 1) {
+  const int64_t units = (total + align - 1) / align;
+  const int64_t begin = std::min(total, units * t / n * align);
+  const int64_t end = std::min(total, units * (t + 1) / n * align);
+  return {begin, end};
+}
+
+}  // namespace zeroskip

@@ -1,0 +1,78 @@
+#include "zeroskip/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace zeroskip {
+
+Sampler::Sampler(const SamplerOptions& options, int64_t vocab)
+    : options_(options), vocab_(vocab), rng_(options.seed) {
+  candidates_.reserve(static_cast<size_t>(vocab));
+}
+
+int Sampler::Sample(float* logits, std::span<const int> history) {
+  if (options_.repeat_penalty != 1.0f && options_.repeat_last_n > 0) {
+    const size_t n = std::min(history.size(), static_cast<size_t>(options_.repeat_last_n));
+    const auto window = history.subspan(history.size() - n);
+    for (size_t i = 0; i < window.size(); ++i) {
+      const int id = window[i];
+      if (id < 0 || id >= vocab_) continue;
+      // Penalize each distinct token once, as Hugging Face does.
+      if (std::find(window.begin(), window.begin() + i, id) != window.begin() + i) continue;
+      float& l = logits[id];
+      l = l > 0 ? l / options_.repeat_penalty : l * options_.repeat_penalty;
+    }
+  }
+  if (options_.temperature <= 0.0f) {
+    return static_cast<int>(std::max_element(logits, logits + vocab_) - logits);
+  }
+  // Hugging Face order: temperature, top-k, top-p, then min-p.
+  candidates_.clear();
+  for (int64_t i = 0; i < vocab_; ++i) {
+    candidates_.emplace_back(logits[i] / options_.temperature, static_cast<int>(i));
+  }
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t keep = candidates_.size();
+  if (options_.top_k > 0 && static_cast<size_t>(options_.top_k) < keep) {
+    keep = static_cast<size_t>(options_.top_k);
+    std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), by_logit);
+  } else {
+    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+  }
+  candidates_.resize(keep);
+  const float max_logit = candidates_.front().first;
+  double total = 0;
+  for (auto& [value, id] : candidates_) {
+    value = std::exp(value - max_logit);  // unnormalized probability from here on
+    total += value;
+  }
+  if (options_.top_p < 1.0f) {
+    double cumulative = 0;
+    size_t cut = 0;
+    while (cut < candidates_.size()) {
+      cumulative += candidates_[cut++].first / total;
+      if (cumulative >= options_.top_p) break;
+    }
+    candidates_.resize(cut);
+  }
+  if (options_.min_p > 0.0f) {
+    const float floor = options_.min_p * candidates_.front().first;
+    size_t cut = 1;
+    while (cut < candidates_.size() && candidates_[cut].first >= floor) ++cut;
+    candidates_.resize(cut);
+  }
+  double kept = 0;
+  for (const auto& c : candidates_) kept += c.first;
+  // 53 random bits -> uniform in [0, 1), identical on every platform (unlike std distributions).
+  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * kept;
+  double acc = 0;
+  for (const auto& [p, id] : candidates_) {
+    acc += p;
+    if (u < acc) return id;
+  }
+  return candidates_.back().second;
+}
+
+}  // namespace zeroskip

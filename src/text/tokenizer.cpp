@@ -1,0 +1,134 @@
+#include "zeroskip/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include "text/tokenizer_check.h"
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+namespace {
+
+// Length of the UTF-8 sequence starting at s[i]: >0 complete, 0 incomplete (needs more bytes),
+// -1 invalid.
+int Utf8SequenceLength(std::string_view s, size_t i) {
+  const auto b0 = static_cast<uint8_t>(s[i]);
+  int n;
+  uint32_t min;
+  if (b0 < 0x80) return 1;
+  if ((b0 & 0xE0) == 0xC0) {
+    n = 2, min = 0x80;
+  } else if ((b0 & 0xF0) == 0xE0) {
+    n = 3, min = 0x800;
+  } else if ((b0 & 0xF8) == 0xF0) {
+    n = 4, min = 0x10000;
+  } else {
+    return -1;
+  }
+  uint32_t cp = b0 & (0x7F >> n);
+  for (int k = 1; k < n; ++k) {
+    if (i + k >= s.size()) return 0;
+    const auto b = static_cast<uint8_t>(s[i + k]);
+    if ((b & 0xC0) != 0x80) return -1;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return -1;
+  return n;
+}
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+
+}  // namespace
+
+bool IsValidUtf8(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const int n = Utf8SequenceLength(text, i);
+    if (n <= 0) return false;
+    i += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+void CheckTokenizerModel(std::string_view model, int64_t vocab, const std::string& path) {
+  sentencepiece::SentencePieceProcessor sp;
+  const auto status = sp.LoadFromSerializedProto(model);
+  if (!status.ok()) throw Error(path, "not a valid sentencepiece model: " + status.ToString());
+  if (sp.GetPieceSize() > vocab) {
+    throw Error(path, "tokenizer has " + std::to_string(sp.GetPieceSize()) +
+                          " pieces but the model's vocab_size is " + std::to_string(vocab));
+  }
+}
+
+Tokenizer::Tokenizer(std::string_view serialized_model, const std::string& path)
+    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(path) {
+  const auto status = sp_->LoadFromSerializedProto(serialized_model);
+  if (!status.ok()) throw Error(path, "embedded tokenizer is invalid: " + status.ToString());
+}
+
+Tokenizer::~Tokenizer() = default;
+
+int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+
+std::vector<int> Tokenizer::Encode(std::string_view text) const {
+  if (!IsValidUtf8(text)) throw Error(path_, "prompt is not valid UTF-8");
+  std::vector<int> ids;
+  const auto status = sp_->Encode(text, &ids);
+  if (!status.ok()) throw Error(path_, "cannot tokenize: " + status.ToString());
+  return ids;
+}
+
+std::string Tokenizer::PieceBytes(int id) const {
+  if (id < 0 || id >= sp_->GetPieceSize()) return {};  // padding rows of a larger embedding
+  if (sp_->IsControl(id)) return {};
+  if (sp_->IsUnknown(id)) return " \xE2\x81\x87 ";  // sentencepiece's own rendering of <unk>
+  const std::string piece = sp_->IdToPiece(id);
+  if (sp_->IsByte(id)) {  // "<0xAB>"
+    return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+  }
+  std::string out;
+  for (size_t i = 0; i < piece.size(); ++i) {
+    if (piece.compare(i, 3, "\xE2\x96\x81") == 0) {  // U+2581 marks a space
+      out += ' ';
+      i += 2;
+    } else {
+      out += piece[i];
+    }
+  }
+  return out;
+}
+
+std::string Tokenizer::Decode(const std::vector<int>& ids) const {
+  std::vector<int> valid;
+  for (int id : ids) {
+    if (id >= 0 && id < sp_->GetPieceSize()) valid.push_back(id);
+  }
+  std::string text;
+  sp_->Decode(valid, &text);
+  return text;
+}
+
+std::string Utf8Stream::Push(std::string_view bytes) {
+  pending_.append(bytes);
+  std::string out;
+  size_t i = 0;
+  while (i < pending_.size()) {
+    const int n = Utf8SequenceLength(pending_, i);
+    if (n == 0) break;  // wait for the rest of this character
+    if (n < 0) {
+      out += kReplacement;
+      ++i;
+    } else {
+      out.append(pending_, i, static_cast<size_t>(n));
+      i += static_cast<size_t>(n);
+    }
+  }
+  pending_.erase(0, i);
+  return out;
+}
+
+std::string Utf8Stream::Flush() {
+  std::string out = pending_.empty() ? "" : std::string(kReplacement);
+  pending_.clear();
+  return out;
+}
+
+}  // namespace zeroskip

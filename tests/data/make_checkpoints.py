@@ -1,0 +1,145 @@
+#!/usr/bin/python3
+"""Writes the small synthetic Hugging Face test checkpoints (numpy only, deterministic).
+
+    /usr/bin/python3 tests/data/make_checkpoints.py OUT_DIR [--only NAME] [--list]
+
+Each checkpoint is OUT_DIR/<name>/ with config.json, model.safetensors (or shards plus
+model.safetensors.index.json), tokenizer.model (copy of tests/data/tokenizer.model) and
+tokenizer_config.json. Weights come from np.random.default_rng(<fixed seed per checkpoint>) in
+float32 and are then stored in the checkpoint's dtype (bf16 round-to-nearest-even, f16 IEEE), so
+the same command always produces byte-identical files. The golden fixtures in tests/data/golden/
+were computed from exactly these files (tools/reference/make_golden.py).
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "pylib"))
+import hfio  # noqa: E402
+
+TOKENIZER = os.path.join(HERE, "tokenizer.model")
+VOCAB = 384
+MAX_POS = 64
+
+# name: (architecture overrides, dtype, shards, seed)
+CHECKPOINTS = {
+    "llama_gqa_hd64_relu_f32": dict(
+        hidden=256, heads=4, kv=2, head_dim=None, ffn=200, act="relu", tied=False,
+        dtype="F32", theta=10000.0, eps=1e-5, layers=2, shards=1, seed=101),
+    "llama_mqa_hd128_silu_tied_f32": dict(
+        hidden=256, heads=2, kv=1, head_dim=None, ffn=300, act="silu", tied=True,
+        dtype="F32", theta=500000.0, eps=1e-6, layers=2, shards=1, seed=102),
+    "llama_mha_hd64_relu_bf16": dict(
+        hidden=256, heads=4, kv=4, head_dim=None, ffn=264, act="relu", tied=False,
+        dtype="BF16", theta=10000.0, eps=1e-5, layers=3, shards=1, seed=103),
+    "llama_gqa_hd64_relu_f16_sharded": dict(
+        hidden=256, heads=4, kv=2, head_dim=None, ffn=200, act="relu", tied=False,
+        dtype="F16", theta=10000.0, eps=1e-5, layers=2, shards=3, seed=104),
+    "mistral_headdim_relu_f32": dict(
+        hidden=192, heads=4, kv=2, head_dim=64, ffn=232, act="relu", tied=False,
+        dtype="F32", theta=10000.0, eps=1e-5, layers=2, shards=1, seed=105, mistral=True),
+    "llama_gqa_hd128_relu_tied_bf16": dict(
+        hidden=256, heads=4, kv=2, head_dim=128, ffn=200, act="relu", tied=True,
+        dtype="BF16", theta=10000.0, eps=1e-5, layers=2, shards=1, seed=106),
+}
+
+
+def make_config(spec):
+    mistral = spec.get("mistral", False)
+    cfg = {
+        "architectures": ["MistralForCausalLM" if mistral else "LlamaForCausalLM"],
+        "model_type": "mistral" if mistral else "llama",
+        "hidden_size": spec["hidden"],
+        "intermediate_size": spec["ffn"],
+        "num_hidden_layers": spec["layers"],
+        "num_attention_heads": spec["heads"],
+        "num_key_value_heads": spec["kv"],
+    }
+    if spec["head_dim"] is not None:
+        cfg["head_dim"] = spec["head_dim"]
+    cfg.update({
+        "vocab_size": VOCAB,
+        "hidden_act": spec["act"],
+        "rms_norm_eps": spec["eps"],
+        "rope_theta": spec["theta"],
+        "max_position_embeddings": MAX_POS,
+        "tie_word_embeddings": spec["tied"],
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "rope_scaling": None,
+        "attention_bias": False,
+    })
+    if mistral:
+        cfg["sliding_window"] = None
+    return cfg
+
+
+def make_tensors(spec):
+    """float32 weights in hfio.llama_tensor_names order, HF [out_features, in_features] shapes."""
+    rng = np.random.default_rng(spec["seed"])
+    h, ffn = spec["hidden"], spec["ffn"]
+    hd = spec["head_dim"] or h // spec["heads"]
+    q_out, kv_out = spec["heads"] * hd, spec["kv"] * hd
+
+    def linear(out_f, in_f, gain=1.5):
+        return (rng.standard_normal((out_f, in_f)) * (gain / np.sqrt(in_f))).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    shapes = {
+        "input_layernorm.weight": None, "post_attention_layernorm.weight": None,
+        "self_attn.q_proj.weight": (q_out, h), "self_attn.k_proj.weight": (kv_out, h),
+        "self_attn.v_proj.weight": (kv_out, h), "self_attn.o_proj.weight": (h, q_out),
+        "mlp.gate_proj.weight": (ffn, h), "mlp.up_proj.weight": (ffn, h),
+        "mlp.down_proj.weight": (h, ffn),
+    }
+    tensors = {}
+    for name in hfio.llama_tensor_names(spec["layers"], spec["tied"]):
+        if name == "model.embed_tokens.weight":
+            # Tied checkpoints get small embeddings: with std 1 the token's own embedding
+            # dominates the residual stream and e.e >> e.e', so greedy decoding would just
+            # repeat the last token. Untied: std 1 (the first rmsnorm is scale-invariant).
+            std = 0.1 if spec["tied"] else 1.0
+            t = (std * rng.standard_normal((VOCAB, h))).astype(np.float32)
+        elif name == "model.norm.weight":
+            t = norm(h)
+        elif name == "lm_head.weight":
+            t = linear(VOCAB, h, gain=2.0)
+        else:
+            suffix = name.split(".", 3)[3]  # model.layers.<i>.<suffix>
+            shape = shapes[suffix]
+            t = norm(h) if shape is None else linear(*shape)
+        tensors[name] = t
+    return tensors
+
+
+def write_checkpoint(out_dir, name):
+    spec = CHECKPOINTS[name]
+    path = os.path.join(out_dir, name)
+    hfio.write_hf_dir(path, make_config(spec), make_tensors(spec), dtype=spec["dtype"],
+                      tokenizer_model=TOKENIZER, shards=spec["shards"])
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir", nargs="?")
+    ap.add_argument("--only", action="append", choices=sorted(CHECKPOINTS),
+                    help="write only this checkpoint (repeatable)")
+    ap.add_argument("--list", action="store_true", help="print the checkpoint names and exit")
+    args = ap.parse_args()
+    if args.list:
+        print("\n".join(CHECKPOINTS))
+        return
+    if not args.out_dir:
+        ap.error("OUT_DIR is required")
+    for name in args.only or CHECKPOINTS:
+        print(write_checkpoint(args.out_dir, name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""Writes the golden fixtures tests/data/golden/<name>.json from the float64 reference.
+
+    /usr/bin/python3 tools/reference/make_golden.py [--only NAME ...] [--out-dir DIR]
+    /usr/bin/python3 tools/reference/make_golden.py --hf-dir DIR --name NAME
+
+Without --hf-dir: generates every test checkpoint of tests/data/make_checkpoints.py into a temp
+dir and writes one fixture per checkpoint, plus tests/data/golden/tokenizer.json (encode/decode
+cases of tests/data/tokenizer.model). With --hf-dir: one fixture for that Hugging Face directory.
+
+Fixture (floats rounded to 7 significant digits):
+  {"checkpoint", "files_sha256": {file: sha256 of the HF dir's weight/config files},
+   "prompt_ids": [1, ...], "prompt_text": str (only when prompt_ids == [BOS] + encode(text)),
+   "logits": [{"pos": p, "values": [vocab floats]}] for 3 positions incl. the last,
+   "greedy": {"prompt_ids", "continuation": [32 ids]},
+   "min_greedy_margin": min over steps of top1 - top2 (absolute),
+   "min_greedy_margin_rel": min over steps of (top1 - top2) / max|logit|}
+The prompt is the first candidate (fixed list of sentences, then seeded random ids) for which
+every greedy step has top1 - top2 > 1e-3 * max|logit|, so a float32 engine cannot flip an argmax.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "data"))
+import llama_ref  # noqa: E402
+import make_checkpoints  # noqa: E402
+
+GOLDEN_DIR = os.path.join(ROOT, "tests", "data", "golden")
+BOS = 1
+PROMPT_LEN = 12          # including BOS
+GREEDY_STEPS = 32
+REL_MARGIN = 1e-3
+N_RANDOM_CANDIDATES = 64
+
+CANDIDATE_TEXTS = [
+    "The cat sees the red apple",
+    "Anna reads a long letter",
+    "A dog finds two small boxes",
+    "Where is the green door?",
+    "The king counts 42 coins.",
+    "Peter opens the window",
+    "My sister paints the sky",
+    "The baker keeps warm bread",
+    "Our teacher answers slowly",
+    "The river is quiet today",
+]
+
+TOKENIZER_CASES = [
+    "The cat sees the red apple.",
+    "Hello world",
+    " leading space",
+    "two  spaces and trailing ",
+    "line\nbreak\ttab",
+    "Numbers 1234567 and 3.14",
+    "Grüße aus Zürich, café naïve 日本!",
+    "crème brûlée — €5",
+    "Ελλάδα 東京 🙂",
+    "",
+    "a",
+    "The",
+    "theThe thethe",
+]
+
+
+def r7(x):
+    return float(f"{x:.7g}")
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_sp(hf_dir):
+    path = os.path.join(hf_dir, "tokenizer.model")
+    if not os.path.exists(path):
+        return None
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        return None
+    return spm.SentencePieceProcessor(model_file=path)
+
+
+def candidate_prompts(vocab, sp):
+    """Deterministic candidate list: (ids, text-or-None)."""
+    if sp is not None:
+        for text in CANDIDATE_TEXTS:
+            ids = [BOS] + sp.encode(text)
+            if len(ids) <= PROMPT_LEN + 3 and max(ids) < vocab:
+                yield ids, text
+            elif max(ids[:PROMPT_LEN]) < vocab:
+                yield ids[:PROMPT_LEN], None
+    for k in range(N_RANDOM_CANDIDATES):
+        rng = np.random.default_rng(1000 + k)
+        yield [BOS] + [int(t) for t in rng.integers(3, vocab, PROMPT_LEN - 1)], None
+
+
+def check_greedy(model, prompt):
+    """-> (continuation, min abs margin, min rel margin, ok)."""
+    seq, cont, min_abs, min_rel = list(prompt), [], float("inf"), float("inf")
+    ok = True
+    for _ in range(GREEDY_STEPS):
+        logits = model.forward(seq)[-1]
+        top = torch.topk(logits, 2).values
+        margin = float(top[0] - top[1])
+        rel = margin / float(logits.abs().max())
+        min_abs, min_rel = min(min_abs, margin), min(min_rel, rel)
+        if rel <= REL_MARGIN:
+            ok = False
+        nxt = int(torch.argmax(logits))
+        cont.append(nxt)
+        seq.append(nxt)
+    return cont, min_abs, min_rel, ok
+
+
+def make_fixture(hf_dir, name):
+    model = llama_ref.LlamaRef(hf_dir)
+    max_pos = model.cfg.max_pos or 1 << 30
+    sp = load_sp(hf_dir)
+    best = None
+    tried = 0
+    for ids, text in candidate_prompts(model.cfg.vocab, sp):
+        if len(ids) + GREEDY_STEPS > max_pos:
+            continue
+        tried += 1
+        cont, min_abs, min_rel, ok = check_greedy(model, ids)
+        if best is None or min_rel > best[4]:
+            best = (ids, text, cont, min_abs, min_rel)
+        if ok:
+            break
+    ids, text, cont, min_abs, min_rel = best
+    if min_rel <= REL_MARGIN:
+        print(f"WARNING {name}: no candidate prompt has every greedy margin > {REL_MARGIN} "
+              f"* max|logit| (best {min_rel:.3g})", file=sys.stderr)
+    logits = model.forward(ids)
+    L = len(ids)
+    positions = sorted({0, L // 2, L - 1})
+    files = sorted(f for f in os.listdir(hf_dir)
+                   if f.endswith((".safetensors", ".json", ".model")))
+    fixture = {
+        "checkpoint": name,
+        "files_sha256": {f: sha256(os.path.join(hf_dir, f)) for f in files},
+        "prompt_ids": ids,
+    }
+    if text is not None:
+        fixture["prompt_text"] = text
+    fixture.update({
+        "logits": [{"pos": p, "values": [r7(v) for v in logits[p].tolist()]} for p in positions],
+        "greedy": {"prompt_ids": ids, "continuation": cont},
+        "min_greedy_margin": r7(min_abs),
+        "min_greedy_margin_rel": r7(min_rel),
+    })
+    print(f"{name}: prompt #{tried} len {L}, max|logit| {float(logits.abs().max()):.3f}, "
+          f"min greedy margin {min_abs:.4g} (rel {min_rel:.3g})")
+    return fixture
+
+
+def dump(obj, path):
+    """One top-level key per line (and one logits row per line): diff-friendly, compact."""
+    lines = []
+    for k, v in obj.items():
+        if k == "logits":
+            rows = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in v]
+            lines.append(f' "logits": [\n  ' + ",\n  ".join(rows) + "\n ]")
+        else:
+            lines.append(f" {json.dumps(k)}: {json.dumps(v, separators=(',', ':'), ensure_ascii=False)}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def make_tokenizer_fixture(path):
+    import sentencepiece as spm
+    model = os.path.join(ROOT, "tests", "data", "tokenizer.model")
+    sp = spm.SentencePieceProcessor(model_file=model)
+    cases = []
+    for text in TOKENIZER_CASES:
+        ids = sp.encode(text)
+        cases.append({"text": text, "ids": ids, "pieces": sp.id_to_piece(ids),
+                      "decoded": sp.decode(ids)})
+    obj = {
+        "tokenizer": "tests/data/tokenizer.model",
+        "tokenizer_sha256": sha256(model),
+        "note": "ids exclude BOS; prepend bos_id 1 for prompts (add_bos_token true)",
+        "vocab_size": sp.get_piece_size(), "bos_id": sp.bos_id(), "eos_id": sp.eos_id(),
+        "unk_id": sp.unk_id(), "pad_id": sp.pad_id(),
+        "cases": cases,
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{\n")
+        items = list(obj.items())
+        for i, (k, v) in enumerate(items):
+            if k == "cases":
+                rows = [json.dumps(c, ensure_ascii=False) for c in v]
+                f.write(f' "cases": [\n  ' + ",\n  ".join(rows) + "\n ]")
+            else:
+                f.write(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}")
+            f.write(",\n" if i + 1 < len(items) else "\n")
+        f.write("}\n")
+    print(f"wrote {path}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out-dir", default=GOLDEN_DIR)
+    ap.add_argument("--only", action="append", choices=sorted(make_checkpoints.CHECKPOINTS))
+    ap.add_argument("--hf-dir", help="an existing Hugging Face directory (needs --name)")
+    ap.add_argument("--name", help="fixture name for --hf-dir")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with torch.no_grad():
+        if args.hf_dir:
+            if not args.name:
+                ap.error("--hf-dir needs --name")
+            out = os.path.join(args.out_dir, args.name + ".json")
+            dump(make_fixture(args.hf_dir, args.name), out)
+            print(f"wrote {out}")
+            return
+        tmp = tempfile.mkdtemp(prefix="zeroskip_golden_")
+        try:
+            for name in args.only or make_checkpoints.CHECKPOINTS:
+                hf_dir = make_checkpoints.write_checkpoint(tmp, name)
+                dump(make_fixture(hf_dir, name), os.path.join(args.out_dir, name + ".json"))
+        finally:
+            shutil.rmtree(tmp)
+        if not args.only:
+            make_tokenizer_fixture(os.path.join(args.out_dir, "tokenizer.json"))
+
+
+if __name__ == "__main__":
+    main()

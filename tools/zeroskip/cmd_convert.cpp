@@ -1,0 +1,141 @@
+// convert, info, verify.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "kernels/kernels.h"
+#include "zeroskip/convert.h"
+#include "zeroskip/error.h"
+#include "zeroskip/format.h"
+
+namespace zeroskip::cli {
+namespace {
+
+// One-line progress bar on stderr, only when stderr is a terminal.
+class ProgressBar {
+ public:
+  explicit ProgressBar(const char* label) : label_(label), enabled_(isatty(STDERR_FILENO)) {}
+  ~ProgressBar() {
+    if (enabled_ && drawn_) std::fputc('\n', stderr);
+  }
+  void Update(uint64_t done, uint64_t total) {
+    if (!enabled_ || total == 0) return;
+    const int width = 30, filled = static_cast<int>(width * done / total);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% %.2f/%.2f GB", label_, filled,
+                 "##############################", width - filled, "", 100.0 * done / total,
+                 done / 1e9, total / 1e9);
+    drawn_ = true;
+  }
+
+ private:
+  const char* label_;
+  bool enabled_;
+  bool drawn_ = false;
+};
+
+}  // namespace
+
+void AddConvert(CLI::App& app) {
+  struct Flags {
+    std::string hf_dir, out, dtype = "keep";
+  };
+  auto flags = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand("convert", "Convert a Hugging Face checkpoint directory to .zsk");
+  cmd->add_option("HF_DIR", flags->hf_dir, "config.json, model.safetensors[.index.json], "
+                                            "tokenizer.model")->required();
+  cmd->add_option("-o,--output", flags->out, "output .zsk file (written atomically)")->required();
+  cmd->add_option("--dtype", flags->dtype, "weight dtype: keep|f32|f16|bf16")
+      ->check(CLI::IsMember({"keep", "f32", "f16", "bf16"}));
+  cmd->callback([flags] {
+    ConvertOptions opt;
+    opt.hf_dir = flags->hf_dir;
+    opt.out_path = flags->out;
+    if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
+    opt.warn = [](const std::string& m) { std::cerr << "zeroskip: warning: " << m << "\n"; };
+    ProgressBar bar("converting");
+    opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
+    const ConvertResult r = ConvertHfCheckpoint(opt);
+    std::cout << "wrote " << flags->out << ": " << r.tensors << " tensors, " << r.parameters
+              << " parameters, " << r.file_bytes << " bytes\n";
+  });
+}
+
+void AddInfo(CLI::App& app) {
+  struct Flags {
+    std::string file;
+    bool json = false;
+  };
+  auto flags = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand("info", "Describe a .zsk model file");
+  cmd->add_option("FILE", flags->file, ".zsk file")->required();
+  cmd->add_flag("--json", flags->json, "print one JSON object");
+  cmd->callback([flags] {
+    const auto file = ZskFile::Open(flags->file);
+    const ModelConfig& c = file->config();
+    uint64_t params = 0;
+    std::map<std::string, uint64_t> by_dtype;  // parameters per dtype
+    for (const auto& t : file->tensors()) {
+      params += t.elements();
+      by_dtype[std::string(DTypeName(t.dtype))] += t.elements();
+    }
+    nlohmann::json j = {{"file", flags->file},
+                        {"format_version", file->version()},
+                        {"file_bytes", file->file_size()},
+                        {"architecture", c.hf_architecture},
+                        {"hidden_size", c.hidden},
+                        {"intermediate_size", c.ffn},
+                        {"num_hidden_layers", c.layers},
+                        {"num_attention_heads", c.heads},
+                        {"num_key_value_heads", c.kv_heads},
+                        {"head_dim", c.head_dim},
+                        {"vocab_size", c.vocab},
+                        {"context_length", c.context},
+                        {"hidden_act", std::string(ActivationName(c.activation))},
+                        {"rms_norm_eps", c.rms_eps},
+                        {"rope_theta", c.rope_theta},
+                        {"tie_word_embeddings", c.tied_embeddings},
+                        {"bos_token_id", c.bos_id},
+                        {"eos_token_id", c.eos_id},
+                        {"parameters", params},
+                        {"tensors", file->tensors().size()},
+                        {"dtypes", by_dtype},
+                        {"isa", std::string(IsaName(Kernels().isa))}};
+    if (flags->json) {
+      std::cout << j.dump(2) << "\n";
+      return;
+    }
+    std::cout << flags->file << ": " << c.hf_architecture << ", zsk v" << file->version() << ", "
+              << file->file_size() << " bytes\n"
+              << "  layers " << c.layers << ", hidden " << c.hidden << ", ffn " << c.ffn
+              << ", heads " << c.heads << " (kv " << c.kv_heads << ", head_dim " << c.head_dim
+              << "), vocab " << c.vocab << ", context " << c.context << "\n"
+              << "  activation " << ActivationName(c.activation) << ", rms_eps " << c.rms_eps
+              << ", rope_theta " << c.rope_theta
+              << (c.tied_embeddings ? ", tied embeddings" : ", untied embeddings") << "\n"
+              << "  parameters " << params << " in " << file->tensors().size() << " tensors (";
+    bool first = true;
+    for (const auto& [name, n] : by_dtype) {
+      std::cout << (first ? "" : ", ") << name << " " << n;
+      first = false;
+    }
+    std::cout << ")\n  kernels " << IsaName(Kernels().isa) << "\n";
+  });
+}
+
+void AddVerify(CLI::App& app) {
+  auto file = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("verify", "Recompute every tensor checksum of a .zsk file");
+  cmd->add_option("FILE", *file, ".zsk file")->required();
+  cmd->callback([file] {
+    const auto zsk = ZskFile::Open(*file);
+    ProgressBar bar("verifying");
+    zsk->VerifyChecksums([&](size_t done, size_t total) { bar.Update(done, total); });
+    std::cout << *file << ": ok (" << zsk->tensors().size() << " tensors, checksums match)\n";
+  });
+}
+
+}  // namespace zeroskip::cli

@@ -1,0 +1,355 @@
+// run, eval, perplexity: the commands that execute a model.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "format/file_io.h"
+#include "kernels/kernels.h"
+#include "zeroskip/error.h"
+#include "zeroskip/sampler.h"
+#include "zeroskip/session.h"
+
+namespace zeroskip::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+constexpr uint64_t kMaxTextBytes = 256u << 20;
+
+std::string ReadTextFile(const std::string& path) {
+  std::string text = ReadSmallFile(path, kMaxTextBytes);
+  if (!IsValidUtf8(text)) throw Error(path, "is not valid UTF-8");
+  return text;
+}
+
+std::vector<int> WithBos(const Model& model, const std::vector<int>& ids) {
+  std::vector<int> out;
+  if (model.config().bos_id >= 0) out.push_back(static_cast<int>(model.config().bos_id));
+  out.insert(out.end(), ids.begin(), ids.end());
+  return out;
+}
+
+json LayerStatsJson(const FfnRuntime& ffn) {
+  json layers = json::array();
+  for (size_t l = 0; l < ffn.layer_stats().size(); ++l) {
+    const FfnLayerStats& s = ffn.layer_stats()[l];
+    layers.push_back({{"layer", l},
+                      {"zero_fraction", s.zero_fraction()},
+                      {"flops_done", s.flops_done},
+                      {"flops_dense", s.flops_dense},
+                      {"weight_bytes_read", s.weight_bytes_read}});
+  }
+  return layers;
+}
+
+void PrintLayerTable(const FfnRuntime& ffn) {
+  std::fprintf(stderr, "layer  zeros%%  FLOPs done/dense  weight MB read\n");
+  for (size_t l = 0; l < ffn.layer_stats().size(); ++l) {
+    const FfnLayerStats& s = ffn.layer_stats()[l];
+    std::fprintf(stderr, "%5zu  %6.2f  %15.3f  %14.2f\n", l, 100 * s.zero_fraction(),
+                 s.flops_dense ? double(s.flops_done) / s.flops_dense : 0.0,
+                 s.weight_bytes_read / 1e6);
+  }
+}
+
+// Runs `ids` and returns the logits after each of them ([n, vocab]): batched, or one token at a
+// time when the FFN is forced sparse, so `--ffn sparse` really exercises the sparse decode path.
+std::vector<float> AllLogits(Session& session, std::span<const int> ids, bool token_by_token) {
+  const size_t vocab = static_cast<size_t>(session.model().config().vocab);
+  std::vector<float> out;
+  out.reserve(ids.size() * vocab);
+  if (token_by_token) {
+    for (int id : ids) {
+      const auto logits = session.Forward({&id, 1});
+      out.insert(out.end(), logits.begin(), logits.end());
+    }
+  } else {
+    const auto logits = session.Forward(ids, /*all_logits=*/true);
+    out.assign(logits.begin(), logits.end());
+  }
+  return out;
+}
+
+std::vector<int> ParseIdList(const std::string& text) {
+  std::vector<int> ids;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || item.empty() || v < 0 || v > INT32_MAX) {
+      throw Error("", "--tokens: '" + item + "' is not a token id");
+    }
+    ids.push_back(static_cast<int>(v));
+  }
+  if (ids.empty()) throw Error("", "--tokens: no token ids given");
+  return ids;
+}
+
+}  // namespace
+
+void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
+  cmd->add_option("-m,--model", f->model, ".zsk model file")->required();
+  cmd->add_option("-t,--threads", f->threads, "threads (default: physical cores)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--ctx", f->ctx, "context length (default: the model's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 22));
+  cmd->add_option("--ffn", f->ffn, "FFN path: auto|sparse|dense")
+      ->check(CLI::IsMember({"auto", "sparse", "dense"}));
+  cmd->add_option("--isa", f->isa, "kernels: scalar|avx2|avx512 (default: best available)")
+      ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
+  cmd->add_flag("--json", f->json, "print one JSON object on stdout");
+}
+
+FfnMode ApplyComputeFlags(const ComputeFlags& f) {
+  if (!f.isa.empty()) {
+    Isa isa;
+    if (!ParseIsaName(f.isa, &isa) || !SelectIsa(isa)) {
+      throw Error("", "--isa " + f.isa + " is not supported by this CPU");
+    }
+  }
+  FfnMode mode = FfnMode::kAuto;
+  ParseFfnMode(f.ffn, &mode);
+  return mode;
+}
+
+void AddRun(CLI::App& app) {
+  struct Flags {
+    ComputeFlags compute;
+    std::string prompt, prompt_file;
+    int n = 128;
+    SamplerOptions sampler;
+    bool ignore_eos = false, stats_layers = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
+  AddComputeFlags(cmd, &f->compute);
+  auto* p = cmd->add_option("-p,--prompt", f->prompt, "prompt text");
+  auto* pf = cmd->add_option("-f,--file", f->prompt_file, "read the prompt from a UTF-8 file");
+  p->excludes(pf);
+  cmd->add_option("-n,--n-predict", f->n, "tokens to generate")->check(CLI::Range(0, 1 << 22));
+  cmd->add_option("--temp", f->sampler.temperature, "temperature (0: greedy)")
+      ->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--top-k", f->sampler.top_k, "top-k (0: off)")->check(CLI::Range(0, 1 << 22));
+  cmd->add_option("--top-p", f->sampler.top_p, "top-p (1: off)")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--min-p", f->sampler.min_p, "min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--repeat-penalty", f->sampler.repeat_penalty, "repetition penalty (1: off)")
+      ->check(CLI::Range(0.01f, 100.0f));
+  cmd->add_option("--seed", f->sampler.seed, "random seed");
+  cmd->add_flag("--ignore-eos", f->ignore_eos, "keep generating after the end-of-text token");
+  cmd->add_flag("--stats-layers", f->stats_layers, "print per-layer FFN statistics on stderr");
+  cmd->callback([f] {
+    const FfnMode mode = ApplyComputeFlags(f->compute);
+    const auto model = Model::Load(f->compute.model);
+    const std::string prompt = f->prompt_file.empty() ? f->prompt : ReadTextFile(f->prompt_file);
+    const std::vector<int> prompt_ids = WithBos(*model, model->tokenizer().Encode(prompt));
+
+    SessionOptions so;
+    so.threads = f->compute.threads;
+    so.context = f->compute.ctx;
+    so.ffn = mode;
+    Session session(*model, so);
+    if (prompt_ids.empty()) throw Error("", "the prompt is empty and the model has no BOS token");
+    if (static_cast<int64_t>(prompt_ids.size()) > session.context()) {
+      throw Error(f->prompt_file.empty() ? "prompt" : f->prompt_file,
+                  "prompt is " + std::to_string(prompt_ids.size()) +
+                      " tokens but the context is " + std::to_string(session.context()));
+    }
+    Sampler sampler(f->sampler, model->config().vocab);
+    std::vector<int> history(prompt_ids);
+    history.reserve(prompt_ids.size() + static_cast<size_t>(f->n));
+    std::vector<int> generated;
+    generated.reserve(static_cast<size_t>(f->n));
+
+    const auto t0 = Clock::now();
+    auto logits = session.Forward(prompt_ids);
+    const auto t1 = Clock::now();
+    std::vector<float> scratch(logits.begin(), logits.end());
+    Utf8Stream stream;
+    std::string text;
+    const bool stream_out = !f->compute.json;
+    std::string stop = "length";
+    int64_t decode_steps = 0;
+    for (int i = 0; i < f->n; ++i) {
+      const int id = sampler.Sample(scratch.data(), history);
+      if (id == model->config().eos_id && !f->ignore_eos) {
+        stop = "eos";
+        break;
+      }
+      generated.push_back(id);
+      history.push_back(id);
+      const std::string piece = stream.Push(model->tokenizer().PieceBytes(id));
+      text += piece;
+      if (stream_out) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      }
+      if (i + 1 == f->n) break;
+      if (session.position() >= session.context()) {
+        stop = "context";
+        break;
+      }
+      logits = session.Forward({&id, 1});
+      ++decode_steps;
+      std::copy(logits.begin(), logits.end(), scratch.begin());
+    }
+    const auto t2 = Clock::now();
+    const std::string tail = stream.Flush();
+    text += tail;
+    if (stream_out) std::printf("%s\n", tail.c_str());
+
+    const double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
+    const double prefill_tok_s = prompt_ids.size() / prefill_s;
+    const double decode_tok_s = decode_steps > 0 ? decode_steps / decode_s : 0.0;
+    const FfnLayerStats total = session.ffn().total_stats();
+    const std::string isa(IsaName(Kernels().isa));
+    const std::string ffn_path = session.ffn().sparse_decode() ? "sparse" : "dense";
+    if (f->compute.json) {
+      json j = {{"prompt_tokens", prompt_ids},
+                {"tokens", generated},
+                {"text", text},
+                {"stop", stop},
+                {"prefill_tok_s", prefill_tok_s},
+                {"decode_tok_s", decode_tok_s},
+                {"ffn_zero_fraction", total.zero_fraction()},
+                {"ffn_flops_done", total.flops_done},
+                {"ffn_flops_dense", total.flops_dense},
+                {"ffn_weight_bytes_read", total.weight_bytes_read},
+                {"ffn_path", ffn_path},
+                {"isa", isa},
+                {"threads", session.threads()}};
+      if (f->stats_layers) j["layers"] = LayerStatsJson(session.ffn());
+      std::cout << j.dump() << "\n";
+    }
+    std::fprintf(stderr,
+                 "zeroskip: prompt %zu tok | prefill %.1f tok/s | decode %.2f tok/s | ffn zeros "
+                 "%.1f%% | ffn %s | isa %s | threads %d\n",
+                 prompt_ids.size(), prefill_tok_s, decode_tok_s, 100 * total.zero_fraction(),
+                 ffn_path.c_str(), isa.c_str(), session.threads());
+    if (f->stats_layers) PrintLayerTable(session.ffn());
+  });
+}
+
+void AddEval(CLI::App& app) {
+  struct Flags {
+    ComputeFlags compute;
+    std::string tokens;
+    int top = 10;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand("eval", "Print the top logits after a list of token ids");
+  AddComputeFlags(cmd, &f->compute);
+  cmd->add_option("--tokens", f->tokens, "comma-separated token ids (include BOS yourself)")
+      ->required();
+  cmd->add_option("--top", f->top, "how many (id, logit) pairs")->check(CLI::Range(1, 1 << 22));
+  cmd->callback([f] {
+    const FfnMode mode = ApplyComputeFlags(f->compute);
+    const std::vector<int> ids = ParseIdList(f->tokens);
+    const auto model = Model::Load(f->compute.model);
+    SessionOptions so;
+    so.threads = f->compute.threads;
+    so.context = f->compute.ctx;
+    so.ffn = mode;
+    Session session(*model, so);
+    std::span<const float> logits;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      // Token by token under --ffn sparse, so the sparse decode path is what gets evaluated.
+      if (mode == FfnMode::kSparse) {
+        logits = session.Forward({&ids[i], 1});
+      } else {
+        logits = session.Forward(ids);
+        break;
+      }
+    }
+    std::vector<int> order(logits.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+    const size_t k = std::min(order.size(), static_cast<size_t>(f->top));
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    json top = json::array();
+    for (size_t i = 0; i < k; ++i) top.push_back({{"id", order[i]}, {"logit", logits[order[i]]}});
+    if (f->compute.json) {
+      std::cout << json{{"top", top}}.dump() << "\n";
+    } else {
+      for (const auto& e : top) std::cout << e["id"] << " " << e["logit"] << "\n";
+    }
+  });
+}
+
+void AddPerplexity(CLI::App& app) {
+  struct Flags {
+    ComputeFlags compute;
+    std::string file;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand("perplexity", "Perplexity of a text over non-overlapping windows");
+  AddComputeFlags(cmd, &f->compute);
+  cmd->add_option("-f,--file", f->file, "UTF-8 text file")->required();
+  cmd->callback([f] {
+    const FfnMode mode = ApplyComputeFlags(f->compute);
+    const auto model = Model::Load(f->compute.model);
+    const std::vector<int> text_ids = model->tokenizer().Encode(ReadTextFile(f->file));
+    SessionOptions so;
+    so.threads = f->compute.threads;
+    so.context = f->compute.ctx;
+    so.ffn = mode;
+    so.max_batch = f->compute.ctx > 0 ? f->compute.ctx : model->config().context;
+    Session session(*model, so);
+    const bool bos = model->config().bos_id >= 0;
+    // Each window: [BOS] + the next chunk of text, predicting every text token in it.
+    const int64_t chunk = session.context() - (bos ? 1 : 0);
+    if (chunk < 1 || text_ids.size() < (bos ? 1u : 2u)) {
+      throw Error(f->file, "text is too short to measure perplexity");
+    }
+    const size_t vocab = static_cast<size_t>(model->config().vocab);
+    double nll = 0;
+    int64_t counted = 0;
+    const auto t0 = Clock::now();
+    for (size_t start = 0; start < text_ids.size(); start += static_cast<size_t>(chunk)) {
+      const size_t end = std::min(text_ids.size(), start + static_cast<size_t>(chunk));
+      std::vector<int> window;
+      if (bos) window.push_back(static_cast<int>(model->config().bos_id));
+      window.insert(window.end(), text_ids.begin() + start, text_ids.begin() + end);
+      if (window.size() < 2) break;
+      session.Reset();
+      const std::vector<float> logits = AllLogits(session, window, mode == FfnMode::kSparse);
+      for (size_t i = 0; i + 1 < window.size(); ++i) {
+        const float* row = logits.data() + i * vocab;
+        const float max = *std::max_element(row, row + vocab);
+        double sum = 0;
+        for (size_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max);
+        nll -= double(row[window[i + 1]]) - max - std::log(sum);
+        ++counted;
+      }
+    }
+    const double seconds = Seconds(t0, Clock::now());
+    const double ppl = std::exp(nll / counted);
+    const double tok_s = counted / seconds;
+    const double zeros = session.ffn().total_stats().zero_fraction();
+    if (f->compute.json) {
+      std::cout << json{{"perplexity", ppl}, {"tokens", counted}, {"tok_s", tok_s},
+                        {"ffn_zero_fraction", zeros}}.dump()
+                << "\n";
+    } else {
+      std::printf("perplexity %.4f over %lld tokens (%.1f tok/s, ffn zeros %.1f%%)\n", ppl,
+                  static_cast<long long>(counted), tok_s, 100 * zeros);
+    }
+  });
+}
+
+}  // namespace zeroskip::cli

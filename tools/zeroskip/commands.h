@@ -1,0 +1,32 @@
+// Subcommands of the zeroskip CLI. Each Add* registers its flags and a callback that calls the
+// library; errors propagate as zeroskip::Error and main() prints them as one line.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "zeroskip/ffn.h"
+
+namespace zeroskip::cli {
+
+void AddConvert(CLI::App& app);
+void AddInfo(CLI::App& app);
+void AddVerify(CLI::App& app);
+void AddRun(CLI::App& app);
+void AddEval(CLI::App& app);
+void AddPerplexity(CLI::App& app);
+
+// Flags shared by every command that runs a model.
+struct ComputeFlags {
+  std::string model;
+  int threads = 0;
+  int64_t ctx = 0;
+  std::string ffn = "auto";
+  std::string isa;  // empty: best available
+  bool json = false;
+};
+void AddComputeFlags(CLI::App* cmd, ComputeFlags* flags);
+// Applies --isa (throws Error if unsupported) and parses --ffn.
+FfnMode ApplyComputeFlags(const ComputeFlags& flags);
+
+}  // namespace zeroskip::cli
