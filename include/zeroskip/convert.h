@@ -4,13 +4,14 @@
 // and tokenizer.model, validates all of it against the configuration, and streams tensor by
 // tensor into an atomic writer: peak memory is about two copies of the largest tensor. Extra
 // tensors are refused, except derived buffers (rotary inv_freq) and a duplicate lm_head of a
-// tied model, which are skipped with a warning.
+// tied model, which are skipped and reported in the result's warnings.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "zeroskip/format.h"
 
@@ -20,7 +21,6 @@ struct ConvertOptions {
   std::string hf_dir;
   std::string out_path;
   std::optional<DType> dtype;  // nullopt: keep each tensor's dtype (norms are always f32)
-  std::function<void(const std::string& message)> warn;
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;
 };
 
@@ -28,6 +28,7 @@ struct ConvertResult {
   uint64_t tensors = 0;
   uint64_t parameters = 0;
   uint64_t file_bytes = 0;
+  std::vector<std::string> warnings;  // returned, not printed: a failed run says one line only
 };
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& options);

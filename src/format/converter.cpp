@@ -105,6 +105,7 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   std::vector<const SafetensorsTensor*> sources;
   std::vector<size_t> source_shard;
   std::set<std::string> used;
+  std::vector<std::string> warnings;
   for (const auto& slot : slots) {
     const auto it = ckpt.tensors.find(slot.hf_name);
     if (it == ckpt.tensors.end()) {
@@ -129,8 +130,8 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
                   "unexpected tensor '" + name + "' (not part of a " + config.hf_architecture +
                       " with this config.json)");
     }
-    if (opt.warn) opt.warn("skipping tensor '" + name + "'" +
-                           (derived ? " (derived rotary buffer)" : " (embeddings are tied)"));
+    warnings.push_back("skipping tensor '" + name + "'" +
+                       (derived ? " (derived rotary buffer)" : " (embeddings are tied)"));
   }
 
   std::vector<TensorSpec> specs;
@@ -171,7 +172,7 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     if (opt.progress) opt.progress(done, total_bytes);
   }
   writer.Finish();
-  return {slots.size(), parameters, writer.file_size()};
+  return {slots.size(), parameters, writer.file_size(), std::move(warnings)};
 }
 
 }  // namespace zeroskip

@@ -80,10 +80,10 @@ class Fields {
   const std::string& path_;
 };
 
-json ParseObject(std::string_view text, const std::string& path, const char* what) {
+json ParseObject(std::string_view text, const std::string& path, const std::string& prefix) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw Error(path, std::string(what) + " is not valid JSON");
-  if (!j.is_object()) throw Error(path, std::string(what) + " is not a JSON object");
+  if (j.is_discarded()) throw Error(path, prefix + "is not valid JSON");
+  if (!j.is_object()) throw Error(path, prefix + "is not a JSON object");
   return j;
 }
 
@@ -96,12 +96,14 @@ void CheckConsistency(const ModelConfig& c, const Fields& f) {
   if (c.heads * c.head_dim > 4 * kMaxHidden) f.Fail("num_attention_heads * head_dim is absurd");
 }
 
+ModelConfig ConfigFromMetadata(const json& j, const std::string& path);
+
 }  // namespace
 
 std::string_view ActivationName(Activation a) { return a == Activation::kReLU ? "relu" : "silu"; }
 
 ModelConfig ParseHfConfig(std::string_view json_text, const std::string& path) {
-  const json j = ParseObject(json_text, path, "config.json");
+  const json j = ParseObject(json_text, path, "");
   const Fields f(j, path);
   ModelConfig c;
 
@@ -183,12 +185,22 @@ std::string ConfigToJson(const ModelConfig& c) {
 }
 
 ModelConfig ConfigFromJson(std::string_view json_text, const std::string& path) {
-  const json j = ParseObject(json_text, path, "metadata");
+  try {
+    return ConfigFromMetadata(ParseObject(json_text, path, "metadata "), path);
+  } catch (const Error& e) {
+    if (e.reason().rfind("metadata", 0) == 0) throw;
+    throw Error(path, "metadata: " + e.reason());
+  }
+}
+
+namespace {
+
+ModelConfig ConfigFromMetadata(const json& j, const std::string& path) {
   const Fields f(j, path);
   ModelConfig c;
   c.hf_architecture = f.String("architecture");
   if (c.hf_architecture != "LlamaForCausalLM" && c.hf_architecture != "MistralForCausalLM") {
-    f.Fail("metadata: unsupported architecture '" + c.hf_architecture + "'");
+    f.Fail("unsupported architecture '" + c.hf_architecture + "'");
   }
   c.hidden = f.Int("hidden_size", 1, kMaxHidden);
   c.ffn = f.Int("intermediate_size", 1, kMaxFfn);
@@ -199,7 +211,7 @@ ModelConfig ConfigFromJson(std::string_view json_text, const std::string& path) 
   c.vocab = f.Int("vocab_size", 1, kMaxVocab);
   c.context = f.Int("context_length", 1, kMaxContext);
   const std::string act = f.String("hidden_act");
-  if (act != "relu" && act != "silu") f.Fail("metadata: unknown hidden_act '" + act + "'");
+  if (act != "relu" && act != "silu") f.Fail("unknown hidden_act '" + act + "'");
   c.activation = act == "relu" ? Activation::kReLU : Activation::kSiLU;
   c.rms_eps = static_cast<float>(f.Number("rms_norm_eps", 1e-6, 0.0, 1.0));
   c.rope_theta = static_cast<float>(f.Number("rope_theta", 10000.0, 0.0, 1e12));
@@ -212,4 +224,5 @@ ModelConfig ConfigFromJson(std::string_view json_text, const std::string& path) 
   return c;
 }
 
+}  // namespace
 }  // namespace zeroskip

@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -40,9 +41,9 @@ std::unique_ptr<ZskFile> ZskFile::Open(const std::string& path) {
   file->path_ = path;
   file->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (file->fd_ < 0) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
-  const off_t end = ::lseek(file->fd_, 0, SEEK_END);
-  if (end < 0) throw Error(path, "cannot determine the file size");
-  file->size_ = static_cast<uint64_t>(end);
+  struct stat st;
+  if (::fstat(file->fd_, &st) != 0 || !S_ISREG(st.st_mode)) throw Error(path, "not a regular file");
+  file->size_ = static_cast<uint64_t>(st.st_size);
   if (file->size_ == 0) throw Error(path, "file is empty");
   void* map = ::mmap(nullptr, file->size_, PROT_READ, MAP_SHARED, file->fd_, 0);
   if (map == MAP_FAILED) throw Error(path, std::string("cannot map: ") + std::strerror(errno));
@@ -125,6 +126,10 @@ ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string so
     plan_.push_back(std::move(t));
   }
   file_size_ = offset;
+  struct stat st;
+  if (::stat(path_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    throw Error(path_, "is a directory (give a file name for the output)");
+  }
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) {
     throw Error(path_, std::string("cannot create output file: ") + std::strerror(errno));

@@ -87,15 +87,16 @@ void Session::Reset() { position_ = 0; }
 
 std::span<const float> Session::Forward(std::span<const int> tokens, bool all_logits) {
   const auto n = static_cast<int64_t>(tokens.size());
-  if (n == 0) throw Error("", "no tokens to run");
+  const std::string& path = model_.file().path();
+  if (n == 0) throw Error(path, "no tokens to run");
   if (position_ + n > context_) {
-    throw Error("", std::to_string(position_ + n) + " tokens do not fit the context of " +
+    throw Error(path, std::to_string(position_ + n) + " tokens do not fit the context of " +
                         std::to_string(context_));
   }
-  if (all_logits && n > max_batch_) throw Error("", "too many tokens for one batch of logits");
+  if (all_logits && n > max_batch_) throw Error(path, "too many tokens for one batch of logits");
   for (int id : tokens) {
     if (id < 0 || id >= config_.vocab) {
-      throw Error("", "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+      throw Error(path, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                           std::to_string(config_.vocab) + ")");
     }
   }

@@ -55,10 +55,10 @@ void AddConvert(CLI::App& app) {
     opt.hf_dir = flags->hf_dir;
     opt.out_path = flags->out;
     if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
-    opt.warn = [](const std::string& m) { std::cerr << "zeroskip: warning: " << m << "\n"; };
     ProgressBar bar("converting");
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
     const ConvertResult r = ConvertHfCheckpoint(opt);
+    for (const auto& w : r.warnings) std::cerr << "zeroskip: warning: " << w << "\n";
     std::cout << "wrote " << flags->out << ": " << r.tensors << " tensors, " << r.parameters
               << " parameters, " << r.file_bytes << " bytes\n";
   });

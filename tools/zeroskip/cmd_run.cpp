@@ -165,8 +165,8 @@ void AddRun(CLI::App& app) {
     Session session(*model, so);
     if (prompt_ids.empty()) throw Error("", "the prompt is empty and the model has no BOS token");
     if (static_cast<int64_t>(prompt_ids.size()) > session.context()) {
-      throw Error(f->prompt_file.empty() ? "prompt" : f->prompt_file,
-                  "prompt is " + std::to_string(prompt_ids.size()) +
+      throw Error(f->prompt_file,
+                  "the prompt is " + std::to_string(prompt_ids.size()) +
                       " tokens but the context is " + std::to_string(session.context()));
     }
     Sampler sampler(f->sampler, model->config().vocab);
@@ -192,7 +192,12 @@ void AddRun(CLI::App& app) {
       }
       generated.push_back(id);
       history.push_back(id);
-      const std::string piece = stream.Push(model->tokenizer().PieceBytes(id));
+      std::string bytes = model->tokenizer().PieceBytes(id);
+      // Text that starts from BOS alone drops sentencepiece's dummy-prefix space, as decoding does.
+      if (generated.size() == 1 && prompt.empty() && !bytes.empty() && bytes[0] == ' ') {
+        bytes.erase(0, 1);
+      }
+      const std::string piece = stream.Push(bytes);
       text += piece;
       if (stream_out) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);

@@ -1,0 +1,166 @@
+// End-to-end behaviour of the CLI contract: generation edge cases, JSON output, errors.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace zeroskip {
+namespace {
+
+using nlohmann::json;
+using testing::RunCli;
+
+const std::string kModel = "llama_gqa_hd64_relu_f32";  // context 64, BOS 1, EOS 2
+
+json RunJson(std::vector<std::string> args) {
+  args.insert(args.begin(), {"run", "-m", testing::ConvertedModel(kModel), "--json"});
+  const auto r = RunCli(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.exit_code == 0 ? json::parse(r.out) : json();
+}
+
+void ExpectOneErrorLine(const testing::CliResult& r, const std::string& needle) {
+  EXPECT_EQ(r.exit_code, 1);
+  const auto lines = testing::Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << r.err;
+  EXPECT_EQ(lines[0].rfind("zeroskip: error: ", 0), 0u) << lines[0];
+  EXPECT_NE(lines[0].find(needle), std::string::npos) << lines[0];
+}
+
+TEST(Cli, EmptyPromptRunsFromBosOnly) {
+  const json j = RunJson({"-p", "", "-n", "5", "--temp", "0", "--ignore-eos"});
+  EXPECT_EQ(j["prompt_tokens"], json::array({1}));
+  EXPECT_EQ(j["tokens"].size(), 5u);
+}
+
+TEST(Cli, ZeroTokensGeneratesNothing) {
+  const json j = RunJson({"-p", "Anna reads", "-n", "0"});
+  EXPECT_TRUE(j["tokens"].empty());
+  EXPECT_EQ(j["text"], "");
+}
+
+TEST(Cli, PromptOfExactlyTheContextLengthGeneratesOneToken) {
+  const json probe = RunJson({"-p", "Anna reads a long letter", "-n", "0"});
+  const auto n = probe["prompt_tokens"].size();
+  const json j = RunJson({"-p", "Anna reads a long letter", "-n", "5", "--temp", "0",
+                          "--ignore-eos", "--ctx", std::to_string(n)});
+  EXPECT_EQ(j["tokens"].size(), 1u);
+  EXPECT_EQ(j["stop"], "context");
+}
+
+TEST(Cli, PromptLongerThanTheContextIsAClearError) {
+  const auto r = RunCli({"run", "-m", testing::ConvertedModel(kModel), "-p",
+                         "Anna reads a long letter", "--ctx", "3"});
+  ExpectOneErrorLine(r, "tokens but the context is 3");
+}
+
+TEST(Cli, StopsAtEndOfText) {
+  // Make the third greedy token the end-of-text id by editing config.json, then convert again.
+  const json free_run = RunJson({"-p", "Anna reads", "-n", "6", "--temp", "0", "--ignore-eos"});
+  const int eos = free_run["tokens"][2];
+  testing::TempDir dir;
+  const std::string src = testing::TestDataDir() + "/" + kModel;
+  for (const char* f : {"model.safetensors", "tokenizer.model"}) {
+    testing::WriteFile(dir / f, testing::ReadFile(src + "/" + f));
+  }
+  json config = json::parse(testing::ReadFile(src + "/config.json"));
+  config["eos_token_id"] = eos;
+  testing::WriteFile(dir / "config.json", config.dump());
+  ASSERT_EQ(RunCli({"convert", dir.path(), "-o", dir / "m.zsk"}).exit_code, 0);
+  const auto r = RunCli({"run", "-m", dir / "m.zsk", "-p", "Anna reads", "-n", "6", "--temp",
+                         "0", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["stop"], "eos");
+  // Stops before the EOS token (unless it appeared earlier in the free run).
+  const auto first = std::find(free_run["tokens"].begin(), free_run["tokens"].end(), eos) -
+                     free_run["tokens"].begin();
+  EXPECT_EQ(j["tokens"].size(), static_cast<size_t>(first));
+}
+
+TEST(Cli, NonAsciiPromptRoundTrips) {
+  const json j = RunJson({"-p", "Grüße aus 日本, café", "-n", "3", "--temp", "0"});
+  EXPECT_GT(j["prompt_tokens"].size(), 5u);
+  EXPECT_EQ(j["tokens"].size() <= 3, true);
+}
+
+TEST(Cli, InvalidUtf8PromptFileIsAClearError) {
+  testing::TempDir dir;
+  testing::WriteFile(dir / "bad.txt", "abc\xff\xfe def");
+  const auto r = RunCli({"run", "-m", testing::ConvertedModel(kModel), "-f", dir / "bad.txt"});
+  ExpectOneErrorLine(r, "bad.txt: is not valid UTF-8");
+}
+
+TEST(Cli, SameSeedSameOutputDifferentSeedDifferentOutput) {
+  auto sample = [](const std::string& seed) {
+    return RunJson({"-p", "Anna", "-n", "24", "--temp", "1.5", "--top-k", "0", "--top-p", "1",
+                    "--min-p", "0", "--seed", seed, "--ignore-eos"})["tokens"];
+  };
+  EXPECT_EQ(sample("7"), sample("7"));
+  EXPECT_NE(sample("7"), sample("8"));
+}
+
+TEST(Cli, SparseAndDenseGreedyAgree) {
+  const auto a = RunJson({"-p", "Anna reads", "-n", "16", "--temp", "0", "--ffn", "sparse",
+                          "--ignore-eos"});
+  const auto b = RunJson({"-p", "Anna reads", "-n", "16", "--temp", "0", "--ffn", "dense",
+                          "--ignore-eos"});
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  EXPECT_GT(a["ffn_zero_fraction"].get<double>(), 0.2);
+  EXPECT_LT(a["ffn_flops_done"].get<double>(), b["ffn_flops_done"].get<double>());
+}
+
+TEST(Cli, EvalPrintsTopLogitsAsJson) {
+  const auto r = RunCli({"eval", "-m", testing::ConvertedModel(kModel), "--tokens", "1,5,9",
+                         "--top", "3", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  ASSERT_EQ(j["top"].size(), 3u);
+  EXPECT_GE(j["top"][0]["logit"].get<double>(), j["top"][1]["logit"].get<double>());
+}
+
+TEST(Cli, EvalRejectsBadTokenIds) {
+  ExpectOneErrorLine(RunCli({"eval", "-m", testing::ConvertedModel(kModel), "--tokens", "1,x"}),
+                     "not a token id");
+  ExpectOneErrorLine(RunCli({"eval", "-m", testing::ConvertedModel(kModel), "--tokens", "1,999"}),
+                     "outside the vocabulary");
+}
+
+TEST(Cli, PerplexityJson) {
+  testing::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += "Anna reads a long letter at the café. ";
+  testing::WriteFile(dir / "t.txt", text);
+  const auto dense = RunCli({"perplexity", "-m", testing::ConvertedModel(kModel), "-f",
+                             dir / "t.txt", "--ctx", "32", "--json"});
+  ASSERT_EQ(dense.exit_code, 0) << dense.err;
+  const json d = json::parse(dense.out);
+  EXPECT_GT(d["perplexity"].get<double>(), 1.0);
+  EXPECT_GT(d["tokens"].get<int>(), 100);
+  // Token-by-token through the sparse path gives the same perplexity.
+  const auto sparse = RunCli({"perplexity", "-m", testing::ConvertedModel(kModel), "-f",
+                              dir / "t.txt", "--ctx", "32", "--json", "--ffn", "sparse"});
+  ASSERT_EQ(sparse.exit_code, 0) << sparse.err;
+  EXPECT_NEAR(json::parse(sparse.out)["perplexity"].get<double>(), d["perplexity"].get<double>(),
+              1e-3 * d["perplexity"].get<double>());
+}
+
+TEST(Cli, InfoAndVerify) {
+  const auto info = RunCli({"info", testing::ConvertedModel(kModel), "--json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  const json j = json::parse(info.out);
+  EXPECT_EQ(j["num_key_value_heads"], 2);
+  EXPECT_EQ(j["intermediate_size"], 200);
+  const auto verify = RunCli({"verify", testing::ConvertedModel(kModel)});
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+}
+
+TEST(Cli, SparseFfnOnSiluModelIsRefused) {
+  ExpectOneErrorLine(RunCli({"run", "-m", testing::ConvertedModel("llama_mqa_hd128_silu_tied_f32"),
+                             "-p", "a", "--ffn", "sparse"}),
+                     "hidden_act relu");
+}
+
+}  // namespace
+}  // namespace zeroskip

@@ -1,0 +1,104 @@
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "zeroskip/config.h"
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+namespace {
+
+using nlohmann::json;
+
+json Base() {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"hidden_size", 256},
+          {"intermediate_size", 200},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},
+          {"num_key_value_heads", 2},
+          {"vocab_size", 384},
+          {"hidden_act", "relu"},
+          {"max_position_embeddings", 64},
+          {"rms_norm_eps", 1e-5},
+          {"bos_token_id", 1},
+          {"eos_token_id", 2},
+          {"rope_scaling", nullptr}};
+}
+
+TEST(HfConfig, ParsesALlamaConfig) {
+  const ModelConfig c = ParseHfConfig(Base().dump(), "config.json");
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.kv_heads, 2);
+  EXPECT_EQ(c.activation, Activation::kReLU);
+  EXPECT_FALSE(c.tied_embeddings);
+  EXPECT_FLOAT_EQ(c.rope_theta, 10000.0f);
+}
+
+TEST(HfConfig, RoundTripsThroughNativeMetadata) {
+  json j = Base();
+  j["head_dim"] = 128;
+  j["tie_word_embeddings"] = true;
+  j["eos_token_id"] = json::array({2, 7});
+  j["hidden_act"] = "silu";
+  const ModelConfig c = ParseHfConfig(j.dump(), "config.json");
+  EXPECT_EQ(c.eos_id, 2);
+  const ModelConfig back = ConfigFromJson(ConfigToJson(c), "m.zsk");
+  EXPECT_EQ(back.head_dim, 128);
+  EXPECT_TRUE(back.tied_embeddings);
+  EXPECT_EQ(back.activation, Activation::kSiLU);
+  EXPECT_EQ(ConfigToJson(back), ConfigToJson(c));
+}
+
+TEST(HfConfig, DefaultsAndMistralWindow) {
+  json j = Base();
+  j.erase("num_key_value_heads");
+  j["architectures"] = {"MistralForCausalLM"};
+  j["max_position_embeddings"] = 32768;
+  j["sliding_window"] = 4096;
+  const ModelConfig c = ParseHfConfig(j.dump(), "config.json");
+  EXPECT_EQ(c.kv_heads, 4);
+  EXPECT_EQ(c.context, 4096);
+}
+
+struct BadCase {
+  const char* name;
+  std::function<void(json&)> edit;
+  const char* reason;
+};
+
+TEST(HfConfig, RefusesBadConfigsByName) {
+  const BadCase cases[] = {
+      {"arch", [](json& j) { j["architectures"] = {"GPT2LMHeadModel"}; }, "unsupported architecture 'GPT2LMHeadModel'"},
+      {"rope", [](json& j) { j["rope_scaling"] = {{"type", "linear"}}; }, "rope_scaling is not supported"},
+      {"act", [](json& j) { j["hidden_act"] = "gelu"; }, "hidden_act 'gelu' is not supported"},
+      {"zero", [](json& j) { j["hidden_size"] = 0; }, "hidden_size must be in"},
+      {"negative", [](json& j) { j["num_hidden_layers"] = -3; }, "num_hidden_layers must be in"},
+      {"absurd", [](json& j) { j["vocab_size"] = 1000000000000000LL; }, "vocab_size must be in"},
+      {"huge unsigned", [](json& j) { j["hidden_size"] = 18446744073709551615ULL; }, "out of range"},
+      {"float", [](json& j) { j["hidden_size"] = 256.5; }, "hidden_size must be an integer"},
+      {"string", [](json& j) { j["intermediate_size"] = "200"; }, "must be an integer"},
+      {"missing", [](json& j) { j.erase("vocab_size"); }, "missing vocab_size"},
+      {"gqa", [](json& j) { j["num_key_value_heads"] = 3; }, "multiple of num_key_value_heads"},
+      {"heads", [](json& j) { j["hidden_size"] = 250; }, "multiple of num_attention_heads"},
+      {"bias", [](json& j) { j["attention_bias"] = true; }, "attention_bias"},
+      {"eos", [](json& j) { j["eos_token_id"] = 384; }, "eos_token_id must be in"},
+      {"eps", [](json& j) { j["rms_norm_eps"] = -1; }, "rms_norm_eps is out of range"},
+  };
+  for (const auto& c : cases) {
+    json j = Base();
+    c.edit(j);
+    try {
+      ParseHfConfig(j.dump(), "dir/config.json");
+      ADD_FAILURE() << c.name << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.path(), "dir/config.json");
+      EXPECT_NE(e.reason().find(c.reason), std::string::npos) << c.name << ": " << e.reason();
+    }
+  }
+  EXPECT_THROW(ParseHfConfig("{not json", "c"), Error);
+  EXPECT_THROW(ParseHfConfig("[1, 2]", "c"), Error);
+}
+
+}  // namespace
+}  // namespace zeroskip

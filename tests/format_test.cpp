@@ -1,0 +1,180 @@
+// The native file: writer/reader round trip, atomicity, checksums, and the converter's output
+// against the source safetensors (bit-identical when the dtype is kept, exactly rounded when
+// narrowed, exactly widened when widened; the FFN down projection transposed).
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <filesystem>
+
+#include "format/dtype.h"
+#include "format/file_io.h"
+#include "format/safetensors.h"
+#include "model/llama_layout.h"
+#include "test_util.h"
+#include "zeroskip/convert.h"
+#include "zeroskip/error.h"
+#include "zeroskip/format.h"
+
+namespace zeroskip {
+namespace {
+
+namespace fs = std::filesystem;
+
+ModelConfig TinyConfig() {
+  ModelConfig c;
+  c.hf_architecture = "LlamaForCausalLM";
+  c.hidden = 8;
+  c.ffn = 12;
+  c.layers = 1;
+  c.heads = 2;
+  c.kv_heads = 1;
+  c.head_dim = 4;
+  c.vocab = 10;
+  c.context = 16;
+  return c;
+}
+
+std::string WriteSmallFile(const std::string& path) {
+  ZskWriter w(path, TinyConfig(), "{\"verbatim\": true}", "tok-bytes",
+              {{"a", DType::kF32, Layout::kRowMajor, {3, 5}},
+               {"b", DType::kBF16, Layout::kTransposed, {7}}});
+  std::vector<uint8_t> a(60), b(14);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(200 - i);
+  w.WriteNext(a);
+  w.WriteNext(b);
+  w.Finish();
+  return path;
+}
+
+TEST(ZskFile, RoundTrips) {
+  testing::TempDir dir;
+  const auto file = ZskFile::Open(WriteSmallFile(dir / "m.zsk"));
+  EXPECT_EQ(file->config().hidden, 8);
+  EXPECT_EQ(file->source_config_json(), "{\"verbatim\": true}");
+  EXPECT_EQ(file->tokenizer_model(), "tok-bytes");
+  ASSERT_EQ(file->tensors().size(), 2u);
+  const TensorInfo* b = file->Find("b");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->layout, Layout::kTransposed);
+  EXPECT_EQ(b->offset % kTensorAlign, 0u);
+  EXPECT_EQ(static_cast<const uint8_t*>(file->data(*b))[0], 200);
+  EXPECT_NO_THROW(file->VerifyChecksums());
+  EXPECT_FALSE(fs::exists(dir / "m.zsk.tmp"));
+}
+
+TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
+  testing::TempDir dir;
+  const std::string path = WriteSmallFile(dir / "m.zsk");
+  std::string bytes = testing::ReadFile(path);
+  const auto file = ZskFile::Open(path);
+  const uint64_t data_at = file->Find("a")->offset;
+
+  std::string corrupted = bytes;
+  corrupted[data_at + 3] ^= 1;
+  testing::WriteFile(dir / "c.zsk", corrupted);
+  const auto c = ZskFile::Open(dir / "c.zsk");  // opening is O(header): data not read yet
+  EXPECT_THROW(c->VerifyChecksums(), Error);
+
+  testing::WriteFile(dir / "t.zsk", bytes.substr(0, bytes.size() - 1));
+  EXPECT_THROW(ZskFile::Open(dir / "t.zsk"), Error);
+  std::string magic = bytes;
+  magic[0] = 'X';
+  testing::WriteFile(dir / "b.zsk", magic);
+  EXPECT_THROW(ZskFile::Open(dir / "b.zsk"), Error);
+  std::string meta = bytes;
+  meta[kZskHeaderBytes + 2] ^= 0x20;  // inside the metadata JSON: header checksum catches it
+  testing::WriteFile(dir / "h.zsk", meta);
+  EXPECT_THROW(ZskFile::Open(dir / "h.zsk"), Error);
+}
+
+TEST(ZskWriter, AbandonedWriteLeavesNothing) {
+  testing::TempDir dir;
+  {
+    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "", {{"a", DType::kF32, Layout::kRowMajor, {2}}});
+    EXPECT_TRUE(fs::exists(dir / "m.zsk.tmp"));
+  }
+  EXPECT_FALSE(fs::exists(dir / "m.zsk.tmp"));
+  EXPECT_FALSE(fs::exists(dir / "m.zsk"));
+  EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", TinyConfig(), "{}", "", {}), Error);
+}
+
+// Reads a source tensor from the HF checkpoint, widened to f32.
+std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& name,
+                                DType* dtype = nullptr) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(hf_dir)) {
+    if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
+  }
+  for (const auto& f : files) {
+    for (const auto& t : ReadSafetensorsHeader(f).tensors) {
+      if (t.name != name) continue;
+      std::vector<uint8_t> raw(t.end - t.begin);
+      InputFile(f).ReadAt(t.begin, raw.data(), raw.size());
+      const uint64_t n = raw.size() / DTypeSize(t.dtype);
+      std::vector<float> out(n);
+      ConvertMatrix(raw.data(), t.dtype, 1, n, false, reinterpret_cast<uint8_t*>(out.data()),
+                    DType::kF32);
+      if (dtype) *dtype = t.dtype;
+      return out;
+    }
+  }
+  ADD_FAILURE() << "no tensor " << name;
+  return {};
+}
+
+std::vector<float> StoredTensor(const ZskFile& file, const TensorInfo& t) {
+  std::vector<float> out(t.elements());
+  ConvertMatrix(static_cast<const uint8_t*>(file.data(t)), t.dtype, 1, out.size(), false,
+                reinterpret_cast<uint8_t*>(out.data()), DType::kF32);
+  return out;
+}
+
+float Rounded(float v, DType to) {
+  if (to == DType::kBF16) return static_cast<float>(Eigen::bfloat16(v));
+  if (to == DType::kF16) return static_cast<float>(Eigen::half(v));
+  return v;
+}
+
+class ConvertRoundTrip : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {};
+
+TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
+  const auto [name, dtype_name] = GetParam();
+  const std::string hf = testing::TestDataDir() + "/" + name;
+  testing::TempDir dir;
+  ConvertOptions opt;
+  opt.hf_dir = hf;
+  opt.out_path = dir / "m.zsk";
+  if (std::string(dtype_name) != "keep") opt.dtype = ParseDTypeName(dtype_name);
+  ConvertHfCheckpoint(opt);
+  const auto file = ZskFile::Open(opt.out_path);
+  file->VerifyChecksums();
+  for (const TensorSlot& slot : LlamaTensorSlots(file->config())) {
+    const TensorInfo* t = file->Find(slot.name);
+    ASSERT_NE(t, nullptr) << slot.name;
+    DType src_type = DType::kF32;
+    const std::vector<float> src = SourceTensor(hf, slot.hf_name, &src_type);
+    const DType want_type = slot.always_f32 ? DType::kF32 : opt.dtype.value_or(src_type);
+    EXPECT_EQ(t->dtype, want_type) << slot.name;
+    const std::vector<float> got = StoredTensor(*file, *t);
+    ASSERT_EQ(got.size(), src.size());
+    const uint64_t rows = slot.hf_shape[0], cols = slot.hf_shape.size() > 1 ? slot.hf_shape[1] : 1;
+    for (uint64_t r = 0; r < rows; ++r) {
+      for (uint64_t c = 0; c < cols; ++c) {
+        const float want = Rounded(src[r * cols + c], want_type);
+        const float stored = slot.transposed ? got[c * rows + r] : got[r * cols + c];
+        ASSERT_EQ(stored, want) << slot.name << " [" << r << ", " << c << "]";
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Checkpoints, ConvertRoundTrip,
+    ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
+                                         "llama_gqa_hd64_relu_f16_sharded",
+                                         "llama_mqa_hd128_silu_tied_f32"),
+                       ::testing::Values("keep", "f32", "bf16", "f16")));
+
+}  // namespace
+}  // namespace zeroskip

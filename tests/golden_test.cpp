@@ -1,0 +1,140 @@
+// Golden tests: logits and greedy continuations of the generated checkpoints against fixtures
+// produced by the independent float64 PyTorch reference (tools/reference/make_golden.py).
+// Tolerance: |Δlogit| <= 1e-4 * max|logit| at every checked position, for f32 weights and for
+// bf16/f16 weights alike (both sides widen them exactly; computation is f32 here). Greedy
+// continuations must be identical (the fixtures guarantee a top-1 margin > 1e-3 * max|logit|).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "kernels/kernels.h"
+#include "test_util.h"
+#include "zeroskip/session.h"
+
+namespace zeroskip {
+namespace {
+
+using nlohmann::json;
+using testing::LoadedModel;
+
+const char* const kCheckpoints[] = {
+    "llama_gqa_hd64_relu_f32",        "llama_mqa_hd128_silu_tied_f32",
+    "llama_mha_hd64_relu_bf16",       "llama_gqa_hd64_relu_f16_sharded",
+    "mistral_headdim_relu_f32",       "llama_gqa_hd128_relu_tied_bf16"};
+
+json Golden(const std::string& name) {
+  return json::parse(testing::ReadFile(testing::SourceDir() + "/tests/data/golden/" + name +
+                                       ".json"));
+}
+
+struct Case {
+  std::string checkpoint;
+  Isa isa;
+  FfnMode ffn;
+  int threads;
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.checkpoint << " isa=" << IsaName(c.isa) << " ffn=" << FfnModeName(c.ffn)
+      << " threads=" << c.threads;
+}
+
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  return info.param.checkpoint + "_" + std::string(IsaName(info.param.isa)) + "_" +
+         std::string(FfnModeName(info.param.ffn)) + "_t" + std::to_string(info.param.threads);
+}
+
+std::vector<Case> AllCases() {
+  std::vector<Case> cases;
+  for (const char* c : kCheckpoints) {
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+      if (KernelsFor(isa) == nullptr) continue;  // this CPU cannot run it
+      for (FfnMode ffn : {FfnMode::kAuto, FfnMode::kDense}) {
+        for (int threads : {1, 2}) cases.push_back({c, isa, ffn, threads});
+      }
+    }
+  }
+  return cases;
+}
+
+SessionOptions Options(const Case& c) {
+  SessionOptions o;
+  o.threads = c.threads;
+  o.ffn = c.ffn;
+  return o;
+}
+
+class GoldenTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(SelectIsa(GetParam().isa)); }
+  void TearDown() override { SelectIsa(BestIsa()); }
+};
+
+void ExpectClose(std::span<const float> got, const json& want, const std::string& where) {
+  ASSERT_EQ(got.size(), want.size()) << where;
+  double max_ref = 0, max_err = 0;
+  for (size_t i = 0; i < got.size(); ++i) max_ref = std::max(max_ref, std::abs(want[i].get<double>()));
+  for (size_t i = 0; i < got.size(); ++i) {
+    max_err = std::max(max_err, std::abs(got[i] - want[i].get<double>()));
+  }
+  EXPECT_LE(max_err, 1e-4 * max_ref) << where << ": max |Δlogit| " << max_err;
+}
+
+// Logits at the fixture positions, token by token: every position runs the decode path the
+// session would use (sparse FFN for ReLU models under auto).
+TEST_P(GoldenTest, DecodeLogitsMatchReference) {
+  const Case& c = GetParam();
+  const json g = Golden(c.checkpoint);
+  const Model& model = LoadedModel(c.checkpoint);
+  Session session(model, Options(c));
+  const auto ids = g["prompt_ids"].get<std::vector<int>>();
+  for (const auto& expected : g["logits"]) {
+    const int64_t pos = expected["pos"].get<int64_t>();
+    while (session.position() <= pos) {
+      const int id = ids[session.position()];
+      const auto logits = session.Forward({&id, 1});
+      if (session.position() == pos + 1) {
+        ExpectClose(logits, expected["values"], "position " + std::to_string(pos));
+      }
+    }
+  }
+}
+
+// The whole prompt in one batched pass (oneDNN prefill), logits of every position.
+TEST_P(GoldenTest, PrefillLogitsMatchReference) {
+  const Case& c = GetParam();
+  const json g = Golden(c.checkpoint);
+  const Model& model = LoadedModel(c.checkpoint);
+  Session session(model, Options(c));
+  const auto ids = g["prompt_ids"].get<std::vector<int>>();
+  const auto all = session.Forward(ids, /*all_logits=*/true);
+  const size_t vocab = static_cast<size_t>(model.config().vocab);
+  for (const auto& expected : g["logits"]) {
+    const size_t pos = expected["pos"].get<size_t>();
+    ExpectClose(all.subspan(pos * vocab, vocab), expected["values"],
+                "position " + std::to_string(pos));
+  }
+}
+
+TEST_P(GoldenTest, GreedyContinuationMatchesReference) {
+  const Case& c = GetParam();
+  const json g = Golden(c.checkpoint);
+  const Model& model = LoadedModel(c.checkpoint);
+  Session session(model, Options(c));
+  const auto prompt = g["greedy"]["prompt_ids"].get<std::vector<int>>();
+  const auto want = g["greedy"]["continuation"].get<std::vector<int>>();
+  auto logits = session.Forward(prompt);
+  std::vector<int> got;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const int id = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    got.push_back(id);
+    if (i + 1 < want.size()) logits = session.Forward({&id, 1});
+  }
+  EXPECT_EQ(got, want);
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, GoldenTest, ::testing::ValuesIn(AllCases()), CaseName);
+
+}  // namespace
+}  // namespace zeroskip
