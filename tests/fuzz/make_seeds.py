@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+"""Writes the small seed corpus of the fuzz targets (deterministic; numpy only for the tiny
+checkpoint). The committed corpus/<target>/seed-* files came from this script; everything else in
+corpus/ came from fuzzing (minimized with -merge=1) or is a crash reproducer (crash-*).
+
+    /usr/bin/python3 tests/fuzz/make_seeds.py [--zeroskip BUILD/zeroskip]
+
+With --zeroskip, also converts a tiny checkpoint (hidden 16, 1 layer, vocab 384, f16, the test
+tokenizer) into corpus/zsk_header/seed-converted.zsk and takes its safetensors header and
+config.json as seeds too.
+"""
+import argparse
+import ctypes
+import ctypes.util
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..", "..")
+CORPUS = os.path.join(HERE, "corpus")
+sys.path.insert(0, os.path.join(ROOT, "tools", "pylib"))
+
+_xxhash = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
+_xxhash.XXH64.restype = ctypes.c_uint64
+_xxhash.XXH64.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
+
+
+def xxh64(data):
+    return _xxhash.XXH64(data, len(data), 0)
+
+
+def write(target, name, data):
+    os.makedirs(os.path.join(CORPUS, target), exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(CORPUS, target, name), "wb") as f:
+        f.write(data)
+
+
+# ---------------------------------------------------------------- safetensors
+# Input: 8-byte little-endian count of data bytes after the header, then the header JSON.
+
+def safetensors_input(header, data_bytes, pad=True):
+    text = json.dumps(header, separators=(",", ":"))
+    if pad:
+        text += " " * (-len(text) % 8)
+    return struct.pack("<Q", data_bytes) + text.encode()
+
+
+def safetensors_seeds():
+    write("safetensors", "seed-two-tensors", safetensors_input({
+        "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+        "b": {"dtype": "BF16", "shape": [4], "data_offsets": [24, 32]},
+        "__metadata__": {"format": "pt"}}, 32))
+    write("safetensors", "seed-f16-rank4-empty", safetensors_input({
+        "model.layers.0.w": {"dtype": "F16", "shape": [1, 2, 2, 2], "data_offsets": [16, 32]},
+        "empty": {"dtype": "F32", "shape": [0, 5], "data_offsets": [16, 16]},
+        "x": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}}, 40, pad=False))
+    write("safetensors", "seed-unsupported-dtype", safetensors_input({
+        "ids": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}}, 16))
+    write("safetensors", "seed-overlap", safetensors_input({
+        "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+        "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, 24))
+
+
+# ---------------------------------------------------------------- config.json / metadata
+
+TINY = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16,
+    "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "num_key_value_heads": 1, "vocab_size": 384, "hidden_act": "relu", "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": True,
+    "bos_token_id": 1, "eos_token_id": 2, "rope_scaling": None, "attention_bias": False,
+    "torch_dtype": "float16"}
+
+METADATA_CONFIG = {
+    "architecture": "LlamaForCausalLM", "bos_token_id": 1, "context_length": 64,
+    "eos_token_id": 2, "head_dim": 8, "hidden_act": "relu", "hidden_size": 16,
+    "intermediate_size": 24, "num_attention_heads": 2, "num_hidden_layers": 1,
+    "num_key_value_heads": 1, "rms_norm_eps": 9.999999747378752e-06, "rope_theta": 10000.0,
+    "tie_word_embeddings": True, "vocab_size": 384}
+
+
+def hf_config_seeds():
+    write("hf_config", "seed-llama.json", json.dumps(
+        {k: v for k, v in TINY.items() if k != "torch_dtype"}, separators=(",", ":")))
+    write("hf_config", "seed-mistral.json", json.dumps({
+        "architectures": ["MistralForCausalLM"], "hidden_size": 24, "intermediate_size": 40,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 8, "vocab_size": 100, "hidden_act": "silu", "sliding_window": 32,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
+        "bos_token_id": None, "eos_token_id": [2, 3], "mlp_bias": False}))
+    write("hf_config", "seed-model-type.json", json.dumps({
+        "model_type": "llama", "hidden_size": 8, "intermediate_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 1, "vocab_size": 4,
+        "hidden_act": "relu"}))
+    write("hf_config", "seed-metadata.json", json.dumps(METADATA_CONFIG,
+                                                        separators=(",", ":")))
+    write("hf_config", "seed-metadata-no-tokens.json", json.dumps(
+        dict(METADATA_CONFIG, bos_token_id=-1, eos_token_id=-1, hidden_act="silu",
+             architecture="MistralForCausalLM")))
+
+
+# ---------------------------------------------------------------- .zsk
+
+def align(x, a):
+    return (x + a - 1) // a * a
+
+
+def zsk_image(config, tensors, tokenizer=b"", hf_config=""):
+    """tensors: list of (name, dtype code, layout code, shape, data bytes). Mirrors ZskWriter."""
+    meta = json.dumps({"config": config, "hf_config": hf_config, "tokenizer": "sentencepiece"},
+                      separators=(",", ":")).encode()
+    meta_off = 128
+    tok_off = meta_off + len(meta)
+    table_off = align(tok_off + len(tokenizer), 8)
+    data_off = align(table_off + 192 * len(tensors), 64)
+    table, blobs, off = b"", [], data_off
+    for name, dtype, layout, shape, data in tensors:
+        rec = name.encode().ljust(96, b"\0") + struct.pack("<III", dtype, layout, len(shape))
+        rec = rec.ljust(112, b"\0") + b"".join(struct.pack("<Q", d) for d in shape)
+        rec = rec.ljust(144, b"\0") + struct.pack("<QQQ", off, len(data), xxh64(data))
+        table += rec.ljust(192, b"\0")
+        blobs.append((off, data))
+        off = align(off + len(data), 64)
+    size = off
+    header = bytearray(b"ZSKMODEL" + struct.pack("<II", 1, 128) + struct.pack(
+        "<8Q", size, meta_off, len(meta), tok_off, len(tokenizer), table_off, len(tensors),
+        data_off))
+    header += b"\0" * (128 - len(header))
+    checksum = xxh64(bytes(header[:80]) + meta + tokenizer + table)
+    header[80:88] = struct.pack("<Q", checksum)
+    image = bytearray(size)
+    image[0:128] = header
+    image[meta_off:meta_off + len(meta)] = meta
+    image[tok_off:tok_off + len(tokenizer)] = tokenizer
+    image[table_off:table_off + len(table)] = table
+    for o, data in blobs:
+        image[o:o + len(data)] = data
+    return bytes(image)
+
+
+def zsk_seeds():
+    write("zsk_header", "seed-minimal.zsk", zsk_image(METADATA_CONFIG, [
+        ("w", 0, 0, [2, 3], bytes(range(24))),
+        ("model.layers.0.mlp.down_proj.weight", 2, 1, [1, 2, 1, 2], bytes(8)),
+        ("n", 1, 0, [5], b"\x00\x3c" * 5)]))
+    write("zsk_header", "seed-no-tensors.zsk", zsk_image(
+        dict(METADATA_CONFIG, bos_token_id=-1), [], tokenizer=b"\x0a\x03abc",
+        hf_config=json.dumps(TINY)))
+
+
+def converted_seeds(zeroskip):
+    import numpy as np
+    import hfio
+    rng = np.random.default_rng(7)
+    h, ffn, heads, kv = 16, 24, 2, 1
+    hd = h // heads
+    shapes = {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
+              "self_attn.q_proj.weight": (heads * hd, h), "self_attn.k_proj.weight": (kv * hd, h),
+              "self_attn.v_proj.weight": (kv * hd, h), "self_attn.o_proj.weight": (h, heads * hd),
+              "mlp.gate_proj.weight": (ffn, h), "mlp.up_proj.weight": (ffn, h),
+              "mlp.down_proj.weight": (h, ffn)}
+    tensors = {}
+    for name in hfio.llama_tensor_names(1, tied=True):
+        if name == "model.embed_tokens.weight":
+            shape = (TINY["vocab_size"], h)
+        elif name == "model.norm.weight":
+            shape = (h,)
+        else:
+            shape = shapes[name.split(".", 3)[3]]
+        tensors[name] = rng.standard_normal(shape).astype(np.float32)
+    config = {k: v for k, v in TINY.items() if k != "torch_dtype"}
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = os.path.join(tmp, "hf")
+        hfio.write_hf_dir(hf, config, tensors, dtype="F16",
+                          tokenizer_model=os.path.join(ROOT, "tests", "data", "tokenizer.model"))
+        out = os.path.join(tmp, "tiny.zsk")
+        subprocess.run([zeroskip, "convert", hf, "-o", out], check=True, stdout=subprocess.DEVNULL)
+        with open(out, "rb") as f:
+            write("zsk_header", "seed-converted.zsk", f.read())
+        with open(os.path.join(hf, "model.safetensors"), "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            head = f.read(n)
+            data_bytes = len(f.read())
+        write("safetensors", "seed-converted", struct.pack("<Q", data_bytes) + head)
+        with open(os.path.join(hf, "config.json"), "rb") as f:
+            write("hf_config", "seed-converted.json", f.read())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zeroskip", help="the zeroskip CLI, to convert a tiny checkpoint")
+    args = ap.parse_args()
+    safetensors_seeds()
+    hf_config_seeds()
+    zsk_seeds()
+    if args.zeroskip:
+        converted_seeds(args.zeroskip)
+
+
+if __name__ == "__main__":
+    main()
