@@ -24,6 +24,24 @@ enum class FfnMode { kAuto, kSparse, kDense };
 std::string_view FfnModeName(FfnMode mode);
 bool ParseFfnMode(std::string_view name, FfnMode* out);
 
+// The FFN hidden activation at inference. kModel: the model's own (relu or silu). kStochastic
+// (the paper's inference-time use of stochastic activations): a gate g >= 0 passes unchanged;
+// g < 0 becomes SiLU(g) with probability p, else 0. The draw is a counter-based hash of (seed,
+// absolute position, layer, neuron): the same seed gives the same output whatever the thread
+// count or how the tokens were batched.
+enum class FfnActivation { kModel, kReLU, kSiLU, kStochastic };
+std::string_view FfnActivationName(FfnActivation act);
+bool ParseFfnActivation(std::string_view name, FfnActivation* out);
+
+struct ActivationOptions {
+  FfnActivation kind = FfnActivation::kModel;
+  float stoch_p = 0.5f;
+  uint64_t seed = 0;
+};
+
+// True when the stochastic activation keeps the negative gate of this neuron (probability p).
+bool StochasticPick(uint64_t seed, int64_t position, int64_t layer, int64_t neuron, float p);
+
 struct FfnLayerStats {
   uint64_t tokens = 0;
   uint64_t neurons = 0;        // tokens * ffn
@@ -32,6 +50,8 @@ struct FfnLayerStats {
   uint64_t flops_dense = 0;    // what the dense FFN would have done
   uint64_t weight_bytes_read = 0;
   uint64_t sparse_tokens = 0;  // tokens that ran the sparse path
+  uint64_t negative_gates = 0;   // stochastic activation: gates < 0 ...
+  uint64_t picked_negatives = 0; // ... and how many of them were kept as SiLU(g)
 
   double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }
   void Add(const FfnLayerStats& o);
@@ -41,24 +61,34 @@ class FfnRuntime {
  public:
   // max_tokens: the largest batch Forward will see. `matmul` serves batched (prefill) calls.
   FfnRuntime(const ModelConfig& config, FfnMode mode, int threads, int64_t max_tokens,
-             DenseMatmul* matmul);
+             DenseMatmul* matmul, const ActivationOptions& activation = {});
   ~FfnRuntime();
 
-  // x: [n, hidden] normalized input; y: [n, hidden] output (overwritten).
-  void Forward(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y);
+  // x: [n, hidden] normalized input for the tokens at positions position..position+n-1;
+  // y: [n, hidden] output (overwritten).
+  void Forward(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y,
+               int64_t position = 0);
 
   FfnMode mode() const { return mode_; }
+  FfnActivation activation() const { return act_; }
   bool sparse_decode() const { return sparse_decode_; }
   const std::vector<FfnLayerStats>& layer_stats() const { return stats_; }
   FfnLayerStats total_stats() const;
   void ResetStats();
 
  private:
-  void DecodeStep(int64_t layer, const LayerWeights& w, const float* x, float* y, bool sparse);
-  void BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y);
+  void DecodeStep(int64_t layer, const LayerWeights& w, const float* x, float* y,
+                  int64_t position);
+  void BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y,
+                    int64_t position);
+  float Activate(float g, int64_t position, int64_t layer, int64_t neuron) const;
 
   ModelConfig config_;
   FfnMode mode_;
+  FfnActivation act_;  // resolved: never kModel
+  float stoch_p_;
+  uint64_t stoch_seed_;
+
   bool sparse_decode_;
   int threads_;
   DenseMatmul* matmul_;

@@ -20,6 +20,7 @@ struct SessionOptions {
   int64_t context = 0;      // 0: the model's context length; must not exceed it
   int64_t max_batch = 256;  // longest batch Forward runs in one pass (longer inputs are chunked)
   FfnMode ffn = FfnMode::kAuto;
+  ActivationOptions activation;  // the FFN activation (default: the model's own)
 };
 
 class Session {

@@ -39,7 +39,8 @@ Session::Session(const Model& model, const SessionOptions& options)
   omp_set_num_threads(threads_);  // oneDNN's OpenMP runtime follows this
 
   matmul_ = std::make_unique<DenseMatmul>(threads_);
-  ffn_ = std::make_unique<FfnRuntime>(config_, options.ffn, threads_, max_batch_, matmul_.get());
+  ffn_ = std::make_unique<FfnRuntime>(config_, options.ffn, threads_, max_batch_, matmul_.get(),
+                                      options.activation);
 
   const auto h = static_cast<size_t>(config_.hidden), q = static_cast<size_t>(config_.q_dim()),
              kv = static_cast<size_t>(config_.kv_dim()), b = static_cast<size_t>(max_batch_),

@@ -112,19 +112,30 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
       ->check(CLI::IsMember({"auto", "sparse", "dense"}));
   cmd->add_option("--isa", f->isa, "kernels: scalar|avx2|avx512 (default: best available)")
       ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
+  cmd->add_option("--act", f->act,
+                  "FFN activation: model (default)|relu|silu|stoch (stochastic, see --stoch-p)")
+      ->check(CLI::IsMember({"model", "relu", "silu", "stoch"}));
+  cmd->add_option("--stoch-p", f->stoch_p, "--act stoch: probability of SiLU for a negative gate")
+      ->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--seed", f->seed, "random seed (sampling and stochastic activations)");
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
 }
 
-FfnMode ApplyComputeFlags(const ComputeFlags& f) {
+SessionOptions ApplyComputeFlags(const ComputeFlags& f) {
   if (!f.isa.empty()) {
     Isa isa;
     if (!ParseIsaName(f.isa, &isa) || !SelectIsa(isa)) {
       throw Error("", "--isa " + f.isa + " is not supported by this CPU");
     }
   }
-  FfnMode mode = FfnMode::kAuto;
-  ParseFfnMode(f.ffn, &mode);
-  return mode;
+  SessionOptions so;
+  so.threads = f.threads;
+  so.context = f.ctx;
+  ParseFfnMode(f.ffn, &so.ffn);
+  ParseFfnActivation(f.act, &so.activation.kind);
+  so.activation.stoch_p = f.stoch_p;
+  so.activation.seed = f.seed;
+  return so;
 }
 
 void AddRun(CLI::App& app) {
@@ -149,19 +160,14 @@ void AddRun(CLI::App& app) {
   cmd->add_option("--min-p", f->sampler.min_p, "min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("--repeat-penalty", f->sampler.repeat_penalty, "repetition penalty (1: off)")
       ->check(CLI::Range(0.01f, 100.0f));
-  cmd->add_option("--seed", f->sampler.seed, "random seed");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "keep generating after the end-of-text token");
   cmd->add_flag("--stats-layers", f->stats_layers, "print per-layer FFN statistics on stderr");
   cmd->callback([f] {
-    const FfnMode mode = ApplyComputeFlags(f->compute);
+    const SessionOptions so = ApplyComputeFlags(f->compute);
+    f->sampler.seed = f->compute.seed;
     const auto model = Model::Load(f->compute.model);
     const std::string prompt = f->prompt_file.empty() ? f->prompt : ReadTextFile(f->prompt_file);
     const std::vector<int> prompt_ids = WithBos(*model, model->tokenizer().Encode(prompt));
-
-    SessionOptions so;
-    so.threads = f->compute.threads;
-    so.context = f->compute.ctx;
-    so.ffn = mode;
     Session session(*model, so);
     if (prompt_ids.empty()) throw Error("", "the prompt is empty and the model has no BOS token");
     if (static_cast<int64_t>(prompt_ids.size()) > session.context()) {
@@ -235,6 +241,10 @@ void AddRun(CLI::App& app) {
                 {"ffn_flops_dense", total.flops_dense},
                 {"ffn_weight_bytes_read", total.weight_bytes_read},
                 {"ffn_path", ffn_path},
+                {"act", std::string(FfnActivationName(session.ffn().activation()))},
+                {"stoch_p", f->compute.stoch_p},
+                {"picked_negative_fraction",
+                 total.negative_gates ? double(total.picked_negatives) / total.negative_gates : 0.0},
                 {"isa", isa},
                 {"threads", session.threads()}};
       if (f->stats_layers) j["layers"] = LayerStatsJson(session.ffn());
@@ -242,9 +252,10 @@ void AddRun(CLI::App& app) {
     }
     std::fprintf(stderr,
                  "zeroskip: prompt %zu tok | prefill %.1f tok/s | decode %.2f tok/s | ffn zeros "
-                 "%.1f%% | ffn %s | isa %s | threads %d\n",
+                 "%.1f%% | ffn %s, act %s | isa %s | threads %d\n",
                  prompt_ids.size(), prefill_tok_s, decode_tok_s, 100 * total.zero_fraction(),
-                 ffn_path.c_str(), isa.c_str(), session.threads());
+                 ffn_path.c_str(), std::string(FfnActivationName(session.ffn().activation())).c_str(),
+                 isa.c_str(), session.threads());
     if (f->stats_layers) PrintLayerTable(session.ffn());
   });
 }
@@ -262,18 +273,14 @@ void AddEval(CLI::App& app) {
       ->required();
   cmd->add_option("--top", f->top, "how many (id, logit) pairs")->check(CLI::Range(1, 1 << 22));
   cmd->callback([f] {
-    const FfnMode mode = ApplyComputeFlags(f->compute);
+    const SessionOptions so = ApplyComputeFlags(f->compute);
     const std::vector<int> ids = ParseIdList(f->tokens);
     const auto model = Model::Load(f->compute.model);
-    SessionOptions so;
-    so.threads = f->compute.threads;
-    so.context = f->compute.ctx;
-    so.ffn = mode;
     Session session(*model, so);
     std::span<const float> logits;
     for (size_t i = 0; i < ids.size(); ++i) {
       // Token by token under --ffn sparse, so the sparse decode path is what gets evaluated.
-      if (mode == FfnMode::kSparse) {
+      if (so.ffn == FfnMode::kSparse) {
         logits = session.Forward({&ids[i], 1});
       } else {
         logits = session.Forward(ids);
@@ -306,13 +313,9 @@ void AddPerplexity(CLI::App& app) {
   AddComputeFlags(cmd, &f->compute);
   cmd->add_option("-f,--file", f->file, "UTF-8 text file")->required();
   cmd->callback([f] {
-    const FfnMode mode = ApplyComputeFlags(f->compute);
+    SessionOptions so = ApplyComputeFlags(f->compute);
     const auto model = Model::Load(f->compute.model);
     const std::vector<int> text_ids = model->tokenizer().Encode(ReadTextFile(f->file));
-    SessionOptions so;
-    so.threads = f->compute.threads;
-    so.context = f->compute.ctx;
-    so.ffn = mode;
     so.max_batch = f->compute.ctx > 0 ? f->compute.ctx : model->config().context;
     Session session(*model, so);
     const bool bos = model->config().bos_id >= 0;
@@ -332,7 +335,7 @@ void AddPerplexity(CLI::App& app) {
       window.insert(window.end(), text_ids.begin() + start, text_ids.begin() + end);
       if (window.size() < 2) break;
       session.Reset();
-      const std::vector<float> logits = AllLogits(session, window, mode == FfnMode::kSparse);
+      const std::vector<float> logits = AllLogits(session, window, so.ffn == FfnMode::kSparse);
       for (size_t i = 0; i + 1 < window.size(); ++i) {
         const float* row = logits.data() + i * vocab;
         const float max = *std::max_element(row, row + vocab);

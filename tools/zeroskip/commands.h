@@ -5,7 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "zeroskip/ffn.h"
+#include "zeroskip/session.h"
 
 namespace zeroskip::cli {
 
@@ -15,6 +15,7 @@ void AddVerify(CLI::App& app);
 void AddRun(CLI::App& app);
 void AddEval(CLI::App& app);
 void AddPerplexity(CLI::App& app);
+void AddBench(CLI::App& app);
 
 // Flags shared by every command that runs a model.
 struct ComputeFlags {
@@ -23,10 +24,14 @@ struct ComputeFlags {
   int64_t ctx = 0;
   std::string ffn = "auto";
   std::string isa;  // empty: best available
+  std::string act = "model";
+  float stoch_p = 0.5f;
+  uint64_t seed = 0;  // sampling and stochastic activations
   bool json = false;
 };
 void AddComputeFlags(CLI::App* cmd, ComputeFlags* flags);
-// Applies --isa (throws Error if unsupported) and parses --ffn.
-FfnMode ApplyComputeFlags(const ComputeFlags& flags);
+// Applies --isa (throws Error if the CPU lacks it) and returns the session options the flags ask
+// for.
+SessionOptions ApplyComputeFlags(const ComputeFlags& flags);
 
 }  // namespace zeroskip::cli

@@ -1,0 +1,50 @@
+// Benchmarks that back the performance claims: a memory read-bandwidth probe, and one decode FFN
+// step at a controlled ReLU sparsity, sparse runtime against the oneDNN dense baseline, both in
+// the same run. Timings are medians; nothing here asserts anything about time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "zeroskip/format.h"
+
+namespace zeroskip {
+
+// Median GB/s of reading `bytes` with `threads` threads (a vectorized sum).
+double MeasureReadBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30, int repeats = 7);
+
+// Size of the last-level cache in bytes (0 if unknown).
+uint64_t LastLevelCacheBytes();
+
+struct FfnBenchOptions {
+  int64_t hidden = 4096;
+  int64_t ffn = 11008;
+  std::vector<double> sparsity = {0, 0.5, 0.8, 0.9, 0.95, 0.99};
+  DType dtype = DType::kF32;
+  int threads = 2;
+  int steps = 40;  // timed steps per sparsity (after warm-up)
+  uint64_t seed = 1;
+};
+
+struct FfnBenchResult {
+  double sparsity = 0;       // requested
+  double zero_fraction = 0;  // measured by the runtime over the timed steps
+  std::string dtype;
+  int threads = 0;
+  int layers = 0;            // distinct layers cycled through (working set > last-level cache)
+  double dense_ms = 0;       // oneDNN dense step, median
+  double sparse_ms = 0;      // zeroskip sparse step, median
+  double own_dense_ms = 0;   // zeroskip's dense path, median
+  double speedup = 0;        // dense_ms / sparse_ms
+  double dense_gflop = 0;
+  double sparse_gflop = 0;
+  double dense_gb_s = 0;     // weight bytes of the dense step / dense time
+  double gb_s = 0;           // weight bytes the sparse step read / sparse time
+};
+
+std::vector<FfnBenchResult> RunFfnBench(
+    const FfnBenchOptions& options, const std::function<void(const std::string&)>& log = {});
+
+}  // namespace zeroskip

@@ -1,0 +1,65 @@
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <vector>
+
+#include "model/matmul.h"
+#include "zeroskip/bench.h"
+
+namespace zeroskip {
+
+uint64_t LastLevelCacheBytes() {
+  for (int index = 3; index >= 2; --index) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::string size;
+    if (in >> size && !size.empty()) {
+      uint64_t n = std::stoull(size);
+      if (size.back() == 'K') n <<= 10;
+      if (size.back() == 'M') n <<= 20;
+      return n;
+    }
+  }
+  const long n = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return n > 0 ? static_cast<uint64_t>(n) : 0;
+}
+
+double MeasureReadBandwidth(int threads, uint64_t bytes, int repeats) {
+  const size_t n = bytes / sizeof(float);
+  std::unique_ptr<float[]> data(new float[n]);
+  // First touch by the threads that will read it, as the model weights are touched by mmap.
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [b, e] = ThreadSlice(static_cast<int64_t>(n), omp_get_thread_num(), omp_get_num_threads());
+    for (int64_t i = b; i < e; ++i) data[i] = 1.0f;
+  }
+  std::vector<double> gb_s;
+  volatile float sink = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      const auto [b, e] = ThreadSlice(static_cast<int64_t>(n), omp_get_thread_num(), omp_get_num_threads(), 16);
+      // Eight independent sums so the loop is bound by loads, not by add latency.
+      float acc[8] = {};
+      int64_t i = b;
+      for (; i + 8 <= e; i += 8) {
+        for (int k = 0; k < 8; ++k) acc[k] += data[i + k];
+      }
+      for (; i < e; ++i) acc[0] += data[i];
+      for (float a : acc) total += a;
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sink = sink + total;
+    gb_s.push_back(bytes / s / 1e9);
+  }
+  std::sort(gb_s.begin(), gb_s.end());
+  return gb_s[gb_s.size() / 2];
+}
+
+}  // namespace zeroskip

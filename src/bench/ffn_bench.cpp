@@ -1,0 +1,170 @@
+// One decode FFN step at controlled sparsity. Sparsity comes from the input, as in a real model:
+// x[0] is a constant 1 and every gate row has W_gate[i, 0] = -b, so gate_i = (random part) - b and
+// b = σ·Φ⁻¹(s) makes a fraction s of the gates non-positive. The rest of x is redrawn every step,
+// so the active set is random per step (nothing the kernels could exploit).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "format/dtype.h"
+#include "model/matmul.h"
+#include "zeroskip/bench.h"
+#include "zeroskip/error.h"
+#include "zeroskip/ffn.h"
+
+namespace zeroskip {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Φ⁻¹(p) by bisection on erfc: precise enough for a benchmark knob.
+double NormalQuantile(double p) {
+  if (p <= 0) return -8;
+  if (p >= 1) return 8;
+  double lo = -8, hi = 8;
+  for (int i = 0; i < 100; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+struct Layer {
+  std::vector<uint8_t> gate, up, down_t;  // [ffn, hidden] each
+  LayerWeights views;
+};
+
+void Fill(std::vector<uint8_t>& bytes, int64_t rows, int64_t cols, DType dtype, float scale,
+          std::mt19937_64& rng) {
+  bytes.resize(static_cast<size_t>(rows * cols) * DTypeSize(dtype));
+  std::vector<float> row(cols);
+  // Uniform in [-scale√3, scale√3]: standard deviation `scale`, cheap to draw.
+  std::uniform_real_distribution<float> dist(-scale * 1.7320508f, scale * 1.7320508f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : row) v = dist(rng);
+    ConvertMatrix(reinterpret_cast<const uint8_t*>(row.data()), DType::kF32, 1, cols, false,
+                  bytes.data() + r * cols * DTypeSize(dtype), dtype);
+  }
+}
+
+void SetGateOffset(Layer& layer, int64_t ffn, int64_t hidden, DType dtype, float offset) {
+  for (int64_t r = 0; r < ffn; ++r) {
+    ConvertMatrix(reinterpret_cast<const uint8_t*>(&offset), DType::kF32, 1, 1, false,
+                  layer.gate.data() + r * hidden * DTypeSize(dtype), dtype);
+  }
+}
+
+}  // namespace
+
+std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
+                                        const std::function<void(const std::string&)>& log) {
+  const int64_t d = opt.hidden, f = opt.ffn;
+  if (d < 2 || f < 1) throw Error("", "bench ffn: --d must be >= 2 and --f >= 1");
+  const uint64_t layer_bytes = 3 * static_cast<uint64_t>(d * f) * DTypeSize(opt.dtype);
+  // Cycle through enough layers that every step streams its weights from memory.
+  const uint64_t llc = std::max<uint64_t>(LastLevelCacheBytes(), 32u << 20);
+  const int layers = static_cast<int>(std::clamp<uint64_t>((4 * llc + layer_bytes - 1) / layer_bytes,
+                                                           3, 64));
+  if (log) {
+    log("bench ffn: hidden " + std::to_string(d) + ", ffn " + std::to_string(f) + ", " +
+        std::string(DTypeName(opt.dtype)) + ", " + std::to_string(layers) + " layers of " +
+        std::to_string(layer_bytes >> 20) + " MiB (last-level cache " +
+        std::to_string(llc >> 20) + " MiB), " + std::to_string(opt.threads) + " threads");
+  }
+  std::mt19937_64 rng(opt.seed);
+  std::vector<Layer> weights(layers);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for (auto& l : weights) {
+    Fill(l.gate, f, d, opt.dtype, scale, rng);
+    Fill(l.up, f, d, opt.dtype, scale, rng);
+    Fill(l.down_t, f, d, opt.dtype, scale, rng);
+    l.views.gate = {l.gate.data(), opt.dtype, f, d};
+    l.views.up = {l.up.data(), opt.dtype, f, d};
+    l.views.down_t = {l.down_t.data(), opt.dtype, f, d};
+  }
+
+  ModelConfig config;
+  config.hidden = d;
+  config.ffn = f;
+  config.layers = layers;
+  config.activation = Activation::kReLU;
+  DenseMatmul matmul(opt.threads);
+  std::vector<float> x(d), y(d), gate(f), up(f);
+  std::normal_distribution<float> normal;
+
+  // The oneDNN dense step: gate and up GEMVs, ReLU product, down GEMV.
+  auto dense_step = [&](const LayerWeights& w) {
+    matmul.OneDnnLinear(w.gate, true, x.data(), 1, gate.data());
+    matmul.OneDnnLinear(w.up, true, x.data(), 1, up.data());
+    for (int64_t i = 0; i < f; ++i) gate[i] = std::max(gate[i], 0.0f) * up[i];
+    matmul.OneDnnLinear(w.down_t, false, gate.data(), 1, y.data());
+  };
+
+  std::vector<FfnBenchResult> results;
+  for (double s : opt.sparsity) {
+    // The random part of each gate has standard deviation scale·√(d-1) (x ~ N(0, 1)).
+    const float offset = static_cast<float>(-scale * std::sqrt(double(d - 1)) * NormalQuantile(s));
+    for (auto& l : weights) SetGateOffset(l, f, d, opt.dtype, offset);
+    FfnRuntime sparse(config, FfnMode::kSparse, opt.threads, 1, &matmul);
+    FfnRuntime own_dense(config, FfnMode::kDense, opt.threads, 1, &matmul);
+    std::vector<double> dense_ms, sparse_ms, own_ms;
+    const int warmup = 2 * layers;
+    for (int step = 0; step < warmup + opt.steps; ++step) {
+      for (auto& v : x) v = normal(rng);
+      x[0] = 1.0f;
+      const int l = step % layers;
+      // Interleaved, so all three see the same machine state; each reads a layer the previous
+      // step did not touch.
+      const auto t0 = Clock::now();
+      dense_step(weights[l].views);
+      const auto t1 = Clock::now();
+      sparse.Forward(l, weights[(l + 1) % layers].views, x.data(), 1, y.data());
+      const auto t2 = Clock::now();
+      own_dense.Forward(l, weights[(l + 2) % layers].views, x.data(), 1, y.data());
+      const auto t3 = Clock::now();
+      if (step == warmup) sparse.ResetStats();
+      if (step >= warmup) {
+        dense_ms.push_back(Ms(t0, t1));
+        sparse_ms.push_back(Ms(t1, t2));
+        own_ms.push_back(Ms(t2, t3));
+      }
+    }
+    FfnBenchResult r;
+    const FfnLayerStats st = sparse.total_stats();
+    r.sparsity = s;
+    r.zero_fraction = st.zero_fraction();
+    r.dtype = std::string(DTypeName(opt.dtype));
+    r.threads = opt.threads;
+    r.layers = layers;
+    r.dense_ms = Median(dense_ms);
+    r.sparse_ms = Median(sparse_ms);
+    r.own_dense_ms = Median(own_ms);
+    r.speedup = r.dense_ms / r.sparse_ms;
+    r.dense_gflop = 6.0 * d * f / 1e9;
+    r.sparse_gflop = double(st.flops_done) / st.tokens / 1e9;
+    r.dense_gb_s = layer_bytes / (r.dense_ms * 1e-3) / 1e9;
+    r.gb_s = double(st.weight_bytes_read) / st.tokens / (r.sparse_ms * 1e-3) / 1e9;
+    results.push_back(r);
+    if (log) {
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "  sparsity %.2f (measured %.3f): dense %.3f ms, sparse %.3f ms, speedup %.2fx",
+                    s, r.zero_fraction, r.dense_ms, r.sparse_ms, r.speedup);
+      log(line);
+    }
+  }
+  return results;
+}
+
+}  // namespace zeroskip
