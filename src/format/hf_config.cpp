@@ -46,11 +46,13 @@ class Fields {
     }
     return x;
   }
-  double Number(const char* key, double fallback, double lo, double hi) const {
+  // The range is checked on the float the value is stored as, so what is accepted here reads
+  // back identically from the native file (1e-50 would become 0, 0.9999999999 would become 1).
+  float Float(const char* key, float fallback, float lo, float hi) const {
     if (!Has(key)) return fallback;
     const json& v = j_.at(key);
     if (!v.is_number()) Fail(std::string(key) + " must be a number");
-    const double x = v.get<double>();
+    const auto x = static_cast<float>(v.get<double>());
     if (!(x > lo && x < hi)) Fail(std::string(key) + " is out of range: " + v.dump());
     return x;
   }
@@ -156,8 +158,8 @@ ModelConfig ParseHfConfig(std::string_view json_text, const std::string& path) {
     // Attention is exact while the context does not exceed the window: cap it there.
     c.context = std::min(c.context, f.Int("sliding_window", 1, kMaxContext));
   }
-  c.rms_eps = static_cast<float>(f.Number("rms_norm_eps", 1e-6, 0.0, 1.0));
-  c.rope_theta = static_cast<float>(f.Number("rope_theta", 10000.0, 0.0, 1e12));
+  c.rms_eps = f.Float("rms_norm_eps", 1e-6f, 0.0f, 1.0f);
+  c.rope_theta = f.Float("rope_theta", 10000.0f, 0.0f, 1e12f);
   c.tied_embeddings = f.Bool("tie_word_embeddings", false);
   c.bos_id = f.TokenId("bos_token_id", c.vocab);
   c.eos_id = f.TokenId("eos_token_id", c.vocab);
@@ -213,8 +215,8 @@ ModelConfig ConfigFromMetadata(const json& j, const std::string& path) {
   const std::string act = f.String("hidden_act");
   if (act != "relu" && act != "silu") f.Fail("unknown hidden_act '" + act + "'");
   c.activation = act == "relu" ? Activation::kReLU : Activation::kSiLU;
-  c.rms_eps = static_cast<float>(f.Number("rms_norm_eps", 1e-6, 0.0, 1.0));
-  c.rope_theta = static_cast<float>(f.Number("rope_theta", 10000.0, 0.0, 1e12));
+  c.rms_eps = f.Float("rms_norm_eps", 1e-6f, 0.0f, 1.0f);
+  c.rope_theta = f.Float("rope_theta", 10000.0f, 0.0f, 1e12f);
   c.tied_embeddings = f.Bool("tie_word_embeddings", false);
   c.bos_id = f.Has("bos_token_id") && j.at("bos_token_id") == -1 ? -1
                                                                     : f.TokenId("bos_token_id", c.vocab);
