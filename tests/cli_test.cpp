@@ -146,6 +146,21 @@ TEST(Cli, PerplexityJson) {
               1e-3 * d["perplexity"].get<double>());
 }
 
+TEST(Cli, ScoreSumsLogLikelihoodFromTheGivenIndex) {
+  // Every term is a log-probability (<= 0), so scoring fewer tokens gives a larger sum.
+  const auto r = RunCli({"score", "-m", testing::ConvertedModel(kModel), "--tokens",
+                         "1,281,342,342,343,292", "--from", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json s = json::parse(r.out);
+  EXPECT_EQ(s["tokens"], 5);
+  EXPECT_LT(s["log_likelihood"].get<double>(), 0.0);
+  const auto tail = RunCli({"score", "-m", testing::ConvertedModel(kModel), "--tokens",
+                            "1,281,342,342,343,292", "--from", "3", "--json"});
+  ASSERT_EQ(tail.exit_code, 0) << tail.err;
+  EXPECT_GT(json::parse(tail.out)["log_likelihood"].get<double>(),
+            s["log_likelihood"].get<double>());  // fewer terms, each <= 0
+}
+
 TEST(Cli, InfoAndVerify) {
   const auto info = RunCli({"info", testing::ConvertedModel(kModel), "--json"});
   ASSERT_EQ(info.exit_code, 0) << info.err;

@@ -79,6 +79,14 @@ std::vector<float> AllLogits(Session& session, std::span<const int> ids, bool to
   return out;
 }
 
+// log p(ids[i + 1] | ids[0..i]) from the logits row of position i (double precision).
+double LogProb(const float* row, size_t vocab, int next) {
+  const float max = *std::max_element(row, row + vocab);
+  double sum = 0;
+  for (size_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max);
+  return double(row[next]) - max - std::log(sum);
+}
+
 std::vector<int> ParseIdList(const std::string& text) {
   std::vector<int> ids;
   std::stringstream in(text);
@@ -337,11 +345,7 @@ void AddPerplexity(CLI::App& app) {
       session.Reset();
       const std::vector<float> logits = AllLogits(session, window, so.ffn == FfnMode::kSparse);
       for (size_t i = 0; i + 1 < window.size(); ++i) {
-        const float* row = logits.data() + i * vocab;
-        const float max = *std::max_element(row, row + vocab);
-        double sum = 0;
-        for (size_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max);
-        nll -= double(row[window[i + 1]]) - max - std::log(sum);
+        nll -= LogProb(logits.data() + i * vocab, vocab, window[i + 1]);
         ++counted;
       }
     }
@@ -356,6 +360,46 @@ void AddPerplexity(CLI::App& app) {
     } else {
       std::printf("perplexity %.4f over %lld tokens (%.1f tok/s, ffn zeros %.1f%%)\n", ppl,
                   static_cast<long long>(counted), tok_s, 100 * zeros);
+    }
+  });
+}
+
+void AddScore(CLI::App& app) {
+  struct Flags {
+    ComputeFlags compute;
+    std::string tokens;
+    int from = 1;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand(
+      "score", "Log-likelihood of token ids[from..] given the ids before them (quality proxy)");
+  AddComputeFlags(cmd, &f->compute);
+  cmd->add_option("--tokens", f->tokens, "comma-separated token ids (include BOS yourself)")
+      ->required();
+  cmd->add_option("--from", f->from, "score the tokens from this index on")
+      ->check(CLI::Range(1, 1 << 22));
+  cmd->callback([f] {
+    SessionOptions so = ApplyComputeFlags(f->compute);
+    const std::vector<int> ids = ParseIdList(f->tokens);
+    if (static_cast<size_t>(f->from) >= ids.size()) throw Error("", "--from leaves nothing to score");
+    const auto model = Model::Load(f->compute.model);
+    so.max_batch = static_cast<int64_t>(ids.size());
+    Session session(*model, so);
+    const std::vector<float> logits = AllLogits(session, ids, so.ffn == FfnMode::kSparse);
+    const size_t vocab = static_cast<size_t>(model->config().vocab);
+    double log_likelihood = 0;
+    for (size_t i = static_cast<size_t>(f->from); i < ids.size(); ++i) {
+      log_likelihood += LogProb(logits.data() + (i - 1) * vocab, vocab, ids[i]);
+    }
+    const size_t n = ids.size() - static_cast<size_t>(f->from);
+    const json j = {{"log_likelihood", log_likelihood},
+                    {"tokens", n},
+                    {"mean_log_likelihood", log_likelihood / n}};
+    if (f->compute.json) {
+      std::cout << j.dump() << "\n";
+    } else {
+      std::printf("log-likelihood %.4f over %zu tokens (mean %.4f)\n", log_likelihood, n,
+                  log_likelihood / n);
     }
   });
 }

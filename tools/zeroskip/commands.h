@@ -16,6 +16,7 @@ void AddRun(CLI::App& app);
 void AddEval(CLI::App& app);
 void AddPerplexity(CLI::App& app);
 void AddBench(CLI::App& app);
+void AddScore(CLI::App& app);
 
 // Flags shared by every command that runs a model.
 struct ComputeFlags {

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   zeroskip::cli::AddRun(app);
   zeroskip::cli::AddEval(app);
   zeroskip::cli::AddPerplexity(app);
+  zeroskip::cli::AddScore(app);
   zeroskip::cli::AddBench(app);
   try {
     app.parse(argc, argv);
