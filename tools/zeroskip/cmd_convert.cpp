@@ -18,21 +18,29 @@ namespace {
 // One-line progress bar on stderr, only when stderr is a terminal.
 class ProgressBar {
  public:
-  explicit ProgressBar(const char* label) : label_(label), enabled_(isatty(STDERR_FILENO)) {}
+  // bytes: the counts are bytes (shown in GB); otherwise they are items (tensors).
+  ProgressBar(const char* label, bool bytes)
+      : label_(label), bytes_(bytes), enabled_(isatty(STDERR_FILENO)) {}
   ~ProgressBar() {
     if (enabled_ && drawn_) std::fputc('\n', stderr);
   }
   void Update(uint64_t done, uint64_t total) {
     if (!enabled_ || total == 0) return;
     const int width = 30, filled = static_cast<int>(width * done / total);
-    std::fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% %.2f/%.2f GB", label_, filled,
-                 "##############################", width - filled, "", 100.0 * done / total,
-                 done / 1e9, total / 1e9);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% ", label_, filled,
+                 "##############################", width - filled, "", 100.0 * done / total);
+    if (bytes_) {
+      std::fprintf(stderr, "%.2f/%.2f GB", done / 1e9, total / 1e9);
+    } else {
+      std::fprintf(stderr, "%llu/%llu tensors", static_cast<unsigned long long>(done),
+                   static_cast<unsigned long long>(total));
+    }
     drawn_ = true;
   }
 
  private:
   const char* label_;
+  bool bytes_;
   bool enabled_;
   bool drawn_ = false;
 };
@@ -55,7 +63,7 @@ void AddConvert(CLI::App& app) {
     opt.hf_dir = flags->hf_dir;
     opt.out_path = flags->out;
     if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
-    ProgressBar bar("converting");
+    ProgressBar bar("converting", /*bytes=*/true);
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
     const ConvertResult r = ConvertHfCheckpoint(opt);
     for (const auto& w : r.warnings) std::cerr << "zeroskip: warning: " << w << "\n";
@@ -132,7 +140,7 @@ void AddVerify(CLI::App& app) {
   cmd->add_option("FILE", *file, ".zsk file")->required();
   cmd->callback([file] {
     const auto zsk = ZskFile::Open(*file);
-    ProgressBar bar("verifying");
+    ProgressBar bar("verifying", /*bytes=*/false);
     zsk->VerifyChecksums([&](size_t done, size_t total) { bar.Update(done, total); });
     std::cout << *file << ": ok (" << zsk->tensors().size() << " tensors, checksums match)\n";
   });
