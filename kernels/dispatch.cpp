@@ -1,3 +1,5 @@
+#include <cpuid.h>
+
 #include <atomic>
 #include <xsimd/xsimd.hpp>
 
@@ -6,19 +8,25 @@
 namespace zeroskip {
 namespace {
 
+// One CPUID feature bit (leaf, sub-leaf 0, register index 0..3 = eax..edx, bit).
+bool CpuidBit(unsigned leaf, int reg, int bit) {
+  unsigned r[4] = {};
+  if (!__get_cpuid_count(leaf, 0, &r[0], &r[1], &r[2], &r[3])) return false;
+  return (r[reg] >> bit) & 1u;
+}
+
 bool Supported(Isa isa) {
   // xsimd reads CPUID and XCR0, so an OS that does not save AVX-512 state reports it missing;
-  // xsimd 8 has no flags for VL and F16C, which GCC's CPUID probe supplies.
+  // xsimd 8 has no flags for F16C (leaf 1 ecx bit 29) and AVX512VL (leaf 7 ebx bit 31).
   const auto arch = xsimd::available_architectures();
-  const bool avx2 = arch.avx2 && arch.fma3_avx2 && __builtin_cpu_supports("f16c");
+  const bool avx2 = arch.avx2 && arch.fma3_avx2 && CpuidBit(1, 2, 29);
   switch (isa) {
     case Isa::kScalar:
       return true;
     case Isa::kAvx2:
       return avx2;
     case Isa::kAvx512:
-      return avx2 && arch.avx512f && arch.avx512bw && arch.avx512dq &&
-             __builtin_cpu_supports("avx512vl");
+      return avx2 && arch.avx512f && arch.avx512bw && arch.avx512dq && CpuidBit(7, 1, 31);
   }
   return false;
 }

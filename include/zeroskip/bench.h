@@ -15,6 +15,9 @@ namespace zeroskip {
 // Median GB/s of reading `bytes` with `threads` threads (a vectorized sum).
 double MeasureReadBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30, int repeats = 7);
 
+// The median of a sample (the middle element; upper middle for an even count).
+double Median(std::vector<double> values);
+
 // Size of the last-level cache in bytes (0 if unknown).
 uint64_t LastLevelCacheBytes();
 

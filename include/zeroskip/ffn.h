@@ -49,7 +49,6 @@ struct FfnLayerStats {
   uint64_t flops_done = 0;     // multiply-adds counted as 2 FLOPs
   uint64_t flops_dense = 0;    // what the dense FFN would have done
   uint64_t weight_bytes_read = 0;
-  uint64_t sparse_tokens = 0;  // tokens that ran the sparse path
   uint64_t negative_gates = 0;   // stochastic activation: gates < 0 ...
   uint64_t picked_negatives = 0; // ... and how many of them were kept as SiLU(g)
 
@@ -69,7 +68,6 @@ class FfnRuntime {
   void Forward(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y,
                int64_t position = 0);
 
-  FfnMode mode() const { return mode_; }
   FfnActivation activation() const { return act_; }
   bool sparse_decode() const { return sparse_decode_; }
   const std::vector<FfnLayerStats>& layer_stats() const { return stats_; }
@@ -93,11 +91,11 @@ class FfnRuntime {
   int threads_;
   DenseMatmul* matmul_;
   std::vector<FfnLayerStats> stats_;
-  // Decode scratch, per thread t (slices of the ffn neurons; +16 lanes of compaction slack).
-  std::vector<float> gate_;       // [ffn + 16] gate pre-activations, then activations
+  // Decode scratch; thread t works on its own slice of the ffn neurons in each.
+  std::vector<float> gate_;       // [ffn] gate pre-activations, then activations
   std::vector<float> up_;         // [ffn] up projections (dense path)
-  std::vector<int32_t> active_;   // [ffn + 16] active neuron indices, per-thread segments
-  std::vector<float> active_g_;   // [ffn + 16] their gate activations
+  std::vector<int32_t> active_;   // [ffn] active neuron indices (slice-relative), per slice
+  std::vector<float> active_g_;   // [ffn] their gate activations
   std::vector<float> partial_y_;  // [threads, hidden] private accumulators
   // Batched scratch.
   std::vector<float> batch_gate_;  // [max_tokens, ffn]

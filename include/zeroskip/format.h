@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "zeroskip/config.h"
@@ -90,6 +91,7 @@ class ZskFile {
   std::string metadata_json_;
   std::string source_config_json_;
   std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, size_t> index_;  // name -> position in tensors_
 };
 
 // Describes one tensor before it is written; the writer assigns offsets.
@@ -103,6 +105,10 @@ struct TensorSpec {
 // Streams tensors into `<path>.tmp` in the order they were planned, then `Finish` writes the
 // table and header, fsyncs and renames to `path`. Destroying an unfinished writer removes the
 // temporary file, so a failure leaves nothing behind.
+// Removes the temporary file of a ZskWriter that has not finished. Async-signal-safe: the CLI
+// calls it from its SIGINT/SIGTERM handler so an interrupted convert leaves nothing behind.
+void RemoveUnfinishedOutput();
+
 class ZskWriter {
  public:
   ZskWriter(std::string path, const ModelConfig& config, std::string source_config_json,

@@ -23,7 +23,6 @@ struct WeightView {
   int64_t rows = 0;
   int64_t cols = 0;
 
-  uint64_t bytes() const { return static_cast<uint64_t>(rows * cols) * DTypeSize(dtype); }
 };
 
 struct LayerWeights {

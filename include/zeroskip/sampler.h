@@ -12,10 +12,12 @@ namespace zeroskip {
 
 struct SamplerOptions {
   float temperature = 0.8f;  // 0: greedy
-  int top_k = 40;            // 0: off
+  int top_k = 40;            // 0: off; exactly k survive (ties at the k-th broken by lower id)
   float top_p = 0.95f;       // 1: off
   float min_p = 0.05f;       // 0: off
-  float repeat_penalty = 1.0f;  // 1: off (HF convention: divide positive logits, multiply negative)
+  // 1: off. As Hugging Face: each distinct recent token's positive logit is divided by it and a
+  // negative one multiplied, but only over the last repeat_last_n tokens (HF: the whole text).
+  float repeat_penalty = 1.0f;
   int repeat_last_n = 64;
   uint64_t seed = 0;
 };

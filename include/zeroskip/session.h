@@ -42,7 +42,8 @@ class Session {
   const Model& model() const { return model_; }
 
  private:
-  void ForwardChunk(const int* tokens, int64_t n, bool all_logits, float* logits);
+  // need_logits: whether this chunk's logits are wanted (only the last chunk's are).
+  void ForwardChunk(const int* tokens, int64_t n, bool need_logits, bool all_logits, float* logits);
   void Attention(int64_t layer, int64_t n);
 
   const Model& model_;

@@ -1,6 +1,6 @@
 // AVX2+FMA kernels (8 lanes). bf16 and f16 weights are widened exactly to f32 in registers;
-// tails shorter than a vector run through the same code with masked loads of x (weights are
-// loaded element-wise there, since AVX2 has no 16-bit masked load).
+// tails shorter than a vector are copied into a zero-filled stack buffer and run through the
+// same code (AVX2 has no 16-bit masked load).
 #include <immintrin.h>
 
 #include <array>

@@ -13,6 +13,11 @@
 
 namespace zeroskip {
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
 uint64_t LastLevelCacheBytes() {
   for (int index = 3; index >= 2; --index) {
     std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
@@ -58,8 +63,7 @@ double MeasureReadBandwidth(int threads, uint64_t bytes, int repeats) {
     sink = sink + total;
     gb_s.push_back(bytes / s / 1e9);
   }
-  std::sort(gb_s.begin(), gb_s.end());
-  return gb_s[gb_s.size() / 2];
+  return Median(gb_s);
 }
 
 }  // namespace zeroskip

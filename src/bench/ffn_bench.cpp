@@ -23,11 +23,6 @@ double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
 // Φ⁻¹(p) by bisection on erfc: precise enough for a benchmark knob.
 double NormalQuantile(double p) {
   if (p <= 0) return -8;

@@ -12,6 +12,10 @@
 namespace zeroskip {
 namespace {
 
+// The kernels index their tables by DType's code.
+static_assert(int(WeightType::kF32) == int(DType::kF32) && int(WeightType::kF16) == int(DType::kF16) &&
+              int(WeightType::kBF16) == int(DType::kBF16));
+
 // Slices of FFN neurons are multiples of this, so SIMD compaction works on whole vectors.
 constexpr int64_t kNeuronAlign = 16;
 
@@ -87,7 +91,6 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   flops_done += o.flops_done;
   flops_dense += o.flops_dense;
   weight_bytes_read += o.weight_bytes_read;
-  sparse_tokens += o.sparse_tokens;
   negative_gates += o.negative_gates;
   picked_negatives += o.picked_negatives;
 }
@@ -115,10 +118,10 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, FfnMode mode, int threads, int
   sparse_decode_ = act_ != FfnActivation::kSiLU && mode != FfnMode::kDense;
   stats_.resize(config.layers);
   const auto f = static_cast<size_t>(config.ffn), h = static_cast<size_t>(config.hidden);
-  gate_.resize(f + kNeuronAlign);
+  gate_.resize(f);
   up_.resize(f);
-  active_.resize(f + kNeuronAlign);
-  active_g_.resize(f + kNeuronAlign);
+  active_.resize(f);
+  active_g_.resize(f);
   partial_y_.resize(static_cast<size_t>(threads) * h);
   if (max_tokens > 1) {
     batch_gate_.resize(static_cast<size_t>(max_tokens) * f);
@@ -235,7 +238,6 @@ void FfnRuntime::DecodeStep(int64_t layer, const LayerWeights& w, const float* x
   s.picked_negatives += picked;
   s.flops_dense += 6 * hf;
   if (sparse) {
-    s.sparse_tokens += 1;
     s.flops_done += 2 * hf + 4 * static_cast<uint64_t>(hidden) * active_total;
     s.weight_bytes_read += (hf + 2 * static_cast<uint64_t>(hidden) * active_total) * elem;
   } else {

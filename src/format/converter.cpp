@@ -20,12 +20,6 @@ constexpr uint64_t kMaxConfigBytes = 16u << 20;
 constexpr uint64_t kMaxTokenizerBytes = 64u << 20;
 constexpr uint64_t kMaxIndexBytes = 64u << 20;
 
-std::string ShapeString(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Where each tensor lives: the shard files and, per tensor name, its header entry.
 struct Checkpoint {
   std::vector<SafetensorsFile> shards;
@@ -134,6 +128,17 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
                        (derived ? " (derived rotary buffer)" : " (embeddings are tied)"));
   }
 
+  // The sparse kernels read gate, up and down of a layer with one weight type.
+  for (int64_t l = 0; l < config.layers; ++l) {
+    const size_t gate = FfnGateSlot(l);
+    if (!opt.dtype && (sources[gate]->dtype != sources[gate + 1]->dtype ||
+                       sources[gate]->dtype != sources[gate + 2]->dtype)) {
+      throw Error(ckpt.shards[source_shard[gate]].path,
+                  "layer " + std::to_string(l) + ": gate_proj, up_proj and down_proj have " +
+                      "different dtypes (pass --dtype to convert them to one)");
+    }
+  }
+
   std::vector<TensorSpec> specs;
   uint64_t total_bytes = 0, max_src = 0, max_dst = 0, parameters = 0;
   for (size_t i = 0; i < slots.size(); ++i) {
@@ -165,7 +170,13 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     if (!slots[i].transposed && out.dtype == s.dtype) {
       writer.WriteNext({src.data(), n});
     } else {
-      ConvertMatrix(src.data(), s.dtype, rows, cols, slots[i].transposed, dst.data(), out.dtype);
+      const uint64_t overflows =
+          ConvertMatrix(src.data(), s.dtype, rows, cols, slots[i].transposed, dst.data(), out.dtype);
+      if (overflows > 0) {
+        throw Error(files[source_shard[i]]->path(),
+                    "tensor '" + s.name + "': " + std::to_string(overflows) + " values overflow " +
+                        std::string(DTypeName(out.dtype)) + " (use --dtype bf16 or f32)");
+      }
       writer.WriteNext({dst.data(), out.nbytes});
     }
     done += out.nbytes;

@@ -1,6 +1,7 @@
 #include "format/dtype.h"
 
 #include <Eigen/Core>
+#include <cmath>
 #include <cstring>
 
 namespace zeroskip {
@@ -58,37 +59,43 @@ float LoadElement(const uint8_t* p, DType type) {
   return 0.0f;
 }
 
-void StoreElement(float v, uint8_t* p, DType type) {
+// Stores v; returns true if a finite v became infinite.
+bool StoreElement(float v, uint8_t* p, DType type) {
   switch (type) {
     case DType::kF32:
       std::memcpy(p, &v, 4);
-      return;
+      return false;
     case DType::kF16: {
-      const auto bits = Eigen::numext::bit_cast<uint16_t>(Eigen::half(v));
+      const Eigen::half h(v);
+      const auto bits = Eigen::numext::bit_cast<uint16_t>(h);
       std::memcpy(p, &bits, 2);
-      return;
+      return std::isfinite(v) && !Eigen::numext::isfinite(h);
     }
     case DType::kBF16: {
-      const auto bits = Eigen::numext::bit_cast<uint16_t>(Eigen::bfloat16(v));
+      const Eigen::bfloat16 b(v);
+      const auto bits = Eigen::numext::bit_cast<uint16_t>(b);
       std::memcpy(p, &bits, 2);
-      return;
+      return std::isfinite(v) && !Eigen::numext::isfinite(b);
     }
   }
+  return false;
 }
 
 }  // namespace
 
-void ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
-                   bool transpose, uint8_t* dst, DType dst_type) {
+uint64_t ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
+                       bool transpose, uint8_t* dst, DType dst_type) {
   const size_t in = DTypeSize(src_type), out = DTypeSize(dst_type);
+  uint64_t overflows = 0;
   if (!transpose) {
     if (src_type == dst_type) {
       std::memcpy(dst, src, rows * cols * in);
-      return;
+      return 0;
     }
-    for (uint64_t i = 0; i < rows * cols; ++i) StoreElement(LoadElement(src + i * in, src_type),
-                                                            dst + i * out, dst_type);
-    return;
+    for (uint64_t i = 0; i < rows * cols; ++i) {
+      overflows += StoreElement(LoadElement(src + i * in, src_type), dst + i * out, dst_type);
+    }
+    return overflows;
   }
   // Blocked so both sides stay cache-friendly on 100+ MB matrices.
   constexpr uint64_t kBlock = 64;
@@ -97,12 +104,13 @@ void ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t c
       const uint64_t r1 = std::min(rows, r0 + kBlock), c1 = std::min(cols, c0 + kBlock);
       for (uint64_t r = r0; r < r1; ++r) {
         for (uint64_t c = c0; c < c1; ++c) {
-          StoreElement(LoadElement(src + (r * cols + c) * in, src_type), dst + (c * rows + r) * out,
-                       dst_type);
+          overflows += StoreElement(LoadElement(src + (r * cols + c) * in, src_type),
+                                    dst + (c * rows + r) * out, dst_type);
         }
       }
     }
   }
+  return overflows;
 }
 
 }  // namespace zeroskip

@@ -10,8 +10,9 @@
 namespace zeroskip {
 
 // Converts a [rows, cols] row-major matrix of `src_type` into `dst_type`, transposing it to
-// [cols, rows] when `transpose` is set. A vector is a matrix with one row.
-void ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
+// [cols, rows] when `transpose` is set. A vector is a matrix with one row. Returns how many finite
+// values became infinite (narrowing to f16 overflows above 65504).
+uint64_t ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
                    bool transpose, uint8_t* dst, DType dst_type);
 
 }  // namespace zeroskip

@@ -31,6 +31,10 @@ std::string ReadSmallFile(const std::string& path, uint64_t max_bytes);
 
 bool FileExists(const std::string& path);
 
+// Little-endian integers from raw bytes (file formats are little-endian whatever the host).
+uint32_t LoadLe32(const uint8_t* p);
+uint64_t LoadLe64(const uint8_t* p);
+
 // a * b and a + b, throwing Error(path, what + " overflows") instead of wrapping.
 uint64_t CheckedMul(uint64_t a, uint64_t b, const std::string& path, const std::string& what);
 uint64_t CheckedAdd(uint64_t a, uint64_t b, const std::string& path, const std::string& what);

@@ -132,7 +132,7 @@ ModelConfig ParseHfConfig(std::string_view json_text, const std::string& path) {
   if (f.Bool("attention_bias", false)) f.Fail("attention_bias is not supported");
   if (f.Bool("mlp_bias", false)) f.Fail("mlp_bias is not supported");
 
-  const std::string act = f.String("hidden_act");
+  const std::string act = f.Has("hidden_act") ? f.String("hidden_act") : "silu";  // HF default
   if (act == "relu") {
     c.activation = Activation::kReLU;
   } else if (act == "silu") {

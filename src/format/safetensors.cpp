@@ -106,8 +106,7 @@ SafetensorsFile ReadSafetensorsHeader(const std::string& path) {
   if (file.size() < 8) throw Error(path, "file is truncated (no safetensors header length)");
   uint8_t prefix[8];
   file.ReadAt(0, prefix, 8);
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | prefix[i];
+  const uint64_t n = LoadLe64(prefix);
   if (n > file.size() - 8) {
     throw Error(path, "safetensors header length " + std::to_string(n) +
                           " is larger than the file (" + std::to_string(file.size()) + " bytes)");

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,9 @@ namespace {
 using nlohmann::json;
 
 uint64_t AlignUp(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+// The temporary file a writer is filling, for RemoveUnfinishedOutput (one writer at a time).
+std::atomic<const char*> g_unfinished_tmp{nullptr};
 
 std::string MetadataJson(const ModelConfig& config, const std::string& source_config_json) {
   json meta = {{"config", json::parse(ConfigToJson(config))},
@@ -75,6 +79,7 @@ void ZskFile::Parse() {
   tokenizer_offset_ = h.tokenizer_offset;
   tokenizer_size_ = h.tokenizer_size;
   tensors_ = DecodeTensorTable(base_, h, path_);
+  for (size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
 }
 
 std::string_view ZskFile::tokenizer_model() const {
@@ -82,10 +87,8 @@ std::string_view ZskFile::tokenizer_model() const {
 }
 
 const TensorInfo* ZskFile::Find(std::string_view name) const {
-  for (const auto& t : tensors_) {
-    if (t.name == name) return &t;
-  }
-  return nullptr;
+  const auto it = index_.find(std::string(name));
+  return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
 void ZskFile::VerifyChecksums(const std::function<void(size_t, size_t)>& progress) const {
@@ -99,6 +102,10 @@ void ZskFile::VerifyChecksums(const std::function<void(size_t, size_t)>& progres
 }
 
 // ---------------------------------------------------------------- writer
+
+void RemoveUnfinishedOutput() {
+  if (const char* tmp = g_unfinished_tmp.exchange(nullptr)) ::unlink(tmp);
+}
 
 ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string source_config_json,
                      std::string tokenizer_model, std::vector<TensorSpec> tensors)
@@ -130,13 +137,18 @@ ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string so
   if (::stat(path_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
     throw Error(path_, "is a directory (give a file name for the output)");
   }
-  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A stale temporary file from a crashed run is replaced; O_EXCL|O_NOFOLLOW then guarantee we
+  // write a fresh regular file, never through a symlink someone planted there.
+  ::unlink(tmp_path_.c_str());
+  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd_ < 0) {
     throw Error(path_, std::string("cannot create output file: ") + std::strerror(errno));
   }
+  g_unfinished_tmp.store(tmp_path_.c_str());
 }
 
 ZskWriter::~ZskWriter() {
+  g_unfinished_tmp.store(nullptr);
   if (fd_ >= 0) ::close(fd_);
   if (!finished_) ::unlink(tmp_path_.c_str());
 }
@@ -194,6 +206,7 @@ void ZskWriter::Finish() {
   if (::fsync(fd_) != 0) throw Error(path_, std::string("fsync failed: ") + std::strerror(errno));
   ::close(fd_);
   fd_ = -1;
+  g_unfinished_tmp.store(nullptr);
   if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
     throw Error(path_, std::string("cannot rename temporary file: ") + std::strerror(errno));
   }

@@ -11,16 +11,6 @@
 namespace zeroskip {
 namespace {
 
-uint32_t Load32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Load64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 void Store32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
@@ -50,26 +40,26 @@ ZskHeader DecodeZskHeader(const uint8_t* base, uint64_t size, const std::string&
     throw Error(path, "not a zeroskip model file (bad magic)");
   }
   ZskHeader h;
-  h.version = Load32(base + 8);
+  h.version = LoadLe32(base + 8);
   if (h.version == 0 || h.version > kZskVersion) {
     throw Error(path, "format version " + std::to_string(h.version) +
                           " is not supported by this zeroskip (it reads version " +
                           std::to_string(kZskVersion) + ")");
   }
-  if (Load32(base + 12) != kZskHeaderBytes) throw Error(path, "unexpected header size");
-  h.file_size = Load64(base + 16);
+  if (LoadLe32(base + 12) != kZskHeaderBytes) throw Error(path, "unexpected header size");
+  h.file_size = LoadLe64(base + 16);
   if (h.file_size != size) {
     throw Error(path, "file is " + std::to_string(size) + " bytes but its header records " +
                           std::to_string(h.file_size) + " (truncated or damaged)");
   }
-  h.metadata_offset = Load64(base + 24);
-  h.metadata_size = Load64(base + 32);
-  h.tokenizer_offset = Load64(base + 40);
-  h.tokenizer_size = Load64(base + 48);
-  h.table_offset = Load64(base + 56);
-  h.tensor_count = Load64(base + 64);
-  h.data_offset = Load64(base + 72);
-  h.header_checksum = Load64(base + kZskChecksumFieldOffset);
+  h.metadata_offset = LoadLe64(base + 24);
+  h.metadata_size = LoadLe64(base + 32);
+  h.tokenizer_offset = LoadLe64(base + 40);
+  h.tokenizer_size = LoadLe64(base + 48);
+  h.table_offset = LoadLe64(base + 56);
+  h.tensor_count = LoadLe64(base + 64);
+  h.data_offset = LoadLe64(base + 72);
+  h.header_checksum = LoadLe64(base + kZskChecksumFieldOffset);
   CheckRegion(h.metadata_offset, h.metadata_size, kZskHeaderBytes, size, path, "metadata");
   CheckRegion(h.tokenizer_offset, h.tokenizer_size, kZskHeaderBytes, size, path, "tokenizer");
   if (h.tensor_count > kZskMaxTensors) {
@@ -79,6 +69,28 @@ ZskHeader DecodeZskHeader(const uint8_t* base, uint64_t size, const std::string&
               "tensor table");
   if (h.data_offset % kTensorAlign != 0 || h.data_offset > size) {
     throw Error(path, "tensor data offset " + std::to_string(h.data_offset) + " is invalid");
+  }
+  // Metadata, tokenizer and table are disjoint and all lie before the tensor data.
+  struct Region {
+    uint64_t begin, end;
+    const char* name;
+  };
+  Region regions[] = {{h.metadata_offset, h.metadata_offset + h.metadata_size, "metadata"},
+                      {h.tokenizer_offset, h.tokenizer_offset + h.tokenizer_size, "tokenizer"},
+                      {h.table_offset, h.table_offset + h.tensor_count * kZskTensorRecordBytes,
+                       "tensor table"}};
+  std::sort(std::begin(regions), std::end(regions),
+            [](const Region& a, const Region& b) { return a.begin < b.begin; });
+  for (size_t i = 0; i < 3; ++i) {
+    if (i > 0 && regions[i].begin < regions[i - 1].end) {
+      throw Error(path, std::string(regions[i - 1].name) + " and " + regions[i].name + " overlap");
+    }
+    if (regions[i].end > h.data_offset) {
+      throw Error(path, std::string(regions[i].name) + " runs into the tensor data");
+    }
+  }
+  for (uint64_t i = kZskChecksumFieldOffset + 8; i < kZskHeaderBytes; ++i) {
+    if (base[i] != 0) throw Error(path, "reserved header bytes are not zero");
   }
   return h;
 }
@@ -137,7 +149,7 @@ std::vector<TensorInfo> DecodeTensorTable(const uint8_t* base, const ZskHeader& 
       if (c < 0x21 || c > 0x7e) throw Error(path, where + ": name has a non-printable byte");
     }
     const std::string tw = "tensor '" + t.name + "'";
-    const uint32_t dtype = Load32(r + 96), layout = Load32(r + 100), ndim = Load32(r + 104);
+    const uint32_t dtype = LoadLe32(r + 96), layout = LoadLe32(r + 100), ndim = LoadLe32(r + 104);
     if (dtype > static_cast<uint32_t>(DType::kBF16)) {
       throw Error(path, tw + ": unknown dtype code " + std::to_string(dtype));
     }
@@ -149,13 +161,20 @@ std::vector<TensorInfo> DecodeTensorTable(const uint8_t* base, const ZskHeader& 
     t.layout = static_cast<Layout>(layout);
     uint64_t elements = 1;
     for (uint32_t d = 0; d < ndim; ++d) {
-      t.shape.push_back(Load64(r + 112 + 8 * d));
+      t.shape.push_back(LoadLe64(r + 112 + 8 * d));
       if (t.shape.back() == 0) throw Error(path, tw + ": zero-sized dimension");
       elements = CheckedMul(elements, t.shape.back(), path, tw + ": element count");
     }
-    t.offset = Load64(r + 144);
-    t.nbytes = Load64(r + 152);
-    t.checksum = Load64(r + 160);
+    if (LoadLe32(r + 108) != 0 || LoadLe64(r + 168) != 0 || LoadLe64(r + 176) != 0 ||
+        LoadLe64(r + 184) != 0) {
+      throw Error(path, tw + ": reserved fields are not zero (a newer format?)");
+    }
+    for (uint32_t d = ndim; d < kZskMaxDims; ++d) {
+      if (LoadLe64(r + 112 + 8 * d) != 0) throw Error(path, tw + ": unused dimensions are not zero");
+    }
+    t.offset = LoadLe64(r + 144);
+    t.nbytes = LoadLe64(r + 152);
+    t.checksum = LoadLe64(r + 160);
     if (t.nbytes != CheckedMul(elements, DTypeSize(t.dtype), path, tw + ": byte size")) {
       throw Error(path, tw + ": byte size " + std::to_string(t.nbytes) +
                             " does not match dtype x shape");

@@ -48,7 +48,8 @@ void AddInPlace(float* x, const float* y, int64_t n) {
 
 }  // namespace
 
-void Session::ForwardChunk(const int* tokens, int64_t n, bool all_logits, float* logits) {
+void Session::ForwardChunk(const int* tokens, int64_t n, bool need_logits, bool all_logits,
+                           float* logits) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden, kv_dim = c.kv_dim();
   const WeightView& emb = model_.embeddings();
@@ -76,6 +77,7 @@ void Session::ForwardChunk(const int* tokens, int64_t n, bool all_logits, float*
     AddInPlace(x_.data(), proj_.data(), n * h);
   }
   position_ += n;
+  if (!need_logits) return;
   // Logits of every row, or only of the last one (all a decoder needs).
   const float* rows = all_logits ? x_.data() : x_.data() + (n - 1) * h;
   const int64_t m = all_logits ? n : 1;

@@ -2,8 +2,23 @@
 
 namespace zeroskip {
 
+std::string ShapeString(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 std::string LayerTensorName(int64_t layer, const char* role) {
   return "layers." + std::to_string(layer) + "." + role;
+}
+
+namespace {
+// The slot order below: embeddings, then per layer attn_norm, q, k, v, o, ffn_norm, gate, up, down.
+constexpr size_t kSlotsBeforeLayers = 1, kSlotsPerLayer = 9, kGateInLayer = 6;
+}  // namespace
+
+size_t FfnGateSlot(int64_t layer) {
+  return kSlotsBeforeLayers + kSlotsPerLayer * static_cast<size_t>(layer) + kGateInLayer;
 }
 
 std::vector<TensorSlot> LlamaTensorSlots(const ModelConfig& c) {

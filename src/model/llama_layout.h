@@ -25,6 +25,12 @@ struct TensorSlot {
 
 std::vector<TensorSlot> LlamaTensorSlots(const ModelConfig& config);
 
+// Index in LlamaTensorSlots() of a layer's ffn_gate slot; ffn_up and ffn_down follow it.
+size_t FfnGateSlot(int64_t layer);
+
+// "[4096, 11008]", for messages.
+std::string ShapeString(const std::vector<uint64_t>& shape);
+
 // Native names of the per-layer tensors, so the loader and converter cannot disagree.
 std::string LayerTensorName(int64_t layer, const char* role);
 

@@ -12,11 +12,13 @@ namespace zeroskip {
 DenseMatmul::DenseMatmul(int threads)
     : threads_(threads), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-void DenseMatmul::ReserveWiden(uint64_t elements) { widened_.reserve(elements); }
+void DenseMatmul::ReserveWiden(uint64_t elements) {
+  if (widened_.size() < elements) widened_.resize(elements);
+}
 
 const float* DenseMatmul::AsF32(const WeightView& w) {
   if (w.dtype == DType::kF32) return static_cast<const float*>(w.data);
-  widened_.resize(static_cast<size_t>(w.rows * w.cols));
+  ReserveWiden(static_cast<uint64_t>(w.rows * w.cols));
   ConvertMatrix(static_cast<const uint8_t*>(w.data), w.dtype, w.rows, w.cols, false,
                 reinterpret_cast<uint8_t*>(widened_.data()), DType::kF32);
   return widened_.data();
@@ -72,24 +74,7 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
 }
 
 void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (n > 1) {
-    OneDnn(AsF32(w), dnnl::memory::data_type::f32, /*w_is_out_in=*/false, n, w.rows, w.cols, x,
-           y);
-    return;
-  }
-  const auto axpy = Kernels().axpy_rows[static_cast<int>(w.dtype)];
-  const size_t elem = DTypeSize(w.dtype);
-  std::memset(y, 0, sizeof(float) * w.cols);
-  // Each thread owns a slice of output columns and walks every row: no shared writes.
-#pragma omp parallel num_threads(threads_)
-  {
-    const auto [begin, end] =
-        ThreadSlice(w.cols, omp_get_thread_num(), omp_get_num_threads(), /*align=*/16);
-    if (end > begin) {
-      axpy(static_cast<const uint8_t*>(w.data) + begin * elem, w.cols, nullptr, x, w.rows,
-           end - begin, y + begin);
-    }
-  }
+  OneDnn(AsF32(w), dnnl::memory::data_type::f32, /*w_is_out_in=*/false, n, w.rows, w.cols, x, y);
 }
 
 }  // namespace zeroskip

@@ -19,17 +19,16 @@ class DenseMatmul {
 
   // y[n, w.rows] = x[n, w.cols] · wᵀ   (w stored [out, in], the Hugging Face orientation)
   void Linear(const WeightView& w, const float* x, int64_t n, float* y);
-  // y[n, w.cols] = x[n, w.rows] · w    (w stored [in, out], e.g. the transposed FFN down)
+  // y[n, w.cols] = x[n, w.rows] · w    (w stored [in, out], e.g. the transposed FFN down);
+  // batched use only (one token goes through the FFN runtime's own kernels)
   void LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y);
-  // Sizes the widening buffer up front, so no allocation happens mid-run.
+  // Sizes the widening buffer up front, so batched calls neither allocate nor re-zero it.
   void ReserveWiden(uint64_t elements);
 
   // Always oneDNN, whatever n: the dense baseline of the benchmarks. f32 weights run f32; bf16
   // weights run oneDNN's bf16 matmul, which also rounds the activations to bf16.
   // w_is_out_in: w stored [out, in] (Linear orientation) rather than [in, out].
   void OneDnnLinear(const WeightView& w, bool w_is_out_in, const float* x, int64_t n, float* y);
-
-  int threads() const { return threads_; }
 
  private:
   void OneDnn(const void* w, dnnl::memory::data_type type, bool w_is_out_in, int64_t n,

@@ -6,15 +6,6 @@
 #include "zeroskip/error.h"
 
 namespace zeroskip {
-namespace {
-
-std::string ShapeString(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-}  // namespace
 
 std::unique_ptr<Model> Model::Load(const std::string& path) {
   auto model = std::unique_ptr<Model>(new Model());
@@ -43,6 +34,11 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
   auto vector = [&](const TensorSlot& slot) { return static_cast<const float*>(view(slot).data); };
 
   const std::vector<TensorSlot> slots = LlamaTensorSlots(c);
+  // Checked first: it bounds the lookups below whatever the table holds.
+  if (file.tensors().size() != slots.size()) {
+    throw Error(path, "holds " + std::to_string(file.tensors().size()) + " tensors but the config "
+                      "implies " + std::to_string(slots.size()));
+  }
   size_t s = 0;
   model->embeddings_ = view(slots[s++]);
   model->layers_.resize(c.layers);
@@ -56,6 +52,13 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
     l.gate = view(slots[s++]);
     l.up = view(slots[s++]);
     l.down_t = view(slots[s++]);
+  }
+  for (int64_t i = 0; i < c.layers; ++i) {
+    const LayerWeights& l = model->layers_[i];
+    if (l.up.dtype != l.gate.dtype || l.down_t.dtype != l.gate.dtype) {
+      throw Error(path, "layer " + std::to_string(i) +
+                            ": ffn_gate, ffn_up and ffn_down must share one dtype");
+    }
   }
   model->output_norm_ = vector(slots[s++]);
   model->lm_head_ = c.tied_embeddings ? model->embeddings_ : view(slots[s++]);

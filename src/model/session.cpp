@@ -1,11 +1,16 @@
 #include "zeroskip/session.h"
 
 #include <omp.h>
+#include <sched.h>
 
 #include <cmath>
 #include <fstream>
 #include <set>
 #include <thread>
+
+#include <unistd.h>
+
+#include "format/file_io.h"
 
 #include "model/matmul.h"
 #include "zeroskip/error.h"
@@ -23,8 +28,12 @@ int PhysicalCores() {
     if (line.rfind("physical id", 0) == 0) physical = value;
     if (line.rfind("core id", 0) == 0) cores.emplace(physical, value);
   }
-  if (!cores.empty()) return static_cast<int>(cores.size());
-  return std::max(1u, std::thread::hardware_concurrency());
+  int n = cores.empty() ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
+                       : static_cast<int>(cores.size());
+  // Never more than the CPUs this process may run on (taskset, containers).
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) n = std::min(n, CPU_COUNT(&allowed));
+  return std::max(1, n);
 }
 
 Session::Session(const Model& model, const SessionOptions& options)
@@ -37,6 +46,21 @@ Session::Session(const Model& model, const SessionOptions& options)
   context_ = options.context > 0 ? options.context : config_.context;
   max_batch_ = std::max<int64_t>(1, std::min(options.max_batch, context_));
   omp_set_num_threads(threads_);  // oneDNN's OpenMP runtime follows this
+
+  // Everything below is sized from the (untrusted) file: add it up with overflow checks and
+  // refuse what this machine cannot hold, instead of dying in the allocator.
+  const std::string& path = model.file().path();
+  auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "session size"); };
+  const uint64_t floats =
+      mul(mul(2 * static_cast<uint64_t>(config_.layers), context_), config_.kv_dim()) +
+      mul(max_batch_, config_.vocab + 2 * config_.ffn + 4 * config_.hidden + 2 * config_.q_dim()) +
+      mul(context_, config_.head_dim + threads_);
+  const uint64_t physical = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  if (mul(floats, sizeof(float)) > physical) {
+    throw Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
+                          std::to_string(mul(floats, sizeof(float)) >> 30) +
+                          " GiB of buffers, more than this machine has (use a smaller --ctx)");
+  }
 
   matmul_ = std::make_unique<DenseMatmul>(threads_);
   ffn_ = std::make_unique<FfnRuntime>(config_, options.ffn, threads_, max_batch_, matmul_.get(),
@@ -103,7 +127,8 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
   }
   for (int64_t done = 0; done < n;) {
     const int64_t m = std::min(max_batch_, n - done);
-    ForwardChunk(tokens.data() + done, m, all_logits, logits_.data());
+    const bool last = done + m == n;
+    ForwardChunk(tokens.data() + done, m, last, all_logits, logits_.data());
     done += m;
   }
   const size_t vocab = static_cast<size_t>(config_.vocab);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace zeroskip {
 
@@ -11,6 +12,10 @@ Sampler::Sampler(const SamplerOptions& options, int64_t vocab)
 }
 
 int Sampler::Sample(float* logits, std::span<const int> history) {
+  // A broken model can produce NaN; it must never be picked nor poison the sort.
+  for (int64_t i = 0; i < vocab_; ++i) {
+    if (std::isnan(logits[i])) logits[i] = -std::numeric_limits<float>::infinity();
+  }
   if (options_.repeat_penalty != 1.0f && options_.repeat_last_n > 0) {
     const size_t n = std::min(history.size(), static_cast<size_t>(options_.repeat_last_n));
     const auto window = history.subspan(history.size() - n);

@@ -44,6 +44,11 @@ std::vector<double> ParseSparsityList(const std::string& text) {
 // Speedup against sparsity, drawn by gnuplot into a PNG.
 void PlotSpeedup(const std::vector<FfnBenchResult>& results, const std::string& png,
                  const std::string& title) {
+  for (const char c : png + title) {
+    if (c == '\'' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
+      throw Error(png, "--plot: the path may not contain quotes, backslashes or control characters");
+    }
+  }
   FILE* gp = popen("gnuplot 2>/dev/null", "w");
   if (gp == nullptr) throw Error(png, "cannot run gnuplot (apt-get install gnuplot-nox)");
   std::fprintf(gp,
@@ -65,11 +70,6 @@ void PlotSpeedup(const std::vector<FfnBenchResult>& results, const std::string& 
   if (pclose(gp) != 0 || access(png.c_str(), F_OK) != 0) {
     throw Error(png, "gnuplot failed to write the plot (is gnuplot installed?)");
   }
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
 void AddBenchFfn(CLI::App* bench) {

@@ -61,22 +61,20 @@ void PrintLayerTable(const FfnRuntime& ffn) {
   }
 }
 
-// Runs `ids` and returns the logits after each of them ([n, vocab]): batched, or one token at a
-// time when the FFN is forced sparse, so `--ffn sparse` really exercises the sparse decode path.
-std::vector<float> AllLogits(Session& session, std::span<const int> ids, bool token_by_token) {
+// Runs `ids` and returns the logits after each of them ([n, vocab]): one batched pass (a view of
+// the session's buffer), or one token at a time into `stepwise` when the FFN is forced sparse, so
+// `--ffn sparse` really exercises the sparse decode path.
+std::span<const float> AllLogits(Session& session, std::span<const int> ids, bool token_by_token,
+                                 std::vector<float>* stepwise) {
+  if (!token_by_token) return session.Forward(ids, /*all_logits=*/true);
   const size_t vocab = static_cast<size_t>(session.model().config().vocab);
-  std::vector<float> out;
-  out.reserve(ids.size() * vocab);
-  if (token_by_token) {
-    for (int id : ids) {
-      const auto logits = session.Forward({&id, 1});
-      out.insert(out.end(), logits.begin(), logits.end());
-    }
-  } else {
-    const auto logits = session.Forward(ids, /*all_logits=*/true);
-    out.assign(logits.begin(), logits.end());
+  stepwise->clear();
+  stepwise->reserve(ids.size() * vocab);
+  for (int id : ids) {
+    const auto logits = session.Forward({&id, 1});
+    stepwise->insert(stepwise->end(), logits.begin(), logits.end());
   }
-  return out;
+  return *stepwise;
 }
 
 // log p(ids[i + 1] | ids[0..i]) from the logits row of position i (double precision).
@@ -168,6 +166,9 @@ void AddRun(CLI::App& app) {
   cmd->add_option("--min-p", f->sampler.min_p, "min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("--repeat-penalty", f->sampler.repeat_penalty, "repetition penalty (1: off)")
       ->check(CLI::Range(0.01f, 100.0f));
+  cmd->add_option("--repeat-last-n", f->sampler.repeat_last_n,
+                  "how many recent tokens the repetition penalty looks at (0: off)")
+      ->check(CLI::Range(0, 1 << 22));
   cmd->add_flag("--ignore-eos", f->ignore_eos, "keep generating after the end-of-text token");
   cmd->add_flag("--stats-layers", f->stats_layers, "print per-layer FFN statistics on stderr");
   cmd->callback([f] {
@@ -335,6 +336,7 @@ void AddPerplexity(CLI::App& app) {
     const size_t vocab = static_cast<size_t>(model->config().vocab);
     double nll = 0;
     int64_t counted = 0;
+    std::vector<float> stepwise;
     const auto t0 = Clock::now();
     for (size_t start = 0; start < text_ids.size(); start += static_cast<size_t>(chunk)) {
       const size_t end = std::min(text_ids.size(), start + static_cast<size_t>(chunk));
@@ -343,7 +345,7 @@ void AddPerplexity(CLI::App& app) {
       window.insert(window.end(), text_ids.begin() + start, text_ids.begin() + end);
       if (window.size() < 2) break;
       session.Reset();
-      const std::vector<float> logits = AllLogits(session, window, so.ffn == FfnMode::kSparse);
+      const auto logits = AllLogits(session, window, so.ffn == FfnMode::kSparse, &stepwise);
       for (size_t i = 0; i + 1 < window.size(); ++i) {
         nll -= LogProb(logits.data() + i * vocab, vocab, window[i + 1]);
         ++counted;
@@ -385,7 +387,8 @@ void AddScore(CLI::App& app) {
     const auto model = Model::Load(f->compute.model);
     so.max_batch = static_cast<int64_t>(ids.size());
     Session session(*model, so);
-    const std::vector<float> logits = AllLogits(session, ids, so.ffn == FfnMode::kSparse);
+    std::vector<float> stepwise;
+    const auto logits = AllLogits(session, ids, so.ffn == FfnMode::kSparse, &stepwise);
     const size_t vocab = static_cast<size_t>(model->config().vocab);
     double log_likelihood = 0;
     for (size_t i = static_cast<size_t>(f->from); i < ids.size(); ++i) {

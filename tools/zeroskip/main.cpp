@@ -1,13 +1,26 @@
 // zeroskip: one binary, one subcommand per task. Bad input of any kind ends with exactly one
-// line `zeroskip: error: <file>: <reason>` on stderr and exit status 1 (2 for bad usage).
+// line `zeroskip: error: <file>: <reason>` on stderr and exit status 1; a command line CLI11
+// cannot parse exits 2. Errors about a flag rather than a file name the flag instead.
+#include <csignal>
 #include <dnnl.hpp>
 #include <iostream>
 #include <new>
 
 #include "commands.h"
 #include "zeroskip/error.h"
+#include "zeroskip/format.h"
+
+namespace {
+void OnTerminate(int sig) {
+  zeroskip::RemoveUnfinishedOutput();
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGINT, OnTerminate);
+  std::signal(SIGTERM, OnTerminate);
   CLI::App app{"zeroskip: run ReLU language models on the CPU, skipping the work ReLU zeros make "
                "useless"};
   app.require_subcommand(1);
@@ -33,10 +46,13 @@ int main(int argc, char** argv) {
     std::cerr << "zeroskip: error: " << e.what() << "\n";
     return 1;
   } catch (const std::bad_alloc&) {
-    std::cerr << "zeroskip: error: out of memory\n";
+    std::cerr << "zeroskip: error: out of memory (a smaller --ctx may help)\n";
     return 1;
   } catch (const dnnl::error& e) {
-    std::cerr << "zeroskip: error: oneDNN: " << e.what() << "\n";
+    std::cerr << "zeroskip: error: " << zeroskip::Error("oneDNN", e.what()).what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "zeroskip: error: " << zeroskip::Error("internal", e.what()).what() << "\n";
     return 1;
   }
   return 0;

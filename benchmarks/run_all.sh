@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Reproduces every number in docs/BENCHMARKS.md. Run on an otherwise idle machine from the
+# repository root after building (cmake -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build).
+# Needs the synthetic 0.7 B checkpoint (about 3 GB, one minute):
+#   /usr/bin/python3 tools/synth/synth.py /work/synth/0.7b-f32-s85 --shape 0.7b --dtype F32 --sparsity 0.85
+# Writes JSON and PNG into docs/bench/.
+set -euo pipefail
+Z=build/zeroskip
+SYNTH=${SYNTH:-/work/synth/0.7b-f32-s85}
+OUT=docs/bench
+mkdir -p "$OUT"
+
+for t in 1 2; do $Z bench bandwidth -t $t; done | tee "$OUT/bandwidth.txt"
+
+# FFN decode step, Llama-2-7B shape, sparse vs oneDNN dense in the same run.
+for dtype in f32 bf16; do
+  for t in 2 1; do
+    $Z bench ffn --d 4096 --f 11008 --dtype $dtype -t $t --json \
+      --plot "$OUT/ffn_7b_${dtype}_t${t}.png" > "$OUT/ffn_7b_${dtype}_t${t}.json"
+  done
+done
+
+# Convert peak memory on a >= 1 GB checkpoint (2.9 GB, 22 layers, sharded or not).
+/usr/bin/time -v $Z convert "$SYNTH" -o /tmp/zeroskip-bench.zsk 2> "$OUT/convert_time.txt"
+grep -E "Maximum resident|Elapsed" "$OUT/convert_time.txt"
+
+# End-to-end decode, sparse and dense FFN in the same run, 2 threads.
+$Z bench decode -m /tmp/zeroskip-bench.zsk -n 64 --ctx 256 -t 2 --json | tee "$OUT/decode_0.7b_t2.json"
+$Z bench decode -m /tmp/zeroskip-bench.zsk -n 64 --ctx 256 -t 1 --json | tee "$OUT/decode_0.7b_t1.json"
+rm -f /tmp/zeroskip-bench.zsk
+
+# Kernel suite (Google Benchmark): every kernel vs oneDNN and Eigen dense baselines.
+build/zeroskip_kernel_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+  --benchmark_out="$OUT/kernels.json" --benchmark_out_format=json
