@@ -8,6 +8,7 @@
 #include <Eigen/Core>
 #include <random>
 
+#include "bench/onednn_gemv.h"
 #include "format/dtype.h"
 #include "kernels/kernels.h"
 #include "model/matmul.h"
@@ -67,16 +68,18 @@ void BM_DenseGemv(benchmark::State& state) {
   Counters(state, double(kFfn) * kHidden * ElemBytes(type), 2.0 * kFfn * kHidden);
 }
 
-// The same GEMV through oneDNN matmul (the dense baseline): args weight type, threads.
+// The same GEMV through oneDNN matmul, weights packed once (the dense baseline): args weight type,
+// threads.
 void BM_DenseGemvOneDnn(benchmark::State& state) {
   const auto type = static_cast<WeightType>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
   omp_set_num_threads(threads);
-  DenseMatmul mm(threads);
-  const WeightView w{W().data(type), static_cast<DType>(type), kFfn, kHidden};
+  OneDnnGemv gemv(kHidden, kFfn, static_cast<DType>(type));
+  const dnnl::memory packed =
+      gemv.Prepare({W().data(type), static_cast<DType>(type), kFfn, kHidden}, /*out_in=*/true);
   std::vector<float> y(kFfn);
   for (auto _ : state) {
-    mm.OneDnnLinear(w, true, W().x.data(), 1, y.data());
+    gemv.Run(packed, W().x.data(), y.data());
     benchmark::DoNotOptimize(y.data());
   }
   Counters(state, double(kFfn) * kHidden * ElemBytes(type), 2.0 * kFfn * kHidden);

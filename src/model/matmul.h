@@ -25,23 +25,17 @@ class DenseMatmul {
   // Sizes the widening buffer up front, so batched calls neither allocate nor re-zero it.
   void ReserveWiden(uint64_t elements);
 
-  // Always oneDNN, whatever n: the dense baseline of the benchmarks. f32 weights run f32; bf16
-  // weights run oneDNN's bf16 matmul, which also rounds the activations to bf16.
-  // w_is_out_in: w stored [out, in] (Linear orientation) rather than [in, out].
-  void OneDnnLinear(const WeightView& w, bool w_is_out_in, const float* x, int64_t n, float* y);
-
  private:
-  void OneDnn(const void* w, dnnl::memory::data_type type, bool w_is_out_in, int64_t n,
-              int64_t in, int64_t out, const void* x, float* y);
+  void OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in, int64_t out,
+              const float* x, float* y);
   const float* AsF32(const WeightView& w);
 
   int threads_;
   dnnl::engine engine_;
   dnnl::stream stream_;
-  // key: n, in, out, w_is_out_in, weight/activation type
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool, int>, dnnl::matmul> primitives_;
+  // key: n, in, out, w_is_out_in
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool>, dnnl::matmul> primitives_;
   std::vector<float> widened_;
-  std::vector<uint16_t> bf16_src_;  // activations rounded for oneDNN's bf16 matmul
 };
 
 // Rows [begin, end) of `total` for thread t of n: contiguous, balanced slices.

@@ -230,7 +230,10 @@ void AddRun(CLI::App& app) {
     const auto t2 = Clock::now();
     const std::string tail = stream.Flush();
     text += tail;
-    if (stream_out) std::printf("%s\n", tail.c_str());
+    if (stream_out) {
+      std::printf("%s\n", tail.c_str());
+      std::fflush(stdout);  // before the stats line on stderr
+    }
 
     const double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
     const double prefill_tok_s = prompt_ids.size() / prefill_s;
