@@ -5,6 +5,8 @@
 // continuations must be identical (the fixtures guarantee a top-1 margin > 1e-3 * max|logit|).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -18,12 +20,17 @@ namespace {
 using nlohmann::json;
 using testing::LoadedModel;
 
+// Generated test checkpoints, and the shipped demo model (a trained bf16 ReLU-FT checkpoint).
 const char* const kCheckpoints[] = {
     "llama_gqa_hd64_relu_f32",        "llama_mqa_hd128_silu_tied_f32",
     "llama_mha_hd64_relu_bf16",       "llama_gqa_hd64_relu_f16_sharded",
-    "mistral_headdim_relu_f32",       "llama_gqa_hd128_relu_tied_bf16"};
+    "mistral_headdim_relu_f32",       "llama_gqa_hd128_relu_tied_bf16",
+    "models/relu-ft"};
 
-json Golden(const std::string& name) {
+// Fixture file of a checkpoint: its name, or for "models/relu-ft" the name "relu_ft".
+json Golden(const std::string& checkpoint) {
+  std::string name = checkpoint.substr(checkpoint.rfind('/') + 1);
+  std::replace(name.begin(), name.end(), '-', '_');
   return json::parse(testing::ReadFile(testing::SourceDir() + "/tests/data/golden/" + name +
                                        ".json"));
 }
@@ -41,7 +48,11 @@ void PrintTo(const Case& c, std::ostream* os) {
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.checkpoint + "_" + std::string(IsaName(info.param.isa)) + "_" +
+  std::string name = info.param.checkpoint;
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return name + "_" + std::string(IsaName(info.param.isa)) + "_" +
          std::string(FfnModeName(info.param.ffn)) + "_t" + std::to_string(info.param.threads);
 }
 

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -39,8 +40,11 @@ const std::string& ConvertedModel(const std::string& name) {
   auto it = done.find(name);
   if (it == done.end()) {
     ConvertOptions opt;
-    opt.hf_dir = TestDataDir() + "/" + name;
-    opt.out_path = dir / (name + ".zsk");
+    const bool in_repo = name.find('/') != std::string::npos;
+    opt.hf_dir = (in_repo ? SourceDir() : TestDataDir()) + "/" + name;
+    std::string file = name;
+    std::replace(file.begin(), file.end(), '/', '_');
+    opt.out_path = dir / (file + ".zsk");
     ConvertHfCheckpoint(opt);
     it = done.emplace(name, opt.out_path).first;
   }

@@ -26,7 +26,8 @@ class TempDir {
   std::string path_;
 };
 
-// The .zsk of generated checkpoint `name` (converted on first use, cached for the process).
+// The .zsk of checkpoint `name` (converted on first use, cached for the process): a generated
+// test checkpoint, or a repository path such as "models/relu-ft" when the name has a '/'.
 const std::string& ConvertedModel(const std::string& name);
 const Model& LoadedModel(const std::string& name);
 
