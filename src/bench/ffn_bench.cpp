@@ -2,6 +2,8 @@
 // x[0] is a constant 1 and every gate row has W_gate[i, 0] = -b, so gate_i = (random part) - b and
 // b = σ·Φ⁻¹(s) makes a fraction s of the gates non-positive. The rest of x is redrawn every step,
 // so the active set is random per step (nothing the kernels could exploit).
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -79,6 +81,7 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
         std::to_string(layer_bytes >> 20) + " MiB (last-level cache " +
         std::to_string(llc >> 20) + " MiB), " + std::to_string(opt.threads) + " threads");
   }
+  omp_set_num_threads(opt.threads);  // oneDNN (the baseline) follows OpenMP's thread count
   std::mt19937_64 rng(opt.seed);
   std::vector<Layer> weights(layers);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));

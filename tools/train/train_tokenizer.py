@@ -9,9 +9,11 @@ train.py and must not leak into the vocabulary.
       --out /tmp/train_runs/tokenizer.model
 """
 import argparse
-import io
 import os
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import spm_train  # noqa: E402
 
 TRAIN_FRACTION = 0.9
 
@@ -37,29 +39,12 @@ def main(argv=None):
 
     if hasattr(spm, "set_random_generator_seed"):
         spm.set_random_generator_seed(0)
-    model = io.BytesIO()  # in memory: no temporary path is recorded in the model
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=args.vocab,
-        character_coverage=1.0,
-        byte_fallback=True,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        normalization_rule_name="identity",
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=False,
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        # determinism: every sentence, in order, one thread
-        input_sentence_size=0,
-        shuffle_input_sentence=False,
-        num_threads=1,
-        minloglevel=2,
-    )
+    # Every sentence, in order: reproducible whatever the corpus size.
+    model = spm_train.train_bpe(lines, args.vocab, input_sentence_size=0,
+                                shuffle_input_sentence=False)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "wb") as f:
-        f.write(model.getvalue())
+        f.write(model)
     sp = spm.SentencePieceProcessor(model_file=args.out)
     print(f"wrote {args.out}: vocab {sp.get_piece_size()}, trained on {len(lines)} lines "
           f"({len(text)} chars, first {TRAIN_FRACTION:.0%} of the corpus)", file=sys.stderr)
