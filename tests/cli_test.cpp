@@ -122,7 +122,7 @@ TEST(Cli, EvalPrintsTopLogitsAsJson) {
 
 TEST(Cli, EvalRejectsBadTokenIds) {
   ExpectOneErrorLine(RunCli({"eval", "-m", testing::ConvertedModel(kModel), "--tokens", "1,x"}),
-                     "not a token id");
+                     "is not a number");
   ExpectOneErrorLine(RunCli({"eval", "-m", testing::ConvertedModel(kModel), "--tokens", "1,999"}),
                      "outside the vocabulary");
 }
