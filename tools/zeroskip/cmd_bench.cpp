@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "commands.h"
 #include "kernels/kernels.h"
@@ -20,26 +19,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-std::vector<double> ParseSparsityList(const std::string& text) {
-  std::vector<double> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    size_t used = 0;
-    double v = -1;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || !(v >= 0 && v <= 1)) {
-      throw Error("", "--sparsity: '" + item + "' is not a fraction in [0, 1]");
-    }
-    out.push_back(v);
-  }
-  if (out.empty()) throw Error("", "--sparsity: empty list");
-  return out;
-}
 
 // Speedup against sparsity, drawn by gnuplot into a PNG.
 void PlotSpeedup(const std::vector<FfnBenchResult>& results, const std::string& png,
@@ -95,7 +74,7 @@ void AddBenchFfn(CLI::App* bench) {
     ComputeFlags cf;
     cf.isa = f->isa;
     ApplyComputeFlags(cf);
-    f->opt.sparsity = ParseSparsityList(f->sparsity);
+    f->opt.sparsity = ParseNumberList<double>(f->sparsity, "--sparsity", 0.0, 1.0);
     f->opt.dtype = *ParseDTypeName(f->dtype);
     const double bandwidth = MeasureReadBandwidth(f->opt.threads);
     auto log = [](const std::string& line) { std::cerr << line << "\n"; };

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "commands.h"
 #include "format/file_io.h"
@@ -85,26 +84,6 @@ double LogProb(const float* row, size_t vocab, int next) {
   return double(row[next]) - max - std::log(sum);
 }
 
-std::vector<int> ParseIdList(const std::string& text) {
-  std::vector<int> ids;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    size_t used = 0;
-    long long v = -1;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || item.empty() || v < 0 || v > INT32_MAX) {
-      throw Error("", "--tokens: '" + item + "' is not a token id");
-    }
-    ids.push_back(static_cast<int>(v));
-  }
-  if (ids.empty()) throw Error("", "--tokens: no token ids given");
-  return ids;
-}
 
 }  // namespace
 
@@ -286,7 +265,7 @@ void AddEval(CLI::App& app) {
   cmd->add_option("--top", f->top, "how many (id, logit) pairs")->check(CLI::Range(1, 1 << 22));
   cmd->callback([f] {
     const SessionOptions so = ApplyComputeFlags(f->compute);
-    const std::vector<int> ids = ParseIdList(f->tokens);
+    const std::vector<int> ids = ParseNumberList<int>(f->tokens, "--tokens", 0, INT32_MAX);
     const auto model = Model::Load(f->compute.model);
     Session session(*model, so);
     std::span<const float> logits;
@@ -385,7 +364,7 @@ void AddScore(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 22));
   cmd->callback([f] {
     SessionOptions so = ApplyComputeFlags(f->compute);
-    const std::vector<int> ids = ParseIdList(f->tokens);
+    const std::vector<int> ids = ParseNumberList<int>(f->tokens, "--tokens", 0, INT32_MAX);
     if (static_cast<size_t>(f->from) >= ids.size()) throw Error("", "--from leaves nothing to score");
     const auto model = Model::Load(f->compute.model);
     so.max_batch = static_cast<int64_t>(ids.size());
