@@ -240,6 +240,19 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             a.x = np.stack([rows[int(t)] for t in a.ids])
         del rows
 
+
+        def write_residual_projection(name, inputs, fan_in, target_rms):
+            """Writes a projection into the residual stream (o_proj or down_proj): nothing writes
+            channel 0, and it is scaled so its output has RMS `target_rms` on the calibration
+            inputs; then adds its output to every activation set's residual."""
+            m = proj(name, 1.0 / math.sqrt(fan_in), zero_col0=False)
+            m[0, :] = 0.0
+            y = inputs["calib"] @ m.T
+            m *= np.float32(target_rms / max(1e-12, float(np.sqrt(np.mean(y[:, 1:] ** 2)))))
+            round_to(m, dtype)
+            w.write(name, m)
+            for a in sets:
+                a.x = a.x + inputs[a.name] @ m.T
         for layer in range(L):
             t0 = time.time()
             p = f"model.layers.{layer}."
@@ -284,16 +297,8 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             att = {a.name: a.attention(qkv[a.name, "q"], qkv[a.name, "k"], qkv[a.name, "v"],
                                        cos, sin) for a in sets}
             del qkv
-            nm = p + "self_attn.o_proj.weight"
-            m = proj(nm, 1.0 / math.sqrt(c["heads"] * hd), zero_col0=False)
-            m[0, :] = 0.0  # nothing writes residual channel 0
-            y = att["calib"] @ m.T
-            m *= np.float32(a_o / max(1e-12, float(np.sqrt(np.mean(y[:, 1:] ** 2)))))
-            round_to(m, dtype)
-            w.write(nm, m)
-            for a in sets:
-                a.x = a.x + att[a.name] @ m.T
-            del m, att, y
+            write_residual_projection(p + "self_attn.o_proj.weight", att, c["heads"] * hd, a_o)
+            del att
 
             # --- FFN: gate with the calibrated threshold in column 0
             wn = norm_weight(p + "post_attention_layernorm.weight")
@@ -320,16 +325,8 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             act = {a.name: np.maximum(g[a.name], 0) * (a.xn @ m.T) for a in sets}
             del m
 
-            nm = p + "mlp.down_proj.weight"
-            m = proj(nm, 1.0 / math.sqrt(c["ffn"]), zero_col0=False)
-            m[0, :] = 0.0
-            y = act["calib"] @ m.T
-            m *= np.float32(a_d / max(1e-12, float(np.sqrt(np.mean(y[:, 1:] ** 2)))))
-            round_to(m, dtype)
-            w.write(nm, m)
-            for a in sets:
-                a.x = a.x + act[a.name] @ m.T
-            del m, act, y
+            write_residual_projection(p + "mlp.down_proj.weight", act, c["ffn"], a_d)
+            del act
 
             info = {"layer": layer, "gate_offset": b_stored}
             for a in sets:
