@@ -80,6 +80,8 @@ class FfnRuntime {
   void BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y,
                     int64_t position);
   float Activate(float g, int64_t position, int64_t layer, int64_t neuron) const;
+  // The statistics every call records; callers add flops_done and weight_bytes_read.
+  FfnLayerStats CallStats(int64_t tokens, int64_t zeros, int64_t negatives, int64_t picked) const;
 
   ModelConfig config_;
   FfnMode mode_;

@@ -229,21 +229,25 @@ void FfnRuntime::DecodeStep(int64_t layer, const LayerWeights& w, const float* x
     }
   }
 
-  FfnLayerStats& s = stats_[layer];
+  FfnLayerStats step = CallStats(1, ffn - active_total, negatives, picked);
   const uint64_t hf = static_cast<uint64_t>(hidden) * ffn, elem = DTypeSize(w.gate.dtype);
-  s.tokens += 1;
-  s.neurons += ffn;
-  s.zero_neurons += ffn - active_total;
-  s.negative_gates += negatives;
-  s.picked_negatives += picked;
-  s.flops_dense += 6 * hf;
-  if (sparse) {
-    s.flops_done += 2 * hf + 4 * static_cast<uint64_t>(hidden) * active_total;
-    s.weight_bytes_read += (hf + 2 * static_cast<uint64_t>(hidden) * active_total) * elem;
-  } else {
-    s.flops_done += 6 * hf;
-    s.weight_bytes_read += 3 * hf * elem;
-  }
+  // Sparse: the whole gate, then two rows (up, down) per active neuron.
+  const uint64_t active_elems = 2 * static_cast<uint64_t>(hidden) * active_total;
+  step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
+  step.weight_bytes_read = (sparse ? hf + active_elems : 3 * hf) * elem;
+  stats_[layer].Add(step);
+}
+
+FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negatives,
+                                    int64_t picked) const {
+  FfnLayerStats s;
+  s.tokens = tokens;
+  s.neurons = tokens * config_.ffn;
+  s.zero_neurons = zeros;
+  s.negative_gates = negatives;
+  s.picked_negatives = picked;
+  s.flops_dense = 6 * static_cast<uint64_t>(config_.hidden) * config_.ffn * tokens;
+  return s;
 }
 
 void FfnRuntime::BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n,
@@ -267,16 +271,11 @@ void FfnRuntime::BatchedDense(int64_t layer, const LayerWeights& w, const float*
   }
   matmul_->LinearTransposed(w.down_t, g, n, y);
 
-  FfnLayerStats& s = stats_[layer];
-  const uint64_t hf = static_cast<uint64_t>(config_.hidden) * ffn;
-  s.tokens += n;
-  s.neurons += n * ffn;
-  s.zero_neurons += zeros;
-  s.negative_gates += negatives;
-  s.picked_negatives += picked;
-  s.flops_dense += 6 * hf * n;
-  s.flops_done += 6 * hf * n;
-  s.weight_bytes_read += 3 * hf * DTypeSize(w.gate.dtype);
+  FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
+  batch.flops_done = batch.flops_dense;
+  // The batch reads each weight once for all n tokens.
+  batch.weight_bytes_read = 3 * static_cast<uint64_t>(config_.hidden) * ffn * DTypeSize(w.gate.dtype);
+  stats_[layer].Add(batch);
 }
 
 }  // namespace zeroskip
