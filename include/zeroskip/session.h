@@ -71,5 +71,7 @@ class Session {
 
 // Physical cores of this machine (OpenMP's default counts hyperthreads).
 int PhysicalCores();
+// Physical memory of this machine in bytes.
+uint64_t PhysicalMemoryBytes();
 
 }  // namespace zeroskip

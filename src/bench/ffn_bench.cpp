@@ -16,6 +16,7 @@
 #include "zeroskip/bench.h"
 #include "zeroskip/error.h"
 #include "zeroskip/ffn.h"
+#include "zeroskip/session.h"
 
 namespace zeroskip {
 namespace {
@@ -75,6 +76,13 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
   const uint64_t llc = std::max<uint64_t>(LastLevelCacheBytes(), 32u << 20);
   const int layers = static_cast<int>(std::clamp<uint64_t>((4 * llc + layer_bytes - 1) / layer_bytes,
                                                            3, 64));
+  // Weights are zero-filled when allocated: refuse what would not fit rather than be OOM-killed.
+  if (layers * layer_bytes > PhysicalMemoryBytes() / 4 * 3) {
+    throw Error("", "bench ffn: " + std::to_string(layers) + " layers of --d " + std::to_string(d) +
+                        " x --f " + std::to_string(f) + " need " +
+                        std::to_string((layers * layer_bytes) >> 30) +
+                        " GiB, more than this machine can hold");
+  }
   if (log) {
     log("bench ffn: hidden " + std::to_string(d) + ", ffn " + std::to_string(f) + ", " +
         std::string(DTypeName(opt.dtype)) + ", " + std::to_string(layers) + " layers of " +

@@ -36,6 +36,10 @@ int PhysicalCores() {
   return std::max(1, n);
 }
 
+uint64_t PhysicalMemoryBytes() {
+  return static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
 Session::Session(const Model& model, const SessionOptions& options)
     : model_(model), config_(model.config()) {
   threads_ = options.threads > 0 ? options.threads : PhysicalCores();
@@ -55,8 +59,7 @@ Session::Session(const Model& model, const SessionOptions& options)
       mul(mul(2 * static_cast<uint64_t>(config_.layers), context_), config_.kv_dim()) +
       mul(max_batch_, config_.vocab + 2 * config_.ffn + 4 * config_.hidden + 2 * config_.q_dim()) +
       mul(context_, config_.head_dim + threads_);
-  const uint64_t physical = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
-  if (mul(floats, sizeof(float)) > physical) {
+  if (mul(floats, sizeof(float)) > PhysicalMemoryBytes()) {
     throw Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
                           std::to_string(mul(floats, sizeof(float)) >> 30) +
                           " GiB of buffers, more than this machine has (use a smaller --ctx)");
