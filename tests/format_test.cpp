@@ -6,6 +6,8 @@
 #include <Eigen/Core>
 #include <filesystem>
 
+#include <sys/stat.h>
+
 #include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
@@ -60,7 +62,7 @@ TEST(ZskFile, RoundTrips) {
   EXPECT_EQ(b->offset % kTensorAlign, 0u);
   EXPECT_EQ(static_cast<const uint8_t*>(file->data(*b))[0], 200);
   EXPECT_NO_THROW(file->VerifyChecksums());
-  EXPECT_FALSE(fs::exists(dir / "m.zsk.tmp"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
 TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
@@ -88,14 +90,61 @@ TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
   EXPECT_THROW(ZskFile::Open(dir / "h.zsk"), Error);
 }
 
+// Two converts to one output: each writes its own temporary file, so whichever renames last
+// leaves a whole file, never the other's half-written one.
+TEST(ZskWriter, ConcurrentWritersOfOneOutputDoNotMix) {
+  testing::TempDir dir;
+  const std::vector<TensorSpec> specs = {{"a", DType::kF32, Layout::kRowMajor, {2}}};
+  ZskWriter first(dir / "m.zsk", TinyConfig(), "{}", "1", specs);
+  ZskWriter second(dir / "m.zsk", TinyConfig(), "{}", "2", specs);
+  EXPECT_NE(first.tmp_path(), second.tmp_path());
+  const std::vector<uint8_t> data(8, 1);
+  first.WriteNext(data);
+  second.WriteNext(data);
+  first.Finish();
+  EXPECT_EQ(ZskFile::Open(dir / "m.zsk")->tokenizer_model(), "1");
+  EXPECT_TRUE(fs::exists(second.tmp_path()));  // the first rename did not take the second's file
+  second.Finish();
+  EXPECT_EQ(ZskFile::Open(dir / "m.zsk")->tokenizer_model(), "2");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+TEST(ZskWriter, RefusesOutputsThatAreNotRegularFiles) {
+  testing::TempDir dir;
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  for (const std::string& out : {dir / "fifo", std::string("/dev/null"), dir.path(), std::string()}) {
+    SCOPED_TRACE(out);
+    EXPECT_THROW(CheckOutputPath(out), Error);
+    EXPECT_THROW(ZskWriter(out, TinyConfig(), "{}", "", {}), Error);
+  }
+  EXPECT_TRUE(fs::is_fifo(dir / "fifo"));
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+  EXPECT_NO_THROW(CheckOutputPath(dir / "new.zsk"));
+  testing::WriteFile(dir / "old.zsk", "x");
+  EXPECT_NO_THROW(CheckOutputPath(dir / "old.zsk"));
+}
+
+// Opening a FIFO for reading blocks until a writer appears; inputs must be refused at once.
+TEST(InputFile, RefusesFifosWithoutBlocking) {
+  testing::TempDir dir;
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  EXPECT_THROW(InputFile(dir / "fifo"), Error);
+  EXPECT_THROW(ReadSmallFile(dir / "fifo", 100), Error);
+  EXPECT_THROW(ZskFile::Open(dir / "fifo"), Error);
+}
+
 TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   testing::TempDir dir;
+  std::string tmp;
   {
     ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "", {{"a", DType::kF32, Layout::kRowMajor, {2}}});
-    EXPECT_TRUE(fs::exists(dir / "m.zsk.tmp"));
+    tmp = w.tmp_path();
+    EXPECT_TRUE(fs::exists(tmp));
+    EXPECT_EQ(fs::path(tmp).parent_path(), fs::path(dir / "m.zsk").parent_path());
   }
-  EXPECT_FALSE(fs::exists(dir / "m.zsk.tmp"));
+  EXPECT_FALSE(fs::exists(tmp));
   EXPECT_FALSE(fs::exists(dir / "m.zsk"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 0);
   EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", TinyConfig(), "{}", "", {}), Error);
 }
 

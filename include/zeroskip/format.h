@@ -3,7 +3,8 @@
 // The reader maps the file read-only and validates the header, metadata and tensor table
 // (every offset and size bounds- and overflow-checked, a header checksum) in O(header): tensor
 // data is not touched until used; `VerifyChecksums` reads it all. The writer is atomic: it
-// writes `<out>.tmp`, fsyncs and renames, and removes the temporary file on any failure.
+// writes a uniquely named `<out>.XXXXXX.tmp`, fsyncs and renames, and removes the temporary file
+// on any failure.
 // Neither knows about model architectures beyond the ModelConfig it stores.
 #pragma once
 
@@ -102,13 +103,17 @@ struct TensorSpec {
   std::vector<uint64_t> shape;
 };
 
-// Streams tensors into `<path>.tmp` in the order they were planned, then `Finish` writes the
-// table and header, fsyncs and renames to `path`. Destroying an unfinished writer removes the
-// temporary file, so a failure leaves nothing behind.
 // Removes the temporary file of a ZskWriter that has not finished. Async-signal-safe: the CLI
-// calls it from its SIGINT/SIGTERM handler so an interrupted convert leaves nothing behind.
+// calls it from its signal handlers so an interrupted convert leaves nothing behind.
 void RemoveUnfinishedOutput();
 
+// Throws unless `path` can be written as a new model file: not empty, and either absent or an
+// existing regular file (never a directory, device node or FIFO).
+void CheckOutputPath(const std::string& path);
+
+// Streams tensors into a unique temporary file beside `path` in the order they were planned,
+// then `Finish` writes the table and header, fsyncs and renames to `path`. Destroying an
+// unfinished writer removes the temporary file, so a failure leaves nothing behind.
 class ZskWriter {
  public:
   ZskWriter(std::string path, const ModelConfig& config, std::string source_config_json,
@@ -118,6 +123,7 @@ class ZskWriter {
   ZskWriter& operator=(const ZskWriter&) = delete;
 
   const std::vector<TensorInfo>& plan() const { return plan_; }
+  const std::string& tmp_path() const { return tmp_path_; }
   uint64_t file_size() const { return file_size_; }
 
   // Writes the data of the next planned tensor; `bytes.size()` must equal its nbytes.

@@ -1,3 +1,5 @@
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -73,6 +75,20 @@ Checkpoint OpenCheckpoint(const std::string& dir) {
   return ckpt;
 }
 
+// The output must not be any file the conversion reads: renaming over config.json or a shard
+// would destroy the checkpoint (compared by inode, so other spellings and hard links count).
+void RefuseOutputThatIsAnInput(const std::string& out, const std::vector<std::string>& inputs) {
+  struct stat out_st;
+  if (::stat(out.c_str(), &out_st) != 0) return;  // a new file cannot be an input
+  for (const auto& in : inputs) {
+    struct stat in_st;
+    if (::stat(in.c_str(), &in_st) == 0 && in_st.st_dev == out_st.st_dev &&
+        in_st.st_ino == out_st.st_ino) {
+      throw Error(out, "is an input of this conversion (" + in + "); choose another output");
+    }
+  }
+}
+
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -80,6 +96,7 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
+  CheckOutputPath(opt.out_path);  // fail before reading gigabytes, not after
   const std::string config_path = opt.hf_dir + "/config.json";
   if (!FileExists(config_path)) throw Error(config_path, "missing (is this a checkpoint directory?)");
   const std::string config_text = ReadSmallFile(config_path, kMaxConfigBytes);
@@ -93,6 +110,9 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   CheckTokenizerModel(tokenizer, config.vocab, tokenizer_path);
 
   const Checkpoint ckpt = OpenCheckpoint(opt.hf_dir);
+  std::vector<std::string> inputs = {config_path, tokenizer_path, ckpt.weights_path};
+  for (const auto& shard : ckpt.shards) inputs.push_back(shard.path);
+  RefuseOutputThatIsAnInput(opt.out_path, inputs);
   const std::vector<TensorSlot> slots = LlamaTensorSlots(config);
 
   // Every expected tensor present with the shape the config implies; nothing unexplained extra.
@@ -165,6 +185,11 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     const TensorInfo& out = writer.plan()[i];
     const uint64_t n = s.end - s.begin;
     files[source_shard[i]]->ReadAt(s.begin, src.data(), n);
+    if (const uint64_t bad = CountNonFinite(src.data(), s.dtype, n / DTypeSize(s.dtype))) {
+      throw Error(files[source_shard[i]]->path(),
+                  "tensor '" + s.name + "': " + std::to_string(bad) +
+                      " values are NaN or Inf (the checkpoint is damaged)");
+    }
     const uint64_t rows = s.shape.size() == 2 ? s.shape[0] : 1;
     const uint64_t cols = s.shape.size() == 2 ? s.shape[1] : s.shape[0];
     if (!slots[i].transposed && out.dtype == s.dtype) {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "format/file_io.h"
+
 namespace zeroskip {
 
 size_t DTypeSize(DType dtype) {
@@ -111,6 +113,26 @@ uint64_t ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64
     }
   }
   return overflows;
+}
+
+uint64_t CountNonFinite(const uint8_t* data, DType type, uint64_t n) {
+  // An all-ones exponent is Inf or NaN in every IEEE-style format.
+  uint64_t count = 0;
+  switch (type) {
+    case DType::kF32:
+      for (uint64_t i = 0; i < n; ++i) count += (LoadLe32(data + 4 * i) & 0x7f800000u) == 0x7f800000u;
+      break;
+    case DType::kF16:
+    case DType::kBF16: {
+      const uint16_t exponent = type == DType::kF16 ? 0x7c00 : 0x7f80;
+      for (uint64_t i = 0; i < n; ++i) {
+        const uint16_t bits = static_cast<uint16_t>(data[2 * i] | data[2 * i + 1] << 8);
+        count += (bits & exponent) == exponent;
+      }
+      break;
+    }
+  }
+  return count;
 }
 
 }  // namespace zeroskip

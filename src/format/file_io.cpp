@@ -11,16 +11,26 @@
 
 namespace zeroskip {
 
-InputFile::InputFile(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
+int OpenRegularFile(const std::string& path, uint64_t* size) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever, before
+  // fstat could tell us it is not a regular file.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st;
-  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd_);
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
     throw Error(path, "not a regular file");
   }
-  size_ = static_cast<uint64_t>(st.st_size);
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    ::close(fd);
+    throw Error(path, std::string("cannot open: ") + std::strerror(errno));
+  }
+  *size = static_cast<uint64_t>(st.st_size);
+  return fd;
 }
+
+InputFile::InputFile(const std::string& path) : path_(path) { fd_ = OpenRegularFile(path, &size_); }
 
 InputFile::~InputFile() {
   if (fd_ >= 0) ::close(fd_);

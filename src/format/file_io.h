@@ -6,6 +6,10 @@
 
 namespace zeroskip {
 
+// Opens a regular file read-only and returns its descriptor and size; refuses anything else
+// (directories, FIFOs, devices) without blocking on it.
+int OpenRegularFile(const std::string& path, uint64_t* size);
+
 // Owns a file descriptor opened read-only.
 class InputFile {
  public:

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "format/file_io.h"
 #include "format/zsk_layout.h"
 #include "zeroskip/error.h"
 #include "zeroskip/format.h"
@@ -43,11 +44,7 @@ uint64_t TensorInfo::elements() const {
 std::unique_ptr<ZskFile> ZskFile::Open(const std::string& path) {
   std::unique_ptr<ZskFile> file(new ZskFile());
   file->path_ = path;
-  file->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (file->fd_ < 0) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st;
-  if (::fstat(file->fd_, &st) != 0 || !S_ISREG(st.st_mode)) throw Error(path, "not a regular file");
-  file->size_ = static_cast<uint64_t>(st.st_size);
+  file->fd_ = OpenRegularFile(path, &file->size_);
   if (file->size_ == 0) throw Error(path, "file is empty");
   void* map = ::mmap(nullptr, file->size_, PROT_READ, MAP_SHARED, file->fd_, 0);
   if (map == MAP_FAILED) throw Error(path, std::string("cannot map: ") + std::strerror(errno));
@@ -103,6 +100,15 @@ void ZskFile::VerifyChecksums(const std::function<void(size_t, size_t)>& progres
 
 // ---------------------------------------------------------------- writer
 
+void CheckOutputPath(const std::string& path) {
+  if (path.empty()) throw Error("", "the output path is empty");
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return;  // a new file
+  if (S_ISDIR(st.st_mode)) throw Error(path, "is a directory (give a file name for the output)");
+  // Renaming over a device node or FIFO would replace it (as root: /dev/null) with a model.
+  if (!S_ISREG(st.st_mode)) throw Error(path, "exists and is not a regular file (refusing to replace it)");
+}
+
 void RemoveUnfinishedOutput() {
   if (const char* tmp = g_unfinished_tmp.exchange(nullptr)) ::unlink(tmp);
 }
@@ -110,7 +116,6 @@ void RemoveUnfinishedOutput() {
 ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string source_config_json,
                      std::string tokenizer_model, std::vector<TensorSpec> tensors)
     : path_(std::move(path)),
-      tmp_path_(path_ + ".tmp"),
       metadata_json_(MetadataJson(config, source_config_json)),
       tokenizer_model_(std::move(tokenizer_model)) {
   metadata_offset_ = kZskHeaderBytes;
@@ -133,17 +138,17 @@ ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string so
     plan_.push_back(std::move(t));
   }
   file_size_ = offset;
-  struct stat st;
-  if (::stat(path_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    throw Error(path_, "is a directory (give a file name for the output)");
-  }
-  // A stale temporary file from a crashed run is replaced; O_EXCL|O_NOFOLLOW then guarantee we
-  // write a fresh regular file, never through a symlink someone planted there.
-  ::unlink(tmp_path_.c_str());
-  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  CheckOutputPath(path_);
+  // A unique temporary name (mkstemps: O_CREAT|O_EXCL, never through a symlink) in the output's
+  // directory, so the final rename is atomic and two writers of one output cannot rename each
+  // other's half-written file into place.
+  std::string tmp = path_ + ".XXXXXX.tmp";
+  fd_ = ::mkostemps(tmp.data(), 4, O_CLOEXEC);
   if (fd_ < 0) {
     throw Error(path_, std::string("cannot create output file: ") + std::strerror(errno));
   }
+  tmp_path_ = std::move(tmp);
+  ::fchmod(fd_, 0644);  // mkstemp creates 0600; a model file is as readable as any other output
   g_unfinished_tmp.store(tmp_path_.c_str());
 }
 

@@ -135,7 +135,17 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
     done += m;
   }
   const size_t vocab = static_cast<size_t>(config_.vocab);
-  return {logits_.data(), all_logits ? static_cast<size_t>(n) * vocab : vocab};
+  const std::span<const float> logits(logits_.data(),
+                                      all_logits ? static_cast<size_t>(n) * vocab : vocab);
+  // Weights are checksummed only by `verify` (opening reads just the header): a flipped bit in
+  // the data shows up here, and garbage text or a NaN perplexity must not be the symptom.
+  for (const float l : logits) {
+    if (!std::isfinite(l)) {
+      throw Error(path, "the model computed a NaN or infinite logit; its weights may be damaged "
+                        "(check them with: zeroskip verify " + path + ")");
+    }
+  }
+  return logits;
 }
 
 }  // namespace zeroskip

@@ -4,10 +4,20 @@
 #include <cmath>
 #include <limits>
 
+#include "zeroskip/error.h"
+
 namespace zeroskip {
 
 Sampler::Sampler(const SamplerOptions& options, int64_t vocab)
     : options_(options), vocab_(vocab), rng_(options.seed) {
+  // Written so that NaN fails every check.
+  const auto in = [](float v, float lo, float hi) { return v >= lo && v <= hi; };
+  if (!in(options.temperature, 0.0f, 1e30f)) throw Error("", "sampling temperature must be >= 0");
+  if (!in(options.top_p, 0.0f, 1.0f)) throw Error("", "top-p must be in [0, 1]");
+  if (!in(options.min_p, 0.0f, 1.0f)) throw Error("", "min-p must be in [0, 1]");
+  if (!in(options.repeat_penalty, 1e-30f, 1e30f)) {
+    throw Error("", "the repetition penalty must be > 0");
+  }
   candidates_.reserve(static_cast<size_t>(vocab));
 }
 
@@ -33,9 +43,7 @@ int Sampler::Sample(float* logits, std::span<const int> history) {
   }
   // Hugging Face order: temperature, top-k, top-p, then min-p.
   candidates_.clear();
-  for (int64_t i = 0; i < vocab_; ++i) {
-    candidates_.emplace_back(logits[i] / options_.temperature, static_cast<int>(i));
-  }
+  for (int64_t i = 0; i < vocab_; ++i) candidates_.emplace_back(logits[i], static_cast<int>(i));
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
@@ -47,10 +55,12 @@ int Sampler::Sample(float* logits, std::span<const int> history) {
     std::sort(candidates_.begin(), candidates_.end(), by_logit);
   }
   candidates_.resize(keep);
+  // Dividing by T happens after subtracting the maximum, so (x - max) / T <= 0 and no
+  // temperature, however small, turns finite logits into inf - inf = NaN.
   const float max_logit = candidates_.front().first;
   double total = 0;
   for (auto& [value, id] : candidates_) {
-    value = std::exp(value - max_logit);  // unnormalized probability from here on
+    value = std::exp((value - max_logit) / options_.temperature);  // unnormalized probability
     total += value;
   }
   if (options_.top_p < 1.0f) {

@@ -11,6 +11,7 @@
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
 #include "zeroskip/format.h"
+#include "zeroskip/model.h"
 
 namespace zeroskip::cli {
 namespace {
@@ -136,13 +137,17 @@ void AddInfo(CLI::App& app) {
 
 void AddVerify(CLI::App& app) {
   auto file = std::make_shared<std::string>();
-  auto* cmd = app.add_subcommand("verify", "Recompute every tensor checksum of a .zsk file");
+  auto* cmd = app.add_subcommand(
+      "verify", "Run every check loading a .zsk file runs, then recompute every tensor checksum");
   cmd->add_option("FILE", *file, ".zsk file")->required();
   cmd->callback([file] {
-    const auto zsk = ZskFile::Open(*file);
+    // Loading checks what the header checksum cannot: a consistent tensor table, shapes that
+    // match the config, a tokenizer that fits the vocabulary. `ok` promises `run` can load it.
+    const auto model = Model::Load(*file);
+    const ZskFile& zsk = model->file();
     ProgressBar bar("verifying", /*bytes=*/false);
-    zsk->VerifyChecksums([&](size_t done, size_t total) { bar.Update(done, total); });
-    std::cout << *file << ": ok (" << zsk->tensors().size() << " tensors, checksums match)\n";
+    zsk.VerifyChecksums([&](size_t done, size_t total) { bar.Update(done, total); });
+    std::cout << *file << ": ok (" << zsk.tensors().size() << " tensors, checksums match)\n";
   });
 }
 

@@ -101,8 +101,9 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
                   "FFN activation: model (default)|relu|silu|stoch (stochastic, see --stoch-p)")
       ->check(CLI::IsMember({"model", "relu", "silu", "stoch"}));
   cmd->add_option("--stoch-p", f->stoch_p, "--act stoch: probability of SiLU for a negative gate")
-      ->check(CLI::Range(0.0f, 1.0f));
-  cmd->add_option("--seed", f->seed, "random seed (sampling and stochastic activations)");
+      ->check(FiniteRange(0, 1));
+  cmd->add_option("--seed", f->seed, "random seed (sampling and stochastic activations)")
+      ->check(Unsigned64());
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
 }
 
@@ -139,12 +140,12 @@ void AddRun(CLI::App& app) {
   p->excludes(pf);
   cmd->add_option("-n,--n-predict", f->n, "tokens to generate")->check(CLI::Range(0, 1 << 22));
   cmd->add_option("--temp", f->sampler.temperature, "temperature (0: greedy)")
-      ->check(CLI::Range(0.0f, 100.0f));
+      ->check(FiniteRange(0, 100));
   cmd->add_option("--top-k", f->sampler.top_k, "top-k (0: off)")->check(CLI::Range(0, 1 << 22));
-  cmd->add_option("--top-p", f->sampler.top_p, "top-p (1: off)")->check(CLI::Range(0.0f, 1.0f));
-  cmd->add_option("--min-p", f->sampler.min_p, "min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--top-p", f->sampler.top_p, "top-p (1: off)")->check(FiniteRange(0, 1));
+  cmd->add_option("--min-p", f->sampler.min_p, "min-p (0: off)")->check(FiniteRange(0, 1));
   cmd->add_option("--repeat-penalty", f->sampler.repeat_penalty, "repetition penalty (1: off)")
-      ->check(CLI::Range(0.01f, 100.0f));
+      ->check(FiniteRange(0.01, 100));
   cmd->add_option("--repeat-last-n", f->sampler.repeat_last_n,
                   "how many recent tokens the repetition penalty looks at (0: off)")
       ->check(CLI::Range(0, 1 << 22));
@@ -193,10 +194,7 @@ void AddRun(CLI::App& app) {
       }
       const std::string piece = stream.Push(bytes);
       text += piece;
-      if (stream_out) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-      }
+      if (stream_out) WriteStdout(piece);
       if (i + 1 == f->n) break;
       if (session.position() >= session.context()) {
         stop = "context";
@@ -209,10 +207,7 @@ void AddRun(CLI::App& app) {
     const auto t2 = Clock::now();
     const std::string tail = stream.Flush();
     text += tail;
-    if (stream_out) {
-      std::printf("%s\n", tail.c_str());
-      std::fflush(stdout);  // before the stats line on stderr
-    }
+    if (stream_out) WriteStdout(tail + "\n");  // before the stats line on stderr
 
     const double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
     const double prefill_tok_s = prompt_ids.size() / prefill_s;

@@ -5,7 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "zeroskip/error.h"
@@ -22,6 +24,16 @@ void AddEval(CLI::App& app);
 void AddPerplexity(CLI::App& app);
 void AddBench(CLI::App& app);
 void AddScore(CLI::App& app);
+
+// Thrown when the reader of stdout has gone (EPIPE, e.g. `| head`): the command stops quietly and
+// zeroskip exits 0, since the reader took all it wanted.
+struct StdoutClosed {};
+
+// Writes and flushes to stdout now (generated text streams token by token). Throws StdoutClosed
+// when the reader has gone and Error("stdout", ...) on any other failed write (a full disk).
+void WriteStdout(std::string_view text);
+// Flushes std::cout and stdout with the same rules; main() calls it after every command.
+void FlushStdout();
 
 // Parses a comma-separated list of numbers in [lo, hi] ("1,5,9", "0,0.5,0.9"); anything else
 // throws Error naming the flag.
@@ -42,6 +54,38 @@ std::vector<T> ParseNumberList(const std::string& text, const std::string& flag,
     begin = end + 1;
   }
   return out;
+}
+
+// A real number in [lo, hi]. CLI::Range lets "nan" through (it fails no comparison) and
+// accepts "inf" for an open bound; this refuses both.
+inline CLI::Validator FiniteRange(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        double value = 0;
+        const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(value) ||
+            !(value >= lo && value <= hi)) {
+          return "'" + text + "' is not a number in [" + CLI::detail::to_string(lo) + ", " +
+                 CLI::detail::to_string(hi) + "]";
+        }
+        return {};
+      },
+      "in [" + CLI::detail::to_string(lo) + ", " + CLI::detail::to_string(hi) + "]");
+}
+
+// A decimal integer in [0, 2^64 - 1], digits only: CLI11 alone turns "-1" and 2^64 into
+// 2^64 - 1.
+inline CLI::Validator Unsigned64() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        uint64_t value = 0;
+        const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec != std::errc() || ptr != text.data() + text.size() || text.empty()) {
+          return "'" + text + "' is not an integer in [0, 18446744073709551615]";
+        }
+        return {};
+      },
+      "0..2^64-1");
 }
 
 // Flags shared by every command that runs a model.

@@ -1,7 +1,10 @@
 // zeroskip: one binary, one subcommand per task. Bad input of any kind ends with exactly one
 // line `zeroskip: error: <file>: <reason>` on stderr and exit status 1; a command line CLI11
 // cannot parse exits 2. Errors about a flag rather than a file name the flag instead.
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstring>
 #include <dnnl.hpp>
 #include <iostream>
 #include <new>
@@ -18,9 +21,30 @@ void OnTerminate(int sig) {
 }
 }  // namespace
 
+namespace zeroskip::cli {
+
+void FlushStdout() {
+  std::cout.flush();
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout) && std::cout.good()) return;
+  const int error = errno;
+  std::clearerr(stdout);
+  if (error == EPIPE) throw StdoutClosed{};
+  throw Error("stdout", std::string("write failed: ") + std::strerror(error));
+}
+
+void WriteStdout(std::string_view text) {
+  errno = 0;
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  FlushStdout();
+}
+
+}  // namespace zeroskip::cli
+
 int main(int argc, char** argv) {
-  std::signal(SIGINT, OnTerminate);
-  std::signal(SIGTERM, OnTerminate);
+  // Every signal that ends the process by default and can come from a terminal or a supervisor.
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) std::signal(sig, OnTerminate);
+  // A closed pipe is an error code on write (handled: StdoutClosed), not a killing signal.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"zeroskip: run ReLU language models on the CPU, skipping the work ReLU zeros make "
                "useless"};
   app.require_subcommand(1);
@@ -34,6 +58,9 @@ int main(int argc, char** argv) {
   zeroskip::cli::AddBench(app);
   try {
     app.parse(argc, argv);
+    zeroskip::cli::FlushStdout();
+  } catch (const zeroskip::cli::StdoutClosed&) {
+    return 0;
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
