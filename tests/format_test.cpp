@@ -1,12 +1,13 @@
 // The native file: writer/reader round trip, atomicity, checksums, and the converter's output
 // against the source safetensors (bit-identical when the dtype is kept, exactly rounded when
 // narrowed, exactly widened when widened; the FFN down projection transposed).
+#include "zeroskip/format.h"
+
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <Eigen/Core>
 #include <filesystem>
-
-#include <sys/stat.h>
 
 #include "format/dtype.h"
 #include "format/file_io.h"
@@ -15,7 +16,6 @@
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
-#include "zeroskip/format.h"
 
 namespace zeroskip {
 namespace {
@@ -112,7 +112,8 @@ TEST(ZskWriter, ConcurrentWritersOfOneOutputDoNotMix) {
 TEST(ZskWriter, RefusesOutputsThatAreNotRegularFiles) {
   testing::TempDir dir;
   ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
-  for (const std::string& out : {dir / "fifo", std::string("/dev/null"), dir.path(), std::string()}) {
+  for (const std::string& out :
+       {dir / "fifo", std::string("/dev/null"), dir.path(), std::string()}) {
     SCOPED_TRACE(out);
     EXPECT_THROW(CheckOutputPath(out), Error);
     EXPECT_THROW(ZskWriter(out, TinyConfig(), "{}", "", {}), Error);
@@ -137,7 +138,8 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   testing::TempDir dir;
   std::string tmp;
   {
-    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "", {{"a", DType::kF32, Layout::kRowMajor, {2}}});
+    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "",
+                {{"a", DType::kF32, Layout::kRowMajor, {2}}});
     tmp = w.tmp_path();
     EXPECT_TRUE(fs::exists(tmp));
     EXPECT_EQ(fs::path(tmp).parent_path(), fs::path(dir / "m.zsk").parent_path());
@@ -218,12 +220,12 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Checkpoints, ConvertRoundTrip,
-    ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
-                                         "llama_gqa_hd64_relu_f16_sharded",
-                                         "llama_mqa_hd128_silu_tied_f32"),
-                       ::testing::Values("keep", "f32", "bf16", "f16")));
+INSTANTIATE_TEST_SUITE_P(Checkpoints, ConvertRoundTrip,
+                         ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32",
+                                                              "llama_mha_hd64_relu_bf16",
+                                                              "llama_gqa_hd64_relu_f16_sharded",
+                                                              "llama_mqa_hd128_silu_tied_f32"),
+                                            ::testing::Values("keep", "f32", "bf16", "f16")));
 
 }  // namespace
 }  // namespace zeroskip

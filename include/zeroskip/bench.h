@@ -36,18 +36,18 @@ struct FfnBenchResult {
   double zero_fraction = 0;  // measured by the runtime over the timed steps
   std::string dtype;
   int threads = 0;
-  int layers = 0;            // distinct layers cycled through (working set > last-level cache)
-  double dense_ms = 0;       // oneDNN dense step, median
-  double sparse_ms = 0;      // zeroskip sparse step, median
-  double own_dense_ms = 0;   // zeroskip's dense path, median
-  double speedup = 0;        // dense_ms / sparse_ms
+  int layers = 0;           // distinct layers cycled through (working set > last-level cache)
+  double dense_ms = 0;      // oneDNN dense step, median
+  double sparse_ms = 0;     // zeroskip sparse step, median
+  double own_dense_ms = 0;  // zeroskip's dense path, median
+  double speedup = 0;       // dense_ms / sparse_ms
   double dense_gflop = 0;
   double sparse_gflop = 0;
-  double dense_gb_s = 0;     // weight bytes of the dense step / dense time
-  double gb_s = 0;           // weight bytes the sparse step read / sparse time
+  double dense_gb_s = 0;  // weight bytes of the dense step / dense time
+  double gb_s = 0;        // weight bytes the sparse step read / sparse time
 };
 
-std::vector<FfnBenchResult> RunFfnBench(
-    const FfnBenchOptions& options, const std::function<void(const std::string&)>& log = {});
+std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& options,
+                                        const std::function<void(const std::string&)>& log = {});
 
 }  // namespace zeroskip

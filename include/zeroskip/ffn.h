@@ -44,13 +44,13 @@ bool StochasticPick(uint64_t seed, int64_t position, int64_t layer, int64_t neur
 
 struct FfnLayerStats {
   uint64_t tokens = 0;
-  uint64_t neurons = 0;        // tokens * ffn
-  uint64_t zero_neurons = 0;   // act(gate) == 0 exactly
-  uint64_t flops_done = 0;     // multiply-adds counted as 2 FLOPs
-  uint64_t flops_dense = 0;    // what the dense FFN would have done
+  uint64_t neurons = 0;       // tokens * ffn
+  uint64_t zero_neurons = 0;  // act(gate) == 0 exactly
+  uint64_t flops_done = 0;    // multiply-adds counted as 2 FLOPs
+  uint64_t flops_dense = 0;   // what the dense FFN would have done
   uint64_t weight_bytes_read = 0;
-  uint64_t negative_gates = 0;   // stochastic activation: gates < 0 ...
-  uint64_t picked_negatives = 0; // ... and how many of them were kept as SiLU(g)
+  uint64_t negative_gates = 0;    // stochastic activation: gates < 0 ...
+  uint64_t picked_negatives = 0;  // ... and how many of them were kept as SiLU(g)
 
   double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }
   void Add(const FfnLayerStats& o);
@@ -75,8 +75,7 @@ class FfnRuntime {
   void ResetStats();
 
  private:
-  void DecodeStep(int64_t layer, const LayerWeights& w, const float* x, float* y,
-                  int64_t position);
+  void DecodeStep(int64_t layer, const LayerWeights& w, const float* x, float* y, int64_t position);
   void BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y,
                     int64_t position);
   float Activate(float g, int64_t position, int64_t layer, int64_t neuron) const;

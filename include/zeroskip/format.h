@@ -27,7 +27,7 @@ namespace zeroskip {
 enum class DType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 size_t DTypeSize(DType dtype);
-std::string_view DTypeName(DType dtype);           // "f32", "f16", "bf16"
+std::string_view DTypeName(DType dtype);  // "f32", "f16", "bf16"
 std::optional<DType> ParseDTypeName(std::string_view name);
 
 // How a matrix sits in the file relative to the Hugging Face tensor of the same role.
@@ -50,7 +50,7 @@ struct TensorInfo {
   std::vector<uint64_t> shape;  // as stored (row-major, last index fastest)
   uint64_t offset = 0;          // absolute file offset, multiple of kTensorAlign
   uint64_t nbytes = 0;
-  uint64_t checksum = 0;        // xxh64 (seed 0) of the data
+  uint64_t checksum = 0;  // xxh64 (seed 0) of the data
 
   uint64_t elements() const;
 };
@@ -114,6 +114,8 @@ void CheckOutputPath(const std::string& path);
 // Streams tensors into a unique temporary file beside `path` in the order they were planned,
 // then `Finish` writes the table and header, fsyncs and renames to `path`. Destroying an
 // unfinished writer removes the temporary file, so a failure leaves nothing behind.
+class AtomicOutput;
+
 class ZskWriter {
  public:
   ZskWriter(std::string path, const ModelConfig& config, std::string source_config_json,
@@ -123,7 +125,7 @@ class ZskWriter {
   ZskWriter& operator=(const ZskWriter&) = delete;
 
   const std::vector<TensorInfo>& plan() const { return plan_; }
-  const std::string& tmp_path() const { return tmp_path_; }
+  const std::string& tmp_path() const;
   uint64_t file_size() const { return file_size_; }
 
   // Writes the data of the next planned tensor; `bytes.size()` must equal its nbytes.
@@ -131,11 +133,8 @@ class ZskWriter {
   void Finish();
 
  private:
-  void WriteAt(uint64_t offset, const void* data, size_t n);
-
-  std::string path_, tmp_path_;
-  int fd_ = -1;
-  bool finished_ = false;
+  std::string path_;
+  std::unique_ptr<AtomicOutput> out_;
   size_t next_ = 0;
   std::string metadata_json_, tokenizer_model_;
   std::vector<TensorInfo> plan_;

@@ -22,7 +22,6 @@ struct WeightView {
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
-
 };
 
 struct LayerWeights {

@@ -42,6 +42,8 @@ class Session {
   const Model& model() const { return model_; }
 
  private:
+  // Sizes every buffer once (the constructor has checked the total fits in memory).
+  void Allocate(const Model& model, const SessionOptions& options);
   // need_logits: whether this chunk's logits are wanted (only the last chunk's are).
   void ForwardChunk(const int* tokens, int64_t n, bool need_logits, bool all_logits, float* logits);
   void Attention(int64_t layer, int64_t n);

@@ -5,6 +5,7 @@
 // It does not know about models or sampling.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,6 +24,9 @@ class Tokenizer {
 
   // Ids of `text` without BOS/EOS. Throws Error if text is not valid UTF-8.
   std::vector<int> Encode(std::string_view text) const;
+  // A lower bound on Encode(text).size() computed in one cheap pass, so an input far too long
+  // for a context is refused before tokenizing megabytes.
+  int64_t MinTokens(std::string_view text) const;
   // The bytes piece `id` stands for: byte pieces as raw bytes, "▁" as a space, control pieces
   // (BOS/EOS) as nothing.
   std::string PieceBytes(int id) const;
@@ -33,6 +37,7 @@ class Tokenizer {
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::string path_;
+  size_t longest_piece_bytes_ = 0;  // in the model's own spelling ("▁" is 3 bytes)
 };
 
 // Buffers bytes and releases the longest prefix that is complete UTF-8. Invalid sequences are

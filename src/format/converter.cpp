@@ -90,7 +90,8 @@ void RefuseOutputThatIsAnInput(const std::string& out, const std::vector<std::st
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -98,7 +99,8 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   CheckOutputPath(opt.out_path);  // fail before reading gigabytes, not after
   const std::string config_path = opt.hf_dir + "/config.json";
-  if (!FileExists(config_path)) throw Error(config_path, "missing (is this a checkpoint directory?)");
+  if (!FileExists(config_path))
+    throw Error(config_path, "missing (is this a checkpoint directory?)");
   const std::string config_text = ReadSmallFile(config_path, kMaxConfigBytes);
   const ModelConfig config = ParseHfConfig(config_text, config_path);
 
@@ -140,9 +142,9 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     const bool derived = EndsWith(name, ".rotary_emb.inv_freq");
     const bool tied_head = name == "lm_head.weight" && config.tied_embeddings;
     if (!derived && !tied_head) {
-      throw Error(ckpt.shards[where.first].path,
-                  "unexpected tensor '" + name + "' (not part of a " + config.hf_architecture +
-                      " with this config.json)");
+      throw Error(ckpt.shards[where.first].path, "unexpected tensor '" + name +
+                                                     "' (not part of a " + config.hf_architecture +
+                                                     " with this config.json)");
     }
     warnings.push_back("skipping tensor '" + name + "'" +
                        (derived ? " (derived rotary buffer)" : " (embeddings are tied)"));
@@ -195,8 +197,8 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     if (!slots[i].transposed && out.dtype == s.dtype) {
       writer.WriteNext({src.data(), n});
     } else {
-      const uint64_t overflows =
-          ConvertMatrix(src.data(), s.dtype, rows, cols, slots[i].transposed, dst.data(), out.dtype);
+      const uint64_t overflows = ConvertMatrix(src.data(), s.dtype, rows, cols, slots[i].transposed,
+                                               dst.data(), out.dtype);
       if (overflows > 0) {
         throw Error(files[source_shard[i]]->path(),
                     "tensor '" + s.name + "': " + std::to_string(overflows) + " values overflow " +

@@ -120,7 +120,8 @@ uint64_t CountNonFinite(const uint8_t* data, DType type, uint64_t n) {
   uint64_t count = 0;
   switch (type) {
     case DType::kF32:
-      for (uint64_t i = 0; i < n; ++i) count += (LoadLe32(data + 4 * i) & 0x7f800000u) == 0x7f800000u;
+      for (uint64_t i = 0; i < n; ++i)
+        count += (LoadLe32(data + 4 * i) & 0x7f800000u) == 0x7f800000u;
       break;
     case DType::kF16:
     case DType::kBF16: {

@@ -13,7 +13,7 @@ namespace zeroskip {
 // [cols, rows] when `transpose` is set. A vector is a matrix with one row. Returns how many finite
 // values became infinite (narrowing to f16 overflows above 65504).
 uint64_t ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
-                   bool transpose, uint8_t* dst, DType dst_type);
+                       bool transpose, uint8_t* dst, DType dst_type);
 
 // How many of the n elements at `data` are NaN or Inf (a damaged or diverged checkpoint).
 uint64_t CountNonFinite(const uint8_t* data, DType type, uint64_t n);

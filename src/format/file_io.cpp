@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
 #include "zeroskip/error.h"
+#include "zeroskip/format.h"
 
 namespace zeroskip {
 
@@ -50,6 +52,79 @@ void InputFile::ReadAt(uint64_t offset, void* out, uint64_t n) const {
     dst += got;
     offset += static_cast<uint64_t>(got);
     n -= static_cast<uint64_t>(got);
+  }
+}
+
+namespace {
+// The temporary file being written, for RemoveUnfinishedOutput (one writer at a time).
+std::atomic<const char*> g_unfinished_tmp{nullptr};
+}  // namespace
+
+void RemoveUnfinishedOutput() {
+  if (const char* tmp = g_unfinished_tmp.exchange(nullptr)) ::unlink(tmp);
+}
+
+void CheckOutputPath(const std::string& path) {
+  if (path.empty()) throw Error("", "the output path is empty");
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return;  // a new file
+  if (S_ISDIR(st.st_mode)) throw Error(path, "is a directory (give a file name for the output)");
+  // Renaming over a device node or FIFO would replace it (as root: /dev/null) with a model.
+  if (!S_ISREG(st.st_mode))
+    throw Error(path, "exists and is not a regular file (refusing to replace it)");
+}
+
+AtomicOutput::AtomicOutput(std::string path) : path_(std::move(path)) {
+  CheckOutputPath(path_);
+  // mkostemps: O_CREAT|O_EXCL, so never through a symlink someone planted, and a name no other
+  // writer of the same path uses; beside the output, so the final rename is atomic.
+  std::string tmp = path_ + ".XXXXXX.tmp";
+  fd_ = ::mkostemps(tmp.data(), 4, O_CLOEXEC);
+  if (fd_ < 0)
+    throw Error(path_, std::string("cannot create output file: ") + std::strerror(errno));
+  tmp_path_ = std::move(tmp);
+  ::fchmod(fd_, 0644);  // mkstemp creates 0600; outputs are as readable as any other file
+  g_unfinished_tmp.store(tmp_path_.c_str());
+}
+
+AtomicOutput::~AtomicOutput() {
+  if (committed_) return;
+  g_unfinished_tmp.store(nullptr);
+  if (fd_ >= 0) ::close(fd_);
+  ::unlink(tmp_path_.c_str());
+}
+
+void AtomicOutput::WriteAt(uint64_t offset, const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    const ssize_t put = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) throw Error(path_, std::string("write failed: ") + std::strerror(errno));
+    p += put;
+    offset += static_cast<uint64_t>(put);
+    n -= static_cast<size_t>(put);
+  }
+}
+
+void AtomicOutput::Commit() {
+  if (::fsync(fd_) != 0) throw Error(path_, std::string("fsync failed: ") + std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  g_unfinished_tmp.store(nullptr);
+  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(tmp_path_.c_str());
+    committed_ = true;  // nothing left to remove
+    throw Error(path_, std::string("cannot rename temporary file: ") + std::strerror(error));
+  }
+  committed_ = true;
+  // Make the rename itself durable.
+  const auto slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
 }
 

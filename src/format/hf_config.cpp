@@ -218,10 +218,10 @@ ModelConfig ConfigFromMetadata(const json& j, const std::string& path) {
   c.rms_eps = f.Float("rms_norm_eps", 1e-6f, 0.0f, 1.0f);
   c.rope_theta = f.Float("rope_theta", 10000.0f, 0.0f, 1e12f);
   c.tied_embeddings = f.Bool("tie_word_embeddings", false);
-  c.bos_id = f.Has("bos_token_id") && j.at("bos_token_id") == -1 ? -1
-                                                                    : f.TokenId("bos_token_id", c.vocab);
-  c.eos_id = f.Has("eos_token_id") && j.at("eos_token_id") == -1 ? -1
-                                                                    : f.TokenId("eos_token_id", c.vocab);
+  c.bos_id =
+      f.Has("bos_token_id") && j.at("bos_token_id") == -1 ? -1 : f.TokenId("bos_token_id", c.vocab);
+  c.eos_id =
+      f.Has("eos_token_id") && j.at("eos_token_id") == -1 ? -1 : f.TokenId("eos_token_id", c.vocab);
   CheckConsistency(c, f);
   return c;
 }

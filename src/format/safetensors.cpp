@@ -16,13 +16,12 @@ DType ParseSafetensorsDType(const std::string& name, const std::string& path,
   if (name == "F32") return DType::kF32;
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;
-  static const char* const kKnownUnsupported[] = {"F64",  "I8",  "U8",      "I16",    "U16",
-                                                  "I32",  "U32", "I64",     "U64",    "BOOL",
-                                                  "F8_E4M3", "F8_E5M2"};
+  static const char* const kKnownUnsupported[] = {
+      "F64", "I8", "U8", "I16", "U16", "I32", "U32", "I64", "U64", "BOOL", "F8_E4M3", "F8_E5M2"};
   for (const char* known : kKnownUnsupported) {
     if (name == known) {
-      throw Error(path, "tensor '" + tensor + "': dtype " + name +
-                            " is not supported (F32, F16 or BF16)");
+      throw Error(
+          path, "tensor '" + tensor + "': dtype " + name + " is not supported (F32, F16 or BF16)");
     }
   }
   throw Error(path, "tensor '" + tensor + "': unknown dtype '" + name + "'");
@@ -65,12 +64,14 @@ SafetensorsFile ParseSafetensorsHeader(std::string_view header_json, uint64_t fi
       throw Error(path, where + ": more than " + std::to_string(kZskMaxDims) + " dimensions");
     }
     for (const json& d : info["shape"]) {
-      if (!d.is_number_unsigned()) throw Error(path, where + ": shape entries must be integers >= 0");
+      if (!d.is_number_unsigned())
+        throw Error(path, where + ": shape entries must be integers >= 0");
       t.shape.push_back(d.get<uint64_t>());
       elements = CheckedMul(elements, t.shape.back(), path, where + ": element count");
     }
     for (const json& o : info["data_offsets"]) {
-      if (!o.is_number_unsigned()) throw Error(path, where + ": data_offsets must be integers >= 0");
+      if (!o.is_number_unsigned())
+        throw Error(path, where + ": data_offsets must be integers >= 0");
     }
     const uint64_t begin = info["data_offsets"][0].get<uint64_t>();
     const uint64_t end = info["data_offsets"][1].get<uint64_t>();
@@ -111,7 +112,8 @@ SafetensorsFile ReadSafetensorsHeader(const std::string& path) {
     throw Error(path, "safetensors header length " + std::to_string(n) +
                           " is larger than the file (" + std::to_string(file.size()) + " bytes)");
   }
-  if (n > kMaxSafetensorsHeaderBytes) throw Error(path, "safetensors header is larger than 100 MiB");
+  if (n > kMaxSafetensorsHeaderBytes)
+    throw Error(path, "safetensors header is larger than 100 MiB");
   std::string header(n, '\0');
   file.ReadAt(8, header.data(), n);
   return ParseSafetensorsHeader(header, file.size(), path);

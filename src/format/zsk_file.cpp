@@ -4,7 +4,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -20,9 +19,6 @@ namespace {
 using nlohmann::json;
 
 uint64_t AlignUp(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-
-// The temporary file a writer is filling, for RemoveUnfinishedOutput (one writer at a time).
-std::atomic<const char*> g_unfinished_tmp{nullptr};
 
 std::string MetadataJson(const ModelConfig& config, const std::string& source_config_json) {
   json meta = {{"config", json::parse(ConfigToJson(config))},
@@ -100,19 +96,6 @@ void ZskFile::VerifyChecksums(const std::function<void(size_t, size_t)>& progres
 
 // ---------------------------------------------------------------- writer
 
-void CheckOutputPath(const std::string& path) {
-  if (path.empty()) throw Error("", "the output path is empty");
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return;  // a new file
-  if (S_ISDIR(st.st_mode)) throw Error(path, "is a directory (give a file name for the output)");
-  // Renaming over a device node or FIFO would replace it (as root: /dev/null) with a model.
-  if (!S_ISREG(st.st_mode)) throw Error(path, "exists and is not a regular file (refusing to replace it)");
-}
-
-void RemoveUnfinishedOutput() {
-  if (const char* tmp = g_unfinished_tmp.exchange(nullptr)) ::unlink(tmp);
-}
-
 ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string source_config_json,
                      std::string tokenizer_model, std::vector<TensorSpec> tensors)
     : path_(std::move(path)),
@@ -138,37 +121,12 @@ ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string so
     plan_.push_back(std::move(t));
   }
   file_size_ = offset;
-  CheckOutputPath(path_);
-  // A unique temporary name (mkstemps: O_CREAT|O_EXCL, never through a symlink) in the output's
-  // directory, so the final rename is atomic and two writers of one output cannot rename each
-  // other's half-written file into place.
-  std::string tmp = path_ + ".XXXXXX.tmp";
-  fd_ = ::mkostemps(tmp.data(), 4, O_CLOEXEC);
-  if (fd_ < 0) {
-    throw Error(path_, std::string("cannot create output file: ") + std::strerror(errno));
-  }
-  tmp_path_ = std::move(tmp);
-  ::fchmod(fd_, 0644);  // mkstemp creates 0600; a model file is as readable as any other output
-  g_unfinished_tmp.store(tmp_path_.c_str());
+  out_ = std::make_unique<AtomicOutput>(path_);
 }
 
-ZskWriter::~ZskWriter() {
-  g_unfinished_tmp.store(nullptr);
-  if (fd_ >= 0) ::close(fd_);
-  if (!finished_) ::unlink(tmp_path_.c_str());
-}
+ZskWriter::~ZskWriter() = default;
 
-void ZskWriter::WriteAt(uint64_t offset, const void* data, size_t n) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    const ssize_t put = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
-    if (put < 0 && errno == EINTR) continue;
-    if (put <= 0) throw Error(path_, std::string("write failed: ") + std::strerror(errno));
-    p += put;
-    offset += static_cast<uint64_t>(put);
-    n -= static_cast<size_t>(put);
-  }
-}
+const std::string& ZskWriter::tmp_path() const { return out_->tmp_path(); }
 
 void ZskWriter::WriteNext(std::span<const uint8_t> bytes) {
   if (next_ >= plan_.size() || bytes.size() != plan_[next_].nbytes) {
@@ -176,15 +134,15 @@ void ZskWriter::WriteNext(std::span<const uint8_t> bytes) {
   }
   TensorInfo& t = plan_[next_++];
   t.checksum = XXH64(bytes.data(), bytes.size(), 0);
-  WriteAt(t.offset, bytes.data(), bytes.size());
+  out_->WriteAt(t.offset, bytes.data(), bytes.size());
 }
 
 void ZskWriter::Finish() {
   if (next_ != plan_.size()) throw Error(path_, "internal: not every planned tensor was written");
   std::string table(plan_.size() * kZskTensorRecordBytes, '\0');
   for (size_t i = 0; i < plan_.size(); ++i) {
-    EncodeTensorRecord(plan_[i], reinterpret_cast<uint8_t*>(table.data()) +
-                                     i * kZskTensorRecordBytes);
+    EncodeTensorRecord(plan_[i],
+                       reinterpret_cast<uint8_t*>(table.data()) + i * kZskTensorRecordBytes);
   }
   ZskHeader h;
   h.version = kZskVersion;
@@ -201,29 +159,14 @@ void ZskWriter::Finish() {
   h.header_checksum = ZskHeaderChecksum(header, metadata_json_, tokenizer_model_, table);
   EncodeZskHeader(h, header);
 
-  if (::ftruncate(fd_, static_cast<off_t>(file_size_)) != 0) {
+  if (::ftruncate(out_->fd(), static_cast<off_t>(file_size_)) != 0) {
     throw Error(path_, std::string("cannot size output file: ") + std::strerror(errno));
   }
-  WriteAt(0, header, kZskHeaderBytes);
-  WriteAt(metadata_offset_, metadata_json_.data(), metadata_json_.size());
-  WriteAt(tokenizer_offset_, tokenizer_model_.data(), tokenizer_model_.size());
-  WriteAt(table_offset_, table.data(), table.size());
-  if (::fsync(fd_) != 0) throw Error(path_, std::string("fsync failed: ") + std::strerror(errno));
-  ::close(fd_);
-  fd_ = -1;
-  g_unfinished_tmp.store(nullptr);
-  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
-    throw Error(path_, std::string("cannot rename temporary file: ") + std::strerror(errno));
-  }
-  finished_ = true;
-  // Make the rename itself durable.
-  const auto slash = path_.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  out_->WriteAt(0, header, kZskHeaderBytes);
+  out_->WriteAt(metadata_offset_, metadata_json_.data(), metadata_json_.size());
+  out_->WriteAt(tokenizer_offset_, tokenizer_model_.data(), tokenizer_model_.size());
+  out_->WriteAt(table_offset_, table.data(), table.size());
+  out_->Commit();
 }
 
 }  // namespace zeroskip

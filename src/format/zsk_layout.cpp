@@ -33,8 +33,8 @@ void CheckRegion(uint64_t offset, uint64_t size, uint64_t lo, uint64_t file_size
 
 ZskHeader DecodeZskHeader(const uint8_t* base, uint64_t size, const std::string& path) {
   if (size < kZskHeaderBytes) {
-    throw Error(path, "file is truncated (" + std::to_string(size) + " bytes; the header alone is " +
-                          std::to_string(kZskHeaderBytes) + ")");
+    throw Error(path, "file is truncated (" + std::to_string(size) +
+                          " bytes; the header alone is " + std::to_string(kZskHeaderBytes) + ")");
   }
   if (std::memcmp(base, kZskMagic, sizeof(kZskMagic)) != 0) {
     throw Error(path, "not a zeroskip model file (bad magic)");
@@ -75,10 +75,10 @@ ZskHeader DecodeZskHeader(const uint8_t* base, uint64_t size, const std::string&
     uint64_t begin, end;
     const char* name;
   };
-  Region regions[] = {{h.metadata_offset, h.metadata_offset + h.metadata_size, "metadata"},
-                      {h.tokenizer_offset, h.tokenizer_offset + h.tokenizer_size, "tokenizer"},
-                      {h.table_offset, h.table_offset + h.tensor_count * kZskTensorRecordBytes,
-                       "tensor table"}};
+  Region regions[] = {
+      {h.metadata_offset, h.metadata_offset + h.metadata_size, "metadata"},
+      {h.tokenizer_offset, h.tokenizer_offset + h.tokenizer_size, "tokenizer"},
+      {h.table_offset, h.table_offset + h.tensor_count * kZskTensorRecordBytes, "tensor table"}};
   std::sort(std::begin(regions), std::end(regions),
             [](const Region& a, const Region& b) { return a.begin < b.begin; });
   for (size_t i = 0; i < 3; ++i) {
@@ -170,16 +170,18 @@ std::vector<TensorInfo> DecodeTensorTable(const uint8_t* base, const ZskHeader& 
       throw Error(path, tw + ": reserved fields are not zero (a newer format?)");
     }
     for (uint32_t d = ndim; d < kZskMaxDims; ++d) {
-      if (LoadLe64(r + 112 + 8 * d) != 0) throw Error(path, tw + ": unused dimensions are not zero");
+      if (LoadLe64(r + 112 + 8 * d) != 0)
+        throw Error(path, tw + ": unused dimensions are not zero");
     }
     t.offset = LoadLe64(r + 144);
     t.nbytes = LoadLe64(r + 152);
     t.checksum = LoadLe64(r + 160);
     if (t.nbytes != CheckedMul(elements, DTypeSize(t.dtype), path, tw + ": byte size")) {
-      throw Error(path, tw + ": byte size " + std::to_string(t.nbytes) +
-                            " does not match dtype x shape");
+      throw Error(path,
+                  tw + ": byte size " + std::to_string(t.nbytes) + " does not match dtype x shape");
     }
-    if (t.offset % kTensorAlign != 0) throw Error(path, tw + ": data offset is not 64-byte aligned");
+    if (t.offset % kTensorAlign != 0)
+      throw Error(path, tw + ": data offset is not 64-byte aligned");
     CheckRegion(t.offset, t.nbytes, h.data_offset, h.file_size, path, (tw + " data").c_str());
     tensors.push_back(std::move(t));
   }

@@ -2,16 +2,14 @@
 
 #include <omp.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <fstream>
 #include <set>
 #include <thread>
 
-#include <unistd.h>
-
 #include "format/file_io.h"
-
 #include "model/matmul.h"
 #include "zeroskip/error.h"
 
@@ -29,7 +27,7 @@ int PhysicalCores() {
     if (line.rfind("core id", 0) == 0) cores.emplace(physical, value);
   }
   int n = cores.empty() ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
-                       : static_cast<int>(cores.size());
+                        : static_cast<int>(cores.size());
   // Never more than the CPUs this process may run on (taskset, containers).
   cpu_set_t allowed;
   if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) n = std::min(n, CPU_COUNT(&allowed));
@@ -37,8 +35,25 @@ int PhysicalCores() {
 }
 
 uint64_t PhysicalMemoryBytes() {
-  return static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  return static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+         static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
+
+namespace {
+
+// What can be allocated without swapping or the OOM killer: MemAvailable, else all of RAM.
+uint64_t AvailableMemoryBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return PhysicalMemoryBytes();
+}
+
+}  // namespace
 
 Session::Session(const Model& model, const SessionOptions& options)
     : model_(model), config_(model.config()) {
@@ -59,12 +74,22 @@ Session::Session(const Model& model, const SessionOptions& options)
       mul(mul(2 * static_cast<uint64_t>(config_.layers), context_), config_.kv_dim()) +
       mul(max_batch_, config_.vocab + 2 * config_.ffn + 4 * config_.hidden + 2 * config_.q_dim()) +
       mul(context_, config_.head_dim + threads_);
-  if (mul(floats, sizeof(float)) > PhysicalMemoryBytes()) {
-    throw Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
-                          std::to_string(mul(floats, sizeof(float)) >> 30) +
-                          " GiB of buffers, more than this machine has (use a smaller --ctx)");
+  const uint64_t buffer_bytes = mul(floats, sizeof(float));
+  const auto too_big = [&] {
+    return Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
+                           std::to_string((buffer_bytes + (1u << 20) - 1) >> 20) +
+                           " MiB of buffers, more than this machine has free (use a smaller "
+                           "context)");
+  };
+  if (buffer_bytes > AvailableMemoryBytes()) throw too_big();
+  try {
+    Allocate(model, options);
+  } catch (const std::bad_alloc&) {
+    throw too_big();  // the estimate above missed: still name the file and the cause
   }
+}
 
+void Session::Allocate(const Model& model, const SessionOptions& options) {
   matmul_ = std::make_unique<DenseMatmul>(threads_);
   ffn_ = std::make_unique<FfnRuntime>(config_, options.ffn, threads_, max_batch_, matmul_.get(),
                                       options.activation);
@@ -119,13 +144,13 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
   if (n == 0) throw Error(path, "no tokens to run");
   if (position_ + n > context_) {
     throw Error(path, std::to_string(position_ + n) + " tokens do not fit the context of " +
-                        std::to_string(context_));
+                          std::to_string(context_));
   }
   if (all_logits && n > max_batch_) throw Error(path, "too many tokens for one batch of logits");
   for (int id : tokens) {
     if (id < 0 || id >= config_.vocab) {
       throw Error(path, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                          std::to_string(config_.vocab) + ")");
+                            std::to_string(config_.vocab) + ")");
     }
   }
   for (int64_t done = 0; done < n;) {
@@ -141,8 +166,10 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
   // the data shows up here, and garbage text or a NaN perplexity must not be the symptom.
   for (const float l : logits) {
     if (!std::isfinite(l)) {
-      throw Error(path, "the model computed a NaN or infinite logit; its weights may be damaged "
-                        "(check them with: zeroskip verify " + path + ")");
+      throw Error(path,
+                  "the model computed a NaN or infinite logit; its weights may be damaged "
+                  "(check them with: zeroskip verify " +
+                      path + ")");
     }
   }
   return logits;

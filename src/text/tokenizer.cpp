@@ -2,6 +2,8 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
+
 #include "text/tokenizer_check.h"
 #include "zeroskip/error.h"
 
@@ -62,6 +64,18 @@ Tokenizer::Tokenizer(std::string_view serialized_model, const std::string& path)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(path) {
   const auto status = sp_->LoadFromSerializedProto(serialized_model);
   if (!status.ok()) throw Error(path, "the embedded tokenizer is not a valid sentencepiece model");
+  for (int id = 0; id < sp_->GetPieceSize(); ++id) {
+    longest_piece_bytes_ = std::max(longest_piece_bytes_, sp_->IdToPiece(id).size());
+  }
+}
+
+int64_t Tokenizer::MinTokens(std::string_view text) const {
+  // Every builtin normalization (NFKC, case folding, whitespace folding) keeps an ASCII graphic
+  // character as one ASCII byte, and one piece spans at most longest_piece_bytes_ bytes.
+  const auto graphic =
+      std::count_if(text.begin(), text.end(), [](char c) { return c > ' ' && c < 0x7f; });
+  const auto longest = static_cast<int64_t>(std::max<size_t>(1, longest_piece_bytes_));
+  return (graphic + longest - 1) / longest;
 }
 
 Tokenizer::~Tokenizer() = default;

@@ -1,4 +1,5 @@
 // bench ffn | decode | bandwidth: the measurements behind docs/BENCHMARKS.md.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "format/file_io.h"
 #include "kernels/kernels.h"
 #include "zeroskip/bench.h"
 #include "zeroskip/error.h"
@@ -19,16 +21,19 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-
-// Speedup against sparsity, drawn by gnuplot into a PNG.
-void PlotSpeedup(const std::vector<FfnBenchResult>& results, const std::string& png,
+// Speedup against sparsity, drawn by gnuplot into `png` (created before the benchmark ran, so an
+// unwritable path fails first, in one line).
+void PlotSpeedup(const std::vector<FfnBenchResult>& results, AtomicOutput& png_file,
                  const std::string& title) {
-  for (const char c : png + title) {
+  const std::string& png = png_file.path();
+  for (const char c : png_file.tmp_path() + title) {
     if (c == '\'' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
-      throw Error(png, "--plot: the path may not contain quotes, backslashes or control characters");
+      throw Error(png,
+                  "--plot: the path may not contain quotes, backslashes or control characters");
     }
   }
-  FILE* gp = popen("gnuplot 2>/dev/null", "w");
+  // gnuplot falls back to writing the PNG on stdout when it cannot open its output: never ours.
+  FILE* gp = popen("gnuplot >/dev/null 2>&1", "w");
   if (gp == nullptr) throw Error(png, "cannot run gnuplot (apt-get install gnuplot-nox)");
   std::fprintf(gp,
                "set terminal pngcairo size 900,560 font ',11'\nset output '%s'\n"
@@ -38,7 +43,7 @@ void PlotSpeedup(const std::vector<FfnBenchResult>& results, const std::string& 
                "plot '-' using 1:2 with linespoints lw 2 pt 7 title 'zeroskip sparse', "
                "'-' using 1:2 with lines dt 2 lw 2 title 'ideal, dense gate: 3/(1+2(1-s))', "
                "1 with lines lc 'gray' notitle\n",
-               png.c_str(), title.c_str());
+               png_file.tmp_path().c_str(), title.c_str());
   for (const auto& r : results) std::fprintf(gp, "%f %f\n", r.zero_fraction, r.speedup);
   std::fprintf(gp, "e\n");
   for (int i = 0; i <= 100; ++i) {
@@ -46,9 +51,11 @@ void PlotSpeedup(const std::vector<FfnBenchResult>& results, const std::string& 
     std::fprintf(gp, "%f %f\n", s, 3.0 / (1.0 + 2.0 * (1.0 - s)));
   }
   std::fprintf(gp, "e\n");
-  if (pclose(gp) != 0 || access(png.c_str(), F_OK) != 0) {
+  struct stat st;
+  if (pclose(gp) != 0 || ::fstat(png_file.fd(), &st) != 0 || st.st_size == 0) {
     throw Error(png, "gnuplot failed to write the plot (is gnuplot installed?)");
   }
+  png_file.Commit();
 }
 
 void AddBenchFfn(CLI::App* bench) {
@@ -65,7 +72,8 @@ void AddBenchFfn(CLI::App* bench) {
   cmd->add_option("--sparsity", f->sparsity, "comma-separated zero fractions");
   cmd->add_option("--dtype", f->dtype, "f32|bf16")->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("-t,--threads", f->opt.threads, "threads")->check(CLI::Range(1, 1024));
-  cmd->add_option("--steps", f->opt.steps, "timed steps per sparsity")->check(CLI::Range(1, 100000));
+  cmd->add_option("--steps", f->opt.steps, "timed steps per sparsity")
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--isa", f->isa, "scalar|avx2|avx512")
       ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
   cmd->add_flag("--json", f->json, "print one JSON object");
@@ -76,6 +84,8 @@ void AddBenchFfn(CLI::App* bench) {
     ApplyComputeFlags(cf);
     f->opt.sparsity = ParseNumberList<double>(f->sparsity, "--sparsity", 0.0, 1.0);
     f->opt.dtype = *ParseDTypeName(f->dtype);
+    std::unique_ptr<AtomicOutput> plot;
+    if (!f->plot.empty()) plot = std::make_unique<AtomicOutput>(f->plot);
     const double bandwidth = MeasureReadBandwidth(f->opt.threads);
     auto log = [](const std::string& line) { std::cerr << line << "\n"; };
     const auto results = RunFfnBench(f->opt, log);
@@ -83,34 +93,45 @@ void AddBenchFfn(CLI::App* bench) {
     if (f->json) {
       json rows = json::array();
       for (const auto& r : results) {
-        rows.push_back({{"sparsity", r.sparsity},      {"zero_fraction", r.zero_fraction},
-                        {"dtype", r.dtype},            {"threads", r.threads},
-                        {"dense_ms", r.dense_ms},      {"sparse_ms", r.sparse_ms},
-                        {"own_dense_ms", r.own_dense_ms}, {"speedup", r.speedup},
-                        {"dense_gflop", r.dense_gflop}, {"sparse_gflop", r.sparse_gflop},
-                        {"dense_gb_s", r.dense_gb_s},  {"gb_s", r.gb_s},
+        rows.push_back({{"sparsity", r.sparsity},
+                        {"zero_fraction", r.zero_fraction},
+                        {"dtype", r.dtype},
+                        {"threads", r.threads},
+                        {"dense_ms", r.dense_ms},
+                        {"sparse_ms", r.sparse_ms},
+                        {"own_dense_ms", r.own_dense_ms},
+                        {"speedup", r.speedup},
+                        {"dense_gflop", r.dense_gflop},
+                        {"sparse_gflop", r.sparse_gflop},
+                        {"dense_gb_s", r.dense_gb_s},
+                        {"gb_s", r.gb_s},
                         {"bandwidth_share", r.gb_s / bandwidth}});
       }
-      std::cout << json{{"hidden", f->opt.hidden}, {"ffn", f->opt.ffn}, {"isa", isa},
+      std::cout << json{{"hidden", f->opt.hidden},
+                        {"ffn", f->opt.ffn},
+                        {"isa", isa},
                         {"layers", results.empty() ? 0 : results[0].layers},
-                        {"read_bandwidth_gb_s", bandwidth}, {"results", rows}}.dump(2)
+                        {"read_bandwidth_gb_s", bandwidth},
+                        {"results", rows}}
+                       .dump(2)
                 << "\n";
     } else {
       std::printf("read bandwidth %.1f GB/s (%d threads), isa %s\n", bandwidth, f->opt.threads,
                   isa.c_str());
-      std::printf("sparsity  zeros  dense ms  sparse ms  speedup  own dense ms  GFLOP d/s    "
-                  "GB/s d/s    BW share s\n");
+      std::printf(
+          "sparsity  zeros  dense ms  sparse ms  speedup  own dense ms  GFLOP d/s    "
+          "GB/s d/s    BW share s\n");
       for (const auto& r : results) {
-        std::printf("%8.2f  %5.3f  %8.3f  %9.3f  %6.2fx  %12.3f  %5.3f/%5.3f  %5.1f/%5.1f  %9.0f%%\n",
-                    r.sparsity, r.zero_fraction, r.dense_ms, r.sparse_ms, r.speedup,
-                    r.own_dense_ms, r.dense_gflop, r.sparse_gflop, r.dense_gb_s, r.gb_s,
-                    100 * r.gb_s / bandwidth);
+        std::printf(
+            "%8.2f  %5.3f  %8.3f  %9.3f  %6.2fx  %12.3f  %5.3f/%5.3f  %5.1f/%5.1f  %9.0f%%\n",
+            r.sparsity, r.zero_fraction, r.dense_ms, r.sparse_ms, r.speedup, r.own_dense_ms,
+            r.dense_gflop, r.sparse_gflop, r.dense_gb_s, r.gb_s, 100 * r.gb_s / bandwidth);
       }
     }
-    if (!f->plot.empty()) {
-      PlotSpeedup(results, f->plot,
-                  "FFN decode step, d=" + std::to_string(f->opt.hidden) + " f=" +
-                      std::to_string(f->opt.ffn) + ", " + f->dtype + ", " +
+    if (plot) {
+      PlotSpeedup(results, *plot,
+                  "FFN decode step, d=" + std::to_string(f->opt.hidden) +
+                      " f=" + std::to_string(f->opt.ffn) + ", " + f->dtype + ", " +
                       std::to_string(f->opt.threads) + " threads, " + isa);
     }
   });
@@ -135,7 +156,8 @@ void AddBenchDecode(CLI::App* bench) {
     so.ffn = FfnMode::kDense;
     Session dense(*model, so);
     std::vector<int> prompt = model->tokenizer().Encode(f->prompt);
-    if (model->config().bos_id >= 0) prompt.insert(prompt.begin(), static_cast<int>(model->config().bos_id));
+    if (model->config().bos_id >= 0)
+      prompt.insert(prompt.begin(), static_cast<int>(model->config().bos_id));
     if (static_cast<int64_t>(prompt.size()) + f->n > sparse.context()) {
       throw Error(f->compute.model, "prompt + -n exceed the context; lower -n or raise --ctx");
     }

@@ -54,8 +54,10 @@ void AddConvert(CLI::App& app) {
   };
   auto flags = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("convert", "Convert a Hugging Face checkpoint directory to .zsk");
-  cmd->add_option("HF_DIR", flags->hf_dir, "config.json, model.safetensors[.index.json], "
-                                            "tokenizer.model")->required();
+  cmd->add_option("HF_DIR", flags->hf_dir,
+                  "config.json, model.safetensors[.index.json], "
+                  "tokenizer.model")
+      ->required();
   cmd->add_option("-o,--output", flags->out, "output .zsk file (written atomically)")->required();
   cmd->add_option("--dtype", flags->dtype, "weight dtype: keep|f32|f16|bf16")
       ->check(CLI::IsMember({"keep", "f32", "f16", "bf16"}));

@@ -84,7 +84,6 @@ double LogProb(const float* row, size_t vocab, int next) {
   return double(row[next]) - max - std::log(sum);
 }
 
-
 }  // namespace
 
 void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
@@ -156,13 +155,21 @@ void AddRun(CLI::App& app) {
     f->sampler.seed = f->compute.seed;
     const auto model = Model::Load(f->compute.model);
     const std::string prompt = f->prompt_file.empty() ? f->prompt : ReadTextFile(f->prompt_file);
-    const std::vector<int> prompt_ids = WithBos(*model, model->tokenizer().Encode(prompt));
+    const std::string prompt_source = f->prompt_file.empty() ? "--prompt" : f->prompt_file;
+    if (!IsValidUtf8(prompt)) throw Error(prompt_source, "is not valid UTF-8");
     Session session(*model, so);
+    const auto too_long = [&](const std::string& tokens) {
+      return Error(prompt_source, "the prompt is " + tokens + " tokens but the context is " +
+                                      std::to_string(session.context()));
+    };
+    // Bounded before tokenizing: megabytes of prompt would take seconds to tokenize.
+    if (const int64_t least = model->tokenizer().MinTokens(prompt); least > session.context()) {
+      throw too_long("at least " + std::to_string(least));
+    }
+    const std::vector<int> prompt_ids = WithBos(*model, model->tokenizer().Encode(prompt));
     if (prompt_ids.empty()) throw Error("", "the prompt is empty and the model has no BOS token");
     if (static_cast<int64_t>(prompt_ids.size()) > session.context()) {
-      throw Error(f->prompt_file,
-                  "the prompt is " + std::to_string(prompt_ids.size()) +
-                      " tokens but the context is " + std::to_string(session.context()));
+      throw too_long(std::to_string(prompt_ids.size()));
     }
     Sampler sampler(f->sampler, model->config().vocab);
     std::vector<int> history(prompt_ids);
@@ -216,23 +223,24 @@ void AddRun(CLI::App& app) {
     const std::string isa(IsaName(Kernels().isa));
     const std::string ffn_path = session.ffn().sparse_decode() ? "sparse" : "dense";
     if (f->compute.json) {
-      json j = {{"prompt_tokens", prompt_ids},
-                {"tokens", generated},
-                {"text", text},
-                {"stop", stop},
-                {"prefill_tok_s", prefill_tok_s},
-                {"decode_tok_s", decode_tok_s},
-                {"ffn_zero_fraction", total.zero_fraction()},
-                {"ffn_flops_done", total.flops_done},
-                {"ffn_flops_dense", total.flops_dense},
-                {"ffn_weight_bytes_read", total.weight_bytes_read},
-                {"ffn_path", ffn_path},
-                {"act", std::string(FfnActivationName(session.ffn().activation()))},
-                {"stoch_p", f->compute.stoch_p},
-                {"picked_negative_fraction",
-                 total.negative_gates ? double(total.picked_negatives) / total.negative_gates : 0.0},
-                {"isa", isa},
-                {"threads", session.threads()}};
+      json j = {
+          {"prompt_tokens", prompt_ids},
+          {"tokens", generated},
+          {"text", text},
+          {"stop", stop},
+          {"prefill_tok_s", prefill_tok_s},
+          {"decode_tok_s", decode_tok_s},
+          {"ffn_zero_fraction", total.zero_fraction()},
+          {"ffn_flops_done", total.flops_done},
+          {"ffn_flops_dense", total.flops_dense},
+          {"ffn_weight_bytes_read", total.weight_bytes_read},
+          {"ffn_path", ffn_path},
+          {"act", std::string(FfnActivationName(session.ffn().activation()))},
+          {"stoch_p", f->compute.stoch_p},
+          {"picked_negative_fraction",
+           total.negative_gates ? double(total.picked_negatives) / total.negative_gates : 0.0},
+          {"isa", isa},
+          {"threads", session.threads()}};
       if (f->stats_layers) j["layers"] = LayerStatsJson(session.ffn());
       std::cout << j.dump() << "\n";
     }
@@ -240,8 +248,9 @@ void AddRun(CLI::App& app) {
                  "zeroskip: prompt %zu tok | prefill %.1f tok/s | decode %.2f tok/s | ffn zeros "
                  "%.1f%% | ffn %s, act %s | isa %s | threads %d\n",
                  prompt_ids.size(), prefill_tok_s, decode_tok_s, 100 * total.zero_fraction(),
-                 ffn_path.c_str(), std::string(FfnActivationName(session.ffn().activation())).c_str(),
-                 isa.c_str(), session.threads());
+                 ffn_path.c_str(),
+                 std::string(FfnActivationName(session.ffn().activation())).c_str(), isa.c_str(),
+                 session.threads());
     if (f->stats_layers) PrintLayerTable(session.ffn());
   });
 }
@@ -333,8 +342,11 @@ void AddPerplexity(CLI::App& app) {
     const double tok_s = counted / seconds;
     const double zeros = session.ffn().total_stats().zero_fraction();
     if (f->compute.json) {
-      std::cout << json{{"perplexity", ppl}, {"tokens", counted}, {"tok_s", tok_s},
-                        {"ffn_zero_fraction", zeros}}.dump()
+      std::cout << json{{"perplexity", ppl},
+                        {"tokens", counted},
+                        {"tok_s", tok_s},
+                        {"ffn_zero_fraction", zeros}}
+                       .dump()
                 << "\n";
     } else {
       std::printf("perplexity %.4f over %lld tokens (%.1f tok/s, ffn zeros %.1f%%)\n", ppl,
@@ -360,7 +372,8 @@ void AddScore(CLI::App& app) {
   cmd->callback([f] {
     SessionOptions so = ApplyComputeFlags(f->compute);
     const std::vector<int> ids = ParseNumberList<int>(f->tokens, "--tokens", 0, INT32_MAX);
-    if (static_cast<size_t>(f->from) >= ids.size()) throw Error("", "--from leaves nothing to score");
+    if (static_cast<size_t>(f->from) >= ids.size())
+      throw Error("", "--from leaves nothing to score");
     const auto model = Model::Load(f->compute.model);
     so.max_batch = static_cast<int64_t>(ids.size());
     Session session(*model, so);

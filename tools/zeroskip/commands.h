@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "zeroskip/error.h"
-
 #include "zeroskip/session.h"
 
 namespace zeroskip::cli {

@@ -45,8 +45,9 @@ int main(int argc, char** argv) {
   for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) std::signal(sig, OnTerminate);
   // A closed pipe is an error code on write (handled: StdoutClosed), not a killing signal.
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"zeroskip: run ReLU language models on the CPU, skipping the work ReLU zeros make "
-               "useless"};
+  CLI::App app{
+      "zeroskip: run ReLU language models on the CPU, skipping the work ReLU zeros make "
+      "useless"};
   app.require_subcommand(1);
   zeroskip::cli::AddConvert(app);
   zeroskip::cli::AddInfo(app);
