@@ -1,6 +1,8 @@
 #include "format/file_io.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,8 +58,26 @@ void InputFile::ReadAt(uint64_t offset, void* out, uint64_t n) const {
 }
 
 namespace {
+
 // The temporary file being written, for RemoveUnfinishedOutput (one writer at a time).
 std::atomic<const char*> g_unfinished_tmp{nullptr};
+
+// Holds back the signals whose handler calls RemoveUnfinishedOutput while a temporary file and
+// its registration change together: a signal in between would leave the file behind.
+class HoldSignals {
+ public:
+  HoldSignals() {
+    sigset_t fatal;
+    sigemptyset(&fatal);
+    for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&fatal, sig);
+    pthread_sigmask(SIG_BLOCK, &fatal, &previous_);
+  }
+  ~HoldSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+
+ private:
+  sigset_t previous_;
+};
+
 }  // namespace
 
 void RemoveUnfinishedOutput() {
@@ -78,20 +98,26 @@ AtomicOutput::AtomicOutput(std::string path) : path_(std::move(path)) {
   CheckOutputPath(path_);
   // mkostemps: O_CREAT|O_EXCL, so never through a symlink someone planted, and a name no other
   // writer of the same path uses; beside the output, so the final rename is atomic.
-  std::string tmp = path_ + ".XXXXXX.tmp";
-  fd_ = ::mkostemps(tmp.data(), 4, O_CLOEXEC);
-  if (fd_ < 0)
-    throw Error(path_, std::string("cannot create output file: ") + std::strerror(errno));
-  tmp_path_ = std::move(tmp);
+  tmp_path_ = path_ + ".XXXXXX.tmp";
+  int error = 0;
+  {
+    HoldSignals hold;
+    fd_ = ::mkostemps(tmp_path_.data(), 4, O_CLOEXEC);
+    error = errno;
+    if (fd_ >= 0) g_unfinished_tmp.store(tmp_path_.c_str());
+  }
+  if (fd_ < 0) {
+    throw Error(path_, std::string("cannot create output file: ") + std::strerror(error));
+  }
   ::fchmod(fd_, 0644);  // mkstemp creates 0600; outputs are as readable as any other file
-  g_unfinished_tmp.store(tmp_path_.c_str());
 }
 
 AtomicOutput::~AtomicOutput() {
   if (committed_) return;
-  g_unfinished_tmp.store(nullptr);
   if (fd_ >= 0) ::close(fd_);
+  HoldSignals hold;
   ::unlink(tmp_path_.c_str());
+  g_unfinished_tmp.store(nullptr);
 }
 
 void AtomicOutput::WriteAt(uint64_t offset, const void* data, size_t n) {
@@ -110,14 +136,15 @@ void AtomicOutput::Commit() {
   if (::fsync(fd_) != 0) throw Error(path_, std::string("fsync failed: ") + std::strerror(errno));
   ::close(fd_);
   fd_ = -1;
-  g_unfinished_tmp.store(nullptr);
-  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(tmp_path_.c_str());
-    committed_ = true;  // nothing left to remove
-    throw Error(path_, std::string("cannot rename temporary file: ") + std::strerror(error));
+  {
+    HoldSignals hold;
+    if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+      const int error = errno;
+      throw Error(path_, std::string("cannot rename temporary file: ") + std::strerror(error));
+    }
+    g_unfinished_tmp.store(nullptr);
+    committed_ = true;
   }
-  committed_ = true;
   // Make the rename itself durable.
   const auto slash = path_.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);

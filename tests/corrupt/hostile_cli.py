@@ -1,0 +1,577 @@
+#!/usr/bin/python3
+"""Hostile situations the file corpus (cases.json) cannot hold, made at test time.
+
+    /usr/bin/python3 tests/corrupt/hostile_cli.py BINARY [--only NAME ...]
+
+FIFOs as inputs and outputs, outputs that are inputs or device nodes, concurrent converts,
+signals during convert, closed pipes and full disks on stdout, NaN weights, out-of-range
+command-line values and the commands the file corpus does not reach (eval, score, perplexity,
+bench). Each case builds what it needs from one tiny valid checkpoint (make_corpus.py's) in a
+temporary directory, runs the binary and checks the contract: a failure is exit 1 (2 for a
+command line that does not parse) with exactly one line `zeroskip: error: <path>: <reason>`,
+nothing left behind, never a signal or a hang. Prints one line per case and a last line
+`N passed, M failed, K skipped`; exits 1 if any case failed.
+"""
+import argparse
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import make_corpus as mc  # noqa: E402  (the tiny model, safetensors and .zsk helpers)
+import numpy as np  # noqa: E402
+
+ERROR = "zeroskip: error: "
+
+
+class Failure(Exception):
+    pass
+
+
+class Skipped(Exception):
+    pass
+
+
+class World:
+    """The binary, a scratch directory and the shared valid inputs, built on first use."""
+
+    def __init__(self, binary, scratch):
+        self.binary, self.scratch = binary, scratch
+        self._hf = self._zsk = self._big = None
+        self.counter = 0
+
+    def fresh_dir(self, name):
+        self.counter += 1
+        path = os.path.join(self.scratch, f"{self.counter:03d}-{name}")
+        os.makedirs(path)
+        return path
+
+    def run(self, args, timeout=60, **kw):
+        """-> (exit status, stdout bytes, stderr lines); a hang fails the case."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("stdout", subprocess.PIPE)
+        try:
+            p = subprocess.run([self.binary] + args, stderr=subprocess.PIPE, timeout=timeout, **kw)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"still running after {timeout} s: {args}")
+        return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace").splitlines()
+
+    def hf(self):
+        """A valid checkpoint directory (never modified: cases copy it)."""
+        if self._hf is None:
+            self._hf = mc.write_hf(self.fresh_dir("base"))
+        return self._hf
+
+    def hf_copy(self, name, tensors=None):
+        case = self.fresh_dir(name)
+        return mc.write_hf(case, tensors=tensors)
+
+    def zsk(self):
+        if self._zsk is None:
+            self._zsk = os.path.join(self.fresh_dir("base-zsk"), "model.zsk")
+            rc, _, err = self.run(["convert", self.hf(), "-o", self._zsk])
+            if rc != 0:
+                raise Failure(f"cannot convert the base checkpoint: {err}")
+        return self._zsk
+
+    def big_hf(self):
+        """A checkpoint whose conversion takes long enough to be interrupted (a 64k vocab,
+        f32, converted to bf16: ~2 M elements)."""
+        if self._big is None:
+            vocab = 65536
+            tensors = mc.make_tensors()
+            tensors["model.embed_tokens.weight"] = np.resize(
+                tensors["model.embed_tokens.weight"], (vocab, mc.BASE["hidden"]))
+            case = self.fresh_dir("big")
+            self._big = os.path.join(case, "hf")
+            import hfio
+            hfio.write_hf_dir(self._big, mc.make_config(vocab_size=vocab), tensors, "F32",
+                              tokenizer_model=mc.TOKENIZER)
+        return self._big
+
+
+def expect_error(result, exit_code=1, names=None, reason=None):
+    """The contract for a failure: one error line, naming `names`, containing `reason`."""
+    rc, _, lines = result
+    if rc < 0:
+        raise Failure(f"killed by signal {-rc}")
+    if rc != exit_code:
+        raise Failure(f"exit status {rc}, expected {exit_code}; stderr {lines[:3]}")
+    if len(lines) != 1 or not lines[0].startswith(ERROR):
+        raise Failure(f"expected one '{ERROR}' line, got {lines[:4]}")
+    line = lines[0]
+    if names is not None and not line.startswith(ERROR + names):
+        raise Failure(f"error line does not name {names!r}: {line!r}")
+    if reason is not None and reason not in line:
+        raise Failure(f"error line lacks {reason!r}: {line!r}")
+    return line
+
+
+def expect_ok(result):
+    rc, out, lines = result
+    if rc != 0:
+        raise Failure(f"exit status {rc}: {lines[:3]}")
+    return out
+
+
+def listing(path):
+    return sorted(os.listdir(path))
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+CASES = []
+
+
+def case(fn):
+    CASES.append(fn)
+    return fn
+
+
+# ------------------------------------------------------------------ FIFOs (inputs never block)
+
+def replace_with_fifo(path):
+    if os.path.exists(path):
+        os.unlink(path)
+    os.mkfifo(path)
+    return path
+
+
+def fifo_input_case(name, filename):
+    def fn(w):
+        hf = w.hf_copy(name)
+        fifo = replace_with_fifo(os.path.join(hf, filename))
+        out = w.fresh_dir(name + "-out")
+        line = expect_error(w.run(["convert", hf, "-o", out + "/m.zsk"], timeout=20), names=fifo,
+                            reason="not a regular file")
+        if listing(out):
+            raise Failure(f"left {listing(out)}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+fifo_input_case("fifo_config_json", "config.json")
+fifo_input_case("fifo_safetensors", "model.safetensors")
+fifo_input_case("fifo_tokenizer", "tokenizer.model")
+fifo_input_case("fifo_index_json", "model.safetensors.index.json")
+
+
+@case
+def fifo_model(w):
+    fifo = replace_with_fifo(os.path.join(w.fresh_dir("fifo-model"), "m.zsk"))
+    for cmd in (["run", "-m", fifo, "-p", "x"], ["info", fifo], ["verify", fifo]):
+        line = expect_error(w.run(cmd, timeout=20), names=fifo, reason="not a regular file")
+    return line
+
+
+@case
+def fifo_prompt_and_text_files(w):
+    fifo = replace_with_fifo(os.path.join(w.fresh_dir("fifo-text"), "prompt.txt"))
+    for cmd in (["run", "-m", w.zsk(), "-f", fifo, "-n", "1"],
+                ["perplexity", "-m", w.zsk(), "-f", fifo]):
+        line = expect_error(w.run(cmd, timeout=20), names=fifo, reason="not a regular file")
+    return line
+
+
+# ------------------------------------------------------------------ output paths
+
+def output_is_input_case(name, filename):
+    def fn(w):
+        hf = w.hf_copy(name)
+        target = os.path.join(hf, filename)
+        before = {f: sha(os.path.join(hf, f)) for f in listing(hf)}
+        line = expect_error(w.run(["convert", hf, "-o", target]), names=target,
+                            reason="is an input of this conversion")
+        after = {f: sha(os.path.join(hf, f)) for f in listing(hf)}
+        if before != after:
+            raise Failure("the checkpoint changed")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+output_is_input_case("out_is_safetensors", "model.safetensors")
+output_is_input_case("out_is_config_json", "config.json")
+output_is_input_case("out_is_tokenizer", "tokenizer.model")
+
+
+@case
+def out_is_hard_link_to_input(w):
+    hf = w.hf_copy("hardlink")
+    link = os.path.join(w.fresh_dir("hardlink-out"), "m.zsk")
+    os.link(os.path.join(hf, "model.safetensors"), link)
+    before = sha(link)
+    line = expect_error(w.run(["convert", hf, "-o", link]), names=link,
+                        reason="is an input of this conversion")
+    if sha(link) != before:
+        raise Failure("the shard changed")
+    return line
+
+
+@case
+def out_is_fifo(w):
+    out = w.fresh_dir("out-fifo")
+    fifo = replace_with_fifo(os.path.join(out, "m.zsk"))
+    line = expect_error(w.run(["convert", w.hf(), "-o", fifo], timeout=20), names=fifo,
+                        reason="not a regular file")
+    if not stat.S_ISFIFO(os.stat(fifo).st_mode) or listing(out) != ["m.zsk"]:
+        raise Failure("the FIFO was replaced or files were left")
+    return line
+
+
+@case
+def out_is_device_node(w):
+    if os.geteuid() != 0:
+        raise Skipped("needs root to make a device node")
+    out = w.fresh_dir("out-dev")
+    dev = os.path.join(out, "null")
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a private copy of /dev/null
+    line = expect_error(w.run(["convert", w.hf(), "-o", dev]), names=dev,
+                        reason="not a regular file")
+    if not stat.S_ISCHR(os.stat(dev).st_mode):
+        raise Failure("the device node was replaced")
+    return line
+
+
+@case
+def out_is_directory(w):
+    out = w.fresh_dir("out-dir")
+    return expect_error(w.run(["convert", w.hf(), "-o", out]), names=out, reason="is a directory")
+
+
+@case
+def out_empty(w):
+    start = time.monotonic()
+    line = expect_error(w.run(["convert", w.hf(), "-o", ""]), reason="output path is empty")
+    return f"{line} ({time.monotonic() - start:.2f} s)"
+
+
+@case
+def concurrent_converts_of_one_output(w):
+    out_dir = w.fresh_dir("concurrent")
+    out = os.path.join(out_dir, "m.zsk")
+    for _ in range(4):
+        procs = [subprocess.Popen([w.binary, "convert", w.big_hf(), "-o", out, "--dtype", "bf16"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            if p.returncode != 0:
+                raise Failure(f"a convert failed: {err.decode()!r}")
+        expect_ok(w.run(["verify", out]))
+        if listing(out_dir) != ["m.zsk"]:
+            raise Failure(f"left {listing(out_dir)}")
+    return "4 rounds of 2 simultaneous converts: each result verifies, nothing left"
+
+
+def signal_case(sig):
+    def fn(w):
+        out_dir = w.fresh_dir(f"sig{sig.name}")
+        for attempt in range(5):
+            p = subprocess.Popen([w.binary, "convert", w.big_hf(), "-o", out_dir + "/m.zsk",
+                                  "--dtype", "bf16"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while not any(f.endswith(".tmp") for f in os.listdir(out_dir)):
+                if p.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.0005)
+            p.send_signal(sig)
+            rc = p.wait(timeout=30)
+            if rc == 0:  # finished before the signal landed: try again
+                os.unlink(out_dir + "/m.zsk")
+                continue
+            if rc != -sig:
+                raise Failure(f"exit status {rc}, expected death by {sig.name}")
+            if listing(out_dir):
+                raise Failure(f"{sig.name} left {listing(out_dir)}")
+            return f"killed by {sig.name} while writing (attempt {attempt + 1}), nothing left"
+        raise Failure("convert always finished before the signal")
+    fn.__name__ = f"signal_{sig.name.lower()}_during_convert"
+    case(fn)
+
+
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    signal_case(_sig)
+
+
+# ------------------------------------------------------------------ command-line values
+
+def bad_flag_case(name, flag, value, command="run"):
+    def fn(w):
+        args = {"run": ["run", "-m", w.zsk(), "-p", "x", "-n", "1"],
+                "eval": ["eval", "-m", w.zsk(), "--tokens", "1"]}[command]
+        return expect_error(w.run(args + [flag, value]), exit_code=2, names=flag)
+    fn.__name__ = name
+    case(fn)
+
+
+bad_flag_case("temp_nan", "--temp", "nan")
+bad_flag_case("temp_inf", "--temp", "inf")
+bad_flag_case("top_p_nan", "--top-p", "nan")
+bad_flag_case("min_p_nan", "--min-p", "nan")
+bad_flag_case("repeat_penalty_nan", "--repeat-penalty", "nan")
+bad_flag_case("stoch_p_nan", "--stoch-p", "nan")
+bad_flag_case("stoch_p_above_one", "--stoch-p", "1.5")
+bad_flag_case("seed_negative", "--seed", "-1")
+bad_flag_case("seed_past_2_64", "--seed", "18446744073709551616")
+bad_flag_case("threads_zero", "--threads", "0", "eval")
+bad_flag_case("n_predict_negative", "--n-predict", "-1")
+bad_flag_case("isa_unknown", "--isa", "sse2", "eval")
+
+
+@case
+def temp_tiny_is_greedy(w):
+    base = ["run", "-m", w.zsk(), "-p", "Hello", "-n", "12", "--ignore-eos"]
+    greedy = expect_ok(w.run(base + ["--temp", "0"]))
+    tiny = expect_ok(w.run(base + ["--temp", "1e-39"]))
+    if tiny != greedy:
+        raise Failure(f"--temp 1e-39 gave {tiny!r}, greedy {greedy!r}")
+    return "--temp 1e-39 prints the greedy text"
+
+
+@case
+def seed_max_accepted(w):
+    expect_ok(w.run(["run", "-m", w.zsk(), "-p", "x", "-n", "2", "--seed",
+                     "18446744073709551615"]))
+    return "--seed 2^64-1 runs"
+
+
+# ------------------------------------------------------------------ stdout
+
+@case
+def info_to_full_disk(w):
+    with open("/dev/full", "wb") as full:
+        return expect_error(w.run(["info", w.zsk()], stdout=full), names="stdout",
+                            reason="No space left on device")
+
+
+@case
+def run_to_full_disk(w):
+    with open("/dev/full", "wb") as full:
+        return expect_error(w.run(["run", "-m", w.zsk(), "-p", "x", "-n", "8", "--ignore-eos"],
+                                  stdout=full), names="stdout", reason="write failed")
+
+
+def closed_pipe_case(name, args_of):
+    def fn(w):
+        p = subprocess.Popen([w.binary] + args_of(w), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdout.read(1)
+        p.stdout.close()  # the reader goes away, like `| head -c1`
+        err = p.stderr.read().decode()
+        rc = p.wait(timeout=60)
+        if rc != 0 or "error" in err:
+            raise Failure(f"exit status {rc} (141 = SIGPIPE), stderr {err!r}")
+        return "exit 0, quiet"
+    fn.__name__ = name
+    case(fn)
+
+
+closed_pipe_case("run_into_closed_pipe",
+                 lambda w: ["run", "-m", w.zsk(), "-p", "x", "-n", "400", "--ignore-eos"])
+closed_pipe_case("info_json_into_closed_pipe", lambda w: ["info", "--json", w.zsk()])
+
+
+# ------------------------------------------------------------------ damaged weights
+
+def damaged_zsk(w, name):
+    """The base model with every embedding value NaN (checksums left stale, as a bit rot)."""
+    z = mc.Zsk(mc.read_bytes(w.zsk()))
+    i = z.find("tok_embeddings")
+    off, n = z.rget(i, "offset"), z.rget(i, "nbytes")
+    z.b[off:off + n] = b"\xff" * n
+    path = os.path.join(w.fresh_dir(name), "model.zsk")
+    mc.write_text(path, bytes(z.b))
+    return path
+
+
+@case
+def nan_weights_stop_run(w):
+    path = damaged_zsk(w, "nan-run")
+    return expect_error(w.run(["run", "-m", path, "-p", "x", "-n", "4"]), names=path,
+                        reason="zeroskip verify")
+
+
+@case
+def nan_weights_stop_perplexity(w):
+    path = damaged_zsk(w, "nan-ppl")
+    text = os.path.join(os.path.dirname(path), "t.txt")
+    mc.write_text(text, "to be or not to be, that is the question")
+    expect_error(w.run(["verify", path]), names=path, reason="checksum mismatch")
+    return expect_error(w.run(["perplexity", "-m", path, "-f", text]), names=path,
+                        reason="NaN or infinite logit")
+
+
+def nonfinite_checkpoint_case(name, tensor, value):
+    def fn(w):
+        tensors = mc.make_tensors()
+        tensors[tensor].flat[3] = value
+        hf = w.hf_copy(name, tensors=tensors)
+        out = w.fresh_dir(name + "-out")
+        line = expect_error(w.run(["convert", hf, "-o", out + "/m.zsk"]),
+                            names=os.path.join(hf, "model.safetensors"), reason="NaN or Inf")
+        if listing(out):
+            raise Failure(f"left {listing(out)}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+nonfinite_checkpoint_case("nan_in_checkpoint", "model.embed_tokens.weight", np.nan)
+nonfinite_checkpoint_case("inf_in_checkpoint", "model.norm.weight", np.inf)
+
+
+# ------------------------------------------------------------------ messages
+
+@case
+def prompt_invalid_utf8_names_the_flag(w):
+    return expect_error(w.run([b"run", b"-m", w.zsk().encode(), b"-p", b"a\xffb", b"-n", b"1"]),
+                        names="--prompt", reason="not valid UTF-8")
+
+
+@case
+def huge_prompt_refused_before_tokenizing(w):
+    text = os.path.join(w.fresh_dir("huge-prompt"), "p.txt")
+    mc.write_text(text, "All the world's a stage. " * 400000)  # 10 MB
+    start = time.monotonic()
+    line = expect_error(w.run(["run", "-m", w.zsk(), "-f", text, "--ctx", "32"]), names=text,
+                        reason="the prompt is at least")
+    seconds = time.monotonic() - start
+    if seconds > 5:
+        raise Failure(f"took {seconds:.1f} s: the length was not bounded before tokenizing")
+    return line
+
+
+@case
+def huge_context_names_the_file(w):
+    """A context the process cannot allocate (4 M positions under a 640 MiB address-space
+    limit): the failure names the model, not just 'out of memory'."""
+    import resource
+    if os.environ.get("ZEROSKIP_SANITIZED") == "1":
+        raise Skipped("the sanitizers reserve terabytes of address space: no limit can hold")
+    z = mc.Zsk(mc.read_bytes(w.zsk()))
+    meta = json.loads(z.region("metadata_offset", z.get("metadata_size")))
+    meta["config"]["context_length"] = 1 << 22
+    meta["hf_config"] = ""
+    z.replace_metadata(json.dumps(meta, separators=(",", ":"))).reseal()
+    path = os.path.join(w.fresh_dir("huge-ctx"), "model.zsk")
+    mc.write_text(path, bytes(z.b))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (640 << 20, 640 << 20))
+    return expect_error(w.run(["run", "-m", path, "-p", "x", "-n", "1", "-t", "1"],
+                              preexec_fn=limit), names=path, reason="context of 4194304 tokens")
+
+
+@case
+def bench_plot_unwritable(w):
+    rc, out, lines = w.run(["bench", "ffn", "--d", "64", "--f", "128", "--sparsity", "0.5",
+                            "--steps", "1", "--plot", "/nonexistent-dir/x.png"])
+    if out:
+        raise Failure(f"printed {len(out)} bytes on stdout before failing")
+    return expect_error((rc, out, lines), names="/nonexistent-dir/x.png",
+                        reason="cannot create output file")
+
+
+@case
+def verify_runs_the_load_checks(w):
+    """Metadata vocab_size 384 -> 100 with the header checksum recomputed: the tensor
+    checksums all match, but the file cannot be loaded, so verify must not say ok."""
+    z = mc.Zsk(mc.read_bytes(w.zsk()))
+    meta = json.loads(z.region("metadata_offset", z.get("metadata_size")))
+    meta["config"]["vocab_size"] = 100
+    z.replace_metadata(json.dumps(meta, separators=(",", ":"))).reseal()
+    path = os.path.join(w.fresh_dir("verify"), "model.zsk")
+    mc.write_text(path, bytes(z.b))
+    return expect_error(w.run(["verify", path]), names=path, reason="has shape")
+
+
+# ------------------------------------------------------------------ eval, score, perplexity, bench
+
+def simple_error_case(name, args_of, names_of, reason, exit_code=1):
+    def fn(w):
+        return expect_error(w.run(args_of(w)), exit_code=exit_code, names=names_of(w),
+                            reason=reason)
+    fn.__name__ = name
+    case(fn)
+
+
+simple_error_case("eval_token_out_of_range",
+                  lambda w: ["eval", "-m", w.zsk(), "--tokens", "1,384"], lambda w: w.zsk(),
+                  "outside the vocabulary")
+simple_error_case("eval_tokens_not_numbers",
+                  lambda w: ["eval", "-m", w.zsk(), "--tokens", "1,,2"], lambda w: "--tokens",
+                  "is not a number")
+simple_error_case("eval_tokens_past_context",
+                  lambda w: ["eval", "-m", w.zsk(), "--ctx", "2", "--tokens", "1,5,9"],
+                  lambda w: w.zsk(), "do not fit the context")
+simple_error_case("eval_ctx_above_model",
+                  lambda w: ["eval", "-m", w.zsk(), "--ctx", "100000", "--tokens", "1"],
+                  lambda w: "--ctx", "exceeds the model's context length")
+simple_error_case("score_from_past_end",
+                  lambda w: ["score", "-m", w.zsk(), "--tokens", "1,5,9", "--from", "3"],
+                  lambda w: "--from", "leaves nothing to score")
+simple_error_case("score_token_out_of_range",
+                  lambda w: ["score", "-m", w.zsk(), "--tokens", "1,5,99999", "--from", "1"],
+                  lambda w: w.zsk(), "outside the vocabulary")
+simple_error_case("bench_ffn_too_large",
+                  lambda w: ["bench", "ffn", "--d", "65536", "--f", "262144"],
+                  lambda w: "", "")
+simple_error_case("bench_decode_missing_model",
+                  lambda w: ["bench", "decode", "-m", w.scratch + "/missing.zsk"],
+                  lambda w: w.scratch + "/missing.zsk", "cannot open")
+simple_error_case("run_model_is_directory",
+                  lambda w: ["run", "-m", w.scratch, "-p", "x"], lambda w: w.scratch,
+                  "not a regular file")
+
+
+@case
+def perplexity_empty_text(w):
+    text = os.path.join(w.fresh_dir("ppl-empty"), "empty.txt")
+    mc.write_text(text, "")
+    return expect_error(w.run(["perplexity", "-m", w.zsk(), "-f", text]), names=text,
+                        reason="too short")
+
+
+# ------------------------------------------------------------------ driver
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("binary")
+    ap.add_argument("--only", nargs="*")
+    args = ap.parse_args()
+    binary = os.path.abspath(args.binary)
+    chosen = [c for c in CASES if not args.only or c.__name__ in args.only]
+    passed = failed = skipped = 0
+    with tempfile.TemporaryDirectory(prefix="zsk-hostile-") as scratch:
+        world = World(binary, scratch)
+        for c in chosen:
+            try:
+                detail = c(world)
+                passed += 1
+                print(f"PASS    {c.__name__}: {detail}", flush=True)
+            except Skipped as e:
+                skipped += 1
+                print(f"SKIPPED {c.__name__}: {e}", flush=True)
+            except Failure as e:
+                failed += 1
+                print(f"FAIL    {c.__name__}: {e}", flush=True)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
