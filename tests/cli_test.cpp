@@ -36,6 +36,24 @@ TEST(Cli, EmptyPromptRunsFromBosOnly) {
   EXPECT_EQ(j["tokens"].size(), 5u);
 }
 
+// As llama-cli: stdout is the prompt followed by exactly the continuation (--echo, the default),
+// or the continuation alone (--no-echo); the continuation is what --json reports as "text".
+TEST(Cli, EchoPrintsThePromptThenTheContinuation) {
+  const std::string prompt = "Anna reads";
+  const std::vector<std::string> common = {"-p", prompt, "-n", "8", "--temp", "0", "--ignore-eos"};
+  const std::string continuation = RunJson(common)["text"];
+  ASSERT_FALSE(continuation.empty());
+  std::vector<std::string> args = {"run", "-m", testing::ConvertedModel(kModel)};
+  args.insert(args.end(), common.begin(), common.end());
+  const auto echoed = RunCli(args);
+  ASSERT_EQ(echoed.exit_code, 0) << echoed.err;
+  EXPECT_EQ(echoed.out, prompt + continuation + "\n");
+  args.push_back("--no-echo");
+  const auto plain = RunCli(args);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(plain.out, continuation + "\n");
+}
+
 TEST(Cli, ZeroTokensGeneratesNothing) {
   const json j = RunJson({"-p", "Anna reads", "-n", "0"});
   EXPECT_TRUE(j["tokens"].empty());

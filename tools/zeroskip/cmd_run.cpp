@@ -9,6 +9,7 @@
 #include "format/file_io.h"
 #include "kernels/kernels.h"
 #include "zeroskip/error.h"
+#include "zeroskip/generate.h"
 #include "zeroskip/sampler.h"
 #include "zeroskip/session.h"
 
@@ -129,7 +130,7 @@ void AddRun(CLI::App& app) {
     std::string prompt, prompt_file;
     int n = 128;
     SamplerOptions sampler;
-    bool ignore_eos = false, stats_layers = false;
+    bool ignore_eos = false, stats_layers = false, echo = true;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
@@ -148,6 +149,8 @@ void AddRun(CLI::App& app) {
   cmd->add_option("--repeat-last-n", f->sampler.repeat_last_n,
                   "how many recent tokens the repetition penalty looks at (0: off)")
       ->check(CLI::Range(0, 1 << 22));
+  cmd->add_flag("--echo,!--no-echo", f->echo,
+                "print the prompt before its continuation (default, as llama-cli)");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "keep generating after the end-of-text token");
   cmd->add_flag("--stats-layers", f->stats_layers, "print per-layer FFN statistics on stderr");
   cmd->callback([f] {
@@ -172,64 +175,34 @@ void AddRun(CLI::App& app) {
       throw too_long(std::to_string(prompt_ids.size()));
     }
     Sampler sampler(f->sampler, model->config().vocab);
-    std::vector<int> history(prompt_ids);
-    history.reserve(prompt_ids.size() + static_cast<size_t>(f->n));
-    std::vector<int> generated;
-    generated.reserve(static_cast<size_t>(f->n));
-
-    const auto t0 = Clock::now();
-    auto logits = session.Forward(prompt_ids);
-    const auto t1 = Clock::now();
-    std::vector<float> scratch(logits.begin(), logits.end());
-    Utf8Stream stream;
-    std::string text;
     const bool stream_out = !f->compute.json;
-    std::string stop = "length";
-    int64_t decode_steps = 0;
-    for (int i = 0; i < f->n; ++i) {
-      const int id = sampler.Sample(scratch.data(), history);
-      if (id == model->config().eos_id && !f->ignore_eos) {
-        stop = "eos";
-        break;
-      }
-      generated.push_back(id);
-      history.push_back(id);
-      std::string bytes = model->tokenizer().PieceBytes(id);
-      // Text that starts from BOS alone drops sentencepiece's dummy-prefix space, as decoding does.
-      if (generated.size() == 1 && prompt.empty() && !bytes.empty() && bytes[0] == ' ') {
-        bytes.erase(0, 1);
-      }
-      const std::string piece = stream.Push(bytes);
-      text += piece;
-      if (stream_out) WriteStdout(piece);
-      if (i + 1 == f->n) break;
-      if (session.position() >= session.context()) {
-        stop = "context";
-        break;
-      }
-      logits = session.Forward({&id, 1});
-      ++decode_steps;
-      std::copy(logits.begin(), logits.end(), scratch.begin());
+    // As llama-cli: the prompt, then its continuation, so stdout is the whole text.
+    if (stream_out && f->echo) WriteStdout(prompt);
+    GenerateConfig gc;
+    gc.max_tokens = f->n;
+    gc.stop_at_eos = !f->ignore_eos;
+    gc.drop_leading_space = prompt.empty();
+    if (stream_out) {
+      gc.on_token = [](int, std::string_view text) {
+        WriteStdout(text);
+        return true;
+      };
     }
-    const auto t2 = Clock::now();
-    const std::string tail = stream.Flush();
-    text += tail;
-    if (stream_out) WriteStdout(tail + "\n");  // before the stats line on stderr
+    const GenerateResult r = Generate(session, sampler, prompt_ids, gc);
+    if (stream_out) WriteStdout("\n");  // before the stats line on stderr
 
-    const double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
-    const double prefill_tok_s = prompt_ids.size() / prefill_s;
-    const double decode_tok_s = decode_steps > 0 ? decode_steps / decode_s : 0.0;
     const FfnLayerStats total = session.ffn().total_stats();
     const std::string isa(IsaName(Kernels().isa));
     const std::string ffn_path = session.ffn().sparse_decode() ? "sparse" : "dense";
     if (f->compute.json) {
       json j = {
           {"prompt_tokens", prompt_ids},
-          {"tokens", generated},
-          {"text", text},
-          {"stop", stop},
-          {"prefill_tok_s", prefill_tok_s},
-          {"decode_tok_s", decode_tok_s},
+          {"prompt", prompt},
+          {"tokens", r.tokens},
+          {"text", r.text},
+          {"stop", std::string(StopReasonName(r.stop))},
+          {"prefill_tok_s", r.prefill_tok_s()},
+          {"decode_tok_s", r.decode_tok_s()},
           {"ffn_zero_fraction", total.zero_fraction()},
           {"ffn_flops_done", total.flops_done},
           {"ffn_flops_dense", total.flops_dense},
@@ -247,7 +220,7 @@ void AddRun(CLI::App& app) {
     std::fprintf(stderr,
                  "zeroskip: prompt %zu tok | prefill %.1f tok/s | decode %.2f tok/s | ffn zeros "
                  "%.1f%% | ffn %s, act %s | isa %s | threads %d\n",
-                 prompt_ids.size(), prefill_tok_s, decode_tok_s, 100 * total.zero_fraction(),
+                 prompt_ids.size(), r.prefill_tok_s(), r.decode_tok_s(), 100 * total.zero_fraction(),
                  ffn_path.c_str(),
                  std::string(FfnActivationName(session.ffn().activation())).c_str(), isa.c_str(),
                  session.threads());

@@ -1,0 +1,52 @@
+// Generation: prompt ids in, sampled tokens and their text out, streamed token by token.
+//
+// The loop every front end shares (run, chat, the coming server): prefill the prompt at the
+// session's current position, then sample, stream and decode until a stop condition. It owns no
+// model state and prints nothing: text goes to `on_token`, and `should_stop` lets a caller cancel
+// between tokens (Ctrl-C in chat, a closed connection in a server).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "zeroskip/sampler.h"
+#include "zeroskip/session.h"
+
+namespace zeroskip {
+
+enum class StopReason { kLength, kEos, kContext, kCancelled };
+std::string_view StopReasonName(StopReason reason);  // "length", "eos", "context", "cancelled"
+
+struct GenerateConfig {
+  int64_t max_tokens = 128;
+  bool stop_at_eos = true;
+  // Text that starts from BOS alone drops sentencepiece's dummy-prefix space, as decoding does.
+  bool drop_leading_space = false;
+  // Called with each token and the UTF-8 text it completes (possibly empty: a multi-byte
+  // character arrives over several byte tokens; id -1 carries the incomplete tail flushed at the
+  // end as U+FFFD). Return false to stop after it.
+  std::function<bool(int id, std::string_view text)> on_token;
+  // Polled before every decode step; true cancels.
+  std::function<bool()> should_stop;
+};
+
+struct GenerateResult {
+  std::vector<int> tokens;  // generated ids (without the stopping EOS)
+  std::string text;         // their text, complete UTF-8
+  StopReason stop = StopReason::kLength;
+  double prefill_seconds = 0, decode_seconds = 0;
+  int64_t prompt_tokens = 0, decode_steps = 0;
+  double prefill_tok_s() const { return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0; }
+  double decode_tok_s() const { return decode_seconds > 0 ? decode_steps / decode_seconds : 0; }
+};
+
+// Runs `prompt` at session.position() and generates after it. `prompt` must be non-empty and fit
+// the context (Error otherwise). The text streamed through on_token is exactly result.text.
+GenerateResult Generate(Session& session, Sampler& sampler, std::span<const int> prompt,
+                        const GenerateConfig& config);
+
+}  // namespace zeroskip
