@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "progress.h"
 #include "kernels/kernels.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
@@ -14,39 +15,6 @@
 #include "zeroskip/model.h"
 
 namespace zeroskip::cli {
-namespace {
-
-// One-line progress bar on stderr, only when stderr is a terminal.
-class ProgressBar {
- public:
-  // bytes: the counts are bytes (shown in GB); otherwise they are items (tensors).
-  ProgressBar(const char* label, bool bytes)
-      : label_(label), bytes_(bytes), enabled_(isatty(STDERR_FILENO)) {}
-  ~ProgressBar() {
-    if (enabled_ && drawn_) std::fputc('\n', stderr);
-  }
-  void Update(uint64_t done, uint64_t total) {
-    if (!enabled_ || total == 0) return;
-    const int width = 30, filled = static_cast<int>(width * done / total);
-    std::fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% ", label_, filled,
-                 "##############################", width - filled, "", 100.0 * done / total);
-    if (bytes_) {
-      std::fprintf(stderr, "%.2f/%.2f GB", done / 1e9, total / 1e9);
-    } else {
-      std::fprintf(stderr, "%llu/%llu tensors", static_cast<unsigned long long>(done),
-                   static_cast<unsigned long long>(total));
-    }
-    drawn_ = true;
-  }
-
- private:
-  const char* label_;
-  bool bytes_;
-  bool enabled_;
-  bool drawn_ = false;
-};
-
-}  // namespace
 
 void AddConvert(CLI::App& app) {
   struct Flags {
@@ -66,9 +34,10 @@ void AddConvert(CLI::App& app) {
     opt.hf_dir = flags->hf_dir;
     opt.out_path = flags->out;
     if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
-    ProgressBar bar("converting", /*bytes=*/true);
+    Progress bar("converting", Progress::Unit::kBytes);
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
     const ConvertResult r = ConvertHfCheckpoint(opt);
+    bar.Done();
     for (const auto& w : r.warnings) std::cerr << "zeroskip: warning: " << w << "\n";
     std::cout << "wrote " << flags->out << ": " << r.tensors << " tensors, " << r.parameters
               << " parameters, " << r.file_bytes << " bytes\n";
@@ -147,8 +116,9 @@ void AddVerify(CLI::App& app) {
     // match the config, a tokenizer that fits the vocabulary. `ok` promises `run` can load it.
     const auto model = Model::Load(*file);
     const ZskFile& zsk = model->file();
-    ProgressBar bar("verifying", /*bytes=*/false);
+    Progress bar("verifying", Progress::Unit::kTensors);
     zsk.VerifyChecksums([&](size_t done, size_t total) { bar.Update(done, total); });
+    bar.Done();
     std::cout << *file << ": ok (" << zsk.tensors().size() << " tensors, checksums match)\n";
   });
 }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "progress.h"
 #include "format/file_io.h"
 #include "kernels/kernels.h"
 #include "zeroskip/error.h"
@@ -65,14 +66,15 @@ void PrintLayerTable(const FfnRuntime& ffn) {
 // the session's buffer), or one token at a time into `stepwise` when the FFN is forced sparse, so
 // `--ffn sparse` really exercises the sparse decode path.
 std::span<const float> AllLogits(Session& session, std::span<const int> ids, bool token_by_token,
-                                 std::vector<float>* stepwise) {
+                                 std::vector<float>* stepwise, Progress* progress = nullptr) {
   if (!token_by_token) return session.Forward(ids, /*all_logits=*/true);
   const size_t vocab = static_cast<size_t>(session.model().config().vocab);
   stepwise->clear();
   stepwise->reserve(ids.size() * vocab);
-  for (int id : ids) {
-    const auto logits = session.Forward({&id, 1});
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto logits = session.Forward({&ids[i], 1});
     stepwise->insert(stepwise->end(), logits.begin(), logits.end());
+    if (progress) progress->Update(i + 1, ids.size());
   }
   return *stepwise;
 }
@@ -296,6 +298,7 @@ void AddPerplexity(CLI::App& app) {
     double nll = 0;
     int64_t counted = 0;
     std::vector<float> stepwise;
+    Progress progress("perplexity", Progress::Unit::kTokens);
     const auto t0 = Clock::now();
     for (size_t start = 0; start < text_ids.size(); start += static_cast<size_t>(chunk)) {
       const size_t end = std::min(text_ids.size(), start + static_cast<size_t>(chunk));
@@ -309,7 +312,9 @@ void AddPerplexity(CLI::App& app) {
         nll -= LogProb(logits.data() + i * vocab, vocab, window[i + 1]);
         ++counted;
       }
+      progress.Update(end, text_ids.size());
     }
+    progress.Done();
     const double seconds = Seconds(t0, Clock::now());
     const double ppl = std::exp(nll / counted);
     const double tok_s = counted / seconds;
@@ -351,7 +356,9 @@ void AddScore(CLI::App& app) {
     so.max_batch = static_cast<int64_t>(ids.size());
     Session session(*model, so);
     std::vector<float> stepwise;
-    const auto logits = AllLogits(session, ids, so.ffn == FfnMode::kSparse, &stepwise);
+    Progress progress("scoring", Progress::Unit::kTokens);
+    const auto logits = AllLogits(session, ids, so.ffn == FfnMode::kSparse, &stepwise, &progress);
+    progress.Done();
     const size_t vocab = static_cast<size_t>(model->config().vocab);
     double log_likelihood = 0;
     for (size_t i = static_cast<size_t>(f->from); i < ids.size(); ++i) {

@@ -9,7 +9,9 @@
 #include <iostream>
 #include <new>
 
+#include "build_info.h"
 #include "commands.h"
+#include "kernels/kernels.h"
 #include "zeroskip/error.h"
 #include "zeroskip/format.h"
 
@@ -40,6 +42,37 @@ void WriteStdout(std::string_view text) {
 
 }  // namespace zeroskip::cli
 
+namespace {
+
+// What a bug report needs: version, commit, build type, the kernels compiled in and which of them
+// this CPU runs, and the CPU features that matter to them.
+std::string VersionText() {
+  std::string text = std::string("zeroskip ") + ZEROSKIP_VERSION + " (commit " +
+                     ZEROSKIP_GIT_COMMIT + ", " + ZEROSKIP_BUILD_TYPE + " build)\nkernels:";
+  for (const zeroskip::Isa isa : {zeroskip::Isa::kScalar, zeroskip::Isa::kAvx2,
+                                  zeroskip::Isa::kAvx512}) {
+    text += std::string(" ") + std::string(zeroskip::IsaName(isa)) +
+            (zeroskip::KernelsFor(isa) ? "" : " (not on this CPU)");
+  }
+  text += " -> using " + std::string(zeroskip::IsaName(zeroskip::BestIsa())) + "\ncpu features:";
+  __builtin_cpu_init();
+#define ZEROSKIP_FEATURE(name) \
+  if (__builtin_cpu_supports(name)) text += " " name;
+  ZEROSKIP_FEATURE("avx2")
+  ZEROSKIP_FEATURE("fma")
+  ZEROSKIP_FEATURE("avx512f")
+  ZEROSKIP_FEATURE("avx512bw")
+  ZEROSKIP_FEATURE("avx512dq")
+  ZEROSKIP_FEATURE("avx512vl")
+  ZEROSKIP_FEATURE("avx512vnni")
+  ZEROSKIP_FEATURE("avx512bf16")
+  ZEROSKIP_FEATURE("avxvnni")
+#undef ZEROSKIP_FEATURE
+  return text;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   // Every signal that ends the process by default and can come from a terminal or a supervisor.
   for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) std::signal(sig, OnTerminate);
@@ -48,6 +81,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "zeroskip: run ReLU language models on the CPU, skipping the work ReLU zeros make "
       "useless"};
+  app.set_version_flag("--version", VersionText);
   app.require_subcommand(1);
   zeroskip::cli::AddConvert(app);
   zeroskip::cli::AddInfo(app);
@@ -62,6 +96,8 @@ int main(int argc, char** argv) {
     zeroskip::cli::FlushStdout();
   } catch (const zeroskip::cli::StdoutClosed&) {
     return 0;
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
