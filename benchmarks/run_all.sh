@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Reproduces every number in docs/BENCHMARKS.md. Run on an otherwise idle machine from the
 # repository root after building (cmake -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build).
-# Needs the synthetic 0.7 B checkpoint (about 3 GB, one minute):
-#   /usr/bin/python3 tools/synth/synth.py /work/synth/0.7b-f32-s85 --shape 0.7b --dtype F32 --sparsity 0.85
+# Needs the synthetic 0.7 B checkpoint (about 3 GB, one minute), in SYNTH (default: ../synth/
+# 0.7b-f32-s85, beside the checkout):
+#   /usr/bin/python3 tools/synth/synth.py ../synth/0.7b-f32-s85 --shape 0.7b --dtype F32 --sparsity 0.85
 # Writes JSON and PNG into docs/bench/.
 set -euo pipefail
 Z=build/zeroskip
-SYNTH=${SYNTH:-/work/synth/0.7b-f32-s85}
+SYNTH=${SYNTH:-../synth/0.7b-f32-s85}
 OUT=docs/bench
 mkdir -p "$OUT"
 

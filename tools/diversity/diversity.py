@@ -4,7 +4,7 @@ Meta FAIR 2025, arXiv 2509.22358) compared with temperature sampling, measured w
 
   /usr/bin/python3 tools/diversity/diversity.py --zeroskip build/zeroskip \
       --relu /tmp/div/relu-ft.zsk --silu /tmp/div/silu.zsk \
-      --corpus /work/shared/data/tinyshakespeare.txt --out-dir docs
+      --corpus ../shared/data/tinyshakespeare.txt --out-dir docs
 
 Prompts are read at run time from the held-out last 10% of --corpus (the first words of evenly
 spaced lines); no corpus, prompt or sample text is written to the outputs, only aggregate
