@@ -18,8 +18,26 @@
 
 namespace zeroskip {
 
-enum class StopReason { kLength, kEos, kContext, kCancelled };
-std::string_view StopReasonName(StopReason reason);  // "length", "eos", "context", "cancelled"
+enum class StopReason { kLength, kEos, kContext, kCancelled, kStopString };
+// "length", "eos", "context", "cancelled", "stop"
+std::string_view StopReasonName(StopReason reason);
+
+// Streams text while watching for stop strings: text that could be the start of a stop string is
+// held back until it is known not to be, so a caller never prints part of one.
+class StopStringFilter {
+ public:
+  explicit StopStringFilter(std::vector<std::string> stops);
+  // Appends `text`; returns what is now safe to emit. After a stop string appears, stopped() is
+  // true and the returned text ends just before it (the stop string itself is never emitted).
+  std::string Push(std::string_view text);
+  std::string Flush();  // whatever is held back, at the end of generation
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string held_;
+  bool stopped_ = false;
+};
 
 struct GenerateConfig {
   int64_t max_tokens = 128;
@@ -32,6 +50,8 @@ struct GenerateConfig {
   std::function<bool(int id, std::string_view text)> on_token;
   // Polled before every decode step; true cancels.
   std::function<bool()> should_stop;
+  // Generation ends where one of these strings appears in the text; it is not part of the text.
+  std::vector<std::string> stop_strings;
 };
 
 struct GenerateResult {

@@ -33,7 +33,10 @@ class Session {
   // Throws Error if the tokens do not fit the context or an id is out of range.
   std::span<const float> Forward(std::span<const int> tokens, bool all_logits = false);
 
-  void Reset();  // back to position 0 (the cache is overwritten, not cleared)
+  void Reset() { Rewind(0); }  // back to position 0 (the cache is overwritten, not cleared)
+  // Back to an earlier position, keeping the cache before it (a chat whose new prompt shares a
+  // prefix with what was run). Throws Error past the current position.
+  void Rewind(int64_t position);
   int64_t position() const { return position_; }
   int64_t context() const { return context_; }
   int threads() const { return threads_; }

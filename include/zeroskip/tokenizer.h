@@ -33,6 +33,8 @@ class Tokenizer {
   // Text of a whole id sequence, like sentencepiece's own decoder.
   std::string Decode(const std::vector<int>& ids) const;
   int vocab_size() const;
+  // Whether the vocabulary holds this exact piece (a chat template's special markers).
+  bool HasPiece(std::string_view piece) const;
 
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;

@@ -1,5 +1,6 @@
 #include "zeroskip/generate.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "zeroskip/error.h"
@@ -17,8 +18,49 @@ std::string_view StopReasonName(StopReason reason) {
       return "context";
     case StopReason::kCancelled:
       return "cancelled";
+    case StopReason::kStopString:
+      return "stop";
   }
   return "?";
+}
+
+StopStringFilter::StopStringFilter(std::vector<std::string> stops) {
+  for (auto& s : stops) {
+    if (!s.empty()) stops_.push_back(std::move(s));
+  }
+}
+
+std::string StopStringFilter::Push(std::string_view text) {
+  if (stopped_) return {};
+  held_ += text;
+  // Text already emitted never ends with a stop string's prefix (that is held), so any stop
+  // string that appears lies wholly inside held_.
+  size_t first = std::string::npos;
+  for (const auto& s : stops_) first = std::min(first, held_.find(s));
+  if (first != std::string::npos) {
+    stopped_ = true;
+    std::string out = held_.substr(0, first);
+    held_.clear();
+    return out;
+  }
+  size_t keep = 0;  // the longest tail of held_ that begins some stop string
+  for (const auto& s : stops_) {
+    for (size_t n = std::min(s.size() - 1, held_.size()); n > keep; --n) {
+      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) {
+        keep = n;
+        break;
+      }
+    }
+  }
+  std::string out = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+std::string StopStringFilter::Flush() {
+  std::string out = stopped_ ? std::string() : std::move(held_);
+  held_.clear();
+  return out;
 }
 
 GenerateResult Generate(Session& session, Sampler& sampler, std::span<const int> prompt,
@@ -47,9 +89,12 @@ GenerateResult Generate(Session& session, Sampler& sampler, std::span<const int>
   const auto t1 = Clock::now();
   std::vector<float> scratch(logits.begin(), logits.end());  // the sampler edits its input
   Utf8Stream stream;
-  const auto emit = [&](int id, std::string_view text) {
+  StopStringFilter stops(config.stop_strings);
+  const auto emit = [&](int id, std::string_view bytes) {
+    const std::string text = stops.Push(bytes);
     result.text += text;
-    return !config.on_token || config.on_token(id, text);
+    if (config.on_token && !config.on_token(id, text)) return false;
+    return !stops.stopped();
   };
   for (size_t i = 0; i < budget; ++i) {
     if (config.should_stop && config.should_stop()) {
@@ -68,7 +113,7 @@ GenerateResult Generate(Session& session, Sampler& sampler, std::span<const int>
       bytes.erase(0, 1);
     }
     if (!emit(id, stream.Push(bytes))) {
-      result.stop = StopReason::kCancelled;
+      result.stop = stops.stopped() ? StopReason::kStopString : StopReason::kCancelled;
       break;
     }
     if (i + 1 == budget) break;
@@ -81,7 +126,12 @@ GenerateResult Generate(Session& session, Sampler& sampler, std::span<const int>
     std::copy(logits.begin(), logits.end(), scratch.begin());
   }
   const auto t2 = Clock::now();
-  if (const std::string tail = stream.Flush(); !tail.empty()) emit(-1, tail);
+  if (const std::string tail = stream.Flush(); !tail.empty() && !stops.stopped()) emit(-1, tail);
+  if (stops.stopped()) result.stop = StopReason::kStopString;
+  if (const std::string held = stops.Flush(); !held.empty()) {
+    result.text += held;
+    if (config.on_token) config.on_token(-1, held);
+  }
   result.prefill_seconds = seconds(t0, t1);
   result.decode_seconds = seconds(t1, t2);
   return result;

@@ -136,7 +136,13 @@ void Session::Allocate(const Model& model, const SessionOptions& options) {
 
 Session::~Session() = default;
 
-void Session::Reset() { position_ = 0; }
+void Session::Rewind(int64_t position) {
+  if (position < 0 || position > position_) {
+    throw Error(model_.file().path(), "cannot rewind to position " + std::to_string(position) +
+                                          " from " + std::to_string(position_));
+  }
+  position_ = position;
+}
 
 std::span<const float> Session::Forward(std::span<const int> tokens, bool all_logits) {
   const auto n = static_cast<int64_t>(tokens.size());

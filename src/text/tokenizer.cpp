@@ -82,6 +82,11 @@ Tokenizer::~Tokenizer() = default;
 
 int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
 
+bool Tokenizer::HasPiece(std::string_view piece) const {
+  const int id = sp_->PieceToId(piece);
+  return id >= 0 && id != sp_->unk_id() && sp_->IdToPiece(id) == piece;
+}
+
 std::vector<int> Tokenizer::Encode(std::string_view text) const {
   if (!IsValidUtf8(text)) throw Error(path_, "prompt is not valid UTF-8");
   std::vector<int> ids;

@@ -32,12 +32,16 @@ std::string ReadTextFile(const std::string& path) {
   return text;
 }
 
+}  // namespace
+
 std::vector<int> WithBos(const Model& model, const std::vector<int>& ids) {
   std::vector<int> out;
   if (model.config().bos_id >= 0) out.push_back(static_cast<int>(model.config().bos_id));
   out.insert(out.end(), ids.begin(), ids.end());
   return out;
 }
+
+namespace {
 
 json LayerStatsJson(const FfnRuntime& ffn) {
   json layers = json::array();
@@ -126,6 +130,19 @@ SessionOptions ApplyComputeFlags(const ComputeFlags& f) {
   return so;
 }
 
+void AddSamplerFlags(CLI::App* cmd, SamplerOptions* s) {
+  cmd->add_option("--temp", s->temperature, "temperature (0: greedy)")
+      ->check(FiniteRange(0, 100));
+  cmd->add_option("--top-k", s->top_k, "top-k (0: off)")->check(CLI::Range(0, 1 << 22));
+  cmd->add_option("--top-p", s->top_p, "top-p (1: off)")->check(FiniteRange(0, 1));
+  cmd->add_option("--min-p", s->min_p, "min-p (0: off)")->check(FiniteRange(0, 1));
+  cmd->add_option("--repeat-penalty", s->repeat_penalty, "repetition penalty (1: off)")
+      ->check(FiniteRange(0.01, 100));
+  cmd->add_option("--repeat-last-n", s->repeat_last_n,
+                  "how many recent tokens the repetition penalty looks at (0: off)")
+      ->check(CLI::Range(0, 1 << 22));
+}
+
 void AddRun(CLI::App& app) {
   struct Flags {
     ComputeFlags compute;
@@ -141,16 +158,7 @@ void AddRun(CLI::App& app) {
   auto* pf = cmd->add_option("-f,--file", f->prompt_file, "read the prompt from a UTF-8 file");
   p->excludes(pf);
   cmd->add_option("-n,--n-predict", f->n, "tokens to generate")->check(CLI::Range(0, 1 << 22));
-  cmd->add_option("--temp", f->sampler.temperature, "temperature (0: greedy)")
-      ->check(FiniteRange(0, 100));
-  cmd->add_option("--top-k", f->sampler.top_k, "top-k (0: off)")->check(CLI::Range(0, 1 << 22));
-  cmd->add_option("--top-p", f->sampler.top_p, "top-p (1: off)")->check(FiniteRange(0, 1));
-  cmd->add_option("--min-p", f->sampler.min_p, "min-p (0: off)")->check(FiniteRange(0, 1));
-  cmd->add_option("--repeat-penalty", f->sampler.repeat_penalty, "repetition penalty (1: off)")
-      ->check(FiniteRange(0.01, 100));
-  cmd->add_option("--repeat-last-n", f->sampler.repeat_last_n,
-                  "how many recent tokens the repetition penalty looks at (0: off)")
-      ->check(CLI::Range(0, 1 << 22));
+  AddSamplerFlags(cmd, &f->sampler);
   cmd->add_flag("--echo,!--no-echo", f->echo,
                 "print the prompt before its continuation (default, as llama-cli)");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "keep generating after the end-of-text token");

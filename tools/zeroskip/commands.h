@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "zeroskip/error.h"
+#include "zeroskip/sampler.h"
 #include "zeroskip/session.h"
 
 namespace zeroskip::cli {
@@ -23,6 +24,7 @@ void AddEval(CLI::App& app);
 void AddPerplexity(CLI::App& app);
 void AddBench(CLI::App& app);
 void AddScore(CLI::App& app);
+void AddChat(CLI::App& app);
 
 // Thrown when the reader of stdout has gone (EPIPE, e.g. `| head`): the command stops quietly and
 // zeroskip exits 0, since the reader took all it wanted.
@@ -100,6 +102,11 @@ struct ComputeFlags {
   bool json = false;
 };
 void AddComputeFlags(CLI::App* cmd, ComputeFlags* flags);
+// --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n.
+void AddSamplerFlags(CLI::App* cmd, SamplerOptions* sampler);
+// BOS (when the model has one) followed by `ids`.
+std::vector<int> WithBos(const Model& model, const std::vector<int>& ids);
+
 // Applies --isa (throws Error if the CPU lacks it) and returns the session options the flags ask
 // for.
 SessionOptions ApplyComputeFlags(const ComputeFlags& flags);

@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
   zeroskip::cli::AddEval(app);
   zeroskip::cli::AddPerplexity(app);
   zeroskip::cli::AddScore(app);
+  zeroskip::cli::AddChat(app);
   zeroskip::cli::AddBench(app);
   try {
     app.parse(argc, argv);
