@@ -48,6 +48,12 @@ class Pane:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; screen:\n{self.text()}")
 
+    def wait_exit(self, what, seconds=20):
+        deadline = time.monotonic() + seconds
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not self.alive(), f"{what} did not end chat"
+
     def alive(self):
         return subprocess.run(["tmux", "has-session", "-t", self.name],
                               capture_output=True).returncode == 0
@@ -105,10 +111,7 @@ def main():
             pane.line("/reset")
             pane.wait_for(lambda t: "(conversation cleared)" in t, "the reset notice")
             pane.line("/exit")
-            deadline = time.monotonic() + 20
-            while pane.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not pane.alive(), "/exit did not end chat"
+            pane.wait_exit("/exit")
 
         def ctrl_c_stops_a_reply_not_the_session():
             # chatml: this model never writes <|im_end|>, so only Ctrl-C or -n ends the reply.
@@ -125,10 +128,7 @@ def main():
             pane.keys("C-c")  # interrupt the second reply too, then leave with Ctrl-D
             pane.wait_for(lambda t: t.count("[stopped]") >= 2, "the second stop")
             pane.keys("C-d")
-            deadline = time.monotonic() + 20
-            while pane.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not pane.alive(), "Ctrl-D did not end chat"
+            pane.wait_exit("Ctrl-D")
 
         def oldest_turns_dropped_when_context_fills():
             pane = Pane("ctx", chat + " --ctx 64 -n 16")
