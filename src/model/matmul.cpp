@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "format/dtype.h"
@@ -45,23 +47,65 @@ void DenseMatmul::OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in
   stream_.wait();
 }
 
+int64_t DenseMatmul::small_batch_ = [] {
+  const char* env = std::getenv("ZEROSKIP_SMALL_BATCH");  // for measuring the crossover
+  return env ? std::max(1L, std::atol(env)) : kSmallBatch;
+}();
+
+namespace {
+
+// Rows per cache block: a block is read from memory once and then from cache by every token.
+int64_t BlockRows(int64_t row_bytes) { return std::max<int64_t>(1, kCacheBlockBytes / row_bytes); }
+
+}  // namespace
+
 void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (n > 1) {
+  if (n > small_batch_) {
     OneDnn(AsF32(w), /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
     return;
   }
+  // Decode and short prompts: the decode kernel on each block of rows for every token, so the
+  // weights stream once in their stored type (no widening, no oneDNN repacking) and each token's
+  // outputs are bit-identical to running it alone.
   const auto dot = Kernels().dot_rows[static_cast<int>(w.dtype)];
   const size_t elem = DTypeSize(w.dtype);
+  const int64_t block = BlockRows(w.cols * static_cast<int64_t>(elem));
 #pragma omp parallel num_threads(threads_)
   {
     const auto [begin, end] = ThreadSlice(w.rows, omp_get_thread_num(), omp_get_num_threads());
-    dot(static_cast<const uint8_t*>(w.data) + begin * w.cols * elem, w.cols, nullptr, end - begin,
-        w.cols, x, y + begin);
+    for (int64_t r0 = begin; r0 < end; r0 += block) {
+      const int64_t r1 = std::min(end, r0 + block);
+      const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * w.cols * elem;
+      for (int64_t t = 0; t < n; ++t) {
+        dot(rows, w.cols, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
+      }
+    }
   }
 }
 
 void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y) {
-  OneDnn(AsF32(w), /*w_is_out_in=*/false, n, w.rows, w.cols, x, y);
+  if (n > small_batch_) {
+    OneDnn(AsF32(w), /*w_is_out_in=*/false, n, w.rows, w.cols, x, y);
+    return;
+  }
+  // y[t] = sum_r x[t, r] * w[r, :]: threads own column slices of y (no reduction), and each
+  // block of rows is read once for every token.
+  const auto axpy = Kernels().axpy_rows[static_cast<int>(w.dtype)];
+  const size_t elem = DTypeSize(w.dtype);
+  std::fill(y, y + n * w.cols, 0.0f);
+#pragma omp parallel num_threads(threads_)
+  {
+    // Column slices aligned to 16 floats: whole vectors, and no two threads share a cache line.
+    const auto [c0, c1] = ThreadSlice(w.cols, omp_get_thread_num(), omp_get_num_threads(), 16);
+    const int64_t block = BlockRows(std::max<int64_t>(1, (c1 - c0) * static_cast<int64_t>(elem)));
+    for (int64_t r0 = 0; r0 < w.rows && c0 < c1; r0 += block) {
+      const int64_t r1 = std::min(w.rows, r0 + block);
+      const auto* rows = static_cast<const uint8_t*>(w.data) + (r0 * w.cols + c0) * elem;
+      for (int64_t t = 0; t < n; ++t) {
+        axpy(rows, w.cols, nullptr, x + t * w.rows + r0, r1 - r0, c1 - c0, y + t * w.cols + c0);
+      }
+    }
+  }
 }
 
 }  // namespace zeroskip

@@ -13,6 +13,13 @@
 
 namespace zeroskip {
 
+// Batches up to this many tokens stream the weights through the decode kernels; longer ones go
+// to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill").
+constexpr int64_t kSmallBatch = 16;
+// A block of weight rows small enough to stay in a core's L2 while every token of a short batch
+// reads it.
+constexpr int64_t kCacheBlockBytes = 256 << 10;
+
 class DenseMatmul {
  public:
   explicit DenseMatmul(int threads);
@@ -30,6 +37,7 @@ class DenseMatmul {
               const float* x, float* y);
   const float* AsF32(const WeightView& w);
 
+  static int64_t small_batch_;  // kSmallBatch, or ZEROSKIP_SMALL_BATCH when measuring
   int threads_;
   dnnl::engine engine_;
   dnnl::stream stream_;
