@@ -1,6 +1,8 @@
 // The native file: writer/reader round trip, atomicity, checksums, and the converter's output
 // against the source safetensors (bit-identical when the dtype is kept, exactly rounded when
 // narrowed, exactly widened when widened; the FFN down projection transposed).
+#include "zeroskip/format.h"
+
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
@@ -13,7 +15,6 @@
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
-#include "zeroskip/format.h"
 
 namespace zeroskip {
 namespace {
@@ -29,13 +30,17 @@ ModelConfig TinyConfig() {
   c.heads = 2;
   c.kv_heads = 1;
   c.head_dim = 4;
-  c.vocab = 10;
+  c.vocab = 384;  // the test tokenizer's pieces: ZskFile::Open checks the embedded tokenizer
   c.context = 16;
   return c;
 }
 
+std::string TestTokenizer() {
+  return testing::ReadFile(testing::SourceDir() + "/tests/data/tokenizer.model");
+}
+
 std::string WriteSmallFile(const std::string& path) {
-  ZskWriter w(path, TinyConfig(), "{\"verbatim\": true}", "tok-bytes",
+  ZskWriter w(path, TinyConfig(), "{\"verbatim\": true}", TestTokenizer(),
               {{"a", DType::kF32, Layout::kRowMajor, {3, 5}},
                {"b", DType::kBF16, Layout::kTransposed, {7}}});
   std::vector<uint8_t> a(60), b(14);
@@ -52,7 +57,7 @@ TEST(ZskFile, RoundTrips) {
   const auto file = ZskFile::Open(WriteSmallFile(dir / "m.zsk"));
   EXPECT_EQ(file->config().hidden, 8);
   EXPECT_EQ(file->source_config_json(), "{\"verbatim\": true}");
-  EXPECT_EQ(file->tokenizer_model(), "tok-bytes");
+  EXPECT_EQ(file->tokenizer_model(), TestTokenizer());
   ASSERT_EQ(file->tensors().size(), 2u);
   const TensorInfo* b = file->Find("b");
   ASSERT_NE(b, nullptr);
@@ -91,7 +96,8 @@ TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
 TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   testing::TempDir dir;
   {
-    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "", {{"a", DType::kF32, Layout::kRowMajor, {2}}});
+    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "",
+                {{"a", DType::kF32, Layout::kRowMajor, {2}}});
     EXPECT_TRUE(fs::exists(dir / "m.zsk.tmp"));
   }
   EXPECT_FALSE(fs::exists(dir / "m.zsk.tmp"));
@@ -169,12 +175,12 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Checkpoints, ConvertRoundTrip,
-    ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
-                                         "llama_gqa_hd64_relu_f16_sharded",
-                                         "llama_mqa_hd128_silu_tied_f32"),
-                       ::testing::Values("keep", "f32", "bf16", "f16")));
+INSTANTIATE_TEST_SUITE_P(Checkpoints, ConvertRoundTrip,
+                         ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32",
+                                                              "llama_mha_hd64_relu_bf16",
+                                                              "llama_gqa_hd64_relu_f16_sharded",
+                                                              "llama_mqa_hd128_silu_tied_f32"),
+                                            ::testing::Values("keep", "f32", "bf16", "f16")));
 
 }  // namespace
 }  // namespace zeroskip
