@@ -105,6 +105,13 @@ std::string WithCharsmap(std::string_view model, std::string_view charsmap, uint
   return out;
 }
 
+std::string WithPiece(std::string_view model, std::string_view text, int type) {
+  constexpr uint32_t kPiecesField = 1, kTypeField = 3;
+  const std::string piece =
+      ProtoBytesField(1, text) + Varint(kTypeField << 3) + Varint(static_cast<uint64_t>(type));
+  return std::string(model) + ProtoBytesField(kPiecesField, piece);
+}
+
 std::string WithSelfTestSample(std::string_view model, std::string_view input,
                                std::string_view expected) {
   const std::string sample = ProtoBytesField(1, input) + ProtoBytesField(2, expected);

@@ -26,6 +26,10 @@ std::string WithCharsmap(std::string_view model, std::string_view charsmap,
 std::string WithSelfTestSample(std::string_view model, std::string_view input,
                                std::string_view expected);
 
+// `model` with one more piece (appended, so its id is the current piece count); `type` is the
+// SentencePiece.Type code (1 normal, 4 user-defined, ...).
+std::string WithPiece(std::string_view model, std::string_view text, int type);
+
 // One length-delimited protobuf record.
 std::string ProtoBytesField(uint32_t field, std::string_view payload);
 

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <nlohmann/json.hpp>
 
@@ -186,6 +187,30 @@ TEST(TokenizerModelCheck, BrokenWireFormatIsRefused) {
               HasSubstr("precompiled_charsmap is not a byte string"));
   EXPECT_THAT(CheckError(std::string((64u << 20) + 1, '\0')), HasSubstr("larger than 64 MiB"));
   EXPECT_THAT(CheckError("not a model"), HasSubstr("not a valid sentencepiece model"));
+}
+
+// Two more ways a model crashed sentencepiece, found by fuzzing and by reading its code: a NUL
+// inside a piece (darts-clone throws from the model constructor) and user-defined pieces nested
+// more than 64 deep (PrefixMatcher reads past its 64-entry result array on Encode).
+TEST(TokenizerModelCheck, PiecesThatCrashSentencepieceAreRefused) {
+  const std::string model = TestModel();
+  EXPECT_EQ(LoadError(testing::WithPiece(model, std::string("\0abc", 4), 1)),
+            "m.zsk: the embedded tokenizer's piece 384 contains a NUL byte");
+  EXPECT_EQ(CheckError(testing::WithPiece(model, std::string("ab\0", 3), 4)),
+            "tokenizer.model: piece 384 contains a NUL byte");
+
+  auto nested = [&](int depth) {
+    std::string m = model;
+    for (int i = 1; i <= depth; ++i) m = testing::WithPiece(m, "@@@" + std::string(i, 'q'), 4);
+    return m;
+  };
+  EXPECT_EQ(CheckError(nested(65)),
+            "tokenizer.model: user-defined pieces nest 65 deep (each a prefix of the next); "
+            "sentencepiece handles at most 64");
+  const Tokenizer deepest(nested(64), "x");
+  // The longest user-defined symbol wins: "@@@" + 64 q's is one piece.
+  const std::vector<int> ids = deepest.Encode("@@@" + std::string(64, 'q'));
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 384 + 63), ids.end());
 }
 
 // The load path of a hostile .zsk: opening it (info, verify, run, Model::Load) refuses it with one

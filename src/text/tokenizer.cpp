@@ -50,9 +50,7 @@ bool IsValidUtf8(std::string_view text) {
 
 Tokenizer::Tokenizer(std::string_view serialized_model, const std::string& path)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(path) {
-  const auto status = sp_->LoadFromSerializedProto(
-      SentencepieceBytesToLoad(serialized_model, path, "the embedded tokenizer"));
-  if (!status.ok()) throw Error(path, "the embedded tokenizer is not a valid sentencepiece model");
+  LoadSentencepieceModel(serialized_model, *sp_, path, "the embedded tokenizer");
 }
 
 Tokenizer::~Tokenizer() = default;

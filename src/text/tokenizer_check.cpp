@@ -2,6 +2,8 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
+#include <exception>
 #include <vector>
 
 #include "zeroskip/error.h"
@@ -24,17 +26,27 @@ namespace {
 // protobuf's ParseFromArray takes.
 constexpr size_t kMaxModelBytes = 64u << 20;
 
-// ModelProto and NormalizerSpec field numbers (sentencepiece_model.proto).
+// ModelProto, SentencePiece and NormalizerSpec field numbers (sentencepiece_model.proto).
+constexpr uint32_t kModelPieces = 1;
+constexpr uint32_t kPieceText = 1;
+constexpr uint32_t kPieceType = 3;
+constexpr uint32_t kPieceTypeUserDefined = 4;
 constexpr uint32_t kModelNormalizerSpec = 3;
 constexpr uint32_t kModelSelfTestData = 4;
 constexpr uint32_t kModelDenormalizerSpec = 5;
 constexpr uint32_t kSpecPrecompiledCharsmap = 2;
 constexpr int kWireVarint = 0, kWireFixed64 = 1, kWireLengthDelimited = 2, kWireFixed32 = 5;
 
+// sentencepiece's PrefixMatcher collects the user-defined symbols that prefix the text into a
+// 64-entry array but then reads as many entries as there were matches: a chain of more than 64
+// user-defined pieces, each a prefix of the next, makes it read past the array (SIGSEGV).
+constexpr size_t kMaxNestedUserDefinedPieces = 64;
+
 // One record of a serialized protobuf message.
 struct WireRecord {
   uint32_t field = 0;
   int wire_type = 0;
+  uint64_t value = 0;         // a varint record's value
   std::string_view payload;   // contents of a length-delimited record, else empty
   size_t begin = 0, end = 0;  // the whole record (tag included) within the message
 };
@@ -51,17 +63,16 @@ class WireReader {
   // False (and the position is unspecified) when the record at pos() is malformed.
   bool Next(WireRecord* r) {
     r->begin = pos_;
+    r->value = 0;
     r->payload = {};
     uint64_t tag;
     if (!Varint(&tag) || tag > UINT32_MAX || (tag >> 3) == 0) return false;
     r->field = static_cast<uint32_t>(tag >> 3);
     r->wire_type = static_cast<int>(tag & 7);
     switch (r->wire_type) {
-      case kWireVarint: {
-        uint64_t ignored;
-        if (!Varint(&ignored)) return false;
+      case kWireVarint:
+        if (!Varint(&r->value)) return false;
         break;
-      }
       case kWireFixed64:
         if (!Skip(8)) return false;
         break;
@@ -166,6 +177,51 @@ void CheckNormalizerSpec(std::string_view spec, const std::string& spec_name,
   }
 }
 
+struct PieceFacts {
+  std::string_view text;      // as protobuf parses it: the last well-typed occurrence wins
+  bool user_defined = false;  // any type record says USER_DEFINED (conservative)
+};
+
+PieceFacts ReadPiece(std::string_view piece, size_t index, const std::string& path,
+                     const std::string& what) {
+  WireReader reader(piece);
+  WireRecord r;
+  PieceFacts facts;
+  while (!reader.done()) {
+    if (!reader.Next(&r)) {
+      throw Error(path, NotValid(what, "piece " + std::to_string(index) + " is broken at byte " +
+                                           std::to_string(reader.pos())));
+    }
+    if (r.field == kPieceText && r.wire_type == kWireLengthDelimited) facts.text = r.payload;
+    // protobuf reads an enum as the low 32 bits of the varint.
+    if (r.field == kPieceType && r.wire_type == kWireVarint &&
+        static_cast<uint32_t>(r.value) == kPieceTypeUserDefined) {
+      facts.user_defined = true;
+    }
+  }
+  // sentencepiece builds its tries from NUL-terminated copies of the pieces: a NUL inside one
+  // makes darts-clone throw from deep inside the model constructor.
+  if (facts.text.find('\0') != std::string_view::npos) {
+    throw Error(path, Its(what, "piece ") + std::to_string(index) + " contains a NUL byte");
+  }
+  return facts;
+}
+
+// The longest chain of pieces in which each is a prefix of the next. In sorted order every
+// prefix of a string comes before it, and the strings that start with t form one contiguous run
+// after t, so a stack of the current chain only ever needs its top compared.
+size_t LongestPrefixChain(std::vector<std::string_view> pieces) {
+  std::sort(pieces.begin(), pieces.end());
+  std::vector<std::string_view> chain;
+  size_t longest = 0;
+  for (const std::string_view piece : pieces) {
+    while (!chain.empty() && !piece.starts_with(chain.back())) chain.pop_back();
+    chain.push_back(piece);
+    longest = std::max(longest, chain.size());
+  }
+  return longest;
+}
+
 }  // namespace
 
 std::string SentencepieceBuiltinCharsmap(std::string_view rule) {
@@ -187,11 +243,20 @@ std::string SentencepieceBytesToLoad(std::string_view model, const std::string& 
   kept.reserve(model.size());
   WireReader reader(model);
   WireRecord r;
+  size_t pieces = 0;
+  std::vector<std::string_view> user_defined;
   while (!reader.done()) {
     if (!reader.Next(&r)) {
       throw Error(path, NotValid(what, "broken protobuf at byte " + std::to_string(reader.pos())));
     }
     if (r.field == kModelSelfTestData) continue;
+    if (r.field == kModelPieces) {
+      if (r.wire_type != kWireLengthDelimited) {
+        throw Error(path, NotValid(what, "piece " + std::to_string(pieces) + " is not a message"));
+      }
+      const PieceFacts piece = ReadPiece(r.payload, pieces++, path, what);
+      if (piece.user_defined) user_defined.push_back(piece.text);
+    }
     if (r.field == kModelNormalizerSpec || r.field == kModelDenormalizerSpec) {
       const std::string name =
           r.field == kModelNormalizerSpec ? "normalizer_spec" : "denormalizer_spec";
@@ -202,17 +267,34 @@ std::string SentencepieceBytesToLoad(std::string_view model, const std::string& 
     }
     kept.append(model.substr(r.begin, r.end - r.begin));
   }
+  const size_t nested = LongestPrefixChain(std::move(user_defined));
+  if (nested > kMaxNestedUserDefinedPieces) {
+    throw Error(path, Its(what, "user-defined pieces") + " nest " + std::to_string(nested) +
+                          " deep (each a prefix of the next); sentencepiece handles at most " +
+                          std::to_string(kMaxNestedUserDefinedPieces));
+  }
   return kept;
+}
+
+void LoadSentencepieceModel(std::string_view model, sentencepiece::SentencePieceProcessor& sp,
+                            const std::string& path, const std::string& what) {
+  const std::string bytes = SentencepieceBytesToLoad(model, path, what);
+  bool ok = false;
+  try {
+    ok = sp.LoadFromSerializedProto(bytes).ok();
+  } catch (const std::exception&) {
+    // darts-clone reports broken keys by throwing; whatever else sentencepiece throws on a
+    // model it cannot build is the same verdict.
+  }
+  // sentencepiece's status text is not shown: it carries its source locations.
+  if (!ok)
+    throw Error(path, (what.empty() ? "" : what + " is ") + "not a valid sentencepiece model");
 }
 
 void CheckTokenizerModel(std::string_view model, int64_t vocab, const std::string& path,
                          const std::string& what) {
   sentencepiece::SentencePieceProcessor sp;
-  const auto status = sp.LoadFromSerializedProto(SentencepieceBytesToLoad(model, path, what));
-  // sentencepiece's status text is not shown: it carries its source locations.
-  if (!status.ok()) {
-    throw Error(path, (what.empty() ? "" : what + " is ") + "not a valid sentencepiece model");
-  }
+  LoadSentencepieceModel(model, sp, path, what);
   if (sp.GetPieceSize() > vocab) {
     throw Error(path, (what.empty() ? "tokenizer" : what) + " has " +
                           std::to_string(sp.GetPieceSize()) +

@@ -13,6 +13,10 @@
 #include <string>
 #include <string_view>
 
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
 namespace zeroskip {
 
 // The bytes to give sentencepiece for `model`: `model` with its self_test_data removed (the
@@ -21,10 +25,16 @@ namespace zeroskip {
 // protobuf wire format is broken at the top level or inside a normalizer spec, or the normalizer
 // or denormalizer has a precompiled_charsmap that is not byte-identical to one of
 // sentencepiece's builtin tables (nmt_nfkc, nfkc, nmt_nfkc_cf, nfkc_cf; empty = identity):
-// custom normalization rules are refused. `what` names the tokenizer in reasons ("the embedded
-// tokenizer"); empty when `path` is the tokenizer.model itself.
+// custom normalization rules are refused. Also refused: a piece with a NUL byte, and more than 64
+// user-defined pieces each a prefix of the next (both crash sentencepiece). `what` names the
+// tokenizer in reasons ("the embedded tokenizer"); empty when `path` is the tokenizer.model itself.
 std::string SentencepieceBytesToLoad(std::string_view model, const std::string& path,
                                      const std::string& what = "");
+
+// Loads `model` into `sp` through SentencepieceBytesToLoad; throws Error(path, reason) when it is
+// refused or sentencepiece fails (by status or by exception).
+void LoadSentencepieceModel(std::string_view model, sentencepiece::SentencePieceProcessor& sp,
+                            const std::string& path, const std::string& what = "");
 
 // Throws Error(path, reason) unless `model` passes SentencepieceBytesToLoad and then loads as a
 // sentencepiece model whose pieces all have ids below `vocab` (the model's embedding rows).
