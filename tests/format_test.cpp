@@ -1,8 +1,6 @@
 // The native file: writer/reader round trip, atomicity, checksums, and the converter's output
 // against the source safetensors (bit-identical when the dtype is kept, exactly rounded when
 // narrowed, exactly widened when widened; the FFN down projection transposed).
-#include "zeroskip/format.h"
-
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
@@ -15,6 +13,7 @@
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
+#include "zeroskip/format.h"
 
 namespace zeroskip {
 namespace {
@@ -96,8 +95,7 @@ TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
 TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   testing::TempDir dir;
   {
-    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "",
-                {{"a", DType::kF32, Layout::kRowMajor, {2}}});
+    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "", {{"a", DType::kF32, Layout::kRowMajor, {2}}});
     EXPECT_TRUE(fs::exists(dir / "m.zsk.tmp"));
   }
   EXPECT_FALSE(fs::exists(dir / "m.zsk.tmp"));
@@ -175,12 +173,12 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoints, ConvertRoundTrip,
-                         ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32",
-                                                              "llama_mha_hd64_relu_bf16",
-                                                              "llama_gqa_hd64_relu_f16_sharded",
-                                                              "llama_mqa_hd128_silu_tied_f32"),
-                                            ::testing::Values("keep", "f32", "bf16", "f16")));
+INSTANTIATE_TEST_SUITE_P(
+    Checkpoints, ConvertRoundTrip,
+    ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
+                                         "llama_gqa_hd64_relu_f16_sharded",
+                                         "llama_mqa_hd128_silu_tied_f32"),
+                       ::testing::Values("keep", "f32", "bf16", "f16")));
 
 }  // namespace
 }  // namespace zeroskip
