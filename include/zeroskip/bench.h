@@ -12,7 +12,22 @@
 
 namespace zeroskip {
 
-// Median GB/s of reading `bytes` with `threads` threads (a vectorized sum).
+// The read-bandwidth probe: a [rows, 4096] f32 matrix of about `bytes` (far beyond the last-level
+// cache), each thread summing its slice of rows eight rows at a time with the widest vectors the
+// CPU has (the load pattern of the dense GEMV, with more streams in flight). With `with_gemv`,
+// the dense f32 GEMV kernel (DenseMatmul::Linear, one token) also runs over the same matrix,
+// interleaved pass by pass, as a check: a probe slower than the GEMV is measuring itself.
+struct BandwidthMeasurement {
+  int64_t rows = 0, cols = 0;
+  int rows_in_flight = 0;  // per thread, in the probe
+  uint64_t bytes = 0;      // rows * cols * 4, read per pass
+  double probe_gb_s = 0;   // median over the passes
+  double gemv_gb_s = 0;    // median over the passes; 0 without with_gemv
+};
+BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30,
+                                      int repeats = 7, bool with_gemv = true);
+
+// The probe's median GB/s alone (MeasureBandwidth without the GEMV).
 double MeasureReadBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30, int repeats = 7);
 
 // The median of a sample (the middle element; upper middle for an even count).

@@ -192,11 +192,20 @@ void AddBenchDecode(CLI::App* bench) {
 
 void AddBenchBandwidth(CLI::App* bench) {
   auto threads = std::make_shared<int>(PhysicalCores());
-  auto* cmd = bench->add_subcommand("bandwidth", "Memory read bandwidth probe (1 GiB)");
+  auto* cmd = bench->add_subcommand(
+      "bandwidth", "Memory read bandwidth probe (1 GiB), checked against the dense GEMV");
   cmd->add_option("-t,--threads", *threads, "threads")->check(CLI::Range(1, 1024));
   cmd->callback([threads] {
-    std::printf("read bandwidth %.2f GB/s with %d threads (median of 7 passes over 1 GiB)\n",
-                MeasureReadBandwidth(*threads), *threads);
+    const BandwidthMeasurement m = MeasureBandwidth(*threads);
+    std::printf(
+        "read bandwidth %.2f GB/s with %d threads (median of 7 passes over %.2f GiB, "
+        "%d rows in flight per thread)\n",
+        m.probe_gb_s, *threads, m.bytes / double(1 << 30), m.rows_in_flight);
+    std::printf(
+        "dense f32 GEMV %.2f GB/s over the same [%lld, %lld] matrix, isa %s: %.0f%% of "
+        "the probe\n",
+        m.gemv_gb_s, static_cast<long long>(m.rows), static_cast<long long>(m.cols),
+        std::string(IsaName(Kernels().isa)).c_str(), 100 * m.gemv_gb_s / m.probe_gb_s);
   });
 }
 
