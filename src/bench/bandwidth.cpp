@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "bench/onednn_gemv.h"
 #include "model/matmul.h"
 #include "zeroskip/bench.h"
 
@@ -101,33 +102,59 @@ BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes, int repeats, 
     for (int64_t i = b * cols; i < e * cols; ++i) data[i] = 1.0f;
   }
   std::vector<float> x(cols, 1.0f), y(rows);
+  volatile float sink = 0;  // the sums, so no pass can be optimised away
   DenseMatmul gemv(threads);
   const WeightView matrix{data.get(), DType::kF32, rows, cols};
+  // oneDNN reads its own packed copy (same size), prepared once as in `bench ffn`.
+  std::unique_ptr<OneDnnGemv> onednn;
+  dnnl::memory packed;
+  if (with_gemv) {
+    omp_set_num_threads(threads);  // oneDNN follows OpenMP's thread count
+    onednn = std::make_unique<OneDnnGemv>(cols, rows, DType::kF32);
+    packed = onednn->Prepare(matrix, /*out_in=*/true);
+  }
 
-  std::vector<double> probe_gb_s, gemv_gb_s;
-  volatile float sink = 0;
-  for (int r = 0; r < repeats; ++r) {
-    // Interleaved, so both see the same machine state; each pass evicts the other's lines.
-    auto t0 = std::chrono::steady_clock::now();
+  // One probe pass. Rows in flight: each thread's slice as kRowsInFlight row streams. Sequential:
+  // the same slice as one stream (some CPUs, this EPYC among them, prefetch one stream at least as
+  // well as eight); the probe reports the better of the two.
+  auto probe_pass = [&](bool rows_in_flight) {
+    const auto t0 = std::chrono::steady_clock::now();
     float total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
       // Slices aligned to whole row blocks, as the GEMV splits rows.
       const auto [b, e] =
           ThreadSlice(rows, omp_get_thread_num(), omp_get_num_threads(), kRowsInFlight);
-      total += SumRows(data.get() + b * cols, cols, e - b, cols);
+      const float* slice = data.get() + b * cols;
+      total +=
+          rows_in_flight ? SumRows(slice, cols, e - b, cols) : SumRows(slice, 0, 1, (e - b) * cols);
     }
-    probe_gb_s.push_back(GbPerSecond(out.bytes, t0));
+    const double gb_s = GbPerSecond(out.bytes, t0);
     sink = sink + total;
+    return gb_s;
+  };
+
+  std::vector<double> rows_gb_s, sequential_gb_s, gemv_gb_s, onednn_gb_s;
+  for (int r = 0; r < repeats; ++r) {
+    // Interleaved, so all see the same machine state; each pass evicts the others' lines.
+    rows_gb_s.push_back(probe_pass(true));
+    sequential_gb_s.push_back(probe_pass(false));
     if (with_gemv) {
-      t0 = std::chrono::steady_clock::now();
+      auto t0 = std::chrono::steady_clock::now();
       gemv.Linear(matrix, x.data(), 1, y.data());
       gemv_gb_s.push_back(GbPerSecond(out.bytes, t0));
       sink = sink + y[rows - 1];
+      t0 = std::chrono::steady_clock::now();
+      onednn->Run(packed, x.data(), y.data());
+      onednn_gb_s.push_back(GbPerSecond(out.bytes, t0));
+      sink = sink + y[rows - 1];
     }
   }
-  out.probe_gb_s = Median(probe_gb_s);
+  out.rows_in_flight_gb_s = Median(rows_gb_s);
+  out.sequential_gb_s = Median(sequential_gb_s);
+  out.probe_gb_s = std::max(out.rows_in_flight_gb_s, out.sequential_gb_s);
   out.gemv_gb_s = Median(gemv_gb_s);
+  out.onednn_gemv_gb_s = Median(onednn_gb_s);
   return out;
 }
 
