@@ -31,13 +31,17 @@ ModelConfig TinyConfig() {
   c.heads = 2;
   c.kv_heads = 1;
   c.head_dim = 4;
-  c.vocab = 10;
+  c.vocab = 384;  // the test tokenizer's pieces: ZskFile::Open checks the embedded tokenizer
   c.context = 16;
   return c;
 }
 
+std::string TestTokenizer() {
+  return testing::ReadFile(testing::SourceDir() + "/tests/data/tokenizer.model");
+}
+
 std::string WriteSmallFile(const std::string& path) {
-  ZskWriter w(path, TinyConfig(), "{\"verbatim\": true}", "tok-bytes",
+  ZskWriter w(path, TinyConfig(), "{\"verbatim\": true}", TestTokenizer(),
               {{"a", DType::kF32, Layout::kRowMajor, {3, 5}},
                {"b", DType::kBF16, Layout::kTransposed, {7}}});
   std::vector<uint8_t> a(60), b(14);
@@ -54,7 +58,7 @@ TEST(ZskFile, RoundTrips) {
   const auto file = ZskFile::Open(WriteSmallFile(dir / "m.zsk"));
   EXPECT_EQ(file->config().hidden, 8);
   EXPECT_EQ(file->source_config_json(), "{\"verbatim\": true}");
-  EXPECT_EQ(file->tokenizer_model(), "tok-bytes");
+  EXPECT_EQ(file->tokenizer_model(), TestTokenizer());
   ASSERT_EQ(file->tensors().size(), 2u);
   const TensorInfo* b = file->Find("b");
   ASSERT_NE(b, nullptr);

@@ -1,12 +1,20 @@
-// The sentencepiece wrapper against fixtures from the Python sentencepiece library, and the
-// streaming UTF-8 assembly of byte-fallback pieces.
+// The sentencepiece wrapper against fixtures from the Python sentencepiece library, the
+// streaming UTF-8 assembly of byte-fallback pieces, and the model validation that runs before
+// sentencepiece sees tokenizer bytes (hostile normalizer charsmaps, self-test samples).
+#include "zeroskip/tokenizer.h"
+
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
 #include <nlohmann/json.hpp>
 
+#include "sentencepiece_bytes.h"
 #include "test_util.h"
+#include "text/tokenizer_check.h"
 #include "zeroskip/error.h"
-#include "zeroskip/tokenizer.h"
+#include "zeroskip/format.h"
 
 namespace zeroskip {
 namespace {
@@ -51,12 +59,12 @@ TEST_F(TokenizerTest, StreamingAssemblesValidUtf8) {
 
 TEST(Utf8Stream, HoldsBackIncompleteCharacters) {
   Utf8Stream s;
-  EXPECT_EQ(s.Push("a\xE6"), "a");    // first byte of 日 (E6 97 A5)
+  EXPECT_EQ(s.Push("a\xE6"), "a");  // first byte of 日 (E6 97 A5)
   EXPECT_EQ(s.Push("\x97"), "");
   EXPECT_EQ(s.Push("\xA5!"), "\xE6\x97\xA5!");
   EXPECT_EQ(s.Push("\xFF"), "\xEF\xBF\xBD");  // invalid byte -> U+FFFD, stream continues
   EXPECT_EQ(s.Push("\xC3"), "");
-  EXPECT_EQ(s.Flush(), "\xEF\xBF\xBD");       // truncated tail
+  EXPECT_EQ(s.Flush(), "\xEF\xBF\xBD");  // truncated tail
 }
 
 TEST(Utf8, Validation) {
@@ -70,6 +78,166 @@ TEST(Utf8, Validation) {
 TEST_F(TokenizerTest, InvalidUtf8IsRefused) { EXPECT_THROW(tok_.Encode("a\xFFz"), Error); }
 
 TEST(Tokenizer, GarbageModelIsRefused) { EXPECT_THROW(Tokenizer("not a model", "x"), Error); }
+
+// ---------------------------------------------------------------- model validation
+
+using ::testing::HasSubstr;
+using testing::OutOfRangeTrieCharsmap;
+using testing::WithCharsmap;
+using testing::WithSelfTestSample;
+
+std::string TestModel() {
+  return testing::ReadFile(testing::SourceDir() + "/tests/data/tokenizer.model");
+}
+
+// What the Error says, or a marker when nothing was thrown.
+std::string ErrorText(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+std::string LoadError(const std::string& model) {
+  return ErrorText([&] { Tokenizer(model, "m.zsk"); });
+}
+std::string CheckError(const std::string& model) {
+  return ErrorText([&] { CheckTokenizerModel(model, 384, "tokenizer.model"); });
+}
+
+// The crash from the review: sentencepiece accepts this model and then segfaults in its
+// normalizer on the first Encode (and on load when self-test samples are present).
+TEST(TokenizerModelCheck, OutOfRangeTrieIsRefusedBeforeSentencepieceSeesIt) {
+  const std::string hostile = WithCharsmap(TestModel(), OutOfRangeTrieCharsmap());
+  EXPECT_EQ(LoadError(hostile),
+            "m.zsk: the embedded tokenizer's normalizer_spec has a custom precompiled_charsmap (9 "
+            "bytes); only sentencepiece's builtin normalization rules (nmt_nfkc, nfkc, "
+            "nmt_nfkc_cf, nfkc_cf, identity) are supported");
+  EXPECT_EQ(CheckError(hostile),
+            "tokenizer.model: normalizer_spec has a custom precompiled_charsmap (9 bytes); only "
+            "sentencepiece's builtin normalization rules (nmt_nfkc, nfkc, nmt_nfkc_cf, nfkc_cf, "
+            "identity) are supported");
+  const std::string with_self_test = WithSelfTestSample(hostile, "hello", "\xE2\x96\x81hello");
+  EXPECT_THAT(LoadError(with_self_test), HasSubstr("custom precompiled_charsmap"));
+  EXPECT_THAT(CheckError(with_self_test), HasSubstr("custom precompiled_charsmap"));
+}
+
+TEST(TokenizerModelCheck, DenormalizerAndRepeatedSpecsAreChecked) {
+  const std::string model = TestModel();
+  EXPECT_THAT(
+      LoadError(WithCharsmap(model, OutOfRangeTrieCharsmap(), testing::kDenormalizerSpecField)),
+      HasSubstr("denormalizer_spec has a custom precompiled_charsmap"));
+  // Protobuf merges a repeated spec and keeps the last charsmap: every occurrence counts.
+  const std::string second_spec = testing::ProtoBytesField(
+      testing::kNormalizerSpecField, testing::ProtoBytesField(2, OutOfRangeTrieCharsmap()));
+  EXPECT_THAT(LoadError(model + second_spec), HasSubstr("custom precompiled_charsmap"));
+  const std::string nfkc = SentencepieceBuiltinCharsmap("nfkc");
+  const std::string hostile_then_builtin =
+      model + testing::ProtoBytesField(testing::kNormalizerSpecField,
+                                       testing::ProtoBytesField(2, OutOfRangeTrieCharsmap()) +
+                                           testing::ProtoBytesField(2, nfkc));
+  EXPECT_THAT(LoadError(hostile_then_builtin), HasSubstr("custom precompiled_charsmap"));
+}
+
+TEST(TokenizerModelCheck, BuiltinRulesAreAccepted) {
+  for (const char* rule : {"nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"}) {
+    const std::string model = WithCharsmap(TestModel(), SentencepieceBuiltinCharsmap(rule));
+    EXPECT_EQ(CheckError(model), "(accepted)") << rule;
+    EXPECT_EQ(LoadError(model), "(accepted)") << rule;
+  }
+  // The table is really in use: NFKC folds full-width letters to ASCII.
+  const Tokenizer nfkc(WithCharsmap(TestModel(), SentencepieceBuiltinCharsmap("nmt_nfkc")), "x");
+  const Tokenizer identity(TestModel(), "x");
+  EXPECT_EQ(nfkc.Encode("\xEF\xBC\xA1nna"), identity.Encode("Anna"));  // U+FF21 FULLWIDTH A
+  EXPECT_NE(identity.Encode("\xEF\xBC\xA1nna"), identity.Encode("Anna"));
+}
+
+TEST(TokenizerModelCheck, AlteredBuiltinTableIsRefused) {
+  std::string table = SentencepieceBuiltinCharsmap("nmt_nfkc");
+  table[table.size() / 2] ^= 1;
+  EXPECT_THAT(LoadError(WithCharsmap(TestModel(), table)),
+              HasSubstr("custom precompiled_charsmap"));
+  EXPECT_THROW(SentencepieceBuiltinCharsmap("nfkd"), Error);
+}
+
+// sentencepiece would refuse this model ("Self-test failures"); the samples are dropped before it
+// loads, since running them only re-checks the trainer and feeds it more hostile text.
+TEST(TokenizerModelCheck, SelfTestSamplesAreNotRun) {
+  const std::string model = WithSelfTestSample(TestModel(), "hello", "not what it encodes to");
+  EXPECT_EQ(LoadError(model), "(accepted)");
+  EXPECT_EQ(SentencepieceBytesToLoad(model, "x"), TestModel());
+}
+
+TEST(TokenizerModelCheck, BrokenWireFormatIsRefused) {
+  const std::string model = TestModel();
+  EXPECT_THAT(LoadError(model.substr(0, model.size() - 1)),
+              HasSubstr("m.zsk: the embedded tokenizer is not a valid sentencepiece model (broken "
+                        "protobuf at byte"));
+  EXPECT_THAT(CheckError(model + "\x1b"), HasSubstr("not a valid sentencepiece model (broken "));
+  // Field 3 as a varint instead of a message; a group (wire type 3); a spec cut short inside.
+  EXPECT_THAT(CheckError(model + "\x18\x01"), HasSubstr("normalizer_spec is not a message"));
+  EXPECT_THAT(CheckError(model + "\x0b"), HasSubstr("(broken protobuf at byte"));
+  EXPECT_THAT(CheckError(model + testing::ProtoBytesField(3,
+                                                          "\x12\x05"
+                                                          "ab")),
+              HasSubstr("normalizer_spec is broken at byte"));
+  EXPECT_THAT(CheckError(model + testing::ProtoBytesField(3, "\x10\x01")),
+              HasSubstr("precompiled_charsmap is not a byte string"));
+  EXPECT_THAT(CheckError(std::string((64u << 20) + 1, '\0')), HasSubstr("larger than 64 MiB"));
+  EXPECT_THAT(CheckError("not a model"), HasSubstr("not a valid sentencepiece model"));
+}
+
+// Two more ways a model crashed sentencepiece, found by fuzzing and by reading its code: a NUL
+// inside a piece (darts-clone throws from the model constructor) and user-defined pieces nested
+// more than 64 deep (PrefixMatcher reads past its 64-entry result array on Encode).
+TEST(TokenizerModelCheck, PiecesThatCrashSentencepieceAreRefused) {
+  const std::string model = TestModel();
+  EXPECT_EQ(LoadError(testing::WithPiece(model, std::string("\0abc", 4), 1)),
+            "m.zsk: the embedded tokenizer's piece 384 contains a NUL byte");
+  EXPECT_EQ(CheckError(testing::WithPiece(model, std::string("ab\0", 3), 4)),
+            "tokenizer.model: piece 384 contains a NUL byte");
+
+  auto nested = [&](int depth) {
+    std::string m = model;
+    for (int i = 1; i <= depth; ++i) m = testing::WithPiece(m, "@@@" + std::string(i, 'q'), 4);
+    return m;
+  };
+  EXPECT_EQ(CheckError(nested(65)),
+            "tokenizer.model: user-defined pieces nest 65 deep (each a prefix of the next); "
+            "sentencepiece handles at most 64");
+  const Tokenizer deepest(nested(64), "x");
+  // The longest user-defined symbol wins: "@@@" + 64 q's is one piece.
+  const std::vector<int> ids = deepest.Encode("@@@" + std::string(64, 'q'));
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 384 + 63), ids.end());
+}
+
+// The load path of a hostile .zsk: opening it (info, verify, run, Model::Load) refuses it with one
+// clear line instead of crashing later in Encode.
+TEST(TokenizerModelCheck, ZskWithHostileTokenizerIsRefused) {
+  testing::TempDir dir;
+  ModelConfig c;
+  c.hf_architecture = "LlamaForCausalLM";
+  c.hidden = 8, c.ffn = 12, c.layers = 1, c.heads = 2, c.kv_heads = 1, c.head_dim = 4;
+  c.vocab = 384, c.context = 16;
+  const std::string path = dir / "m.zsk";
+  {
+    ZskWriter w(path, c, "{}", WithCharsmap(TestModel(), OutOfRangeTrieCharsmap()), {});
+    w.Finish();
+  }
+  EXPECT_THAT(ErrorText([&] { ZskFile::Open(path); }),
+              HasSubstr("m.zsk: the embedded tokenizer's normalizer_spec has a custom "
+                        "precompiled_charsmap"));
+  for (const char* command : {"verify", "info"}) {
+    const auto r = testing::RunCli({command, path});
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_THAT(r.err, HasSubstr("the embedded tokenizer's normalizer_spec has a custom"));
+  }
+  const auto r = testing::RunCli({"run", "-m", path, "-p", "hello", "-n", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("the embedded tokenizer's normalizer_spec has a custom"));
+}
 
 }  // namespace
 }  // namespace zeroskip

@@ -12,7 +12,27 @@
 
 namespace zeroskip {
 
-// Median GB/s of reading `bytes` with `threads` threads (a vectorized sum).
+// The read-bandwidth probe: a [rows, 4096] f32 matrix of about `bytes` (far beyond the last-level
+// cache), each thread summing its slice of rows with the widest vectors the CPU has, both eight
+// rows at a time (the load pattern of the dense GEMV, with more streams in flight) and as one
+// sequential stream; the probe is the better median of the two. With `with_gemv`,
+// the dense f32 GEMVs also run over a matrix of that size, interleaved pass by pass, as a check
+// (a probe slower than a GEMV is measuring itself): zeroskip's (DenseMatmul::Linear, one token)
+// on the same memory, and oneDNN's on its packed copy.
+struct BandwidthMeasurement {
+  int64_t rows = 0, cols = 0;
+  int rows_in_flight = 0;          // per thread, in the probe
+  uint64_t bytes = 0;              // rows * cols * 4, read per pass
+  double probe_gb_s = 0;           // max of the two medians below
+  double rows_in_flight_gb_s = 0;  // median over the passes, rows_in_flight rows per thread
+  double sequential_gb_s = 0;      // median over the passes, one stream per thread
+  double gemv_gb_s = 0;            // zeroskip's GEMV, median over the passes; 0 without with_gemv
+  double onednn_gemv_gb_s = 0;     // oneDNN's GEMV, likewise
+};
+BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30,
+                                      int repeats = 7, bool with_gemv = true);
+
+// The probe's median GB/s alone (MeasureBandwidth without the GEMV).
 double MeasureReadBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30, int repeats = 7);
 
 // The median of a sample (the middle element; upper middle for an even count).

@@ -10,6 +10,7 @@
 
 #include "format/file_io.h"
 #include "format/zsk_layout.h"
+#include "text/tokenizer_check.h"
 #include "zeroskip/error.h"
 #include "zeroskip/format.h"
 
@@ -73,6 +74,8 @@ void ZskFile::Parse() {
   tokenizer_size_ = h.tokenizer_size;
   tensors_ = DecodeTensorTable(base_, h, path_);
   for (size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
+  // Here rather than only at model load, so `info` and `verify` refuse what `run` would.
+  CheckTokenizerModel(tokenizer_model(), config_.vocab, path_, "the embedded tokenizer");
 }
 
 std::string_view ZskFile::tokenizer_model() const {

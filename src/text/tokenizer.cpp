@@ -50,20 +50,9 @@ bool IsValidUtf8(std::string_view text) {
   return true;
 }
 
-void CheckTokenizerModel(std::string_view model, int64_t vocab, const std::string& path) {
-  sentencepiece::SentencePieceProcessor sp;
-  const auto status = sp.LoadFromSerializedProto(model);
-  if (!status.ok()) throw Error(path, "not a valid sentencepiece model");
-  if (sp.GetPieceSize() > vocab) {
-    throw Error(path, "tokenizer has " + std::to_string(sp.GetPieceSize()) +
-                          " pieces but the model's vocab_size is " + std::to_string(vocab));
-  }
-}
-
 Tokenizer::Tokenizer(std::string_view serialized_model, const std::string& path)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(path) {
-  const auto status = sp_->LoadFromSerializedProto(serialized_model);
-  if (!status.ok()) throw Error(path, "the embedded tokenizer is not a valid sentencepiece model");
+  LoadSentencepieceModel(serialized_model, *sp_, path, "the embedded tokenizer");
   for (int id = 0; id < sp_->GetPieceSize(); ++id) {
     longest_piece_bytes_ = std::max(longest_piece_bytes_, sp_->IdToPiece(id).size());
   }

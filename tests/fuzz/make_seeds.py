@@ -8,6 +8,10 @@ corpus/ came from fuzzing (minimized with -merge=1) or is a crash reproducer (cr
 With --zeroskip, also converts a tiny checkpoint (hidden 16, 1 layer, vocab 384, f16, the test
 tokenizer) into corpus/zsk_header/seed-converted.zsk and takes its safetensors header and
 config.json as seeds too.
+
+The tokenizer seeds are the two committed tokenizer.model files and edits of them (hostile and
+builtin normalizer charsmaps, self-test samples, a cut); the ones trained here in memory (unigram,
+char and word models, NFKC rules) need python3-sentencepiece and are skipped without it.
 """
 import argparse
 import ctypes
@@ -192,6 +196,111 @@ def converted_seeds(zeroskip):
             write("hf_config", "seed-converted.json", f.read())
 
 
+# ---------------------------------------------------------------- tokenizer (sentencepiece ModelProto)
+
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def proto_bytes(field, payload):
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def proto_records(message):
+    """-> [(field, whole record bytes, payload or None)] of a trusted message."""
+    def read_varint(i):
+        v, shift = 0, 0
+        while True:
+            b = message[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return v, i
+    out, i = [], 0
+    while i < len(message):
+        begin = i
+        tag, i = read_varint(i)
+        payload = None
+        if tag & 7 == 0:
+            _, i = read_varint(i)
+        elif tag & 7 == 1:
+            i += 8
+        elif tag & 7 == 5:
+            i += 4
+        else:
+            n, i = read_varint(i)
+            payload = message[i:i + n]
+            i += n
+        out.append((tag >> 3, message[begin:i], payload))
+    return out
+
+
+def with_charsmap(model, charsmap, spec_field=3):
+    """`model` with its NormalizerSpec `spec_field` holding `charsmap` (as
+    tests/sentencepiece_bytes.cpp does)."""
+    out, done = b"", False
+    for field, record, payload in proto_records(model):
+        if field == spec_field and not done:
+            spec = b"".join(r for f, r, _ in proto_records(payload) if f != 2)
+            out += proto_bytes(spec_field, spec + proto_bytes(2, charsmap))
+            done = True
+        else:
+            out += record
+    return out if done else out + proto_bytes(spec_field, proto_bytes(2, charsmap))
+
+
+def with_self_test(model, text, expected):
+    sample = proto_bytes(1, text.encode()) + proto_bytes(2, expected.encode())
+    return model + proto_bytes(4, proto_bytes(1, sample))
+
+
+# One-unit darts-clone trie whose root points ~4 GB past the blob (crashed sentencepiece before
+# the charsmap check).
+OUT_OF_RANGE_CHARSMAP = struct.pack("<II", 4, (0x3FFFFF << 10) | (1 << 9)) + b"\0"
+
+
+def tokenizer_seeds():
+    def read(*path):
+        with open(os.path.join(ROOT, *path), "rb") as f:
+            return f.read()
+    test = read("tests", "data", "tokenizer.model")
+    write("tokenizer", "seed-test.model", test)
+    write("tokenizer", "seed-relu-ft.model", read("models", "relu-ft", "tokenizer.model"))
+    write("tokenizer", "seed-hostile-charsmap", with_charsmap(test, OUT_OF_RANGE_CHARSMAP))
+    write("tokenizer", "seed-hostile-charsmap-selftest",
+          with_self_test(with_charsmap(test, OUT_OF_RANGE_CHARSMAP), "hello", "\u2581hello"))
+    write("tokenizer", "seed-hostile-denormalizer", with_charsmap(test, OUT_OF_RANGE_CHARSMAP, 5))
+    write("tokenizer", "seed-selftest-mismatch", with_self_test(test, "the cat", "wrong"))
+    write("tokenizer", "seed-truncated", test[:len(test) // 2])
+    # User-defined pieces each a prefix of the next: 64 deep is accepted, 65 crashed sentencepiece.
+    for depth in (64, 65):
+        nested = test
+        for i in range(1, depth + 1):
+            piece = proto_bytes(1, b"@@@" + b"q" * i) + b"\x18\x04"  # type USER_DEFINED
+            nested += proto_bytes(1, piece)
+        write("tokenizer", f"seed-user-defined-nested-{depth}", nested)
+    try:
+        sys.path.insert(0, os.path.join(ROOT, "tools", "pylib"))
+        import spm_train
+    except ImportError:
+        print("python3-sentencepiece missing: trained tokenizer seeds skipped", file=sys.stderr)
+        return
+    text = ["Ａnna reads a long letter at the café.", "The cat sees 12 dogs!", "ｶﾀｶﾅ and ①②"] * 20
+    nfkc = spm_train.train_bpe(text, 300, normalization_rule_name="nmt_nfkc")
+    write("tokenizer", "seed-bpe-nmt-nfkc.model", nfkc)
+    # One builtin table is enough (each is ~240 KB and only compared byte for byte here).
+    for kind in ("unigram", "char", "word"):
+        write("tokenizer", f"seed-{kind}.model", spm_train.train_bpe(
+            text, 60 if kind == "unigram" else 40, model_type=kind, byte_fallback=False,
+            hard_vocab_limit=False, split_digits=False))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zeroskip", help="the zeroskip CLI, to convert a tiny checkpoint")
@@ -199,6 +308,7 @@ def main():
     safetensors_seeds()
     hf_config_seeds()
     zsk_seeds()
+    tokenizer_seeds()
     if args.zeroskip:
         converted_seeds(args.zeroskip)
 

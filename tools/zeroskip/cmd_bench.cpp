@@ -214,11 +214,24 @@ void AddBenchDecode(CLI::App* bench) {
 
 void AddBenchBandwidth(CLI::App* bench) {
   auto threads = std::make_shared<int>(PhysicalCores());
-  auto* cmd = bench->add_subcommand("bandwidth", "Memory read bandwidth probe (1 GiB)");
+  auto* cmd = bench->add_subcommand(
+      "bandwidth", "Memory read bandwidth probe (1 GiB), checked against the dense GEMV");
   cmd->add_option("-t,--threads", *threads, "threads")->check(CLI::Range(1, 1024));
   cmd->callback([threads] {
-    std::printf("read bandwidth %.2f GB/s with %d threads (median of 7 passes over 1 GiB)\n",
-                MeasureReadBandwidth(*threads), *threads);
+    const BandwidthMeasurement m = MeasureBandwidth(*threads);
+    std::printf(
+        "read bandwidth %.2f GB/s with %d threads (medians of 7 passes over %.2f GiB: %.2f with "
+        "%d rows in flight per thread, %.2f as one stream per thread)\n",
+        m.probe_gb_s, *threads, m.bytes / double(1 << 30), m.rows_in_flight_gb_s, m.rows_in_flight,
+        m.sequential_gb_s);
+    const double best_gemv = std::max(m.gemv_gb_s, m.onednn_gemv_gb_s);
+    std::printf(
+        "dense f32 GEMV over a [%lld, %lld] matrix: zeroskip %.2f GB/s (isa %s), oneDNN %.2f "
+        "GB/s\n",
+        static_cast<long long>(m.rows), static_cast<long long>(m.cols), m.gemv_gb_s,
+        std::string(IsaName(Kernels().isa)).c_str(), m.onednn_gemv_gb_s);
+    std::printf("best GEMV / probe = %.2f%s\n", best_gemv / m.probe_gb_s,
+                best_gemv > m.probe_gb_s ? " (above 1: the probe under-reads this machine)" : "");
   });
 }
 
