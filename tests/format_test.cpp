@@ -99,17 +99,17 @@ TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
 TEST(ZskWriter, ConcurrentWritersOfOneOutputDoNotMix) {
   testing::TempDir dir;
   const std::vector<TensorSpec> specs = {{"a", DType::kF32, Layout::kRowMajor, {2}}};
-  ZskWriter first(dir / "m.zsk", TinyConfig(), "{}", "1", specs);
-  ZskWriter second(dir / "m.zsk", TinyConfig(), "{}", "2", specs);
+  ZskWriter first(dir / "m.zsk", TinyConfig(), "{\"writer\": 1}", TestTokenizer(), specs);
+  ZskWriter second(dir / "m.zsk", TinyConfig(), "{\"writer\": 2}", TestTokenizer(), specs);
   EXPECT_NE(first.tmp_path(), second.tmp_path());
   const std::vector<uint8_t> data(8, 1);
   first.WriteNext(data);
   second.WriteNext(data);
   first.Finish();
-  EXPECT_EQ(ZskFile::Open(dir / "m.zsk")->tokenizer_model(), "1");
+  EXPECT_EQ(ZskFile::Open(dir / "m.zsk")->source_config_json(), "{\"writer\": 1}");
   EXPECT_TRUE(fs::exists(second.tmp_path()));  // the first rename did not take the second's file
   second.Finish();
-  EXPECT_EQ(ZskFile::Open(dir / "m.zsk")->tokenizer_model(), "2");
+  EXPECT_EQ(ZskFile::Open(dir / "m.zsk")->source_config_json(), "{\"writer\": 2}");
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 

@@ -496,7 +496,7 @@ def verify_runs_the_load_checks(w):
     z.replace_metadata(json.dumps(meta, separators=(",", ":"))).reseal()
     path = os.path.join(w.fresh_dir("verify"), "model.zsk")
     mc.write_text(path, bytes(z.b))
-    return expect_error(w.run(["verify", path]), names=path, reason="has shape")
+    return expect_error(w.run(["verify", path]), names=path, reason="vocab_size is 100")
 
 
 # ------------------------------------------------------------------ eval, score, perplexity, bench
