@@ -434,6 +434,52 @@ nonfinite_checkpoint_case("nan_in_checkpoint", "model.embed_tokens.weight", np.n
 nonfinite_checkpoint_case("inf_in_checkpoint", "model.norm.weight", np.inf)
 
 
+# ------------------------------------------------------------------ tokenizers
+
+HOSTILE_TOKENIZER = os.path.join(mc.ROOT, "tests", "fuzz", "corpus", "tokenizer",
+                                 "seed-hostile-charsmap")
+
+
+@case
+def tokenizer_custom_charsmap_convert(w):
+    """A normalizer trie with out-of-range units (crashed sentencepiece's normalizer)."""
+    hf = w.hf_copy("tok-charsmap")
+    tok = os.path.join(hf, "tokenizer.model")
+    mc.write_text(tok, mc.read_bytes(HOSTILE_TOKENIZER))
+    out = w.fresh_dir("tok-charsmap-out")
+    line = expect_error(w.run(["convert", hf, "-o", out + "/m.zsk"]), names=tok,
+                        reason="precompiled_charsmap")
+    if listing(out):
+        raise Failure(f"left {listing(out)}")
+    return line
+
+
+@case
+def tokenizer_custom_charsmap_in_zsk(w):
+    """The same tokenizer embedded in a .zsk (header checksum recomputed): every command that
+    opens the file refuses it instead of crashing in sentencepiece."""
+    z = mc.Zsk(mc.read_bytes(w.zsk()))
+    hostile = mc.read_bytes(HOSTILE_TOKENIZER)
+    # Room for it: the metadata without its verbatim copy of config.json, the tokenizer after it.
+    meta = json.loads(z.region("metadata_offset", z.get("metadata_size")))
+    meta["hf_config"] = ""
+    compact = json.dumps(meta, separators=(",", ":")).encode()
+    start = z.get("metadata_offset")
+    if start + len(compact) + len(hostile) > z.get("table_offset"):
+        raise Failure("the hostile tokenizer does not fit before the tensor table")
+    z.b[start:start + len(compact)] = compact
+    z.set("metadata_size", len(compact))
+    z.b[start + len(compact):start + len(compact) + len(hostile)] = hostile
+    z.set("tokenizer_offset", start + len(compact))
+    z.set("tokenizer_size", len(hostile))
+    z.reseal()
+    path = os.path.join(w.fresh_dir("tok-zsk"), "model.zsk")
+    mc.write_text(path, bytes(z.b))
+    for cmd in (["info", path], ["verify", path], ["run", "-m", path, "-p", "x", "-n", "1"]):
+        line = expect_error(w.run(cmd), names=path, reason="precompiled_charsmap")
+    return line
+
+
 # ------------------------------------------------------------------ messages
 
 @case
