@@ -99,8 +99,9 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   CheckOutputPath(opt.out_path);  // fail before reading gigabytes, not after
   const std::string config_path = opt.hf_dir + "/config.json";
-  if (!FileExists(config_path))
+  if (!FileExists(config_path)) {
     throw Error(config_path, "missing (is this a checkpoint directory?)");
+  }
   const std::string config_text = ReadSmallFile(config_path, kMaxConfigBytes);
   const ModelConfig config = ParseHfConfig(config_text, config_path);
 

@@ -90,8 +90,9 @@ void CheckOutputPath(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return;  // a new file
   if (S_ISDIR(st.st_mode)) throw Error(path, "is a directory (give a file name for the output)");
   // Renaming over a device node or FIFO would replace it (as root: /dev/null) with a model.
-  if (!S_ISREG(st.st_mode))
+  if (!S_ISREG(st.st_mode)) {
     throw Error(path, "exists and is not a regular file (refusing to replace it)");
+  }
 }
 
 AtomicOutput::AtomicOutput(std::string path) : path_(std::move(path)) {

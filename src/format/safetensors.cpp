@@ -64,14 +64,16 @@ SafetensorsFile ParseSafetensorsHeader(std::string_view header_json, uint64_t fi
       throw Error(path, where + ": more than " + std::to_string(kZskMaxDims) + " dimensions");
     }
     for (const json& d : info["shape"]) {
-      if (!d.is_number_unsigned())
+      if (!d.is_number_unsigned()) {
         throw Error(path, where + ": shape entries must be integers >= 0");
+      }
       t.shape.push_back(d.get<uint64_t>());
       elements = CheckedMul(elements, t.shape.back(), path, where + ": element count");
     }
     for (const json& o : info["data_offsets"]) {
-      if (!o.is_number_unsigned())
+      if (!o.is_number_unsigned()) {
         throw Error(path, where + ": data_offsets must be integers >= 0");
+      }
     }
     const uint64_t begin = info["data_offsets"][0].get<uint64_t>();
     const uint64_t end = info["data_offsets"][1].get<uint64_t>();
@@ -112,8 +114,9 @@ SafetensorsFile ReadSafetensorsHeader(const std::string& path) {
     throw Error(path, "safetensors header length " + std::to_string(n) +
                           " is larger than the file (" + std::to_string(file.size()) + " bytes)");
   }
-  if (n > kMaxSafetensorsHeaderBytes)
+  if (n > kMaxSafetensorsHeaderBytes) {
     throw Error(path, "safetensors header is larger than 100 MiB");
+  }
   std::string header(n, '\0');
   file.ReadAt(8, header.data(), n);
   return ParseSafetensorsHeader(header, file.size(), path);

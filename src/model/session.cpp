@@ -44,11 +44,9 @@ namespace {
 // What can be allocated without swapping or the OOM killer: MemAvailable, else all of RAM.
 uint64_t AvailableMemoryBytes() {
   std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  uint64_t kib = 0;
-  std::string unit;
-  while (meminfo >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
+  std::string line;
+  while (std::getline(meminfo, line)) {
+    if (line.rfind("MemAvailable:", 0) == 0) return std::stoull(line.substr(13)) * 1024;  // kB
   }
   return PhysicalMemoryBytes();
 }

@@ -287,8 +287,9 @@ void LoadSentencepieceModel(std::string_view model, sentencepiece::SentencePiece
     // model it cannot build is the same verdict.
   }
   // sentencepiece's status text is not shown: it carries its source locations.
-  if (!ok)
+  if (!ok) {
     throw Error(path, (what.empty() ? "" : what + " is ") + "not a valid sentencepiece model");
+  }
 }
 
 void CheckTokenizerModel(std::string_view model, int64_t vocab, const std::string& path,
