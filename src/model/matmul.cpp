@@ -21,8 +21,15 @@ void DenseMatmul::ReserveWiden(uint64_t elements) {
 const float* DenseMatmul::AsF32(const WeightView& w) {
   if (w.dtype == DType::kF32) return static_cast<const float*>(w.data);
   ReserveWiden(static_cast<uint64_t>(w.rows * w.cols));
-  ConvertMatrix(static_cast<const uint8_t*>(w.data), w.dtype, w.rows, w.cols, false,
-                reinterpret_cast<uint8_t*>(widened_.data()), DType::kF32);
+  // Split by rows over the threads: on one thread this pass alone cost most of a long prefill.
+  const size_t elem = DTypeSize(w.dtype);
+#pragma omp parallel num_threads(threads_)
+  {
+    const auto [begin, end] = ThreadSlice(w.rows, omp_get_thread_num(), omp_get_num_threads());
+    ConvertMatrix(static_cast<const uint8_t*>(w.data) + begin * w.cols * elem, w.dtype,
+                  end - begin, w.cols, false,
+                  reinterpret_cast<uint8_t*>(widened_.data() + begin * w.cols), DType::kF32);
+  }
   return widened_.data();
 }
 
