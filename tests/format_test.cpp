@@ -1,19 +1,20 @@
 // The native file: writer/reader round trip, atomicity, checksums, and the converter's output
 // against the source safetensors (bit-identical when the dtype is kept, exactly rounded when
-// narrowed, exactly widened when widened; the FFN down projection transposed).
+// narrowed, exactly widened when widened; the FFN down projection transposed). Expected values
+// are widened and rounded by the independent oracle of test_util.h, not by ConvertMatrix.
+#include "zeroskip/format.h"
+
 #include <gtest/gtest.h>
 
-#include <Eigen/Core>
+#include <cstring>
 #include <filesystem>
 
-#include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
 #include "model/llama_layout.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
-#include "zeroskip/format.h"
 
 namespace zeroskip {
 namespace {
@@ -91,12 +92,29 @@ TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
 TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   testing::TempDir dir;
   {
-    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "", {{"a", DType::kF32, Layout::kRowMajor, {2}}});
+    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "",
+                {{"a", DType::kF32, Layout::kRowMajor, {2}}});
     EXPECT_TRUE(fs::exists(dir / "m.zsk.tmp"));
   }
   EXPECT_FALSE(fs::exists(dir / "m.zsk.tmp"));
   EXPECT_FALSE(fs::exists(dir / "m.zsk"));
   EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", TinyConfig(), "{}", "", {}), Error);
+}
+
+// n elements of `dtype` at `p`, widened to f32 by the test's own oracle.
+std::vector<float> Widened(const uint8_t* p, DType dtype, uint64_t n) {
+  std::vector<float> out(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&out[i], p + 4 * i, 4);
+    } else {
+      uint16_t bits;
+      std::memcpy(&bits, p + 2 * i, 2);
+      out[i] =
+          dtype == DType::kF16 ? testing::HalfBitsToFloat(bits) : testing::Bf16BitsToFloat(bits);
+    }
+  }
+  return out;
 }
 
 // Reads a source tensor from the HF checkpoint, widened to f32.
@@ -111,12 +129,8 @@ std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& na
       if (t.name != name) continue;
       std::vector<uint8_t> raw(t.end - t.begin);
       InputFile(f).ReadAt(t.begin, raw.data(), raw.size());
-      const uint64_t n = raw.size() / DTypeSize(t.dtype);
-      std::vector<float> out(n);
-      ConvertMatrix(raw.data(), t.dtype, 1, n, false, reinterpret_cast<uint8_t*>(out.data()),
-                    DType::kF32);
       if (dtype) *dtype = t.dtype;
-      return out;
+      return Widened(raw.data(), t.dtype, raw.size() / DTypeSize(t.dtype));
     }
   }
   ADD_FAILURE() << "no tensor " << name;
@@ -124,15 +138,12 @@ std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& na
 }
 
 std::vector<float> StoredTensor(const ZskFile& file, const TensorInfo& t) {
-  std::vector<float> out(t.elements());
-  ConvertMatrix(static_cast<const uint8_t*>(file.data(t)), t.dtype, 1, out.size(), false,
-                reinterpret_cast<uint8_t*>(out.data()), DType::kF32);
-  return out;
+  return Widened(static_cast<const uint8_t*>(file.data(t)), t.dtype, t.elements());
 }
 
 float Rounded(float v, DType to) {
-  if (to == DType::kBF16) return static_cast<float>(Eigen::bfloat16(v));
-  if (to == DType::kF16) return static_cast<float>(Eigen::half(v));
+  if (to == DType::kBF16) return testing::RoundToBf16(v);
+  if (to == DType::kF16) return testing::RoundToHalf(v);
   return v;
 }
 
@@ -169,12 +180,12 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Checkpoints, ConvertRoundTrip,
-    ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
-                                         "llama_gqa_hd64_relu_f16_sharded",
-                                         "llama_mqa_hd128_silu_tied_f32"),
-                       ::testing::Values("keep", "f32", "bf16", "f16")));
+INSTANTIATE_TEST_SUITE_P(Checkpoints, ConvertRoundTrip,
+                         ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32",
+                                                              "llama_mha_hd64_relu_bf16",
+                                                              "llama_gqa_hd64_relu_f16_sharded",
+                                                              "llama_mqa_hd128_silu_tied_f32"),
+                                            ::testing::Values("keep", "f32", "bf16", "f16")));
 
 }  // namespace
 }  // namespace zeroskip
