@@ -198,6 +198,23 @@ TEST(SamplerDistribution, AllFiltersInHuggingFaceOrder) {
       kEight, {.temperature = 2.0f, .top_k = 4, .top_p = 0.8f, .min_p = 0.85f, .seed = 6}, 40000);
 }
 
+// Ties, where ">" versus ">=" and the tie-break decide: top-k keeps the lower ids of tokens tied at
+// the k-th logit; min-p keeps a token whose probability equals min_p times the top one (HF removes
+// only probs < min_p * top).
+TEST(SamplerDistribution, TiesAtTheTopKAndMinPBoundaries) {
+  const std::vector<float> tied = {2.0f, 1.0f, 2.0f, 2.0f, 0.5f};
+  const SamplerOptions top_k{.temperature = 1.0f, .top_k = 2, .top_p = 1, .min_p = 0, .seed = 11};
+  const auto want = ExpectedDistribution(tied, top_k);
+  EXPECT_EQ(want[3], 0.0);  // tied with 0 and 2 but the highest id
+  EXPECT_NEAR(want[0], 0.5, 1e-12);
+  ExpectFrequencies(tied, top_k, 20000);
+  // min-p 1: only the tokens tied for the top survive, all three of them.
+  const SamplerOptions min_p{
+      .temperature = 1.0f, .top_k = 0, .top_p = 1, .min_p = 1.0f, .seed = 12};
+  EXPECT_NEAR(ExpectedDistribution(tied, min_p)[3], 1.0 / 3, 1e-12);
+  ExpectFrequencies(tied, min_p, 30000);
+}
+
 // A broken model can emit NaN: such a token is never picked, whichever path runs, and the
 // others keep their softmax probabilities.
 TEST(Sampler, NanLogitsAreNeverPicked) {
