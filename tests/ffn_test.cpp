@@ -89,6 +89,8 @@ class FfnIsaTest : public ::testing::TestWithParam<Isa> {
 // term, or a thread's partial sum, is off by a whole term and fails it.
 struct Reference {
   std::vector<double> y, bound;
+  int64_t active = 0;     // neurons with gate > 0
+  int64_t ambiguous = 0;  // ... of which this many are within float error of 0 (may flip)
 };
 
 Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x) {
@@ -103,6 +105,8 @@ Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x) {
       g_abs += std::abs(double(f.gate_f[i * hidden + d]) * x[d]);
       u_abs += std::abs(double(f.up_f[i * hidden + d]) * x[d]);
     }
+    r.active += g > 0;
+    r.ambiguous += std::abs(g) <= unit * g_abs;
     const double h = std::max(g, 0.0) * u;
     const double h_abs = g_abs * std::abs(u) + std::abs(g) * u_abs + std::abs(h);
     for (int64_t c = 0; c < hidden; ++c) {
@@ -135,9 +139,53 @@ TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
                   << " threads " << threads << " shift " << shift << " hidden " << hidden << " ffn "
                   << ffn << " c " << c;
             }
+            // The statistics count what the step did: the whole gate, then two rows (up and
+            // down) per active neuron when sparse; three whole matrices when dense.
+            const FfnLayerStats& st = rt.layer_stats()[0];
+            const auto active = static_cast<int64_t>(st.neurons - st.zero_neurons);
+            EXPECT_NEAR(active, want.active, want.ambiguous);
+            const uint64_t hf = hidden * ffn, elem = DTypeSize(dtype);
+            const uint64_t read = mode == FfnMode::kSparse ? hf + 2 * hidden * active : 3 * hf;
+            EXPECT_EQ(st.tokens, 1u);
+            EXPECT_EQ(st.neurons, static_cast<uint64_t>(ffn));
+            EXPECT_EQ(st.weight_bytes_read, read * elem);
+            EXPECT_EQ(st.flops_done, 2 * read);
+            EXPECT_EQ(st.flops_dense, 6 * hf);
           }
         }
       }
+    }
+  }
+}
+
+// Auto decodes sparsely exactly when the activation makes zeros (ReLU), and never under dense.
+TEST(FfnRuntime, AutoDecodesSparselyExactlyWhenTheActivationHasZeros) {
+  RandomFfn f(64, 200, DType::kF32, -0.5f, 7);
+  const auto x = Input(64, 8);
+  DenseMatmul mm(2);
+  struct Want {
+    Activation model;
+    FfnMode mode;
+    bool sparse;
+  };
+  for (const Want& w : {Want{Activation::kReLU, FfnMode::kAuto, true},
+                        Want{Activation::kReLU, FfnMode::kSparse, true},
+                        Want{Activation::kReLU, FfnMode::kDense, false},
+                        Want{Activation::kSiLU, FfnMode::kAuto, false}}) {
+    ModelConfig c = f.config;
+    c.activation = w.model;
+    FfnRuntime rt(c, w.mode, 2, 1, &mm);
+    EXPECT_EQ(rt.sparse_decode(), w.sparse) << FfnModeName(w.mode);
+    std::vector<float> y(64);
+    rt.Forward(0, f.weights, x.data(), 1, y.data());
+    const FfnLayerStats& st = rt.layer_stats()[0];
+    if (w.model == Activation::kReLU) {
+      ASSERT_GT(st.zero_neurons, 0u);
+    }
+    if (w.sparse) {
+      EXPECT_LT(st.weight_bytes_read, 3u * 64 * 200 * 4) << FfnModeName(w.mode);
+    } else {
+      EXPECT_EQ(st.weight_bytes_read, 3u * 64 * 200 * 4) << FfnModeName(w.mode);
     }
   }
 }
