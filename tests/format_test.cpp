@@ -117,6 +117,22 @@ std::vector<float> Widened(const uint8_t* p, DType dtype, uint64_t n) {
   return out;
 }
 
+// A tensor may not reach past the data, not even into bytes the file has for other reasons.
+TEST(Safetensors, DataOffsetsMustStayInsideTheData) {
+  const std::string header = R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})";
+  const uint64_t data_start = 8 + header.size();
+  EXPECT_NO_THROW(ParseSafetensorsHeader(header, data_start + 16, "m.safetensors"));
+  for (uint64_t data : {15, 12, 8, 0}) {
+    try {
+      ParseSafetensorsHeader(header, data_start + data, "m.safetensors");
+      ADD_FAILURE() << "accepted " << data << " bytes of data";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.reason(), "tensor 'a': data_offsets end 16 is past the end of the data (" +
+                                std::to_string(data) + " bytes)");
+    }
+  }
+}
+
 // Reads a source tensor from the HF checkpoint, widened to f32.
 std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& name,
                                 DType* dtype = nullptr) {

@@ -144,6 +144,24 @@ TEST(ModelLoad, RefusesMissingAndMiscountedTensors) {
   EXPECT_EQ(LoadReason(fewer), "holds 20 tensors but the config implies 21");
 }
 
+// The format checks behind Model::Load, on files that are otherwise intact.
+TEST(ZskHostile, NonZeroReservedHeaderBytesAreRefused) {
+  for (uint64_t at : {88, 95, 96, 127}) {  // the reserved bytes are [88, 128)
+    ZskImage image = Original();
+    image.bytes_[at] = 1;
+    EXPECT_EQ(LoadReason(image), "reserved header bytes are not zero") << "byte " << at;
+  }
+}
+
+TEST(ZskHostile, UnknownDTypeAndLayoutCodesAreRefused) {
+  ZskImage int8 = Original();
+  int8.Put32(int8.Record("layers.0.ffn_up") + 96, 3);  // reserved for int8
+  EXPECT_EQ(LoadReason(int8), "tensor 'layers.0.ffn_up': unknown dtype code 3");
+  ZskImage layout = Original();
+  layout.SetLayout("layers.0.ffn_up", 2);
+  EXPECT_EQ(LoadReason(layout), "tensor 'layers.0.ffn_up': unknown layout code 2");
+}
+
 // ------------------------------------------------------------------------ context guard
 
 SessionOptions WithContext(int64_t context, FfnMode ffn) {
