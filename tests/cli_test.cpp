@@ -189,6 +189,20 @@ TEST(Cli, InfoAndVerify) {
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
 }
 
+// --dtype converts every weight matrix; norms stay f32 (5 of 256 in this 2-layer model).
+TEST(Cli, ConvertDtypeFlagConvertsTheWeights) {
+  testing::TempDir dir;
+  const std::string hf = testing::TestDataDir() + "/" + kModel;
+  for (const char* dtype : {"bf16", "f16"}) {
+    ASSERT_EQ(RunCli({"convert", hf, "-o", dir / "m.zsk", "--dtype", dtype}).exit_code, 0);
+    const auto info = RunCli({"info", dir / "m.zsk", "--json"});
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    const json j = json::parse(info.out);
+    EXPECT_EQ(j["dtypes"]["f32"], 5 * 256) << dtype;
+    EXPECT_EQ(j["dtypes"][dtype].get<uint64_t>() + 5 * 256, j["parameters"].get<uint64_t>());
+  }
+}
+
 TEST(Cli, SparseFfnOnSiluModelIsRefused) {
   ExpectOneErrorLine(RunCli({"run", "-m", testing::ConvertedModel("llama_mqa_hd128_silu_tied_f32"),
                              "-p", "a", "--ffn", "sparse"}),

@@ -95,6 +95,14 @@ TEST(Scoring, ScoreIsTheSumOfReferenceLogProbsFromThePreviousPosition) {
   }
 }
 
+TEST(Scoring, ScoreRefusesAFromThatLeavesNothingToScore) {
+  for (const char* from : {"3", "4"}) {
+    const auto r = RunCli({"score", "-m", ModelPath(), "--tokens", "1,5,9", "--from", from});
+    EXPECT_EQ(r.exit_code, 1) << "--from " << from;
+    EXPECT_EQ(r.err, "zeroskip: error: --from leaves nothing to score\n") << "--from " << from;
+  }
+}
+
 // Perplexity restarts from BOS at every window of ctx - 1 text tokens and predicts each text token
 // exactly once: exp of the mean negative log-likelihood over all of them.
 double ReferencePerplexity(const std::vector<int>& text, int64_t ctx) {
