@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "model/rms_norm.h"
@@ -234,6 +235,44 @@ TEST(ContextGuard, CliEvalOneTokenPastTheContextIsAClearError) {
         {"eval", "-m", model, "--ctx", "4", "--ffn", ffn, "--tokens", "1,5,9,12,14"});
     EXPECT_EQ(r.exit_code, 1) << r.err;
     EXPECT_EQ(r.err, "zeroskip: error: " + model + ": 5 tokens do not fit the context of 4\n");
+  }
+}
+
+// ------------------------------------------------------------------------ chunked prefill
+
+// A prompt longer than max_batch runs in chunks; the logits are the last chunk's last row, equal
+// to the float64 reference (tests/data/golden/scoring.json holds every position).
+TEST(Session, ChunkedPrefillMatchesReference) {
+  const auto fixture = nlohmann::json::parse(
+      testing::ReadFile(testing::SourceDir() + "/tests/data/golden/scoring.json"));
+  const Model& m = testing::LoadedModel(fixture["checkpoint"]);
+  const auto& sequence = fixture["sequences"][0];
+  const auto ids = sequence["ids"].get<std::vector<int>>();
+  const auto& want = sequence["logits"];
+  for (int64_t max_batch : {1, 4, 7, 64}) {
+    SessionOptions o;
+    o.threads = 2;
+    o.max_batch = max_batch;
+    Session s(m, o);
+    // The whole sequence at once, then again as two calls (the second starting mid-chunk).
+    for (size_t split : {ids.size(), size_t{5}}) {
+      s.Reset();
+      if (split < ids.size()) s.Forward(std::span<const int>(ids).first(split));
+      const auto logits =
+          s.Forward(std::span<const int>(ids).subspan(split == ids.size() ? 0 : split));
+      const auto& row = want[ids.size() - 1];
+      double max_ref = 0;
+      for (const auto& v : row) max_ref = std::max(max_ref, std::abs(v.get<double>()));
+      ASSERT_EQ(logits.size(), row.size());
+      for (size_t v = 0; v < row.size(); ++v) {
+        ASSERT_NEAR(logits[v], row[v].get<double>(), 1e-4 * max_ref)
+            << "max_batch " << max_batch << " split " << split << " id " << v;
+      }
+    }
+    if (max_batch < static_cast<int64_t>(ids.size())) {
+      s.Reset();
+      EXPECT_THROW(s.Forward(ids, /*all_logits=*/true), Error) << "max_batch " << max_batch;
+    }
   }
 }
 
