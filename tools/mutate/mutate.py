@@ -410,6 +410,11 @@ def main():
     signal.signal(signal.SIGTERM, on_terminate)
 
     started = time.monotonic()
+    # What was tested: the tree as mirrored now (later edits to the repository do not count).
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip())
     print(f"mirroring {ROOT} into {args.src_dir}: "
           f"{sync_tree(ROOT, args.src_dir)} files updated; log: {log}", flush=True)
     configure(args, log)
@@ -438,10 +443,6 @@ def main():
         # Leave the scratch build matching the unmutated tree for the next run.
         build(args, log)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
     meta = {"date": datetime.date.today().isoformat(), "commit": commit, "dirty": dirty,
             "minutes": (time.monotonic() - started) / 60, "host": os.uname().nodename,
             "jobs": args.jobs, "list": os.path.relpath(args.list, ROOT)}
