@@ -312,6 +312,12 @@ def run_mutation(m, args, log):
     return result
 
 
+def short_test_name(name):
+    """ctest names of parameterized gtests carry the printed parameter: keep what identifies it."""
+    name = name.split("  # GetParam()")[0]
+    return re.sub(r"0x[0-9a-f]+ pointing to ", "", name)
+
+
 def write_reports(results, meta, report_dir):
     os.makedirs(report_dir, exist_ok=True)
     with open(os.path.join(report_dir, "report.json"), "w") as f:
@@ -331,6 +337,9 @@ def write_reports(results, meta, report_dir):
         f"**Score: {caught} of {built} built mutants caught ({100.0 * caught / max(built, 1):.1f}%)**"
         f" — {total} mutations, {len(by_status['survived'])} survived, "
         f"{len(by_status['did not build'])} did not build.",
+        "",
+        "Reproduce: `/usr/bin/python3 tools/mutate/mutate.py --all-failures` (see "
+        "tools/mutate/README.md). \"(audit)\" marks the survivors of issue 16's audit.",
         "",
         "| category | mutations | caught | survived | did not build |",
         "|---|---:|---:|---:|---:|",
@@ -353,7 +362,10 @@ def write_reports(results, meta, report_dir):
     lines += ["", "## Every mutation", "",
               "| id | file | what | result | caught by |", "|---|---|---|---|---|"]
     for r in results:
-        by = ", ".join(f"`{t}`" for t in r.get("caught_by", [])[:3])
+        caught_by = r.get("caught_by", [])
+        by = ", ".join(f"`{short_test_name(t)}`" for t in caught_by[:3])
+        if len(caught_by) > 3:
+            by += f" and {len(caught_by) - 3} more"
         if r.get("outside_subset"):
             by += " (outside its `-R` subset)"
         what = r["what"].replace("|", "\\|")
@@ -380,6 +392,9 @@ def main():
                     help="run every selected test instead of stopping at the first failure")
     ap.add_argument("--skip-baseline", action="store_true",
                     help="do not run the whole suite on the unmutated tree first")
+    ap.add_argument("--rewrite-report", action="store_true",
+                    help="only rewrite REPORT.md from the report.json in --report-dir (e.g. "
+                    "after editing an equivalent: explanation in the list)")
     ap.add_argument("--report-dir", help="where REPORT.md and report.json go (default: "
                     "tools/mutate for a full run, the work directory with --only)")
     args = ap.parse_args()
@@ -388,6 +403,16 @@ def main():
     errors = validate(mutations, ROOT)
     if errors:
         raise SystemExit("\n".join(errors))
+    if args.rewrite_report:
+        report_dir = args.report_dir or HERE
+        with open(os.path.join(report_dir, "report.json")) as f:
+            report = json.load(f)
+        explained = {m.id: m.fields.get("equivalent", "") for m in mutations}
+        for r in report["results"]:
+            r["equivalent"] = explained.get(r["id"], r["equivalent"])
+        write_reports(report["results"], report["meta"], report_dir)
+        print(f"rewrote {report_dir}/REPORT.md")
+        return
     if args.check:
         cats = {}
         for m in mutations:
