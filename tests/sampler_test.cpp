@@ -236,6 +236,44 @@ TEST(Sampler, NanLogitsAreNeverPicked) {
       logits, {.temperature = 0.7f, .top_k = 4, .top_p = 0.95f, .min_p = 0.01f, .seed = 9}, 20000);
 }
 
+// An overflowing model can emit +inf: that token is certain (softmax gives it probability 1),
+// whatever the temperature and filters. Several +inf tokens share the probability equally.
+TEST(Sampler, InfiniteLogitsAreCertain) {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const SamplerOptions& o :
+       {SamplerOptions{.temperature = 1.0f, .top_k = 0, .top_p = 1, .min_p = 0, .seed = 1},
+        SamplerOptions{.temperature = 0.7f, .top_k = 3, .top_p = 0.9f, .min_p = 0.1f, .seed = 2},
+        SamplerOptions{.temperature = 2.0f, .top_k = 0, .top_p = 0.5f, .min_p = 0, .seed = 3}}) {
+    Sampler s(o, 5);
+    for (int i = 0; i < 200; ++i) {
+      std::vector<float> l = {1.0f, inf, 2.0f, -inf, 0.0f};
+      ASSERT_EQ(s.Sample(l.data(), {}), 1) << "top_k " << o.top_k << " top_p " << o.top_p;
+    }
+  }
+  Sampler two({.temperature = 1.0f, .top_k = 0, .top_p = 1, .min_p = 0, .seed = 4}, 4);
+  std::vector<int> counts(4);
+  for (int i = 0; i < 4000; ++i) {
+    std::vector<float> l = {inf, 1.0f, inf, 2.0f};
+    counts[two.Sample(l.data(), {})]++;
+  }
+  EXPECT_EQ(counts[1] + counts[3], 0);
+  EXPECT_NEAR(counts[0], 2000, 5 * std::sqrt(1000.0));
+}
+
+// Nothing finite to choose from (every logit NaN or -inf): the first token, as greedy picks.
+TEST(Sampler, NoFiniteLogitPicksTheFirstToken) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const SamplerOptions& o :
+       {SamplerOptions{.temperature = 0.0f},
+        SamplerOptions{.temperature = 1.0f, .top_k = 0, .top_p = 1, .min_p = 0, .seed = 1},
+        SamplerOptions{.temperature = 0.8f, .top_k = 3, .top_p = 0.95f, .min_p = 0.05f}}) {
+    Sampler s(o, 4);
+    std::vector<float> l = {nan, -inf, nan, -inf};
+    EXPECT_EQ(s.Sample(l.data(), {}), 0) << "temperature " << o.temperature;
+  }
+}
+
 TEST(Sampler, RepetitionPenaltyLooksOnlyAtTheLastNTokens) {
   // repeat_last_n 3: the window is {5, 4, 0}. Token 1 (the argmax, seen earlier) is outside it.
   Sampler s({.temperature = 0.0f, .repeat_penalty = 2.0f, .repeat_last_n = 3}, 6);
