@@ -1,6 +1,7 @@
 #include <cpuid.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/kernels.h"
@@ -15,7 +16,19 @@ bool CpuidBit(unsigned leaf, int reg, int bit) {
   return (r[reg] >> bit) & 1u;
 }
 
+// ZEROSKIP_MAX_ISA=scalar|avx2 hides the better ISAs as if the CPU lacked them, so the fallbacks
+// (and the tests' "skipped: this CPU cannot run ..." paths) can be exercised on any machine.
+Isa MaxIsa() {
+  static const Isa max = [] {
+    const char* name = std::getenv("ZEROSKIP_MAX_ISA");
+    Isa isa;
+    return name != nullptr && ParseIsaName(name, &isa) ? isa : Isa::kAvx512;
+  }();
+  return max;
+}
+
 bool Supported(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(MaxIsa())) return false;
   // xsimd reads CPUID and XCR0, so an OS that does not save AVX-512 state reports it missing;
   // xsimd 8 has no flags for F16C (leaf 1 ecx bit 29) and AVX512VL (leaf 7 ebx bit 31).
   const auto arch = xsimd::available_architectures();

@@ -207,6 +207,39 @@ TEST(Cli, InfoAndVerify) {
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
 }
 
+// The streamed text is what sentencepiece decodes from the whole sequence, after the prompt's own
+// decoding (a space between prompt and continuation stays; only text starting from BOS alone
+// drops sentencepiece's dummy-prefix space).
+TEST(Cli, GeneratedTextIsTheDecodedContinuation) {
+  const Tokenizer& tok = testing::LoadedModel(kModel).tokenizer();
+  // After "The cat" the first greedy piece is " old": its space must survive.
+  for (const std::string prompt : {"The cat", "Anna reads", ""}) {
+    const json j = RunJson({"-p", prompt, "-n", "12", "--temp", "0", "--ignore-eos"});
+    if (prompt == "The cat") {
+      EXPECT_EQ(j["text"].get<std::string>().rfind(" old", 0), 0u);
+    }
+    std::vector<int> ids = j["prompt_tokens"].get<std::vector<int>>();
+    const std::string before = tok.Decode(ids);
+    for (const auto& id : j["tokens"]) ids.push_back(id);
+    EXPECT_EQ(before + j["text"].get<std::string>(), tok.Decode(ids))
+        << "prompt '" << prompt << "'";
+  }
+}
+
+// --dtype converts every weight matrix; norms stay f32 (5 of 256 in this 2-layer model).
+TEST(Cli, ConvertDtypeFlagConvertsTheWeights) {
+  testing::TempDir dir;
+  const std::string hf = testing::TestDataDir() + "/" + kModel;
+  for (const char* dtype : {"bf16", "f16"}) {
+    ASSERT_EQ(RunCli({"convert", hf, "-o", dir / "m.zsk", "--dtype", dtype}).exit_code, 0);
+    const auto info = RunCli({"info", dir / "m.zsk", "--json"});
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    const json j = json::parse(info.out);
+    EXPECT_EQ(j["dtypes"]["f32"], 5 * 256) << dtype;
+    EXPECT_EQ(j["dtypes"][dtype].get<uint64_t>() + 5 * 256, j["parameters"].get<uint64_t>());
+  }
+}
+
 TEST(Cli, SparseFfnOnSiluModelIsRefused) {
   ExpectOneErrorLine(RunCli({"run", "-m", testing::ConvertedModel("llama_mqa_hd128_silu_tied_f32"),
                              "-p", "a", "--ffn", "sparse"}),

@@ -1,14 +1,18 @@
-// The FFN runtime: the sparse decode path equals the dense path (to float rounding) for every
-// ISA, dtype and thread count, with active sets from empty to full; statistics count exactly.
+// The FFN runtime: the decode step equals a float64 reference computed here from the weights,
+// and the sparse path equals the dense one, for every ISA, dtype and thread count, with active
+// sets from empty to full; statistics count exactly. An ISA this CPU lacks is reported as skipped.
+#include "zeroskip/ffn.h"
+
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "kernels/kernels.h"
 #include "model/matmul.h"
-#include "zeroskip/ffn.h"
+#include "test_util.h"
 
 namespace zeroskip {
 namespace {
@@ -16,6 +20,7 @@ namespace {
 struct RandomFfn {
   ModelConfig config;
   std::vector<uint8_t> gate, up, down;
+  std::vector<float> gate_f, up_f, down_f;  // [ffn, hidden] the stored values, widened
   LayerWeights weights;
 
   RandomFfn(int64_t hidden, int64_t ffn, DType dtype, float gate_shift, uint32_t seed) {
@@ -25,26 +30,32 @@ struct RandomFfn {
     config.activation = Activation::kReLU;
     std::mt19937 rng(seed);
     std::normal_distribution<float> dist(0.0f, 1.0f / std::sqrt(float(hidden)));
-    auto fill = [&](std::vector<uint8_t>& bytes, float shift_per_row) {
+    auto fill = [&](std::vector<uint8_t>& bytes, std::vector<float>& values, float shift_per_row) {
       bytes.resize(static_cast<size_t>(hidden * ffn) * DTypeSize(dtype));
+      values.resize(static_cast<size_t>(hidden * ffn));
       for (int64_t i = 0; i < hidden * ffn; ++i) {
         // A shift on column 0 moves every gate by shift * x[0] (x[0] is fixed to 1 below).
         const float v = dist(rng) + (i % hidden == 0 ? shift_per_row : 0.0f);
         if (dtype == DType::kF32) {
+          values[i] = v;
           std::memcpy(&bytes[4 * i], &v, 4);
         } else if (dtype == DType::kBF16) {
           const auto b = Eigen::bfloat16(v);
+          values[i] = static_cast<float>(b);
           std::memcpy(&bytes[2 * i], &b, 2);
         } else {
           const auto h = Eigen::half(v);
+          values[i] = static_cast<float>(h);
           std::memcpy(&bytes[2 * i], &h, 2);
         }
       }
     };
-    fill(gate, gate_shift);
-    fill(up, 0.0f);
-    fill(down, 0.0f);
-    auto view = [&](const std::vector<uint8_t>& b) { return WeightView{b.data(), dtype, ffn, hidden}; };
+    fill(gate, gate_f, gate_shift);
+    fill(up, up_f, 0.0f);
+    fill(down, down_f, 0.0f);
+    auto view = [&](const std::vector<uint8_t>& b) {
+      return WeightView{b.data(), dtype, ffn, hidden};
+    };
     weights.gate = view(gate);
     weights.up = view(up);
     weights.down_t = view(down);
@@ -59,57 +70,170 @@ std::vector<float> Input(int64_t hidden, uint32_t seed) {
   return x;
 }
 
-std::vector<Isa> Isas() {
-  std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
-    if (KernelsFor(isa) != nullptr) out.push_back(isa);
+// One instance per ISA, whether or not this CPU has it: a missing one shows up as skipped.
+class FfnIsaTest : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (KernelsFor(GetParam()) == nullptr) {
+      GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
+    }
+    ASSERT_TRUE(SelectIsa(GetParam()));
   }
-  return out;
+  void TearDown() override { SelectIsa(BestIsa()); }
+};
+
+// y = Σ_i relu(g_i)·u_i·W_down_t[i] in double from the widened weights, and a bound on what float
+// evaluation may deviate from it: 4·(hidden + ffn)·2⁻²⁴ times the sum of the absolute values of
+// every term (gate and up dot products carry their own error into h_i; a neuron whose gate is
+// within that error of 0 may flip on or off, which the same bound covers). Losing any neuron's
+// term, or a thread's partial sum, is off by a whole term and fails it.
+struct Reference {
+  std::vector<double> y, bound;
+  int64_t active = 0;     // neurons with gate > 0
+  int64_t ambiguous = 0;  // ... of which this many are within float error of 0 (may flip)
+};
+
+Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x) {
+  const int64_t hidden = f.config.hidden, ffn = f.config.ffn;
+  Reference r{std::vector<double>(hidden, 0.0), std::vector<double>(hidden, 0.0)};
+  const double unit = 4.0 * static_cast<double>(hidden + ffn) * std::ldexp(1.0, -24);
+  for (int64_t i = 0; i < ffn; ++i) {
+    double g = 0, u = 0, g_abs = 0, u_abs = 0;
+    for (int64_t d = 0; d < hidden; ++d) {
+      g += double(f.gate_f[i * hidden + d]) * x[d];
+      u += double(f.up_f[i * hidden + d]) * x[d];
+      g_abs += std::abs(double(f.gate_f[i * hidden + d]) * x[d]);
+      u_abs += std::abs(double(f.up_f[i * hidden + d]) * x[d]);
+    }
+    r.active += g > 0;
+    r.ambiguous += std::abs(g) <= unit * g_abs;
+    const double h = std::max(g, 0.0) * u;
+    const double h_abs = g_abs * std::abs(u) + std::abs(g) * u_abs + std::abs(h);
+    for (int64_t c = 0; c < hidden; ++c) {
+      const double w = f.down_f[i * hidden + c];
+      r.y[c] += h * w;
+      r.bound[c] += unit * h_abs * std::abs(w);
+    }
+  }
+  return r;
 }
 
-TEST(FfnRuntime, SparseEqualsDenseEverywhere) {
-  for (Isa isa : Isas()) {
-    ASSERT_TRUE(SelectIsa(isa));
-    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-      // Shifts from "every gate positive" to "every gate negative" (100% zeros).
-      for (float shift : {50.0f, 0.0f, -1.3f, -50.0f}) {
-        for (auto [hidden, ffn] : {std::pair<int64_t, int64_t>{100, 75}, {64, 200}, {33, 17}}) {
-          for (int threads : {1, 2}) {
-            RandomFfn f(hidden, ffn, dtype, shift, 11);
-            const auto x = Input(hidden, 12);
+TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
+  const Isa isa = GetParam();
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (float shift : {50.0f, 0.0f, -1.3f, -50.0f}) {
+      for (auto [hidden, ffn] : {std::pair<int64_t, int64_t>{100, 75}, {64, 200}, {33, 17}}) {
+        RandomFfn f(hidden, ffn, dtype, shift, 21);
+        const auto x = Input(hidden, 22);
+        const Reference want = ReferenceFfn(f, x);
+        for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
+          for (int threads : {1, 2, 3}) {
             DenseMatmul mm(threads);
-            FfnRuntime sparse(f.config, FfnMode::kSparse, threads, 1, &mm);
-            FfnRuntime dense(f.config, FfnMode::kDense, threads, 1, &mm);
-            std::vector<float> ys(hidden), yd(hidden);
-            sparse.Forward(0, f.weights, x.data(), 1, ys.data());
-            dense.Forward(0, f.weights, x.data(), 1, yd.data());
-            double scale = 0;
-            for (float v : yd) scale = std::max(scale, double(std::abs(v)));
+            FfnRuntime rt(f.config, mode, threads, 1, &mm);
+            // NaN first: an output element nobody writes fails loudly.
+            std::vector<float> y(hidden, std::numeric_limits<float>::quiet_NaN());
+            rt.Forward(0, f.weights, x.data(), 1, y.data());
             for (int64_t c = 0; c < hidden; ++c) {
-              ASSERT_NEAR(ys[c], yd[c], 1e-5 * scale + 1e-30)
-                  << IsaName(isa) << " dtype " << DTypeName(dtype) << " shift " << shift
-                  << " threads " << threads << " c " << c;
+              ASSERT_NEAR(y[c], want.y[c], want.bound[c] + 1e-30)
+                  << IsaName(isa) << " " << DTypeName(dtype) << " " << FfnModeName(mode)
+                  << " threads " << threads << " shift " << shift << " hidden " << hidden << " ffn "
+                  << ffn << " c " << c;
             }
-            const auto& s = sparse.layer_stats()[0];
-            const auto& d = dense.layer_stats()[0];
-            EXPECT_EQ(s.zero_neurons, d.zero_neurons);
-            EXPECT_EQ(s.neurons, static_cast<uint64_t>(ffn));
-            if (shift == -50.0f) {
-              EXPECT_EQ(s.zero_neurons, static_cast<uint64_t>(ffn));
-              for (float v : ys) EXPECT_EQ(v, 0.0f);  // nothing active: exactly zero
-            }
-            if (shift == 50.0f) {
-              EXPECT_EQ(s.zero_neurons, 0u);
-            }
-            EXPECT_LE(s.flops_done, d.flops_done);
-            EXPECT_EQ(d.flops_done, d.flops_dense);
+            // The statistics count what the step did: the whole gate, then two rows (up and
+            // down) per active neuron when sparse; three whole matrices when dense.
+            const FfnLayerStats& st = rt.layer_stats()[0];
+            const auto active = static_cast<int64_t>(st.neurons - st.zero_neurons);
+            EXPECT_NEAR(active, want.active, want.ambiguous);
+            const uint64_t hf = hidden * ffn, elem = DTypeSize(dtype);
+            const uint64_t read = mode == FfnMode::kSparse ? hf + 2 * hidden * active : 3 * hf;
+            EXPECT_EQ(st.tokens, 1u);
+            EXPECT_EQ(st.neurons, static_cast<uint64_t>(ffn));
+            EXPECT_EQ(st.weight_bytes_read, read * elem);
+            EXPECT_EQ(st.flops_done, 2 * read);
+            EXPECT_EQ(st.flops_dense, 6 * hf);
           }
         }
       }
     }
   }
-  SelectIsa(BestIsa());
 }
+
+// Auto decodes sparsely exactly when the activation makes zeros (ReLU), and never under dense.
+TEST(FfnRuntime, AutoDecodesSparselyExactlyWhenTheActivationHasZeros) {
+  RandomFfn f(64, 200, DType::kF32, -0.5f, 7);
+  const auto x = Input(64, 8);
+  DenseMatmul mm(2);
+  struct Want {
+    Activation model;
+    FfnMode mode;
+    bool sparse;
+  };
+  for (const Want& w : {Want{Activation::kReLU, FfnMode::kAuto, true},
+                        Want{Activation::kReLU, FfnMode::kSparse, true},
+                        Want{Activation::kReLU, FfnMode::kDense, false},
+                        Want{Activation::kSiLU, FfnMode::kAuto, false}}) {
+    ModelConfig c = f.config;
+    c.activation = w.model;
+    FfnRuntime rt(c, w.mode, 2, 1, &mm);
+    EXPECT_EQ(rt.sparse_decode(), w.sparse) << FfnModeName(w.mode);
+    std::vector<float> y(64);
+    rt.Forward(0, f.weights, x.data(), 1, y.data());
+    const FfnLayerStats& st = rt.layer_stats()[0];
+    if (w.model == Activation::kReLU) {
+      ASSERT_GT(st.zero_neurons, 0u);
+    }
+    if (w.sparse) {
+      EXPECT_LT(st.weight_bytes_read, 3u * 64 * 200 * 4) << FfnModeName(w.mode);
+    } else {
+      EXPECT_EQ(st.weight_bytes_read, 3u * 64 * 200 * 4) << FfnModeName(w.mode);
+    }
+  }
+}
+
+TEST_P(FfnIsaTest, SparseEqualsDenseEverywhere) {
+  const Isa isa = GetParam();
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    // Shifts from "every gate positive" to "every gate negative" (100% zeros).
+    for (float shift : {50.0f, 0.0f, -1.3f, -50.0f}) {
+      for (auto [hidden, ffn] : {std::pair<int64_t, int64_t>{100, 75}, {64, 200}, {33, 17}}) {
+        for (int threads : {1, 2}) {
+          RandomFfn f(hidden, ffn, dtype, shift, 11);
+          const auto x = Input(hidden, 12);
+          DenseMatmul mm(threads);
+          FfnRuntime sparse(f.config, FfnMode::kSparse, threads, 1, &mm);
+          FfnRuntime dense(f.config, FfnMode::kDense, threads, 1, &mm);
+          std::vector<float> ys(hidden), yd(hidden);
+          sparse.Forward(0, f.weights, x.data(), 1, ys.data());
+          dense.Forward(0, f.weights, x.data(), 1, yd.data());
+          double scale = 0;
+          for (float v : yd) scale = std::max(scale, double(std::abs(v)));
+          for (int64_t c = 0; c < hidden; ++c) {
+            ASSERT_NEAR(ys[c], yd[c], 1e-5 * scale + 1e-30)
+                << IsaName(isa) << " dtype " << DTypeName(dtype) << " shift " << shift
+                << " threads " << threads << " c " << c;
+          }
+          const auto& s = sparse.layer_stats()[0];
+          const auto& d = dense.layer_stats()[0];
+          EXPECT_EQ(s.zero_neurons, d.zero_neurons);
+          EXPECT_EQ(s.neurons, static_cast<uint64_t>(ffn));
+          if (shift == -50.0f) {
+            EXPECT_EQ(s.zero_neurons, static_cast<uint64_t>(ffn));
+            for (float v : ys) EXPECT_EQ(v, 0.0f);  // nothing active: exactly zero
+          }
+          if (shift == 50.0f) {
+            EXPECT_EQ(s.zero_neurons, 0u);
+          }
+          EXPECT_LE(s.flops_done, d.flops_done);
+          EXPECT_EQ(d.flops_done, d.flops_dense);
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, FfnIsaTest,
+                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+                         [](const auto& info) { return std::string(IsaName(info.param)); });
 
 TEST(FfnRuntime, BatchedMatchesOneTokenAtATime) {
   RandomFfn f(64, 200, DType::kBF16, -0.5f, 5);

@@ -1,15 +1,15 @@
 // The native file: writer/reader round trip, atomicity, checksums, and the converter's output
 // against the source safetensors (bit-identical when the dtype is kept, exactly rounded when
-// narrowed, exactly widened when widened; the FFN down projection transposed).
+// narrowed, exactly widened when widened; the FFN down projection transposed). Expected values
+// are widened and rounded by the independent oracle of test_util.h, not by ConvertMatrix.
 #include "zeroskip/format.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include <Eigen/Core>
+#include <cstring>
 #include <filesystem>
 
-#include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
 #include "model/llama_layout.h"
@@ -154,6 +154,38 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", TinyConfig(), "{}", "", {}), Error);
 }
 
+// n elements of `dtype` at `p`, widened to f32 by the test's own oracle.
+std::vector<float> Widened(const uint8_t* p, DType dtype, uint64_t n) {
+  std::vector<float> out(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&out[i], p + 4 * i, 4);
+    } else {
+      uint16_t bits;
+      std::memcpy(&bits, p + 2 * i, 2);
+      out[i] =
+          dtype == DType::kF16 ? testing::HalfBitsToFloat(bits) : testing::Bf16BitsToFloat(bits);
+    }
+  }
+  return out;
+}
+
+// A tensor may not reach past the data, not even into bytes the file has for other reasons.
+TEST(Safetensors, DataOffsetsMustStayInsideTheData) {
+  const std::string header = R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})";
+  const uint64_t data_start = 8 + header.size();
+  EXPECT_NO_THROW(ParseSafetensorsHeader(header, data_start + 16, "m.safetensors"));
+  for (uint64_t data : {15, 12, 8, 0}) {
+    try {
+      ParseSafetensorsHeader(header, data_start + data, "m.safetensors");
+      ADD_FAILURE() << "accepted " << data << " bytes of data";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.reason(), "tensor 'a': data_offsets end 16 is past the end of the data (" +
+                                std::to_string(data) + " bytes)");
+    }
+  }
+}
+
 // Reads a source tensor from the HF checkpoint, widened to f32.
 std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& name,
                                 DType* dtype = nullptr) {
@@ -166,12 +198,8 @@ std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& na
       if (t.name != name) continue;
       std::vector<uint8_t> raw(t.end - t.begin);
       InputFile(f).ReadAt(t.begin, raw.data(), raw.size());
-      const uint64_t n = raw.size() / DTypeSize(t.dtype);
-      std::vector<float> out(n);
-      ConvertMatrix(raw.data(), t.dtype, 1, n, false, reinterpret_cast<uint8_t*>(out.data()),
-                    DType::kF32);
       if (dtype) *dtype = t.dtype;
-      return out;
+      return Widened(raw.data(), t.dtype, raw.size() / DTypeSize(t.dtype));
     }
   }
   ADD_FAILURE() << "no tensor " << name;
@@ -179,15 +207,12 @@ std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& na
 }
 
 std::vector<float> StoredTensor(const ZskFile& file, const TensorInfo& t) {
-  std::vector<float> out(t.elements());
-  ConvertMatrix(static_cast<const uint8_t*>(file.data(t)), t.dtype, 1, out.size(), false,
-                reinterpret_cast<uint8_t*>(out.data()), DType::kF32);
-  return out;
+  return Widened(static_cast<const uint8_t*>(file.data(t)), t.dtype, t.elements());
 }
 
 float Rounded(float v, DType to) {
-  if (to == DType::kBF16) return static_cast<float>(Eigen::bfloat16(v));
-  if (to == DType::kF16) return static_cast<float>(Eigen::half(v));
+  if (to == DType::kBF16) return testing::RoundToBf16(v);
+  if (to == DType::kF16) return testing::RoundToHalf(v);
   return v;
 }
 

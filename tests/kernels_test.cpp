@@ -3,6 +3,8 @@
 // worst-case float summation bound; SIMD changes only the order of additions). An indexing bug
 // is off by a whole term (~Σ|terms|/n) and fails it. bf16 and f16 weights are widened exactly,
 // so the same bound holds for them.
+#include "kernels/kernels.h"
+
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
@@ -11,18 +13,22 @@
 #include <cstring>
 #include <random>
 
-#include "kernels/kernels.h"
+#include "test_util.h"
 
 namespace zeroskip {
 namespace {
 
-std::vector<Isa> SimdIsas() {
-  std::vector<Isa> out;
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
-    if (KernelsFor(isa) != nullptr) out.push_back(isa);
+// One instance per SIMD ISA, whether or not this CPU has it: a missing one shows up as skipped
+// (with the reason) instead of passing without checking anything.
+class KernelIsaTest : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (KernelsFor(GetParam()) == nullptr) {
+      GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
+    }
   }
-  return out;
-}
+  const KernelTable& k() const { return *KernelsFor(GetParam()); }
+};
 
 // Random weights stored as `type`, plus their exactly widened f32 values.
 struct Matrix {
@@ -54,7 +60,9 @@ Matrix RandomMatrix(WeightType type, int64_t rows, int64_t cols, std::mt19937& r
   return m;
 }
 
-double Tolerance(int64_t n, double abs_sum) { return 4.0 * n * std::ldexp(1.0, -24) * abs_sum + 1e-30; }
+double Tolerance(int64_t n, double abs_sum) {
+  return 4.0 * n * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+}
 
 const WeightType kTypes[] = {WeightType::kF32, WeightType::kF16, WeightType::kBF16};
 const int64_t kCols[] = {1, 7, 8, 15, 16, 17, 33, 64, 100, 257};
@@ -69,141 +77,141 @@ TEST(Kernels, DispatchPicksASupportedIsa) {
   EXPECT_FALSE(ParseIsaName("neon", &parsed));
 }
 
-TEST(Kernels, DotRowsMatchesReference) {
+TEST_P(KernelIsaTest, DotRowsMatchesReference) {
   std::mt19937 rng(1);
-  for (Isa isa : SimdIsas()) {
-    const KernelTable& k = *KernelsFor(isa);
-    for (WeightType type : kTypes) {
-      for (int64_t cols : kCols) {
-        for (int64_t rows : kRows) {
-          const Matrix w = RandomMatrix(type, rows + 3, cols, rng);
-          std::vector<float> x(cols);
-          for (auto& v : x) v = std::normal_distribution<float>()(rng);
-          // Gathered rows (sparse use) and contiguous rows (dense use).
-          std::vector<int32_t> idx(rows);
-          for (auto& i : idx) i = static_cast<int32_t>(rng() % (rows + 3));
-          for (const int32_t* rp : std::array<const int32_t*, 2>{nullptr, idx.data()}) {
-            std::vector<float> got(rows + 1, -7.0f), want(rows + 1, -7.0f);
-            k.dot_rows[int(type)](w.bytes.data(), cols, rp, rows, cols, x.data(), got.data());
-            ScalarKernels().dot_rows[int(type)](w.bytes.data(), cols, rp, rows, cols, x.data(),
-                                                want.data());
-            for (int64_t r = 0; r < rows; ++r) {
-              const int64_t row = rp ? rp[r] : r;
-              double abs_sum = 0;
-              for (int64_t c = 0; c < cols; ++c) abs_sum += std::abs(w.values[row * cols + c] * x[c]);
-              ASSERT_NEAR(got[r], want[r], Tolerance(cols, abs_sum))
-                  << IsaName(isa) << " type " << int(type) << " cols " << cols << " row " << r;
-            }
-            EXPECT_EQ(got[rows], -7.0f) << "wrote past the end";
+  const Isa isa = GetParam();
+  const KernelTable& k = this->k();
+  for (WeightType type : kTypes) {
+    for (int64_t cols : kCols) {
+      for (int64_t rows : kRows) {
+        const Matrix w = RandomMatrix(type, rows + 3, cols, rng);
+        std::vector<float> x(cols);
+        for (auto& v : x) v = std::normal_distribution<float>()(rng);
+        // Gathered rows (sparse use) and contiguous rows (dense use).
+        std::vector<int32_t> idx(rows);
+        for (auto& i : idx) i = static_cast<int32_t>(rng() % (rows + 3));
+        for (const int32_t* rp : std::array<const int32_t*, 2>{nullptr, idx.data()}) {
+          std::vector<float> got(rows + 1, -7.0f), want(rows + 1, -7.0f);
+          k.dot_rows[int(type)](w.bytes.data(), cols, rp, rows, cols, x.data(), got.data());
+          ScalarKernels().dot_rows[int(type)](w.bytes.data(), cols, rp, rows, cols, x.data(),
+                                              want.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t row = rp ? rp[r] : r;
+            double abs_sum = 0;
+            for (int64_t c = 0; c < cols; ++c) abs_sum += std::abs(w.values[row * cols + c] * x[c]);
+            ASSERT_NEAR(got[r], want[r], Tolerance(cols, abs_sum))
+                << IsaName(isa) << " type " << int(type) << " cols " << cols << " row " << r;
           }
+          EXPECT_EQ(got[rows], -7.0f) << "wrote past the end";
         }
       }
     }
   }
 }
 
-TEST(Kernels, AxpyRowsMatchesReference) {
+TEST_P(KernelIsaTest, AxpyRowsMatchesReference) {
   std::mt19937 rng(2);
-  for (Isa isa : SimdIsas()) {
-    const KernelTable& k = *KernelsFor(isa);
-    for (WeightType type : kTypes) {
-      for (int64_t cols : kCols) {
-        for (int64_t rows : kRows) {
-          const Matrix w = RandomMatrix(type, rows, cols, rng);
-          std::vector<float> coef(rows), y0(cols + 1);
-          for (auto& v : coef) v = std::normal_distribution<float>()(rng);
-          for (auto& v : y0) v = std::normal_distribution<float>()(rng);
-          std::vector<float> got(y0), want(y0);
-          k.axpy_rows[int(type)](w.bytes.data(), cols, nullptr, coef.data(), rows, cols, got.data());
-          ScalarKernels().axpy_rows[int(type)](w.bytes.data(), cols, nullptr, coef.data(), rows,
-                                               cols, want.data());
-          for (int64_t c = 0; c < cols; ++c) {
-            double abs_sum = std::abs(y0[c]);
-            for (int64_t r = 0; r < rows; ++r) abs_sum += std::abs(coef[r] * w.values[r * cols + c]);
-            ASSERT_NEAR(got[c], want[c], Tolerance(rows + 1, abs_sum))
-                << IsaName(isa) << " type " << int(type) << " cols " << cols << " rows " << rows;
-          }
-          EXPECT_EQ(got[cols], y0[cols]) << "wrote past the end";
+  const Isa isa = GetParam();
+  const KernelTable& k = this->k();
+  for (WeightType type : kTypes) {
+    for (int64_t cols : kCols) {
+      for (int64_t rows : kRows) {
+        const Matrix w = RandomMatrix(type, rows, cols, rng);
+        std::vector<float> coef(rows), y0(cols + 1);
+        for (auto& v : coef) v = std::normal_distribution<float>()(rng);
+        for (auto& v : y0) v = std::normal_distribution<float>()(rng);
+        std::vector<float> got(y0), want(y0);
+        k.axpy_rows[int(type)](w.bytes.data(), cols, nullptr, coef.data(), rows, cols, got.data());
+        ScalarKernels().axpy_rows[int(type)](w.bytes.data(), cols, nullptr, coef.data(), rows, cols,
+                                             want.data());
+        for (int64_t c = 0; c < cols; ++c) {
+          double abs_sum = std::abs(y0[c]);
+          for (int64_t r = 0; r < rows; ++r) abs_sum += std::abs(coef[r] * w.values[r * cols + c]);
+          ASSERT_NEAR(got[c], want[c], Tolerance(rows + 1, abs_sum))
+              << IsaName(isa) << " type " << int(type) << " cols " << cols << " rows " << rows;
         }
+        EXPECT_EQ(got[cols], y0[cols]) << "wrote past the end";
       }
     }
   }
 }
 
 // Active sets of every sparsity, including empty and full; gate values arbitrary positives.
-TEST(Kernels, SparseUpDownMatchesReference) {
+TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
   std::mt19937 rng(3);
-  for (Isa isa : SimdIsas()) {
-    const KernelTable& k = *KernelsFor(isa);
-    for (WeightType type : kTypes) {
-      for (int64_t hidden : {int64_t{1}, int64_t{17}, int64_t{64}, int64_t{100}, int64_t{257}}) {
-        const int64_t ffn = 75;
-        const Matrix up = RandomMatrix(type, ffn, hidden, rng);
-        const Matrix down = RandomMatrix(type, ffn, hidden, rng);
-        std::vector<float> x(hidden);
-        for (auto& v : x) v = std::normal_distribution<float>()(rng);
-        for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
-          std::vector<int32_t> rows;
-          std::vector<float> gate;
-          for (int32_t i = 0; i < ffn; ++i) {
-            if (std::uniform_real_distribution<double>()(rng) >= sparsity) {
-              rows.push_back(i);
-              gate.push_back(std::uniform_real_distribution<float>(0.01f, 2.0f)(rng));
-            }
+  const Isa isa = GetParam();
+  const KernelTable& k = this->k();
+  for (WeightType type : kTypes) {
+    for (int64_t hidden : {int64_t{1}, int64_t{17}, int64_t{64}, int64_t{100}, int64_t{257}}) {
+      const int64_t ffn = 75;
+      const Matrix up = RandomMatrix(type, ffn, hidden, rng);
+      const Matrix down = RandomMatrix(type, ffn, hidden, rng);
+      std::vector<float> x(hidden);
+      for (auto& v : x) v = std::normal_distribution<float>()(rng);
+      for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
+        std::vector<int32_t> rows;
+        std::vector<float> gate;
+        for (int32_t i = 0; i < ffn; ++i) {
+          if (std::uniform_real_distribution<double>()(rng) >= sparsity) {
+            rows.push_back(i);
+            gate.push_back(std::uniform_real_distribution<float>(0.01f, 2.0f)(rng));
           }
-          std::vector<float> got(hidden, 0.5f), want(hidden, 0.5f);
-          const auto n = static_cast<int64_t>(rows.size());
-          k.sparse_up_down[int(type)](up.bytes.data(), down.bytes.data(), hidden, rows.data(),
-                                      gate.data(), n, x.data(), got.data());
-          ScalarKernels().sparse_up_down[int(type)](up.bytes.data(), down.bytes.data(), hidden,
-                                                    rows.data(), gate.data(), n, x.data(),
-                                                    want.data());
-          for (int64_t c = 0; c < hidden; ++c) {
-            // Bound: each h_k carries its own dot error, then the axpy sum adds more.
-            double abs_sum = 0.5;
-            for (int64_t j = 0; j < n; ++j) {
-              double dot_abs = 0;
-              for (int64_t d = 0; d < hidden; ++d) dot_abs += std::abs(up.values[rows[j] * hidden + d] * x[d]);
-              abs_sum += gate[j] * dot_abs * std::abs(down.values[rows[j] * hidden + c]);
-            }
-            ASSERT_NEAR(got[c], want[c], Tolerance(hidden + n + 1, abs_sum))
-                << IsaName(isa) << " type " << int(type) << " hidden " << hidden << " sparsity "
-                << sparsity;
+        }
+        std::vector<float> got(hidden, 0.5f), want(hidden, 0.5f);
+        const auto n = static_cast<int64_t>(rows.size());
+        k.sparse_up_down[int(type)](up.bytes.data(), down.bytes.data(), hidden, rows.data(),
+                                    gate.data(), n, x.data(), got.data());
+        ScalarKernels().sparse_up_down[int(type)](up.bytes.data(), down.bytes.data(), hidden,
+                                                  rows.data(), gate.data(), n, x.data(),
+                                                  want.data());
+        for (int64_t c = 0; c < hidden; ++c) {
+          // Bound: each h_k carries its own dot error, then the axpy sum adds more.
+          double abs_sum = 0.5;
+          for (int64_t j = 0; j < n; ++j) {
+            double dot_abs = 0;
+            for (int64_t d = 0; d < hidden; ++d)
+              dot_abs += std::abs(up.values[rows[j] * hidden + d] * x[d]);
+            abs_sum += gate[j] * dot_abs * std::abs(down.values[rows[j] * hidden + c]);
           }
+          ASSERT_NEAR(got[c], want[c], Tolerance(hidden + n + 1, abs_sum))
+              << IsaName(isa) << " type " << int(type) << " hidden " << hidden << " sparsity "
+              << sparsity;
         }
       }
     }
   }
 }
 
-TEST(Kernels, CompactPositiveIsExact) {
+TEST_P(KernelIsaTest, CompactPositiveIsExact) {
   std::mt19937 rng(4);
-  for (Isa isa : SimdIsas()) {
-    const KernelTable& k = *KernelsFor(isa);
-    for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 100, 1000}) {
-      for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
-        std::vector<float> g(n);
-        for (auto& v : g) {
-          const bool zero = std::uniform_real_distribution<double>()(rng) < sparsity;
-          v = zero ? -std::uniform_real_distribution<float>(0.0f, 1.0f)(rng)
-                   : std::uniform_real_distribution<float>(1e-6f, 1.0f)(rng);
-        }
-        if (n > 2) g[1] = 0.0f;   // exactly zero is inactive
-        if (n > 3) g[2] = -0.0f;  // so is negative zero
-        std::vector<int32_t> rows(n + 16, -1), want_rows(n + 16, -1);
-        std::vector<float> vals(n + 16), want_vals(n + 16);
-        const int64_t got = k.compact_positive(g.data(), n, rows.data(), vals.data());
-        const int64_t want =
-            ScalarKernels().compact_positive(g.data(), n, want_rows.data(), want_vals.data());
-        ASSERT_EQ(got, want) << IsaName(isa) << " n " << n;
-        for (int64_t i = 0; i < got; ++i) {
-          EXPECT_EQ(rows[i], want_rows[i]);
-          EXPECT_EQ(vals[i], want_vals[i]);
-        }
+  const Isa isa = GetParam();
+  const KernelTable& k = this->k();
+  for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 100, 1000}) {
+    for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
+      std::vector<float> g(n);
+      for (auto& v : g) {
+        const bool zero = std::uniform_real_distribution<double>()(rng) < sparsity;
+        v = zero ? -std::uniform_real_distribution<float>(0.0f, 1.0f)(rng)
+                 : std::uniform_real_distribution<float>(1e-6f, 1.0f)(rng);
+      }
+      if (n > 2) g[1] = 0.0f;   // exactly zero is inactive
+      if (n > 3) g[2] = -0.0f;  // so is negative zero
+      std::vector<int32_t> rows(n + 16, -1), want_rows(n + 16, -1);
+      std::vector<float> vals(n + 16), want_vals(n + 16);
+      const int64_t got = k.compact_positive(g.data(), n, rows.data(), vals.data());
+      const int64_t want =
+          ScalarKernels().compact_positive(g.data(), n, want_rows.data(), want_vals.data());
+      ASSERT_EQ(got, want) << IsaName(isa) << " n " << n;
+      for (int64_t i = 0; i < got; ++i) {
+        EXPECT_EQ(rows[i], want_rows[i]);
+        EXPECT_EQ(vals[i], want_vals[i]);
       }
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Simd, KernelIsaTest, ::testing::Values(Isa::kAvx2, Isa::kAvx512),
+                         [](const auto& info) { return std::string(IsaName(info.param)); });
 
 }  // namespace
 }  // namespace zeroskip

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -56,6 +58,55 @@ const Model& LoadedModel(const std::string& name) {
   auto& m = models[name];
   if (!m) m = Model::Load(ConvertedModel(name));
   return *m;
+}
+
+namespace {
+// (-1)^sign · 2^(exponent - bias) · 1.mantissa, subnormals 0.mantissa · 2^(1 - bias), all-ones
+// exponent: infinity or NaN.
+float FromFields(uint32_t sign, uint32_t exponent, uint32_t mantissa, int mantissa_bits,
+                 int exponent_bits) {
+  const int bias = (1 << (exponent_bits - 1)) - 1;
+  const uint32_t all_ones = (1u << exponent_bits) - 1;
+  double magnitude;
+  if (exponent == all_ones) {
+    magnitude = mantissa ? std::numeric_limits<double>::quiet_NaN()
+                         : std::numeric_limits<double>::infinity();
+  } else if (exponent == 0) {
+    magnitude = std::ldexp(double(mantissa), 1 - bias - mantissa_bits);
+  } else {
+    magnitude =
+        std::ldexp(double(mantissa + (1u << mantissa_bits)), int(exponent) - bias - mantissa_bits);
+  }
+  return static_cast<float>(sign ? -magnitude : magnitude);
+}
+
+// Rounds |v| to a multiple of its binade's quantum 2^(e - mantissa_bits), e >= min_exponent
+// (subnormals share the smallest binade's quantum); nearbyint rounds ties to even.
+float RoundTo(float v, int mantissa_bits, int min_exponent, double max_finite) {
+  if (std::isnan(v) || std::isinf(v) || v == 0.0f) return v;
+  const double a = std::abs(double(v));
+  int exponent;
+  std::frexp(a, &exponent);  // a = m · 2^exponent, m in [0.5, 1)
+  const int e = std::max(min_exponent, exponent - 1);
+  const double quantum = std::ldexp(1.0, e - mantissa_bits);
+  double r = std::nearbyint(a / quantum) * quantum;
+  if (r > max_finite) r = std::numeric_limits<double>::infinity();
+  return static_cast<float>(std::copysign(r, double(v)));
+}
+}  // namespace
+
+float RoundToHalf(float v) { return RoundTo(v, 10, -14, 65504.0); }
+
+float RoundToBf16(float v) {
+  return RoundTo(v, 7, -126, std::ldexp(255.0, 127 - 7));  // 0x7f7f: (2 - 2^-7) · 2^127
+}
+
+float HalfBitsToFloat(uint16_t bits) {
+  return FromFields(bits >> 15, (bits >> 10) & 0x1f, bits & 0x3ff, 10, 5);
+}
+
+float Bf16BitsToFloat(uint16_t bits) {
+  return FromFields(bits >> 15, (bits >> 7) & 0xff, bits & 0x7f, 7, 8);
 }
 
 std::string ReadFile(const std::string& path) {

@@ -2,16 +2,24 @@
 // process, temporary directories and running the CLI binary.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
+#include "kernels/kernels.h"
 #include "zeroskip/model.h"
+
+namespace zeroskip {
+// GoogleTest prints an Isa parameter by name (found by argument-dependent lookup).
+inline void PrintTo(Isa isa, std::ostream* os) { *os << IsaName(isa); }
+}  // namespace zeroskip
 
 namespace zeroskip::testing {
 
-std::string SourceDir();   // repository root
-std::string TestDataDir(); // generated HF checkpoints (ctest fixture)
+std::string SourceDir();    // repository root
+std::string TestDataDir();  // generated HF checkpoints (ctest fixture)
 std::string CliBinary();
 
 // A fresh directory removed with everything in it when the object dies.
@@ -37,6 +45,15 @@ struct CliResult {
 };
 // Runs the zeroskip binary with `args` (no shell involved).
 CliResult RunCli(const std::vector<std::string>& args);
+
+// IEEE binary16 and bfloat16 bit patterns to float, built from sign, exponent and mantissa with
+// std::ldexp: an independent oracle for the engine's widening (which goes through Eigen or SIMD).
+float HalfBitsToFloat(uint16_t bits);
+float Bf16BitsToFloat(uint16_t bits);
+// v rounded to the nearest binary16 / bfloat16 value (ties to even; beyond the largest finite
+// value's rounding range: infinity), computed on the quantum of v's binade in double.
+float RoundToHalf(float v);
+float RoundToBf16(float v);
 
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& bytes);

@@ -70,6 +70,11 @@ TEST(Utf8Stream, HoldsBackIncompleteCharacters) {
 TEST(Utf8, Validation) {
   EXPECT_TRUE(IsValidUtf8("Grüße 日本 🙂"));
   EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xE0\x80\xAF"));      // overlong, three bytes for U+002F
+  EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));      // overlong, three bytes for U+07FF
+  EXPECT_FALSE(IsValidUtf8("\xF0\x8F\xBF\xBF"));  // overlong, four bytes for U+FFFF
+  EXPECT_TRUE(IsValidUtf8("\xE0\xA0\x80"));       // U+0800, the smallest three-byte one
+  EXPECT_TRUE(IsValidUtf8("\xF0\x90\x80\x80"));   // U+10000, the smallest four-byte one
   EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
   EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // above U+10FFFF
   EXPECT_FALSE(IsValidUtf8("abc\xE6\x97"));       // truncated

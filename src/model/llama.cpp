@@ -9,10 +9,10 @@
 
 #include "format/dtype.h"
 #include "model/matmul.h"
+#include "model/rms_norm.h"
 #include "zeroskip/session.h"
 
 namespace zeroskip {
-namespace {
 
 void RmsNorm(const float* x, int64_t n, int64_t dim, const float* weight, float eps, float* out) {
   for (int64_t r = 0; r < n; ++r) {
@@ -23,6 +23,8 @@ void RmsNorm(const float* x, int64_t n, int64_t dim, const float* weight, float 
     for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = xr[i] * scale * weight[i];
   }
 }
+
+namespace {
 
 // Rotate-half rotary embedding of `heads` heads in each of n rows, row r at position pos0 + r.
 void ApplyRope(float* v, int64_t n, int64_t heads, int64_t head_dim, int64_t pos0,

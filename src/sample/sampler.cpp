@@ -58,9 +58,15 @@ int Sampler::Sample(float* logits, std::span<const int> history) {
   // Dividing by T happens after subtracting the maximum, so (x - max) / T <= 0 and no
   // temperature, however small, turns finite logits into inf - inf = NaN.
   const float max_logit = candidates_.front().first;
+  // Softmax's limits, where exp(value - max) would be NaN: with no finite logit (all NaN or -inf)
+  // pick the first token, as greedy does; a +inf logit takes all the probability (shared by ties).
+  if (max_logit == -std::numeric_limits<float>::infinity()) return candidates_.front().second;
+  const bool infinite = std::isinf(max_logit);
   double total = 0;
   for (auto& [value, id] : candidates_) {
-    value = std::exp((value - max_logit) / options_.temperature);  // unnormalized probability
+    // Unnormalized probability from here on.
+    value = infinite ? static_cast<float>(value == max_logit)
+                     : std::exp((value - max_logit) / options_.temperature);
     total += value;
   }
   if (options_.top_p < 1.0f) {

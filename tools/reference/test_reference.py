@@ -10,6 +10,8 @@
    explicit head_dim != hidden/heads, relu/silu, tied/untied, bf16/f16/sharded storage.
 2. GoldenFixtures: tests/data/make_checkpoints.py still produces byte-identical files
    (files_sha256), and the reference still reproduces the stored logits and greedy tokens.
+3. ScoringFixture: the same for tests/data/golden/scoring.json (every position of a few
+   sequences, for the CLI's score / perplexity / eval tests).
 Tests needing torch are skipped when it is missing.
 """
 import json
@@ -116,7 +118,7 @@ TINY = {
 }
 
 
-@unittest.skipIf(torch is None, "torch not installed")
+@unittest.skipIf(torch is None, "missing module: torch")
 class ReferenceVsNumpy(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="zeroskip_ref_")
@@ -211,7 +213,7 @@ class GoldenFixtures(unittest.TestCase):
                     with open(os.path.join(path, fname), "rb") as f:
                         self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
 
-    @unittest.skipIf(torch is None, "torch not installed")
+    @unittest.skipIf(torch is None, "missing module: torch")
     def test_reference_reproduces_fixtures(self):
         for name, fx in self.fixtures.items():
             with self.subTest(name):
@@ -225,6 +227,43 @@ class GoldenFixtures(unittest.TestCase):
                     np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
                                                atol=1e-6 * scale)
                 self.assertEqual(cont, fx["greedy"]["continuation"])
+
+
+class ScoringFixture(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        with open(os.path.join(GOLDEN, "scoring.json"), encoding="utf-8") as f:
+            cls.fx = json.load(f)
+        cls.tmp = tempfile.mkdtemp(prefix="zeroskip_scoring_check_")
+        cls.path = make_checkpoints.write_checkpoint(cls.tmp, cls.fx["checkpoint"])
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def test_generator_is_byte_identical(self):
+        import hashlib
+        for fname, digest in self.fx["files_sha256"].items():
+            with open(os.path.join(self.path, fname), "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
+
+    def test_windows_cover_the_text(self):
+        chunk = self.fx["window_ctx"] - 1
+        ids = self.fx["text_ids"]
+        seqs = [s["ids"] for s in self.fx["sequences"]]
+        self.assertEqual(seqs[0], [1] + ids)
+        self.assertEqual(seqs[1:], [[1] + ids[i:i + chunk] for i in range(chunk, len(ids), chunk)])
+        for s in self.fx["sequences"]:
+            self.assertEqual(len(s["logits"]), len(s["ids"]))
+
+    @unittest.skipIf(torch is None, "missing module: torch")
+    def test_reference_reproduces_fixture(self):
+        ref = llama_ref.LlamaRef(self.path)
+        for s in self.fx["sequences"]:
+            with torch.no_grad():
+                logits = ref.forward(s["ids"]).numpy()
+            np.testing.assert_allclose(s["logits"], logits, rtol=0,
+                                       atol=1e-6 * np.abs(logits).max())
 
 
 if __name__ == "__main__":

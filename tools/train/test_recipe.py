@@ -171,7 +171,7 @@ class TestRecipeConfig(unittest.TestCase):
         self.assertTrue(all(a >= b for a, b in zip(lrs[9:], lrs[10:])))
 
 
-@unittest.skipUnless(HAS_SPM, "sentencepiece not importable")
+@unittest.skipUnless(HAS_SPM, "missing module: sentencepiece")
 class TestTokenizer(unittest.TestCase):
     def test_special_ids_and_byte_fallback(self):
         rng = random.Random(0)
@@ -199,7 +199,7 @@ class TestTokenizer(unittest.TestCase):
         self.assertEqual(sp.decode(ids), s)
 
 
-@unittest.skipUnless(HAS_TORCH, "torch not importable")
+@unittest.skipUnless(HAS_TORCH, "missing module: torch")
 class TestStochaActivation(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -264,7 +264,7 @@ class TestStochaActivation(unittest.TestCase):
         self.assertTrue((y[neg] != 0).any() and (y[neg] == 0).any())
 
 
-@unittest.skipUnless(HAS_TORCH, "torch not importable")
+@unittest.skipUnless(HAS_TORCH, "missing module: torch")
 class TestModel(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -1,0 +1,314 @@
+// The model and session contracts that end-to-end tests cannot see: Model::Load refusing
+// well-formed files that do not describe the model their config implies, the session's context
+// guard at exactly its boundary, and RMSNorm against its definition.
+#include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "model/rms_norm.h"
+#include "test_util.h"
+#include "zeroskip/error.h"
+#include "zeroskip/session.h"
+
+namespace zeroskip {
+namespace {
+
+const std::string kModel = "llama_gqa_hd64_relu_f32";  // hidden 256, ffn 200, kv_dim 128, ctx 64
+
+// ------------------------------------------------------------------------ hostile .zsk files
+
+// A .zsk image edited through the byte layout of docs/FORMAT.md (not through the reader's own
+// decoder), with the header checksum recomputed so only Model::Load's checks stand in the way.
+class ZskImage {
+ public:
+  explicit ZskImage(const std::string& path) : bytes_(testing::ReadFile(path)) {}
+
+  uint64_t U64(uint64_t at) const {
+    uint64_t v;
+    std::memcpy(&v, bytes_.data() + at, 8);  // little-endian host, as the format
+    return v;
+  }
+  void Put32(uint64_t at, uint32_t v) { std::memcpy(bytes_.data() + at, &v, 4); }
+  void Put64(uint64_t at, uint64_t v) { std::memcpy(bytes_.data() + at, &v, 8); }
+
+  // Offset of the 192-byte record of tensor `name`.
+  uint64_t Record(const std::string& name) const {
+    const uint64_t table = U64(56), count = U64(64);
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint64_t r = table + 192 * i;
+      if (name == bytes_.c_str() + r) return r;
+    }
+    ADD_FAILURE() << "no tensor " << name;
+    return 0;
+  }
+  void SetDType(const std::string& name, uint32_t code, uint64_t nbytes) {
+    Put32(Record(name) + 96, code);
+    Put64(Record(name) + 152, nbytes);  // must stay dtype size x shape, or the table is refused
+  }
+  void SetLayout(const std::string& name, uint32_t code) { Put32(Record(name) + 100, code); }
+  void SetShape(const std::string& name, uint64_t rows, uint64_t cols) {
+    Put64(Record(name) + 112, rows);
+    Put64(Record(name) + 120, cols);
+  }
+  void Rename(const std::string& name, const std::string& to) {
+    const uint64_t r = Record(name);
+    std::memset(bytes_.data() + r, 0, 96);
+    std::memcpy(bytes_.data() + r, to.data(), to.size());
+  }
+
+  // xxh64 of header[0, 80) ‖ metadata ‖ tokenizer ‖ table, stored at offset 80.
+  void WriteTo(const std::string& path) {
+    XXH64_state_t* s = XXH64_createState();
+    XXH64_reset(s, 0);
+    XXH64_update(s, bytes_.data(), 80);
+    XXH64_update(s, bytes_.data() + U64(24), U64(32));
+    XXH64_update(s, bytes_.data() + U64(40), U64(48));
+    XXH64_update(s, bytes_.data() + U64(56), U64(64) * 192);
+    Put64(80, XXH64_digest(s));
+    XXH64_freeState(s);
+    testing::WriteFile(path, bytes_);
+  }
+
+  std::string bytes_;
+};
+
+// Loads the edited image; returns the Error's reason ("" if it loaded).
+std::string LoadReason(ZskImage image) {
+  testing::TempDir dir;
+  image.WriteTo(dir / "m.zsk");
+  try {
+    Model::Load(dir / "m.zsk");
+  } catch (const Error& e) {
+    EXPECT_EQ(e.path(), dir / "m.zsk");
+    return e.reason();
+  }
+  return "";
+}
+
+ZskImage Original() { return ZskImage(testing::ConvertedModel(kModel)); }
+
+TEST(ModelLoad, AnUneditedImageLoads) { EXPECT_EQ(LoadReason(Original()), ""); }
+
+TEST(ModelLoad, RefusesAWrongLayout) {
+  ZskImage down = Original();
+  down.SetLayout("layers.0.ffn_down", 0);  // must be transposed: [ffn, hidden]
+  EXPECT_EQ(LoadReason(down), "tensor 'layers.0.ffn_down' has the wrong layout");
+  ZskImage q = Original();
+  q.SetLayout("layers.1.attn_q", 1);  // must be row-major
+  EXPECT_EQ(LoadReason(q), "tensor 'layers.1.attn_q' has the wrong layout");
+}
+
+TEST(ModelLoad, RefusesASwappedNonSquareShape) {
+  // Same element count, so every format check passes; only the config says it is wrong.
+  ZskImage gate = Original();
+  gate.SetShape("layers.0.ffn_gate", 256, 200);
+  EXPECT_EQ(LoadReason(gate),
+            "tensor 'layers.0.ffn_gate' has shape [256, 200] but the config implies [200, 256]");
+  ZskImage k = Original();
+  k.SetShape("layers.1.attn_k", 256, 128);
+  EXPECT_EQ(LoadReason(k),
+            "tensor 'layers.1.attn_k' has shape [256, 128] but the config implies [128, 256]");
+  ZskImage down = Original();
+  down.SetShape("layers.1.ffn_down", 256, 200);  // the HF orientation, not the stored one
+  EXPECT_EQ(LoadReason(down),
+            "tensor 'layers.1.ffn_down' has shape [256, 200] but the config implies [200, 256]");
+}
+
+TEST(ModelLoad, RefusesANormInAnotherDType) {
+  ZskImage attn = Original();
+  attn.SetDType("layers.0.attn_norm", 2, 256 * 2);  // bf16
+  EXPECT_EQ(LoadReason(attn), "tensor 'layers.0.attn_norm' must be f32");
+  ZskImage out = Original();
+  out.SetDType("output_norm", 1, 256 * 2);  // f16
+  EXPECT_EQ(LoadReason(out), "tensor 'output_norm' must be f32");
+}
+
+TEST(ModelLoad, RefusesFfnMatricesOfDifferentDTypes) {
+  ZskImage up = Original();
+  up.SetDType("layers.1.ffn_up", 2, 200 * 256 * 2);
+  EXPECT_EQ(LoadReason(up), "layer 1: ffn_gate, ffn_up and ffn_down must share one dtype");
+  ZskImage down = Original();
+  down.SetDType("layers.0.ffn_down", 1, 200 * 256 * 2);
+  EXPECT_EQ(LoadReason(down), "layer 0: ffn_gate, ffn_up and ffn_down must share one dtype");
+}
+
+TEST(ModelLoad, RefusesMissingAndMiscountedTensors) {
+  ZskImage renamed = Original();
+  renamed.Rename("output", "outputs");
+  EXPECT_EQ(LoadReason(renamed), "missing tensor 'output'");
+  ZskImage fewer = Original();
+  fewer.Put64(64, fewer.U64(64) - 1);  // drop the last record from the table
+  EXPECT_EQ(LoadReason(fewer), "holds 20 tensors but the config implies 21");
+}
+
+// The format checks behind Model::Load, on files that are otherwise intact.
+TEST(ZskHostile, NonZeroReservedHeaderBytesAreRefused) {
+  for (uint64_t at : {88, 95, 96, 127}) {  // the reserved bytes are [88, 128)
+    ZskImage image = Original();
+    image.bytes_[at] = 1;
+    EXPECT_EQ(LoadReason(image), "reserved header bytes are not zero") << "byte " << at;
+  }
+}
+
+TEST(ZskHostile, UnknownDTypeAndLayoutCodesAreRefused) {
+  ZskImage int8 = Original();
+  int8.Put32(int8.Record("layers.0.ffn_up") + 96, 3);  // reserved for int8
+  EXPECT_EQ(LoadReason(int8), "tensor 'layers.0.ffn_up': unknown dtype code 3");
+  ZskImage layout = Original();
+  layout.SetLayout("layers.0.ffn_up", 2);
+  EXPECT_EQ(LoadReason(layout), "tensor 'layers.0.ffn_up': unknown layout code 2");
+}
+
+// ------------------------------------------------------------------------ context guard
+
+SessionOptions WithContext(int64_t context, FfnMode ffn) {
+  SessionOptions o;
+  o.threads = 2;
+  o.context = context;
+  o.ffn = ffn;
+  return o;
+}
+
+std::vector<int> Tokens(size_t n) {
+  std::vector<int> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int>(1 + (i * 37) % 380);
+  return ids;
+}
+
+void ExpectAllFinite(std::span<const float> logits) {
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+}
+
+// Exactly `context` tokens fit; one more throws (before touching the KV cache, which has no room
+// for it: the sanitizer build would report the overflow if it did not).
+TEST(ContextGuard, BatchOfExactlyTheContextRunsAndOneMoreThrows) {
+  const Model& m = testing::LoadedModel(kModel);
+  for (FfnMode ffn : {FfnMode::kAuto, FfnMode::kDense}) {
+    Session s(m, WithContext(8, ffn));
+    ExpectAllFinite(s.Forward(Tokens(8)));
+    EXPECT_EQ(s.position(), 8);
+    const int one = 5;
+    EXPECT_THROW(s.Forward({&one, 1}), Error);
+    EXPECT_EQ(s.position(), 8);
+    s.Reset();
+    EXPECT_THROW(s.Forward(Tokens(9)), Error);
+    EXPECT_EQ(s.position(), 0);
+  }
+}
+
+TEST(ContextGuard, TokenByTokenStopsAtTheContext) {
+  const Model& m = testing::LoadedModel(kModel);
+  for (FfnMode ffn : {FfnMode::kSparse, FfnMode::kDense}) {
+    Session s(m, WithContext(4, ffn));
+    for (int id : Tokens(4)) ExpectAllFinite(s.Forward({&id, 1}));
+    const int id = 9;
+    EXPECT_THROW(s.Forward({&id, 1}), Error) << FfnModeName(ffn);
+    // Prefill of context - 1, then exactly one decode step fits.
+    s.Reset();
+    ExpectAllFinite(s.Forward(Tokens(3)));
+    ExpectAllFinite(s.Forward({&id, 1}));
+    EXPECT_THROW(s.Forward({&id, 1}), Error) << FfnModeName(ffn);
+  }
+}
+
+TEST(ContextGuard, TheModelsFullContextFits) {
+  const Model& m = testing::LoadedModel(kModel);
+  Session s(m, WithContext(0, FfnMode::kAuto));  // 0: the model's 64
+  ASSERT_EQ(s.context(), 64);
+  ExpectAllFinite(s.Forward(Tokens(64)));
+  const int id = 3;
+  EXPECT_THROW(s.Forward({&id, 1}), Error);
+  EXPECT_THROW(Session(m, WithContext(65, FfnMode::kAuto)), Error);
+}
+
+TEST(ContextGuard, CliEvalOneTokenPastTheContextIsAClearError) {
+  const std::string model = testing::ConvertedModel(kModel);
+  const auto ok = testing::RunCli(
+      {"eval", "-m", model, "--ctx", "4", "--ffn", "sparse", "--tokens", "1,5,9,12", "--json"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  for (const char* ffn : {"sparse", "auto"}) {
+    const auto r = testing::RunCli(
+        {"eval", "-m", model, "--ctx", "4", "--ffn", ffn, "--tokens", "1,5,9,12,14"});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.err, "zeroskip: error: " + model + ": 5 tokens do not fit the context of 4\n");
+  }
+}
+
+// ------------------------------------------------------------------------ chunked prefill
+
+// A prompt longer than max_batch runs in chunks; the logits are the last chunk's last row, equal
+// to the float64 reference (tests/data/golden/scoring.json holds every position).
+TEST(Session, ChunkedPrefillMatchesReference) {
+  const auto fixture = nlohmann::json::parse(
+      testing::ReadFile(testing::SourceDir() + "/tests/data/golden/scoring.json"));
+  const Model& m = testing::LoadedModel(fixture["checkpoint"]);
+  const auto& sequence = fixture["sequences"][0];
+  const auto ids = sequence["ids"].get<std::vector<int>>();
+  const auto& want = sequence["logits"];
+  for (int64_t max_batch : {1, 4, 7, 64}) {
+    SessionOptions o;
+    o.threads = 2;
+    o.max_batch = max_batch;
+    Session s(m, o);
+    // The whole sequence at once, then again as two calls (the second starting mid-chunk).
+    for (size_t split : {ids.size(), size_t{5}}) {
+      s.Reset();
+      if (split < ids.size()) s.Forward(std::span<const int>(ids).first(split));
+      const auto logits =
+          s.Forward(std::span<const int>(ids).subspan(split == ids.size() ? 0 : split));
+      const auto& row = want[ids.size() - 1];
+      double max_ref = 0;
+      for (const auto& v : row) max_ref = std::max(max_ref, std::abs(v.get<double>()));
+      ASSERT_EQ(logits.size(), row.size());
+      for (size_t v = 0; v < row.size(); ++v) {
+        ASSERT_NEAR(logits[v], row[v].get<double>(), 1e-4 * max_ref)
+            << "max_batch " << max_batch << " split " << split << " id " << v;
+      }
+    }
+    if (max_batch < static_cast<int64_t>(ids.size())) {
+      s.Reset();
+      EXPECT_THROW(s.Forward(ids, /*all_logits=*/true), Error) << "max_batch " << max_batch;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------ RMSNorm
+
+TEST(RmsNorm, MatchesTheDefinitionWithEpsInsideTheRoot) {
+  // Two rows with a large eps, so eps inside or outside the square root differ by ~10%.
+  const float x[] = {3.0f, 4.0f, -1.0f, 0.5f};
+  const float w[] = {1.0f, 2.0f};
+  float out[4];
+  RmsNorm(x, 2, 2, w, 0.5f, out);
+  const double s0 = 1 / std::sqrt((9.0 + 16.0) / 2 + 0.5),
+               s1 = 1 / std::sqrt((1.0 + 0.25) / 2 + 0.5);
+  const double want[] = {3 * s0, 8 * s0, -1 * s1, 1.0 * s1};
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(out[i], want[i], 1e-6 * std::abs(want[i])) << i;
+}
+
+TEST(RmsNorm, MatchesADoublePrecisionReferenceAtModelSizes) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 0.05f);  // small rms: eps (1e-5) matters at 1e-3
+  const int64_t n = 3, dim = 256;
+  std::vector<float> x(n * dim), w(dim), out(n * dim);
+  for (auto& v : x) v = dist(rng);
+  for (auto& v : w) v = 1.0f + dist(rng);
+  const float eps = 1e-5f;
+  RmsNorm(x.data(), n, dim, w.data(), eps, out.data());
+  for (int64_t r = 0; r < n; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += double(x[r * dim + i]) * x[r * dim + i];
+    const double scale = 1 / std::sqrt(ss / dim + double(eps));
+    for (int64_t i = 0; i < dim; ++i) {
+      const double want = x[r * dim + i] * scale * w[i];
+      ASSERT_NEAR(out[r * dim + i], want, 1e-6 * std::abs(want) + 1e-12) << r << ", " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace zeroskip
