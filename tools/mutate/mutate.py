@@ -24,7 +24,7 @@ The repository itself is never modified. Results go to REPORT.md and report.json
 """
 import argparse
 import datetime
-import hashlib
+import filecmp
 import json
 import os
 import re
@@ -150,14 +150,6 @@ def repo_files(root):
     return [p for p in out.decode().split("\0") if p and os.path.isfile(os.path.join(root, p))]
 
 
-def digest(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sync_tree(root, dst):
     """Mirrors the working tree into dst, touching only files whose content changed (so the
     scratch build stays incremental across runs) and removing files that are gone."""
@@ -170,8 +162,7 @@ def sync_tree(root, dst):
     copied = 0
     for rel in files:
         src, out = os.path.join(root, rel), os.path.join(dst, rel)
-        if os.path.exists(out) and os.path.getsize(out) == os.path.getsize(src) \
-                and digest(out) == digest(src):
+        if os.path.exists(out) and filecmp.cmp(out, src, shallow=False):
             continue
         os.makedirs(os.path.dirname(out), exist_ok=True)
         shutil.copy2(src, out)
