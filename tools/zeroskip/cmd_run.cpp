@@ -358,8 +358,9 @@ void AddScore(CLI::App& app) {
   cmd->callback([f] {
     SessionOptions so = ApplyComputeFlags(f->compute);
     const std::vector<int> ids = ParseNumberList<int>(f->tokens, "--tokens", 0, INT32_MAX);
-    if (static_cast<size_t>(f->from) >= ids.size())
+    if (static_cast<size_t>(f->from) >= ids.size()) {
       throw Error("", "--from leaves nothing to score");
+    }
     const auto model = Model::Load(f->compute.model);
     so.max_batch = static_cast<int64_t>(ids.size());
     Session session(*model, so);
