@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "kernels/kernels.h"
 #include "test_util.h"
 #include "zeroskip/tokenizer.h"
 
@@ -52,6 +53,19 @@ TEST(Cli, EchoPrintsThePromptThenTheContinuation) {
   const auto plain = RunCli(args);
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   EXPECT_EQ(plain.out, continuation + "\n");
+}
+
+// What a bug report needs, in three lines; the kernels line names the ISA the CPU gets.
+TEST(Cli, VersionNamesCommitBuildKernelsAndCpu) {
+  const auto r = RunCli({"--version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = testing::Lines(r.out);
+  ASSERT_EQ(lines.size(), 3u) << r.out;
+  EXPECT_EQ(lines[0].rfind("zeroskip 0.1.0 (commit ", 0), 0u) << lines[0];
+  EXPECT_NE(lines[0].find(" build)"), std::string::npos) << lines[0];
+  EXPECT_EQ(lines[1].rfind("kernels: scalar avx2", 0), 0u) << lines[1];
+  EXPECT_NE(lines[1].find("-> using " + std::string(IsaName(BestIsa()))), std::string::npos);
+  EXPECT_EQ(lines[2].rfind("cpu features:", 0), 0u) << lines[2];
 }
 
 TEST(Cli, ZeroTokensGeneratesNothing) {
