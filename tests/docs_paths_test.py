@@ -6,7 +6,8 @@
 Scans what people copy commands from (README.md, docs/, models/, every README, the scripts in
 tools/, benchmarks/ and .ci/) for absolute paths. Allowed: the system's own places (/usr for the
 system Python and headers, /bin, /lib, /dev, /proc, /sys, /etc) and /tmp for scratch files in examples.
-Anything else (/work/..., /home/..., /root/...) names one machine and fails, with file and line.
+Anything else (a home folder, a build machine's own folders) names one machine and fails, with file
+and line.
 Recorded outputs (docs/bench/) are data, not commands, and are not scanned. Standard library only.
 Prints `N passed, M failed` (one check per file).
 """
