@@ -83,7 +83,9 @@ void BM_DenseGemvOneDnn(benchmark::State& state) {
   omp_set_num_threads(threads);
   OneDnnGemv gemv(kHidden, kFfn, static_cast<DType>(type));
   const dnnl::memory packed =
-      gemv.Prepare({W().data(type), static_cast<DType>(type), kFfn, kHidden}, /*out_in=*/true);
+      gemv.Prepare({.data = W().data(type), .dtype = static_cast<DType>(type), .rows = kFfn,
+                    .cols = kHidden},
+                   /*out_in=*/true);
   std::vector<float> y(kFfn);
   for (auto _ : state) {
     gemv.Run(packed, W().x.data(), y.data());

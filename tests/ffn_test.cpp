@@ -21,7 +21,7 @@ struct RandomFfn {
   ModelConfig config;
   std::vector<uint8_t> gate, up, down;
   std::vector<float> gate_f, up_f, down_f;  // [ffn, hidden] the stored values, widened
-  LayerWeights weights;
+  FfnWeights weights;
 
   RandomFfn(int64_t hidden, int64_t ffn, DType dtype, float gate_shift, uint32_t seed) {
     config.hidden = hidden;
@@ -54,7 +54,7 @@ struct RandomFfn {
     fill(up, up_f, 0.0f);
     fill(down, down_f, 0.0f);
     auto view = [&](const std::vector<uint8_t>& b) {
-      return WeightView{b.data(), dtype, ffn, hidden};
+      return WeightView{.data = b.data(), .dtype = dtype, .rows = ffn, .cols = hidden};
     };
     weights.gate = view(gate);
     weights.up = view(up);

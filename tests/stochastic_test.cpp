@@ -112,10 +112,10 @@ TEST(Stochastic, POneIsSiluOnNegatives) {
   for (auto* v : {&gate, &up, &down, &x}) {
     for (auto& e : *v) e = dist(rng);
   }
-  LayerWeights w;
-  w.gate = {gate.data(), DType::kF32, ffn, hidden};
-  w.up = {up.data(), DType::kF32, ffn, hidden};
-  w.down_t = {down.data(), DType::kF32, ffn, hidden};
+  FfnWeights w;
+  w.gate = {.data = gate.data(), .rows = ffn, .cols = hidden};
+  w.up = {.data = up.data(), .rows = ffn, .cols = hidden};
+  w.down_t = {.data = down.data(), .layout = Layout::kTransposed, .rows = ffn, .cols = hidden};
   for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
     DenseMatmul mm(2);
     FfnRuntime rt(c, mode, 2, 1, &mm, {FfnActivation::kStochastic, 1.0f, 77});

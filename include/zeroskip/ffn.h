@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "zeroskip/config.h"
-#include "zeroskip/model.h"
+#include "zeroskip/weights.h"
 
 namespace zeroskip {
 
@@ -65,7 +65,7 @@ class FfnRuntime {
 
   // x: [n, hidden] normalized input for the tokens at positions position..position+n-1;
   // y: [n, hidden] output (overwritten).
-  void Forward(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y,
+  void Forward(int64_t layer, const FfnWeights& w, const float* x, int64_t n, float* y,
                int64_t position = 0);
 
   FfnActivation activation() const { return act_; }
@@ -75,8 +75,8 @@ class FfnRuntime {
   void ResetStats();
 
  private:
-  void DecodeStep(int64_t layer, const LayerWeights& w, const float* x, float* y, int64_t position);
-  void BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n, float* y,
+  void DecodeStep(int64_t layer, const FfnWeights& w, const float* x, float* y, int64_t position);
+  void BatchedDense(int64_t layer, const FfnWeights& w, const float* x, int64_t n, float* y,
                     int64_t position);
   float Activate(float g, int64_t position, int64_t layer, int64_t neuron) const;
   // The statistics every call records; callers add flops_done and weight_bytes_read.

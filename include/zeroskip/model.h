@@ -13,24 +13,16 @@
 #include "zeroskip/config.h"
 #include "zeroskip/format.h"
 #include "zeroskip/tokenizer.h"
+#include "zeroskip/weights.h"
 
 namespace zeroskip {
-
-// A matrix as stored: [rows, cols] row-major, elements of `dtype`.
-struct WeightView {
-  const void* data = nullptr;
-  DType dtype = DType::kF32;
-  int64_t rows = 0;
-  int64_t cols = 0;
-};
 
 struct LayerWeights {
   const float* attn_norm = nullptr;  // [hidden]
   WeightView q, k, v;                // [q_dim | kv_dim, hidden]
   WeightView o;                      // [hidden, q_dim]
   const float* ffn_norm = nullptr;   // [hidden]
-  WeightView gate, up;               // [ffn, hidden]
-  WeightView down_t;                 // [ffn, hidden]: HF down_proj transposed
+  FfnWeights ffn;
 };
 
 class Model {

@@ -104,7 +104,7 @@ BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes, int repeats, 
   std::vector<float> x(cols, 1.0f), y(rows);
   volatile float sink = 0;  // the sums, so no pass can be optimised away
   DenseMatmul gemv(threads);
-  const WeightView matrix{data.get(), DType::kF32, rows, cols};
+  const WeightView matrix{.data = data.get(), .rows = rows, .cols = cols};
   // oneDNN reads its own packed copy (same size), prepared once as in `bench ffn`.
   std::unique_ptr<OneDnnGemv> onednn;
   dnnl::memory packed;

@@ -41,7 +41,7 @@ double NormalQuantile(double p) {
 
 struct Layer {
   std::vector<uint8_t> gate, up, down_t;  // [ffn, hidden] each
-  LayerWeights views;
+  FfnWeights views;
   dnnl::memory onednn_gate, onednn_up, onednn_down;  // the same, in oneDNN's preferred layout
 };
 
@@ -97,9 +97,10 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
     Fill(l.gate, f, d, opt.dtype, scale, rng);
     Fill(l.up, f, d, opt.dtype, scale, rng);
     Fill(l.down_t, f, d, opt.dtype, scale, rng);
-    l.views.gate = {l.gate.data(), opt.dtype, f, d};
-    l.views.up = {l.up.data(), opt.dtype, f, d};
-    l.views.down_t = {l.down_t.data(), opt.dtype, f, d};
+    l.views.gate = {.data = l.gate.data(), .dtype = opt.dtype, .rows = f, .cols = d};
+    l.views.up = {.data = l.up.data(), .dtype = opt.dtype, .rows = f, .cols = d};
+    l.views.down_t = {.data = l.down_t.data(), .dtype = opt.dtype, .layout = Layout::kTransposed,
+                      .rows = f, .cols = d};
   }
 
   ModelConfig config;

@@ -153,7 +153,7 @@ float FfnRuntime::Activate(float g, int64_t position, int64_t layer, int64_t neu
   }
 }
 
-void FfnRuntime::Forward(int64_t layer, const LayerWeights& w, const float* x, int64_t n,
+void FfnRuntime::Forward(int64_t layer, const FfnWeights& w, const float* x, int64_t n,
                          float* y, int64_t position) {
   if (n == 1) {
     DecodeStep(layer, w, x, y, position);
@@ -162,7 +162,7 @@ void FfnRuntime::Forward(int64_t layer, const LayerWeights& w, const float* x, i
   }
 }
 
-void FfnRuntime::DecodeStep(int64_t layer, const LayerWeights& w, const float* x, float* y,
+void FfnRuntime::DecodeStep(int64_t layer, const FfnWeights& w, const float* x, float* y,
                             int64_t position) {
   const KernelTable& k = Kernels();
   const int type = static_cast<int>(w.gate.dtype);
@@ -250,7 +250,7 @@ FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negat
   return s;
 }
 
-void FfnRuntime::BatchedDense(int64_t layer, const LayerWeights& w, const float* x, int64_t n,
+void FfnRuntime::BatchedDense(int64_t layer, const FfnWeights& w, const float* x, int64_t n,
                               float* y, int64_t position) {
   const int64_t ffn = config_.ffn;
   float* g = batch_gate_.data();

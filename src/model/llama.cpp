@@ -75,7 +75,7 @@ void Session::ForwardChunk(const int* tokens, int64_t n, bool need_logits, bool 
     matmul_->Linear(w.o, att_.data(), n, proj_.data());
     AddInPlace(x_.data(), proj_.data(), n * h);
     RmsNorm(x_.data(), n, h, w.ffn_norm, c.rms_eps, xn_.data());
-    ffn_->Forward(l, w, xn_.data(), n, proj_.data(), position_);
+    ffn_->Forward(l, w.ffn, xn_.data(), n, proj_.data(), position_);
     AddInPlace(x_.data(), proj_.data(), n * h);
   }
   position_ += n;

@@ -29,7 +29,8 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
     }
     expected.insert(slot.name);
     const int64_t rows = t->shape.size() == 2 ? static_cast<int64_t>(t->shape[0]) : 1;
-    return WeightView{file.data(*t), t->dtype, rows, static_cast<int64_t>(t->shape.back())};
+    return WeightView{file.data(*t), nullptr, t->dtype, t->layout, rows,
+                      static_cast<int64_t>(t->shape.back())};
   };
   auto vector = [&](const TensorSlot& slot) { return static_cast<const float*>(view(slot).data); };
 
@@ -49,13 +50,13 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
     l.v = view(slots[s++]);
     l.o = view(slots[s++]);
     l.ffn_norm = vector(slots[s++]);
-    l.gate = view(slots[s++]);
-    l.up = view(slots[s++]);
-    l.down_t = view(slots[s++]);
+    l.ffn.gate = view(slots[s++]);
+    l.ffn.up = view(slots[s++]);
+    l.ffn.down_t = view(slots[s++]);
   }
   for (int64_t i = 0; i < c.layers; ++i) {
     const LayerWeights& l = model->layers_[i];
-    if (l.up.dtype != l.gate.dtype || l.down_t.dtype != l.gate.dtype) {
+    if (l.ffn.up.dtype != l.ffn.gate.dtype || l.ffn.down_t.dtype != l.ffn.gate.dtype) {
       throw Error(path, "layer " + std::to_string(i) +
                             ": ffn_gate, ffn_up and ffn_down must share one dtype");
     }

@@ -127,7 +127,7 @@ void Session::Allocate(const Model& model, const SessionOptions& options) {
   need(model.lm_head());
   for (int64_t l = 0; l < config_.layers; ++l) {
     const LayerWeights& w = model.layer(l);
-    for (const WeightView* v : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down_t}) need(*v);
+    for (const WeightView* v : {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up, &w.ffn.down_t}) need(*v);
   }
   if (max_batch_ > 1) matmul_->ReserveWiden(widen);
 }

@@ -1,0 +1,32 @@
+// Typed views of weight matrices as they sit in a mapped model file (or a test's buffer).
+//
+// A view points at memory it does not own and never copies; it says how to read the bytes
+// (element type, optional per-block scales, layout) and nothing about what the matrix is for.
+#pragma once
+
+#include <cstdint>
+
+#include "zeroskip/format.h"
+
+namespace zeroskip {
+
+// A matrix as stored: [rows, cols] row-major, elements of `dtype`. `layout` records whether
+// that is the Hugging Face orientation or its transpose. `scales` is for quantized types (one
+// f32 per block of a row); float types have none.
+struct WeightView {
+  const void* data = nullptr;
+  const float* scales = nullptr;
+  DType dtype = DType::kF32;
+  Layout layout = Layout::kRowMajor;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// The gated FFN of one layer: y = down · (act(gate · x) ⊙ (up · x)). All three are [ffn, hidden]
+// (down transposed from the HF [hidden, ffn]) so each neuron is one contiguous row of each.
+struct FfnWeights {
+  WeightView gate, up;  // [ffn, hidden]
+  WeightView down_t;    // [ffn, hidden]
+};
+
+}  // namespace zeroskip
