@@ -1,6 +1,5 @@
 #include <cpuid.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <xsimd/xsimd.hpp>
 
@@ -56,8 +55,6 @@ const KernelTable& TableFor(Isa isa) {
   return ScalarKernels();
 }
 
-std::atomic<const KernelTable*> g_current{nullptr};
-
 }  // namespace
 
 Isa BestIsa() {
@@ -66,22 +63,7 @@ Isa BestIsa() {
   return Isa::kScalar;
 }
 
-const KernelTable& Kernels() {
-  const KernelTable* t = g_current.load(std::memory_order_acquire);
-  if (t == nullptr) {
-    t = &TableFor(BestIsa());
-    g_current.store(t, std::memory_order_release);
-  }
-  return *t;
-}
-
 const KernelTable* KernelsFor(Isa isa) { return Supported(isa) ? &TableFor(isa) : nullptr; }
-
-bool SelectIsa(Isa isa) {
-  if (!Supported(isa)) return false;
-  g_current.store(&TableFor(isa), std::memory_order_release);
-  return true;
-}
 
 std::string_view IsaName(Isa isa) {
   switch (isa) {

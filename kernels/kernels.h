@@ -2,8 +2,8 @@
 //
 // Kernels take pointers, sizes and strides, never model types, and are single-threaded: callers
 // split rows or columns across threads. Each op has a scalar reference (kernels/ref), an
-// AVX2+FMA version and an AVX-512 version, each compiled with its own flags; the table is
-// chosen once from CPUID and can be overridden (`--isa`). Weight matrices are f32, bf16 or f16
+// AVX2+FMA version and an AVX-512 version, each compiled with its own flags; an Engine picks one
+// table at start-up (the best the CPU runs, or `--isa`). Weight matrices are f32, bf16 or f16
 // (bit patterns as uint16_t); activations are always f32.
 #pragma once
 
@@ -39,12 +39,10 @@ struct KernelTable {
   CompactPositiveFn compact_positive;
 };
 
-// The table in use (chosen on first call: the best ISA the CPU supports).
-const KernelTable& Kernels();
-// Every ISA's table, for tests and benchmarks; nullptr if the CPU cannot run it.
+// Every ISA's table; nullptr if the CPU cannot run it. Callers keep the table they chose (an
+// Engine does): there is no process-wide selection.
 const KernelTable* KernelsFor(Isa isa);
-// Overrides the choice; returns false if the CPU lacks the ISA.
-bool SelectIsa(Isa isa);
+// The fastest ISA this CPU runs.
 Isa BestIsa();
 std::string_view IsaName(Isa isa);
 bool ParseIsaName(std::string_view name, Isa* out);

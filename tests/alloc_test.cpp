@@ -44,9 +44,9 @@ TEST(Allocation, DecodeStepsAndSamplingAllocateNothing) {
     for (FfnMode ffn : {FfnMode::kSparse, FfnMode::kDense}) {
       const Model& m = testing::LoadedModel(name);
       SessionOptions o;
-      o.threads = 2;
       o.ffn = ffn;
-      Session session(m, o);
+      Engine engine(m, {.threads = 2});
+      Session session(engine, o);
       SamplerOptions so;
       so.temperature = 0.8f;
       so.repeat_penalty = 1.1f;

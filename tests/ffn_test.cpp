@@ -11,7 +11,7 @@
 #include <random>
 
 #include "kernels/kernels.h"
-#include "model/matmul.h"
+#include "engine/workspace.h"
 #include "test_util.h"
 
 namespace zeroskip {
@@ -70,6 +70,23 @@ std::vector<float> Input(int64_t hidden, uint32_t seed) {
   return x;
 }
 
+// One FFN runtime on `kernels`, with the settings and statistics a session would hold.
+struct Ffn {
+  Ffn(const ModelConfig& c, FfnMode mode, int threads, int64_t max_tokens = 1,
+      const KernelTable& kernels = ChooseKernels(""))
+      : matmul(kernels, threads),
+        runtime(c, kernels, matmul, threads, max_tokens),
+        settings(FfnSettings::Resolve(c, mode, {})) {}
+  void Forward(const FfnWeights& w, const float* x, int64_t n, float* y) {
+    runtime.Forward(settings, 0, w, x, n, y, 0, &stats);
+  }
+
+  DenseMatmul matmul;
+  FfnRuntime runtime;
+  FfnSettings settings;
+  FfnLayerStats stats;
+};
+
 // One instance per ISA, whether or not this CPU has it: a missing one shows up as skipped.
 class FfnIsaTest : public ::testing::TestWithParam<Isa> {
  protected:
@@ -77,9 +94,8 @@ class FfnIsaTest : public ::testing::TestWithParam<Isa> {
     if (KernelsFor(GetParam()) == nullptr) {
       GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
     }
-    ASSERT_TRUE(SelectIsa(GetParam()));
   }
-  void TearDown() override { SelectIsa(BestIsa()); }
+  const KernelTable& kernels() const { return *KernelsFor(GetParam()); }
 };
 
 // y = Σ_i relu(g_i)·u_i·W_down_t[i] in double from the widened weights, and a bound on what float
@@ -128,11 +144,10 @@ TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
         const Reference want = ReferenceFfn(f, x);
         for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
           for (int threads : {1, 2, 3}) {
-            DenseMatmul mm(threads);
-            FfnRuntime rt(f.config, mode, threads, 1, &mm);
+            Ffn rt(f.config, mode, threads, 1, kernels());
             // NaN first: an output element nobody writes fails loudly.
             std::vector<float> y(hidden, std::numeric_limits<float>::quiet_NaN());
-            rt.Forward(0, f.weights, x.data(), 1, y.data());
+            rt.Forward(f.weights, x.data(), 1, y.data());
             for (int64_t c = 0; c < hidden; ++c) {
               ASSERT_NEAR(y[c], want.y[c], want.bound[c] + 1e-30)
                   << IsaName(isa) << " " << DTypeName(dtype) << " " << FfnModeName(mode)
@@ -141,7 +156,7 @@ TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
             }
             // The statistics count what the step did: the whole gate, then two rows (up and
             // down) per active neuron when sparse; three whole matrices when dense.
-            const FfnLayerStats& st = rt.layer_stats()[0];
+            const FfnLayerStats& st = rt.stats;
             const auto active = static_cast<int64_t>(st.neurons - st.zero_neurons);
             EXPECT_NEAR(active, want.active, want.ambiguous);
             const uint64_t hf = hidden * ffn, elem = DTypeSize(dtype);
@@ -162,7 +177,6 @@ TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
 TEST(FfnRuntime, AutoDecodesSparselyExactlyWhenTheActivationHasZeros) {
   RandomFfn f(64, 200, DType::kF32, -0.5f, 7);
   const auto x = Input(64, 8);
-  DenseMatmul mm(2);
   struct Want {
     Activation model;
     FfnMode mode;
@@ -174,11 +188,11 @@ TEST(FfnRuntime, AutoDecodesSparselyExactlyWhenTheActivationHasZeros) {
                         Want{Activation::kSiLU, FfnMode::kAuto, false}}) {
     ModelConfig c = f.config;
     c.activation = w.model;
-    FfnRuntime rt(c, w.mode, 2, 1, &mm);
-    EXPECT_EQ(rt.sparse_decode(), w.sparse) << FfnModeName(w.mode);
+    Ffn rt(c, w.mode, 2);
+    EXPECT_EQ(rt.settings.sparse_decode, w.sparse) << FfnModeName(w.mode);
     std::vector<float> y(64);
-    rt.Forward(0, f.weights, x.data(), 1, y.data());
-    const FfnLayerStats& st = rt.layer_stats()[0];
+    rt.Forward(f.weights, x.data(), 1, y.data());
+    const FfnLayerStats& st = rt.stats;
     if (w.model == Activation::kReLU) {
       ASSERT_GT(st.zero_neurons, 0u);
     }
@@ -199,12 +213,11 @@ TEST_P(FfnIsaTest, SparseEqualsDenseEverywhere) {
         for (int threads : {1, 2}) {
           RandomFfn f(hidden, ffn, dtype, shift, 11);
           const auto x = Input(hidden, 12);
-          DenseMatmul mm(threads);
-          FfnRuntime sparse(f.config, FfnMode::kSparse, threads, 1, &mm);
-          FfnRuntime dense(f.config, FfnMode::kDense, threads, 1, &mm);
+          Ffn sparse(f.config, FfnMode::kSparse, threads, 1, kernels());
+          Ffn dense(f.config, FfnMode::kDense, threads, 1, kernels());
           std::vector<float> ys(hidden), yd(hidden);
-          sparse.Forward(0, f.weights, x.data(), 1, ys.data());
-          dense.Forward(0, f.weights, x.data(), 1, yd.data());
+          sparse.Forward(f.weights, x.data(), 1, ys.data());
+          dense.Forward(f.weights, x.data(), 1, yd.data());
           double scale = 0;
           for (float v : yd) scale = std::max(scale, double(std::abs(v)));
           for (int64_t c = 0; c < hidden; ++c) {
@@ -212,8 +225,8 @@ TEST_P(FfnIsaTest, SparseEqualsDenseEverywhere) {
                 << IsaName(isa) << " dtype " << DTypeName(dtype) << " shift " << shift
                 << " threads " << threads << " c " << c;
           }
-          const auto& s = sparse.layer_stats()[0];
-          const auto& d = dense.layer_stats()[0];
+          const auto& s = sparse.stats;
+          const auto& d = dense.stats;
           EXPECT_EQ(s.zero_neurons, d.zero_neurons);
           EXPECT_EQ(s.neurons, static_cast<uint64_t>(ffn));
           if (shift == -50.0f) {
@@ -237,21 +250,20 @@ INSTANTIATE_TEST_SUITE_P(Isas, FfnIsaTest,
 
 TEST(FfnRuntime, BatchedMatchesOneTokenAtATime) {
   RandomFfn f(64, 200, DType::kBF16, -0.5f, 5);
-  DenseMatmul mm(2);
-  FfnRuntime batched(f.config, FfnMode::kAuto, 2, 4, &mm);
-  FfnRuntime single(f.config, FfnMode::kAuto, 2, 1, &mm);
+  Ffn batched(f.config, FfnMode::kAuto, 2, 4);
+  Ffn single(f.config, FfnMode::kAuto, 2, 1);
   std::vector<float> x;
   for (uint32_t t = 0; t < 4; ++t) {
     const auto xi = Input(64, 100 + t);
     x.insert(x.end(), xi.begin(), xi.end());
   }
   std::vector<float> yb(4 * 64), y1(64);
-  batched.Forward(0, f.weights, x.data(), 4, yb.data());
+  batched.Forward(f.weights, x.data(), 4, yb.data());
   for (int t = 0; t < 4; ++t) {
-    single.Forward(0, f.weights, x.data() + 64 * t, 1, y1.data());
+    single.Forward(f.weights, x.data() + 64 * t, 1, y1.data());
     for (int c = 0; c < 64; ++c) EXPECT_NEAR(yb[64 * t + c], y1[c], 1e-4);
   }
-  EXPECT_EQ(batched.layer_stats()[0].zero_neurons, single.layer_stats()[0].zero_neurons);
+  EXPECT_EQ(batched.stats.zero_neurons, single.stats.zero_neurons);
 }
 
 }  // namespace

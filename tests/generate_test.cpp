@@ -14,12 +14,7 @@ namespace {
 
 const std::string kModel = "llama_gqa_hd64_relu_f32";  // context 64, BOS 1, EOS 2
 
-SessionOptions Options(int threads, int64_t context = 0) {
-  SessionOptions o;
-  o.threads = threads;
-  o.context = context;
-  return o;
-}
+SessionOptions Context(int64_t context) { return {.context = context}; }
 
 GenerateConfig Config(int64_t max_tokens) {
   GenerateConfig c;
@@ -35,7 +30,8 @@ Sampler Greedy(const Model& model) {
 }
 
 std::vector<int> HandGreedy(const Model& model, std::vector<int> prompt, int n) {
-  Session session(model, Options(1));
+  Engine engine(model, {.threads = 1});
+  Session session(engine);
   std::vector<int> out;
   auto logits = session.Forward(prompt);
   for (int i = 0; i < n; ++i) {
@@ -50,7 +46,8 @@ std::vector<int> HandGreedy(const Model& model, std::vector<int> prompt, int n) 
 TEST(Generate, GreedyMatchesAHandWrittenLoopAndStreamsExactlyItsText) {
   const Model& model = testing::LoadedModel(kModel);
   const std::vector<int> prompt = {1, 17, 42, 99};
-  Session session(model, Options(2));
+  Engine engine(model, {.threads = 2});
+  Session session(engine);
   Sampler sampler = Greedy(model);
   std::string streamed;
   GenerateConfig config = Config(12);
@@ -71,14 +68,15 @@ TEST(Generate, StopsWhenCancelledOrTheCallbackDeclines) {
   const Model& model = testing::LoadedModel(kModel);
   const std::vector<int> prompt = {1, 17};
   Sampler sampler = Greedy(model);
-  Session a(model, Options(1));
+  Engine engine(model, {.threads = 1});
+  Session a(engine);
   int polls = 0;
   GenerateConfig cancel = Config(20);
   cancel.should_stop = [&] { return ++polls > 3; };
   const auto cancelled = Generate(a, sampler, prompt, cancel);
   EXPECT_EQ(cancelled.tokens.size(), 3u);
   EXPECT_EQ(cancelled.stop, StopReason::kCancelled);
-  Session b(model, Options(1));
+  Session b(engine);
   GenerateConfig decline = Config(20);
   decline.on_token = [](int, std::string_view) { return false; };
   const auto declined = Generate(b, sampler, prompt, decline);
@@ -89,14 +87,15 @@ TEST(Generate, StopsWhenCancelledOrTheCallbackDeclines) {
 TEST(Generate, StopsAtTheContextAndRefusesPromptsThatDoNotFit) {
   const Model& model = testing::LoadedModel(kModel);
   Sampler sampler = Greedy(model);
-  Session session(model, Options(1, 6));
+  Engine engine(model, {.threads = 1});
+  Session session(engine, Context(6));
   const std::vector<int> prompt = {1, 17, 42, 99};
   const auto r = Generate(session, sampler, prompt, Config(20));
   EXPECT_EQ(r.stop, StopReason::kContext);
   EXPECT_EQ(r.tokens.size(), 3u);  // positions 4 and 5 are run; the token after them is sampled
   EXPECT_EQ(r.tokens, HandGreedy(model, prompt, 3));
   const std::vector<int> too_long(7, 17);
-  Session fresh(model, Options(1, 6));
+  Session fresh(engine, Context(6));
   EXPECT_THROW(Generate(fresh, sampler, too_long, Config(1)), Error);
   EXPECT_THROW(Generate(fresh, sampler, {}, Config(1)), Error);
 }

@@ -71,11 +71,8 @@ std::vector<Case> AllCases() {
   return cases;
 }
 
-SessionOptions Options(const Case& c) {
-  SessionOptions o;
-  o.threads = c.threads;
-  o.ffn = c.ffn;
-  return o;
+EngineOptions OnEngine(const Case& c) {
+  return {.threads = c.threads, .isa = std::string(IsaName(c.isa))};
 }
 
 class GoldenTest : public ::testing::TestWithParam<Case> {
@@ -84,9 +81,7 @@ class GoldenTest : public ::testing::TestWithParam<Case> {
     if (KernelsFor(GetParam().isa) == nullptr) {
       GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam().isa) << " kernels";
     }
-    ASSERT_TRUE(SelectIsa(GetParam().isa));
   }
-  void TearDown() override { SelectIsa(BestIsa()); }
 };
 
 void ExpectClose(std::span<const float> got, const json& want, const std::string& where) {
@@ -106,7 +101,8 @@ TEST_P(GoldenTest, DecodeLogitsMatchReference) {
   const Case& c = GetParam();
   const json g = Golden(c.checkpoint);
   const Model& model = LoadedModel(c.checkpoint);
-  Session session(model, Options(c));
+  Engine engine(model, OnEngine(c));
+  Session session(engine, {.ffn = c.ffn});
   const auto ids = g["prompt_ids"].get<std::vector<int>>();
   for (const auto& expected : g["logits"]) {
     const int64_t pos = expected["pos"].get<int64_t>();
@@ -125,7 +121,8 @@ TEST_P(GoldenTest, PrefillLogitsMatchReference) {
   const Case& c = GetParam();
   const json g = Golden(c.checkpoint);
   const Model& model = LoadedModel(c.checkpoint);
-  Session session(model, Options(c));
+  Engine engine(model, OnEngine(c));
+  Session session(engine, {.ffn = c.ffn});
   const auto ids = g["prompt_ids"].get<std::vector<int>>();
   const auto all = session.Forward(ids, /*all_logits=*/true);
   const size_t vocab = static_cast<size_t>(model.config().vocab);
@@ -140,7 +137,8 @@ TEST_P(GoldenTest, GreedyContinuationMatchesReference) {
   const Case& c = GetParam();
   const json g = Golden(c.checkpoint);
   const Model& model = LoadedModel(c.checkpoint);
-  Session session(model, Options(c));
+  Engine engine(model, OnEngine(c));
+  Session session(engine, {.ffn = c.ffn});
   const auto prompt = g["greedy"]["prompt_ids"].get<std::vector<int>>();
   const auto want = g["greedy"]["continuation"].get<std::vector<int>>();
   auto logits = session.Forward(prompt);

@@ -6,10 +6,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "model/rms_norm.h"
+#include "ops/norm.h"
 #include "test_util.h"
 #include "zeroskip/error.h"
 #include "zeroskip/session.h"
@@ -165,12 +167,14 @@ TEST(ZskHostile, UnknownDTypeAndLayoutCodesAreRefused) {
 
 // ------------------------------------------------------------------------ context guard
 
-SessionOptions WithContext(int64_t context, FfnMode ffn) {
-  SessionOptions o;
-  o.threads = 2;
-  o.context = context;
-  o.ffn = ffn;
-  return o;
+SessionOptions WithContext(int64_t context, FfnMode ffn) { return {.context = context, .ffn = ffn}; }
+
+// One two-thread engine per model, shared by the sessions of these tests.
+Engine& TwoThreads(const Model& m) {
+  static std::map<const Model*, std::unique_ptr<Engine>> engines;
+  auto& engine = engines[&m];
+  if (!engine) engine = std::make_unique<Engine>(m, EngineOptions{.threads = 2});
+  return *engine;
 }
 
 std::vector<int> Tokens(size_t n) {
@@ -188,7 +192,7 @@ void ExpectAllFinite(std::span<const float> logits) {
 TEST(ContextGuard, BatchOfExactlyTheContextRunsAndOneMoreThrows) {
   const Model& m = testing::LoadedModel(kModel);
   for (FfnMode ffn : {FfnMode::kAuto, FfnMode::kDense}) {
-    Session s(m, WithContext(8, ffn));
+    Session s(TwoThreads(m), WithContext(8, ffn));
     ExpectAllFinite(s.Forward(Tokens(8)));
     EXPECT_EQ(s.position(), 8);
     const int one = 5;
@@ -203,7 +207,7 @@ TEST(ContextGuard, BatchOfExactlyTheContextRunsAndOneMoreThrows) {
 TEST(ContextGuard, TokenByTokenStopsAtTheContext) {
   const Model& m = testing::LoadedModel(kModel);
   for (FfnMode ffn : {FfnMode::kSparse, FfnMode::kDense}) {
-    Session s(m, WithContext(4, ffn));
+    Session s(TwoThreads(m), WithContext(4, ffn));
     for (int id : Tokens(4)) ExpectAllFinite(s.Forward({&id, 1}));
     const int id = 9;
     EXPECT_THROW(s.Forward({&id, 1}), Error) << FfnModeName(ffn);
@@ -217,12 +221,12 @@ TEST(ContextGuard, TokenByTokenStopsAtTheContext) {
 
 TEST(ContextGuard, TheModelsFullContextFits) {
   const Model& m = testing::LoadedModel(kModel);
-  Session s(m, WithContext(0, FfnMode::kAuto));  // 0: the model's 64
+  Session s(TwoThreads(m), WithContext(0, FfnMode::kAuto));  // 0: the model's 64
   ASSERT_EQ(s.context(), 64);
   ExpectAllFinite(s.Forward(Tokens(64)));
   const int id = 3;
   EXPECT_THROW(s.Forward({&id, 1}), Error);
-  EXPECT_THROW(Session(m, WithContext(65, FfnMode::kAuto)), Error);
+  EXPECT_THROW(Session(TwoThreads(m), WithContext(65, FfnMode::kAuto)), Error);
 }
 
 TEST(ContextGuard, CliEvalOneTokenPastTheContextIsAClearError) {
@@ -250,10 +254,8 @@ TEST(Session, ChunkedPrefillMatchesReference) {
   const auto ids = sequence["ids"].get<std::vector<int>>();
   const auto& want = sequence["logits"];
   for (int64_t max_batch : {1, 4, 7, 64}) {
-    SessionOptions o;
-    o.threads = 2;
-    o.max_batch = max_batch;
-    Session s(m, o);
+    Engine engine(m, {.threads = 2, .max_batch = max_batch});
+    Session s(engine);
     // The whole sequence at once, then again as two calls (the second starting mid-chunk).
     for (size_t split : {ids.size(), size_t{5}}) {
       s.Reset();

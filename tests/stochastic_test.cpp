@@ -7,7 +7,7 @@
 #include <set>
 
 #include "kernels/kernels.h"
-#include "model/matmul.h"
+#include "engine/workspace.h"
 #include "test_util.h"
 #include "zeroskip/session.h"
 
@@ -16,12 +16,8 @@ namespace {
 
 const std::string kModel = "llama_gqa_hd64_relu_f32";
 
-SessionOptions Stochastic(float p, uint64_t seed, int threads, FfnMode ffn = FfnMode::kAuto) {
-  SessionOptions o;
-  o.threads = threads;
-  o.ffn = ffn;
-  o.activation = {FfnActivation::kStochastic, p, seed};
-  return o;
+SessionOptions Stochastic(float p, uint64_t seed, FfnMode ffn = FfnMode::kAuto) {
+  return {.ffn = ffn, .activation = {FfnActivation::kStochastic, p, seed}};
 }
 
 std::vector<int> Greedy(Session& s, int n) {
@@ -38,8 +34,9 @@ std::vector<int> Greedy(Session& s, int n) {
 
 TEST(Stochastic, SameSeedSameOutputAcrossThreadsAndPaths) {
   const Model& m = testing::LoadedModel(kModel);
-  Session a(m, Stochastic(0.5f, 9, 1)), b(m, Stochastic(0.5f, 9, 2));
-  Session dense(m, Stochastic(0.5f, 9, 2, FfnMode::kDense));
+  Engine one(m, {.threads = 1}), two(m, {.threads = 2});
+  Session a(one, Stochastic(0.5f, 9)), b(two, Stochastic(0.5f, 9));
+  Session dense(two, Stochastic(0.5f, 9, FfnMode::kDense));
   const auto ga = Greedy(a, 24);
   EXPECT_EQ(ga, Greedy(b, 24));
   EXPECT_EQ(ga, Greedy(dense, 24));
@@ -48,7 +45,9 @@ TEST(Stochastic, SameSeedSameOutputAcrossThreadsAndPaths) {
 TEST(Stochastic, SameSeedSameLogitsWhateverTheBatchSplit) {
   const Model& m = testing::LoadedModel(kModel);
   const std::vector<int> ids = {1, 281, 342, 342, 343, 292, 343, 308};
-  Session batched(m, Stochastic(0.5f, 4, 2)), stepwise(m, Stochastic(0.5f, 4, 1));
+  // Separate engines: each session's logits stay valid while the other runs.
+  Engine one(m, {.threads = 1}), two(m, {.threads = 2});
+  Session batched(two, Stochastic(0.5f, 4)), stepwise(one, Stochastic(0.5f, 4));
   const auto all = batched.Forward(ids, /*all_logits=*/true);
   const size_t vocab = static_cast<size_t>(m.config().vocab);
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -61,7 +60,8 @@ TEST(Stochastic, DifferentSeedsGiveDifferentGreedyContinuations) {
   const Model& m = testing::LoadedModel(kModel);
   std::set<std::vector<int>> distinct;
   for (uint64_t seed = 1; seed <= 4; ++seed) {
-    Session s(m, Stochastic(0.5f, seed, 2));
+    Engine engine(m, {.threads = 2});
+    Session s(engine, Stochastic(0.5f, seed));
     distinct.insert(Greedy(s, 24));
   }
   EXPECT_GE(distinct.size(), 3u);
@@ -72,9 +72,10 @@ TEST(Stochastic, DifferentSeedsGiveDifferentGreedyContinuations) {
 TEST(Stochastic, PickedFractionOfNegativesIsP) {
   const Model& m = testing::LoadedModel(kModel);
   for (float p : {0.1f, 0.5f, 0.9f}) {
-    Session s(m, Stochastic(p, 3, 2));
+    Engine engine(m, {.threads = 2});
+    Session s(engine, Stochastic(p, 3));
     Greedy(s, 40);
-    const FfnLayerStats st = s.ffn().total_stats();
+    const FfnLayerStats st = s.ffn_total();
     ASSERT_GT(st.negative_gates, 5000u);
     const double frac = double(st.picked_negatives) / st.negative_gates;
     EXPECT_NEAR(frac, p, 5 * std::sqrt(p * (1 - p) / st.negative_gates)) << p;
@@ -86,9 +87,8 @@ TEST(Stochastic, PickedFractionOfNegativesIsP) {
 
 TEST(Stochastic, PZeroIsExactlyRelu) {
   const Model& m = testing::LoadedModel(kModel);
-  SessionOptions relu;
-  relu.threads = 2;
-  Session a(m, Stochastic(0.0f, 5, 2)), b(m, relu);
+  Engine engine(m, {.threads = 2});
+  Session a(engine, Stochastic(0.0f, 5)), b(engine);
   const std::vector<int> ids = {1, 281, 342, 342, 343};
   for (int id : ids) {
     const auto la = a.Forward({&id, 1});
@@ -117,10 +117,14 @@ TEST(Stochastic, POneIsSiluOnNegatives) {
   w.up = {.data = up.data(), .rows = ffn, .cols = hidden};
   w.down_t = {.data = down.data(), .layout = Layout::kTransposed, .rows = ffn, .cols = hidden};
   for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
-    DenseMatmul mm(2);
-    FfnRuntime rt(c, mode, 2, 1, &mm, {FfnActivation::kStochastic, 1.0f, 77});
+    const KernelTable& kernels = ChooseKernels("");
+    DenseMatmul mm(kernels, 2);
+    FfnRuntime rt(c, kernels, mm, 2, 1);
+    const FfnSettings settings =
+        FfnSettings::Resolve(c, mode, {FfnActivation::kStochastic, 1.0f, 77});
+    FfnLayerStats stats;
     std::vector<float> y(hidden);
-    rt.Forward(0, w, x.data(), 1, y.data(), 3);
+    rt.Forward(settings, 0, w, x.data(), 1, y.data(), 3, &stats);
     std::vector<double> want(hidden, 0.0);
     for (int64_t i = 0; i < ffn; ++i) {
       double g = 0, u = 0;
@@ -132,7 +136,7 @@ TEST(Stochastic, POneIsSiluOnNegatives) {
       for (int64_t d = 0; d < hidden; ++d) want[d] += a * u * down[i * hidden + d];
     }
     for (int64_t d = 0; d < hidden; ++d) EXPECT_NEAR(y[d], want[d], 1e-5) << FfnModeName(mode);
-    EXPECT_EQ(rt.layer_stats()[0].picked_negatives, rt.layer_stats()[0].negative_gates);
+    EXPECT_EQ(stats.picked_negatives, stats.negative_gates);
   }
 }
 

@@ -29,8 +29,10 @@ struct BandwidthMeasurement {
   double gemv_gb_s = 0;            // zeroskip's GEMV, median over the passes; 0 without with_gemv
   double onednn_gemv_gb_s = 0;     // oneDNN's GEMV, likewise
 };
+// `isa` picks zeroskip's GEMV kernels ("": the best this CPU runs).
 BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30,
-                                      int repeats = 7, bool with_gemv = true);
+                                      int repeats = 7, bool with_gemv = true,
+                                      const std::string& isa = "");
 
 // The probe's median GB/s alone (MeasureBandwidth without the GEMV).
 double MeasureReadBandwidth(int threads, uint64_t bytes = uint64_t{1} << 30, int repeats = 7);
@@ -47,6 +49,7 @@ struct FfnBenchOptions {
   std::vector<double> sparsity = {0, 0.5, 0.8, 0.9, 0.95, 0.99};
   DType dtype = DType::kF32;
   int threads = 2;
+  std::string isa;  // "": the best this CPU runs
   int steps = 40;  // timed steps per sparsity (after warm-up)
   uint64_t seed = 1;
 };

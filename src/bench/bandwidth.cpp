@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "bench/onednn_gemv.h"
-#include "model/matmul.h"
+#include "engine/workspace.h"
 #include "zeroskip/bench.h"
 
 namespace zeroskip {
@@ -87,7 +87,8 @@ uint64_t LastLevelCacheBytes() {
   return n > 0 ? static_cast<uint64_t>(n) : 0;
 }
 
-BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes, int repeats, bool with_gemv) {
+BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes, int repeats, bool with_gemv,
+                                      const std::string& isa) {
   BandwidthMeasurement out;
   out.cols = kProbeCols;
   out.rows_in_flight = kRowsInFlight;
@@ -103,7 +104,7 @@ BandwidthMeasurement MeasureBandwidth(int threads, uint64_t bytes, int repeats, 
   }
   std::vector<float> x(cols, 1.0f), y(rows);
   volatile float sink = 0;  // the sums, so no pass can be optimised away
-  DenseMatmul gemv(threads);
+  DenseMatmul gemv(ChooseKernels(isa), threads);
   const WeightView matrix{.data = data.get(), .rows = rows, .cols = cols};
   // oneDNN reads its own packed copy (same size), prepared once as in `bench ffn`.
   std::unique_ptr<OneDnnGemv> onednn;

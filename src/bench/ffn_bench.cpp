@@ -12,11 +12,10 @@
 
 #include "bench/onednn_gemv.h"
 #include "format/dtype.h"
-#include "model/matmul.h"
+#include "engine/workspace.h"
 #include "zeroskip/bench.h"
 #include "zeroskip/error.h"
-#include "zeroskip/ffn.h"
-#include "zeroskip/session.h"
+#include "zeroskip/engine.h"
 
 namespace zeroskip {
 namespace {
@@ -108,7 +107,8 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
   config.ffn = f;
   config.layers = layers;
   config.activation = Activation::kReLU;
-  DenseMatmul matmul(opt.threads);
+  const KernelTable& kernels = ChooseKernels(opt.isa);
+  DenseMatmul matmul(kernels, opt.threads);
   std::vector<float> x(d), y(d), gate(f), up(f);
   std::normal_distribution<float> normal;
 
@@ -132,8 +132,10 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
       l.onednn_up = up_proj.Prepare(l.views.up, true);
       l.onednn_down = down_proj.Prepare(l.views.down_t, false);
     }
-    FfnRuntime sparse(config, FfnMode::kSparse, opt.threads, 1, &matmul);
-    FfnRuntime own_dense(config, FfnMode::kDense, opt.threads, 1, &matmul);
+    FfnRuntime runtime(config, kernels, matmul, opt.threads, 1);
+    const FfnSettings sparse = FfnSettings::Resolve(config, FfnMode::kSparse, {});
+    const FfnSettings own_dense = FfnSettings::Resolve(config, FfnMode::kDense, {});
+    FfnLayerStats st, own_stats;
     std::vector<double> dense_ms, sparse_ms, own_ms;
     const int warmup = 2 * layers;
     for (int step = 0; step < warmup + opt.steps; ++step) {
@@ -145,11 +147,12 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
       const auto t0 = Clock::now();
       dense_step(weights[l]);
       const auto t1 = Clock::now();
-      sparse.Forward(l, weights[(l + 1) % layers].views, x.data(), 1, y.data());
+      runtime.Forward(sparse, l, weights[(l + 1) % layers].views, x.data(), 1, y.data(), 0, &st);
       const auto t2 = Clock::now();
-      own_dense.Forward(l, weights[(l + 2) % layers].views, x.data(), 1, y.data());
+      runtime.Forward(own_dense, l, weights[(l + 2) % layers].views, x.data(), 1, y.data(), 0,
+                      &own_stats);
       const auto t3 = Clock::now();
-      if (step == warmup) sparse.ResetStats();
+      if (step == warmup) st = {};
       if (step >= warmup) {
         dense_ms.push_back(Ms(t0, t1));
         sparse_ms.push_back(Ms(t1, t2));
@@ -157,7 +160,6 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
       }
     }
     FfnBenchResult r;
-    const FfnLayerStats st = sparse.total_stats();
     r.sparsity = s;
     r.zero_fraction = st.zero_fraction();
     r.dtype = std::string(DTypeName(opt.dtype));

@@ -1,4 +1,4 @@
-#include "zeroskip/ffn.h"
+#include "ffn/ffn_runtime.h"
 
 #include <omp.h>
 
@@ -95,28 +95,64 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   picked_negatives += o.picked_negatives;
 }
 
-FfnRuntime::FfnRuntime(const ModelConfig& config, FfnMode mode, int threads, int64_t max_tokens,
-                       DenseMatmul* matmul, const ActivationOptions& activation)
-    : config_(config),
-      mode_(mode),
-      act_(activation.kind),
-      stoch_p_(activation.stoch_p),
-      stoch_seed_(activation.seed),
-      threads_(threads),
-      matmul_(matmul) {
-  if (act_ == FfnActivation::kModel) {
-    act_ = config.activation == Activation::kReLU ? FfnActivation::kReLU : FfnActivation::kSiLU;
+FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
+                                 const ActivationOptions& activation) {
+  FfnSettings s;
+  s.act = activation.kind;
+  if (s.act == FfnActivation::kModel) {
+    s.act = config.activation == Activation::kReLU ? FfnActivation::kReLU : FfnActivation::kSiLU;
   }
-  if (!(stoch_p_ >= 0.0f && stoch_p_ <= 1.0f)) throw Error("", "--stoch-p must be in [0, 1]");
-  if (mode == FfnMode::kSparse && act_ == FfnActivation::kSiLU) {
-    throw Error("", "--ffn sparse needs a ReLU or stochastic activation (this one is silu, "
+  s.stoch_p = activation.stoch_p;
+  s.seed = activation.seed;
+  if (!(s.stoch_p >= 0.0f && s.stoch_p <= 1.0f)) {
+    throw Error("", "the stochastic activation's probability must be in [0, 1]");
+  }
+  if (mode == FfnMode::kSparse && s.act == FfnActivation::kSiLU) {
+    throw Error("", "a sparse FFN needs a ReLU or stochastic activation (this one is silu, "
                     "which has no zeros)");
   }
   // Auto: decode sparsely whenever the activation makes exact zeros. Even at 0% zeros the sparse
   // path reads the same bytes as the dense one, so no sparsity level makes dense decode win by
   // more than noise (docs/BENCHMARKS.md).
-  sparse_decode_ = act_ != FfnActivation::kSiLU && mode != FfnMode::kDense;
-  stats_.resize(config.layers);
+  s.sparse_decode = s.act != FfnActivation::kSiLU && mode != FfnMode::kDense;
+  return s;
+}
+
+float ActivateNeuron(const FfnSettings& settings, float g, int64_t position, int64_t layer,
+                     int64_t neuron) {
+  switch (settings.act) {
+    case FfnActivation::kSiLU:
+      return Silu(g);
+    case FfnActivation::kStochastic:
+      if (g < 0.0f && StochasticPick(settings.seed, position, layer, neuron, settings.stoch_p)) {
+        return Silu(g);
+      }
+      [[fallthrough]];
+    default:
+      return std::max(g, 0.0f);
+  }
+}
+
+// What one call computes, shared by its phases.
+struct FfnRuntime::Call {
+  const FfnSettings& settings;
+  int64_t layer;
+  const FfnWeights& w;
+  int64_t position;
+  size_t row_bytes;  // one row of any of the three matrices
+};
+
+struct FfnRuntime::Slice {
+  int64_t r0 = 0, rows = 0;  // neurons [r0, r0 + rows)
+  float* g = nullptr;        // [rows] gate pre-activations, then (dense) coefficients
+  int64_t active = 0;        // neurons with act(g) != 0
+  int64_t negatives = 0;     // stochastic: gates < 0 ...
+  int64_t picked = 0;        // ... kept as SiLU(g)
+};
+
+FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, DenseMatmul& matmul,
+                       int threads, int64_t max_tokens)
+    : config_(config), kernels_(kernels), matmul_(matmul), threads_(threads) {
   const auto f = static_cast<size_t>(config.ffn), h = static_cast<size_t>(config.hidden);
   gate_.resize(f);
   up_.resize(f);
@@ -129,113 +165,107 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, FfnMode mode, int threads, int
   }
 }
 
-FfnRuntime::~FfnRuntime() = default;
-
-void FfnRuntime::ResetStats() {
-  for (auto& s : stats_) s = {};
+void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWeights& w,
+                         const float* x, int64_t n, float* y, int64_t position,
+                         FfnLayerStats* stats) {
+  const Call call{settings, layer, w, position,
+                  static_cast<size_t>(config_.hidden) * DTypeSize(w.gate.dtype)};
+  stats->Add(n == 1 ? DecodeStep(call, x, y) : BatchedDense(call, x, n, y));
 }
 
-FfnLayerStats FfnRuntime::total_stats() const {
-  FfnLayerStats total;
-  for (const auto& s : stats_) total.Add(s);
-  return total;
-}
-
-float FfnRuntime::Activate(float g, int64_t position, int64_t layer, int64_t neuron) const {
-  switch (act_) {
-    case FfnActivation::kSiLU:
-      return Silu(g);
-    case FfnActivation::kStochastic:
-      if (g < 0.0f && StochasticPick(stoch_seed_, position, layer, neuron, stoch_p_)) return Silu(g);
-      [[fallthrough]];
-    default:
-      return std::max(g, 0.0f);
+void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) const {
+  const int64_t hidden = config_.hidden;
+  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.row_bytes;
+  kernels_.dot_rows[static_cast<int>(call.w.gate.dtype)](gate, hidden, nullptr, s.rows, hidden, x,
+                                                        s.g);
+  if (call.settings.act == FfnActivation::kStochastic) {
+    for (int64_t i = 0; i < s.rows; ++i) s.negatives += s.g[i] < 0.0f;
   }
 }
 
-void FfnRuntime::Forward(int64_t layer, const FfnWeights& w, const float* x, int64_t n,
-                         float* y, int64_t position) {
-  if (n == 1) {
-    DecodeStep(layer, w, x, y, position);
-  } else {
-    BatchedDense(layer, w, x, n, y, position);
+void FfnRuntime::ActivateRows(const Call& call, Slice& s) {
+  const bool stochastic = call.settings.act == FfnActivation::kStochastic;
+  if (!call.settings.sparse_decode) return;  // the dense path activates during up/down
+  int32_t* active = active_.data() + s.r0;
+  float* active_g = active_g_.data() + s.r0;
+  if (!stochastic) {
+    // Only neurons with gate > 0 survive ReLU: compact them with SIMD.
+    s.active = kernels_.compact_positive(s.g, s.rows, active, active_g);
+    return;
+  }
+  // Picked negatives are active rows too, carrying SiLU(g).
+  for (int64_t i = 0; i < s.rows; ++i) {
+    const float a = ActivateNeuron(call.settings, s.g[i], call.position, call.layer, s.r0 + i);
+    if (a != 0.0f) {
+      active[s.active] = static_cast<int32_t>(i);
+      active_g[s.active++] = a;
+      s.picked += s.g[i] < 0.0f;
+    }
   }
 }
 
-void FfnRuntime::DecodeStep(int64_t layer, const FfnWeights& w, const float* x, float* y,
-                            int64_t position) {
-  const KernelTable& k = Kernels();
-  const int type = static_cast<int>(w.gate.dtype);
+void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y) {
+  const int64_t hidden = config_.hidden;
+  const int type = static_cast<int>(call.w.up.dtype);
+  const auto* up = static_cast<const uint8_t*>(call.w.up.data) + s.r0 * call.row_bytes;
+  const auto* down = static_cast<const uint8_t*>(call.w.down_t.data) + s.r0 * call.row_bytes;
+  if (call.settings.sparse_decode) {
+    kernels_.sparse_up_down[type](up, down, hidden, active_.data() + s.r0,
+                                  active_g_.data() + s.r0, s.active, x, partial_y);
+    return;
+  }
+  const bool stochastic = call.settings.act == FfnActivation::kStochastic;
+  float* u = up_.data() + s.r0;
+  kernels_.dot_rows[type](up, hidden, nullptr, s.rows, hidden, x, u);
+  for (int64_t i = 0; i < s.rows; ++i) {
+    const float a = ActivateNeuron(call.settings, s.g[i], call.position, call.layer, s.r0 + i);
+    s.active += a != 0.0f;
+    s.picked += stochastic && s.g[i] < 0.0f && a != 0.0f;
+    s.g[i] = a * u[i];
+  }
+  kernels_.axpy_rows[type](down, hidden, nullptr, s.g, s.rows, hidden, partial_y);
+}
+
+FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y) {
   const int64_t hidden = config_.hidden, ffn = config_.ffn;
-  const size_t row_bytes = static_cast<size_t>(hidden) * DTypeSize(w.gate.dtype);
-  const bool sparse = sparse_decode_;
-  const bool stochastic = act_ == FfnActivation::kStochastic;
   int64_t active_total = 0, negatives = 0, picked = 0;
 
 #pragma omp parallel num_threads(threads_) reduction(+ : active_total, negatives, picked)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const auto [r0, r1] = ThreadSlice(ffn, t, nt, kNeuronAlign);
-    const int64_t rows = r1 - r0;
-    float* py = partial_y_.data() + static_cast<size_t>(t) * hidden;
-    std::memset(py, 0, sizeof(float) * hidden);
-    const auto* gate = static_cast<const uint8_t*>(w.gate.data) + r0 * row_bytes;
-    const auto* up = static_cast<const uint8_t*>(w.up.data) + r0 * row_bytes;
-    const auto* down = static_cast<const uint8_t*>(w.down_t.data) + r0 * row_bytes;
-    float* g = gate_.data() + r0;
-    if (rows > 0) {
-      k.dot_rows[type](gate, hidden, nullptr, rows, hidden, x, g);
-      if (stochastic) {
-        for (int64_t i = 0; i < rows; ++i) negatives += g[i] < 0.0f;
-      }
-      if (sparse) {
-        int32_t* active = active_.data() + r0;
-        float* active_g = active_g_.data() + r0;
-        int64_t count = 0;
-        if (!stochastic) {
-          // Only neurons with gate > 0 survive ReLU: compact them with SIMD.
-          count = k.compact_positive(g, rows, active, active_g);
-        } else {
-          // Picked negatives are active rows too, carrying SiLU(g).
-          for (int64_t i = 0; i < rows; ++i) {
-            const float a = Activate(g[i], position, layer, r0 + i);
-            if (a != 0.0f) {
-              active[count] = static_cast<int32_t>(i);
-              active_g[count++] = a;
-              picked += g[i] < 0.0f;
-            }
-          }
-        }
-        k.sparse_up_down[type](up, down, hidden, active, active_g, count, x, py);
-        active_total += count;
-      } else {
-        k.dot_rows[type](up, hidden, nullptr, rows, hidden, x, up_.data() + r0);
-        for (int64_t i = 0; i < rows; ++i) {
-          const float a = Activate(g[i], position, layer, r0 + i);
-          active_total += a != 0.0f;
-          picked += stochastic && g[i] < 0.0f && a != 0.0f;
-          g[i] = a * up_[r0 + i];
-        }
-        k.axpy_rows[type](down, hidden, nullptr, g, rows, hidden, py);
-      }
+    Slice s;
+    s.r0 = r0;
+    s.rows = r1 - r0;
+    s.g = gate_.data() + r0;
+    float* partial_y = partial_y_.data() + static_cast<size_t>(t) * hidden;
+    std::memset(partial_y, 0, sizeof(float) * hidden);
+    if (s.rows > 0) {
+      GateRows(call, s, x);
+      ActivateRows(call, s);
+      UpDownRows(call, s, x, partial_y);
     }
+    active_total += s.active;
+    negatives += s.negatives;
+    picked += s.picked;
 #pragma omp barrier
     // Reduce the private accumulators, each thread owning a slice of the output.
     const auto [c0, c1] = ThreadSlice(hidden, t, nt, kNeuronAlign);
     for (int64_t c = c0; c < c1; ++c) {
       float sum = 0.0f;
-      for (int s = 0; s < nt; ++s) sum += partial_y_[static_cast<size_t>(s) * hidden + c];
+      for (int p = 0; p < nt; ++p) sum += partial_y_[static_cast<size_t>(p) * hidden + c];
       y[c] = sum;
     }
   }
 
   FfnLayerStats step = CallStats(1, ffn - active_total, negatives, picked);
-  const uint64_t hf = static_cast<uint64_t>(hidden) * ffn, elem = DTypeSize(w.gate.dtype);
+  const uint64_t hf = static_cast<uint64_t>(hidden) * ffn, elem = DTypeSize(call.w.gate.dtype);
   // Sparse: the whole gate, then two rows (up, down) per active neuron.
+  const bool sparse = call.settings.sparse_decode;
   const uint64_t active_elems = 2 * static_cast<uint64_t>(hidden) * active_total;
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
   step.weight_bytes_read = (sparse ? hf + active_elems : 3 * hf) * elem;
-  stats_[layer].Add(step);
+  return step;
 }
 
 FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negatives,
@@ -250,18 +280,17 @@ FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negat
   return s;
 }
 
-void FfnRuntime::BatchedDense(int64_t layer, const FfnWeights& w, const float* x, int64_t n,
-                              float* y, int64_t position) {
+FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t n, float* y) {
   const int64_t ffn = config_.ffn;
   float* g = batch_gate_.data();
   float* u = batch_up_.data();
-  matmul_->Linear(w.gate, x, n, g);
-  matmul_->Linear(w.up, x, n, u);
-  const bool stochastic = act_ == FfnActivation::kStochastic;
+  matmul_.Linear(call.w.gate, x, n, g);
+  matmul_.Linear(call.w.up, x, n, u);
+  const bool stochastic = call.settings.act == FfnActivation::kStochastic;
   int64_t zeros = 0, negatives = 0, picked = 0;
 #pragma omp parallel for num_threads(threads_) reduction(+ : zeros, negatives, picked)
   for (int64_t i = 0; i < n * ffn; ++i) {
-    const float a = Activate(g[i], position + i / ffn, layer, i % ffn);
+    const float a = ActivateNeuron(call.settings, g[i], call.position + i / ffn, call.layer, i % ffn);
     zeros += a == 0.0f;
     if (stochastic && g[i] < 0.0f) {
       ++negatives;
@@ -269,13 +298,14 @@ void FfnRuntime::BatchedDense(int64_t layer, const FfnWeights& w, const float* x
     }
     g[i] = a * u[i];
   }
-  matmul_->LinearTransposed(w.down_t, g, n, y);
+  matmul_.LinearTransposed(call.w.down_t, g, n, y);
 
   FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
-  batch.weight_bytes_read = 3 * static_cast<uint64_t>(config_.hidden) * ffn * DTypeSize(w.gate.dtype);
-  stats_[layer].Add(batch);
+  batch.weight_bytes_read =
+      3 * static_cast<uint64_t>(config_.hidden) * ffn * DTypeSize(call.w.gate.dtype);
+  return batch;
 }
 
 }  // namespace zeroskip

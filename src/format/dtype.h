@@ -1,4 +1,5 @@
-// Element conversions between the weight dtypes, used by the converter (not a hot path).
+// Element conversions between the weight dtypes: the converter's, and the embedding row of each
+// token a forward pass reads (one row per token: cheap next to the matmuls).
 // bf16 and f16 narrowing round to nearest even (Eigen's conversions); widening is exact.
 #pragma once
 

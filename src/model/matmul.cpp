@@ -11,8 +11,9 @@
 
 namespace zeroskip {
 
-DenseMatmul::DenseMatmul(int threads)
-    : threads_(threads), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+DenseMatmul::DenseMatmul(const KernelTable& kernels, int threads)
+    : kernels_(kernels),
+      threads_(threads), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
 void DenseMatmul::ReserveWiden(uint64_t elements) {
   if (widened_.size() < elements) widened_.resize(elements);
@@ -50,6 +51,9 @@ void DenseMatmul::OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in
   dnnl::memory src(src_md, engine_, const_cast<float*>(x));
   dnnl::memory wei(w_md, engine_, const_cast<float*>(w));
   dnnl::memory dst(dst_md, engine_, y);
+  // oneDNN's OpenMP runtime uses the calling thread's OpenMP setting (a per-thread value, so
+  // this does not touch other engines running on other threads).
+  omp_set_num_threads(threads_);
   it->second.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   stream_.wait();
 }
@@ -74,7 +78,7 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
   // Decode and short prompts: the decode kernel on each block of rows for every token, so the
   // weights stream once in their stored type (no widening, no oneDNN repacking) and each token's
   // outputs are bit-identical to running it alone.
-  const auto dot = Kernels().dot_rows[static_cast<int>(w.dtype)];
+  const auto dot = kernels_.dot_rows[static_cast<int>(w.dtype)];
   const size_t elem = DTypeSize(w.dtype);
   const int64_t block = BlockRows(w.cols * static_cast<int64_t>(elem));
 #pragma omp parallel num_threads(threads_)
@@ -97,7 +101,7 @@ void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t 
   }
   // y[t] = sum_r x[t, r] * w[r, :]: threads own column slices of y (no reduction), and each
   // block of rows is read once for every token.
-  const auto axpy = Kernels().axpy_rows[static_cast<int>(w.dtype)];
+  const auto axpy = kernels_.axpy_rows[static_cast<int>(w.dtype)];
   const size_t elem = DTypeSize(w.dtype);
   std::fill(y, y + n * w.cols, 0.0f);
 #pragma omp parallel num_threads(threads_)

@@ -4,14 +4,17 @@
 // activations, so batched calls on those widen the matrix into a reusable f32 buffer first.
 #pragma once
 
+#include <algorithm>
 #include <dnnl.hpp>
 #include <map>
 #include <tuple>
 #include <vector>
 
-#include "zeroskip/model.h"
+#include "zeroskip/weights.h"
 
 namespace zeroskip {
+
+struct KernelTable;
 
 // Batches up to this many tokens stream the weights through the decode kernels; longer ones go
 // to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill").
@@ -22,7 +25,7 @@ constexpr int64_t kCacheBlockBytes = 256 << 10;
 
 class DenseMatmul {
  public:
-  explicit DenseMatmul(int threads);
+  DenseMatmul(const KernelTable& kernels, int threads);
 
   // y[n, w.rows] = x[n, w.cols] · wᵀ   (w stored [out, in], the Hugging Face orientation)
   void Linear(const WeightView& w, const float* x, int64_t n, float* y);
@@ -38,6 +41,7 @@ class DenseMatmul {
   const float* AsF32(const WeightView& w);
 
   static int64_t small_batch_;  // kSmallBatch, or ZEROSKIP_SMALL_BATCH when measuring
+  const KernelTable& kernels_;
   int threads_;
   dnnl::engine engine_;
   dnnl::stream stream_;

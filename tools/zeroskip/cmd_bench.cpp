@@ -9,10 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "format/file_io.h"
-#include "kernels/kernels.h"
 #include "zeroskip/bench.h"
 #include "zeroskip/error.h"
+#include "zeroskip/files.h"
 #include "zeroskip/session.h"
 
 namespace zeroskip::cli {
@@ -74,14 +73,14 @@ void AddBenchFfn(CLI::App* bench) {
   cmd->add_option("-t,--threads", f->opt.threads, "threads")->check(CLI::Range(1, 1024));
   cmd->add_option("--steps", f->opt.steps, "timed steps per sparsity")
       ->check(CLI::Range(1, 100000));
-  cmd->add_option("--isa", f->isa, "scalar|avx2|avx512")
-      ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
+  AddIsaOption(cmd, &f->isa);
   cmd->add_flag("--json", f->json, "print one JSON object");
   cmd->add_option("--plot", f->plot, "write a PNG of speedup against sparsity");
   cmd->callback([f] {
-    ComputeFlags cf;
-    cf.isa = f->isa;
-    ApplyComputeFlags(cf);
+    if (!f->isa.empty() && !IsaSupported(f->isa)) {
+      throw Error("", "--isa " + f->isa + " is not supported by this CPU");
+    }
+    f->opt.isa = f->isa;
     f->opt.sparsity = ParseNumberList<double>(f->sparsity, "--sparsity", 0.0, 1.0);
     f->opt.dtype = *ParseDTypeName(f->dtype);
     std::unique_ptr<AtomicOutput> plot;
@@ -89,7 +88,7 @@ void AddBenchFfn(CLI::App* bench) {
     const double bandwidth = MeasureReadBandwidth(f->opt.threads);
     auto log = [](const std::string& line) { std::cerr << line << "\n"; };
     const auto results = RunFfnBench(f->opt, log);
-    const std::string isa(IsaName(Kernels().isa));
+    const std::string isa(f->isa.empty() ? BestIsaName() : f->isa);
     if (f->json) {
       json rows = json::array();
       for (const auto& r : results) {
@@ -149,12 +148,14 @@ void AddBenchDecode(CLI::App* bench) {
   cmd->add_option("-n", f->n, "tokens to decode")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("-p,--prompt", f->prompt, "prompt");
   cmd->callback([f] {
-    SessionOptions so = ApplyComputeFlags(f->compute);
     const auto model = Model::Load(f->compute.model);
-    so.ffn = FfnMode::kSparse;
-    Session sparse(*model, so);
-    so.ffn = FfnMode::kDense;
-    Session dense(*model, so);
+    ComputeOptions co = ApplyComputeFlags(f->compute, *model);
+    // Two sessions on one engine: the weights and kernels are shared, each has its KV cache.
+    Engine engine(*model, co.engine);
+    co.session.ffn = FfnMode::kSparse;
+    Session sparse(engine, co.session);
+    co.session.ffn = FfnMode::kDense;
+    Session dense(engine, co.session);
     std::vector<int> prompt = model->tokenizer().Encode(f->prompt);
     if (model->config().bos_id >= 0)
       prompt.insert(prompt.begin(), static_cast<int>(model->config().bos_id));
@@ -186,11 +187,11 @@ void AddBenchDecode(CLI::App* bench) {
     const double sparse_tok_s = 1e3 / Median(sparse_ms), dense_tok_s = 1e3 / Median(dense_ms);
     const double bandwidth = MeasureReadBandwidth(sparse.threads());
     const double dense_gb_s = weight_bytes * dense_tok_s / 1e9;
-    const double zeros = sparse.ffn().total_stats().zero_fraction();
+    const double zeros = sparse.ffn_total().zero_fraction();
     const json j = {{"model", f->compute.model},
                     {"tokens", f->n},
                     {"threads", sparse.threads()},
-                    {"isa", std::string(IsaName(Kernels().isa))},
+                    {"isa", std::string(engine.isa())},
                     {"sparse_tok_s", sparse_tok_s},
                     {"dense_tok_s", dense_tok_s},
                     {"speedup", sparse_tok_s / dense_tok_s},
@@ -203,7 +204,7 @@ void AddBenchDecode(CLI::App* bench) {
       std::cout << j.dump(2) << "\n";
     } else {
       std::printf("decode %d tokens, %d threads, isa %s, ffn zeros %.1f%%\n", f->n,
-                  sparse.threads(), std::string(IsaName(Kernels().isa)).c_str(), 100 * zeros);
+                  sparse.threads(), std::string(engine.isa()).c_str(), 100 * zeros);
       std::printf("sparse %.2f tok/s, dense %.2f tok/s (median per token): %.2fx\n", sparse_tok_s,
                   dense_tok_s, sparse_tok_s / dense_tok_s);
       std::printf("dense reads %.2f GB/token: %.1f GB/s = %.0f%% of measured %.1f GB/s\n",
@@ -229,7 +230,7 @@ void AddBenchBandwidth(CLI::App* bench) {
         "dense f32 GEMV over a [%lld, %lld] matrix: zeroskip %.2f GB/s (isa %s), oneDNN %.2f "
         "GB/s\n",
         static_cast<long long>(m.rows), static_cast<long long>(m.cols), m.gemv_gb_s,
-        std::string(IsaName(Kernels().isa)).c_str(), m.onednn_gemv_gb_s);
+        std::string(BestIsaName()).c_str(), m.onednn_gemv_gb_s);
     std::printf("best GEMV / probe = %.2f%s\n", best_gemv / m.probe_gb_s,
                 best_gemv > m.probe_gb_s ? " (above 1: the probe under-reads this machine)" : "");
   });

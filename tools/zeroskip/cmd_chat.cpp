@@ -59,7 +59,6 @@ void AddChat(CLI::App& app) {
   cmd->add_option("--chat-template", f->chat_template, names + " (default: the model's)");
   cmd->add_option("--system", f->system, "a system message that opens the conversation");
   cmd->callback([f] {
-    const SessionOptions so = ApplyComputeFlags(f->compute);
     f->sampler.seed = f->compute.seed;
     std::optional<ChatTemplate> chosen;
     if (!f->chat_template.empty()) {
@@ -67,8 +66,10 @@ void AddChat(CLI::App& app) {
       if (!chosen) throw Error("--chat-template", "unknown template '" + f->chat_template + "'");
     }
     const auto model = Model::Load(f->compute.model);
+    const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const ChatTemplate tmpl = chosen ? *chosen : ChatTemplate::ForModel(*model);
-    Session session(*model, so);
+    Engine engine(*model, co.engine);
+    Session session(engine, co.session);
     Sampler sampler(f->sampler, model->config().vocab);
     // The reply's room: a prompt is trimmed until this many tokens fit after it.
     const int64_t reply_room = std::min<int64_t>(f->n, session.context() / 2);

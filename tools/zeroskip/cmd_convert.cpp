@@ -8,8 +8,8 @@
 
 #include "commands.h"
 #include "progress.h"
-#include "kernels/kernels.h"
 #include "zeroskip/convert.h"
+#include "zeroskip/engine.h"
 #include "zeroskip/error.h"
 #include "zeroskip/format.h"
 #include "zeroskip/model.h"
@@ -83,7 +83,7 @@ void AddInfo(CLI::App& app) {
                         {"parameters", params},
                         {"tensors", file->tensors().size()},
                         {"dtypes", by_dtype},
-                        {"isa", std::string(IsaName(Kernels().isa))}};
+                        {"isa", std::string(BestIsaName())}};
     if (flags->json) {
       std::cout << j.dump(2) << "\n";
       return;
@@ -102,7 +102,7 @@ void AddInfo(CLI::App& app) {
       std::cout << (first ? "" : ", ") << name << " " << n;
       first = false;
     }
-    std::cout << ")\n  kernels " << IsaName(Kernels().isa) << "\n";
+    std::cout << ")\n  kernels " << BestIsaName() << "\n";
   });
 }
 

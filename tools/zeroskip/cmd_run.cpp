@@ -7,11 +7,11 @@
 
 #include "commands.h"
 #include "progress.h"
-#include "format/file_io.h"
-#include "kernels/kernels.h"
 #include "zeroskip/error.h"
+#include "zeroskip/files.h"
 #include "zeroskip/generate.h"
 #include "zeroskip/sampler.h"
+#include "zeroskip/score.h"
 #include "zeroskip/session.h"
 
 namespace zeroskip::cli {
@@ -43,10 +43,10 @@ std::vector<int> WithBos(const Model& model, const std::vector<int>& ids) {
 
 namespace {
 
-json LayerStatsJson(const FfnRuntime& ffn) {
+json LayerStatsJson(const Session& session) {
   json layers = json::array();
-  for (size_t l = 0; l < ffn.layer_stats().size(); ++l) {
-    const FfnLayerStats& s = ffn.layer_stats()[l];
+  for (size_t l = 0; l < session.ffn_stats().size(); ++l) {
+    const FfnLayerStats& s = session.ffn_stats()[l];
     layers.push_back({{"layer", l},
                       {"zero_fraction", s.zero_fraction()},
                       {"flops_done", s.flops_done},
@@ -56,39 +56,14 @@ json LayerStatsJson(const FfnRuntime& ffn) {
   return layers;
 }
 
-void PrintLayerTable(const FfnRuntime& ffn) {
+void PrintLayerTable(const Session& session) {
   std::fprintf(stderr, "layer  zeros%%  FLOPs done/dense  weight MB read\n");
-  for (size_t l = 0; l < ffn.layer_stats().size(); ++l) {
-    const FfnLayerStats& s = ffn.layer_stats()[l];
+  for (size_t l = 0; l < session.ffn_stats().size(); ++l) {
+    const FfnLayerStats& s = session.ffn_stats()[l];
     std::fprintf(stderr, "%5zu  %6.2f  %15.3f  %14.2f\n", l, 100 * s.zero_fraction(),
                  s.flops_dense ? double(s.flops_done) / s.flops_dense : 0.0,
                  s.weight_bytes_read / 1e6);
   }
-}
-
-// Runs `ids` and returns the logits after each of them ([n, vocab]): one batched pass (a view of
-// the session's buffer), or one token at a time into `stepwise` when the FFN is forced sparse, so
-// `--ffn sparse` really exercises the sparse decode path.
-std::span<const float> AllLogits(Session& session, std::span<const int> ids, bool token_by_token,
-                                 std::vector<float>* stepwise, Progress* progress = nullptr) {
-  if (!token_by_token) return session.Forward(ids, /*all_logits=*/true);
-  const size_t vocab = static_cast<size_t>(session.model().config().vocab);
-  stepwise->clear();
-  stepwise->reserve(ids.size() * vocab);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const auto logits = session.Forward({&ids[i], 1});
-    stepwise->insert(stepwise->end(), logits.begin(), logits.end());
-    if (progress) progress->Update(i + 1, ids.size());
-  }
-  return *stepwise;
-}
-
-// log p(ids[i + 1] | ids[0..i]) from the logits row of position i (double precision).
-double LogProb(const float* row, size_t vocab, int next) {
-  const float max = *std::max_element(row, row + vocab);
-  double sum = 0;
-  for (size_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max);
-  return double(row[next]) - max - std::log(sum);
 }
 
 }  // namespace
@@ -101,8 +76,7 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 22));
   cmd->add_option("--ffn", f->ffn, "FFN path: auto|sparse|dense")
       ->check(CLI::IsMember({"auto", "sparse", "dense"}));
-  cmd->add_option("--isa", f->isa, "kernels: scalar|avx2|avx512 (default: best available)")
-      ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
+  AddIsaOption(cmd, &f->isa);
   cmd->add_option("--act", f->act,
                   "FFN activation: model (default)|relu|silu|stoch (stochastic, see --stoch-p)")
       ->check(CLI::IsMember({"model", "relu", "silu", "stoch"}));
@@ -113,21 +87,34 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
 }
 
-SessionOptions ApplyComputeFlags(const ComputeFlags& f) {
-  if (!f.isa.empty()) {
-    Isa isa;
-    if (!ParseIsaName(f.isa, &isa) || !SelectIsa(isa)) {
-      throw Error("", "--isa " + f.isa + " is not supported by this CPU");
-    }
+void AddIsaOption(CLI::App* cmd, std::string* isa) {
+  std::vector<std::string> names;
+  std::string list;
+  for (const std::string_view name : IsaNames()) {
+    names.emplace_back(name);
+    list += (list.empty() ? "" : "|") + names.back();
   }
-  SessionOptions so;
-  so.threads = f.threads;
-  so.context = f.ctx;
-  ParseFfnMode(f.ffn, &so.ffn);
-  ParseFfnActivation(f.act, &so.activation.kind);
-  so.activation.stoch_p = f.stoch_p;
-  so.activation.seed = f.seed;
-  return so;
+  cmd->add_option("--isa", *isa, "kernels: " + list + " (default: the best this CPU runs)")
+      ->check(CLI::IsMember(names));
+}
+
+ComputeOptions ApplyComputeFlags(const ComputeFlags& f, const Model& model) {
+  if (!f.isa.empty() && !IsaSupported(f.isa)) {
+    throw Error("", "--isa " + f.isa + " is not supported by this CPU");
+  }
+  if (f.ctx > model.config().context) {
+    throw Error("", "--ctx " + std::to_string(f.ctx) + " exceeds the model's context length " +
+                        std::to_string(model.config().context));
+  }
+  ComputeOptions o;
+  o.engine.threads = f.threads;
+  o.engine.isa = f.isa;
+  o.session.context = f.ctx;
+  ParseFfnMode(f.ffn, &o.session.ffn);
+  ParseFfnActivation(f.act, &o.session.activation.kind);
+  o.session.activation.stoch_p = f.stoch_p;
+  o.session.activation.seed = f.seed;
+  return o;
 }
 
 void AddSamplerFlags(CLI::App* cmd, SamplerOptions* s) {
@@ -164,13 +151,14 @@ void AddRun(CLI::App& app) {
   cmd->add_flag("--ignore-eos", f->ignore_eos, "keep generating after the end-of-text token");
   cmd->add_flag("--stats-layers", f->stats_layers, "print per-layer FFN statistics on stderr");
   cmd->callback([f] {
-    const SessionOptions so = ApplyComputeFlags(f->compute);
     f->sampler.seed = f->compute.seed;
     const auto model = Model::Load(f->compute.model);
+    const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const std::string prompt = f->prompt_file.empty() ? f->prompt : ReadTextFile(f->prompt_file);
     const std::string prompt_source = f->prompt_file.empty() ? "--prompt" : f->prompt_file;
     if (!IsValidUtf8(prompt)) throw Error(prompt_source, "is not valid UTF-8");
-    Session session(*model, so);
+    Engine engine(*model, co.engine);
+    Session session(engine, co.session);
     const auto too_long = [&](const std::string& tokens) {
       return Error(prompt_source, "the prompt is " + tokens + " tokens but the context is " +
                                       std::to_string(session.context()));
@@ -201,9 +189,10 @@ void AddRun(CLI::App& app) {
     const GenerateResult r = Generate(session, sampler, prompt_ids, gc);
     if (stream_out) WriteStdout("\n");  // before the stats line on stderr
 
-    const FfnLayerStats total = session.ffn().total_stats();
-    const std::string isa(IsaName(Kernels().isa));
-    const std::string ffn_path = session.ffn().sparse_decode() ? "sparse" : "dense";
+    const FfnLayerStats total = session.ffn_total();
+    const std::string isa(engine.isa());
+    const std::string ffn_path = session.sparse_decode() ? "sparse" : "dense";
+    const std::string act(FfnActivationName(session.activation()));
     if (f->compute.json) {
       json j = {
           {"prompt_tokens", prompt_ids},
@@ -218,23 +207,21 @@ void AddRun(CLI::App& app) {
           {"ffn_flops_dense", total.flops_dense},
           {"ffn_weight_bytes_read", total.weight_bytes_read},
           {"ffn_path", ffn_path},
-          {"act", std::string(FfnActivationName(session.ffn().activation()))},
+          {"act", act},
           {"stoch_p", f->compute.stoch_p},
           {"picked_negative_fraction",
            total.negative_gates ? double(total.picked_negatives) / total.negative_gates : 0.0},
           {"isa", isa},
           {"threads", session.threads()}};
-      if (f->stats_layers) j["layers"] = LayerStatsJson(session.ffn());
+      if (f->stats_layers) j["layers"] = LayerStatsJson(session);
       std::cout << j.dump() << "\n";
     }
     std::fprintf(stderr,
                  "zeroskip: prompt %zu tok | prefill %.1f tok/s | decode %.2f tok/s | ffn zeros "
                  "%.1f%% | ffn %s, act %s | isa %s | threads %d\n",
                  prompt_ids.size(), r.prefill_tok_s(), r.decode_tok_s(), 100 * total.zero_fraction(),
-                 ffn_path.c_str(),
-                 std::string(FfnActivationName(session.ffn().activation())).c_str(), isa.c_str(),
-                 session.threads());
-    if (f->stats_layers) PrintLayerTable(session.ffn());
+                 ffn_path.c_str(), act.c_str(), isa.c_str(), session.threads());
+    if (f->stats_layers) PrintLayerTable(session);
   });
 }
 
@@ -251,14 +238,15 @@ void AddEval(CLI::App& app) {
       ->required();
   cmd->add_option("--top", f->top, "how many (id, logit) pairs")->check(CLI::Range(1, 1 << 22));
   cmd->callback([f] {
-    const SessionOptions so = ApplyComputeFlags(f->compute);
     const std::vector<int> ids = ParseNumberList<int>(f->tokens, "--tokens", 0, INT32_MAX);
     const auto model = Model::Load(f->compute.model);
-    Session session(*model, so);
+    const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
+    Engine engine(*model, co.engine);
+    Session session(engine, co.session);
     std::span<const float> logits;
     for (size_t i = 0; i < ids.size(); ++i) {
       // Token by token under --ffn sparse, so the sparse decode path is what gets evaluated.
-      if (so.ffn == FfnMode::kSparse) {
+      if (co.session.ffn == FfnMode::kSparse) {
         logits = session.Forward({&ids[i], 1});
       } else {
         logits = session.Forward(ids);
@@ -291,42 +279,29 @@ void AddPerplexity(CLI::App& app) {
   AddComputeFlags(cmd, &f->compute);
   cmd->add_option("-f,--file", f->file, "UTF-8 text file")->required();
   cmd->callback([f] {
-    SessionOptions so = ApplyComputeFlags(f->compute);
     const auto model = Model::Load(f->compute.model);
+    ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const std::vector<int> text_ids = model->tokenizer().Encode(ReadTextFile(f->file));
-    so.max_batch = f->compute.ctx > 0 ? f->compute.ctx : model->config().context;
-    Session session(*model, so);
-    const bool bos = model->config().bos_id >= 0;
-    // Each window: [BOS] + the next chunk of text, predicting every text token in it.
-    const int64_t chunk = session.context() - (bos ? 1 : 0);
-    if (chunk < 1 || text_ids.size() < (bos ? 1u : 2u)) {
-      throw Error(f->file, "text is too short to measure perplexity");
-    }
-    const size_t vocab = static_cast<size_t>(model->config().vocab);
-    double nll = 0;
-    int64_t counted = 0;
-    std::vector<float> stepwise;
+    // Every window runs as one batch, so the batch is the context.
+    co.engine.max_batch = f->compute.ctx > 0 ? f->compute.ctx : model->config().context;
+    Engine engine(*model, co.engine);
+    Session session(engine, co.session);
     Progress progress("perplexity", Progress::Unit::kTokens);
     const auto t0 = Clock::now();
-    for (size_t start = 0; start < text_ids.size(); start += static_cast<size_t>(chunk)) {
-      const size_t end = std::min(text_ids.size(), start + static_cast<size_t>(chunk));
-      std::vector<int> window;
-      if (bos) window.push_back(static_cast<int>(model->config().bos_id));
-      window.insert(window.end(), text_ids.begin() + start, text_ids.begin() + end);
-      if (window.size() < 2) break;
-      session.Reset();
-      const auto logits = AllLogits(session, window, so.ffn == FfnMode::kSparse, &stepwise);
-      for (size_t i = 0; i + 1 < window.size(); ++i) {
-        nll -= LogProb(logits.data() + i * vocab, vocab, window[i + 1]);
-        ++counted;
-      }
-      progress.Update(end, text_ids.size());
+    PerplexityResult result;
+    try {
+      result = Perplexity(session, text_ids, co.session.ffn == FfnMode::kSparse,
+                          [&](size_t done, size_t total) { progress.Update(done, total); });
+    } catch (const Error& e) {
+      if (!e.path().empty()) throw;
+      throw Error(f->file, e.reason());  // what was too short: the file
     }
     progress.Done();
+    const double ppl = result.perplexity;
+    const int64_t counted = result.tokens;
     const double seconds = Seconds(t0, Clock::now());
-    const double ppl = std::exp(nll / counted);
     const double tok_s = counted / seconds;
-    const double zeros = session.ffn().total_stats().zero_fraction();
+    const double zeros = session.ffn_total().zero_fraction();
     if (f->compute.json) {
       std::cout << json{{"perplexity", ppl},
                         {"tokens", counted},
@@ -356,22 +331,23 @@ void AddScore(CLI::App& app) {
   cmd->add_option("--from", f->from, "score the tokens from this index on")
       ->check(CLI::Range(1, 1 << 22));
   cmd->callback([f] {
-    SessionOptions so = ApplyComputeFlags(f->compute);
     const std::vector<int> ids = ParseNumberList<int>(f->tokens, "--tokens", 0, INT32_MAX);
     if (static_cast<size_t>(f->from) >= ids.size()) {
       throw Error("", "--from leaves nothing to score");
     }
     const auto model = Model::Load(f->compute.model);
-    so.max_batch = static_cast<int64_t>(ids.size());
-    Session session(*model, so);
-    std::vector<float> stepwise;
+    ComputeOptions co = ApplyComputeFlags(f->compute, *model);
+    co.engine.max_batch = static_cast<int64_t>(ids.size());
+    Engine engine(*model, co.engine);
+    Session session(engine, co.session);
     Progress progress("scoring", Progress::Unit::kTokens);
-    const auto logits = AllLogits(session, ids, so.ffn == FfnMode::kSparse, &stepwise, &progress);
+    const std::vector<double> log_probs =
+        NextTokenLogProbs(session, ids, co.session.ffn == FfnMode::kSparse,
+                          [&](size_t done, size_t total) { progress.Update(done, total); });
     progress.Done();
-    const size_t vocab = static_cast<size_t>(model->config().vocab);
     double log_likelihood = 0;
     for (size_t i = static_cast<size_t>(f->from); i < ids.size(); ++i) {
-      log_likelihood += LogProb(logits.data() + (i - 1) * vocab, vocab, ids[i]);
+      log_likelihood += log_probs[i - 1];
     }
     const size_t n = ids.size() - static_cast<size_t>(f->from);
     const json j = {{"log_likelihood", log_likelihood},

@@ -107,8 +107,16 @@ void AddSamplerFlags(CLI::App* cmd, SamplerOptions* sampler);
 // BOS (when the model has one) followed by `ids`.
 std::vector<int> WithBos(const Model& model, const std::vector<int>& ids);
 
-// Applies --isa (throws Error if the CPU lacks it) and returns the session options the flags ask
-// for.
-SessionOptions ApplyComputeFlags(const ComputeFlags& flags);
+// What the compute flags ask for: the engine (threads, kernels) and each session on it.
+struct ComputeOptions {
+  EngineOptions engine;
+  SessionOptions session;
+};
+// Throws Error naming the flag if --isa names kernels this CPU cannot run or --ctx exceeds the
+// model's context.
+ComputeOptions ApplyComputeFlags(const ComputeFlags& flags, const Model& model);
+
+// The --isa option: one of the ISAs compiled in, listed in its help.
+void AddIsaOption(CLI::App* cmd, std::string* isa);
 
 }  // namespace zeroskip::cli

@@ -11,7 +11,7 @@
 
 #include "build_info.h"
 #include "commands.h"
-#include "kernels/kernels.h"
+#include "zeroskip/engine.h"
 #include "zeroskip/error.h"
 #include "zeroskip/format.h"
 
@@ -49,26 +49,11 @@ namespace {
 std::string VersionText() {
   std::string text = std::string("zeroskip ") + ZEROSKIP_VERSION + " (commit " +
                      ZEROSKIP_GIT_COMMIT + ", " + ZEROSKIP_BUILD_TYPE + " build)\nkernels:";
-  for (const zeroskip::Isa isa : {zeroskip::Isa::kScalar, zeroskip::Isa::kAvx2,
-                                  zeroskip::Isa::kAvx512}) {
-    text += std::string(" ") + std::string(zeroskip::IsaName(isa)) +
-            (zeroskip::KernelsFor(isa) ? "" : " (not on this CPU)");
+  for (const std::string_view isa : zeroskip::IsaNames()) {
+    text += " " + std::string(isa) + (zeroskip::IsaSupported(isa) ? "" : " (not on this CPU)");
   }
-  text += " -> using " + std::string(zeroskip::IsaName(zeroskip::BestIsa())) + "\ncpu features:";
-  __builtin_cpu_init();
-#define ZEROSKIP_FEATURE(name) \
-  if (__builtin_cpu_supports(name)) text += " " name;
-  ZEROSKIP_FEATURE("avx2")
-  ZEROSKIP_FEATURE("fma")
-  ZEROSKIP_FEATURE("avx512f")
-  ZEROSKIP_FEATURE("avx512bw")
-  ZEROSKIP_FEATURE("avx512dq")
-  ZEROSKIP_FEATURE("avx512vl")
-  ZEROSKIP_FEATURE("avx512vnni")
-  ZEROSKIP_FEATURE("avx512bf16")
-  ZEROSKIP_FEATURE("avxvnni")
-#undef ZEROSKIP_FEATURE
-  return text;
+  return text + " -> using " + std::string(zeroskip::BestIsaName()) +
+         "\ncpu features: " + zeroskip::CpuFeatures();
 }
 
 }  // namespace

@@ -1,0 +1,162 @@
+#include "zeroskip/engine.h"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "engine/workspace.h"
+#include "format/file_io.h"
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+
+int PhysicalCores() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::set<std::pair<std::string, std::string>> cores;
+  std::string line, physical = "0";
+  while (std::getline(cpuinfo, line)) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (line.rfind("physical id", 0) == 0) physical = value;
+    if (line.rfind("core id", 0) == 0) cores.emplace(physical, value);
+  }
+  int n = cores.empty() ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
+                        : static_cast<int>(cores.size());
+  // Never more than the CPUs this process may run on (taskset, containers).
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) n = std::min(n, CPU_COUNT(&allowed));
+  return std::max(1, n);
+}
+
+uint64_t PhysicalMemoryBytes() {
+  return static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+         static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+uint64_t AvailableMemoryBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string line;
+  while (std::getline(meminfo, line)) {
+    if (line.rfind("MemAvailable:", 0) == 0) return std::stoull(line.substr(13)) * 1024;  // kB
+  }
+  return PhysicalMemoryBytes();
+}
+
+std::vector<std::string_view> IsaNames() {
+  std::vector<std::string_view> names;
+  for (const Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) names.push_back(IsaName(isa));
+  return names;
+}
+
+bool IsaSupported(std::string_view name) {
+  Isa isa;
+  return ParseIsaName(name, &isa) && KernelsFor(isa) != nullptr;
+}
+
+std::string_view BestIsaName() { return IsaName(BestIsa()); }
+
+std::string CpuFeatures() {
+  std::string text;
+  __builtin_cpu_init();
+#define ZEROSKIP_FEATURE(name) \
+  if (__builtin_cpu_supports(name)) text += text.empty() ? name : " " name;
+  ZEROSKIP_FEATURE("avx2")
+  ZEROSKIP_FEATURE("fma")
+  ZEROSKIP_FEATURE("avx512f")
+  ZEROSKIP_FEATURE("avx512bw")
+  ZEROSKIP_FEATURE("avx512dq")
+  ZEROSKIP_FEATURE("avx512vl")
+  ZEROSKIP_FEATURE("avx512vnni")
+  ZEROSKIP_FEATURE("avx512bf16")
+  ZEROSKIP_FEATURE("avxvnni")
+#undef ZEROSKIP_FEATURE
+  return text;
+}
+
+Workspace::Workspace(const ModelConfig& c, const KernelTable& kernels_in, int threads,
+                     int64_t max_batch)
+    : kernels(kernels_in),
+      matmul(kernels_in, threads),
+      ffn(c, kernels_in, matmul, threads, max_batch) {
+  const auto b = static_cast<size_t>(max_batch);
+  x.resize(b * c.hidden);
+  xn.resize(b * c.hidden);
+  q.resize(b * c.q_dim());
+  k.resize(b * c.kv_dim());
+  v.resize(b * c.kv_dim());
+  att.resize(b * c.q_dim());
+  proj.resize(b * c.hidden);
+  logits.resize(b * c.vocab);
+}
+
+uint64_t Workspace::Bytes(const ModelConfig& c, int threads, int64_t max_batch,
+                          const std::string& path) {
+  auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "engine size"); };
+  const uint64_t per_token = c.vocab + 2 * c.ffn + 4 * c.hidden + 2 * c.q_dim() + 2 * c.kv_dim();
+  const uint64_t floats = mul(max_batch, per_token) + mul(threads, c.hidden) + 4 * c.ffn;
+  return mul(floats, sizeof(float));
+}
+
+namespace {
+
+// Elements of the largest bf16/f16 matrix: long batches widen each to f32 in one reused buffer.
+uint64_t LargestWidenedMatrix(const Model& model) {
+  uint64_t widest = 0;
+  auto need = [&](const WeightView& w) {
+    if (w.dtype != DType::kF32) widest = std::max<uint64_t>(widest, w.rows * w.cols);
+  };
+  need(model.lm_head());
+  for (int64_t l = 0; l < model.config().layers; ++l) {
+    const LayerWeights& w = model.layer(l);
+    for (const WeightView* v : {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up, &w.ffn.down_t}) {
+      need(*v);
+    }
+  }
+  return widest;
+}
+
+}  // namespace
+
+const KernelTable& ChooseKernels(const std::string& name) {
+  if (name.empty()) return *KernelsFor(BestIsa());
+  Isa isa;
+  if (!ParseIsaName(name, &isa)) throw Error("", "unknown ISA '" + name + "'");
+  const KernelTable* table = KernelsFor(isa);
+  if (table == nullptr) throw Error("", "this CPU cannot run the " + name + " kernels");
+  return *table;
+}
+
+Engine::Engine(const Model& model, const EngineOptions& options)
+    : model_(model),
+      threads_(options.threads > 0 ? options.threads : PhysicalCores()),
+      max_batch_(std::max<int64_t>(1, std::min(options.max_batch, model.config().context))) {
+  const KernelTable& kernels = ChooseKernels(options.isa);
+  const ModelConfig& c = model.config();
+  const std::string& path = model.file().path();
+  // Sized from the (untrusted) file: add it up with overflow checks and refuse what this machine
+  // cannot hold, instead of dying in the allocator.
+  const uint64_t widen = max_batch_ > 1 ? LargestWidenedMatrix(model) : 0;
+  const uint64_t bytes = Workspace::Bytes(c, threads_, max_batch_, path) + widen * sizeof(float);
+  const auto too_big = [&] {
+    return Error(path, "a batch of " + std::to_string(max_batch_) + " tokens needs " +
+                           std::to_string((bytes + (1u << 20) - 1) >> 20) +
+                           " MiB of buffers, more than this machine has free");
+  };
+  if (bytes > AvailableMemoryBytes()) throw too_big();
+  try {
+    workspace_ = std::make_unique<Workspace>(c, kernels, threads_, max_batch_);
+    workspace_->matmul.ReserveWiden(widen);
+  } catch (const std::bad_alloc&) {
+    throw too_big();  // the estimate above missed: still name the file and the cause
+  }
+}
+
+Engine::~Engine() = default;
+
+std::string_view Engine::isa() const { return IsaName(workspace_->kernels.isa); }
+
+}  // namespace zeroskip

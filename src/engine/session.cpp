@@ -1,0 +1,124 @@
+#include "zeroskip/session.h"
+
+#include <cmath>
+#include <mutex>
+
+#include "arch/forward.h"
+#include "format/file_io.h"
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+
+SequenceState::SequenceState(const ModelConfig& c, int64_t context_in, int threads,
+                             FfnSettings ffn_in)
+    : ffn(ffn_in), context(context_in), rope(context_in, c.head_dim, c.rope_theta) {
+  const auto cache = static_cast<size_t>(c.layers) * context * c.kv_dim();
+  k_cache.resize(cache);
+  v_cache.resize(cache);
+  scores.resize(static_cast<size_t>(threads) * context);
+}
+
+uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads,
+                              const std::string& path) {
+  auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "session size"); };
+  const uint64_t floats = mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()) +
+                          mul(context, c.head_dim + threads);
+  return mul(floats, sizeof(float));
+}
+
+Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine) {
+  const ModelConfig& c = engine.model().config();
+  const std::string& path = engine.model().file().path();
+  if (options.context > c.context) {
+    throw Error(path, "a context of " + std::to_string(options.context) +
+                          " tokens exceeds the model's context length " +
+                          std::to_string(c.context));
+  }
+  context_ = options.context > 0 ? options.context : c.context;
+  const FfnSettings ffn = FfnSettings::Resolve(c, options.ffn, options.activation);
+
+  // Sized from the (untrusted) file: add it up with overflow checks and refuse what this machine
+  // cannot hold, instead of dying in the allocator.
+  const uint64_t bytes = SequenceState::Bytes(c, context_, engine.threads(), path);
+  const auto too_big = [&] {
+    return Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
+                           std::to_string((bytes + (1u << 20) - 1) >> 20) +
+                           " MiB of KV cache, more than this machine has free (use a smaller "
+                           "context)");
+  };
+  if (bytes > AvailableMemoryBytes()) throw too_big();
+  try {
+    state_ = std::make_unique<SequenceState>(c, context_, engine.threads(), ffn);
+  } catch (const std::bad_alloc&) {
+    throw too_big();  // the estimate above missed: still name the file and the cause
+  }
+  ffn_stats_.resize(c.layers);
+}
+
+Session::~Session() = default;
+
+bool Session::sparse_decode() const { return state_->ffn.sparse_decode; }
+FfnActivation Session::activation() const { return state_->ffn.act; }
+
+FfnLayerStats Session::ffn_total() const {
+  FfnLayerStats total;
+  for (const auto& s : ffn_stats_) total.Add(s);
+  return total;
+}
+
+void Session::ResetFfnStats() {
+  for (auto& s : ffn_stats_) s = {};
+}
+
+void Session::Rewind(int64_t position) {
+  if (position < 0 || position > position_) {
+    throw Error(model().file().path(), "cannot rewind to position " + std::to_string(position) +
+                                           " from " + std::to_string(position_));
+  }
+  position_ = position;
+}
+
+std::span<const float> Session::Forward(std::span<const int> tokens, bool all_logits) {
+  const ModelConfig& c = model().config();
+  const auto n = static_cast<int64_t>(tokens.size());
+  const int64_t max_batch = engine_.max_batch();
+  const std::string& path = model().file().path();
+  if (n == 0) throw Error(path, "no tokens to run");
+  if (position_ + n > context_) {
+    throw Error(path, std::to_string(position_ + n) + " tokens do not fit the context of " +
+                          std::to_string(context_));
+  }
+  if (all_logits && n > max_batch) throw Error(path, "too many tokens for one batch of logits");
+  for (int id : tokens) {
+    if (id < 0 || id >= c.vocab) {
+      throw Error(path, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                            std::to_string(c.vocab) + ")");
+    }
+  }
+  Workspace& ws = engine_.workspace();
+  std::lock_guard<std::mutex> hold(ws.lock);
+  const ForwardPass pass{model(), ws, *state_, ffn_stats_, engine_.threads()};
+  for (int64_t done = 0; done < n;) {
+    const int64_t m = std::min(max_batch, n - done);
+    const bool last = done + m == n;
+    LlamaForward(pass, tokens.data() + done, m, position_, last, all_logits);
+    position_ += m;
+    done += m;
+  }
+  const size_t vocab = static_cast<size_t>(c.vocab);
+  const std::span<const float> logits(ws.logits.data(),
+                                      all_logits ? static_cast<size_t>(n) * vocab : vocab);
+  // Weights are checksummed only by `verify` (opening reads just the header): a flipped bit in
+  // the data shows up here, and garbage text or a NaN perplexity must not be the symptom.
+  for (const float l : logits) {
+    if (!std::isfinite(l)) {
+      throw Error(path,
+                  "the model computed a NaN or infinite logit; its weights may be damaged "
+                  "(check them with: zeroskip verify " +
+                      path + ")");
+    }
+  }
+  return logits;
+}
+
+}  // namespace zeroskip

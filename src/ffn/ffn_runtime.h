@@ -1,0 +1,89 @@
+// The FFN runtime: y = W_down · (act(W_gate·x) ⊙ (W_up·x)) for one layer, choosing how.
+//
+// One token (decode) runs in phases, each thread on its own slice of the FFN neurons:
+//   gate rows      the gate GEMV over the slice (every row today; a shadow gate would pick
+//                  the uncertain rows here and certify the rest as zero)
+//   activate       act(gate) per neuron; the sparse path compacts the nonzero ones into
+//                  (row, coefficient) lists, the dense path keeps every row
+//   up/down        sparse: the fused up+down kernel over the active rows only; dense: up for
+//                  every row, then the down projection weighted by act(gate) ⊙ up
+//   reduce         the threads' private [hidden] accumulators summed into y (no atomics)
+// A batch (prefill) runs the three projections as dense matmuls.
+//
+// The runtime is shared by every session of an Engine: it owns scratch sized once (the decode
+// path allocates nothing) but no per-sequence state. The settings (path, activation) and the
+// statistics belong to the caller and come in with each call.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "zeroskip/config.h"
+#include "zeroskip/ffn.h"
+#include "zeroskip/weights.h"
+
+namespace zeroskip {
+
+class DenseMatmul;
+struct KernelTable;
+
+// How one sequence runs its FFN, resolved against the model.
+struct FfnSettings {
+  FfnActivation act = FfnActivation::kReLU;  // never kModel
+  float stoch_p = 0.5f;
+  uint64_t seed = 0;
+  bool sparse_decode = true;
+
+  // Throws Error on a combination that cannot run (a sparse FFN with an activation that has no
+  // zeros, p outside [0, 1]).
+  static FfnSettings Resolve(const ModelConfig& config, FfnMode mode,
+                             const ActivationOptions& activation);
+};
+
+class FfnRuntime {
+ public:
+  // max_tokens: the largest batch Forward will see. `matmul` serves batched (prefill) calls.
+  FfnRuntime(const ModelConfig& config, const KernelTable& kernels, DenseMatmul& matmul,
+             int threads, int64_t max_tokens);
+
+  // x: [n, hidden] normalized input for the tokens at positions position..position+n-1;
+  // y: [n, hidden] output (overwritten). Adds this call's statistics to *stats.
+  void Forward(const FfnSettings& settings, int64_t layer, const FfnWeights& w, const float* x,
+               int64_t n, float* y, int64_t position, FfnLayerStats* stats);
+
+ private:
+  // One thread's share of a decode step: neurons [begin, end) and its scratch.
+  struct Slice;
+  struct Call;
+
+  FfnLayerStats DecodeStep(const Call& call, const float* x, float* y);
+  FfnLayerStats BatchedDense(const Call& call, const float* x, int64_t n, float* y);
+
+  // The phases of a decode step, run by each thread on its slice.
+  void GateRows(const Call& call, Slice& s, const float* x) const;
+  void ActivateRows(const Call& call, Slice& s);
+  void UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y);
+
+  // The statistics every call records; callers add flops_done and weight_bytes_read.
+  FfnLayerStats CallStats(int64_t tokens, int64_t zeros, int64_t negatives, int64_t picked) const;
+
+  ModelConfig config_;
+  const KernelTable& kernels_;
+  DenseMatmul& matmul_;
+  int threads_;
+  // Decode scratch; thread t works on its own slice of the ffn neurons in each.
+  std::vector<float> gate_;       // [ffn] gate pre-activations, then coefficients
+  std::vector<float> up_;         // [ffn] up projections (dense path)
+  std::vector<int32_t> active_;   // [ffn] active neuron indices (slice-relative), per slice
+  std::vector<float> active_g_;   // [ffn] their gate activations
+  std::vector<float> partial_y_;  // [threads, hidden] private accumulators
+  // Batched scratch.
+  std::vector<float> batch_gate_;  // [max_tokens, ffn]
+  std::vector<float> batch_up_;    // [max_tokens, ffn]
+};
+
+// act(g) for one neuron under `settings` (the stochastic draw needs where the neuron is).
+float ActivateNeuron(const FfnSettings& settings, float g, int64_t position, int64_t layer,
+                     int64_t neuron);
+
+}  // namespace zeroskip

@@ -1,0 +1,71 @@
+#include "zeroskip/score.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+namespace {
+
+// log softmax(row)[next], in double precision.
+double LogProb(const float* row, size_t vocab, int next) {
+  const float max = *std::max_element(row, row + vocab);
+  double sum = 0;
+  for (size_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max);
+  return double(row[next]) - max - std::log(sum);
+}
+
+}  // namespace
+
+std::vector<double> NextTokenLogProbs(Session& session, std::span<const int> ids,
+                                      bool token_by_token, const ProgressFn& progress) {
+  const size_t vocab = static_cast<size_t>(session.model().config().vocab);
+  std::vector<double> out;
+  if (ids.size() < 2) return out;
+  out.reserve(ids.size() - 1);
+  if (!token_by_token) {
+    const auto logits = session.Forward(ids, /*all_logits=*/true);
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {
+      out.push_back(LogProb(logits.data() + i * vocab, vocab, ids[i + 1]));
+    }
+    if (progress) progress(ids.size(), ids.size());
+    return out;
+  }
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    const auto logits = session.Forward(ids.subspan(i, 1));
+    out.push_back(LogProb(logits.data(), vocab, ids[i + 1]));
+    if (progress) progress(i + 1, ids.size());
+  }
+  return out;
+}
+
+PerplexityResult Perplexity(Session& session, std::span<const int> text_ids, bool token_by_token,
+                            const ProgressFn& progress) {
+  const ModelConfig& c = session.model().config();
+  const bool bos = c.bos_id >= 0;
+  const int64_t chunk = session.context() - (bos ? 1 : 0);
+  if (chunk < 1 || text_ids.size() < (bos ? 1u : 2u)) {
+    throw Error("", "the text is too short to measure perplexity");
+  }
+  double nll = 0;
+  PerplexityResult result;
+  std::vector<int> window;
+  for (size_t start = 0; start < text_ids.size(); start += static_cast<size_t>(chunk)) {
+    const size_t end = std::min(text_ids.size(), start + static_cast<size_t>(chunk));
+    window.clear();
+    if (bos) window.push_back(static_cast<int>(c.bos_id));
+    window.insert(window.end(), text_ids.begin() + start, text_ids.begin() + end);
+    if (window.size() < 2) break;
+    session.Reset();
+    for (const double lp : NextTokenLogProbs(session, window, token_by_token)) {
+      nll -= lp;
+      ++result.tokens;
+    }
+    if (progress) progress(end, text_ids.size());
+  }
+  result.perplexity = std::exp(nll / result.tokens);
+  return result;
+}
+
+}  // namespace zeroskip
