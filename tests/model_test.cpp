@@ -10,6 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "ops/norm.h"
 #include "test_util.h"
@@ -275,6 +276,65 @@ TEST(Session, ChunkedPrefillMatchesReference) {
       s.Reset();
       EXPECT_THROW(s.Forward(ids, /*all_logits=*/true), Error) << "max_batch " << max_batch;
     }
+  }
+}
+
+// Sessions on one engine share its buffers but not their sequences: three sessions decoding
+// the fixture's three sequences interleaved token by token, then the same from three threads
+// at once, each match the float64 reference at every position. A KV cache, position or FFN
+// state leaking between sessions (or two forward passes overlapping in the shared workspace)
+// changes some logit by far more than the tolerance.
+TEST(Session, SessionsSharingAnEngineKeepTheirOwnSequences) {
+  const auto fixture = nlohmann::json::parse(
+      testing::ReadFile(testing::SourceDir() + "/tests/data/golden/scoring.json"));
+  const Model& m = testing::LoadedModel(fixture["checkpoint"]);
+  const auto& sequences = fixture["sequences"];
+  ASSERT_GE(sequences.size(), 2u);
+  Engine engine(m, {.threads = 2});
+  auto expect_row = [&](size_t seq, size_t pos, std::span<const float> logits) {
+    const auto& row = sequences[seq]["logits"][pos];
+    double max_ref = 0;
+    for (const auto& v : row) max_ref = std::max(max_ref, std::abs(v.get<double>()));
+    ASSERT_EQ(logits.size(), row.size());
+    for (size_t v = 0; v < row.size(); ++v) {
+      ASSERT_NEAR(logits[v], row[v].get<double>(), 1e-4 * max_ref)
+          << "sequence " << seq << " position " << pos << " id " << v;
+    }
+  };
+  auto ids = [&](size_t seq) { return sequences[seq]["ids"].get<std::vector<int>>(); };
+
+  std::vector<std::unique_ptr<Session>> sessions;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    sessions.push_back(std::make_unique<Session>(engine, SessionOptions{.ffn = FfnMode::kSparse}));
+  }
+  for (size_t pos = 0;; ++pos) {
+    bool any = false;
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      const auto seq = ids(i);
+      if (pos >= seq.size()) continue;
+      any = true;
+      expect_row(i, pos, sessions[i]->Forward({&seq[pos], 1}));
+    }
+    if (!any) break;
+  }
+
+  // From threads at once: the engine runs one pass at a time, and each session's last-token
+  // logits are its own.
+  std::vector<std::vector<std::vector<float>>> got(sessions.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    sessions[i]->Reset();
+    threads.emplace_back([&, i] {
+      const auto seq = ids(i);
+      for (const int id : seq) {
+        const auto logits = sessions[i]->Forward({&id, 1});
+        got[i].emplace_back(logits.begin(), logits.end());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    for (size_t pos = 0; pos < got[i].size(); ++pos) expect_row(i, pos, got[i][pos]);
   }
 }
 

@@ -34,11 +34,11 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Runs `tokens` at positions position()..position()+n-1. Returns logits of the last token
-  // [vocab], or of every token [n, vocab] when all_logits is set (n <= the engine's max_batch
-  // then). The logits live in the engine's buffer: valid until the next Forward of any session
-  // of the same engine. Throws Error if the tokens do not fit the context or an id is out of
-  // range.
+  // Runs `tokens` at positions position()..position()+n-1. Returns the logits of the last token
+  // [vocab], the session's own copy, valid until its next Forward. With all_logits, the logits
+  // of every token [n, vocab] (n <= the engine's max_batch), a view of the engine's buffer:
+  // valid until the next Forward of any session on that engine. Throws Error if the tokens do
+  // not fit the context or an id is out of range.
   std::span<const float> Forward(std::span<const int> tokens, bool all_logits = false);
 
   void Reset() { Rewind(0); }  // back to position 0 (the cache is overwritten, not cleared)

@@ -22,6 +22,7 @@ struct SequenceState {
   std::vector<float> v_cache;  // [layers, context, kv_dim]
   std::vector<float> scores;   // [threads, context] attention scores
   RopeTable rope;              // positions [0, context)
+  std::vector<float> logits;   // [vocab] of the last token run
 };
 
 }  // namespace zeroskip

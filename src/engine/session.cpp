@@ -16,13 +16,14 @@ SequenceState::SequenceState(const ModelConfig& c, int64_t context_in, int threa
   k_cache.resize(cache);
   v_cache.resize(cache);
   scores.resize(static_cast<size_t>(threads) * context);
+  logits.reserve(c.vocab);
 }
 
 uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads,
                               const std::string& path) {
   auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "session size"); };
   const uint64_t floats = mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()) +
-                          mul(context, c.head_dim + threads);
+                          mul(context, c.head_dim + threads) + c.vocab;
   return mul(floats, sizeof(float));
 }
 
@@ -106,8 +107,14 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
     done += m;
   }
   const size_t vocab = static_cast<size_t>(c.vocab);
-  const std::span<const float> logits(ws.logits.data(),
-                                      all_logits ? static_cast<size_t>(n) * vocab : vocab);
+  std::span<const float> logits(ws.logits.data(), vocab);
+  if (all_logits) {
+    logits = {ws.logits.data(), static_cast<size_t>(n) * vocab};
+  } else {
+    // The session's own copy: another session's pass may reuse the engine's buffer at once.
+    state_->logits.assign(logits.begin(), logits.end());
+    logits = state_->logits;
+  }
   // Weights are checksummed only by `verify` (opening reads just the header): a flipped bit in
   // the data shows up here, and garbage text or a NaN perplexity must not be the symptom.
   for (const float l : logits) {

@@ -5,7 +5,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <dnnl.hpp>
 #include <iostream>
 #include <new>
 
@@ -97,9 +96,6 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::bad_alloc&) {
     std::cerr << "zeroskip: error: out of memory (a smaller --ctx may help)\n";
-    return 1;
-  } catch (const dnnl::error& e) {
-    std::cerr << "zeroskip: error: " << zeroskip::Error("oneDNN", e.what()).what() << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "zeroskip: error: " << zeroskip::Error("internal", e.what()).what() << "\n";
