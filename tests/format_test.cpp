@@ -12,7 +12,7 @@
 
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "model/llama_layout.h"
+#include "model/architectures.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
@@ -22,26 +22,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.hf_architecture = "LlamaForCausalLM";
-  c.hidden = 8;
-  c.ffn = 12;
-  c.layers = 1;
-  c.heads = 2;
-  c.kv_heads = 1;
-  c.head_dim = 4;
-  c.vocab = 384;  // the test tokenizer's pieces: ZskFile::Open checks the embedded tokenizer
-  c.context = 16;
-  return c;
-}
-
 std::string TestTokenizer() {
   return testing::ReadFile(testing::SourceDir() + "/tests/data/tokenizer.model");
 }
 
 std::string WriteSmallFile(const std::string& path) {
-  ZskWriter w(path, TinyConfig(), "{\"verbatim\": true}", TestTokenizer(),
+  ZskWriter w(path, testing::TinyConfig(), "{\"verbatim\": true}", TestTokenizer(),
               {{"a", DType::kF32, Layout::kRowMajor, {3, 5}},
                {"b", DType::kBF16, Layout::kTransposed, {7}}});
   std::vector<uint8_t> a(60), b(14);
@@ -99,8 +85,8 @@ TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
 TEST(ZskWriter, ConcurrentWritersOfOneOutputDoNotMix) {
   testing::TempDir dir;
   const std::vector<TensorSpec> specs = {{"a", DType::kF32, Layout::kRowMajor, {2}}};
-  ZskWriter first(dir / "m.zsk", TinyConfig(), "{\"writer\": 1}", TestTokenizer(), specs);
-  ZskWriter second(dir / "m.zsk", TinyConfig(), "{\"writer\": 2}", TestTokenizer(), specs);
+  ZskWriter first(dir / "m.zsk", testing::TinyConfig(), "{\"writer\": 1}", TestTokenizer(), specs);
+  ZskWriter second(dir / "m.zsk", testing::TinyConfig(), "{\"writer\": 2}", TestTokenizer(), specs);
   EXPECT_NE(first.tmp_path(), second.tmp_path());
   const std::vector<uint8_t> data(8, 1);
   first.WriteNext(data);
@@ -120,7 +106,7 @@ TEST(ZskWriter, RefusesOutputsThatAreNotRegularFiles) {
        {dir / "fifo", std::string("/dev/null"), dir.path(), std::string()}) {
     SCOPED_TRACE(out);
     EXPECT_THROW(CheckOutputPath(out), Error);
-    EXPECT_THROW(ZskWriter(out, TinyConfig(), "{}", "", {}), Error);
+    EXPECT_THROW(ZskWriter(out, testing::TinyConfig(), "{}", "", {}), Error);
   }
   EXPECT_TRUE(fs::is_fifo(dir / "fifo"));
   EXPECT_TRUE(fs::is_character_file("/dev/null"));
@@ -142,7 +128,7 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   testing::TempDir dir;
   std::string tmp;
   {
-    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "",
+    ZskWriter w(dir / "m.zsk", testing::TinyConfig(), "{}", "",
                 {{"a", DType::kF32, Layout::kRowMajor, {2}}});
     tmp = w.tmp_path();
     EXPECT_TRUE(fs::exists(tmp));
@@ -151,7 +137,7 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   EXPECT_FALSE(fs::exists(tmp));
   EXPECT_FALSE(fs::exists(dir / "m.zsk"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 0);
-  EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", TinyConfig(), "{}", "", {}), Error);
+  EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", testing::TinyConfig(), "{}", "", {}), Error);
 }
 
 // n elements of `dtype` at `p`, widened to f32 by the test's own oracle.
@@ -229,21 +215,23 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
   ConvertHfCheckpoint(opt);
   const auto file = ZskFile::Open(opt.out_path);
   file->VerifyChecksums();
-  for (const TensorSlot& slot : LlamaTensorSlots(file->config())) {
-    const TensorInfo* t = file->Find(slot.name);
-    ASSERT_NE(t, nullptr) << slot.name;
+  const TensorTable table = ArchitectureTensors(file->config());
+  for (const TensorDef& def : table.stored()) {
+    const TensorInfo* t = file->Find(def.name);
+    ASSERT_NE(t, nullptr) << def.name;
     DType src_type = DType::kF32;
-    const std::vector<float> src = SourceTensor(hf, slot.hf_name, &src_type);
-    const DType want_type = slot.always_f32 ? DType::kF32 : opt.dtype.value_or(src_type);
-    EXPECT_EQ(t->dtype, want_type) << slot.name;
+    const std::vector<float> src = SourceTensor(hf, def.hf_name, &src_type);
+    const DType want_type = def.always_f32 ? DType::kF32 : opt.dtype.value_or(src_type);
+    EXPECT_EQ(t->dtype, want_type) << def.name;
     const std::vector<float> got = StoredTensor(*file, *t);
     ASSERT_EQ(got.size(), src.size());
-    const uint64_t rows = slot.hf_shape[0], cols = slot.hf_shape.size() > 1 ? slot.hf_shape[1] : 1;
+    const uint64_t rows = def.hf_shape[0], cols = def.hf_shape.size() > 1 ? def.hf_shape[1] : 1;
     for (uint64_t r = 0; r < rows; ++r) {
       for (uint64_t c = 0; c < cols; ++c) {
         const float want = Rounded(src[r * cols + c], want_type);
-        const float stored = slot.transposed ? got[c * rows + r] : got[r * cols + c];
-        ASSERT_EQ(stored, want) << slot.name << " [" << r << ", " << c << "]";
+        const float stored =
+            def.layout == Layout::kTransposed ? got[c * rows + r] : got[r * cols + c];
+        ASSERT_EQ(stored, want) << def.name << " [" << r << ", " << c << "]";
       }
     }
   }

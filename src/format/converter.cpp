@@ -8,7 +8,7 @@
 #include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "model/llama_layout.h"
+#include "model/architectures.h"
 #include "text/tokenizer_check.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
@@ -89,11 +89,6 @@ void RefuseOutputThatIsAnInput(const std::string& out, const std::vector<std::st
   }
 }
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 }  // namespace
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
@@ -116,47 +111,45 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   std::vector<std::string> inputs = {config_path, tokenizer_path, ckpt.weights_path};
   for (const auto& shard : ckpt.shards) inputs.push_back(shard.path);
   RefuseOutputThatIsAnInput(opt.out_path, inputs);
-  const std::vector<TensorSlot> slots = LlamaTensorSlots(config);
+  const TensorTable table = ArchitectureTensors(config);
 
-  // Every expected tensor present with the shape the config implies; nothing unexplained extra.
-  std::vector<const SafetensorsTensor*> sources;
+  // Every stored tensor present with the shape the config implies; nothing unexplained extra.
+  std::vector<const SafetensorsTensor*> sources;  // parallel to table.stored()
   std::vector<size_t> source_shard;
-  std::set<std::string> used;
-  std::vector<std::string> warnings;
-  for (const auto& slot : slots) {
-    const auto it = ckpt.tensors.find(slot.hf_name);
+  for (const TensorDef& def : table.stored()) {
+    const auto it = ckpt.tensors.find(def.hf_name);
     if (it == ckpt.tensors.end()) {
-      throw Error(ckpt.weights_path, "missing tensor '" + slot.hf_name + "'");
+      throw Error(ckpt.weights_path, "missing tensor '" + def.hf_name + "'");
     }
     const auto& [shard, t] = it->second;
-    if (t->shape != slot.hf_shape) {
-      throw Error(ckpt.shards[shard].path, "tensor '" + slot.hf_name + "' has shape " +
+    if (t->shape != def.hf_shape) {
+      throw Error(ckpt.shards[shard].path, "tensor '" + def.hf_name + "' has shape " +
                                                ShapeString(t->shape) + " but config.json implies " +
-                                               ShapeString(slot.hf_shape));
+                                               ShapeString(def.hf_shape));
     }
     sources.push_back(t);
     source_shard.push_back(shard);
-    used.insert(slot.hf_name);
   }
+  std::vector<std::string> warnings;
   for (const auto& [name, where] : ckpt.tensors) {
-    if (used.count(name)) continue;
-    const bool derived = EndsWith(name, ".rotary_emb.inv_freq");
-    const bool tied_head = name == "lm_head.weight" && config.tied_embeddings;
-    if (!derived && !tied_head) {
+    if (table.FindHf(name) != nullptr) continue;
+    const std::optional<std::string> skip = table.SkipReason(name);
+    if (!skip) {
       throw Error(ckpt.shards[where.first].path, "unexpected tensor '" + name +
                                                      "' (not part of a " + config.hf_architecture +
                                                      " with this config.json)");
     }
-    warnings.push_back("skipping tensor '" + name + "'" +
-                       (derived ? " (derived rotary buffer)" : " (embeddings are tied)"));
+    warnings.push_back("skipping tensor '" + name + "' (" + *skip + ")");
   }
 
   // The sparse kernels read gate, up and down of a layer with one weight type.
-  for (int64_t l = 0; l < config.layers; ++l) {
-    const size_t gate = FfnGateSlot(l);
-    if (!opt.dtype && (sources[gate]->dtype != sources[gate + 1]->dtype ||
-                       sources[gate]->dtype != sources[gate + 2]->dtype)) {
-      throw Error(ckpt.shards[source_shard[gate]].path,
+  auto source = [&](int64_t layer, const char* role) {
+    return ckpt.tensors.at(table.at(LayerTensorName(layer, role)).hf_name);
+  };
+  for (int64_t l = 0; l < config.layers && !opt.dtype; ++l) {
+    const DType gate = source(l, "ffn_gate").second->dtype;
+    if (source(l, "ffn_up").second->dtype != gate || source(l, "ffn_down").second->dtype != gate) {
+      throw Error(ckpt.shards[source(l, "ffn_gate").first].path,
                   "layer " + std::to_string(l) + ": gate_proj, up_proj and down_proj have " +
                       "different dtypes (pass --dtype to convert them to one)");
     }
@@ -164,11 +157,10 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
 
   std::vector<TensorSpec> specs;
   uint64_t total_bytes = 0, max_src = 0, max_dst = 0, parameters = 0;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const DType dtype = slots[i].always_f32 ? DType::kF32 : opt.dtype.value_or(sources[i]->dtype);
-    TensorSpec spec{slots[i].name, dtype,
-                    slots[i].transposed ? Layout::kTransposed : Layout::kRowMajor,
-                    slots[i].stored_shape()};
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const TensorDef& def = table.stored()[i];
+    const DType dtype = def.always_f32 ? DType::kF32 : opt.dtype.value_or(sources[i]->dtype);
+    TensorSpec spec{def.name, dtype, def.layout, def.stored_shape()};
     uint64_t elements = 1;
     for (auto d : spec.shape) elements *= d;  // bounded by the config limits
     parameters += elements;
@@ -183,8 +175,9 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   std::vector<std::unique_ptr<InputFile>> files;
   for (const auto& shard : ckpt.shards) files.push_back(std::make_unique<InputFile>(shard.path));
   uint64_t done = 0;
-  for (size_t i = 0; i < slots.size(); ++i) {
+  for (size_t i = 0; i < sources.size(); ++i) {
     const SafetensorsTensor& s = *sources[i];
+    const bool transpose = table.stored()[i].layout == Layout::kTransposed;
     const TensorInfo& out = writer.plan()[i];
     const uint64_t n = s.end - s.begin;
     files[source_shard[i]]->ReadAt(s.begin, src.data(), n);
@@ -195,11 +188,11 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     }
     const uint64_t rows = s.shape.size() == 2 ? s.shape[0] : 1;
     const uint64_t cols = s.shape.size() == 2 ? s.shape[1] : s.shape[0];
-    if (!slots[i].transposed && out.dtype == s.dtype) {
+    if (!transpose && out.dtype == s.dtype) {
       writer.WriteNext({src.data(), n});
     } else {
-      const uint64_t overflows = ConvertMatrix(src.data(), s.dtype, rows, cols, slots[i].transposed,
-                                               dst.data(), out.dtype);
+      const uint64_t overflows =
+          ConvertMatrix(src.data(), s.dtype, rows, cols, transpose, dst.data(), out.dtype);
       if (overflows > 0) {
         throw Error(files[source_shard[i]]->path(),
                     "tensor '" + s.name + "': " + std::to_string(overflows) + " values overflow " +
@@ -211,7 +204,7 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     if (opt.progress) opt.progress(done, total_bytes);
   }
   writer.Finish();
-  return {slots.size(), parameters, writer.file_size(), std::move(warnings)};
+  return {sources.size(), parameters, writer.file_size(), std::move(warnings)};
 }
 
 }  // namespace zeroskip
