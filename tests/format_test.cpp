@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "format/file_io.h"
 #include "format/safetensors.h"
@@ -235,6 +236,55 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
       }
     }
   }
+}
+
+// Rewrites the single-file f32 checkpoint `file` with tensor `name` stored as bf16 (truncated).
+void StoreAsBf16(const std::string& file, const std::string& name) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const SafetensorsTensor& t : ReadSafetensorsHeader(file).tensors) {
+    ASSERT_EQ(t.dtype, DType::kF32) << t.name;
+    std::string bytes(t.end - t.begin, '\0');
+    InputFile(file).ReadAt(t.begin, bytes.data(), bytes.size());
+    if (t.name == name) {
+      std::string bf16(bytes.size() / 2, '\0');
+      for (size_t i = 0; i < bf16.size(); i += 2) bf16.replace(i, 2, bytes, 2 * i + 2, 2);
+      bytes = bf16;
+    }
+    header[t.name] = {{"dtype", t.name == name ? "BF16" : "F32"},
+                      {"shape", t.shape},
+                      {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+    data += bytes;
+  }
+  const std::string json = header.dump();
+  std::string length(8, '\0');
+  const uint64_t n = json.size();
+  std::memcpy(length.data(), &n, 8);  // little-endian host, as the format
+  testing::WriteFile(file, length + json + data);
+}
+
+// The sparse kernels read a layer's three FFN matrices with one weight type: a checkpoint that
+// mixes them converts only with --dtype, and the error names the layer.
+TEST(Convert, FfnMatricesOfOneLayerMustShareADType) {
+  testing::TempDir dir;
+  fs::copy(testing::TestDataDir() + "/llama_gqa_hd64_relu_f32", dir / "hf");
+  StoreAsBf16(dir / "hf/model.safetensors", "model.layers.1.mlp.up_proj.weight");
+  ConvertOptions opt;
+  opt.hf_dir = dir / "hf";
+  opt.out_path = dir / "m.zsk";
+  try {
+    ConvertHfCheckpoint(opt);
+    ADD_FAILURE() << "mixed FFN dtypes accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.path(), dir / "hf/model.safetensors");
+    EXPECT_EQ(e.reason(),
+              "layer 1: gate_proj, up_proj and down_proj have different dtypes (pass --dtype to "
+              "convert them to one)");
+  }
+  EXPECT_FALSE(fs::exists(opt.out_path));
+  opt.dtype = DType::kBF16;
+  ConvertHfCheckpoint(opt);
+  EXPECT_EQ(ZskFile::Open(opt.out_path)->Find("layers.1.ffn_up")->dtype, DType::kBF16);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, ConvertRoundTrip,

@@ -1,11 +1,14 @@
 // The architecture tensor tables: lookup by native and Hugging Face name, what a config leaves
-// unstored.
+// unstored, and the safetensors CheckpointReader the converter reads them through.
 #include "model/tensor_table.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <stdexcept>
 
+#include "format/file_io.h"
+#include "format/safetensors.h"
 #include "model/architectures.h"
 #include "test_util.h"
 #include "zeroskip/config.h"
@@ -68,6 +71,35 @@ TEST(TensorTable, MistralSharesLlamasTensors) {
   }
   c.hf_architecture = "GPT2LMHeadModel";
   EXPECT_THROW(ArchitectureTensors(c), std::invalid_argument);
+}
+
+// A sharded checkpoint reads as one: every tensor once, sorted by name, each read from its shard.
+TEST(CheckpointReader, SafetensorsShardsReadAsOneCheckpoint) {
+  const std::string dir = testing::TestDataDir() + "/llama_gqa_hd64_relu_f16_sharded";
+  const auto ckpt = OpenSafetensorsCheckpoint(dir);
+  EXPECT_EQ(ckpt->path(), dir + "/model.safetensors.index.json");
+  const std::vector<std::string> files = ckpt->files();
+  ASSERT_GE(files.size(), 3u);
+  EXPECT_EQ(files[0], ckpt->path());
+  size_t seen = 0;
+  for (size_t f = 1; f < files.size(); ++f) {
+    for (const SafetensorsTensor& t : ReadSafetensorsHeader(files[f]).tensors) {
+      const CheckpointTensor* c = ckpt->Find(t.name);
+      ASSERT_NE(c, nullptr) << t.name;
+      EXPECT_EQ(c->path, files[f]);
+      EXPECT_EQ(c->shape, t.shape);
+      EXPECT_EQ(c->nbytes, t.end - t.begin);
+      std::string want(c->nbytes, '\0'), got(c->nbytes, '\0');
+      InputFile(files[f]).ReadAt(t.begin, want.data(), want.size());
+      ckpt->Read(*c, got.data());
+      EXPECT_EQ(got, want) << t.name;
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, ckpt->tensors().size());
+  EXPECT_TRUE(std::is_sorted(ckpt->tensors().begin(), ckpt->tensors().end(),
+                             [](const auto& a, const auto& b) { return a.name < b.name; }));
+  EXPECT_EQ(ckpt->Find("model.layers.9.mlp.up_proj.weight"), nullptr);
 }
 
 }  // namespace
