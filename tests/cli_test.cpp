@@ -6,6 +6,8 @@
 
 #include "kernels/kernels.h"
 #include "test_util.h"
+#include "zeroskip/config.h"
+#include "zeroskip/format.h"
 #include "zeroskip/tokenizer.h"
 
 namespace zeroskip {
@@ -219,6 +221,22 @@ TEST(Cli, InfoAndVerify) {
   EXPECT_EQ(j["intermediate_size"], 200);
   const auto verify = RunCli({"verify", testing::ConvertedModel(kModel)});
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
+}
+
+// Every config field goes config.json -> .zsk metadata -> `info --json` unchanged.
+TEST(Cli, InfoShowsEveryConfigField) {
+  for (const std::string name : {"llama_mqa_hd128_silu_tied_f32", "mistral_headdim_relu_f32"}) {
+    const std::string hf_config = testing::TestDataDir() + "/" + name + "/config.json";
+    const ModelConfig c = ParseHfConfig(testing::ReadFile(hf_config), hf_config);
+    EXPECT_EQ(ZskFile::Open(testing::ConvertedModel(name))->config(), c) << name;
+    const auto info = RunCli({"info", testing::ConvertedModel(name), "--json"});
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    const json shown = json::parse(info.out);
+    const json stored = json::parse(ConfigToJson(c));
+    for (const auto& [key, value] : stored.items()) {
+      EXPECT_EQ(shown[key], value) << name << ": " << key;
+    }
+  }
 }
 
 // The streamed text is what sentencepiece decodes from the whole sequence, after the prompt's own

@@ -50,6 +50,59 @@ TEST(HfConfig, RoundTripsThroughNativeMetadata) {
   EXPECT_EQ(ConfigToJson(back), ConfigToJson(c));
 }
 
+// Every field set away from its default, so a field that one side drops or misnames shows.
+TEST(HfConfig, EveryFieldSurvivesTheNativeMetadata) {
+  const json hf = {{"architectures", {"MistralForCausalLM"}},
+                   {"hidden_size", 256},
+                   {"intermediate_size", 200},
+                   {"num_hidden_layers", 3},
+                   {"num_attention_heads", 4},
+                   {"num_key_value_heads", 2},
+                   {"head_dim", 96},
+                   {"vocab_size", 384},
+                   {"hidden_act", "relu"},
+                   {"max_position_embeddings", 64},
+                   {"sliding_window", 48},
+                   {"rms_norm_eps", 1e-5},
+                   {"rope_theta", 500000.0},
+                   {"tie_word_embeddings", true},
+                   {"bos_token_id", 3},
+                   {"eos_token_id", {5, 6}}};
+  const ModelConfig want{.hf_architecture = "MistralForCausalLM",
+                         .hidden = 256,
+                         .ffn = 200,
+                         .layers = 3,
+                         .heads = 4,
+                         .kv_heads = 2,
+                         .head_dim = 96,
+                         .vocab = 384,
+                         .context = 48,  // capped by the sliding window
+                         .activation = Activation::kReLU,
+                         .rms_eps = 1e-5f,
+                         .rope_theta = 500000.0f,
+                         .tied_embeddings = true,
+                         .bos_id = 3,
+                         .eos_id = 5};
+  const ModelConfig c = ParseHfConfig(hf.dump(), "config.json");
+  EXPECT_EQ(c, want);
+  const std::string native = ConfigToJson(c);
+  EXPECT_EQ(ConfigFromJson(native, "m.zsk"), want);
+  const json stored = json::parse(native);
+  EXPECT_EQ(stored.size(), 15u) << native;  // one key per ModelConfig member
+  EXPECT_EQ(stored["context_length"], 48);
+  EXPECT_EQ(stored["architecture"], "MistralForCausalLM");
+  EXPECT_EQ(stored["hidden_act"], "relu");
+  // What the native metadata has always looked like (existing .zsk files hold this text).
+  ModelConfig defaults;
+  defaults.hf_architecture = "LlamaForCausalLM";
+  EXPECT_EQ(ConfigToJson(defaults),
+            R"({"architecture":"LlamaForCausalLM","bos_token_id":-1,"context_length":0,)"
+            R"("eos_token_id":-1,"head_dim":0,"hidden_act":"relu","hidden_size":0,)"
+            R"("intermediate_size":0,"num_attention_heads":0,"num_hidden_layers":0,)"
+            R"("num_key_value_heads":0,"rms_norm_eps":9.999999747378752e-06,"rope_theta":10000.0,)"
+            R"("tie_word_embeddings":false,"vocab_size":0})");
+}
+
 TEST(HfConfig, DefaultsAndMistralWindow) {
   json j = Base();
   j.erase("num_key_value_heads");

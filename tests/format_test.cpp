@@ -9,10 +9,11 @@
 
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "model/llama_layout.h"
+#include "model/architectures.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
@@ -22,26 +23,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.hf_architecture = "LlamaForCausalLM";
-  c.hidden = 8;
-  c.ffn = 12;
-  c.layers = 1;
-  c.heads = 2;
-  c.kv_heads = 1;
-  c.head_dim = 4;
-  c.vocab = 384;  // the test tokenizer's pieces: ZskFile::Open checks the embedded tokenizer
-  c.context = 16;
-  return c;
-}
-
 std::string TestTokenizer() {
   return testing::ReadFile(testing::SourceDir() + "/tests/data/tokenizer.model");
 }
 
 std::string WriteSmallFile(const std::string& path) {
-  ZskWriter w(path, TinyConfig(), "{\"verbatim\": true}", TestTokenizer(),
+  ZskWriter w(path, testing::TinyConfig(), "{\"verbatim\": true}", TestTokenizer(),
               {{"a", DType::kF32, Layout::kRowMajor, {3, 5}},
                {"b", DType::kBF16, Layout::kTransposed, {7}}});
   std::vector<uint8_t> a(60), b(14);
@@ -99,8 +86,8 @@ TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
 TEST(ZskWriter, ConcurrentWritersOfOneOutputDoNotMix) {
   testing::TempDir dir;
   const std::vector<TensorSpec> specs = {{"a", DType::kF32, Layout::kRowMajor, {2}}};
-  ZskWriter first(dir / "m.zsk", TinyConfig(), "{\"writer\": 1}", TestTokenizer(), specs);
-  ZskWriter second(dir / "m.zsk", TinyConfig(), "{\"writer\": 2}", TestTokenizer(), specs);
+  ZskWriter first(dir / "m.zsk", testing::TinyConfig(), "{\"writer\": 1}", TestTokenizer(), specs);
+  ZskWriter second(dir / "m.zsk", testing::TinyConfig(), "{\"writer\": 2}", TestTokenizer(), specs);
   EXPECT_NE(first.tmp_path(), second.tmp_path());
   const std::vector<uint8_t> data(8, 1);
   first.WriteNext(data);
@@ -120,7 +107,7 @@ TEST(ZskWriter, RefusesOutputsThatAreNotRegularFiles) {
        {dir / "fifo", std::string("/dev/null"), dir.path(), std::string()}) {
     SCOPED_TRACE(out);
     EXPECT_THROW(CheckOutputPath(out), Error);
-    EXPECT_THROW(ZskWriter(out, TinyConfig(), "{}", "", {}), Error);
+    EXPECT_THROW(ZskWriter(out, testing::TinyConfig(), "{}", "", {}), Error);
   }
   EXPECT_TRUE(fs::is_fifo(dir / "fifo"));
   EXPECT_TRUE(fs::is_character_file("/dev/null"));
@@ -142,7 +129,7 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   testing::TempDir dir;
   std::string tmp;
   {
-    ZskWriter w(dir / "m.zsk", TinyConfig(), "{}", "",
+    ZskWriter w(dir / "m.zsk", testing::TinyConfig(), "{}", "",
                 {{"a", DType::kF32, Layout::kRowMajor, {2}}});
     tmp = w.tmp_path();
     EXPECT_TRUE(fs::exists(tmp));
@@ -151,7 +138,7 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   EXPECT_FALSE(fs::exists(tmp));
   EXPECT_FALSE(fs::exists(dir / "m.zsk"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 0);
-  EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", TinyConfig(), "{}", "", {}), Error);
+  EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", testing::TinyConfig(), "{}", "", {}), Error);
 }
 
 // n elements of `dtype` at `p`, widened to f32 by the test's own oracle.
@@ -229,24 +216,75 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
   ConvertHfCheckpoint(opt);
   const auto file = ZskFile::Open(opt.out_path);
   file->VerifyChecksums();
-  for (const TensorSlot& slot : LlamaTensorSlots(file->config())) {
-    const TensorInfo* t = file->Find(slot.name);
-    ASSERT_NE(t, nullptr) << slot.name;
+  const TensorTable table = ArchitectureTensors(file->config());
+  for (const TensorDef& def : table.stored()) {
+    const TensorInfo* t = file->Find(def.name);
+    ASSERT_NE(t, nullptr) << def.name;
     DType src_type = DType::kF32;
-    const std::vector<float> src = SourceTensor(hf, slot.hf_name, &src_type);
-    const DType want_type = slot.always_f32 ? DType::kF32 : opt.dtype.value_or(src_type);
-    EXPECT_EQ(t->dtype, want_type) << slot.name;
+    const std::vector<float> src = SourceTensor(hf, def.hf_name, &src_type);
+    const DType want_type = def.always_f32 ? DType::kF32 : opt.dtype.value_or(src_type);
+    EXPECT_EQ(t->dtype, want_type) << def.name;
     const std::vector<float> got = StoredTensor(*file, *t);
     ASSERT_EQ(got.size(), src.size());
-    const uint64_t rows = slot.hf_shape[0], cols = slot.hf_shape.size() > 1 ? slot.hf_shape[1] : 1;
+    const uint64_t rows = def.hf_shape[0], cols = def.hf_shape.size() > 1 ? def.hf_shape[1] : 1;
     for (uint64_t r = 0; r < rows; ++r) {
       for (uint64_t c = 0; c < cols; ++c) {
         const float want = Rounded(src[r * cols + c], want_type);
-        const float stored = slot.transposed ? got[c * rows + r] : got[r * cols + c];
-        ASSERT_EQ(stored, want) << slot.name << " [" << r << ", " << c << "]";
+        const float stored =
+            def.layout == Layout::kTransposed ? got[c * rows + r] : got[r * cols + c];
+        ASSERT_EQ(stored, want) << def.name << " [" << r << ", " << c << "]";
       }
     }
   }
+}
+
+// Rewrites the single-file f32 checkpoint `file` with tensor `name` stored as bf16 (truncated).
+void StoreAsBf16(const std::string& file, const std::string& name) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const SafetensorsTensor& t : ReadSafetensorsHeader(file).tensors) {
+    ASSERT_EQ(t.dtype, DType::kF32) << t.name;
+    std::string bytes(t.end - t.begin, '\0');
+    InputFile(file).ReadAt(t.begin, bytes.data(), bytes.size());
+    if (t.name == name) {
+      std::string bf16(bytes.size() / 2, '\0');
+      for (size_t i = 0; i < bf16.size(); i += 2) bf16.replace(i, 2, bytes, 2 * i + 2, 2);
+      bytes = bf16;
+    }
+    header[t.name] = {{"dtype", t.name == name ? "BF16" : "F32"},
+                      {"shape", t.shape},
+                      {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+    data += bytes;
+  }
+  const std::string json = header.dump();
+  std::string length(8, '\0');
+  const uint64_t n = json.size();
+  std::memcpy(length.data(), &n, 8);  // little-endian host, as the format
+  testing::WriteFile(file, length + json + data);
+}
+
+// The sparse kernels read a layer's three FFN matrices with one weight type: a checkpoint that
+// mixes them converts only with --dtype, and the error names the layer.
+TEST(Convert, FfnMatricesOfOneLayerMustShareADType) {
+  testing::TempDir dir;
+  fs::copy(testing::TestDataDir() + "/llama_gqa_hd64_relu_f32", dir / "hf");
+  StoreAsBf16(dir / "hf/model.safetensors", "model.layers.1.mlp.up_proj.weight");
+  ConvertOptions opt;
+  opt.hf_dir = dir / "hf";
+  opt.out_path = dir / "m.zsk";
+  try {
+    ConvertHfCheckpoint(opt);
+    ADD_FAILURE() << "mixed FFN dtypes accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.path(), dir / "hf/model.safetensors");
+    EXPECT_EQ(e.reason(),
+              "layer 1: gate_proj, up_proj and down_proj have different dtypes (pass --dtype to "
+              "convert them to one)");
+  }
+  EXPECT_FALSE(fs::exists(opt.out_path));
+  opt.dtype = DType::kBF16;
+  ConvertHfCheckpoint(opt);
+  EXPECT_EQ(ZskFile::Open(opt.out_path)->Find("layers.1.ffn_up")->dtype, DType::kBF16);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, ConvertRoundTrip,

@@ -121,6 +121,20 @@ void WriteFile(const std::string& path, const std::string& bytes) {
   out << bytes;
 }
 
+ModelConfig TinyConfig() {
+  ModelConfig c;
+  c.hf_architecture = "LlamaForCausalLM";
+  c.hidden = 8;
+  c.ffn = 12;
+  c.layers = 1;
+  c.heads = 2;
+  c.kv_heads = 1;
+  c.head_dim = 4;
+  c.vocab = 384;  // the test tokenizer's pieces: ZskFile::Open checks the embedded tokenizer
+  c.context = 16;
+  return c;
+}
+
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
   std::stringstream ss(text);

@@ -55,6 +55,9 @@ float Bf16BitsToFloat(uint16_t bits);
 float RoundToHalf(float v);
 float RoundToBf16(float v);
 
+// A one-layer Llama config small enough to write by hand (vocab: the test tokenizer's pieces).
+ModelConfig TinyConfig();
+
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& bytes);
 std::vector<std::string> Lines(const std::string& text);

@@ -34,6 +34,8 @@ struct ModelConfig {
 
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }
+
+  friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };
 
 // Parses the text of a Hugging Face config.json. Throws Error(path, reason) on anything that is

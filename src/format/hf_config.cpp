@@ -1,7 +1,13 @@
-// config.json parsing and the native metadata round trip. Limits below are far beyond any real
-// model yet keep every derived byte count (e.g. vocab * hidden * 4) well inside 64 bits.
+// config.json parsing and the native metadata round trip, both driven by one table of fields.
+// Limits below are far beyond any real model yet keep every derived byte count (e.g. vocab *
+// hidden * 4) well inside 64 bits.
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <type_traits>
+#include <variant>
+#include <vector>
 
+#include "model/architectures.h"
 #include "zeroskip/config.h"
 #include "zeroskip/error.h"
 
@@ -18,6 +24,9 @@ constexpr int64_t kMaxHeadDim = 1024;
 constexpr int64_t kMaxVocab = 1 << 22;
 constexpr int64_t kMaxContext = 1 << 22;
 
+// Which text is read: a Hugging Face config.json or the config in a .zsk's metadata.
+enum class Source { kHfConfig, kNative };
+
 class Fields {
  public:
   Fields(const json& j, const std::string& path) : j_(j), path_(path) {}
@@ -25,15 +34,9 @@ class Fields {
   [[noreturn]] void Fail(const std::string& reason) const { throw Error(path_, reason); }
 
   bool Has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+  const json& At(const char* key) const { return j_.at(key); }
 
-  int64_t Int(const char* key, int64_t lo, int64_t hi) const {
-    if (!Has(key)) Fail(std::string("missing ") + key);
-    return IntValue(j_.at(key), key, lo, hi);
-  }
-  int64_t IntOr(const char* key, int64_t fallback, int64_t lo, int64_t hi) const {
-    return Has(key) ? Int(key, lo, hi) : fallback;
-  }
-  int64_t IntValue(const json& v, const char* key, int64_t lo, int64_t hi) const {
+  int64_t Int(const json& v, const char* key, int64_t lo, int64_t hi) const {
     if (!v.is_number_integer()) Fail(std::string(key) + " must be an integer");
     // Unsigned values above INT64_MAX are out of range whatever `hi` is.
     if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
@@ -48,39 +51,187 @@ class Fields {
   }
   // The range is checked on the float the value is stored as, so what is accepted here reads
   // back identically from the native file (1e-50 would become 0, 0.9999999999 would become 1).
-  float Float(const char* key, float fallback, float lo, float hi) const {
-    if (!Has(key)) return fallback;
-    const json& v = j_.at(key);
+  float Float(const json& v, const char* key, float lo, float hi) const {
     if (!v.is_number()) Fail(std::string(key) + " must be a number");
     const auto x = static_cast<float>(v.get<double>());
     if (!(x > lo && x < hi)) Fail(std::string(key) + " is out of range: " + v.dump());
     return x;
   }
-  bool Bool(const char* key, bool fallback) const {
-    if (!Has(key)) return fallback;
-    if (!j_.at(key).is_boolean()) Fail(std::string(key) + " must be true or false");
-    return j_.at(key).get<bool>();
+  bool Bool(const json& v, const char* key) const {
+    if (!v.is_boolean()) Fail(std::string(key) + " must be true or false");
+    return v.get<bool>();
   }
-  std::string String(const char* key) const {
-    if (!Has(key)) return {};
-    if (!j_.at(key).is_string()) Fail(std::string(key) + " must be a string");
-    return j_.at(key).get<std::string>();
+  std::string String(const json& v, const char* key) const {
+    if (!v.is_string()) Fail(std::string(key) + " must be a string");
+    return v.get<std::string>();
   }
-  // bos/eos ids: an integer, null, or a list whose first entry is used.
-  int64_t TokenId(const char* key, int64_t vocab) const {
-    if (!Has(key)) return -1;
-    const json& v = j_.at(key);
-    if (v.is_array()) {
-      if (v.empty()) return -1;
-      return IntValue(v.front(), key, 0, vocab - 1);
-    }
-    return IntValue(v, key, 0, vocab - 1);
+  // bos/eos ids: an integer, or a list whose first entry is used (an empty list: none).
+  int64_t TokenId(const json& v, const char* key, int64_t vocab) const {
+    if (v.is_array()) return v.empty() ? -1 : Int(v.front(), key, 0, vocab - 1);
+    return Int(v, key, 0, vocab - 1);
   }
 
  private:
   const json& j_;
   const std::string& path_;
 };
+
+// ------------------------------------------------------------------------------ the field table
+
+enum class Kind {
+  kArchitecture,     // config.json: "architectures": [name, ...]; native: "architecture": name
+  kActivation,       // "relu" or "silu"
+  kCount,            // an integer in [lo, hi]
+  kTokenId,          // an integer in [0, vocab); absent, null or [] means none (-1)
+  kFloat,            // a number, lo < x < hi once stored as a float
+  kBool,             // true or false
+  kWindow,           // config.json only: an integer in [lo, hi] that caps the member
+  kUnsupported,      // config.json only: any value is refused
+  kUnsupportedTrue,  // config.json only: true or false, true is refused
+};
+
+using Member = std::variant<std::monostate, std::string ModelConfig::*, Activation ModelConfig::*,
+                            int64_t ModelConfig::*, float ModelConfig::*, bool ModelConfig::*>;
+
+// What a text without the key (or with null) means.
+struct Absent {
+  enum { kAllowed, kMissing, kValue, kDerived } rule = kAllowed;
+  json value;  // kValue: read as if the text held it
+  // kDerived: sets the member from fields read before it.
+  void (*derive)(ModelConfig&, const Fields&) = nullptr;
+};
+Absent Missing() { return {Absent::kMissing, {}, nullptr}; }
+Absent Value(json v) { return {Absent::kValue, std::move(v), nullptr}; }
+Absent Derived(void (*derive)(ModelConfig&, const Fields&)) {
+  return {Absent::kDerived, {}, derive};
+}
+
+struct ConfigField {
+  const char* hf_key;      // in config.json; nullptr: not read from it
+  const char* native_key;  // in the native metadata and `info --json`; nullptr: not stored
+  Kind kind;
+  Member member;
+  double lo = 0, hi = 0;  // kCount, kWindow: inclusive; kFloat: exclusive
+  Absent hf_absent = Missing(), native_absent = Missing();
+};
+
+// config.json without "architectures": its model_type names the architecture.
+void ArchitectureFromModelType(ModelConfig& c, const Fields& f) {
+  const json type = f.Has("model_type") ? f.At("model_type") : json("");
+  const Architecture* a = FindArchitectureByModelType(f.String(type, "model_type"));
+  if (a == nullptr) {
+    f.Fail("missing architectures (and model_type is not " + SupportedModelTypes() + ")");
+  }
+  c.hf_architecture = a->hf_name;
+}
+void KvHeadsFromHeads(ModelConfig& c, const Fields&) { c.kv_heads = c.heads; }
+void HeadDimFromHidden(ModelConfig& c, const Fields& f) {
+  if (c.hidden % c.heads != 0) f.Fail("hidden_size must be a multiple of num_attention_heads");
+  c.head_dim = c.hidden / c.heads;
+}
+
+// Every field, in the order it is read (a later field's rule may use an earlier one's value).
+const std::vector<ConfigField>& ConfigFields() {
+  using C = ModelConfig;
+  static const std::vector<ConfigField> fields = {
+      {"architectures", "architecture", Kind::kArchitecture, &C::hf_architecture, 0, 0,
+       Derived(ArchitectureFromModelType), Value("")},
+      {"rope_scaling", nullptr, Kind::kUnsupported, {}, 0, 0, Absent{}},
+      {"attention_bias", nullptr, Kind::kUnsupportedTrue, {}, 0, 0, Absent{}},
+      {"mlp_bias", nullptr, Kind::kUnsupportedTrue, {}, 0, 0, Absent{}},
+      {"hidden_act", "hidden_act", Kind::kActivation, &C::activation, 0, 0, Value("silu"),
+       Value("")},
+      {"hidden_size", "hidden_size", Kind::kCount, &C::hidden, 1, kMaxHidden},
+      {"intermediate_size", "intermediate_size", Kind::kCount, &C::ffn, 1, kMaxFfn},
+      {"num_hidden_layers", "num_hidden_layers", Kind::kCount, &C::layers, 1, kMaxLayers},
+      {"num_attention_heads", "num_attention_heads", Kind::kCount, &C::heads, 1, kMaxHeads},
+      {"num_key_value_heads", "num_key_value_heads", Kind::kCount, &C::kv_heads, 1, kMaxHeads,
+       Derived(KvHeadsFromHeads)},
+      {"head_dim", "head_dim", Kind::kCount, &C::head_dim, 2, kMaxHeadDim,
+       Derived(HeadDimFromHidden)},
+      {"vocab_size", "vocab_size", Kind::kCount, &C::vocab, 1, kMaxVocab},
+      {"max_position_embeddings", "context_length", Kind::kCount, &C::context, 1, kMaxContext,
+       Value(2048)},
+      // Attention is exact while the context does not exceed the window: cap it there.
+      {"sliding_window", nullptr, Kind::kWindow, &C::context, 1, kMaxContext, Absent{}},
+      {"rms_norm_eps", "rms_norm_eps", Kind::kFloat, &C::rms_eps, 0, 1, Value(1e-6), Value(1e-6)},
+      {"rope_theta", "rope_theta", Kind::kFloat, &C::rope_theta, 0, 1e12, Value(10000.0),
+       Value(10000.0)},
+      {"tie_word_embeddings", "tie_word_embeddings", Kind::kBool, &C::tied_embeddings, 0, 0,
+       Value(false), Value(false)},
+      {"bos_token_id", "bos_token_id", Kind::kTokenId, &C::bos_id, 0, 0, Absent{}, Absent{}},
+      {"eos_token_id", "eos_token_id", Kind::kTokenId, &C::eos_id, 0, 0, Absent{}, Absent{}},
+  };
+  return fields;
+}
+
+// Reads field `d` from `v` (nullptr: absent or null, and no value stands in) into `c`.
+void ReadField(const ConfigField& d, const json* v, Source source, const Fields& f,
+               ModelConfig& c) {
+  const bool hf = source == Source::kHfConfig;
+  const char* key = hf ? d.hf_key : d.native_key;
+  const auto lo = static_cast<int64_t>(d.lo), hi = static_cast<int64_t>(d.hi);
+  switch (d.kind) {
+    case Kind::kArchitecture: {
+      std::string name;
+      if (hf) {
+        if (!v->is_array() || v->empty() || !v->front().is_string()) {
+          f.Fail("architectures must be a non-empty list of strings");
+        }
+        name = v->front().get<std::string>();
+      } else {
+        name = f.String(*v, key);
+      }
+      if (FindArchitecture(name) == nullptr) {
+        f.Fail("unsupported architecture '" + name + "'" +
+               (hf ? " (supported: " + SupportedArchitectureNames() + ")" : ""));
+      }
+      c.*std::get<std::string ModelConfig::*>(d.member) = name;
+      return;
+    }
+    case Kind::kActivation: {
+      const std::string act = f.String(*v, key);
+      Activation& a = c.*std::get<Activation ModelConfig::*>(d.member);
+      if (act == "relu") {
+        a = Activation::kReLU;
+      } else if (act == "silu") {
+        a = Activation::kSiLU;
+      } else {
+        f.Fail(hf ? "hidden_act '" + act + "' is not supported (relu or silu)"
+                  : "unknown hidden_act '" + act + "'");
+      }
+      return;
+    }
+    case Kind::kCount:
+      c.*std::get<int64_t ModelConfig::*>(d.member) = f.Int(*v, key, lo, hi);
+      return;
+    case Kind::kWindow:
+      if (v != nullptr) {
+        int64_t& m = c.*std::get<int64_t ModelConfig::*>(d.member);
+        m = std::min(m, f.Int(*v, key, lo, hi));
+      }
+      return;
+    case Kind::kTokenId: {
+      int64_t& id = c.*std::get<int64_t ModelConfig::*>(d.member);
+      // The native metadata writes "none" as -1.
+      id = v == nullptr || (!hf && *v == -1) ? -1 : f.TokenId(*v, key, c.vocab);
+      return;
+    }
+    case Kind::kFloat:
+      c.*std::get<float ModelConfig::*>(d.member) =
+          f.Float(*v, key, static_cast<float>(d.lo), static_cast<float>(d.hi));
+      return;
+    case Kind::kBool:
+      c.*std::get<bool ModelConfig::*>(d.member) = f.Bool(*v, key);
+      return;
+    case Kind::kUnsupported:
+      if (v != nullptr) f.Fail(std::string(key) + " is not supported");
+      return;
+    case Kind::kUnsupportedTrue:
+      if (v != nullptr && f.Bool(*v, key)) f.Fail(std::string(key) + " is not supported");
+      return;
+  }
+}
 
 json ParseObject(std::string_view text, const std::string& path, const std::string& prefix) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -98,133 +249,68 @@ void CheckConsistency(const ModelConfig& c, const Fields& f) {
   if (c.heads * c.head_dim > 4 * kMaxHidden) f.Fail("num_attention_heads * head_dim is absurd");
 }
 
-ModelConfig ConfigFromMetadata(const json& j, const std::string& path);
+ModelConfig ReadConfig(const json& j, Source source, const std::string& path) {
+  const Fields f(j, path);
+  ModelConfig c;
+  for (const ConfigField& d : ConfigFields()) {
+    const char* key = source == Source::kHfConfig ? d.hf_key : d.native_key;
+    if (key == nullptr) continue;
+    if (f.Has(key)) {
+      ReadField(d, &f.At(key), source, f, c);
+      continue;
+    }
+    const Absent& absent = source == Source::kHfConfig ? d.hf_absent : d.native_absent;
+    switch (absent.rule) {
+      case Absent::kAllowed:
+        ReadField(d, nullptr, source, f, c);
+        break;
+      case Absent::kMissing:
+        f.Fail(std::string("missing ") + key);
+      case Absent::kValue:
+        ReadField(d, &absent.value, source, f, c);
+        break;
+      case Absent::kDerived:
+        absent.derive(c, f);
+        break;
+    }
+  }
+  CheckConsistency(c, f);
+  return c;
+}
 
 }  // namespace
 
 std::string_view ActivationName(Activation a) { return a == Activation::kReLU ? "relu" : "silu"; }
 
 ModelConfig ParseHfConfig(std::string_view json_text, const std::string& path) {
-  const json j = ParseObject(json_text, path, "");
-  const Fields f(j, path);
-  ModelConfig c;
-
-  std::string arch;
-  if (f.Has("architectures")) {
-    const json& a = j.at("architectures");
-    if (!a.is_array() || a.empty() || !a.front().is_string()) {
-      f.Fail("architectures must be a non-empty list of strings");
-    }
-    arch = a.front().get<std::string>();
-  } else {
-    const std::string type = f.String("model_type");
-    if (type == "llama") arch = "LlamaForCausalLM";
-    if (type == "mistral") arch = "MistralForCausalLM";
-    if (arch.empty()) f.Fail("missing architectures (and model_type is not llama or mistral)");
-  }
-  if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM") {
-    f.Fail("unsupported architecture '" + arch + "' (supported: LlamaForCausalLM, " +
-           "MistralForCausalLM)");
-  }
-  c.hf_architecture = arch;
-
-  if (f.Has("rope_scaling")) f.Fail("rope_scaling is not supported");
-  if (f.Bool("attention_bias", false)) f.Fail("attention_bias is not supported");
-  if (f.Bool("mlp_bias", false)) f.Fail("mlp_bias is not supported");
-
-  const std::string act = f.Has("hidden_act") ? f.String("hidden_act") : "silu";  // HF default
-  if (act == "relu") {
-    c.activation = Activation::kReLU;
-  } else if (act == "silu") {
-    c.activation = Activation::kSiLU;
-  } else {
-    f.Fail("hidden_act '" + act + "' is not supported (relu or silu)");
-  }
-
-  c.hidden = f.Int("hidden_size", 1, kMaxHidden);
-  c.ffn = f.Int("intermediate_size", 1, kMaxFfn);
-  c.layers = f.Int("num_hidden_layers", 1, kMaxLayers);
-  c.heads = f.Int("num_attention_heads", 1, kMaxHeads);
-  c.kv_heads = f.IntOr("num_key_value_heads", c.heads, 1, kMaxHeads);
-  if (f.Has("head_dim")) {
-    c.head_dim = f.Int("head_dim", 2, kMaxHeadDim);
-  } else {
-    if (c.hidden % c.heads != 0) f.Fail("hidden_size must be a multiple of num_attention_heads");
-    c.head_dim = c.hidden / c.heads;
-  }
-  c.vocab = f.Int("vocab_size", 1, kMaxVocab);
-  c.context = f.IntOr("max_position_embeddings", 2048, 1, kMaxContext);
-  if (f.Has("sliding_window")) {
-    // Attention is exact while the context does not exceed the window: cap it there.
-    c.context = std::min(c.context, f.Int("sliding_window", 1, kMaxContext));
-  }
-  c.rms_eps = f.Float("rms_norm_eps", 1e-6f, 0.0f, 1.0f);
-  c.rope_theta = f.Float("rope_theta", 10000.0f, 0.0f, 1e12f);
-  c.tied_embeddings = f.Bool("tie_word_embeddings", false);
-  c.bos_id = f.TokenId("bos_token_id", c.vocab);
-  c.eos_id = f.TokenId("eos_token_id", c.vocab);
-  CheckConsistency(c, f);
-  return c;
+  return ReadConfig(ParseObject(json_text, path, ""), Source::kHfConfig, path);
 }
 
 std::string ConfigToJson(const ModelConfig& c) {
-  json j = {{"architecture", c.hf_architecture},
-            {"hidden_size", c.hidden},
-            {"intermediate_size", c.ffn},
-            {"num_hidden_layers", c.layers},
-            {"num_attention_heads", c.heads},
-            {"num_key_value_heads", c.kv_heads},
-            {"head_dim", c.head_dim},
-            {"vocab_size", c.vocab},
-            {"context_length", c.context},
-            {"hidden_act", std::string(ActivationName(c.activation))},
-            {"rms_norm_eps", c.rms_eps},
-            {"rope_theta", c.rope_theta},
-            {"tie_word_embeddings", c.tied_embeddings},
-            {"bos_token_id", c.bos_id},
-            {"eos_token_id", c.eos_id}};
+  json j = json::object();
+  for (const ConfigField& d : ConfigFields()) {
+    if (d.native_key == nullptr) continue;
+    json& out = j[d.native_key];
+    std::visit(
+        [&](auto member) {
+          if constexpr (std::is_same_v<decltype(member), Activation ModelConfig::*>) {
+            out = std::string(ActivationName(c.*member));
+          } else if constexpr (!std::is_same_v<decltype(member), std::monostate>) {
+            out = c.*member;
+          }
+        },
+        d.member);
+  }
   return j.dump();
 }
 
 ModelConfig ConfigFromJson(std::string_view json_text, const std::string& path) {
   try {
-    return ConfigFromMetadata(ParseObject(json_text, path, "metadata "), path);
+    return ReadConfig(ParseObject(json_text, path, "metadata "), Source::kNative, path);
   } catch (const Error& e) {
     if (e.reason().rfind("metadata", 0) == 0) throw;
     throw Error(path, "metadata: " + e.reason());
   }
 }
 
-namespace {
-
-ModelConfig ConfigFromMetadata(const json& j, const std::string& path) {
-  const Fields f(j, path);
-  ModelConfig c;
-  c.hf_architecture = f.String("architecture");
-  if (c.hf_architecture != "LlamaForCausalLM" && c.hf_architecture != "MistralForCausalLM") {
-    f.Fail("unsupported architecture '" + c.hf_architecture + "'");
-  }
-  c.hidden = f.Int("hidden_size", 1, kMaxHidden);
-  c.ffn = f.Int("intermediate_size", 1, kMaxFfn);
-  c.layers = f.Int("num_hidden_layers", 1, kMaxLayers);
-  c.heads = f.Int("num_attention_heads", 1, kMaxHeads);
-  c.kv_heads = f.Int("num_key_value_heads", 1, kMaxHeads);
-  c.head_dim = f.Int("head_dim", 2, kMaxHeadDim);
-  c.vocab = f.Int("vocab_size", 1, kMaxVocab);
-  c.context = f.Int("context_length", 1, kMaxContext);
-  const std::string act = f.String("hidden_act");
-  if (act != "relu" && act != "silu") f.Fail("unknown hidden_act '" + act + "'");
-  c.activation = act == "relu" ? Activation::kReLU : Activation::kSiLU;
-  c.rms_eps = f.Float("rms_norm_eps", 1e-6f, 0.0f, 1.0f);
-  c.rope_theta = f.Float("rope_theta", 10000.0f, 0.0f, 1e12f);
-  c.tied_embeddings = f.Bool("tie_word_embeddings", false);
-  c.bos_id =
-      f.Has("bos_token_id") && j.at("bos_token_id") == -1 ? -1 : f.TokenId("bos_token_id", c.vocab);
-  c.eos_id =
-      f.Has("eos_token_id") && j.at("eos_token_id") == -1 ? -1 : f.TokenId("eos_token_id", c.vocab);
-  CheckConsistency(c, f);
-  return c;
-}
-
-}  // namespace
 }  // namespace zeroskip

@@ -1,7 +1,10 @@
 #include "format/safetensors.h"
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
 
 #include "format/file_io.h"
 #include "zeroskip/error.h"
@@ -104,8 +107,10 @@ SafetensorsFile ParseSafetensorsHeader(std::string_view header_json, uint64_t fi
   return file;
 }
 
-SafetensorsFile ReadSafetensorsHeader(const std::string& path) {
-  InputFile file(path);
+namespace {
+
+SafetensorsFile ReadHeader(const InputFile& file) {
+  const std::string& path = file.path();
   if (file.size() < 8) throw Error(path, "file is truncated (no safetensors header length)");
   uint8_t prefix[8];
   file.ReadAt(0, prefix, 8);
@@ -120,6 +125,105 @@ SafetensorsFile ReadSafetensorsHeader(const std::string& path) {
   std::string header(n, '\0');
   file.ReadAt(8, header.data(), n);
   return ParseSafetensorsHeader(header, file.size(), path);
+}
+
+constexpr uint64_t kMaxIndexBytes = 64u << 20;
+
+std::vector<std::string> ShardNames(const std::string& index_path) {
+  const json index = json::parse(ReadSmallFile(index_path, kMaxIndexBytes), nullptr, false);
+  if (index.is_discarded() || !index.is_object()) throw Error(index_path, "is not valid JSON");
+  if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
+    throw Error(index_path, "missing weight_map");
+  }
+  std::set<std::string> names;
+  for (const auto& [tensor, file] : index["weight_map"].items()) {
+    if (!file.is_string()) throw Error(index_path, "weight_map['" + tensor + "'] is not a string");
+    const std::string name = file.get<std::string>();
+    // Shards are plain files beside the index: no directories, no escaping the checkpoint.
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+      throw Error(index_path, "invalid shard file name '" + name + "'");
+    }
+    names.insert(name);
+  }
+  if (names.empty()) throw Error(index_path, "weight_map is empty");
+  return {names.begin(), names.end()};
+}
+
+// Where a tensor's bytes are.
+struct Location {
+  size_t shard = 0;
+  uint64_t begin = 0;  // absolute file offset
+};
+
+class SafetensorsCheckpoint : public CheckpointReader {
+ public:
+  explicit SafetensorsCheckpoint(const std::string& dir) {
+    const std::string index_path = dir + "/model.safetensors.index.json";
+    std::vector<std::string> shard_paths;
+    if (FileExists(index_path)) {
+      for (const auto& name : ShardNames(index_path)) shard_paths.push_back(dir + "/" + name);
+      path_ = index_path;
+      indexed_ = true;
+    } else {
+      const std::string single = dir + "/model.safetensors";
+      if (!FileExists(single)) {
+        throw Error(dir, "no model.safetensors or model.safetensors.index.json");
+      }
+      shard_paths.push_back(single);
+      path_ = single;
+    }
+    // Sorted by name, as tensors() promises.
+    std::map<std::string, std::pair<CheckpointTensor, Location>> by_name;
+    for (size_t s = 0; s < shard_paths.size(); ++s) {
+      shards_.push_back(std::make_unique<InputFile>(shard_paths[s]));
+      for (auto& t : ReadHeader(*shards_[s]).tensors) {
+        CheckpointTensor tensor{t.name, t.dtype, std::move(t.shape), t.end - t.begin,
+                                shard_paths[s]};
+        if (!by_name.emplace(t.name, std::pair(std::move(tensor), Location{s, t.begin})).second) {
+          throw Error(shard_paths[s], "tensor '" + t.name + "' appears in more than one shard");
+        }
+      }
+    }
+    for (auto& [name, entry] : by_name) {
+      tensors_.push_back(std::move(entry.first));
+      locations_.push_back(entry.second);
+    }
+  }
+
+  const std::string& path() const override { return path_; }
+
+  std::vector<std::string> files() const override {
+    std::vector<std::string> files;
+    if (indexed_) files.push_back(path_);
+    for (const auto& shard : shards_) files.push_back(shard->path());
+    return files;
+  }
+
+  const std::vector<CheckpointTensor>& tensors() const override { return tensors_; }
+
+  void Read(const CheckpointTensor& tensor, void* out) const override {
+    const CheckpointTensor* t = Find(tensor.name);
+    if (t == nullptr) throw std::invalid_argument("no tensor '" + tensor.name + "' to read");
+    const Location& at = locations_[t - tensors_.data()];
+    shards_[at.shard]->ReadAt(at.begin, out, tensor.nbytes);
+  }
+
+ private:
+  std::string path_;
+  bool indexed_ = false;  // path_ is model.safetensors.index.json
+  std::vector<std::unique_ptr<InputFile>> shards_;
+  std::vector<CheckpointTensor> tensors_;
+  std::vector<Location> locations_;  // parallel to tensors_
+};
+
+}  // namespace
+
+SafetensorsFile ReadSafetensorsHeader(const std::string& path) {
+  return ReadHeader(InputFile(path));
+}
+
+std::unique_ptr<CheckpointReader> OpenSafetensorsCheckpoint(const std::string& dir) {
+  return std::make_unique<SafetensorsCheckpoint>(dir);
 }
 
 }  // namespace zeroskip

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "format/checkpoint_reader.h"
 #include "zeroskip/format.h"
 
 namespace zeroskip {
@@ -33,5 +35,9 @@ SafetensorsFile ParseSafetensorsHeader(std::string_view header_json, uint64_t fi
 
 // Reads and parses the header of the file at `path`.
 SafetensorsFile ReadSafetensorsHeader(const std::string& path);
+
+// The safetensors weights of a Hugging Face checkpoint directory: model.safetensors, or the
+// shards model.safetensors.index.json names (plain files beside it, each tensor in one shard).
+std::unique_ptr<CheckpointReader> OpenSafetensorsCheckpoint(const std::string& dir);
 
 }  // namespace zeroskip

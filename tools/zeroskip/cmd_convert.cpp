@@ -62,28 +62,14 @@ void AddInfo(CLI::App& app) {
       params += t.elements();
       by_dtype[std::string(DTypeName(t.dtype))] += t.elements();
     }
-    nlohmann::json j = {{"file", flags->file},
-                        {"format_version", file->version()},
-                        {"file_bytes", file->file_size()},
-                        {"architecture", c.hf_architecture},
-                        {"hidden_size", c.hidden},
-                        {"intermediate_size", c.ffn},
-                        {"num_hidden_layers", c.layers},
-                        {"num_attention_heads", c.heads},
-                        {"num_key_value_heads", c.kv_heads},
-                        {"head_dim", c.head_dim},
-                        {"vocab_size", c.vocab},
-                        {"context_length", c.context},
-                        {"hidden_act", std::string(ActivationName(c.activation))},
-                        {"rms_norm_eps", c.rms_eps},
-                        {"rope_theta", c.rope_theta},
-                        {"tie_word_embeddings", c.tied_embeddings},
-                        {"bos_token_id", c.bos_id},
-                        {"eos_token_id", c.eos_id},
-                        {"parameters", params},
-                        {"tensors", file->tensors().size()},
-                        {"dtypes", by_dtype},
-                        {"isa", std::string(BestIsaName())}};
+    nlohmann::json j = nlohmann::json::parse(ConfigToJson(c));  // every field, as stored
+    j.update({{"file", flags->file},
+              {"format_version", file->version()},
+              {"file_bytes", file->file_size()},
+              {"parameters", params},
+              {"tensors", file->tensors().size()},
+              {"dtypes", by_dtype},
+              {"isa", std::string(BestIsaName())}});
     if (flags->json) {
       std::cout << j.dump(2) << "\n";
       return;

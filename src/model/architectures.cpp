@@ -1,0 +1,57 @@
+#include "model/architectures.h"
+
+#include <stdexcept>
+
+#include "model/llama_tensors.h"
+
+namespace zeroskip {
+namespace {
+
+constexpr Architecture kArchitectures[] = {
+    {"LlamaForCausalLM", "llama", LlamaTensorTable},
+    {"MistralForCausalLM", "mistral", LlamaTensorTable},  // Llama's tensors, a sliding window
+};
+
+}  // namespace
+
+std::span<const Architecture> SupportedArchitectures() { return kArchitectures; }
+
+const Architecture* FindArchitecture(std::string_view hf_name) {
+  for (const auto& a : kArchitectures) {
+    if (a.hf_name == hf_name) return &a;
+  }
+  return nullptr;
+}
+
+const Architecture* FindArchitectureByModelType(std::string_view model_type) {
+  for (const auto& a : kArchitectures) {
+    if (a.model_type == model_type) return &a;
+  }
+  return nullptr;
+}
+
+std::string SupportedArchitectureNames() {
+  std::string names;
+  for (const auto& a : kArchitectures)
+    names += (names.empty() ? "" : ", ") + std::string(a.hf_name);
+  return names;
+}
+
+std::string SupportedModelTypes() {
+  std::string types;
+  const size_t n = std::size(kArchitectures);
+  for (size_t i = 0; i < n; ++i) {
+    types += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::string(kArchitectures[i].model_type);
+  }
+  return types;
+}
+
+TensorTable ArchitectureTensors(const ModelConfig& config) {
+  const Architecture* a = FindArchitecture(config.hf_architecture);
+  if (a == nullptr) {
+    throw std::invalid_argument("unsupported architecture '" + config.hf_architecture + "'");
+  }
+  return a->tensors(config);
+}
+
+}  // namespace zeroskip

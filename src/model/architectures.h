@@ -1,0 +1,35 @@
+// The architectures zeroskip supports, each listed once: the names a Hugging Face config.json
+// gives it and its tensor table. Config parsing refuses any other name; the converter and
+// Model::Load get their tensor table here. Knows nothing about files.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "model/tensor_table.h"
+#include "zeroskip/config.h"
+
+namespace zeroskip {
+
+struct Architecture {
+  std::string_view hf_name;     // config.json architectures[0]; stored in a .zsk
+  std::string_view model_type;  // config.json model_type, used when architectures is absent
+  TensorTable (*tensors)(const ModelConfig& config);
+};
+
+std::span<const Architecture> SupportedArchitectures();
+
+// nullptr when not supported.
+const Architecture* FindArchitecture(std::string_view hf_name);
+const Architecture* FindArchitectureByModelType(std::string_view model_type);
+
+// The supported names joined for messages: "LlamaForCausalLM, MistralForCausalLM" and (model
+// types) "llama or mistral".
+std::string SupportedArchitectureNames();
+std::string SupportedModelTypes();
+
+// The tensor table of config.hf_architecture, which config parsing has checked is supported.
+TensorTable ArchitectureTensors(const ModelConfig& config);
+
+}  // namespace zeroskip
