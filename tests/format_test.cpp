@@ -13,7 +13,7 @@
 
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "model/architectures.h"
+#include "arch/architectures.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"

@@ -1,6 +1,6 @@
 // The architecture tensor tables: lookup by native and Hugging Face name, what a config leaves
 // unstored, and the safetensors CheckpointReader the converter reads them through.
-#include "model/tensor_table.h"
+#include "arch/tensor_table.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "model/architectures.h"
+#include "arch/architectures.h"
 #include "test_util.h"
 #include "zeroskip/config.h"
 

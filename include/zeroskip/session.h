@@ -23,6 +23,7 @@ struct SessionOptions {
 };
 
 struct SequenceState;  // KV cache and per-sequence tables (src/engine/sequence.h)
+struct ForwardPass;    // what one forward pass works on (src/arch/forward.h)
 
 class Session {
  public:
@@ -63,6 +64,8 @@ class Session {
   int64_t context_;
   int64_t position_ = 0;
   std::unique_ptr<SequenceState> state_;
+  // The architecture's forward pass (src/arch/forward.h).
+  void (*forward_)(const ForwardPass&, const int*, int64_t, int64_t, bool, bool) = nullptr;
   std::vector<FfnLayerStats> ffn_stats_;
 };
 

@@ -31,4 +31,7 @@ using ForwardFn = void (*)(const ForwardPass& pass, const int* tokens, int64_t n
 void LlamaForward(const ForwardPass& pass, const int* tokens, int64_t n, int64_t position,
                   bool need_logits, bool all_logits);
 
+// The forward pass of config.hf_architecture (which loading has checked is supported).
+ForwardFn ForwardFor(const ModelConfig& config);
+
 }  // namespace zeroskip

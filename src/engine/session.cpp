@@ -54,6 +54,7 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
     throw too_big();  // the estimate above missed: still name the file and the cause
   }
   ffn_stats_.resize(c.layers);
+  forward_ = ForwardFor(c);
 }
 
 Session::~Session() = default;
@@ -102,7 +103,7 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
   for (int64_t done = 0; done < n;) {
     const int64_t m = std::min(max_batch, n - done);
     const bool last = done + m == n;
-    LlamaForward(pass, tokens.data() + done, m, position_, last, all_logits);
+    forward_(pass, tokens.data() + done, m, position_, last, all_logits);
     position_ += m;
     done += m;
   }

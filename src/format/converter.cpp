@@ -6,7 +6,7 @@
 #include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "model/architectures.h"
+#include "arch/architectures.h"
 #include "text/tokenizer_check.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"

@@ -7,7 +7,7 @@
 #include <variant>
 #include <vector>
 
-#include "model/architectures.h"
+#include "arch/architectures.h"
 #include "zeroskip/config.h"
 #include "zeroskip/error.h"
 

@@ -2,7 +2,7 @@
 
 #include <set>
 
-#include "model/architectures.h"
+#include "arch/architectures.h"
 #include "zeroskip/error.h"
 
 namespace zeroskip {

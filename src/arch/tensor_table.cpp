@@ -1,4 +1,4 @@
-#include "model/tensor_table.h"
+#include "arch/tensor_table.h"
 
 #include <stdexcept>
 

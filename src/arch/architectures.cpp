@@ -1,15 +1,16 @@
-#include "model/architectures.h"
+#include "arch/architectures.h"
 
 #include <stdexcept>
 
-#include "model/llama_tensors.h"
+#include "arch/llama_tensors.h"
 
 namespace zeroskip {
 namespace {
 
 constexpr Architecture kArchitectures[] = {
-    {"LlamaForCausalLM", "llama", LlamaTensorTable},
-    {"MistralForCausalLM", "mistral", LlamaTensorTable},  // Llama's tensors, a sliding window
+    {"LlamaForCausalLM", "llama", LlamaTensorTable, ForwardFamily::kLlama},
+    // Llama's tensors and forward; its sliding window is folded into the context length.
+    {"MistralForCausalLM", "mistral", LlamaTensorTable, ForwardFamily::kLlama},
 };
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "model/llama_tensors.h"
+#include "arch/llama_tensors.h"
 
 namespace zeroskip {
 

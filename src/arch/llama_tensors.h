@@ -2,7 +2,7 @@
 // from, the native names a .zsk stores them under, shapes from the config and layouts.
 #pragma once
 
-#include "model/tensor_table.h"
+#include "arch/tensor_table.h"
 #include "zeroskip/config.h"
 
 namespace zeroskip {

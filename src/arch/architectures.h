@@ -7,15 +7,19 @@
 #include <string>
 #include <string_view>
 
-#include "model/tensor_table.h"
+#include "arch/tensor_table.h"
 #include "zeroskip/config.h"
 
 namespace zeroskip {
+
+// Which forward pass computes an architecture (src/arch/forward.h maps each to its function).
+enum class ForwardFamily { kLlama };
 
 struct Architecture {
   std::string_view hf_name;     // config.json architectures[0]; stored in a .zsk
   std::string_view model_type;  // config.json model_type, used when architectures is absent
   TensorTable (*tensors)(const ModelConfig& config);
+  ForwardFamily forward;
 };
 
 std::span<const Architecture> SupportedArchitectures();
