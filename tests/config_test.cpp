@@ -134,6 +134,14 @@ TEST(HfConfig, RefusesBadConfigsByName) {
       {"missing", [](json& j) { j.erase("vocab_size"); }, "missing vocab_size"},
       {"gqa", [](json& j) { j["num_key_value_heads"] = 3; }, "multiple of num_key_value_heads"},
       {"heads", [](json& j) { j["hidden_size"] = 250; }, "multiple of num_attention_heads"},
+      // Derived head_dim past what a .zsk may hold (the file could be written, never opened).
+      {"derived head_dim",
+       [](json& j) {
+         j["hidden_size"] = 2048;
+         j["num_attention_heads"] = 1;
+         j["num_key_value_heads"] = 1;
+       },
+       "absurd head_dim"},
       {"bias", [](json& j) { j["attention_bias"] = true; }, "attention_bias"},
       {"eos", [](json& j) { j["eos_token_id"] = 384; }, "eos_token_id must be in"},
       {"eps", [](json& j) { j["rms_norm_eps"] = -1; }, "rms_norm_eps is out of range"},

@@ -128,6 +128,11 @@ void KvHeadsFromHeads(ModelConfig& c, const Fields&) { c.kv_heads = c.heads; }
 void HeadDimFromHidden(ModelConfig& c, const Fields& f) {
   if (c.hidden % c.heads != 0) f.Fail("hidden_size must be a multiple of num_attention_heads");
   c.head_dim = c.hidden / c.heads;
+  // Derived, so the field's own range check did not see it: the native reader applies it.
+  if (c.head_dim > kMaxHeadDim) {
+    f.Fail("hidden_size / num_attention_heads = " + std::to_string(c.head_dim) +
+           " is an absurd head_dim (at most " + std::to_string(kMaxHeadDim) + ")");
+  }
 }
 
 // Every field, in the order it is read (a later field's rule may use an earlier one's value).
