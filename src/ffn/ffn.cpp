@@ -12,10 +12,6 @@
 namespace zeroskip {
 namespace {
 
-// The kernels index their tables by DType's code.
-static_assert(int(WeightType::kF32) == int(DType::kF32) && int(WeightType::kF16) == int(DType::kF16) &&
-              int(WeightType::kBF16) == int(DType::kBF16));
-
 // Slices of FFN neurons are multiples of this, so SIMD compaction works on whole vectors.
 constexpr int64_t kNeuronAlign = 16;
 
@@ -165,7 +161,7 @@ void FfnRuntime::Forward(int64_t layer, const FfnWeights& w, const float* x, int
 void FfnRuntime::DecodeStep(int64_t layer, const FfnWeights& w, const float* x, float* y,
                             int64_t position) {
   const KernelTable& k = Kernels();
-  const int type = static_cast<int>(w.gate.dtype);
+  const WeightOps& ops = k.ops(w.gate.dtype);
   const int64_t hidden = config_.hidden, ffn = config_.ffn;
   const size_t row_bytes = static_cast<size_t>(hidden) * DTypeSize(w.gate.dtype);
   const bool sparse = sparse_decode_;
@@ -184,7 +180,7 @@ void FfnRuntime::DecodeStep(int64_t layer, const FfnWeights& w, const float* x, 
     const auto* down = static_cast<const uint8_t*>(w.down_t.data) + r0 * row_bytes;
     float* g = gate_.data() + r0;
     if (rows > 0) {
-      k.dot_rows[type](gate, hidden, nullptr, rows, hidden, x, g);
+      ops.dot_rows({gate, hidden}, nullptr, rows, hidden, x, g);
       if (stochastic) {
         for (int64_t i = 0; i < rows; ++i) negatives += g[i] < 0.0f;
       }
@@ -206,17 +202,17 @@ void FfnRuntime::DecodeStep(int64_t layer, const FfnWeights& w, const float* x, 
             }
           }
         }
-        k.sparse_up_down[type](up, down, hidden, active, active_g, count, x, py);
+        ops.sparse_up_down({up, hidden}, {down, hidden}, hidden, active, active_g, count, x, py);
         active_total += count;
       } else {
-        k.dot_rows[type](up, hidden, nullptr, rows, hidden, x, up_.data() + r0);
+        ops.dot_rows({up, hidden}, nullptr, rows, hidden, x, up_.data() + r0);
         for (int64_t i = 0; i < rows; ++i) {
           const float a = Activate(g[i], position, layer, r0 + i);
           active_total += a != 0.0f;
           picked += stochastic && g[i] < 0.0f && a != 0.0f;
           g[i] = a * up_[r0 + i];
         }
-        k.axpy_rows[type](down, hidden, nullptr, g, rows, hidden, py);
+        ops.axpy_rows({down, hidden}, nullptr, g, rows, hidden, py);
       }
     }
 #pragma omp barrier
