@@ -178,8 +178,7 @@ TEST_P(WidenIsaTest, DotRowsWidensEveryHalfAndBf16Pattern) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Isas, WidenIsaTest,
-                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+INSTANTIATE_TEST_SUITE_P(Isas, WidenIsaTest, ::testing::ValuesIn(testing::AllIsaValues()),
                          [](const auto& info) { return std::string(IsaName(info.param)); });
 
 }  // namespace

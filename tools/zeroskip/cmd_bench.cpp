@@ -74,8 +74,7 @@ void AddBenchFfn(CLI::App* bench) {
   cmd->add_option("-t,--threads", f->opt.threads, "threads")->check(CLI::Range(1, 1024));
   cmd->add_option("--steps", f->opt.steps, "timed steps per sparsity")
       ->check(CLI::Range(1, 100000));
-  cmd->add_option("--isa", f->isa, "scalar|avx2|avx512")
-      ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
+  AddIsaFlag(cmd, &f->isa);
   cmd->add_flag("--json", f->json, "print one JSON object");
   cmd->add_option("--plot", f->plot, "write a PNG of speedup against sparsity");
   cmd->callback([f] {

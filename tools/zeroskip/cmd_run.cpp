@@ -101,8 +101,7 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 22));
   cmd->add_option("--ffn", f->ffn, "FFN path: auto|sparse|dense")
       ->check(CLI::IsMember({"auto", "sparse", "dense"}));
-  cmd->add_option("--isa", f->isa, "kernels: scalar|avx2|avx512 (default: best available)")
-      ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
+  AddIsaFlag(cmd, &f->isa);
   cmd->add_option("--act", f->act,
                   "FFN activation: model (default)|relu|silu|stoch (stochastic, see --stoch-p)")
       ->check(CLI::IsMember({"model", "relu", "silu", "stoch"}));
@@ -111,6 +110,14 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
   cmd->add_option("--seed", f->seed, "random seed (sampling and stochastic activations)")
       ->check(Unsigned64());
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
+}
+
+void AddIsaFlag(CLI::App* cmd, std::string* isa) {
+  std::vector<std::string> names;
+  for (const IsaInfo& info : AllIsas()) names.emplace_back(info.name);
+  cmd->add_option("--isa", *isa,
+                  "kernels: " + CLI::detail::join(names, "|") + " (default: best available)")
+      ->check(CLI::IsMember(names));
 }
 
 SessionOptions ApplyComputeFlags(const ComputeFlags& f) {

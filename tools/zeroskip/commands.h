@@ -102,6 +102,8 @@ struct ComputeFlags {
   bool json = false;
 };
 void AddComputeFlags(CLI::App* cmd, ComputeFlags* flags);
+// --isa: one of the kernel ISAs compiled in (the kernels' list), named in the help.
+void AddIsaFlag(CLI::App* cmd, std::string* isa);
 // --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n.
 void AddSamplerFlags(CLI::App* cmd, SamplerOptions* sampler);
 // BOS (when the model has one) followed by `ids`.

@@ -49,10 +49,9 @@ namespace {
 std::string VersionText() {
   std::string text = std::string("zeroskip ") + ZEROSKIP_VERSION + " (commit " +
                      ZEROSKIP_GIT_COMMIT + ", " + ZEROSKIP_BUILD_TYPE + " build)\nkernels:";
-  for (const zeroskip::Isa isa : {zeroskip::Isa::kScalar, zeroskip::Isa::kAvx2,
-                                  zeroskip::Isa::kAvx512}) {
-    text += std::string(" ") + std::string(zeroskip::IsaName(isa)) +
-            (zeroskip::KernelsFor(isa) ? "" : " (not on this CPU)");
+  for (const zeroskip::IsaInfo& isa : zeroskip::AllIsas()) {
+    text +=
+        " " + std::string(isa.name) + (zeroskip::KernelsFor(isa.isa) ? "" : " (not on this CPU)");
   }
   text += " -> using " + std::string(zeroskip::IsaName(zeroskip::BestIsa())) + "\ncpu features:";
   __builtin_cpu_init();
