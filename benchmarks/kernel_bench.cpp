@@ -29,8 +29,8 @@ struct Matrix {
     ConvertMatrix(reinterpret_cast<const uint8_t*>(f32.data()), DType::kF32, 1, f32.size(), false,
                   reinterpret_cast<uint8_t*>(bf16.data()), DType::kBF16);
   }
-  const void* data(WeightType t) const {
-    return t == WeightType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
+  const void* data(DType t) const {
+    return t == DType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
   }
 };
 
@@ -39,15 +39,13 @@ struct Weights {
   Matrix up{1}, down{2};
   std::vector<float> x = std::vector<float>(kHidden, 0.5f);
   const std::vector<float>& f32 = up.f32;
-  const void* data(WeightType t) const { return up.data(t); }
+  const void* data(DType t) const { return up.data(t); }
 };
 
 const Weights& W() {
   static const Weights w;
   return w;
 }
-
-size_t ElemBytes(WeightType t) { return t == WeightType::kF32 ? 4 : 2; }
 
 void Counters(benchmark::State& state, double bytes, double flops) {
   state.SetBytesProcessed(static_cast<int64_t>(bytes * state.iterations()));
@@ -59,7 +57,7 @@ void Counters(benchmark::State& state, double bytes, double flops) {
 void BM_DenseGemv(benchmark::State& state) {
   const auto* k = KernelsFor(static_cast<Isa>(state.range(0)));
   if (k == nullptr) return state.SkipWithError("ISA not supported by this CPU");
-  const auto type = static_cast<WeightType>(state.range(1));
+  const auto type = static_cast<DType>(state.range(1));
   const int threads = static_cast<int>(state.range(2));
   std::vector<float> y(kFfn);
   const auto* w = static_cast<const uint8_t*>(W().data(type));
@@ -67,31 +65,30 @@ void BM_DenseGemv(benchmark::State& state) {
 #pragma omp parallel num_threads(threads)
     {
       const auto [b, e] = ThreadSlice(kFfn, omp_get_thread_num(), omp_get_num_threads());
-      k->dot_rows[int(type)](w + b * kHidden * ElemBytes(type), kHidden, nullptr, e - b, kHidden,
-                             W().x.data(), y.data() + b);
+      k->ops(type).dot_rows({w + b * kHidden * DTypeSize(type), kHidden}, nullptr, e - b, kHidden,
+                            W().x.data(), y.data() + b);
     }
     benchmark::DoNotOptimize(y.data());
   }
-  Counters(state, double(kFfn) * kHidden * ElemBytes(type), 2.0 * kFfn * kHidden);
+  Counters(state, double(kFfn) * kHidden * DTypeSize(type), 2.0 * kFfn * kHidden);
 }
 
 // The same GEMV through oneDNN matmul, weights packed once (the dense baseline): args weight type,
 // threads.
 void BM_DenseGemvOneDnn(benchmark::State& state) {
-  const auto type = static_cast<WeightType>(state.range(0));
+  const auto type = static_cast<DType>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
   omp_set_num_threads(threads);
-  OneDnnGemv gemv(kHidden, kFfn, static_cast<DType>(type));
+  OneDnnGemv gemv(kHidden, kFfn, type);
   const dnnl::memory packed =
-      gemv.Prepare({.data = W().data(type), .dtype = static_cast<DType>(type), .rows = kFfn,
-                    .cols = kHidden},
+      gemv.Prepare({.data = W().data(type), .dtype = type, .rows = kFfn, .cols = kHidden},
                    /*out_in=*/true);
   std::vector<float> y(kFfn);
   for (auto _ : state) {
     gemv.Run(packed, W().x.data(), y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  Counters(state, double(kFfn) * kHidden * ElemBytes(type), 2.0 * kFfn * kHidden);
+  Counters(state, double(kFfn) * kHidden * DTypeSize(type), 2.0 * kFfn * kHidden);
 }
 
 // Eigen's GEMV (single-threaded without an Eigen thread pool), f32.
@@ -113,7 +110,7 @@ void BM_DenseGemvEigen(benchmark::State& state) {
 void BM_SparseUpDown(benchmark::State& state) {
   const auto* k = KernelsFor(static_cast<Isa>(state.range(0)));
   if (k == nullptr) return state.SkipWithError("ISA not supported by this CPU");
-  const auto type = static_cast<WeightType>(state.range(1));
+  const auto type = static_cast<DType>(state.range(1));
   const double sparsity = state.range(2) / 100.0;
   const int threads = static_cast<int>(state.range(3));
   constexpr int kSets = 8;
@@ -137,13 +134,13 @@ void BM_SparseUpDown(benchmark::State& state) {
     {
       const int t = omp_get_thread_num();
       const auto [b, e] = ThreadSlice(static_cast<int64_t>(rows.size()), t, omp_get_num_threads());
-      k->sparse_up_down[int(type)](up, down, kHidden, rows.data() + b, gate.data() + b, e - b,
-                                   W().x.data(), y.data() + t * kHidden);
+      k->ops(type).sparse_up_down({up, kHidden}, {down, kHidden}, kHidden, rows.data() + b,
+                                  gate.data() + b, e - b, W().x.data(), y.data() + t * kHidden);
     }
     benchmark::DoNotOptimize(y.data());
   }
   const double mean_active = double(total_active) / kSets;
-  Counters(state, 2.0 * mean_active * kHidden * ElemBytes(type), 4.0 * mean_active * kHidden);
+  Counters(state, 2.0 * mean_active * kHidden * DTypeSize(type), 4.0 * mean_active * kHidden);
   state.counters["active"] = mean_active;
 }
 
@@ -161,7 +158,7 @@ void BM_CompactPositive(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kFfn);
 }
 
-constexpr int kF32 = int(WeightType::kF32), kBF16 = int(WeightType::kBF16);
+constexpr int kF32 = int(DType::kF32), kBF16 = int(DType::kBF16);
 constexpr int kAvx2 = int(Isa::kAvx2), kAvx512 = int(Isa::kAvx512);
 
 BENCHMARK(BM_DenseGemv)

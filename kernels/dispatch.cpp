@@ -1,11 +1,17 @@
 #include <cpuid.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/kernels.h"
 
 namespace zeroskip {
+
+// Defined in the per-ISA object libraries.
+const KernelTable& Avx2Kernels();
+const KernelTable& Avx512Kernels();
+
 namespace {
 
 // One CPUID feature bit (leaf, sub-leaf 0, register index 0..3 = eax..edx, bit).
@@ -15,72 +21,76 @@ bool CpuidBit(unsigned leaf, int reg, int bit) {
   return (r[reg] >> bit) & 1u;
 }
 
-// ZEROSKIP_MAX_ISA=scalar|avx2 hides the better ISAs as if the CPU lacked them, so the fallbacks
-// (and the tests' "skipped: this CPU cannot run ..." paths) can be exercised on any machine.
-Isa MaxIsa() {
-  static const Isa max = [] {
+// xsimd reads CPUID and XCR0, so an OS that does not save AVX-512 state reports it missing;
+// xsimd 8 has no flags for F16C (leaf 1 ecx bit 29) and AVX512VL (leaf 7 ebx bit 31).
+bool CpuHasAvx2() {
+  const auto arch = xsimd::available_architectures();
+  return arch.avx2 && arch.fma3_avx2 && CpuidBit(1, 2, 29);
+}
+
+bool CpuHasAvx512() {
+  const auto arch = xsimd::available_architectures();
+  return CpuHasAvx2() && arch.avx512f && arch.avx512bw && arch.avx512dq && CpuidBit(7, 1, 31);
+}
+
+constexpr IsaInfo kIsas[] = {
+    {Isa::kScalar, "scalar", ScalarKernels, [] { return true; }},
+    {Isa::kAvx2, "avx2", Avx2Kernels, CpuHasAvx2},
+    {Isa::kAvx512, "avx512", Avx512Kernels, CpuHasAvx512},
+};
+
+const IsaInfo* Find(Isa isa) {
+  for (const IsaInfo& info : kIsas) {
+    if (info.isa == isa) return &info;
+  }
+  return nullptr;
+}
+
+// ZEROSKIP_MAX_ISA=scalar|avx2 hides the better ISAs (those after it in kIsas) as if the CPU
+// lacked them, so the fallbacks (and the tests' "skipped: this CPU cannot run ..." paths) can be
+// exercised on any machine.
+const IsaInfo* MaxIsa() {
+  static const IsaInfo* const max = [] {
     const char* name = std::getenv("ZEROSKIP_MAX_ISA");
     Isa isa;
-    return name != nullptr && ParseIsaName(name, &isa) ? isa : Isa::kAvx512;
+    return name != nullptr && ParseIsaName(name, &isa) ? Find(isa) : std::end(kIsas) - 1;
   }();
   return max;
 }
 
-bool Supported(Isa isa) {
-  if (static_cast<int>(isa) > static_cast<int>(MaxIsa())) return false;
-  // xsimd reads CPUID and XCR0, so an OS that does not save AVX-512 state reports it missing;
-  // xsimd 8 has no flags for F16C (leaf 1 ecx bit 29) and AVX512VL (leaf 7 ebx bit 31).
-  const auto arch = xsimd::available_architectures();
-  const bool avx2 = arch.avx2 && arch.fma3_avx2 && CpuidBit(1, 2, 29);
-  switch (isa) {
-    case Isa::kScalar:
-      return true;
-    case Isa::kAvx2:
-      return avx2;
-    case Isa::kAvx512:
-      return avx2 && arch.avx512f && arch.avx512bw && arch.avx512dq && CpuidBit(7, 1, 31);
-  }
-  return false;
-}
-
-const KernelTable& TableFor(Isa isa) {
-  switch (isa) {
-    case Isa::kAvx512:
-      return Avx512Kernels();
-    case Isa::kAvx2:
-      return Avx2Kernels();
-    case Isa::kScalar:
-      break;
-  }
-  return ScalarKernels();
-}
+bool Supported(const IsaInfo& info) { return &info <= MaxIsa() && info.cpu_supports(); }
 
 }  // namespace
 
+void NoKernelsFor(DType dtype) {
+  std::fprintf(stderr, "zeroskip: internal error: no kernels for weight type %u\n",
+               static_cast<unsigned>(dtype));
+  std::abort();
+}
+
+std::span<const IsaInfo> AllIsas() { return kIsas; }
+
 Isa BestIsa() {
-  if (Supported(Isa::kAvx512)) return Isa::kAvx512;
-  if (Supported(Isa::kAvx2)) return Isa::kAvx2;
+  for (auto it = std::rbegin(kIsas); it != std::rend(kIsas); ++it) {
+    if (Supported(*it)) return it->isa;
+  }
   return Isa::kScalar;
 }
 
-const KernelTable* KernelsFor(Isa isa) { return Supported(isa) ? &TableFor(isa) : nullptr; }
+const KernelTable* KernelsFor(Isa isa) {
+  const IsaInfo* info = Find(isa);
+  return info != nullptr && Supported(*info) ? &info->table() : nullptr;
+}
 
 std::string_view IsaName(Isa isa) {
-  switch (isa) {
-    case Isa::kScalar:
-      return "scalar";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kAvx512:
-      return "avx512";
-  }
-  return "?";
+  const IsaInfo* info = Find(isa);
+  return info != nullptr ? info->name : "?";
 }
 
 bool ParseIsaName(std::string_view name, Isa* out) {
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
-    if (name == IsaName(isa)) {
-      *out = isa;
+  for (const IsaInfo& info : kIsas) {
+    if (name == info.name) {
+      *out = info.isa;
       return true;
     }
   }

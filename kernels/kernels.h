@@ -1,43 +1,93 @@
 // Compute kernels and their run-time dispatch table.
 //
 // Kernels take pointers, sizes and strides, never model types, and are single-threaded: callers
-// split rows or columns across threads. Each op has a scalar reference (kernels/ref), an
-// AVX2+FMA version and an AVX-512 version, each compiled with its own flags; an Engine picks one
+// split rows or columns across threads. Each op has a scalar reference (kernels/ref) and one
+// version per SIMD ISA (kernels/<isa>, each compiled with its own flags, the drivers shared in
+// kernels/simd/drivers.h). The ISAs compiled in are listed once (AllIsas); an Engine picks one
 // table at start-up (the best the CPU runs, or `--isa`). Weight matrices are f32, bf16 or f16
 // (bit patterns as uint16_t); activations are always f32.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "zeroskip/format.h"
 
 namespace zeroskip {
 
 enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
-enum class WeightType { kF32 = 0, kF16 = 1, kBF16 = 2 };  // same codes as DType
+// The weight types the kernels read, in the order of KernelTable::weight_ops. A new type is one
+// entry here and in WeightElem, plus its loads in the reference and the SIMD drivers.
+inline constexpr std::array kWeightDTypes = {DType::kF32, DType::kF16, DType::kBF16};
+
+// How one weight element is stored.
+template <DType T>
+using WeightElem = std::conditional_t<T == DType::kF32, float, uint16_t>;
+
+// Rows of a weight matrix as the kernels see it: row r starts at element r * ld of `data`
+// (elements of the op's dtype). `scales` is reserved for quantized types (per-block scales);
+// float types leave it null.
+struct WeightRows {
+  const void* data = nullptr;
+  int64_t ld = 0;
+  const float* scales = nullptr;
+};
 
 // out[k] = dot(W[row_k, 0:cols], x) for k in [0, n), row_k = rows ? rows[k] : k.
-using DotRowsFn = void (*)(const void* w, int64_t ld, const int32_t* rows, int64_t n,
-                           int64_t cols, const float* x, float* out);
+using DotRowsFn = void (*)(WeightRows w, const int32_t* rows, int64_t n, int64_t cols,
+                           const float* x, float* out);
 // y[0:cols] += sum_k coef[k] * W[row_k, 0:cols], row_k = rows ? rows[k] : k.
-using AxpyRowsFn = void (*)(const void* w, int64_t ld, const int32_t* rows, const float* coef,
-                            int64_t n, int64_t cols, float* y);
+using AxpyRowsFn = void (*)(WeightRows w, const int32_t* rows, const float* coef, int64_t n,
+                            int64_t cols, float* y);
 // The sparse FFN step over active neurons, up and down fused in one pass:
 // for k in [0, n): i = rows[k]; h = gate_act[k] * dot(W_up[i], x); y += h * W_down_t[i].
-// Both matrices are [ffn, hidden] row-major (ld = hidden); y is [hidden], accumulated.
-using SparseUpDownFn = void (*)(const void* w_up, const void* w_down_t, int64_t hidden,
+// Both matrices are [ffn, hidden] (rows `hidden` long); y is [hidden], accumulated.
+using SparseUpDownFn = void (*)(WeightRows w_up, WeightRows w_down_t, int64_t hidden,
                                 const int32_t* rows, const float* gate_act, int64_t n,
                                 const float* x, float* y);
 // Writes the indices i in [0, n) with g[i] > 0 to rows[] and g[i] to values[]; returns count.
 using CompactPositiveFn = int64_t (*)(const float* g, int64_t n, int32_t* rows, float* values);
 
+// The ops that read weights, for one weight type.
+struct WeightOps {
+  DotRowsFn dot_rows;
+  AxpyRowsFn axpy_rows;
+  SparseUpDownFn sparse_up_down;
+};
+
+// Aborts: a dtype without kernels reached a kernel table. Dtypes are validated when a model is
+// loaded, so this is a bug in the caller, not bad input.
+[[noreturn]] void NoKernelsFor(DType dtype);
+
 struct KernelTable {
   Isa isa;
-  DotRowsFn dot_rows[3];      // indexed by WeightType
-  AxpyRowsFn axpy_rows[3];
-  SparseUpDownFn sparse_up_down[3];
+  std::array<WeightOps, kWeightDTypes.size()> weight_ops;  // in kWeightDTypes order
   CompactPositiveFn compact_positive;
+
+  const WeightOps& ops(DType dtype) const {
+    for (size_t i = 0; i < kWeightDTypes.size(); ++i) {
+      if (kWeightDTypes[i] == dtype) return weight_ops[i];
+    }
+    NoKernelsFor(dtype);
+  }
 };
+
+// An ISA compiled into this binary.
+struct IsaInfo {
+  Isa isa;
+  std::string_view name;          // as `--isa` and ZEROSKIP_MAX_ISA spell it
+  const KernelTable& (*table)();  // defined in the ISA's object library
+  bool (*cpu_supports)();         // CPU and OS can run it (ignores ZEROSKIP_MAX_ISA)
+};
+
+// Every ISA compiled in, plainest (scalar) first, best last.
+std::span<const IsaInfo> AllIsas();
 
 // Every ISA's table; nullptr if the CPU cannot run it. Callers keep the table they chose (an
 // Engine does): there is no process-wide selection.
@@ -47,9 +97,16 @@ Isa BestIsa();
 std::string_view IsaName(Isa isa);
 bool ParseIsaName(std::string_view name, Isa* out);
 
-// Defined in the per-ISA object libraries.
+// The scalar reference every other ISA is tested against.
 const KernelTable& ScalarKernels();
-const KernelTable& Avx2Kernels();
-const KernelTable& Avx512Kernels();
+
+// For the per-ISA files: a table's weight_ops from Impl::Ops<T>() for every T in kWeightDTypes.
+template <typename Impl>
+constexpr std::array<WeightOps, kWeightDTypes.size()> MakeWeightOps() {
+  return []<size_t... I>(std::index_sequence<I...>) {
+    return std::array<WeightOps, sizeof...(I)>{Impl::template Ops<kWeightDTypes[I]>()...};
+  }
+  (std::make_index_sequence<kWeightDTypes.size()>{});
+}
 
 }  // namespace zeroskip

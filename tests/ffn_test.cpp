@@ -244,8 +244,7 @@ TEST_P(FfnIsaTest, SparseEqualsDenseEverywhere) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Isas, FfnIsaTest,
-                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+INSTANTIATE_TEST_SUITE_P(Isas, FfnIsaTest, ::testing::ValuesIn(testing::AllIsaValues()),
                          [](const auto& info) { return std::string(IsaName(info.param)); });
 
 TEST(FfnRuntime, BatchedMatchesOneTokenAtATime) {

@@ -62,7 +62,7 @@ std::vector<Case> AllCases() {
   std::vector<Case> cases;
   for (const char* c : kCheckpoints) {
     // Every ISA, whether or not this CPU has it: SetUp reports a missing one as skipped.
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    for (Isa isa : testing::AllIsaValues()) {
       for (FfnMode ffn : {FfnMode::kAuto, FfnMode::kDense}) {
         for (int threads : {1, 2}) cases.push_back({c, isa, ffn, threads});
       }

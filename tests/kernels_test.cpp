@@ -12,14 +12,15 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <set>
 
 #include "test_util.h"
 
 namespace zeroskip {
 namespace {
 
-// One instance per SIMD ISA, whether or not this CPU has it: a missing one shows up as skipped
-// (with the reason) instead of passing without checking anything.
+// One instance per SIMD ISA compiled in, whether or not this CPU has it: a missing one shows up
+// as skipped (with the reason) instead of passing without checking anything.
 class KernelIsaTest : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
@@ -36,18 +37,18 @@ struct Matrix {
   std::vector<float> values;
 };
 
-Matrix RandomMatrix(WeightType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+Matrix RandomMatrix(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
   std::normal_distribution<float> dist;
   Matrix m;
   const size_t n = static_cast<size_t>(rows * cols);
   m.values.resize(n);
-  m.bytes.resize(n * (type == WeightType::kF32 ? 4 : 2));
+  m.bytes.resize(n * DTypeSize(type));
   for (size_t i = 0; i < n; ++i) {
     const float v = dist(rng);
-    if (type == WeightType::kF32) {
+    if (type == DType::kF32) {
       m.values[i] = v;
       std::memcpy(&m.bytes[4 * i], &v, 4);
-    } else if (type == WeightType::kBF16) {
+    } else if (type == DType::kBF16) {
       const auto b = Eigen::bfloat16(v);
       m.values[i] = static_cast<float>(b);
       std::memcpy(&m.bytes[2 * i], &b, 2);
@@ -64,7 +65,7 @@ double Tolerance(int64_t n, double abs_sum) {
   return 4.0 * n * std::ldexp(1.0, -24) * abs_sum + 1e-30;
 }
 
-const WeightType kTypes[] = {WeightType::kF32, WeightType::kF16, WeightType::kBF16};
+const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
 const int64_t kCols[] = {1, 7, 8, 15, 16, 17, 33, 64, 100, 257};
 const int64_t kRows[] = {0, 1, 3, 4, 5, 9, 67};
 
@@ -77,11 +78,48 @@ TEST(Kernels, DispatchPicksASupportedIsa) {
   EXPECT_FALSE(ParseIsaName("neon", &parsed));
 }
 
+// The ISA list is the one place an ISA is named and found: pin what dispatch derives from it.
+TEST(Kernels, IsaListIsConsistent) {
+  ASSERT_FALSE(AllIsas().empty());
+  EXPECT_EQ(AllIsas().front().isa, Isa::kScalar);  // the reference, which every CPU runs
+  std::set<std::string_view> names;
+  bool after_best = false;
+  for (const IsaInfo& info : AllIsas()) {
+    EXPECT_TRUE(names.insert(info.name).second) << "two ISAs named " << info.name;
+    Isa parsed;
+    ASSERT_TRUE(ParseIsaName(info.name, &parsed)) << info.name;
+    EXPECT_EQ(parsed, info.isa) << info.name;
+    EXPECT_EQ(IsaName(info.isa), info.name);
+    const KernelTable& table = info.table();
+    EXPECT_EQ(table.isa, info.isa) << info.name;
+    for (DType type : kTypes) {
+      const WeightOps& ops = table.ops(type);
+      EXPECT_NE(ops.dot_rows, nullptr) << info.name << " " << DTypeName(type);
+      EXPECT_NE(ops.axpy_rows, nullptr) << info.name << " " << DTypeName(type);
+      EXPECT_NE(ops.sparse_up_down, nullptr) << info.name << " " << DTypeName(type);
+    }
+    EXPECT_NE(table.compact_positive, nullptr) << info.name;
+    // BestIsa is the last one this CPU runs (within ZEROSKIP_MAX_ISA).
+    if (after_best) {
+      EXPECT_EQ(KernelsFor(info.isa), nullptr) << info.name;
+    }
+    after_best = after_best || info.isa == BestIsa();
+  }
+  EXPECT_TRUE(after_best) << "BestIsa() is not in AllIsas()";
+  ASSERT_NE(KernelsFor(BestIsa()), nullptr);
+  EXPECT_EQ(KernelsFor(BestIsa())->isa, BestIsa());
+}
+
+// A dtype without kernels is a caller's bug (files are validated on load): abort, do not throw.
+TEST(KernelsDeathTest, OpsForAnUnknownDtypeAborts) {
+  EXPECT_DEATH(ScalarKernels().ops(static_cast<DType>(3)), "no kernels for weight type 3");
+}
+
 TEST_P(KernelIsaTest, DotRowsMatchesReference) {
   std::mt19937 rng(1);
   const Isa isa = GetParam();
   const KernelTable& k = this->k();
-  for (WeightType type : kTypes) {
+  for (DType type : kTypes) {
     for (int64_t cols : kCols) {
       for (int64_t rows : kRows) {
         const Matrix w = RandomMatrix(type, rows + 3, cols, rng);
@@ -92,15 +130,15 @@ TEST_P(KernelIsaTest, DotRowsMatchesReference) {
         for (auto& i : idx) i = static_cast<int32_t>(rng() % (rows + 3));
         for (const int32_t* rp : std::array<const int32_t*, 2>{nullptr, idx.data()}) {
           std::vector<float> got(rows + 1, -7.0f), want(rows + 1, -7.0f);
-          k.dot_rows[int(type)](w.bytes.data(), cols, rp, rows, cols, x.data(), got.data());
-          ScalarKernels().dot_rows[int(type)](w.bytes.data(), cols, rp, rows, cols, x.data(),
-                                              want.data());
+          const WeightRows wr{w.bytes.data(), cols};
+          k.ops(type).dot_rows(wr, rp, rows, cols, x.data(), got.data());
+          ScalarKernels().ops(type).dot_rows(wr, rp, rows, cols, x.data(), want.data());
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t row = rp ? rp[r] : r;
             double abs_sum = 0;
             for (int64_t c = 0; c < cols; ++c) abs_sum += std::abs(w.values[row * cols + c] * x[c]);
             ASSERT_NEAR(got[r], want[r], Tolerance(cols, abs_sum))
-                << IsaName(isa) << " type " << int(type) << " cols " << cols << " row " << r;
+                << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " row " << r;
           }
           EXPECT_EQ(got[rows], -7.0f) << "wrote past the end";
         }
@@ -113,7 +151,7 @@ TEST_P(KernelIsaTest, AxpyRowsMatchesReference) {
   std::mt19937 rng(2);
   const Isa isa = GetParam();
   const KernelTable& k = this->k();
-  for (WeightType type : kTypes) {
+  for (DType type : kTypes) {
     for (int64_t cols : kCols) {
       for (int64_t rows : kRows) {
         const Matrix w = RandomMatrix(type, rows, cols, rng);
@@ -121,14 +159,14 @@ TEST_P(KernelIsaTest, AxpyRowsMatchesReference) {
         for (auto& v : coef) v = std::normal_distribution<float>()(rng);
         for (auto& v : y0) v = std::normal_distribution<float>()(rng);
         std::vector<float> got(y0), want(y0);
-        k.axpy_rows[int(type)](w.bytes.data(), cols, nullptr, coef.data(), rows, cols, got.data());
-        ScalarKernels().axpy_rows[int(type)](w.bytes.data(), cols, nullptr, coef.data(), rows, cols,
-                                             want.data());
+        const WeightRows wr{w.bytes.data(), cols};
+        k.ops(type).axpy_rows(wr, nullptr, coef.data(), rows, cols, got.data());
+        ScalarKernels().ops(type).axpy_rows(wr, nullptr, coef.data(), rows, cols, want.data());
         for (int64_t c = 0; c < cols; ++c) {
           double abs_sum = std::abs(y0[c]);
           for (int64_t r = 0; r < rows; ++r) abs_sum += std::abs(coef[r] * w.values[r * cols + c]);
           ASSERT_NEAR(got[c], want[c], Tolerance(rows + 1, abs_sum))
-              << IsaName(isa) << " type " << int(type) << " cols " << cols << " rows " << rows;
+              << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " rows " << rows;
         }
         EXPECT_EQ(got[cols], y0[cols]) << "wrote past the end";
       }
@@ -141,7 +179,7 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
   std::mt19937 rng(3);
   const Isa isa = GetParam();
   const KernelTable& k = this->k();
-  for (WeightType type : kTypes) {
+  for (DType type : kTypes) {
     for (int64_t hidden : {int64_t{1}, int64_t{17}, int64_t{64}, int64_t{100}, int64_t{257}}) {
       const int64_t ffn = 75;
       const Matrix up = RandomMatrix(type, ffn, hidden, rng);
@@ -159,11 +197,11 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
         }
         std::vector<float> got(hidden, 0.5f), want(hidden, 0.5f);
         const auto n = static_cast<int64_t>(rows.size());
-        k.sparse_up_down[int(type)](up.bytes.data(), down.bytes.data(), hidden, rows.data(),
-                                    gate.data(), n, x.data(), got.data());
-        ScalarKernels().sparse_up_down[int(type)](up.bytes.data(), down.bytes.data(), hidden,
-                                                  rows.data(), gate.data(), n, x.data(),
-                                                  want.data());
+        const WeightRows wu{up.bytes.data(), hidden}, wd{down.bytes.data(), hidden};
+        k.ops(type).sparse_up_down(wu, wd, hidden, rows.data(), gate.data(), n, x.data(),
+                                   got.data());
+        ScalarKernels().ops(type).sparse_up_down(wu, wd, hidden, rows.data(), gate.data(), n,
+                                                 x.data(), want.data());
         for (int64_t c = 0; c < hidden; ++c) {
           // Bound: each h_k carries its own dot error, then the axpy sum adds more.
           double abs_sum = 0.5;
@@ -174,7 +212,7 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
             abs_sum += gate[j] * dot_abs * std::abs(down.values[rows[j] * hidden + c]);
           }
           ASSERT_NEAR(got[c], want[c], Tolerance(hidden + n + 1, abs_sum))
-              << IsaName(isa) << " type " << int(type) << " hidden " << hidden << " sparsity "
+              << IsaName(isa) << " " << DTypeName(type) << " hidden " << hidden << " sparsity "
               << sparsity;
         }
       }
@@ -210,7 +248,7 @@ TEST_P(KernelIsaTest, CompactPositiveIsExact) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Simd, KernelIsaTest, ::testing::Values(Isa::kAvx2, Isa::kAvx512),
+INSTANTIATE_TEST_SUITE_P(Simd, KernelIsaTest, ::testing::ValuesIn(testing::SimdIsas()),
                          [](const auto& info) { return std::string(IsaName(info.param)); });
 
 }  // namespace

@@ -22,6 +22,18 @@ extern char** environ;
 namespace zeroskip::testing {
 namespace fs = std::filesystem;
 
+std::vector<Isa> AllIsaValues() {
+  std::vector<Isa> isas;
+  for (const IsaInfo& info : AllIsas()) isas.push_back(info.isa);
+  return isas;
+}
+
+std::vector<Isa> SimdIsas() {
+  std::vector<Isa> isas = AllIsaValues();
+  std::erase(isas, Isa::kScalar);
+  return isas;
+}
+
 std::string SourceDir() { return ZEROSKIP_SOURCE_DIR; }
 std::string TestDataDir() { return ZEROSKIP_TESTDATA; }
 std::string CliBinary() { return ZEROSKIP_BIN; }

@@ -18,6 +18,12 @@ inline void PrintTo(Isa isa, std::ostream* os) { *os << IsaName(isa); }
 
 namespace zeroskip::testing {
 
+// Every ISA compiled in (kernels' AllIsas), and all of them but the scalar reference: the
+// parameters of the per-ISA tests, one instance each whether or not this CPU has it, so a missing
+// one shows up as skipped (with the reason) instead of passing without checking anything.
+std::vector<Isa> AllIsaValues();
+std::vector<Isa> SimdIsas();
+
 std::string SourceDir();    // repository root
 std::string TestDataDir();  // generated HF checkpoints (ctest fixture)
 std::string CliBinary();

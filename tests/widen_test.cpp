@@ -164,22 +164,21 @@ TEST_P(WidenIsaTest, DotRowsWidensEveryHalfAndBf16Pattern) {
   const KernelTable& k = *KernelsFor(GetParam());
   const auto patterns = AllPatterns();
   const float one = 1.0f;
-  for (WeightType type : {WeightType::kF16, WeightType::kBF16}) {
+  for (DType type : {DType::kF16, DType::kBF16}) {
     std::vector<float> out(patterns.size());
-    k.dot_rows[int(type)](patterns.data(), 1, nullptr, static_cast<int64_t>(patterns.size()), 1,
-                          &one, out.data());
+    k.ops(type).dot_rows({patterns.data(), 1}, nullptr, static_cast<int64_t>(patterns.size()), 1,
+                         &one, out.data());
     for (size_t i = 0; i < patterns.size(); ++i) {
       float want =
-          type == WeightType::kF16 ? HalfBitsToFloat(patterns[i]) : Bf16BitsToFloat(patterns[i]);
+          type == DType::kF16 ? HalfBitsToFloat(patterns[i]) : Bf16BitsToFloat(patterns[i]);
       if (want == 0.0f) want = 0.0f;  // the accumulator starts at +0
       ASSERT_TRUE(SameFloat(out[i], want))
-          << IsaName(GetParam()) << " type " << int(type) << " pattern 0x" << std::hex << i;
+          << IsaName(GetParam()) << " " << DTypeName(type) << " pattern 0x" << std::hex << i;
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Isas, WidenIsaTest,
-                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+INSTANTIATE_TEST_SUITE_P(Isas, WidenIsaTest, ::testing::ValuesIn(testing::AllIsaValues()),
                          [](const auto& info) { return std::string(IsaName(info.param)); });
 
 }  // namespace

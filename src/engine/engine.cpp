@@ -48,7 +48,7 @@ uint64_t AvailableMemoryBytes() {
 
 std::vector<std::string_view> IsaNames() {
   std::vector<std::string_view> names;
-  for (const Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) names.push_back(IsaName(isa));
+  for (const IsaInfo& info : AllIsas()) names.push_back(info.name);
   return names;
 }
 

@@ -12,10 +12,6 @@
 namespace zeroskip {
 namespace {
 
-// The kernels index their tables by DType's code.
-static_assert(int(WeightType::kF32) == int(DType::kF32) && int(WeightType::kF16) == int(DType::kF16) &&
-              int(WeightType::kBF16) == int(DType::kBF16));
-
 // Slices of FFN neurons are multiples of this, so SIMD compaction works on whole vectors.
 constexpr int64_t kNeuronAlign = 16;
 
@@ -176,8 +172,7 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
 void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) const {
   const int64_t hidden = config_.hidden;
   const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.row_bytes;
-  kernels_.dot_rows[static_cast<int>(call.w.gate.dtype)](gate, hidden, nullptr, s.rows, hidden, x,
-                                                        s.g);
+  kernels_.ops(call.w.gate.dtype).dot_rows({gate, hidden}, nullptr, s.rows, hidden, x, s.g);
   if (call.settings.act == FfnActivation::kStochastic) {
     for (int64_t i = 0; i < s.rows; ++i) s.negatives += s.g[i] < 0.0f;
   }
@@ -206,24 +201,24 @@ void FfnRuntime::ActivateRows(const Call& call, Slice& s) {
 
 void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y) {
   const int64_t hidden = config_.hidden;
-  const int type = static_cast<int>(call.w.up.dtype);
+  const WeightOps& ops = kernels_.ops(call.w.up.dtype);
   const auto* up = static_cast<const uint8_t*>(call.w.up.data) + s.r0 * call.row_bytes;
   const auto* down = static_cast<const uint8_t*>(call.w.down_t.data) + s.r0 * call.row_bytes;
   if (call.settings.sparse_decode) {
-    kernels_.sparse_up_down[type](up, down, hidden, active_.data() + s.r0,
-                                  active_g_.data() + s.r0, s.active, x, partial_y);
+    ops.sparse_up_down({up, hidden}, {down, hidden}, hidden, active_.data() + s.r0,
+                       active_g_.data() + s.r0, s.active, x, partial_y);
     return;
   }
   const bool stochastic = call.settings.act == FfnActivation::kStochastic;
   float* u = up_.data() + s.r0;
-  kernels_.dot_rows[type](up, hidden, nullptr, s.rows, hidden, x, u);
+  ops.dot_rows({up, hidden}, nullptr, s.rows, hidden, x, u);
   for (int64_t i = 0; i < s.rows; ++i) {
     const float a = ActivateNeuron(call.settings, s.g[i], call.position, call.layer, s.r0 + i);
     s.active += a != 0.0f;
     s.picked += stochastic && s.g[i] < 0.0f && a != 0.0f;
     s.g[i] = a * u[i];
   }
-  kernels_.axpy_rows[type](down, hidden, nullptr, s.g, s.rows, hidden, partial_y);
+  ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
 }
 
 FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y) {

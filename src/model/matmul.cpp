@@ -78,7 +78,7 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
   // Decode and short prompts: the decode kernel on each block of rows for every token, so the
   // weights stream once in their stored type (no widening, no oneDNN repacking) and each token's
   // outputs are bit-identical to running it alone.
-  const auto dot = kernels_.dot_rows[static_cast<int>(w.dtype)];
+  const auto dot = kernels_.ops(w.dtype).dot_rows;
   const size_t elem = DTypeSize(w.dtype);
   const int64_t block = BlockRows(w.cols * static_cast<int64_t>(elem));
 #pragma omp parallel num_threads(threads_)
@@ -88,7 +88,7 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
       const int64_t r1 = std::min(end, r0 + block);
       const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * w.cols * elem;
       for (int64_t t = 0; t < n; ++t) {
-        dot(rows, w.cols, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
+        dot({rows, w.cols}, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
       }
     }
   }
@@ -101,7 +101,7 @@ void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t 
   }
   // y[t] = sum_r x[t, r] * w[r, :]: threads own column slices of y (no reduction), and each
   // block of rows is read once for every token.
-  const auto axpy = kernels_.axpy_rows[static_cast<int>(w.dtype)];
+  const auto axpy = kernels_.ops(w.dtype).axpy_rows;
   const size_t elem = DTypeSize(w.dtype);
   std::fill(y, y + n * w.cols, 0.0f);
 #pragma omp parallel num_threads(threads_)
@@ -113,7 +113,7 @@ void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t 
       const int64_t r1 = std::min(w.rows, r0 + block);
       const auto* rows = static_cast<const uint8_t*>(w.data) + (r0 * w.cols + c0) * elem;
       for (int64_t t = 0; t < n; ++t) {
-        axpy(rows, w.cols, nullptr, x + t * w.rows + r0, r1 - r0, c1 - c0, y + t * w.cols + c0);
+        axpy({rows, w.cols}, nullptr, x + t * w.rows + r0, r1 - r0, c1 - c0, y + t * w.cols + c0);
       }
     }
   }
