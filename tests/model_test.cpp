@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -263,14 +265,9 @@ TEST(Session, ChunkedPrefillMatchesReference) {
       if (split < ids.size()) s.Forward(std::span<const int>(ids).first(split));
       const auto logits =
           s.Forward(std::span<const int>(ids).subspan(split == ids.size() ? 0 : split));
-      const auto& row = want[ids.size() - 1];
-      double max_ref = 0;
-      for (const auto& v : row) max_ref = std::max(max_ref, std::abs(v.get<double>()));
-      ASSERT_EQ(logits.size(), row.size());
-      for (size_t v = 0; v < row.size(); ++v) {
-        ASSERT_NEAR(logits[v], row[v].get<double>(), 1e-4 * max_ref)
-            << "max_batch " << max_batch << " split " << split << " id " << v;
-      }
+      testing::ExpectNearReference(
+          logits, want[ids.size() - 1],
+          "max_batch " + std::to_string(max_batch) + " split " + std::to_string(split));
     }
     if (max_batch < static_cast<int64_t>(ids.size())) {
       s.Reset();
@@ -292,14 +289,9 @@ TEST(Session, SessionsSharingAnEngineKeepTheirOwnSequences) {
   ASSERT_GE(sequences.size(), 2u);
   Engine engine(m, {.threads = 2});
   auto expect_row = [&](size_t seq, size_t pos, std::span<const float> logits) {
-    const auto& row = sequences[seq]["logits"][pos];
-    double max_ref = 0;
-    for (const auto& v : row) max_ref = std::max(max_ref, std::abs(v.get<double>()));
-    ASSERT_EQ(logits.size(), row.size());
-    for (size_t v = 0; v < row.size(); ++v) {
-      ASSERT_NEAR(logits[v], row[v].get<double>(), 1e-4 * max_ref)
-          << "sequence " << seq << " position " << pos << " id " << v;
-    }
+    testing::ExpectNearReference(logits, sequences[seq]["logits"][pos],
+                                 "sequence " + std::to_string(seq) + " position " +
+                                     std::to_string(pos));
   };
   auto ids = [&](size_t seq) { return sequences[seq]["ids"].get<std::vector<int>>(); };
 
@@ -336,6 +328,51 @@ TEST(Session, SessionsSharingAnEngineKeepTheirOwnSequences) {
   for (size_t i = 0; i < sessions.size(); ++i) {
     for (size_t pos = 0; pos < got[i].size(); ++pos) expect_row(i, pos, got[i][pos]);
   }
+}
+
+// A KV cache of f16 or bf16 rounds keys and values when they are stored; the logits stay near
+// the float64 reference (measured worst |Δlogit| / max |logit| over the fixture: see the
+// tolerances) but are not those of the f32 cache, so the narrow type is really in use.
+TEST(Session, NarrowKvCachesStayNearTheReference) {
+  const auto fixture = nlohmann::json::parse(
+      testing::ReadFile(testing::SourceDir() + "/tests/data/golden/scoring.json"));
+  const Model& m = testing::LoadedModel(fixture["checkpoint"]);
+  const auto& sequence = fixture["sequences"][0];
+  const auto ids = sequence["ids"].get<std::vector<int>>();
+  Engine engine(m, {.threads = 2});
+  struct Want {
+    DType kv;
+    double tolerance;  // of the row's max |logit|
+  };
+  std::vector<std::vector<float>> f32_rows;
+  for (const Want w : {Want{DType::kF32, 1e-4}, Want{DType::kF16, 2e-3}, Want{DType::kBF16, 2e-2}}) {
+    Session s(engine, {.kv_type = w.kv});
+    EXPECT_EQ(s.kv_type(), w.kv);
+    double worst = 0;
+    bool differs = false;
+    for (size_t pos = 0; pos < ids.size(); ++pos) {
+      const auto logits = s.Forward({&ids[pos], 1});
+      const auto& row = sequence["logits"][pos];
+      double max_ref = 0, max_err = 0;
+      for (size_t v = 0; v < row.size(); ++v) {
+        max_ref = std::max(max_ref, std::abs(row[v].get<double>()));
+        max_err = std::max(max_err, std::abs(logits[v] - row[v].get<double>()));
+      }
+      worst = std::max(worst, max_err / max_ref);
+      if (w.kv == DType::kF32) {
+        f32_rows.emplace_back(logits.begin(), logits.end());
+      } else {
+        differs |= !std::equal(logits.begin(), logits.end(), f32_rows[pos].begin());
+      }
+    }
+    EXPECT_LE(worst, w.tolerance) << DTypeName(w.kv);
+    if (w.kv != DType::kF32) {
+      EXPECT_TRUE(differs) << DTypeName(w.kv) << " gave the f32 logits";
+    }
+    std::printf("KV %s: worst |dlogit| / max |logit| %.2e\n", std::string(DTypeName(w.kv)).c_str(),
+                worst);
+  }
+  EXPECT_THROW(Session(engine, {.kv_type = DType(7)}), Error);
 }
 
 // ------------------------------------------------------------------------ RMSNorm

@@ -15,6 +15,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+
 #include "zeroskip/convert.h"
 
 extern char** environ;
@@ -181,6 +183,17 @@ CliResult RunCli(const std::vector<std::string>& args) {
   r.out = ReadFile(out_path);
   r.err = ReadFile(err_path);
   return r;
+}
+
+void ExpectNearReference(std::span<const float> got, const nlohmann::json& want,
+                         const std::string& where) {
+  ASSERT_EQ(got.size(), want.size()) << where;
+  double max_ref = 0, max_err = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    max_ref = std::max(max_ref, std::abs(want[i].get<double>()));
+    max_err = std::max(max_err, std::abs(got[i] - want[i].get<double>()));
+  }
+  EXPECT_LE(max_err, 1e-4 * max_ref) << where << ": max |Δlogit| " << max_err;
 }
 
 }  // namespace zeroskip::testing

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <ostream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -60,6 +62,11 @@ float Bf16BitsToFloat(uint16_t bits);
 // value's rounding range: infinity), computed on the quantum of v's binade in double.
 float RoundToHalf(float v);
 float RoundToBf16(float v);
+
+// Logits against a float64 reference row (a JSON array): every |got - want| within 1e-4 of the
+// row's largest |want| (the f32 engine's error is ~1e-5 of it; a wrong row or position is O(1)).
+void ExpectNearReference(std::span<const float> got, const nlohmann::json& want,
+                         const std::string& where);
 
 // A one-layer Llama config small enough to write by hand (vocab: the test tokenizer's pieces).
 ModelConfig TinyConfig();

@@ -13,6 +13,7 @@
 
 #include "zeroskip/engine.h"
 #include "zeroskip/ffn.h"
+#include "zeroskip/format.h"
 
 namespace zeroskip {
 
@@ -20,7 +21,13 @@ struct SessionOptions {
   int64_t context = 0;  // 0: the model's context length; must not exceed it
   FfnMode ffn = FfnMode::kAuto;
   ActivationOptions activation{};  // the FFN activation (default: the model's own)
+  // Element type of the KV cache: f32 (exact), or f16/bf16 (half the memory and bandwidth;
+  // keys and values rounded to nearest even when stored).
+  DType kv_type = DType::kF32;
 };
+
+// The element types a KV cache may have.
+bool IsKvType(DType type);
 
 struct SequenceState;  // KV cache and per-sequence tables (src/engine/sequence.h)
 struct ForwardPass;    // what one forward pass works on (src/arch/forward.h)
@@ -55,6 +62,7 @@ class Session {
   // The FFN as this session runs it.
   bool sparse_decode() const;      // one token at a time through the sparse path
   FfnActivation activation() const;  // resolved: never kModel
+  DType kv_type() const;
   const std::vector<FfnLayerStats>& ffn_stats() const { return ffn_stats_; }  // per layer
   FfnLayerStats ffn_total() const;
   void ResetFfnStats();

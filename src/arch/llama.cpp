@@ -1,7 +1,6 @@
 // The Llama-family forward pass (LlamaForCausalLM / MistralForCausalLM as Hugging Face computes
 // it): embeddings, per layer RMSNorm -> attention with rotary embeddings (rotate-half) and
 // grouped-query heads -> residual, RMSNorm -> FFN runtime -> residual; final RMSNorm, LM head.
-#include <cstring>
 
 #include "arch/forward.h"
 #include "format/dtype.h"
@@ -16,7 +15,7 @@ void LlamaForward(const ForwardPass& pass, const int* tokens, int64_t n, int64_t
   Workspace& ws = pass.ws;
   SequenceState& seq = pass.seq;
   const ModelConfig& c = model.config();
-  const int64_t h = c.hidden, kv_dim = c.kv_dim();
+  const int64_t h = c.hidden;
   const WeightView& emb = model.embeddings();
   for (int64_t i = 0; i < n; ++i) {
     ConvertMatrix(static_cast<const uint8_t*>(emb.data) + tokens[i] * h * DTypeSize(emb.dtype),
@@ -31,12 +30,10 @@ void LlamaForward(const ForwardPass& pass, const int* tokens, int64_t n, int64_t
     ws.matmul.Linear(w.v, ws.xn.data(), n, ws.v.data());
     seq.rope.Apply(ws.q.data(), n, c.heads, position);
     seq.rope.Apply(ws.k.data(), n, c.kv_heads, position);
-    float* keys = &seq.k_cache[static_cast<size_t>(l) * seq.context * kv_dim];
-    float* values = &seq.v_cache[static_cast<size_t>(l) * seq.context * kv_dim];
-    std::memcpy(keys + position * kv_dim, ws.k.data(), sizeof(float) * n * kv_dim);
-    std::memcpy(values + position * kv_dim, ws.v.data(), sizeof(float) * n * kv_dim);
-    CausalAttention(shape, ws.q.data(), n, position, keys, values, ws.att.data(),
-                    seq.scores.data(), seq.context, pass.threads);
+    StoreKv(shape, ws.k.data(), n, position, seq.Keys(l));
+    StoreKv(shape, ws.v.data(), n, position, seq.Values(l));
+    CausalAttention(ws.kernels, shape, ws.q.data(), n, position, seq.Keys(l), seq.Values(l),
+                    ws.att.data(), seq.scores.data(), seq.context, pass.threads);
     ws.matmul.Linear(w.o, ws.att.data(), n, ws.proj.data());
     AddInPlace(ws.x.data(), ws.proj.data(), n * h);
     RmsNorm(ws.x.data(), n, h, w.ffn_norm, c.rms_eps, ws.xn.data());

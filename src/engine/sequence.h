@@ -5,24 +5,37 @@
 #include <vector>
 
 #include "ffn/ffn_runtime.h"
+#include "ops/attention.h"
 #include "ops/rope.h"
 
 namespace zeroskip {
 
 struct SequenceState {
-  SequenceState(const ModelConfig& config, int64_t context, int threads, FfnSettings ffn);
+  SequenceState(const ModelConfig& config, int64_t context, int threads, FfnSettings ffn,
+                DType kv_type);
 
   // Bytes a sequence of `context` positions takes (checked against free memory first).
-  static uint64_t Bytes(const ModelConfig& config, int64_t context, int threads,
+  static uint64_t Bytes(const ModelConfig& config, int64_t context, int threads, DType kv_type,
                         const std::string& path);
+
+  // One layer's keys or values, laid out for CausalAttention.
+  KvView Keys(int64_t layer) { return View(k_cache, layer); }
+  KvView Values(int64_t layer) { return View(v_cache, layer); }
 
   FfnSettings ffn;
   int64_t context;
-  std::vector<float> k_cache;  // [layers, context, kv_dim]
-  std::vector<float> v_cache;  // [layers, context, kv_dim]
+  DType kv_type;
+  size_t layer_bytes;             // one layer's keys (or values)
+  std::vector<uint8_t> k_cache;   // [layers, kv_heads, context, head_dim] of kv_type
+  std::vector<uint8_t> v_cache;   // [layers, kv_heads, context, head_dim] of kv_type
   std::vector<float> scores;   // [threads, context] attention scores
   RopeTable rope;              // positions [0, context)
   std::vector<float> logits;   // [vocab] of the last token run
+
+ private:
+  KvView View(std::vector<uint8_t>& cache, int64_t layer) {
+    return {cache.data() + layer * layer_bytes, kv_type, context};
+  }
 };
 
 }  // namespace zeroskip

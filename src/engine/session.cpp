@@ -10,21 +10,24 @@
 namespace zeroskip {
 
 SequenceState::SequenceState(const ModelConfig& c, int64_t context_in, int threads,
-                             FfnSettings ffn_in)
-    : ffn(ffn_in), context(context_in), rope(context_in, c.head_dim, c.rope_theta) {
-  const auto cache = static_cast<size_t>(c.layers) * context * c.kv_dim();
-  k_cache.resize(cache);
-  v_cache.resize(cache);
+                             FfnSettings ffn_in, DType kv_type_in)
+    : ffn(ffn_in),
+      context(context_in),
+      kv_type(kv_type_in),
+      layer_bytes(static_cast<size_t>(context_in) * c.kv_dim() * DTypeSize(kv_type_in)),
+      rope(context_in, c.head_dim, c.rope_theta) {
+  k_cache.resize(c.layers * layer_bytes);
+  v_cache.resize(c.layers * layer_bytes);
   scores.resize(static_cast<size_t>(threads) * context);
   logits.reserve(c.vocab);
 }
 
-uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads,
+uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads, DType kv_type,
                               const std::string& path) {
   auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "session size"); };
-  const uint64_t floats = mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()) +
-                          mul(context, c.head_dim + threads) + c.vocab;
-  return mul(floats, sizeof(float));
+  const uint64_t cache =
+      mul(mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()), DTypeSize(kv_type));
+  return cache + mul(mul(context, c.head_dim + threads) + c.vocab, sizeof(float));
 }
 
 Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine) {
@@ -37,10 +40,15 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
   }
   context_ = options.context > 0 ? options.context : c.context;
   const FfnSettings ffn = FfnSettings::Resolve(c, options.ffn, options.activation);
+  if (!IsKvType(options.kv_type)) {
+    throw Error(path, "a KV cache of " + std::string(DTypeName(options.kv_type)) +
+                          " is not supported (f32, f16 or bf16)");
+  }
 
   // Sized from the (untrusted) file: add it up with overflow checks and refuse what this machine
   // cannot hold, instead of dying in the allocator.
-  const uint64_t bytes = SequenceState::Bytes(c, context_, engine.threads(), path);
+  const uint64_t bytes =
+      SequenceState::Bytes(c, context_, engine.threads(), options.kv_type, path);
   const auto too_big = [&] {
     return Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
                            std::to_string((bytes + (1u << 20) - 1) >> 20) +
@@ -49,7 +57,7 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
   };
   if (bytes > AvailableMemoryBytes()) throw too_big();
   try {
-    state_ = std::make_unique<SequenceState>(c, context_, engine.threads(), ffn);
+    state_ = std::make_unique<SequenceState>(c, context_, engine.threads(), ffn, options.kv_type);
   } catch (const std::bad_alloc&) {
     throw too_big();  // the estimate above missed: still name the file and the cause
   }
@@ -59,7 +67,12 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
 
 Session::~Session() = default;
 
+bool IsKvType(DType type) {
+  return type == DType::kF32 || type == DType::kF16 || type == DType::kBF16;
+}
+
 bool Session::sparse_decode() const { return state_->ffn.sparse_decode; }
+DType Session::kv_type() const { return state_->kv_type; }
 FfnActivation Session::activation() const { return state_->ffn.act; }
 
 FfnLayerStats Session::ffn_total() const {

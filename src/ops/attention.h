@@ -1,8 +1,15 @@
 // Causal multi-head attention of a batch of queries over a KV cache, with grouped-query heads
-// (`heads / kv_heads` query heads share one KV head). f32 throughout; threads split (row, head).
+// (`heads / kv_heads` query heads share one KV head).
+//
+// The cache streams: per KV head, keys (and values) are contiguous over positions, [positions,
+// head_dim] in the cache's element type (f32, f16 or bf16). Scores are the dispatched dot_rows
+// kernel over the cached keys, the weighted sum of values the axpy_rows kernel, so attention
+// runs at the same vector width and element types as the weights. Threads split (row, head).
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/kernels.h"
 
 namespace zeroskip {
 
@@ -10,12 +17,23 @@ struct AttentionShape {
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
 };
 
+// One layer's cache of one kind (keys or values): head h's position p starts at element
+// (h * stride + p) * head_dim of `data`, elements of `dtype`.
+struct KvView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t stride = 0;  // positions per head (the cache's context)
+};
+
+// Writes rows [n, kv_heads * head_dim] of f32 keys or values at positions pos0..pos0+n-1,
+// converted to the cache's type (round to nearest even).
+void StoreKv(const AttentionShape& shape, const float* rows, int64_t n, int64_t pos0, KvView cache);
+
 // q: [n, heads * head_dim], row i at position pos0 + i, attending to cached positions
-// 0..pos0 + i of keys/values ([>= pos0 + n, kv_heads * head_dim], already holding this batch).
-// out: [n, heads * head_dim]. scores: scratch of [threads, score_stride] with
-// score_stride >= pos0 + n.
-void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos0,
-                     const float* keys, const float* values, float* out, float* scores,
-                     int64_t score_stride, int threads);
+// 0..pos0 + i (the cache already holds this batch). out: [n, heads * head_dim].
+// scores: scratch of [threads, score_stride] floats with score_stride >= pos0 + n.
+void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, const float* q,
+                     int64_t n, int64_t pos0, KvView keys, KvView values, float* out,
+                     float* scores, int64_t score_stride, int threads);
 
 }  // namespace zeroskip

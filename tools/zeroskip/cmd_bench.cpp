@@ -20,10 +20,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-// Speedup against sparsity, drawn by gnuplot into `png` (created before the benchmark ran, so an
-// unwritable path fails first, in one line).
-void PlotSpeedup(const std::vector<FfnBenchResult>& results, AtomicOutput& png_file,
-                 const std::string& title) {
+struct PlotSeries {
+  std::string title, style;  // style: gnuplot's "with ..." words
+  std::vector<std::pair<double, double>> points;
+};
+
+// Draws `series` with gnuplot into `png_file` (created before the benchmark ran, so an
+// unwritable path fails first, in one line). `setup`: extra gnuplot settings (ranges, keys).
+void Plot(AtomicOutput& png_file, const std::string& title, const std::string& xlabel,
+          const std::string& ylabel, const std::string& setup,
+          const std::vector<PlotSeries>& series) {
   const std::string& png = png_file.path();
   for (const char c : png_file.tmp_path() + title) {
     if (c == '\'' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
@@ -36,25 +42,38 @@ void PlotSpeedup(const std::vector<FfnBenchResult>& results, AtomicOutput& png_f
   if (gp == nullptr) throw Error(png, "cannot run gnuplot (apt-get install gnuplot-nox)");
   std::fprintf(gp,
                "set terminal pngcairo size 900,560 font ',11'\nset output '%s'\n"
-               "set title '%s'\nset xlabel 'zero fraction of the FFN hidden vector'\n"
-               "set ylabel 'speedup over oneDNN dense (x)'\nset grid\nset key top left\n"
-               "set yrange [0:*]\nset xrange [0:1]\n"
-               "plot '-' using 1:2 with linespoints lw 2 pt 7 title 'zeroskip sparse', "
-               "'-' using 1:2 with lines dt 2 lw 2 title 'ideal, dense gate: 3/(1+2(1-s))', "
-               "1 with lines lc 'gray' notitle\n",
-               png_file.tmp_path().c_str(), title.c_str());
-  for (const auto& r : results) std::fprintf(gp, "%f %f\n", r.zero_fraction, r.speedup);
-  std::fprintf(gp, "e\n");
-  for (int i = 0; i <= 100; ++i) {
-    const double s = i / 100.0;
-    std::fprintf(gp, "%f %f\n", s, 3.0 / (1.0 + 2.0 * (1.0 - s)));
+               "set title '%s'\nset xlabel '%s'\nset ylabel '%s'\nset grid\n%s\nplot ",
+               png_file.tmp_path().c_str(), title.c_str(), xlabel.c_str(), ylabel.c_str(),
+               setup.c_str());
+  for (size_t i = 0; i < series.size(); ++i) {
+    std::fprintf(gp, "%s'-' using 1:2 with %s title '%s'", i ? ", " : "",
+                 series[i].style.c_str(), series[i].title.c_str());
   }
-  std::fprintf(gp, "e\n");
+  std::fprintf(gp, "\n");
+  for (const auto& s : series) {
+    for (const auto& [x, y] : s.points) std::fprintf(gp, "%f %f\n", x, y);
+    std::fprintf(gp, "e\n");
+  }
   struct stat st;
   if (pclose(gp) != 0 || ::fstat(png_file.fd(), &st) != 0 || st.st_size == 0) {
     throw Error(png, "gnuplot failed to write the plot (is gnuplot installed?)");
   }
   png_file.Commit();
+}
+
+// Speedup against sparsity, with the dense-gate ceiling 3 / (1 + 2(1 - s)).
+void PlotSpeedup(const std::vector<FfnBenchResult>& results, AtomicOutput& png_file,
+                 const std::string& title) {
+  PlotSeries measured{"zeroskip sparse", "linespoints lw 2 pt 7", {}};
+  for (const auto& r : results) measured.points.emplace_back(r.zero_fraction, r.speedup);
+  PlotSeries ideal{"ideal, dense gate: 3/(1+2(1-s))", "lines dt 2 lw 2", {}};
+  for (int i = 0; i <= 100; ++i) {
+    const double s = i / 100.0;
+    ideal.points.emplace_back(s, 3.0 / (1.0 + 2.0 * (1.0 - s)));
+  }
+  PlotSeries one{"", "lines lc 'gray'", {{0, 1}, {1, 1}}};
+  Plot(png_file, title, "zero fraction of the FFN hidden vector", "speedup over oneDNN dense (x)",
+       "set key top left\nset yrange [0:*]\nset xrange [0:1]", {measured, ideal, one});
 }
 
 void AddBenchFfn(CLI::App* bench) {
@@ -136,20 +155,52 @@ void AddBenchFfn(CLI::App* bench) {
   });
 }
 
+// Median per-token decode time of two sessions decoding the same greedy tokens, alternating
+// which runs first, from where each stands.
+std::pair<double, double> DecodeMedians(Session& sparse, Session& dense, std::span<const float> ls,
+                                        int n) {
+  std::vector<float> logits(ls.begin(), ls.end());
+  std::vector<double> sparse_ms, dense_ms;
+  for (int i = 0; i < n; ++i) {
+    const int id = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    for (int k = 0; k < 2; ++k) {
+      const bool run_sparse = (k == 0) == (i % 2 == 0);
+      const auto t0 = Clock::now();
+      if (run_sparse) {
+        const auto next = sparse.Forward({&id, 1});
+        logits.assign(next.begin(), next.end());
+      } else {
+        dense.Forward({&id, 1});
+      }
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      (run_sparse ? sparse_ms : dense_ms).push_back(ms);
+    }
+  }
+  return {Median(sparse_ms), Median(dense_ms)};
+}
+
 void AddBenchDecode(CLI::App* bench) {
   struct Flags {
     ComputeFlags compute;
     int n = 64;
-    std::string prompt = "The";
+    std::string prompt = "The", ctx_fill = "0", plot;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = bench->add_subcommand("decode", "End-to-end decode, sparse vs dense FFN, one run");
   AddComputeFlags(cmd, &f->compute);
   cmd->add_option("-n", f->n, "tokens to decode")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("-p,--prompt", f->prompt, "prompt");
+  cmd->add_option("--ctx-fill", f->ctx_fill,
+                  "comma-separated counts of cached positions to decode after (e.g. "
+                  "0,512,1024,2048; filled by a batched prefill)");
+  cmd->add_option("--plot", f->plot, "write a PNG of decode tok/s against --ctx-fill");
   cmd->callback([f] {
     const auto model = Model::Load(f->compute.model);
     ComputeOptions co = ApplyComputeFlags(f->compute, *model);
+    const std::vector<int64_t> fills =
+        ParseNumberList<int64_t>(f->ctx_fill, "--ctx-fill", 0, int64_t{1} << 22);
+    std::unique_ptr<AtomicOutput> plot;
+    if (!f->plot.empty()) plot = std::make_unique<AtomicOutput>(f->plot);
     // Two sessions on one engine: the weights and kernels are shared, each has its KV cache.
     Engine engine(*model, co.engine);
     co.session.ffn = FfnMode::kSparse;
@@ -159,39 +210,50 @@ void AddBenchDecode(CLI::App* bench) {
     std::vector<int> prompt = model->tokenizer().Encode(f->prompt);
     if (model->config().bos_id >= 0)
       prompt.insert(prompt.begin(), static_cast<int>(model->config().bos_id));
-    if (static_cast<int64_t>(prompt.size()) + f->n > sparse.context()) {
-      throw Error(f->compute.model, "prompt + -n exceed the context; lower -n or raise --ctx");
+    const int64_t most = *std::max_element(fills.begin(), fills.end());
+    if (static_cast<int64_t>(prompt.size()) + most + f->n > sparse.context()) {
+      throw Error("", "the prompt, --ctx-fill " + std::to_string(most) + " and -n " +
+                          std::to_string(f->n) + " exceed the context of " +
+                          std::to_string(sparse.context()) + "; lower them or raise --ctx");
     }
-    auto ls = sparse.Forward(prompt);
-    dense.Forward(prompt);
-    std::vector<double> sparse_ms, dense_ms;
-    for (int i = 0; i < f->n; ++i) {
-      // Both sessions decode the same greedy token, alternating which runs first.
-      const int id = static_cast<int>(std::max_element(ls.begin(), ls.end()) - ls.begin());
-      for (int k = 0; k < 2; ++k) {
-        const bool run_sparse = (k == 0) == (i % 2 == 0);
-        const auto t0 = Clock::now();
-        if (run_sparse) {
-          ls = sparse.Forward({&id, 1});
-        } else {
-          dense.Forward({&id, 1});
-        }
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-        (run_sparse ? sparse_ms : dense_ms).push_back(ms);
+    json runs = json::array();
+    for (const int64_t fill : fills) {
+      // The prompt, then `fill` filler tokens spread over the vocabulary.
+      std::vector<int> ids = prompt;
+      for (int64_t i = 0; i < fill; ++i) {
+        ids.push_back(static_cast<int>(3 + (i * 7919) % (model->config().vocab - 3)));
+      }
+      sparse.Reset();
+      dense.Reset();
+      sparse.ResetFfnStats();
+      const auto ls = sparse.Forward(ids);
+      dense.Forward(ids);
+      const auto [sparse_ms, dense_ms] = DecodeMedians(sparse, dense, ls, f->n);
+      runs.push_back({{"ctx_fill", fill},
+                      {"sparse_tok_s", 1e3 / sparse_ms},
+                      {"dense_tok_s", 1e3 / dense_ms},
+                      {"speedup", dense_ms / sparse_ms},
+                      {"ffn_zero_fraction", sparse.ffn_total().zero_fraction()}});
+      if (!f->compute.json) {
+        std::printf("after %lld cached positions: sparse %.2f tok/s, dense %.2f tok/s: %.2fx\n",
+                    static_cast<long long>(ids.size()), 1e3 / sparse_ms, 1e3 / dense_ms,
+                    dense_ms / sparse_ms);
       }
     }
     uint64_t weight_bytes = 0;  // read per decoded token by the dense path
     for (const auto& t : model->file().tensors()) {
       if (t.name != "tok_embeddings" || model->config().tied_embeddings) weight_bytes += t.nbytes;
     }
-    const double sparse_tok_s = 1e3 / Median(sparse_ms), dense_tok_s = 1e3 / Median(dense_ms);
+    const json& first = runs[0];
+    const double sparse_tok_s = first["sparse_tok_s"], dense_tok_s = first["dense_tok_s"];
     const double bandwidth = MeasureReadBandwidth(sparse.threads());
     const double dense_gb_s = weight_bytes * dense_tok_s / 1e9;
-    const double zeros = sparse.ffn_total().zero_fraction();
+    const double zeros = first["ffn_zero_fraction"];
     const json j = {{"model", f->compute.model},
                     {"tokens", f->n},
                     {"threads", sparse.threads()},
                     {"isa", std::string(engine.isa())},
+                    {"kv_type", std::string(DTypeName(sparse.kv_type()))},
                     {"sparse_tok_s", sparse_tok_s},
                     {"dense_tok_s", dense_tok_s},
                     {"speedup", sparse_tok_s / dense_tok_s},
@@ -199,7 +261,20 @@ void AddBenchDecode(CLI::App* bench) {
                     {"dense_weight_bytes_per_token", weight_bytes},
                     {"dense_gb_s", dense_gb_s},
                     {"read_bandwidth_gb_s", bandwidth},
-                    {"dense_bandwidth_share", dense_gb_s / bandwidth}};
+                    {"dense_bandwidth_share", dense_gb_s / bandwidth},
+                    {"ctx_fill", runs}};
+    if (plot) {
+      PlotSeries s{"sparse FFN", "linespoints lw 2 pt 7", {}}, d{"dense FFN", "linespoints lw 2 pt 5", {}};
+      for (const auto& r : runs) {
+        s.points.emplace_back(r["ctx_fill"].get<double>(), r["sparse_tok_s"].get<double>());
+        d.points.emplace_back(r["ctx_fill"].get<double>(), r["dense_tok_s"].get<double>());
+      }
+      Plot(*plot,
+           "decode after N cached positions (" + std::to_string(sparse.threads()) + " threads, " +
+               std::string(engine.isa()) + ", KV " + std::string(DTypeName(sparse.kv_type())) + ")",
+           "cached positions before decoding", "decode tok/s (median per token)",
+           "set key top right\nset yrange [0:*]", {s, d});
+    }
     if (f->compute.json) {
       std::cout << j.dump(2) << "\n";
     } else {

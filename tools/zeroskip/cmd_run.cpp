@@ -82,6 +82,9 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
       ->check(CLI::IsMember({"model", "relu", "silu", "stoch"}));
   cmd->add_option("--stoch-p", f->stoch_p, "--act stoch: probability of SiLU for a negative gate")
       ->check(FiniteRange(0, 1));
+  cmd->add_option("--kv-type", f->kv_type,
+                  "KV cache elements: f32 (exact, default)|f16|bf16 (half the memory)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   cmd->add_option("--seed", f->seed, "random seed (sampling and stochastic activations)")
       ->check(Unsigned64());
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
@@ -114,6 +117,7 @@ ComputeOptions ApplyComputeFlags(const ComputeFlags& f, const Model& model) {
   ParseFfnActivation(f.act, &o.session.activation.kind);
   o.session.activation.stoch_p = f.stoch_p;
   o.session.activation.seed = f.seed;
+  o.session.kv_type = *ParseDTypeName(f.kv_type);
   return o;
 }
 
@@ -212,7 +216,8 @@ void AddRun(CLI::App& app) {
           {"picked_negative_fraction",
            total.negative_gates ? double(total.picked_negatives) / total.negative_gates : 0.0},
           {"isa", isa},
-          {"threads", session.threads()}};
+          {"threads", session.threads()},
+          {"kv_type", std::string(DTypeName(session.kv_type()))}};
       if (f->stats_layers) j["layers"] = LayerStatsJson(session);
       std::cout << j.dump() << "\n";
     }

@@ -97,6 +97,7 @@ struct ComputeFlags {
   std::string ffn = "auto";
   std::string isa;  // empty: best available
   std::string act = "model";
+  std::string kv_type = "f32";
   float stoch_p = 0.5f;
   uint64_t seed = 0;  // sampling and stochastic activations
   bool json = false;
