@@ -53,6 +53,9 @@ using SparseUpDownFn = void (*)(WeightRows w_up, WeightRows w_down_t, int64_t hi
                                 const float* x, float* y);
 // Writes the indices i in [0, n) with g[i] > 0 to rows[] and g[i] to values[]; returns count.
 using CompactPositiveFn = int64_t (*)(const float* g, int64_t n, int32_t* rows, float* values);
+// Attention weights in place: x[i] = exp(scale * x[i] - m) / sum_j exp(scale * x[j] - m) with
+// m = max_j scale * x[j] (so no exp overflows), for i in [0, n), n >= 1.
+using ScaledSoftmaxFn = void (*)(float* x, int64_t n, float scale);
 
 // The ops that read weights, for one weight type.
 struct WeightOps {
@@ -69,6 +72,7 @@ struct KernelTable {
   Isa isa;
   std::array<WeightOps, kWeightDTypes.size()> weight_ops;  // in kWeightDTypes order
   CompactPositiveFn compact_positive;
+  ScaledSoftmaxFn scaled_softmax;
 
   const WeightOps& ops(DType dtype) const {
     for (size_t i = 0; i < kWeightDTypes.size(); ++i) {

@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <random>
 #include <set>
@@ -244,6 +245,39 @@ TEST_P(KernelIsaTest, CompactPositiveIsExact) {
         EXPECT_EQ(rows[i], want_rows[i]);
         EXPECT_EQ(vals[i], want_vals[i]);
       }
+    }
+  }
+}
+
+// Against a direct double-precision softmax computed here (not the scalar table: that one is
+// checked too, as the reference for the others). Scores span ±60 after scaling, so an exp without
+// the max shift overflows; one row has a -inf (a masked position) and one ties every element.
+TEST(Kernels, ScalarSoftmaxIsTheDefinition) {
+  std::vector<float> x = {1.0f, 2.0f, 3.0f, -std::numeric_limits<float>::infinity()};
+  ScalarKernels().scaled_softmax(x.data(), 4, 0.5f);
+  const double e[3] = {std::exp(-1.0), std::exp(-0.5), 1.0};
+  const double sum = e[0] + e[1] + e[2];
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(x[i], e[i] / sum, 1e-7) << i;
+  EXPECT_EQ(x[3], 0.0f);
+}
+
+TEST_P(KernelIsaTest, ScaledSoftmaxMatchesReference) {
+  std::mt19937 rng(6);
+  const KernelTable& k = this->k();
+  for (int64_t n : {1, 2, 7, 8, 15, 16, 17, 33, 100, 2049}) {
+    for (float spread : {0.0f, 1.0f, 60.0f}) {
+      std::vector<float> x(n);
+      for (auto& v : x) v = std::uniform_real_distribution<float>(-spread, spread)(rng) * 8.0f;
+      std::vector<float> want = x;
+      k.scaled_softmax(x.data(), n, 0.125f);
+      ScalarKernels().scaled_softmax(want.data(), n, 0.125f);
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_NEAR(x[i], want[i], 1e-6 * want[i] + 1e-30)
+            << IsaName(GetParam()) << " n " << n << " spread " << spread << " i " << i;
+        sum += x[i];
+      }
+      EXPECT_NEAR(sum, 1.0, 1e-5) << n;
     }
   }
 }

@@ -9,6 +9,7 @@
 #include "kernels/kernels.h"
 #include "kernels/ref/kernels_ref.h"
 #include "kernels/simd/drivers.h"
+#include "kernels/simd/softmax.h"
 
 namespace zeroskip {
 namespace {
@@ -97,7 +98,8 @@ int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values)
   return count + ref::CompactPositiveRange(g, i, n, rows + count, values + count);
 }
 
-constexpr KernelTable kTable{Isa::kAvx2, MakeWeightOps<simd::SimdKernels<Avx2>>(), CompactPositive};
+constexpr KernelTable kTable{Isa::kAvx2, MakeWeightOps<simd::SimdKernels<Avx2>>(), CompactPositive,
+                             simd::ScaledSoftmax<xsimd::fma3<xsimd::avx2>>};
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/simd/drivers.h"
+#include "kernels/simd/softmax.h"
 
 namespace zeroskip {
 namespace {
@@ -61,7 +62,7 @@ int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values)
 }
 
 constexpr KernelTable kTable{Isa::kAvx512, MakeWeightOps<simd::SimdKernels<Avx512>>(),
-                             CompactPositive};
+                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>};
 
 }  // namespace
 

@@ -3,7 +3,10 @@
 #include "kernels/ref/kernels_ref.h"
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "kernels/kernels.h"
 
@@ -69,7 +72,17 @@ struct RefKernels {
   }
 };
 
-constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactPositive};
+// In double: the reference the SIMD versions are checked against.
+void ScaledSoftmax(float* x, int64_t n, float scale) {
+  double max = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i) max = std::max(max, double(scale) * x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(double(scale) * x[i] - max);
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::exp(double(scale) * x[i] - max) / sum);
+}
+
+constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactPositive,
+                             ScaledSoftmax};
 
 }  // namespace
 

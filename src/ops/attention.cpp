@@ -2,10 +2,8 @@
 
 #include <omp.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
 #include "format/dtype.h"
 
@@ -45,18 +43,7 @@ void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, co
       const int64_t kv_head = head / group;
       dot({HeadRow(keys, kv_head, 0, hd), hd}, nullptr, count, hd, q_rows + i * q_dim + head * hd,
           scores);
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t t = 0; t < count; ++t) {
-        scores[t] *= scale;
-        max_score = std::max(max_score, scores[t]);
-      }
-      float sum = 0.0f;
-      for (int64_t t = 0; t < count; ++t) {
-        scores[t] = std::exp(scores[t] - max_score);
-        sum += scores[t];
-      }
-      const float inv = 1.0f / sum;
-      for (int64_t t = 0; t < count; ++t) scores[t] *= inv;
+      kernels.scaled_softmax(scores, count, scale);
       float* out = out_rows + i * q_dim + head * hd;
       std::memset(out, 0, sizeof(float) * hd);
       axpy({HeadRow(values, kv_head, 0, hd), hd}, nullptr, scores, count, hd, out);
