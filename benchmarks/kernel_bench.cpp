@@ -18,19 +18,32 @@ namespace {
 
 constexpr int64_t kHidden = 4096, kFfn = 11008;
 
-// One [kFfn, kHidden] matrix in f32 and bf16.
+// One [kFfn, kHidden] matrix in f32, and the same values in bf16, q8 and q4.
 struct Matrix {
   std::vector<float> f32;
-  std::vector<uint16_t> bf16;  // the same values rounded to bf16
-  explicit Matrix(uint32_t seed) : f32(kFfn * kHidden), bf16(kFfn * kHidden) {
+  std::vector<uint8_t> bf16, q8, q4;
+  explicit Matrix(uint32_t seed) : f32(kFfn * kHidden) {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<float> dist(-0.03f, 0.03f);
     for (auto& v : f32) v = dist(rng);
-    ConvertMatrix(reinterpret_cast<const uint8_t*>(f32.data()), DType::kF32, 1, f32.size(), false,
-                  reinterpret_cast<uint8_t*>(bf16.data()), DType::kBF16);
+    for (auto [type, bytes] :
+         {std::pair{DType::kBF16, &bf16}, {DType::kQ8, &q8}, {DType::kQ4, &q4}}) {
+      bytes->resize(DTypeBytes(type, f32.size()));
+      ConvertMatrix(reinterpret_cast<const uint8_t*>(f32.data()), DType::kF32, kFfn, kHidden, false,
+                    bytes->data(), type);
+    }
   }
   const void* data(DType t) const {
-    return t == DType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
+    switch (t) {
+      case DType::kBF16:
+        return bf16.data();
+      case DType::kQ8:
+        return q8.data();
+      case DType::kQ4:
+        return q4.data();
+      default:
+        return f32.data();
+    }
   }
 };
 
@@ -65,12 +78,12 @@ void BM_DenseGemv(benchmark::State& state) {
 #pragma omp parallel num_threads(threads)
     {
       const auto [b, e] = ThreadSlice(kFfn, omp_get_thread_num(), omp_get_num_threads());
-      k->ops(type).dot_rows({w + b * kHidden * DTypeSize(type), kHidden}, nullptr, e - b, kHidden,
+      k->ops(type).dot_rows({w + b * DTypeBytes(type, kHidden), kHidden}, nullptr, e - b, kHidden,
                             W().x.data(), y.data() + b);
     }
     benchmark::DoNotOptimize(y.data());
   }
-  Counters(state, double(kFfn) * kHidden * DTypeSize(type), 2.0 * kFfn * kHidden);
+  Counters(state, double(kFfn) * DTypeBytes(type, kHidden), 2.0 * kFfn * kHidden);
 }
 
 // The same GEMV through oneDNN matmul, weights packed once (the dense baseline): args weight type,
@@ -88,7 +101,7 @@ void BM_DenseGemvOneDnn(benchmark::State& state) {
     gemv.Run(packed, W().x.data(), y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  Counters(state, double(kFfn) * kHidden * DTypeSize(type), 2.0 * kFfn * kHidden);
+  Counters(state, double(kFfn) * DTypeBytes(type, kHidden), 2.0 * kFfn * kHidden);
 }
 
 // Eigen's GEMV (single-threaded without an Eigen thread pool), f32.
@@ -140,7 +153,7 @@ void BM_SparseUpDown(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   const double mean_active = double(total_active) / kSets;
-  Counters(state, 2.0 * mean_active * kHidden * DTypeSize(type), 4.0 * mean_active * kHidden);
+  Counters(state, 2.0 * mean_active * DTypeBytes(type, kHidden), 4.0 * mean_active * kHidden);
   state.counters["active"] = mean_active;
 }
 
@@ -158,12 +171,15 @@ void BM_CompactPositive(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kFfn);
 }
 
-constexpr int kF32 = int(DType::kF32), kBF16 = int(DType::kBF16);
-constexpr int kAvx2 = int(Isa::kAvx2), kAvx512 = int(Isa::kAvx512);
+constexpr int kF32 = int(DType::kF32), kBF16 = int(DType::kBF16), kQ8 = int(DType::kQ8),
+              kQ4 = int(DType::kQ4);
+constexpr int kAvx2 = int(Isa::kAvx2), kAvx512 = int(Isa::kAvx512),
+              kAvx512Vnni = int(Isa::kAvx512Vnni);
 
 BENCHMARK(BM_DenseGemv)
     ->ArgNames({"isa", "type", "threads"})
     ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kBF16}, {1, 2}})
+    ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4}, {1, 2}})
     ->UseRealTime();
 BENCHMARK(BM_DenseGemvOneDnn)->ArgNames({"type", "threads"})->ArgsProduct({{kF32, kBF16}, {1, 2}})
     ->UseRealTime();
@@ -171,6 +187,7 @@ BENCHMARK(BM_DenseGemvEigen)->UseRealTime();
 BENCHMARK(BM_SparseUpDown)
     ->ArgNames({"isa", "type", "sparsity", "threads"})
     ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kBF16}, {50, 90, 99}, {1, 2}})
+    ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4}, {90}, {1, 2}})
     ->UseRealTime();
 BENCHMARK(BM_CompactPositive)->ArgNames({"isa"})->Args({kAvx2})->Args({kAvx512});
 

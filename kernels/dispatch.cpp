@@ -11,6 +11,7 @@ namespace zeroskip {
 // Defined in the per-ISA object libraries.
 const KernelTable& Avx2Kernels();
 const KernelTable& Avx512Kernels();
+const KernelTable& Avx512VnniKernels();
 
 namespace {
 
@@ -33,10 +34,14 @@ bool CpuHasAvx512() {
   return CpuHasAvx2() && arch.avx512f && arch.avx512bw && arch.avx512dq && CpuidBit(7, 1, 31);
 }
 
+// AVX512_VNNI: leaf 7 ecx bit 11 (its state is the AVX-512 state CpuHasAvx512 checked).
+bool CpuHasAvx512Vnni() { return CpuHasAvx512() && CpuidBit(7, 2, 11); }
+
 constexpr IsaInfo kIsas[] = {
     {Isa::kScalar, "scalar", ScalarKernels, [] { return true; }},
     {Isa::kAvx2, "avx2", Avx2Kernels, CpuHasAvx2},
     {Isa::kAvx512, "avx512", Avx512Kernels, CpuHasAvx512},
+    {Isa::kAvx512Vnni, "avx512vnni", Avx512VnniKernels, CpuHasAvx512Vnni},
 };
 
 const IsaInfo* Find(Isa isa) {

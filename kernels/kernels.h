@@ -5,7 +5,12 @@
 // version per SIMD ISA (kernels/<isa>, each compiled with its own flags, the drivers shared in
 // kernels/simd/drivers.h). The ISAs compiled in are listed once (AllIsas); an Engine picks one
 // table at start-up (the best the CPU runs, or `--isa`). Weight matrices are f32, bf16 or f16
-// (bit patterns as uint16_t); activations are always f32.
+// (bit patterns as uint16_t), or q8 / q4 blocks (docs/FORMAT.md); activations are always f32.
+//
+// Quantized weights are multiplied with activations quantized the same way: x is cut into
+// blocks of 32, each stored as int8 with an f32 scale (QuantizeActivations), so a block's dot
+// product is exact integer arithmetic times the product of the two scales. This adds at most
+// |w|·amax_b/254 of error per block, amax_b the largest |x| of that block of x.
 #pragma once
 
 #include <array>
@@ -20,23 +25,24 @@
 
 namespace zeroskip {
 
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3 };
 
 // The weight types the kernels read, in the order of KernelTable::weight_ops. A new type is one
 // entry here and in WeightElem, plus its loads in the reference and the SIMD drivers.
-inline constexpr std::array kWeightDTypes = {DType::kF32, DType::kF16, DType::kBF16};
+inline constexpr std::array kWeightDTypes = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8,
+                                             DType::kQ4};
 
-// How one weight element is stored.
+// How one weight element is stored; quantized types are streams of bytes (blocks).
 template <DType T>
-using WeightElem = std::conditional_t<T == DType::kF32, float, uint16_t>;
+using WeightElem = std::conditional_t<T == DType::kF32, float,
+                                      std::conditional_t<IsQuantized(T), uint8_t, uint16_t>>;
 
 // Rows of a weight matrix as the kernels see it: row r starts at element r * ld of `data`
-// (elements of the op's dtype). `scales` is reserved for quantized types (per-block scales);
-// float types leave it null.
+// (elements of the op's dtype). Quantized types: ld, cols and every column offset are whole
+// blocks (multiples of kQuantBlock), so row r starts at byte DTypeBytes(dtype, r * ld).
 struct WeightRows {
   const void* data = nullptr;
   int64_t ld = 0;
-  const float* scales = nullptr;
 };
 
 // out[k] = dot(W[row_k, 0:cols], x) for k in [0, n), row_k = rows ? rows[k] : k.

@@ -10,8 +10,10 @@
 #include <limits>
 #include <random>
 
-#include "kernels/kernels.h"
 #include "engine/workspace.h"
+#include "format/dtype.h"
+#include "kernels/kernels.h"
+#include "kernels/ref/kernels_ref.h"
 #include "test_util.h"
 
 namespace zeroskip {
@@ -31,12 +33,14 @@ struct RandomFfn {
     std::mt19937 rng(seed);
     std::normal_distribution<float> dist(0.0f, 1.0f / std::sqrt(float(hidden)));
     auto fill = [&](std::vector<uint8_t>& bytes, std::vector<float>& values, float shift_per_row) {
-      bytes.resize(static_cast<size_t>(hidden * ffn) * DTypeSize(dtype));
+      bytes.resize(static_cast<size_t>(ffn) * DTypeBytes(dtype, hidden));
       values.resize(static_cast<size_t>(hidden * ffn));
       for (int64_t i = 0; i < hidden * ffn; ++i) {
         // A shift on column 0 moves every gate by shift * x[0] (x[0] is fixed to 1 below).
         const float v = dist(rng) + (i % hidden == 0 ? shift_per_row : 0.0f);
-        if (dtype == DType::kF32) {
+        if (IsQuantized(dtype)) {
+          values[i] = v;  // quantized below, a block at a time
+        } else if (dtype == DType::kF32) {
           values[i] = v;
           std::memcpy(&bytes[4 * i], &v, 4);
         } else if (dtype == DType::kBF16) {
@@ -47,6 +51,13 @@ struct RandomFfn {
           const auto h = Eigen::half(v);
           values[i] = static_cast<float>(h);
           std::memcpy(&bytes[2 * i], &h, 2);
+        }
+      }
+      if (IsQuantized(dtype)) {
+        for (int64_t b = 0; b < hidden * ffn / int64_t{kQuantBlock}; ++b) {
+          uint8_t* block = &bytes[b * DTypeBlockBytes(dtype)];
+          QuantizeBlock(&values[b * kQuantBlock], dtype, block);
+          DequantizeBlock(block, dtype, &values[b * kQuantBlock]);
         }
       }
     };
@@ -102,15 +113,24 @@ class FfnIsaTest : public ::testing::TestWithParam<Isa> {
 // evaluation may deviate from it: 4·(hidden + ffn)·2⁻²⁴ times the sum of the absolute values of
 // every term (gate and up dot products carry their own error into h_i; a neuron whose gate is
 // within that error of 0 may flip on or off, which the same bound covers). Losing any neuron's
-// term, or a thread's partial sum, is off by a whole term and fails it.
+// term, or a thread's partial sum, is off by a whole term and fails it. Quantized weights: gate
+// and up read x as the kernels quantize it (ref::QuantizeActivations, pinned in kernels_test),
+// so the same bound holds.
 struct Reference {
   std::vector<double> y, bound;
   int64_t active = 0;     // neurons with gate > 0
   int64_t ambiguous = 0;  // ... of which this many are within float error of 0 (may flip)
 };
 
-Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x) {
+Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_in) {
   const int64_t hidden = f.config.hidden, ffn = f.config.ffn;
+  std::vector<float> x = x_in;
+  if (IsQuantized(f.weights.gate.dtype)) {
+    std::vector<int8_t> q(hidden);
+    std::vector<float> d(hidden / kQuantBlock);
+    ref::QuantizeActivations(x_in.data(), hidden / kQuantBlock, q.data(), d.data());
+    for (int64_t i = 0; i < hidden; ++i) x[i] = d[i / kQuantBlock] * q[i];
+  }
   Reference r{std::vector<double>(hidden, 0.0), std::vector<double>(hidden, 0.0)};
   const double unit = 4.0 * static_cast<double>(hidden + ffn) * std::ldexp(1.0, -24);
   for (int64_t i = 0; i < ffn; ++i) {
@@ -134,11 +154,19 @@ Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x) {
   return r;
 }
 
+const DType kDTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8, DType::kQ4};
+
+// (hidden, ffn) pairs with odd sizes; quantized rows are whole blocks.
+std::vector<std::pair<int64_t, int64_t>> Shapes(DType dtype) {
+  if (IsQuantized(dtype)) return {{96, 75}, {64, 200}, {32, 17}};
+  return {{100, 75}, {64, 200}, {33, 17}};
+}
+
 TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
   const Isa isa = GetParam();
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+  for (DType dtype : kDTypes) {
     for (float shift : {50.0f, 0.0f, -1.3f, -50.0f}) {
-      for (auto [hidden, ffn] : {std::pair<int64_t, int64_t>{100, 75}, {64, 200}, {33, 17}}) {
+      for (auto [hidden, ffn] : Shapes(dtype)) {
         RandomFfn f(hidden, ffn, dtype, shift, 21);
         const auto x = Input(hidden, 22);
         const Reference want = ReferenceFfn(f, x);
@@ -159,12 +187,12 @@ TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
             const FfnLayerStats& st = rt.stats;
             const auto active = static_cast<int64_t>(st.neurons - st.zero_neurons);
             EXPECT_NEAR(active, want.active, want.ambiguous);
-            const uint64_t hf = hidden * ffn, elem = DTypeSize(dtype);
-            const uint64_t read = mode == FfnMode::kSparse ? hf + 2 * hidden * active : 3 * hf;
+            const uint64_t hf = hidden * ffn;
+            const uint64_t rows = mode == FfnMode::kSparse ? ffn + 2 * active : 3 * ffn;
             EXPECT_EQ(st.tokens, 1u);
             EXPECT_EQ(st.neurons, static_cast<uint64_t>(ffn));
-            EXPECT_EQ(st.weight_bytes_read, read * elem);
-            EXPECT_EQ(st.flops_done, 2 * read);
+            EXPECT_EQ(st.weight_bytes_read, rows * DTypeBytes(dtype, hidden));
+            EXPECT_EQ(st.flops_done, 2 * rows * hidden);
             EXPECT_EQ(st.flops_dense, 6 * hf);
           }
         }
@@ -204,12 +232,14 @@ TEST(FfnRuntime, AutoDecodesSparselyExactlyWhenTheActivationHasZeros) {
   }
 }
 
+// Quantized weights: exactly equal, since both paths do the same arithmetic for each neuron (x
+// quantized once, the same row kernels; an inactive neuron's zero coefficient adds nothing).
 TEST_P(FfnIsaTest, SparseEqualsDenseEverywhere) {
   const Isa isa = GetParam();
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+  for (DType dtype : kDTypes) {
     // Shifts from "every gate positive" to "every gate negative" (100% zeros).
     for (float shift : {50.0f, 0.0f, -1.3f, -50.0f}) {
-      for (auto [hidden, ffn] : {std::pair<int64_t, int64_t>{100, 75}, {64, 200}, {33, 17}}) {
+      for (auto [hidden, ffn] : Shapes(dtype)) {
         for (int threads : {1, 2}) {
           RandomFfn f(hidden, ffn, dtype, shift, 11);
           const auto x = Input(hidden, 12);
@@ -221,6 +251,10 @@ TEST_P(FfnIsaTest, SparseEqualsDenseEverywhere) {
           double scale = 0;
           for (float v : yd) scale = std::max(scale, double(std::abs(v)));
           for (int64_t c = 0; c < hidden; ++c) {
+            if (IsQuantized(dtype)) {
+              ASSERT_EQ(ys[c], yd[c]) << IsaName(isa) << " dtype " << DTypeName(dtype) << " shift "
+                                      << shift << " threads " << threads << " c " << c;
+            }
             ASSERT_NEAR(ys[c], yd[c], 1e-5 * scale + 1e-30)
                 << IsaName(isa) << " dtype " << DTypeName(dtype) << " shift " << shift
                 << " threads " << threads << " c " << c;

@@ -7,16 +7,24 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <random>
 
+#include "arch/architectures.h"
+#include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "arch/architectures.h"
+#include "format/zsk_layout.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
+#include "zeroskip/engine.h"
 #include "zeroskip/error.h"
+#include "zeroskip/model.h"
+#include "zeroskip/session.h"
 
 namespace zeroskip {
 namespace {
@@ -141,11 +149,19 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
   EXPECT_THROW(ZskWriter(dir / "missing/m.zsk", testing::TinyConfig(), "{}", "", {}), Error);
 }
 
-// n elements of `dtype` at `p`, widened to f32 by the test's own oracle.
+// n elements of `dtype` at `p`, widened (dequantized) to f32 by the test's own oracle.
 std::vector<float> Widened(const uint8_t* p, DType dtype, uint64_t n) {
   std::vector<float> out(n);
   for (uint64_t i = 0; i < n; ++i) {
-    if (dtype == DType::kF32) {
+    if (IsQuantized(dtype)) {
+      // Blocks of 32: f16 scale, then q8 int8 levels; q4 byte j = level j | level j + 16 << 4.
+      const uint8_t* block = p + (i / 32) * (dtype == DType::kQ8 ? 34 : 18);
+      const float d = testing::HalfBitsToFloat(static_cast<uint16_t>(block[0] | block[1] << 8));
+      const uint64_t j = i % 32;
+      const int level = dtype == DType::kQ8 ? static_cast<int8_t>(block[2 + j])
+                                            : ((block[2 + j % 16] >> (j < 16 ? 0 : 4)) & 15) - 8;
+      out[i] = d * static_cast<float>(level);
+    } else if (dtype == DType::kF32) {
       std::memcpy(&out[i], p + 4 * i, 4);
     } else {
       uint16_t bits;
@@ -186,7 +202,7 @@ std::vector<float> SourceTensor(const std::string& hf_dir, const std::string& na
       std::vector<uint8_t> raw(t.end - t.begin);
       InputFile(f).ReadAt(t.begin, raw.data(), raw.size());
       if (dtype) *dtype = t.dtype;
-      return Widened(raw.data(), t.dtype, raw.size() / DTypeSize(t.dtype));
+      return Widened(raw.data(), t.dtype, raw.size() / DTypeBytes(t.dtype, 1));
     }
   }
   ADD_FAILURE() << "no tensor " << name;
@@ -201,6 +217,36 @@ float Rounded(float v, DType to) {
   if (to == DType::kBF16) return testing::RoundToBf16(v);
   if (to == DType::kF16) return testing::RoundToHalf(v);
   return v;
+}
+
+// Rows of 32-value blocks quantized as docs/FORMAT.md specifies, then dequantized.
+std::vector<float> QuantizedRows(const std::vector<float>& v, DType to) {
+  std::vector<float> out(v.size());
+  for (size_t b = 0; b < v.size(); b += 32) {
+    float extreme = 0.0f;  // the first value of largest magnitude
+    for (size_t i = b; i < b + 32; ++i) {
+      if (std::abs(v[i]) > std::abs(extreme)) extreme = v[i];
+    }
+    const bool q8 = to == DType::kQ8;
+    const float d = testing::RoundToHalf(q8 ? std::abs(extreme) / 127.0f : extreme / -8.0f);
+    for (size_t i = b; i < b + 32; ++i) {
+      const float level = d == 0.0f ? 0.0f
+                                    : std::clamp(std::nearbyint(v[i] / d), q8 ? -127.0f : -8.0f,
+                                                 q8 ? 127.0f : 7.0f);
+      out[i] = d * level;
+    }
+  }
+  return out;
+}
+
+// What convert stores a tensor as (docs/FORMAT.md, "Weight types").
+DType StoredType(const TensorDef& def, DType source, std::optional<DType> requested) {
+  if (def.always_f32) return DType::kF32;
+  const DType want = requested.value_or(source);
+  if (!IsQuantized(want)) return want;
+  if (def.stored_shape().back() % 32 != 0) return DType::kBF16;
+  const bool vocab = def.name == "tok_embeddings" || def.name == "output";
+  return want == DType::kQ4 && vocab ? DType::kQ8 : want;
 }
 
 class ConvertRoundTrip : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {};
@@ -222,18 +268,22 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
     ASSERT_NE(t, nullptr) << def.name;
     DType src_type = DType::kF32;
     const std::vector<float> src = SourceTensor(hf, def.hf_name, &src_type);
-    const DType want_type = def.always_f32 ? DType::kF32 : opt.dtype.value_or(src_type);
+    const DType want_type = StoredType(def, src_type, opt.dtype);
     EXPECT_EQ(t->dtype, want_type) << def.name;
     const std::vector<float> got = StoredTensor(*file, *t);
     ASSERT_EQ(got.size(), src.size());
     const uint64_t rows = def.hf_shape[0], cols = def.hf_shape.size() > 1 ? def.hf_shape[1] : 1;
+    std::vector<float> want(src.size());  // as stored: [cols, rows] when transposed
     for (uint64_t r = 0; r < rows; ++r) {
       for (uint64_t c = 0; c < cols; ++c) {
-        const float want = Rounded(src[r * cols + c], want_type);
-        const float stored =
-            def.layout == Layout::kTransposed ? got[c * rows + r] : got[r * cols + c];
-        ASSERT_EQ(stored, want) << def.name << " [" << r << ", " << c << "]";
+        const uint64_t at = def.layout == Layout::kTransposed ? c * rows + r : r * cols + c;
+        want[at] =
+            IsQuantized(want_type) ? src[r * cols + c] : Rounded(src[r * cols + c], want_type);
       }
+    }
+    if (IsQuantized(want_type)) want = QuantizedRows(want, want_type);
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(got[i], want[i]) << def.name << " stored element " << i;
     }
   }
 }
@@ -287,12 +337,181 @@ TEST(Convert, FfnMatricesOfOneLayerMustShareADType) {
   EXPECT_EQ(ZskFile::Open(opt.out_path)->Find("layers.1.ffn_up")->dtype, DType::kBF16);
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoints, ConvertRoundTrip,
-                         ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32",
-                                                              "llama_mha_hd64_relu_bf16",
-                                                              "llama_gqa_hd64_relu_f16_sharded",
-                                                              "llama_mqa_hd128_silu_tied_f32"),
-                                            ::testing::Values("keep", "f32", "bf16", "f16")));
+std::string Hex(const uint8_t* p, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out += {digits[p[i] >> 4], digits[p[i] & 15]};
+  return out;
+}
+
+// Blocks worked out by hand (and by tools/reference/quant.py, which agrees): scale, levels with
+// ties rounding to even, the clip of q4's far side, zero blocks, the f16 overflow of a scale.
+TEST(Quantize, BlocksByHand) {
+  float v[32] = {127, -126.4f, 0.5f, 1.5f, 2.5f, -3.5f, 0.49f, -0.51f};  // the rest 0
+  uint8_t out[34];
+  // q8: d = f16(127 / 127) = 1.0 (0x3c00), q = rint(v): 127, -126, 0, 2, 2, -4, 0, -1.
+  EXPECT_FALSE(QuantizeBlock(v, DType::kQ8, out));
+  EXPECT_EQ(Hex(out, 10), "003c7f82000202fc00ff");
+  EXPECT_EQ(Hex(out + 10, 24), std::string(48, '0'));
+  float back[32];
+  DequantizeBlock(out, DType::kQ8, back);
+  EXPECT_EQ(back[1], -126.0f);
+  EXPECT_EQ(back[5], -4.0f);
+  // q4: the largest magnitude 127 goes to level -8: d = f16(127 / -8) = -15.875 (0xcbf0);
+  // -126.4 / -15.875 = 7.96 clips to 7; 0.5 / -15.875 rounds to 0. Byte j = (q_j + 8) |
+  // (q_j+16 + 8) << 4: byte 0 = 0 | 8 << 4, byte 1 = 15 | 8 << 4, the rest 0x88.
+  EXPECT_FALSE(QuantizeBlock(v, DType::kQ4, out));
+  EXPECT_EQ(Hex(out, 18), "f0cb808f" + std::string(28, '8'));
+  DequantizeBlock(out, DType::kQ4, back);
+  EXPECT_EQ(back[0], 127.0f);
+  EXPECT_EQ(back[1], -111.125f);  // 7 * -15.875
+  EXPECT_EQ(back[31], 0.0f);
+  // Equal magnitudes: the first one sets q4's sign. -4 first: d = 0.5, +4 clips to level 7.
+  float pm[32] = {-4, 4};
+  EXPECT_FALSE(QuantizeBlock(pm, DType::kQ4, out));
+  EXPECT_EQ(Hex(out, 4), "0038808f");  // 0.5 = 0x3800; bytes 0 | 8 << 4, 15 | 8 << 4
+  DequantizeBlock(out, DType::kQ4, back);
+  EXPECT_EQ(back[0], -4.0f);
+  EXPECT_EQ(back[1], 3.5f);
+  // All zero: scale 0 (q4: 0 / -8 = -0, 0x8000), levels 0 (q4 stores 8).
+  const float zero[32] = {};
+  EXPECT_FALSE(QuantizeBlock(zero, DType::kQ8, out));
+  EXPECT_EQ(Hex(out, 34), std::string(68, '0'));
+  EXPECT_FALSE(QuantizeBlock(zero, DType::kQ4, out));
+  EXPECT_EQ(Hex(out, 18), "0080" + std::string(32, '8'));
+  // 127 * 65520 rounds the q8 scale past f16's largest finite value.
+  float huge[32] = {127.0f * 65520.0f};
+  EXPECT_TRUE(QuantizeBlock(huge, DType::kQ8, out));
+  huge[0] = 127.0f * 65504.0f;
+  EXPECT_FALSE(QuantizeBlock(huge, DType::kQ8, out));
+}
+
+// One-layer HF checkpoint of `c` with random weights (and the test tokenizer), written by hand.
+void WriteHfCheckpoint(const std::string& dir, const ModelConfig& c) {
+  fs::create_directories(dir);
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                           {"model_type", "llama"},
+                           {"hidden_size", c.hidden},
+                           {"intermediate_size", c.ffn},
+                           {"num_hidden_layers", c.layers},
+                           {"num_attention_heads", c.heads},
+                           {"num_key_value_heads", c.kv_heads},
+                           {"head_dim", c.head_dim},
+                           {"vocab_size", c.vocab},
+                           {"hidden_act", "relu"},
+                           {"max_position_embeddings", c.context},
+                           {"tie_word_embeddings", false}};
+  testing::WriteFile(dir + "/config.json", config.dump());
+  testing::WriteFile(dir + "/tokenizer.model", TestTokenizer());
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  std::mt19937 rng(7);
+  const TensorTable table = ArchitectureTensors(c);
+  for (const TensorDef& def : table.stored()) {
+    uint64_t n = 1;
+    for (uint64_t d : def.hf_shape) n *= d;
+    std::vector<float> v(n);
+    for (auto& e : v) e = def.always_f32 ? 1.0f : std::normal_distribution<float>(0, 0.2f)(rng);
+    header[def.hf_name] = {{"dtype", "F32"},
+                           {"shape", def.hf_shape},
+                           {"data_offsets", {data.size(), data.size() + 4 * n}}};
+    data.append(reinterpret_cast<const char*>(v.data()), 4 * n);
+  }
+  const std::string json = header.dump();
+  std::string length(8, '\0');
+  const uint64_t n = json.size();
+  std::memcpy(length.data(), &n, 8);  // little-endian host, as the format
+  testing::WriteFile(dir + "/model.safetensors", length + json + data);
+}
+
+// Matrices whose stored rows are not whole blocks stay bf16 (an odd head_dim makes attn_q/k/v
+// [q_dim | kv_dim, 64] quantized but attn_output [64, 24] bf16; an odd hidden size leaves the
+// whole FFN bf16, one type for its three matrices); q4 keeps the vocabulary matrices q8. Such
+// a mixed file loads and runs.
+TEST(Convert, QuantizedTypesOnlyForWholeBlockRows) {
+  struct Shape {
+    int64_t hidden, ffn, head_dim;
+  };
+  for (const Shape shape : {Shape{64, 40, 12}, Shape{48, 40, 16}}) {
+    for (DType dtype : {DType::kQ8, DType::kQ4}) {
+      testing::TempDir dir;
+      ModelConfig c = testing::TinyConfig();
+      c.hidden = shape.hidden;
+      c.ffn = shape.ffn;
+      c.head_dim = shape.head_dim;
+      WriteHfCheckpoint(dir / "hf", c);
+      ConvertOptions opt;
+      opt.hf_dir = dir / "hf";
+      opt.out_path = dir / "m.zsk";
+      opt.dtype = dtype;
+      ConvertHfCheckpoint(opt);
+      const auto file = ZskFile::Open(opt.out_path);
+      for (const TensorInfo& t : file->tensors()) {
+        DType want = dtype;
+        if (t.shape.size() == 1) {
+          want = DType::kF32;
+        } else if (t.shape[1] % 32 != 0) {
+          want = DType::kBF16;
+        } else if (dtype == DType::kQ4 && (t.name == "tok_embeddings" || t.name == "output")) {
+          want = DType::kQ8;
+        }
+        EXPECT_EQ(t.dtype, want) << t.name << " " << DTypeName(dtype) << " hidden " << c.hidden;
+      }
+      const auto model = Model::Load(opt.out_path);
+      Engine engine(*model, {.threads = 2});
+      Session session(engine, {});
+      const std::vector<int> ids = {1, 281, 342};
+      for (float v : session.Forward(ids)) ASSERT_TRUE(std::isfinite(v));
+    }
+  }
+}
+
+// The reader refuses quantized tensors whose rows are not whole blocks or whose byte size
+// disagrees with blocks x block bytes (the table is otherwise well formed).
+TEST(ZskFile, RefusesQuantizedRowsThatAreNotWholeBlocks) {
+  testing::TempDir dir;
+  auto write = [&](DType dtype, std::vector<uint64_t> shape) {
+    ZskWriter w(dir / "m.zsk", testing::TinyConfig(), "{}", TestTokenizer(),
+                {{"a", dtype, Layout::kRowMajor, shape}});
+    w.WriteNext(std::vector<uint8_t>(w.plan()[0].nbytes, 0));
+    w.Finish();
+  };
+  write(DType::kQ8, {3, 64});
+  const auto file = ZskFile::Open(dir / "m.zsk");
+  EXPECT_EQ(file->Find("a")->nbytes, 3u * 2 * 34);
+  write(DType::kQ4, {2, 32});
+  EXPECT_EQ(ZskFile::Open(dir / "m.zsk")->Find("a")->nbytes, 2u * 18);
+  EXPECT_THROW(write(DType::kQ8, {3, 40}), Error);  // the writer refuses it too
+  // Edit a valid record (and reseal the header checksum): a 40-column shape, then a byte size
+  // one block short.
+  write(DType::kQ8, {3, 64});
+  const std::string bytes = testing::ReadFile(dir / "m.zsk");
+  auto reason = [&](uint64_t field, uint64_t value) {
+    std::string image = bytes;
+    auto* base = reinterpret_cast<uint8_t*>(image.data());
+    const ZskHeader h = DecodeZskHeader(base, image.size(), "m.zsk");
+    std::memcpy(base + h.table_offset + field, &value, 8);  // little-endian host, as the format
+    const uint64_t sum = ZskHeaderChecksum(base, h);
+    std::memcpy(base + kZskChecksumFieldOffset, &sum, 8);
+    testing::WriteFile(dir / "e.zsk", image);
+    try {
+      ZskFile::Open(dir / "e.zsk");
+    } catch (const Error& e) {
+      return e.reason();
+    }
+    return std::string();
+  };
+  EXPECT_EQ(reason(120, 40), "tensor 'a': rows of 40 elements are not whole q8 blocks of 32");
+  EXPECT_EQ(reason(152, 5 * 34), "tensor 'a': byte size 170 does not match dtype x shape");
+  EXPECT_EQ(reason(152, 6 * 34), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Checkpoints, ConvertRoundTrip,
+    ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
+                                         "llama_gqa_hd64_relu_f16_sharded",
+                                         "llama_mqa_hd128_silu_tied_f32"),
+                       ::testing::Values("keep", "f32", "bf16", "f16", "q8", "q4")));
 
 }  // namespace
 }  // namespace zeroskip

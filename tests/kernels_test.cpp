@@ -2,7 +2,9 @@
 // and over sparsity levels. Tolerance for sums of n products: |Δ| <= 4·n·2⁻²⁴·Σ|terms| (the
 // worst-case float summation bound; SIMD changes only the order of additions). An indexing bug
 // is off by a whole term (~Σ|terms|/n) and fails it. bf16 and f16 weights are widened exactly,
-// so the same bound holds for them.
+// so the same bound holds for them. q8 and q4 weights: the reference and every ISA multiply them
+// with the same quantized activations (pinned bit for bit below) in exact integer arithmetic, so
+// the same bound holds with the terms w·x̂ (x̂ the dequantized activations).
 #include "kernels/kernels.h"
 
 #include <gtest/gtest.h>
@@ -12,9 +14,12 @@
 #include <cmath>
 #include <limits>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <set>
 
+#include "format/dtype.h"
+#include "kernels/ref/kernels_ref.h"
 #include "test_util.h"
 
 namespace zeroskip {
@@ -43,7 +48,20 @@ Matrix RandomMatrix(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
   Matrix m;
   const size_t n = static_cast<size_t>(rows * cols);
   m.values.resize(n);
-  m.bytes.resize(n * DTypeSize(type));
+  m.bytes.resize(DTypeBytes(type, n));
+  if (IsQuantized(type)) {
+    // Every byte value (q8's -128 included, which the converter never writes but a file may
+    // hold) and scales of either sign across binades.
+    const uint64_t block_bytes = DTypeBlockBytes(type);
+    for (size_t b = 0; b < n / kQuantBlock; ++b) {
+      uint8_t* block = &m.bytes[b * block_bytes];
+      const Eigen::half d(std::ldexp(dist(rng), static_cast<int>(rng() % 9) - 8));
+      std::memcpy(block, &d, 2);
+      for (uint64_t i = 2; i < block_bytes; ++i) block[i] = static_cast<uint8_t>(rng());
+      DequantizeBlock(block, type, &m.values[b * kQuantBlock]);
+    }
+    return m;
+  }
   for (size_t i = 0; i < n; ++i) {
     const float v = dist(rng);
     if (type == DType::kF32) {
@@ -66,9 +84,25 @@ double Tolerance(int64_t n, double abs_sum) {
   return 4.0 * n * std::ldexp(1.0, -24) * abs_sum + 1e-30;
 }
 
-const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
-const int64_t kCols[] = {1, 7, 8, 15, 16, 17, 33, 64, 100, 257};
+const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8, DType::kQ4};
 const int64_t kRows[] = {0, 1, 3, 4, 5, 9, 67};
+
+// Row lengths with every kind of tail; quantized rows are whole blocks.
+std::vector<int64_t> Cols(DType type) {
+  if (IsQuantized(type)) return {32, 64, 96, 160, 288};
+  return {1, 7, 8, 15, 16, 17, 33, 64, 100, 257};
+}
+
+// x as the dot products with `type` read it: itself, or dequantized from its quantized blocks.
+std::vector<float> AsRead(DType type, const std::vector<float>& x) {
+  if (!IsQuantized(type)) return x;
+  const int64_t blocks = static_cast<int64_t>(x.size() / kQuantBlock);
+  std::vector<int8_t> q(x.size());
+  std::vector<float> d(blocks), out(x.size());
+  ref::QuantizeActivations(x.data(), blocks, q.data(), d.data());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = d[i / kQuantBlock] * q[i];
+  return out;
+}
 
 TEST(Kernels, DispatchPicksASupportedIsa) {
   EXPECT_NE(KernelsFor(BestIsa()), nullptr);
@@ -113,7 +147,7 @@ TEST(Kernels, IsaListIsConsistent) {
 
 // A dtype without kernels is a caller's bug (files are validated on load): abort, do not throw.
 TEST(KernelsDeathTest, OpsForAnUnknownDtypeAborts) {
-  EXPECT_DEATH(ScalarKernels().ops(static_cast<DType>(3)), "no kernels for weight type 3");
+  EXPECT_DEATH(ScalarKernels().ops(static_cast<DType>(7)), "no kernels for weight type 7");
 }
 
 TEST_P(KernelIsaTest, DotRowsMatchesReference) {
@@ -121,11 +155,12 @@ TEST_P(KernelIsaTest, DotRowsMatchesReference) {
   const Isa isa = GetParam();
   const KernelTable& k = this->k();
   for (DType type : kTypes) {
-    for (int64_t cols : kCols) {
+    for (int64_t cols : Cols(type)) {
       for (int64_t rows : kRows) {
         const Matrix w = RandomMatrix(type, rows + 3, cols, rng);
         std::vector<float> x(cols);
         for (auto& v : x) v = std::normal_distribution<float>()(rng);
+        const std::vector<float> xr = AsRead(type, x);
         // Gathered rows (sparse use) and contiguous rows (dense use).
         std::vector<int32_t> idx(rows);
         for (auto& i : idx) i = static_cast<int32_t>(rng() % (rows + 3));
@@ -137,7 +172,8 @@ TEST_P(KernelIsaTest, DotRowsMatchesReference) {
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t row = rp ? rp[r] : r;
             double abs_sum = 0;
-            for (int64_t c = 0; c < cols; ++c) abs_sum += std::abs(w.values[row * cols + c] * x[c]);
+            for (int64_t c = 0; c < cols; ++c)
+              abs_sum += std::abs(w.values[row * cols + c] * xr[c]);
             ASSERT_NEAR(got[r], want[r], Tolerance(cols, abs_sum))
                 << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " row " << r;
           }
@@ -153,7 +189,7 @@ TEST_P(KernelIsaTest, AxpyRowsMatchesReference) {
   const Isa isa = GetParam();
   const KernelTable& k = this->k();
   for (DType type : kTypes) {
-    for (int64_t cols : kCols) {
+    for (int64_t cols : Cols(type)) {
       for (int64_t rows : kRows) {
         const Matrix w = RandomMatrix(type, rows, cols, rng);
         std::vector<float> coef(rows), y0(cols + 1);
@@ -181,12 +217,16 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
   const Isa isa = GetParam();
   const KernelTable& k = this->k();
   for (DType type : kTypes) {
-    for (int64_t hidden : {int64_t{1}, int64_t{17}, int64_t{64}, int64_t{100}, int64_t{257}}) {
+    const std::vector<int64_t> hiddens = IsQuantized(type)
+                                             ? std::vector<int64_t>{32, 64, 96, 288}
+                                             : std::vector<int64_t>{1, 17, 64, 100, 257};
+    for (int64_t hidden : hiddens) {
       const int64_t ffn = 75;
       const Matrix up = RandomMatrix(type, ffn, hidden, rng);
       const Matrix down = RandomMatrix(type, ffn, hidden, rng);
       std::vector<float> x(hidden);
       for (auto& v : x) v = std::normal_distribution<float>()(rng);
+      const std::vector<float> xr = AsRead(type, x);
       for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
         std::vector<int32_t> rows;
         std::vector<float> gate;
@@ -209,7 +249,7 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
           for (int64_t j = 0; j < n; ++j) {
             double dot_abs = 0;
             for (int64_t d = 0; d < hidden; ++d)
-              dot_abs += std::abs(up.values[rows[j] * hidden + d] * x[d]);
+              dot_abs += std::abs(up.values[rows[j] * hidden + d] * xr[d]);
             abs_sum += gate[j] * dot_abs * std::abs(down.values[rows[j] * hidden + c]);
           }
           ASSERT_NEAR(got[c], want[c], Tolerance(hidden + n + 1, abs_sum))
@@ -219,6 +259,69 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
       }
     }
   }
+}
+
+// q8 rows holding one level 1 with scale 1 each, an identity: their dot products with x return
+// each quantized activation d·q exactly.
+std::vector<float> QuantizedByIdentity(const KernelTable& k, const float* x, int64_t cols) {
+  std::vector<uint8_t> rows(DTypeBytes(DType::kQ8, cols * cols), 0);
+  const uint16_t one = 0x3c00;  // f16 1.0
+  for (int64_t r = 0; r < cols; ++r) {
+    uint8_t* row = &rows[DTypeBytes(DType::kQ8, r * cols)];
+    for (int64_t b = 0; b < cols / 32; ++b) std::memcpy(row + 34 * b, &one, 2);
+    row[34 * (r / 32) + 2 + r % 32] = 1;
+  }
+  std::vector<float> out(cols);
+  k.ops(DType::kQ8).dot_rows({rows.data(), cols}, nullptr, cols, cols, x, out.data());
+  return out;
+}
+
+// The activations' quantization is the same on every ISA, bit for bit, and is what
+// ref::QuantizeActivations defines; its special cases checked by hand.
+TEST_P(KernelIsaTest, ActivationQuantizationIsBitExact) {
+  const Isa isa = GetParam();
+  constexpr int64_t kBlocks = 8, kCols = kBlocks * kQuantBlock;
+  std::vector<float> x(kCols);
+  std::mt19937 rng(5);
+  for (auto& v : x) v = std::normal_distribution<float>(0.0f, 3.0f)(rng);
+  auto expect_definition = [&](const std::vector<float>& got, int64_t c0, int64_t cols) {
+    std::vector<int8_t> q(cols);
+    std::vector<float> d(cols / 32);
+    ref::QuantizeActivations(x.data() + c0, cols / 32, q.data(), d.data());
+    for (int64_t i = 0; i < cols; ++i) {
+      const float want = d[i / 32] * q[i];
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(got[i])) << IsaName(isa) << " column " << c0 + i;
+      } else {
+        EXPECT_EQ(got[i], want) << IsaName(isa) << " column " << c0 + i;
+      }
+    }
+  };
+  // Many blocks in one call, then the special blocks one call each (a NaN scale poisons every
+  // product of its row).
+  expect_definition(QuantizedByIdentity(k(), x.data(), kCols), 0, kCols);
+  // Block 0 by hand: amax 127 gives d = 1, q = round-half-even(x): ties 0.5 -> 0, 1.5 -> 2,
+  // 2.5 -> 2, -3.5 -> -4.
+  const float by_hand[] = {127, -126.4f, 0.5f, 1.5f, 2.5f, -3.5f, 0.49f, -0.51f};
+  const float by_hand_want[] = {127, -126, 0, 2, 2, -4, 0, -1};
+  std::fill(x.begin(), x.begin() + 32, 0.0f);
+  std::copy(std::begin(by_hand), std::end(by_hand), x.begin());
+  std::fill(x.begin() + 32, x.begin() + 64, 0.0f);                    // all zero: q = 0, d = 0
+  x[64 + 3] = std::numeric_limits<float>::infinity();                 // Inf: the block is NaN
+  x[96 + 31] = std::numeric_limits<float>::quiet_NaN();               // NaN: likewise
+  for (int64_t i = 128; i < 160; ++i) x[i] = std::ldexp(1.0f, -100);  // below the floor: 0
+  x[160] = -1e30f;                                                    // huge, finite
+  std::vector<float> got(kCols);
+  for (int64_t b = 0; b < kBlocks; ++b) {
+    const std::vector<float> block = QuantizedByIdentity(k(), x.data() + 32 * b, 32);
+    std::copy(block.begin(), block.end(), got.begin() + 32 * b);
+    expect_definition(block, 32 * b, 32);
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(got[i], by_hand_want[i]) << i;
+  for (int64_t i = 32; i < 64; ++i) EXPECT_EQ(got[i], 0.0f);
+  for (int64_t i = 64; i < 128; ++i) EXPECT_TRUE(std::isnan(got[i])) << i;
+  for (int64_t i = 128; i < 160; ++i) EXPECT_EQ(got[i], 0.0f);
+  EXPECT_EQ(got[160], -1e30f / 127.0f * 127.0f);
 }
 
 TEST_P(KernelIsaTest, CompactPositiveIsExact) {

@@ -130,6 +130,9 @@ TEST(ModelLoad, RefusesANormInAnotherDType) {
   ZskImage out = Original();
   out.SetDType("output_norm", 1, 256 * 2);  // f16
   EXPECT_EQ(LoadReason(out), "tensor 'output_norm' must be f32");
+  ZskImage q8 = Original();
+  q8.SetDType("layers.1.ffn_norm", 3, 256 / 32 * 34);  // q8: 8 blocks of 34 bytes
+  EXPECT_EQ(LoadReason(q8), "tensor 'layers.1.ffn_norm' must be f32");
 }
 
 TEST(ModelLoad, RefusesFfnMatricesOfDifferentDTypes) {
@@ -139,6 +142,26 @@ TEST(ModelLoad, RefusesFfnMatricesOfDifferentDTypes) {
   ZskImage down = Original();
   down.SetDType("layers.0.ffn_down", 1, 200 * 256 * 2);
   EXPECT_EQ(LoadReason(down), "layer 0: ffn_gate, ffn_up and ffn_down must share one dtype");
+  ZskImage q8 = Original();
+  q8.SetDType("layers.0.ffn_gate", 3, 200 * 256 / 32 * 34);
+  EXPECT_EQ(LoadReason(q8), "layer 0: ffn_gate, ffn_up and ffn_down must share one dtype");
+  ZskImage q4 = Original();
+  q4.SetDType("layers.1.ffn_down", 4, 200 * 256 / 32 * 18);
+  EXPECT_EQ(LoadReason(q4), "layer 1: ffn_gate, ffn_up and ffn_down must share one dtype");
+}
+
+// A quantized matrix's byte size counts its blocks' scales: the element count alone (or the
+// other quantized type's size) is refused before the model looks at it.
+TEST(ModelLoad, RefusesQuantizedByteSizesWithoutTheScales) {
+  for (uint64_t nbytes : {uint64_t{128 * 256}, uint64_t{128 * 256 / 32 * 18}}) {
+    ZskImage k = Original();
+    k.SetDType("layers.0.attn_k", 3, nbytes);
+    EXPECT_EQ(LoadReason(k), "tensor 'layers.0.attn_k': byte size " + std::to_string(nbytes) +
+                                 " does not match dtype x shape");
+  }
+  ZskImage k = Original();
+  k.SetDType("layers.0.attn_k", 3, 128 * 256 / 32 * 34);  // the f32 data read as q8 blocks
+  EXPECT_EQ(LoadReason(k), "");
 }
 
 TEST(ModelLoad, RefusesMissingAndMiscountedTensors) {
@@ -160,9 +183,9 @@ TEST(ZskHostile, NonZeroReservedHeaderBytesAreRefused) {
 }
 
 TEST(ZskHostile, UnknownDTypeAndLayoutCodesAreRefused) {
-  ZskImage int8 = Original();
-  int8.Put32(int8.Record("layers.0.ffn_up") + 96, 3);  // reserved for int8
-  EXPECT_EQ(LoadReason(int8), "tensor 'layers.0.ffn_up': unknown dtype code 3");
+  ZskImage code = Original();
+  code.Put32(code.Record("layers.0.ffn_up") + 96, 5);  // after q4
+  EXPECT_EQ(LoadReason(code), "tensor 'layers.0.ffn_up': unknown dtype code 5");
   ZskImage layout = Original();
   layout.SetLayout("layers.0.ffn_up", 2);
   EXPECT_EQ(LoadReason(layout), "tensor 'layers.0.ffn_up': unknown layout code 2");

@@ -56,8 +56,14 @@ const std::string& ConvertedModel(const std::string& name) {
   auto it = done.find(name);
   if (it == done.end()) {
     ConvertOptions opt;
-    const bool in_repo = name.find('/') != std::string::npos;
-    opt.hf_dir = (in_repo ? SourceDir() : TestDataDir()) + "/" + name;
+    const size_t at = name.find('@');
+    const std::string checkpoint = name.substr(0, at);
+    if (at != std::string::npos) {
+      opt.dtype = ParseDTypeName(name.substr(at + 1));
+      if (!opt.dtype) throw std::invalid_argument("no dtype " + name.substr(at + 1));
+    }
+    const bool in_repo = checkpoint.find('/') != std::string::npos;
+    opt.hf_dir = (in_repo ? SourceDir() : TestDataDir()) + "/" + checkpoint;
     std::string file = name;
     std::replace(file.begin(), file.end(), '/', '_');
     opt.out_path = dir / (file + ".zsk");

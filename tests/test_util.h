@@ -43,7 +43,8 @@ class TempDir {
 };
 
 // The .zsk of checkpoint `name` (converted on first use, cached for the process): a generated
-// test checkpoint, or a repository path such as "models/relu-ft" when the name has a '/'.
+// test checkpoint, or a repository path such as "models/relu-ft" when the name has a '/';
+// "<checkpoint>@<dtype>" converts it with --dtype (e.g. "models/relu-ft@q8").
 const std::string& ConvertedModel(const std::string& name);
 const Model& LoadedModel(const std::string& name);
 

@@ -23,11 +23,39 @@
 
 namespace zeroskip {
 
-// Values are part of the file format. 3 is reserved for int8 with per-row f32 scales.
-enum class DType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+// Values are part of the file format. q8 and q4 are quantized in blocks (see below).
+enum class DType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8 = 3, kQ4 = 4 };
 
-size_t DTypeSize(DType dtype);
-std::string_view DTypeName(DType dtype);  // "f32", "f16", "bf16"
+// The quantized types store each run of kQuantBlock consecutive elements of a row as one block
+// (docs/FORMAT.md): q8 {f16 scale d, int8 q[32]}, value d * q; q4 {f16 scale d, 16 bytes of
+// 4-bit q}, value d * (q - 8). A quantized matrix's rows are whole blocks (cols a multiple of
+// kQuantBlock). Float types are blocks of one element.
+inline constexpr uint64_t kQuantBlock = 32;
+
+constexpr bool IsQuantized(DType dtype) { return dtype == DType::kQ8 || dtype == DType::kQ4; }
+// Elements per block: kQuantBlock for quantized types, 1 for float types.
+constexpr uint64_t DTypeBlockElements(DType dtype) { return IsQuantized(dtype) ? kQuantBlock : 1; }
+// Bytes per block (0 for a code that is not a DType).
+constexpr uint64_t DTypeBlockBytes(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2;
+    case DType::kQ8:
+      return 2 + kQuantBlock;
+    case DType::kQ4:
+      return 2 + kQuantBlock / 2;
+  }
+  return 0;
+}
+// Bytes of `elements` consecutive elements of one row; `elements` a multiple of the block.
+constexpr uint64_t DTypeBytes(DType dtype, uint64_t elements) {
+  return elements / DTypeBlockElements(dtype) * DTypeBlockBytes(dtype);
+}
+
+std::string_view DTypeName(DType dtype);  // "f32", "f16", "bf16", "q8", "q4"
 std::optional<DType> ParseDTypeName(std::string_view name);
 
 // How a matrix sits in the file relative to the Hugging Face tensor of the same role.

@@ -1,7 +1,7 @@
 // Typed views of weight matrices as they sit in a mapped model file (or a test's buffer).
 //
 // A view points at memory it does not own and never copies; it says how to read the bytes
-// (element type, optional per-block scales, layout) and nothing about what the matrix is for.
+// (element type, layout) and nothing about what the matrix is for.
 #pragma once
 
 #include <cstdint>
@@ -10,12 +10,11 @@
 
 namespace zeroskip {
 
-// A matrix as stored: [rows, cols] row-major, elements of `dtype`. `layout` records whether
-// that is the Hugging Face orientation or its transpose. `scales` is for quantized types (one
-// f32 per block of a row); float types have none.
+// A matrix as stored: [rows, cols] row-major, elements of `dtype` (quantized types: each row is
+// cols / kQuantBlock blocks, their scales inside). `layout` records whether that is the Hugging
+// Face orientation or its transpose.
 struct WeightView {
   const void* data = nullptr;
-  const float* scales = nullptr;
   DType dtype = DType::kF32;
   Layout layout = Layout::kRowMajor;
   int64_t rows = 0;

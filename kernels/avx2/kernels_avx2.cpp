@@ -1,6 +1,7 @@
 // AVX2+FMA kernels (8 lanes): the vector traits for the shared drivers, and compaction. bf16 and
 // f16 weights are widened exactly to f32 in registers; tails shorter than a vector are copied
 // into a zero-filled stack buffer and run through the same code (AVX2 has no 16-bit masked load).
+// Quantized blocks multiply with maddubs.
 #include <immintrin.h>
 
 #include <array>
@@ -24,12 +25,7 @@ struct Avx2 {
   static Vec Zero() { return _mm256_setzero_ps(); }
   static Vec Broadcast(float v) { return _mm256_set1_ps(v); }
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-  static float Sum(Vec v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  static float Sum(Vec v) { return simd::SumLanes(v); }
 
   static Vec Load(const float* p) { return _mm256_loadu_ps(p); }
   static void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
@@ -49,6 +45,15 @@ struct Avx2 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
   }
   static Vec F16ToF32(Half v) { return _mm256_cvtph_ps(v); }
+
+  // maddubs adds pairs into int16 (at most 2·128·127: no saturation), madd pairs of those.
+  static __m256i DotU8S8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  }
+  static Vec I8ToF32(const int8_t* p) {
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
 
   // The last n < kLanes elements at p, zero-filled to a whole vector.
   template <typename E>

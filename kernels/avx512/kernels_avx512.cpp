@@ -1,65 +1,9 @@
-// AVX-512 kernels (F, BW, VL, DQ; 16 lanes): the vector traits for the shared drivers, and
-// compaction. bf16 and f16 weights are widened exactly to f32 in registers (bf16: shift left by
-// 16; f16: vcvtph2ps), so results match the f32 math on the widened values. Tails are masked.
-#include <immintrin.h>
-
-#include "kernels/kernels.h"
-#include "kernels/simd/drivers.h"
+// AVX-512 kernels (F, BW, VL, DQ; 16 lanes): the shared drivers over the AVX-512 traits.
+#include "kernels/avx512/avx512_traits.h"
 #include "kernels/simd/softmax.h"
 
 namespace zeroskip {
 namespace {
-
-__mmask16 TailMask(int64_t remaining) { return static_cast<__mmask16>((1u << remaining) - 1); }
-
-struct Avx512 {
-  using Vec = __m512;
-  using Half = __m256i;
-  using Tail = __mmask16;
-  static constexpr int64_t kLanes = 16;
-  static constexpr int kPrefetchLines = 4;
-
-  static Vec Zero() { return _mm512_setzero_ps(); }
-  static Vec Broadcast(float v) { return _mm512_set1_ps(v); }
-  static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-  static float Sum(Vec v) { return _mm512_reduce_add_ps(v); }
-
-  static Vec Load(const float* p) { return _mm512_loadu_ps(p); }
-  static void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-  static Tail TailOf(int64_t n) { return TailMask(n); }
-  static Vec LoadTail(const float* p, Tail m) { return _mm512_maskz_loadu_ps(m, p); }
-  static void StoreTail(float* p, Tail m, Vec v) { _mm512_mask_storeu_ps(p, m, v); }
-
-  static Half LoadHalf(const uint16_t* p) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  }
-  static Half LoadHalfTail(const uint16_t* p, Tail m) { return _mm256_maskz_loadu_epi16(m, p); }
-  static Vec Bf16ToF32(Half v) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-  }
-  static Vec F16ToF32(Half v) { return _mm512_cvtph_ps(v); }
-};
-
-int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values) {
-  constexpr int64_t kLanes = Avx512::kLanes;
-  __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i step = _mm512_set1_epi32(kLanes);
-  const __m512 zero = _mm512_setzero_ps();
-  int64_t count = 0;
-  for (int64_t i = 0; i < n; i += kLanes) {
-    const __mmask16 in = n - i >= kLanes ? static_cast<__mmask16>(0xFFFF) : TailMask(n - i);
-    const __m512 v = _mm512_maskz_loadu_ps(in, g + i);
-    const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, zero, _CMP_GT_OQ);
-    const int got = __builtin_popcount(m);
-    // Compress in registers, then a masked store of exactly `got` lanes.
-    const __mmask16 out = TailMask(got);
-    _mm512_mask_storeu_epi32(rows + count, out, _mm512_maskz_compress_epi32(m, index));
-    _mm512_mask_storeu_ps(values + count, out, _mm512_maskz_compress_ps(m, v));
-    count += got;
-    index = _mm512_add_epi32(index, step);
-  }
-  return count;
-}
 
 constexpr KernelTable kTable{Isa::kAvx512, MakeWeightOps<simd::SimdKernels<Avx512>>(),
                              CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>};

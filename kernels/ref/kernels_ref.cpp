@@ -13,9 +13,33 @@
 namespace zeroskip {
 namespace {
 
+float HalfToFloat(uint16_t bits) {
+  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+}
+
+// A quantized block of T: its scale and its 32 integer levels (q8: q; q4: q - 8).
+template <DType T>
+float BlockScale(const uint8_t* block) {
+  return HalfToFloat(static_cast<uint16_t>(block[0] | block[1] << 8));
+}
+
+template <DType T>
+int BlockLevel(const uint8_t* block, int64_t i) {
+  if constexpr (T == DType::kQ8) {
+    return static_cast<int8_t>(block[2 + i]);
+  } else {
+    const uint8_t byte = block[2 + i % (kQuantBlock / 2)];
+    return (i < int64_t{kQuantBlock / 2} ? byte & 15 : byte >> 4) - 8;
+  }
+}
+
+// Element i of a matrix of T (for quantized types, its dequantized value: exact in f32).
 template <DType T>
 float Load(const void* w, int64_t i) {
-  if constexpr (T == DType::kF32) {
+  if constexpr (IsQuantized(T)) {
+    const auto* block = static_cast<const uint8_t*>(w) + DTypeBytes(T, i - i % kQuantBlock);
+    return BlockScale<T>(block) * static_cast<float>(BlockLevel<T>(block, i % kQuantBlock));
+  } else if constexpr (T == DType::kF32) {
     return static_cast<const float*>(w)[i];
   } else {
     const uint16_t bits = static_cast<const uint16_t*>(w)[i];
@@ -25,7 +49,7 @@ float Load(const void* w, int64_t i) {
       std::memcpy(&f, &wide, 4);
       return f;
     } else {
-      return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+      return HalfToFloat(bits);
     }
   }
 }
@@ -36,7 +60,22 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
   for (int64_t k = 0; k < n; ++k) {
     const int64_t base = (rows ? rows[k] : k) * w.ld;
     double acc = 0;
-    for (int64_t c = 0; c < cols; ++c) acc += double(Load<T>(w.data, base + c)) * x[c];
+    if constexpr (IsQuantized(T)) {
+      // Per block: the exact integer dot product of the levels, times the product of the
+      // weight's and the activations' scales (rounded to f32, as every ISA computes it).
+      for (int64_t c = 0; c < cols; c += kQuantBlock) {
+        int8_t xq[kQuantBlock];
+        float xd;
+        ref::QuantizeActivations(x + c, 1, xq, &xd);
+        const auto* block = static_cast<const uint8_t*>(w.data) + DTypeBytes(T, base + c);
+        int64_t levels = 0;
+        for (int64_t i = 0; i < int64_t{kQuantBlock}; ++i)
+          levels += BlockLevel<T>(block, i) * xq[i];
+        acc += double(levels) * double(BlockScale<T>(block) * xd);
+      }
+    } else {
+      for (int64_t c = 0; c < cols; ++c) acc += double(Load<T>(w.data, base + c)) * x[c];
+    }
     out[k] = static_cast<float>(acc);
   }
 }
@@ -85,6 +124,30 @@ constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactP
                              ScaledSoftmax};
 
 }  // namespace
+
+void ref::QuantizeActivations(const float* x, int64_t blocks, int8_t* q, float* d) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* v = x + b * kQuantBlock;
+    int8_t* out = q + b * kQuantBlock;
+    float amax = 0.0f;
+    bool finite = true;
+    for (uint64_t i = 0; i < kQuantBlock; ++i) {
+      finite = finite && std::abs(v[i]) <= std::numeric_limits<float>::max();
+      amax = std::max(amax, std::abs(v[i]));
+    }
+    std::memset(out, 0, kQuantBlock);
+    if (!finite) {
+      d[b] = std::numeric_limits<float>::quiet_NaN();  // poisons every product with this block
+      continue;
+    }
+    d[b] = amax / 127.0f;
+    if (amax < kMinActivationScale) continue;  // (also keeps 127 / amax finite)
+    const float inv = 127.0f / amax;
+    for (uint64_t i = 0; i < kQuantBlock; ++i) {
+      out[i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
+    }
+  }
+}
 
 int64_t ref::CompactPositiveRange(const float* g, int64_t begin, int64_t end, int32_t* rows,
                                   float* values) {

@@ -7,6 +7,14 @@
 
 namespace zeroskip::ref {
 
+// Activations quantized for the products with q8/q4 weights, the definition every ISA
+// reproduces bit for bit: for each block of kQuantBlock values v, amax = max |v_i|,
+// d = amax / 127 and q_i = round-half-even(v_i * (127 / amax)) (so |q_i| <= 127), in f32.
+// A block holding Inf or NaN gets d = NaN (its products become NaN); a block with
+// amax < kMinActivationScale gets q = 0 (and d = amax / 127).
+inline constexpr float kMinActivationScale = 0x1p-96f;
+void QuantizeActivations(const float* x, int64_t blocks, int8_t* q, float* d);
+
 // CompactPositive over g[begin, end): appends each i with g[i] > 0 to rows[] and g[i] to values[]
 // (both from their first element); returns how many it appended.
 int64_t CompactPositiveRange(const float* g, int64_t begin, int64_t end, int32_t* rows,

@@ -3,17 +3,27 @@
 // supplies (see VectorTraits). The arithmetic order is fixed here, so every ISA adds the same
 // terms in the same order up to its vector width.
 //
+// Quantized weights (q8, q4) take the same drivers: their x is quantized per block first
+// (Activations), and a block of 32 weights is one 256-bit integer vector on every SIMD ISA here
+// (each has AVX2), so the block arithmetic below is written with AVX2 intrinsics once; V
+// supplies what differs, the u8 x s8 dot product (maddubs or vpdpbusd) and int8 to f32.
+//
 // Include only from a per-ISA .cpp compiled with that ISA's flags. Everything here sits in an
 // unnamed namespace: code compiled for one ISA must never be linked into another's callers.
 #pragma once
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cfloat>
 #include <concepts>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/kernels_ref.h"
 
 namespace zeroskip::simd {
 namespace {
@@ -23,7 +33,8 @@ namespace {
 // zero-filled, stores leave the rest of memory alone).
 template <typename V>
 concept VectorTraits = requires(typename V::Vec v, typename V::Half h, typename V::Tail t,
-                                const float* pf, float* f, const uint16_t* ph, int64_t n) {
+                                const float* pf, float* f, const uint16_t* ph, int64_t n, __m256i b,
+                                const int8_t* pb) {
   { V::kLanes } -> std::convertible_to<int64_t>;
   { V::kPrefetchLines } -> std::convertible_to<int>;  // lines at each next row start; 0: none
   { V::Zero() } -> std::same_as<typename V::Vec>;
@@ -39,7 +50,160 @@ concept VectorTraits = requires(typename V::Vec v, typename V::Half h, typename 
   { V::LoadHalfTail(ph, t) } -> std::same_as<typename V::Half>;
   { V::Bf16ToF32(h) } -> std::same_as<typename V::Vec>;  // exact: bits shifted up by 16
   { V::F16ToF32(h) } -> std::same_as<typename V::Vec>;   // exact
+  // 8 int32 lanes, lane i the sum of the 4 products u[4i..4i+3] * s[4i..4i+3] of unsigned bytes
+  // u <= 128 and signed bytes s in [-127, 127] (exact: no saturation at these ranges).
+  V::DotU8S8(b, b);  // -> __m256i (a vector type cannot be a concept's template argument)
+  { V::I8ToF32(pb) } -> std::same_as<typename V::Vec>;  // kLanes int8 at pb, exactly
 };
+
+// The 8 lanes of v added (the same order on every ISA that calls it).
+inline float SumLanes(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Where element `elements` of a row starts, in WeightElem<T> units (bytes for quantized types,
+// where `elements` is whole blocks).
+template <DType T>
+constexpr int64_t ElementOffset(int64_t elements) {
+  if constexpr (IsQuantized(T)) {
+    return static_cast<int64_t>(DTypeBytes(T, static_cast<uint64_t>(elements)));
+  } else {
+    return elements;
+  }
+}
+
+// ---------------------------------------------------------------- quantized blocks
+
+// A block's f16 scale.
+inline float BlockScale(const uint8_t* block) {
+  uint16_t bits;
+  std::memcpy(&bits, block, 2);
+  return _cvtsh_ss(bits);
+}
+
+// The 32 levels of a block as int8, in element order: q8 q; q4 q - 8 (byte j of a q4 block
+// holds element j in its low nibble and element j + 16 in its high one).
+template <DType T>
+__m256i BlockLevels(const uint8_t* block) {
+  if constexpr (T == DType::kQ8) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+  } else {
+    static_assert(T == DType::kQ4);
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i nibble = _mm_set1_epi8(15);
+    const __m128i low = _mm_and_si128(bytes, nibble);
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
+    return _mm256_sub_epi8(_mm256_set_m128i(high, low), _mm256_set1_epi8(8));
+  }
+}
+
+// ref::QuantizeActivations, bit for bit: the same f32 operations in the same rounding mode.
+inline void QuantizeActivations(const float* x, int64_t blocks, int8_t* q, float* d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), largest = _mm256_set1_ps(FLT_MAX);
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256 v[4], amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(x + b * kQuantBlock + 8 * i);
+      const __m256 a = _mm256_andnot_ps(sign, v[i]);
+      amax = _mm256_max_ps(amax, a);
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, largest, _CMP_NLE_UQ));  // Inf or NaN
+    }
+    auto* out = reinterpret_cast<__m256i*>(q + b * kQuantBlock);
+    _mm256_storeu_si256(out, _mm256_setzero_si256());
+    if (_mm256_movemask_ps(bad) != 0) {
+      d[b] = __builtin_nanf("");
+      continue;
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float block_max = _mm_cvtss_f32(m);
+    d[b] = block_max / 127.0f;
+    if (block_max < ref::kMinActivationScale) continue;
+    const __m256 inv = _mm256_set1_ps(127.0f / block_max);
+    __m256i n[4];
+    for (int i = 0; i < 4; ++i) n[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));
+    // Packing works within 128-bit lanes; the permutation restores element order.
+    const __m256i packed =
+        _mm256_packs_epi16(_mm256_packs_epi32(n[0], n[1]), _mm256_packs_epi32(n[2], n[3]));
+    _mm256_storeu_si256(
+        out, _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+}
+
+// x as the dot products with weights of type T read it, kChunk columns at a time: float types
+// read x itself (one chunk); quantized types its blocks quantized (the buffer sits on the stack
+// of the kernel that prepares it: 66 KiB, the largest hidden size the config allows).
+template <DType T, bool = IsQuantized(T)>
+struct Activations {
+  static constexpr int64_t kChunk = int64_t{1} << 62;
+  const float* x = nullptr;
+  void Prepare(const float* from, int64_t /*cols*/) { x = from; }
+};
+
+template <DType T>
+struct Activations<T, true> {
+  static constexpr int64_t kChunk = 1 << 16;
+  alignas(32) int8_t q[kChunk];
+  float d[kChunk / kQuantBlock];
+  void Prepare(const float* from, int64_t cols) {
+    QuantizeActivations(from, cols / static_cast<int64_t>(kQuantBlock), q, d);
+  }
+};
+
+// Dot products of R quantized rows with prepared activations, block by block: the exact
+// integer dot product of the levels (|w| x sign(x, w) keeps the unsigned side <= 128, so q8's
+// -128 is exact too), times the product of the two scales.
+template <VectorTraits V, DType T, int R>
+void QuantDotBlock(const uint8_t* const* r, int64_t cols, const Activations<T>& a, float* out) {
+  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  __m256 acc[R];
+  for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < cols / static_cast<int64_t>(kQuantBlock); ++b) {
+    const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q) + b);
+    for (int j = 0; j < R; ++j) {
+      const uint8_t* block = r[j] + b * kBytes;
+      const __m256i w = BlockLevels<T>(block);
+      const __m256i sum = V::DotU8S8(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(BlockScale(block) * a.d[b]),
+                               acc[j]);
+    }
+  }
+  for (int j = 0; j < R; ++j) out[j] = SumLanes(acc[j]);
+}
+
+// y += sum_j coef[j] * row_j for R quantized rows: each block's levels widened to f32 and
+// multiplied by coef * scale, one load/store of y per R rows.
+template <VectorTraits V, DType T, int R>
+void QuantAxpyBlock(const uint8_t* const* r, const float* coef, int64_t cols, float* y) {
+  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  for (int64_t b = 0; b < cols / static_cast<int64_t>(kQuantBlock); ++b) {
+    alignas(32) int8_t unpacked[R][kQuantBlock];
+    const int8_t* levels[R];
+    typename V::Vec cv[R];
+    for (int j = 0; j < R; ++j) {
+      const uint8_t* block = r[j] + b * kBytes;
+      if constexpr (T == DType::kQ8) {
+        levels[j] = reinterpret_cast<const int8_t*>(block + 2);
+      } else {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(unpacked[j]), BlockLevels<T>(block));
+        levels[j] = unpacked[j];
+      }
+      cv[j] = V::Broadcast(coef[j] * BlockScale(block));
+    }
+    float* yb = y + b * kQuantBlock;
+    for (int64_t c = 0; c < int64_t{kQuantBlock}; c += V::kLanes) {
+      typename V::Vec yv = V::Load(yb + c);
+      for (int j = 0; j < R; ++j) yv = V::Fma(cv[j], V::I8ToF32(levels[j] + c), yv);
+      V::Store(yb + c, yv);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the drivers
 
 // kLanes 16-bit weights of type T widened exactly to f32.
 template <VectorTraits V, DType T>
@@ -71,9 +235,9 @@ typename V::Vec LoadWeightsTail(const WeightElem<T>* p, typename V::Tail tail) {
   }
 }
 
-// Dot products of R rows with x, sharing each load of x.
+// Dot products of R rows of a float type with x, sharing each load of x.
 template <VectorTraits V, DType T, int R>
-void DotBlock(const WeightElem<T>* const* r, int64_t cols, const float* x, float* out) {
+void FloatDotBlock(const WeightElem<T>* const* r, int64_t cols, const float* x, float* out) {
   typename V::Vec acc[R];
   for (int j = 0; j < R; ++j) acc[j] = V::Zero();
   int64_t c = 0;
@@ -91,7 +255,7 @@ void DotBlock(const WeightElem<T>* const* r, int64_t cols, const float* x, float
 
 // y += sum_j coef[j] * row_j, one load/store of y per R rows.
 template <VectorTraits V, DType T, int R>
-void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, float* y) {
+void FloatAxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, float* y) {
   typename V::Vec cv[R];
   for (int j = 0; j < R; ++j) cv[j] = V::Broadcast(coef[j]);
   int64_t c = 0;
@@ -108,6 +272,26 @@ void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, f
   }
 }
 
+// Dot products of R rows with the prepared activations.
+template <VectorTraits V, DType T, int R>
+void DotBlock(const WeightElem<T>* const* r, int64_t cols, const Activations<T>& a, float* out) {
+  if constexpr (IsQuantized(T)) {
+    QuantDotBlock<V, T, R>(r, cols, a, out);
+  } else {
+    FloatDotBlock<V, T, R>(r, cols, a.x, out);
+  }
+}
+
+// y[0:cols] += sum_j coef[j] * row_j.
+template <VectorTraits V, DType T, int R>
+void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, float* y) {
+  if constexpr (IsQuantized(T)) {
+    QuantAxpyBlock<V, T, R>(r, coef, cols, y);
+  } else {
+    FloatAxpyBlock<V, T, R>(r, coef, cols, y);
+  }
+}
+
 constexpr int kBlockRows = 4;
 
 // Calls block(k, std::integral_constant<int, R>) for the rows [k, k + R) of [0, n): blocks of
@@ -119,21 +303,35 @@ void ForEachRowBlock(int64_t n, Block&& block) {
   for (; k < n; ++k) block(k, std::integral_constant<int, 1>());
 }
 
-// r[j] = the start of row rows[k + j] of w (row k + j when rows is null).
-template <typename Elem, int R>
-void RowStarts(WeightRows w, const int32_t* rows, int64_t k, const Elem* (&r)[R]) {
-  const auto* base = static_cast<const Elem*>(w.data);
-  for (int j = 0; j < R; ++j) r[j] = base + (rows ? rows[k + j] : k + j) * w.ld;
+// r[j] = element c0 of row rows[k + j] of w (row k + j when rows is null).
+template <DType T, int R>
+void RowStarts(WeightRows w, const int32_t* rows, int64_t k, int64_t c0,
+               const WeightElem<T>* (&r)[R]) {
+  const auto* base = static_cast<const WeightElem<T>*>(w.data);
+  for (int j = 0; j < R; ++j)
+    r[j] = base + ElementOffset<T>((rows ? rows[k + j] : k + j) * w.ld + c0);
 }
 
 template <VectorTraits V, DType T>
 void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const float* x,
              float* out) {
-  ForEachRowBlock(n, [&](int64_t k, auto block) {
-    const WeightElem<T>* r[decltype(block)::value];
-    RowStarts(w, rows, k, r);
-    DotBlock<V, T, decltype(block)::value>(r, cols, x, out + k);
-  });
+  // Quantized activations are prepared once per chunk of columns (one chunk up to the largest
+  // hidden size; float types always one), then each chunk's sums are added up.
+  Activations<T> a;
+  int64_t c0 = 0;
+  do {
+    const int64_t width = std::min(Activations<T>::kChunk, cols - c0);
+    a.Prepare(x + c0, width);
+    ForEachRowBlock(n, [&](int64_t k, auto block) {
+      constexpr int R = decltype(block)::value;
+      const WeightElem<T>* r[R];
+      RowStarts<T>(w, rows, k, c0, r);
+      float part[R];
+      DotBlock<V, T, R>(r, width, a, part);
+      for (int j = 0; j < R; ++j) out[k + j] = c0 == 0 ? part[j] : out[k + j] + part[j];
+    });
+    c0 += width;
+  } while (c0 < cols);
 }
 
 template <VectorTraits V, DType T>
@@ -141,20 +339,22 @@ void AxpyRows(WeightRows w, const int32_t* rows, const float* coef, int64_t n, i
               float* y) {
   ForEachRowBlock(n, [&](int64_t k, auto block) {
     const WeightElem<T>* r[decltype(block)::value];
-    RowStarts(w, rows, k, r);
+    RowStarts<T>(w, rows, k, 0, r);
     AxpyBlock<V, T, decltype(block)::value>(r, coef + k, cols, y);
   });
 }
 
 // Active rows are scattered, so the hardware prefetcher must find each new row afresh. Asking for
 // the first lines of the next block's rows while this block streams hides that start-up latency.
-template <int kLines, typename Elem>
-void PrefetchRowStarts(const Elem* up, int64_t up_ld, const Elem* down, int64_t down_ld,
-                       const int32_t* rows, int64_t n) {
+template <int kLines, DType T>
+void PrefetchRowStarts(const WeightElem<T>* up, int64_t up_ld, const WeightElem<T>* down,
+                       int64_t down_ld, const int32_t* rows, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
+    const auto* u = reinterpret_cast<const char*>(up + ElementOffset<T>(rows[j] * up_ld));
+    const auto* d = reinterpret_cast<const char*>(down + ElementOffset<T>(rows[j] * down_ld));
     for (int l = 0; l < kLines; ++l) {
-      _mm_prefetch(reinterpret_cast<const char*>(up + rows[j] * up_ld) + 64 * l, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(down + rows[j] * down_ld) + 64 * l, _MM_HINT_T0);
+      _mm_prefetch(u + 64 * l, _MM_HINT_T0);
+      _mm_prefetch(d + 64 * l, _MM_HINT_T0);
     }
   }
 }
@@ -163,24 +363,27 @@ template <VectorTraits V, DType T>
 void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const int32_t* rows,
                   const float* gate_act, int64_t n, const float* x, float* y) {
   using Elem = WeightElem<T>;
+  if (n == 0) return;
+  // One chunk: the config limits hidden to what Activations holds.
+  if (hidden > Activations<T>::kChunk) std::abort();
+  Activations<T> a;
+  a.Prepare(x, hidden);
   const auto* up = static_cast<const Elem*>(w_up.data);
   const auto* down = static_cast<const Elem*>(w_down_t.data);
   ForEachRowBlock(n, [&](int64_t k, auto block) {
     constexpr int R = decltype(block)::value;
     const Elem* ru[R];
     const Elem* rd[R];
-    for (int j = 0; j < R; ++j) {
-      ru[j] = up + rows[k + j] * w_up.ld;
-      rd[j] = down + rows[k + j] * w_down_t.ld;
-    }
+    RowStarts<T>(w_up, rows, k, 0, ru);
+    RowStarts<T>(w_down_t, rows, k, 0, rd);
     if constexpr (R == kBlockRows && V::kPrefetchLines > 0) {
       if (k + 2 * kBlockRows <= n) {
-        PrefetchRowStarts<V::kPrefetchLines>(up, w_up.ld, down, w_down_t.ld, rows + k + kBlockRows,
-                                             kBlockRows);
+        PrefetchRowStarts<V::kPrefetchLines, T>(up, w_up.ld, down, w_down_t.ld,
+                                                rows + k + kBlockRows, kBlockRows);
       }
     }
     float h[R];
-    DotBlock<V, T, R>(ru, hidden, x, h);
+    DotBlock<V, T, R>(ru, hidden, a, h);
     for (int j = 0; j < R; ++j) h[j] *= gate_act[k + j];
     AxpyBlock<V, T, R>(rd, h, hidden, y);
   });

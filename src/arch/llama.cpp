@@ -18,7 +18,7 @@ void LlamaForward(const ForwardPass& pass, const int* tokens, int64_t n, int64_t
   const int64_t h = c.hidden;
   const WeightView& emb = model.embeddings();
   for (int64_t i = 0; i < n; ++i) {
-    ConvertMatrix(static_cast<const uint8_t*>(emb.data) + tokens[i] * h * DTypeSize(emb.dtype),
+    ConvertMatrix(static_cast<const uint8_t*>(emb.data) + tokens[i] * DTypeBytes(emb.dtype, h),
                   emb.dtype, 1, h, false, reinterpret_cast<uint8_t*>(&ws.x[i * h]), DType::kF32);
   }
   const AttentionShape shape{c.heads, c.kv_heads, c.head_dim};

@@ -8,7 +8,7 @@ TensorTable LlamaTensorTable(const ModelConfig& c) {
              kv = static_cast<uint64_t>(c.kv_dim());
   constexpr Layout kRows = Layout::kRowMajor;
   std::vector<TensorDef> t;
-  t.push_back({"tok_embeddings", "model.embed_tokens.weight", {v, h}});
+  t.push_back({"tok_embeddings", "model.embed_tokens.weight", {v, h}, kRows, false, true});
   for (int64_t i = 0; i < c.layers; ++i) {
     const std::string hf = "model.layers." + std::to_string(i) + ".";
     auto layer = [i](const char* role) { return LayerTensorName(i, role); };
@@ -29,6 +29,7 @@ TensorTable LlamaTensorTable(const ModelConfig& c) {
                {v, h},
                kRows,
                false,
+               true,
                c.tied_embeddings ? "embeddings are tied" : nullptr});
   return TensorTable(std::move(t), {{".rotary_emb.inv_freq", "derived rotary buffer"}});
 }

@@ -23,6 +23,8 @@ struct TensorDef {
   std::vector<uint64_t> hf_shape;     // shape in the HF checkpoint ([out, in] for matrices)
   Layout layout = Layout::kRowMajor;  // kTransposed: stored [in, out] (the FFN down projection)
   bool always_f32 = false;            // norm weights: tiny, kept exact in f32
+  // A [vocab, hidden] matrix (embeddings, LM head): converted to q4 it is stored q8 instead.
+  bool vocab_matrix = false;
   // Set when this config does not store the tensor (lm_head of a tied model): a .zsk must not
   // hold it, and the converter skips a checkpoint's copy, saying why.
   const char* unused_because = nullptr;

@@ -46,21 +46,21 @@ struct Layer {
 
 void Fill(std::vector<uint8_t>& bytes, int64_t rows, int64_t cols, DType dtype, float scale,
           std::mt19937_64& rng) {
-  bytes.resize(static_cast<size_t>(rows * cols) * DTypeSize(dtype));
+  bytes.resize(static_cast<size_t>(rows) * DTypeBytes(dtype, cols));
   std::vector<float> row(cols);
   // Uniform in [-scale√3, scale√3]: standard deviation `scale`, cheap to draw.
   std::uniform_real_distribution<float> dist(-scale * 1.7320508f, scale * 1.7320508f);
   for (int64_t r = 0; r < rows; ++r) {
     for (auto& v : row) v = dist(rng);
     ConvertMatrix(reinterpret_cast<const uint8_t*>(row.data()), DType::kF32, 1, cols, false,
-                  bytes.data() + r * cols * DTypeSize(dtype), dtype);
+                  bytes.data() + r * DTypeBytes(dtype, cols), dtype);
   }
 }
 
 void SetGateOffset(Layer& layer, int64_t ffn, int64_t hidden, DType dtype, float offset) {
   for (int64_t r = 0; r < ffn; ++r) {
     ConvertMatrix(reinterpret_cast<const uint8_t*>(&offset), DType::kF32, 1, 1, false,
-                  layer.gate.data() + r * hidden * DTypeSize(dtype), dtype);
+                  layer.gate.data() + r * DTypeBytes(dtype, hidden), dtype);
   }
 }
 
@@ -70,7 +70,7 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
                                         const std::function<void(const std::string&)>& log) {
   const int64_t d = opt.hidden, f = opt.ffn;
   if (d < 2 || f < 1) throw Error("", "bench ffn: --d must be >= 2 and --f >= 1");
-  const uint64_t layer_bytes = 3 * static_cast<uint64_t>(d * f) * DTypeSize(opt.dtype);
+  const uint64_t layer_bytes = 3 * static_cast<uint64_t>(f) * DTypeBytes(opt.dtype, d);
   // Cycle through enough layers that every step streams its weights from memory.
   const uint64_t llc = std::max<uint64_t>(LastLevelCacheBytes(), 32u << 20);
   const int layers = static_cast<int>(std::clamp<uint64_t>((4 * llc + layer_bytes - 1) / layer_bytes,

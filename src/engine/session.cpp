@@ -14,7 +14,7 @@ SequenceState::SequenceState(const ModelConfig& c, int64_t context_in, int threa
     : ffn(ffn_in),
       context(context_in),
       kv_type(kv_type_in),
-      layer_bytes(static_cast<size_t>(context_in) * c.kv_dim() * DTypeSize(kv_type_in)),
+      layer_bytes(DTypeBytes(kv_type_in, static_cast<uint64_t>(context_in) * c.kv_dim())),
       rope(context_in, c.head_dim, c.rope_theta) {
   k_cache.resize(c.layers * layer_bytes);
   v_cache.resize(c.layers * layer_bytes);
@@ -26,7 +26,7 @@ uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads
                               const std::string& path) {
   auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "session size"); };
   const uint64_t cache =
-      mul(mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()), DTypeSize(kv_type));
+      mul(mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()), DTypeBytes(kv_type, 1));
   return cache + mul(mul(context, c.head_dim + threads) + c.vocab, sizeof(float));
 }
 

@@ -164,8 +164,7 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
 void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWeights& w,
                          const float* x, int64_t n, float* y, int64_t position,
                          FfnLayerStats* stats) {
-  const Call call{settings, layer, w, position,
-                  static_cast<size_t>(config_.hidden) * DTypeSize(w.gate.dtype)};
+  const Call call{settings, layer, w, position, DTypeBytes(w.gate.dtype, config_.hidden)};
   stats->Add(n == 1 ? DecodeStep(call, x, y) : BatchedDense(call, x, n, y));
 }
 
@@ -254,12 +253,13 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   }
 
   FfnLayerStats step = CallStats(1, ffn - active_total, negatives, picked);
-  const uint64_t hf = static_cast<uint64_t>(hidden) * ffn, elem = DTypeSize(call.w.gate.dtype);
+  const uint64_t hf = static_cast<uint64_t>(hidden) * ffn;
   // Sparse: the whole gate, then two rows (up, down) per active neuron.
   const bool sparse = call.settings.sparse_decode;
   const uint64_t active_elems = 2 * static_cast<uint64_t>(hidden) * active_total;
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
-  step.weight_bytes_read = (sparse ? hf + active_elems : 3 * hf) * elem;
+  step.weight_bytes_read =
+      static_cast<uint64_t>(sparse ? ffn + 2 * active_total : 3 * ffn) * call.row_bytes;
   return step;
 }
 
@@ -298,8 +298,7 @@ FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t
   FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
-  batch.weight_bytes_read =
-      3 * static_cast<uint64_t>(config_.hidden) * ffn * DTypeSize(call.w.gate.dtype);
+  batch.weight_bytes_read = 3 * static_cast<uint64_t>(ffn) * call.row_bytes;
   return batch;
 }
 

@@ -31,6 +31,19 @@ void RefuseOutputThatIsAnInput(const std::string& out, const std::vector<std::st
   }
 }
 
+// The dtype a tensor is stored in (docs/FORMAT.md, "Weight types"): norms f32; the requested
+// dtype, or the checkpoint's; a quantized type only for matrices whose stored rows are whole
+// blocks (others bf16), and under q4 the vocabulary matrices q8 (the LM head reads them in
+// full every token and is where 4 bits cost the most perplexity).
+DType StoredDType(const TensorDef& def, DType source, std::optional<DType> requested) {
+  if (def.always_f32) return DType::kF32;
+  const DType dtype = requested.value_or(source);
+  if (!IsQuantized(dtype)) return dtype;
+  const std::vector<uint64_t> shape = def.stored_shape();
+  if (shape.size() != 2 || shape[1] % kQuantBlock != 0) return DType::kBF16;
+  return dtype == DType::kQ4 && def.vocab_matrix ? DType::kQ8 : dtype;
+}
+
 }  // namespace
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
@@ -94,14 +107,14 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   uint64_t total_bytes = 0, max_src = 0, max_dst = 0, parameters = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
     const TensorDef& def = table.stored()[i];
-    const DType dtype = def.always_f32 ? DType::kF32 : opt.dtype.value_or(sources[i]->dtype);
+    const DType dtype = StoredDType(def, sources[i]->dtype, opt.dtype);
     TensorSpec spec{def.name, dtype, def.layout, def.stored_shape()};
     uint64_t elements = 1;
     for (auto d : spec.shape) elements *= d;  // bounded by the config limits
     parameters += elements;
     max_src = std::max(max_src, sources[i]->nbytes);
-    max_dst = std::max(max_dst, elements * DTypeSize(dtype));
-    total_bytes += elements * DTypeSize(dtype);
+    max_dst = std::max(max_dst, DTypeBytes(dtype, elements));
+    total_bytes += DTypeBytes(dtype, elements);
     specs.push_back(std::move(spec));
   }
 
@@ -113,7 +126,8 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     const bool transpose = table.stored()[i].layout == Layout::kTransposed;
     const TensorInfo& out = writer.plan()[i];
     ckpt->Read(s, src.data());
-    if (const uint64_t bad = CountNonFinite(src.data(), s.dtype, s.nbytes / DTypeSize(s.dtype))) {
+    if (const uint64_t bad =
+            CountNonFinite(src.data(), s.dtype, s.nbytes / DTypeBytes(s.dtype, 1))) {
       throw Error(s.path, "tensor '" + s.name + "': " + std::to_string(bad) +
                               " values are NaN or Inf (the checkpoint is damaged)");
     }
@@ -127,6 +141,7 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
       if (overflows > 0) {
         throw Error(s.path, "tensor '" + s.name + "': " + std::to_string(overflows) +
                                 " values overflow " + std::string(DTypeName(out.dtype)) +
+                                (IsQuantized(out.dtype) ? " (their block scale exceeds f16)" : "") +
                                 " (use --dtype bf16 or f32)");
       }
       writer.WriteNext({dst.data(), out.nbytes});

@@ -1,23 +1,14 @@
 #include "format/dtype.h"
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "format/file_io.h"
 
 namespace zeroskip {
-
-size_t DTypeSize(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-      return 4;
-    case DType::kF16:
-    case DType::kBF16:
-      return 2;
-  }
-  return 0;
-}
 
 std::string_view DTypeName(DType dtype) {
   switch (dtype) {
@@ -27,6 +18,10 @@ std::string_view DTypeName(DType dtype) {
       return "f16";
     case DType::kBF16:
       return "bf16";
+    case DType::kQ8:
+      return "q8";
+    case DType::kQ4:
+      return "q4";
   }
   return "?";
 }
@@ -35,6 +30,8 @@ std::optional<DType> ParseDTypeName(std::string_view name) {
   if (name == "f32") return DType::kF32;
   if (name == "f16") return DType::kF16;
   if (name == "bf16") return DType::kBF16;
+  if (name == "q8") return DType::kQ8;
+  if (name == "q4") return DType::kQ4;
   return std::nullopt;
 }
 
@@ -57,6 +54,9 @@ float LoadElement(const uint8_t* p, DType type) {
       std::memcpy(&bits, p, 2);
       return static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(bits));
     }
+    case DType::kQ8:
+    case DType::kQ4:
+      break;  // blocks, not elements: see QuantizeBlock
   }
   return 0.0f;
 }
@@ -79,16 +79,107 @@ bool StoreElement(float v, uint8_t* p, DType type) {
       std::memcpy(p, &bits, 2);
       return std::isfinite(v) && !Eigen::numext::isfinite(b);
     }
+    case DType::kQ8:
+    case DType::kQ4:
+      break;  // blocks, not elements: see QuantizeBlock
   }
   return false;
 }
 
+uint16_t LoadLe16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+
+// Quantizes `rows` rows of `cols` f32 values (cols a multiple of kQuantBlock) into blocks.
+uint64_t QuantizeRows(const float* v, uint64_t rows, uint64_t cols, uint8_t* dst, DType type) {
+  uint64_t overflows = 0;
+  const uint64_t block_bytes = DTypeBlockBytes(type);
+  for (uint64_t b = 0; b < rows * cols / kQuantBlock; ++b) {
+    overflows += QuantizeBlock(v + b * kQuantBlock, type, dst + b * block_bytes) ? kQuantBlock : 0;
+  }
+  return overflows;
+}
+
 }  // namespace
+
+bool QuantizeBlock(const float* v, DType type, uint8_t* out) {
+  // The scale maps the largest magnitude onto the end of the integer range: q8 symmetric
+  // (|q| <= 127); q4 puts the element of largest magnitude, with its sign, at -8 (its 16 levels
+  // are -8..7), as llama.cpp's q4_0 does.
+  float extreme = 0.0f;  // the first element of largest magnitude
+  for (uint64_t i = 0; i < kQuantBlock; ++i) {
+    if (std::abs(v[i]) > std::abs(extreme)) extreme = v[i];
+  }
+  const bool q8 = type == DType::kQ8;
+  const Eigen::half d(q8 ? std::abs(extreme) / 127.0f : extreme / -8.0f);
+  const auto d_bits = Eigen::numext::bit_cast<uint16_t>(d);
+  out[0] = static_cast<uint8_t>(d_bits);
+  out[1] = static_cast<uint8_t>(d_bits >> 8);
+  const float df = static_cast<float>(d);
+  // A scale that rounds to 0 (|values| below ~4e-6) stores the block as zeros.
+  auto level = [df](float x, float lo, float hi) {
+    return df == 0.0f ? 0.0f : std::clamp(std::nearbyint(x / df), lo, hi);
+  };
+  if (q8) {
+    for (uint64_t i = 0; i < kQuantBlock; ++i) {
+      out[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(level(v[i], -127.0f, 127.0f)));
+    }
+  } else {
+    for (uint64_t i = 0; i < kQuantBlock / 2; ++i) {
+      const auto lo = static_cast<uint8_t>(level(v[i], -8.0f, 7.0f) + 8.0f);
+      const auto hi = static_cast<uint8_t>(level(v[i + kQuantBlock / 2], -8.0f, 7.0f) + 8.0f);
+      out[2 + i] = static_cast<uint8_t>(lo | hi << 4);
+    }
+  }
+  return !Eigen::numext::isfinite(d);
+}
+
+void DequantizeBlock(const uint8_t* in, DType type, float* v) {
+  const float d = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(LoadLe16(in)));
+  if (type == DType::kQ8) {
+    for (uint64_t i = 0; i < kQuantBlock; ++i) v[i] = d * static_cast<int8_t>(in[2 + i]);
+  } else {
+    for (uint64_t i = 0; i < kQuantBlock / 2; ++i) {
+      v[i] = d * static_cast<float>((in[2 + i] & 15) - 8);
+      v[i + kQuantBlock / 2] = d * static_cast<float>((in[2 + i] >> 4) - 8);
+    }
+  }
+}
 
 uint64_t ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
                        bool transpose, uint8_t* dst, DType dst_type) {
-  const size_t in = DTypeSize(src_type), out = DTypeSize(dst_type);
   uint64_t overflows = 0;
+  if (IsQuantized(src_type)) {
+    // Dequantizing (the engine widening a matrix or an embedding row): never transposed.
+    float block[kQuantBlock];
+    const uint64_t in = DTypeBlockBytes(src_type), out = DTypeBytes(dst_type, 1);
+    for (uint64_t b = 0; b < rows * cols / kQuantBlock; ++b) {
+      DequantizeBlock(src + b * in, src_type, block);
+      for (uint64_t i = 0; i < kQuantBlock; ++i) {
+        overflows += StoreElement(block[i], dst + (b * kQuantBlock + i) * out, dst_type);
+      }
+    }
+    return overflows;
+  }
+  const size_t in = DTypeBytes(src_type, 1);
+  if (IsQuantized(dst_type)) {
+    // Quantization runs along the stored rows, so a transposed matrix is gathered a band of
+    // stored rows at a time into f32 (the band stays small next to the matrix).
+    const uint64_t out_rows = transpose ? cols : rows, out_cols = transpose ? rows : cols;
+    const uint64_t band = transpose ? 64 : 1;
+    std::vector<float> values(band * out_cols);
+    for (uint64_t r0 = 0; r0 < out_rows; r0 += band) {
+      const uint64_t n = std::min(band, out_rows - r0);
+      for (uint64_t c = 0; c < out_cols; ++c) {
+        for (uint64_t r = r0; r < r0 + n; ++r) {
+          const uint64_t at = transpose ? c * cols + r : r * cols + c;
+          values[(r - r0) * out_cols + c] = LoadElement(src + at * in, src_type);
+        }
+      }
+      overflows += QuantizeRows(values.data(), n, out_cols,
+                                dst + DTypeBytes(dst_type, r0 * out_cols), dst_type);
+    }
+    return overflows;
+  }
+  const size_t out = DTypeBytes(dst_type, 1);
   if (!transpose) {
     if (src_type == dst_type) {
       std::memcpy(dst, src, rows * cols * in);
@@ -132,6 +223,9 @@ uint64_t CountNonFinite(const uint8_t* data, DType type, uint64_t n) {
       }
       break;
     }
+    case DType::kQ8:
+    case DType::kQ4:
+      break;  // checkpoints hold float types only
   }
   return count;
 }

@@ -86,7 +86,8 @@ SafetensorsFile ParseSafetensorsHeader(std::string_view header_json, uint64_t fi
                             " is past the end of the data (" + std::to_string(data_size) +
                             " bytes)");
     }
-    const uint64_t expected = CheckedMul(elements, DTypeSize(t.dtype), path, where + ": byte size");
+    const uint64_t expected =
+        CheckedMul(elements, DTypeBytes(t.dtype, 1), path, where + ": byte size");
     if (end - begin != expected) {
       throw Error(path, where + ": holds " + std::to_string(end - begin) + " bytes but dtype x " +
                             "shape needs " + std::to_string(expected));

@@ -118,7 +118,11 @@ ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string so
     t.dtype = spec.dtype;
     t.layout = spec.layout;
     t.shape = std::move(spec.shape);
-    t.nbytes = t.elements() * DTypeSize(t.dtype);
+    if (IsQuantized(t.dtype) && (t.shape.empty() || t.shape.back() % kQuantBlock != 0)) {
+      throw Error(path_, "tensor '" + t.name + "': rows are not whole " +
+                             std::string(DTypeName(t.dtype)) + " blocks");
+    }
+    t.nbytes = DTypeBytes(t.dtype, t.elements());
     t.offset = offset;
     offset = AlignUp(offset + t.nbytes, kTensorAlign);
     plan_.push_back(std::move(t));

@@ -150,7 +150,7 @@ std::vector<TensorInfo> DecodeTensorTable(const uint8_t* base, const ZskHeader& 
     }
     const std::string tw = "tensor '" + t.name + "'";
     const uint32_t dtype = LoadLe32(r + 96), layout = LoadLe32(r + 100), ndim = LoadLe32(r + 104);
-    if (dtype > static_cast<uint32_t>(DType::kBF16)) {
+    if (dtype > static_cast<uint32_t>(DType::kQ4)) {
       throw Error(path, tw + ": unknown dtype code " + std::to_string(dtype));
     }
     if (layout > static_cast<uint32_t>(Layout::kTransposed)) {
@@ -176,7 +176,13 @@ std::vector<TensorInfo> DecodeTensorTable(const uint8_t* base, const ZskHeader& 
     t.offset = LoadLe64(r + 144);
     t.nbytes = LoadLe64(r + 152);
     t.checksum = LoadLe64(r + 160);
-    if (t.nbytes != CheckedMul(elements, DTypeSize(t.dtype), path, tw + ": byte size")) {
+    if (t.shape.back() % DTypeBlockElements(t.dtype) != 0) {
+      throw Error(path, tw + ": rows of " + std::to_string(t.shape.back()) +
+                            " elements are not whole " + std::string(DTypeName(t.dtype)) +
+                            " blocks of " + std::to_string(DTypeBlockElements(t.dtype)));
+    }
+    const uint64_t blocks = elements / DTypeBlockElements(t.dtype);
+    if (t.nbytes != CheckedMul(blocks, DTypeBlockBytes(t.dtype), path, tw + ": byte size")) {
       throw Error(path,
                   tw + ": byte size " + std::to_string(t.nbytes) + " does not match dtype x shape");
     }

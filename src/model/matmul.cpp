@@ -23,13 +23,13 @@ const float* DenseMatmul::AsF32(const WeightView& w) {
   if (w.dtype == DType::kF32) return static_cast<const float*>(w.data);
   ReserveWiden(static_cast<uint64_t>(w.rows * w.cols));
   // Split by rows over the threads: on one thread this pass alone cost most of a long prefill.
-  const size_t elem = DTypeSize(w.dtype);
+  const uint64_t row_bytes = DTypeBytes(w.dtype, w.cols);
 #pragma omp parallel num_threads(threads_)
   {
     const auto [begin, end] = ThreadSlice(w.rows, omp_get_thread_num(), omp_get_num_threads());
-    ConvertMatrix(static_cast<const uint8_t*>(w.data) + begin * w.cols * elem, w.dtype,
-                  end - begin, w.cols, false,
-                  reinterpret_cast<uint8_t*>(widened_.data() + begin * w.cols), DType::kF32);
+    ConvertMatrix(static_cast<const uint8_t*>(w.data) + begin * row_bytes, w.dtype, end - begin,
+                  w.cols, false, reinterpret_cast<uint8_t*>(widened_.data() + begin * w.cols),
+                  DType::kF32);
   }
   return widened_.data();
 }
@@ -79,14 +79,14 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
   // weights stream once in their stored type (no widening, no oneDNN repacking) and each token's
   // outputs are bit-identical to running it alone.
   const auto dot = kernels_.ops(w.dtype).dot_rows;
-  const size_t elem = DTypeSize(w.dtype);
-  const int64_t block = BlockRows(w.cols * static_cast<int64_t>(elem));
+  const auto row_bytes = static_cast<int64_t>(DTypeBytes(w.dtype, w.cols));
+  const int64_t block = BlockRows(row_bytes);
 #pragma omp parallel num_threads(threads_)
   {
     const auto [begin, end] = ThreadSlice(w.rows, omp_get_thread_num(), omp_get_num_threads());
     for (int64_t r0 = begin; r0 < end; r0 += block) {
       const int64_t r1 = std::min(end, r0 + block);
-      const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * w.cols * elem;
+      const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * row_bytes;
       for (int64_t t = 0; t < n; ++t) {
         dot({rows, w.cols}, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
       }
@@ -102,16 +102,20 @@ void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t 
   // y[t] = sum_r x[t, r] * w[r, :]: threads own column slices of y (no reduction), and each
   // block of rows is read once for every token.
   const auto axpy = kernels_.ops(w.dtype).axpy_rows;
-  const size_t elem = DTypeSize(w.dtype);
+  const auto row_bytes = static_cast<int64_t>(DTypeBytes(w.dtype, w.cols));
   std::fill(y, y + n * w.cols, 0.0f);
 #pragma omp parallel num_threads(threads_)
   {
-    // Column slices aligned to 16 floats: whole vectors, and no two threads share a cache line.
-    const auto [c0, c1] = ThreadSlice(w.cols, omp_get_thread_num(), omp_get_num_threads(), 16);
-    const int64_t block = BlockRows(std::max<int64_t>(1, (c1 - c0) * static_cast<int64_t>(elem)));
+    // Column slices aligned to 16 floats (whole vectors, and no two threads share a cache line)
+    // and to whole blocks of a quantized type.
+    const auto align = static_cast<int64_t>(std::max<uint64_t>(16, DTypeBlockElements(w.dtype)));
+    const auto [c0, c1] = ThreadSlice(w.cols, omp_get_thread_num(), omp_get_num_threads(), align);
+    const int64_t block =
+        BlockRows(std::max<int64_t>(1, static_cast<int64_t>(DTypeBytes(w.dtype, c1 - c0))));
     for (int64_t r0 = 0; r0 < w.rows && c0 < c1; r0 += block) {
       const int64_t r1 = std::min(w.rows, r0 + block);
-      const auto* rows = static_cast<const uint8_t*>(w.data) + (r0 * w.cols + c0) * elem;
+      const auto* rows =
+          static_cast<const uint8_t*>(w.data) + r0 * row_bytes + DTypeBytes(w.dtype, c0);
       for (int64_t t = 0; t < n; ++t) {
         axpy({rows, w.cols}, nullptr, x + t * w.rows + r0, r1 - r0, c1 - c0, y + t * w.cols + c0);
       }

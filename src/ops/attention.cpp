@@ -11,7 +11,7 @@ namespace zeroskip {
 namespace {
 
 uint8_t* HeadRow(const KvView& v, int64_t head, int64_t pos, int64_t head_dim) {
-  return static_cast<uint8_t*>(v.data) + (head * v.stride + pos) * head_dim * DTypeSize(v.dtype);
+  return static_cast<uint8_t*>(v.data) + DTypeBytes(v.dtype, (head * v.stride + pos) * head_dim);
 }
 
 }  // namespace

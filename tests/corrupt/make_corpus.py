@@ -99,6 +99,7 @@ HEADER_FIELDS = {  # name: (offset, struct format)
 }
 RECORD_BYTES = 192
 RECORD_FIELDS = {"dtype": (96, "<I"), "layout": (100, "<I"), "ndim": (104, "<I"),
+                 "shape0": (112, "<Q"), "shape1": (120, "<Q"),
                  "offset": (144, "<Q"), "nbytes": (152, "<Q"), "checksum": (160, "<Q")}
 
 
@@ -426,6 +427,18 @@ def _(d):
         t = h["model.norm.weight"]
         t["dtype"], t["shape"] = "I8", [64]  # 64 int8 bytes: the size matches
     edit_st_header(d, fn)
+
+
+@case("st_q8_scale_overflow", ["convert", "{case}/hf", "-o", "{out}/out.zsk", "--dtype", "q8"],
+      ST, "values overflow q8 (their block scale exceeds f16)",
+      "up_proj is F32 with one weight of 1e7: converting to q8, its block's scale 1e7 / 127 is "
+      "past f16's largest value")
+def _(d):
+    tensors = make_tensors()
+    up = tensors["model.layers.0.mlp.up_proj.weight"].copy()
+    up[3, 5] = 1e7
+    tensors["model.layers.0.mlp.up_proj.weight"] = ("F32", up)
+    write_hf(d, tensors=tensors)
 
 
 @case("st_negative_shape", CONVERT, ST, "shape entries must be integers >= 0",
@@ -855,12 +868,47 @@ def _(d):
     write_zsk(d, z.reseal())
 
 
-@case("zsk_unknown_dtype_code", INFO, ZSK, "unknown dtype code 3",
-      "a tensor record's dtype code is 3 (reserved) (checksum recomputed)")
+@case("zsk_unknown_dtype_code", INFO, ZSK, "unknown dtype code 5",
+      "a tensor record's dtype code is 5 (the first after q4) (checksum recomputed)")
 def _(d):
     z = good()
-    z.rset(z.find("output_norm"), "dtype", 3)
+    z.rset(z.find("output_norm"), "dtype", 5)
     write_zsk(d, z.reseal())
+
+
+@case("zsk_q8_without_scales", INFO, ZSK, "byte size 1280 does not match dtype x shape",
+      "ffn_up [40, 32] relabelled q8 with 1 byte per element: its 40 block scales are missing "
+      "(checksum recomputed)")
+def _(d):
+    z = good()
+    i = z.find("layers.0.ffn_up")
+    z.rset(i, "dtype", 3)
+    z.rset(i, "nbytes", 40 * 32)
+    write_zsk(d, z.reseal())
+
+
+@case("zsk_q8_partial_blocks", INFO, ZSK, "rows of 40 elements are not whole q8 blocks of 32",
+      "ffn_down relabelled q8 with its shape swapped to [32, 40]: rows of 40 are not whole blocks "
+      "(checksum recomputed)")
+def _(d):
+    z = good()
+    i = z.find("layers.0.ffn_down")
+    z.rset(i, "dtype", 3)
+    z.rset(i, "shape0", 32)
+    z.rset(i, "shape1", 40)
+    write_zsk(d, z.reseal())
+
+
+@case("zsk_q8_norm_run", RUN, ZSK, "tensor 'output_norm' must be f32",
+      "output_norm relabelled q8 (one well-formed block): the file parses, loading the model "
+      "refuses a quantized norm (checksum recomputed)")
+def _(d):
+    z = good()
+    i = z.find("output_norm")
+    z.rset(i, "dtype", 3)
+    z.rset(i, "nbytes", 34)
+    write_zsk(d, z.reseal())
+    write_text(os.path.join(d, "prompt.txt"), "the cat")
 
 
 @case("zsk_duplicate_name", INFO, ZSK, "tensor 'layers.0.attn_q' appears twice",

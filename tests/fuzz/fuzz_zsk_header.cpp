@@ -51,18 +51,20 @@ void CheckTable(const std::vector<TensorInfo>& tensors, uint64_t tensor_count,
     FUZZ_CHECK(!t.name.empty() && t.name.size() <= zeroskip::kZskMaxNameBytes);
     for (char c : t.name) FUZZ_CHECK(c >= 0x21 && c <= 0x7e);
     FUZZ_CHECK(names.insert(t.name).second);
-    FUZZ_CHECK(t.dtype == zeroskip::DType::kF32 || t.dtype == zeroskip::DType::kF16 ||
-               t.dtype == zeroskip::DType::kBF16);
+    FUZZ_CHECK(zeroskip::DTypeBlockBytes(t.dtype) != 0);  // a known dtype
     FUZZ_CHECK(t.layout == zeroskip::Layout::kRowMajor ||
                t.layout == zeroskip::Layout::kTransposed);
     FUZZ_CHECK(!t.shape.empty() && t.shape.size() <= zeroskip::kZskMaxDims);
-    uint64_t bytes = zeroskip::DTypeSize(t.dtype);
-    for (uint64_t d : t.shape) {
+    const uint64_t block = zeroskip::DTypeBlockElements(t.dtype);
+    FUZZ_CHECK(t.shape.back() % block == 0);  // rows are whole blocks
+    uint64_t bytes = zeroskip::DTypeBlockBytes(t.dtype);
+    for (size_t i = 0; i < t.shape.size(); ++i) {
+      const uint64_t d = i + 1 == t.shape.size() ? t.shape[i] / block : t.shape[i];
       FUZZ_CHECK(d != 0 && bytes <= UINT64_MAX / d);
       bytes *= d;
     }
     FUZZ_CHECK(t.nbytes == bytes);
-    FUZZ_CHECK(t.elements() * zeroskip::DTypeSize(t.dtype) == bytes);
+    FUZZ_CHECK(zeroskip::DTypeBytes(t.dtype, t.elements()) == bytes);
     FUZZ_CHECK(t.offset % zeroskip::kTensorAlign == 0);
     FUZZ_CHECK(RegionInside(t.offset, t.nbytes, data_offset, size));
     spans.emplace_back(t.offset, t.offset + t.nbytes);

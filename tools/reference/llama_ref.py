@@ -34,7 +34,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hfio  # noqa: E402
+import quant  # noqa: E402
 
 DT = torch.float64
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM")
@@ -71,16 +73,22 @@ class Config:
 
 
 class LlamaRef:
-    def __init__(self, hf_dir):
+    def __init__(self, hf_dir, weights=None):
+        """weights: None (the checkpoint's values) or "q8" / "q4": the values
+        `zeroskip convert --dtype q8|q4` stores (quant.py), and the products with a quantized
+        matrix read their input quantized per block, as zeroskip's decode kernels do (the
+        FFN down projection excepted: its kernel reads the activations as they are)."""
         cfg, tensors = hfio.read_hf_dir(hf_dir)
+        self.quantized_inputs = set()
+        if weights is not None:
+            tensors, quantized = quant.as_converted(tensors, weights)
+            self.quantized_inputs = {n for n in quantized if not n.endswith("down_proj.weight")}
         self.cfg = Config(cfg)
         # float32 (already exact widenings of bf16/f16) -> float64, exactly.
         self.w = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in tensors.items()}
         c = self.cfg
-        if c.tied:
-            self.lm_head = self.w["model.embed_tokens.weight"]
-        else:
-            self.lm_head = self.w["lm_head.weight"]
+        self.lm_head_name = "model.embed_tokens.weight" if c.tied else "lm_head.weight"
+        self.lm_head = self.w[self.lm_head_name]
         self._check_shapes()
 
     def _check_shapes(self):
@@ -109,6 +117,12 @@ class LlamaRef:
                 raise ValueError(f"{name}: shape {tuple(self.w[name].shape)}, expected {shape}")
 
     # ---- building blocks -------------------------------------------------------------------
+    def linear(self, x, name):
+        """x W^T for the HF weight `name` ([out, in])."""
+        if name in self.quantized_inputs:
+            x = torch.from_numpy(quant.quantize_activations(x.numpy()))
+        return x @ self.w[name].T
+
     def rmsnorm(self, x, weight):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.cfg.eps) * weight
 
@@ -135,9 +149,9 @@ class LlamaRef:
     def attention(self, x, i, cos, sin):
         c, p = self.cfg, f"model.layers.{i}.self_attn."
         T, hd = x.shape[0], c.head_dim
-        q = (x @ self.w[p + "q_proj.weight"].T).view(T, c.n_heads, hd).transpose(0, 1)
-        k = (x @ self.w[p + "k_proj.weight"].T).view(T, c.n_kv, hd).transpose(0, 1)
-        v = (x @ self.w[p + "v_proj.weight"].T).view(T, c.n_kv, hd).transpose(0, 1)
+        q = self.linear(x, p + "q_proj.weight").view(T, c.n_heads, hd).transpose(0, 1)
+        k = self.linear(x, p + "k_proj.weight").view(T, c.n_kv, hd).transpose(0, 1)
+        v = self.linear(x, p + "v_proj.weight").view(T, c.n_kv, hd).transpose(0, 1)
         q, k = self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin)
         rep = c.n_heads // c.n_kv                    # query head j uses kv head j // rep
         k = k.repeat_interleave(rep, dim=0)
@@ -147,13 +161,13 @@ class LlamaRef:
         scores = scores.masked_fill(mask, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         out = (probs @ v).transpose(0, 1).reshape(T, c.n_heads * hd)
-        return out @ self.w[p + "o_proj.weight"].T
+        return self.linear(out, p + "o_proj.weight")
 
     def mlp(self, x, i):
         p = f"model.layers.{i}.mlp."
-        gate = x @ self.w[p + "gate_proj.weight"].T
-        up = x @ self.w[p + "up_proj.weight"].T
-        return (self.act(gate) * up) @ self.w[p + "down_proj.weight"].T
+        gate = self.linear(x, p + "gate_proj.weight")
+        up = self.linear(x, p + "up_proj.weight")
+        return self.linear(self.act(gate) * up, p + "down_proj.weight")
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, tokens):
@@ -174,7 +188,7 @@ class LlamaRef:
                                    cos, sin)
             h = h + self.mlp(self.rmsnorm(h, self.w[p + "post_attention_layernorm.weight"]), i)
         h = self.rmsnorm(h, self.w["model.norm.weight"])
-        return h @ self.lm_head.T
+        return self.linear(h, self.lm_head_name)
 
     def greedy(self, tokens, n):
         """n greedy steps (argmax, EOS treated like any other token), recomputing the full

@@ -3,10 +3,14 @@
 
     /usr/bin/python3 tools/reference/make_golden.py [--only NAME ...] [--out-dir DIR]
     /usr/bin/python3 tools/reference/make_golden.py --hf-dir DIR --name NAME
+    /usr/bin/python3 tools/reference/make_golden.py --weights q8|q4 [--only NAME ...]
 
 Without --hf-dir: generates every test checkpoint of tests/data/make_checkpoints.py into a temp
 dir and writes one fixture per checkpoint, plus tests/data/golden/tokenizer.json (encode/decode
 cases of tests/data/tokenizer.model). With --hf-dir: one fixture for that Hugging Face directory.
+With --weights q8|q4: the reference runs on the values `zeroskip convert --dtype q8|q4` stores
+(tools/reference/quant.py), and each fixture is named <name>_<weights>, with "weights" recorded
+(the checkpoints of QUANT_FIXTURES unless --only names others).
 
 Fixture (floats rounded to 7 significant digits):
   {"checkpoint", "files_sha256": {file: sha256 of the HF dir's weight/config files},
@@ -42,6 +46,9 @@ PROMPT_LEN = 12          # including BOS
 GREEDY_STEPS = 32
 REL_MARGIN = 1e-3
 N_RANDOM_CANDIDATES = 64
+# Checkpoints with fixtures on quantized weights (plus models/relu-ft, through --hf-dir).
+QUANT_FIXTURES = {"q8": ["llama_gqa_hd64_relu_f32", "llama_mqa_hd128_silu_tied_f32"],
+                  "q4": ["llama_gqa_hd64_relu_f32"]}
 
 CANDIDATE_TEXTS = [
     "The cat sees the red apple",
@@ -128,8 +135,8 @@ def check_greedy(model, prompt):
     return cont, min_abs, min_rel, ok
 
 
-def make_fixture(hf_dir, name):
-    model = llama_ref.LlamaRef(hf_dir)
+def make_fixture(hf_dir, name, weights=None):
+    model = llama_ref.LlamaRef(hf_dir, weights)
     max_pos = model.cfg.max_pos or 1 << 30
     sp = load_sp(hf_dir)
     best = None
@@ -152,11 +159,13 @@ def make_fixture(hf_dir, name):
     positions = sorted({0, L // 2, L - 1})
     files = sorted(f for f in os.listdir(hf_dir)
                    if f.endswith((".safetensors", ".json", ".model")))
-    fixture = {
-        "checkpoint": name,
+    fixture = {"checkpoint": name}
+    if weights is not None:
+        fixture["weights"] = weights
+    fixture.update({
         "files_sha256": {f: sha256(os.path.join(hf_dir, f)) for f in files},
         "prompt_ids": ids,
-    }
+    })
     if text is not None:
         fixture["prompt_text"] = text
     fixture.update({
@@ -220,25 +229,30 @@ def main():
     ap.add_argument("--only", action="append", choices=sorted(make_checkpoints.CHECKPOINTS))
     ap.add_argument("--hf-dir", help="an existing Hugging Face directory (needs --name)")
     ap.add_argument("--name", help="fixture name for --hf-dir")
+    ap.add_argument("--weights", choices=sorted(QUANT_FIXTURES),
+                    help="run the reference on the weights as converted to this type")
     args = ap.parse_args()
+    suffix = f"_{args.weights}" if args.weights else ""
     torch.set_num_threads(1)
     os.makedirs(args.out_dir, exist_ok=True)
     with torch.no_grad():
         if args.hf_dir:
             if not args.name:
                 ap.error("--hf-dir needs --name")
-            out = os.path.join(args.out_dir, args.name + ".json")
-            dump(make_fixture(args.hf_dir, args.name), out)
+            out = os.path.join(args.out_dir, args.name + suffix + ".json")
+            dump(make_fixture(args.hf_dir, args.name, args.weights), out)
             print(f"wrote {out}")
             return
         tmp = tempfile.mkdtemp(prefix="zeroskip_golden_")
         try:
-            for name in args.only or make_checkpoints.CHECKPOINTS:
+            default = QUANT_FIXTURES[args.weights] if args.weights else make_checkpoints.CHECKPOINTS
+            for name in args.only or default:
                 hf_dir = make_checkpoints.write_checkpoint(tmp, name)
-                dump(make_fixture(hf_dir, name), os.path.join(args.out_dir, name + ".json"))
+                dump(make_fixture(hf_dir, name, args.weights),
+                     os.path.join(args.out_dir, name + suffix + ".json"))
         finally:
             shutil.rmtree(tmp)
-        if not args.only:
+        if not args.only and not args.weights:
             make_tokenizer_fixture(os.path.join(args.out_dir, "tokenizer.json"))
 
 

@@ -36,6 +36,7 @@ try:
     import torch
     torch.set_num_threads(1)
     import llama_ref
+    import make_golden
 except ImportError:  # pragma: no cover
     torch = None
 
@@ -184,6 +185,12 @@ class GoldenFixtures(unittest.TestCase):
             if os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
                     cls.fixtures[name] = json.load(f)
+        # Fixtures of the reference on quantized weights: (checkpoint, weights) -> fixture.
+        cls.quant_fixtures = {}
+        for weights, names in (make_golden.QUANT_FIXTURES if torch else {}).items():
+            for name in names:
+                with open(os.path.join(GOLDEN, f"{name}_{weights}.json"), encoding="utf-8") as f:
+                    cls.quant_fixtures[name, weights] = json.load(f)
 
     @classmethod
     def tearDownClass(cls):
@@ -219,6 +226,26 @@ class GoldenFixtures(unittest.TestCase):
             with self.subTest(name):
                 path = make_checkpoints.write_checkpoint(self.tmp, name)
                 ref = llama_ref.LlamaRef(path)
+                with torch.no_grad():
+                    logits = ref.forward(fx["prompt_ids"]).numpy()
+                    cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)
+                scale = np.abs(logits).max()
+                for row in fx["logits"]:
+                    np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
+                                               atol=1e-6 * scale)
+                self.assertEqual(cont, fx["greedy"]["continuation"])
+
+    @unittest.skipIf(torch is None, "missing module: torch")
+    def test_reference_on_quantized_weights_reproduces_fixtures(self):
+        for (name, weights), fx in self.quant_fixtures.items():
+            with self.subTest(f"{name}_{weights}"):
+                self.assertEqual((fx["checkpoint"], fx["weights"]), (name, weights))
+                path = make_checkpoints.write_checkpoint(self.tmp, name)
+                for fname, digest in fx["files_sha256"].items():
+                    import hashlib
+                    with open(os.path.join(path, fname), "rb") as f:
+                        self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
+                ref = llama_ref.LlamaRef(path, weights)
                 with torch.no_grad():
                     logits = ref.forward(fx["prompt_ids"]).numpy()
                     cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)

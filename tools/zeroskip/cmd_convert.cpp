@@ -27,8 +27,9 @@ void AddConvert(CLI::App& app) {
                   "tokenizer.model")
       ->required();
   cmd->add_option("-o,--output", flags->out, "output .zsk file (written atomically)")->required();
-  cmd->add_option("--dtype", flags->dtype, "weight dtype: keep|f32|f16|bf16")
-      ->check(CLI::IsMember({"keep", "f32", "f16", "bf16"}));
+  cmd->add_option("--dtype", flags->dtype,
+                  "weight dtype: keep|f32|f16|bf16|q8|q4 (q4 keeps embeddings and LM head q8)")
+      ->check(CLI::IsMember({"keep", "f32", "f16", "bf16", "q8", "q4"}));
   cmd->callback([flags] {
     ConvertOptions opt;
     opt.hf_dir = flags->hf_dir;
