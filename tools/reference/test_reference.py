@@ -14,6 +14,7 @@
    sequences, for the CLI's score / perplexity / eval tests).
 Tests needing torch are skipped when it is missing.
 """
+import hashlib
 import json
 import math
 import os
@@ -119,6 +120,13 @@ TINY = {
 }
 
 
+def assert_files_match(test, folder, sha256_by_name):
+    """Each named file in `folder` has the recorded SHA-256 (the generator is byte-identical)."""
+    for fname, digest in sha256_by_name.items():
+        with open(os.path.join(folder, fname), "rb") as f:
+            test.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
+
+
 @unittest.skipIf(torch is None, "missing module: torch")
 class ReferenceVsNumpy(unittest.TestCase):
     def setUp(self):
@@ -215,25 +223,25 @@ class GoldenFixtures(unittest.TestCase):
         for name, fx in self.fixtures.items():
             with self.subTest(name):
                 path = make_checkpoints.write_checkpoint(self.tmp, name)
-                for fname, digest in fx["files_sha256"].items():
-                    import hashlib
-                    with open(os.path.join(path, fname), "rb") as f:
-                        self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
+                assert_files_match(self, path, fx["files_sha256"])
 
     @unittest.skipIf(torch is None, "missing module: torch")
     def test_reference_reproduces_fixtures(self):
         for name, fx in self.fixtures.items():
             with self.subTest(name):
                 path = make_checkpoints.write_checkpoint(self.tmp, name)
-                ref = llama_ref.LlamaRef(path)
-                with torch.no_grad():
-                    logits = ref.forward(fx["prompt_ids"]).numpy()
-                    cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)
-                scale = np.abs(logits).max()
-                for row in fx["logits"]:
-                    np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
-                                               atol=1e-6 * scale)
-                self.assertEqual(cont, fx["greedy"]["continuation"])
+                self.assert_reproduces(llama_ref.LlamaRef(path), fx)
+
+    def assert_reproduces(self, ref, fx):
+        """The fixture's logits (to 1e-6 of the largest) and greedy continuation from `ref`."""
+        with torch.no_grad():
+            logits = ref.forward(fx["prompt_ids"]).numpy()
+            cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)
+        scale = np.abs(logits).max()
+        for row in fx["logits"]:
+            np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
+                                       atol=1e-6 * scale)
+        self.assertEqual(cont, fx["greedy"]["continuation"])
 
     @unittest.skipIf(torch is None, "missing module: torch")
     def test_reference_on_quantized_weights_reproduces_fixtures(self):
@@ -241,19 +249,8 @@ class GoldenFixtures(unittest.TestCase):
             with self.subTest(f"{name}_{weights}"):
                 self.assertEqual((fx["checkpoint"], fx["weights"]), (name, weights))
                 path = make_checkpoints.write_checkpoint(self.tmp, name)
-                for fname, digest in fx["files_sha256"].items():
-                    import hashlib
-                    with open(os.path.join(path, fname), "rb") as f:
-                        self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
-                ref = llama_ref.LlamaRef(path, weights)
-                with torch.no_grad():
-                    logits = ref.forward(fx["prompt_ids"]).numpy()
-                    cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)
-                scale = np.abs(logits).max()
-                for row in fx["logits"]:
-                    np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
-                                               atol=1e-6 * scale)
-                self.assertEqual(cont, fx["greedy"]["continuation"])
+                assert_files_match(self, path, fx["files_sha256"])
+                self.assert_reproduces(llama_ref.LlamaRef(path, weights), fx)
 
 
 class ScoringFixture(unittest.TestCase):
@@ -269,10 +266,7 @@ class ScoringFixture(unittest.TestCase):
         shutil.rmtree(cls.tmp)
 
     def test_generator_is_byte_identical(self):
-        import hashlib
-        for fname, digest in self.fx["files_sha256"].items():
-            with open(os.path.join(self.path, fname), "rb") as f:
-                self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
+        assert_files_match(self, self.path, self.fx["files_sha256"])
 
     def test_windows_cover_the_text(self):
         chunk = self.fx["window_ctx"] - 1
