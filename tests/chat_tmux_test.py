@@ -114,8 +114,10 @@ def main():
             pane.wait_exit("/exit")
 
         def ctrl_c_stops_a_reply_not_the_session():
-            # chatml: this model never writes <|im_end|>, so only Ctrl-C or -n ends the reply.
-            pane = Pane("ctrlc", chat + " -n 100000 --chat-template chatml")
+            # chatml: this model never writes <|im_end|>, so only Ctrl-C, -n or the context
+            # ends the reply. The scalar dense path keeps this tiny model slow enough (~0.3k tok/s,
+            # about a second per full context) that Ctrl-C lands inside the reply.
+            pane = Pane("ctrlc", chat + " -n 100000 --chat-template chatml --isa scalar --ffn dense")
             pane.wait_for(lambda t: prompts(t) >= 1, "the first prompt")
             pane.line("Speak on, and do not stop.")
             before = pane.text()
