@@ -4,7 +4,8 @@
 # Needs the synthetic 0.7 B checkpoint (about 3 GB, one minute), in SYNTH (default: ../synth/
 # 0.7b-f32-s85, beside the checkout):
 #   /usr/bin/python3 tools/synth/synth.py ../synth/0.7b-f32-s85 --shape 0.7b --dtype F32 --sparsity 0.85
-# Writes JSON and PNG into docs/bench/.
+# Writes JSON and PNG into docs/bench/. The llama.cpp comparison at the end runs only with
+# LLAMA_CPP_DIR set (see benchmarks/peer_llamacpp.sh).
 set -euo pipefail
 Z=build/zeroskip
 SYNTH=${SYNTH:-../synth/0.7b-f32-s85}
@@ -33,3 +34,10 @@ rm -f /tmp/zeroskip-bench.zsk
 # Kernel suite (Google Benchmark): every kernel vs oneDNN and Eigen dense baselines.
 build/zeroskip_kernel_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
   --benchmark_out="$OUT/kernels.json" --benchmark_out_format=json
+
+# Peer: llama.cpp at f32, bf16, q8_0, q4_0 against zeroskip (docs/BENCHMARKS.md, "Peer: llama.cpp").
+# Optional: runs only when LLAMA_CPP_DIR names a llama.cpp source tree you fetched (not a
+# dependency; the script prints "skipped" otherwise). PEER_HF is the checkpoint it converts
+# (default: the 0.74 B one that section makes with tools/synth, beside the checkout).
+PEER_HF=${PEER_HF:-../synth/peer-0.74b-bf16-s90}
+OUT="$OUT/peer_llamacpp.json" benchmarks/peer_llamacpp.sh "$PEER_HF"
