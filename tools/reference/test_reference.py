@@ -224,36 +224,30 @@ class GoldenFixtures(unittest.TestCase):
     def test_reference_reproduces_fixtures(self):
         for name, fx in self.fixtures.items():
             with self.subTest(name):
-                path = make_checkpoints.write_checkpoint(self.tmp, name)
-                ref = llama_ref.LlamaRef(path)
-                with torch.no_grad():
-                    logits = ref.forward(fx["prompt_ids"]).numpy()
-                    cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)
-                scale = np.abs(logits).max()
-                for row in fx["logits"]:
-                    np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
-                                               atol=1e-6 * scale)
-                self.assertEqual(cont, fx["greedy"]["continuation"])
+                self.check_reproduces(fx, make_checkpoints.write_checkpoint(self.tmp, name))
 
     @unittest.skipIf(torch is None, "missing module: torch")
     def test_reference_on_quantized_weights_reproduces_fixtures(self):
+        import hashlib
         for (name, weights), fx in self.quant_fixtures.items():
             with self.subTest(f"{name}_{weights}"):
                 self.assertEqual((fx["checkpoint"], fx["weights"]), (name, weights))
                 path = make_checkpoints.write_checkpoint(self.tmp, name)
                 for fname, digest in fx["files_sha256"].items():
-                    import hashlib
                     with open(os.path.join(path, fname), "rb") as f:
                         self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest, fname)
-                ref = llama_ref.LlamaRef(path, weights)
-                with torch.no_grad():
-                    logits = ref.forward(fx["prompt_ids"]).numpy()
-                    cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)
-                scale = np.abs(logits).max()
-                for row in fx["logits"]:
-                    np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
-                                               atol=1e-6 * scale)
-                self.assertEqual(cont, fx["greedy"]["continuation"])
+                self.check_reproduces(fx, path, weights)
+
+    def check_reproduces(self, fx, path, weights=None):
+        ref = llama_ref.LlamaRef(path, weights)
+        with torch.no_grad():
+            logits = ref.forward(fx["prompt_ids"]).numpy()
+            cont, _, _ = ref.greedy(fx["greedy"]["prompt_ids"], 32)
+        scale = np.abs(logits).max()
+        for row in fx["logits"]:
+            np.testing.assert_allclose(row["values"], logits[row["pos"]], rtol=0,
+                                       atol=1e-6 * scale)
+        self.assertEqual(cont, fx["greedy"]["continuation"])
 
 
 class ScoringFixture(unittest.TestCase):
