@@ -258,37 +258,25 @@ TEST(Cli, GeneratedTextIsTheDecodedContinuation) {
   }
 }
 
-// --dtype converts every weight matrix; norms stay f32 (5 of 256 in this 2-layer model).
+// --dtype converts every weight matrix; norms stay f32 (5 of 256 in this 2-layer model); q4
+// keeps the vocabulary matrices (embeddings and LM head, 384 x 256 each) q8. Quantized models
+// run, sparse and dense alike.
 TEST(Cli, ConvertDtypeFlagConvertsTheWeights) {
   testing::TempDir dir;
   const std::string hf = testing::TestDataDir() + "/" + kModel;
-  for (const char* dtype : {"bf16", "f16"}) {
+  for (const std::string dtype : {"bf16", "f16", "q8", "q4"}) {
     ASSERT_EQ(RunCli({"convert", hf, "-o", dir / "m.zsk", "--dtype", dtype}).exit_code, 0);
     const auto info = RunCli({"info", dir / "m.zsk", "--json"});
     ASSERT_EQ(info.exit_code, 0) << info.err;
     const json j = json::parse(info.out);
+    const uint64_t vocab_q8 = dtype == "q4" ? 2 * 384 * 256 : 0;
     EXPECT_EQ(j["dtypes"]["f32"], 5 * 256) << dtype;
-    EXPECT_EQ(j["dtypes"][dtype].get<uint64_t>() + 5 * 256, j["parameters"].get<uint64_t>());
-  }
-}
-
-// q8 quantizes every matrix; q4 every matrix but the vocabulary ones (embeddings and LM head,
-// 384 x 256 each), which stay q8. The quantized model runs, sparse and dense alike.
-TEST(Cli, ConvertQuantizesTheWeights) {
-  testing::TempDir dir;
-  const std::string hf = testing::TestDataDir() + "/" + kModel;
-  for (const char* dtype : {"q8", "q4"}) {
-    ASSERT_EQ(RunCli({"convert", hf, "-o", dir / "m.zsk", "--dtype", dtype}).exit_code, 0);
-    const auto info = RunCli({"info", dir / "m.zsk", "--json"});
-    ASSERT_EQ(info.exit_code, 0) << info.err;
-    const json j = json::parse(info.out);
-    const uint64_t vocab = std::string(dtype) == "q4" ? 2 * 384 * 256 : 0;
-    EXPECT_EQ(j["dtypes"]["f32"], 5 * 256) << dtype;
-    EXPECT_EQ(j["dtypes"][dtype].get<uint64_t>() + vocab + 5 * 256,
+    EXPECT_EQ(j["dtypes"][dtype].get<uint64_t>() + vocab_q8 + 5 * 256,
               j["parameters"].get<uint64_t>());
-    if (vocab) {
-      EXPECT_EQ(j["dtypes"]["q8"].get<uint64_t>(), vocab);
+    if (vocab_q8) {
+      EXPECT_EQ(j["dtypes"]["q8"].get<uint64_t>(), vocab_q8);
     }
+    if (dtype != "q8" && dtype != "q4") continue;
     std::string out[2];
     for (int i = 0; i < 2; ++i) {
       const auto run = RunCli({"run", "-m", dir / "m.zsk", "-p", "The cat", "-n", "8", "--temp",

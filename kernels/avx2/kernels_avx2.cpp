@@ -15,7 +15,7 @@
 namespace zeroskip {
 namespace {
 
-struct Avx2 {
+struct Avx2 : simd::MaddubsDot {
   using Vec = __m256;
   using Half = __m128i;
   using Tail = int64_t;  // elements left
@@ -46,10 +46,7 @@ struct Avx2 {
   }
   static Vec F16ToF32(Half v) { return _mm256_cvtph_ps(v); }
 
-  // maddubs adds pairs into int16 (at most 2·128·127: no saturation), madd pairs of those.
-  static __m256i DotU8S8(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-  }
+  // Quantized blocks: DotU8S8 is MaddubsDot's.
   static Vec I8ToF32(const int8_t* p) {
     return _mm256_cvtepi32_ps(
         _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));

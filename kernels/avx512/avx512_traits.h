@@ -17,7 +17,7 @@ namespace {
 
 __mmask16 TailMask(int64_t remaining) { return static_cast<__mmask16>((1u << remaining) - 1); }
 
-struct Avx512 {
+struct Avx512 : simd::MaddubsDot {
   using Vec = __m512;
   using Half = __m256i;
   using Tail = __mmask16;
@@ -44,11 +44,7 @@ struct Avx512 {
   }
   static Vec F16ToF32(Half v) { return _mm512_cvtph_ps(v); }
 
-  // Quantized blocks: maddubs adds pairs into int16 (at most 2·128·127: no saturation), madd
-  // pairs of those (AVX512_VNNI's vpdpbusd does both in one: Avx512Vnni).
-  static __m256i DotU8S8(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-  }
+  // Quantized blocks: DotU8S8 from MaddubsDot (Avx512Vnni replaces it with vpdpbusd).
   static Vec I8ToF32(const int8_t* p) {
     return _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));

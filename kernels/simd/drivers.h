@@ -56,6 +56,14 @@ concept VectorTraits = requires(typename V::Vec v, typename V::Half h, typename 
   { V::I8ToF32(pb) } -> std::same_as<typename V::Vec>;  // kLanes int8 at pb, exactly
 };
 
+// DotU8S8 for ISAs without VNNI: maddubs adds pairs into int16 (at most 2·128·127: no
+// saturation), madd adds pairs of those. Vector traits inherit it.
+struct MaddubsDot {
+  static __m256i DotU8S8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  }
+};
+
 // The 8 lanes of v added (the same order on every ISA that calls it).
 inline float SumLanes(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
