@@ -42,6 +42,11 @@ void DenseMatmul::OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in
   // Weights are logically [in, out]; stored [out, in] that is the transposed ("ba") layout.
   const dnnl::memory::desc w_md({in, out}, dt::f32, w_is_out_in ? tag::ba : tag::ab);
   const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
+  // oneDNN's OpenMP runtime takes its thread count from the calling thread's OpenMP setting (a
+  // per-thread value, so other engines on other threads are untouched), and fixes it when the
+  // primitive is created: set it before that, and give the caller its own setting back.
+  const int callers_threads = omp_get_max_threads();
+  omp_set_num_threads(threads_);
   const auto key = std::make_tuple(n, in, out, w_is_out_in);
   auto it = primitives_.find(key);
   if (it == primitives_.end()) {
@@ -51,11 +56,9 @@ void DenseMatmul::OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in
   dnnl::memory src(src_md, engine_, const_cast<float*>(x));
   dnnl::memory wei(w_md, engine_, const_cast<float*>(w));
   dnnl::memory dst(dst_md, engine_, y);
-  // oneDNN's OpenMP runtime uses the calling thread's OpenMP setting (a per-thread value, so
-  // this does not touch other engines running on other threads).
-  omp_set_num_threads(threads_);
   it->second.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   stream_.wait();
+  omp_set_num_threads(callers_threads);
 }
 
 int64_t DenseMatmul::small_batch_ = [] {
@@ -80,10 +83,12 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
   // outputs are bit-identical to running it alone.
   const auto dot = kernels_.ops(w.dtype).dot_rows;
   const auto row_bytes = static_cast<int64_t>(DTypeBytes(w.dtype, w.cols));
-  const int64_t block = BlockRows(row_bytes);
 #pragma omp parallel num_threads(threads_)
   {
     const auto [begin, end] = ThreadSlice(w.rows, omp_get_thread_num(), omp_get_num_threads());
+    // One token reads each row once whatever the blocking: one call over the whole slice, so a
+    // quantized type prepares (quantizes) x once per thread, not once per block.
+    const int64_t block = n == 1 ? std::max<int64_t>(1, end - begin) : BlockRows(row_bytes);
     for (int64_t r0 = begin; r0 < end; r0 += block) {
       const int64_t r1 = std::min(end, r0 + block);
       const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * row_bytes;
