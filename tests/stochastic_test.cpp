@@ -115,7 +115,7 @@ TEST(Stochastic, POneIsSiluOnNegatives) {
   FfnWeights w;
   w.gate = {.data = gate.data(), .rows = ffn, .cols = hidden};
   w.up = {.data = up.data(), .rows = ffn, .cols = hidden};
-  w.down_t = {.data = down.data(), .layout = Layout::kTransposed, .rows = ffn, .cols = hidden};
+  w.down_t = {.data = down.data(), .rows = ffn, .cols = hidden};
   for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
     const KernelTable& kernels = ChooseKernels("");
     DenseMatmul mm(kernels, 2);

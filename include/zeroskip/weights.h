@@ -11,12 +11,11 @@
 namespace zeroskip {
 
 // A matrix as stored: [rows, cols] row-major, elements of `dtype` (quantized types: each row is
-// cols / kQuantBlock blocks, their scales inside). `layout` records whether that is the Hugging
-// Face orientation or its transpose.
+// cols / kQuantBlock blocks, their scales inside). Which orientation a matrix has is its role's
+// (the FFN down projection is stored transposed), checked when the model loads.
 struct WeightView {
   const void* data = nullptr;
   DType dtype = DType::kF32;
-  Layout layout = Layout::kRowMajor;
   int64_t rows = 0;
   int64_t cols = 0;
 };

@@ -15,8 +15,6 @@ constexpr Architecture kArchitectures[] = {
 
 }  // namespace
 
-std::span<const Architecture> SupportedArchitectures() { return kArchitectures; }
-
 const Architecture* FindArchitecture(std::string_view hf_name) {
   for (const auto& a : kArchitectures) {
     if (a.hf_name == hf_name) return &a;
@@ -47,12 +45,16 @@ std::string SupportedModelTypes() {
   return types;
 }
 
-TensorTable ArchitectureTensors(const ModelConfig& config) {
+const Architecture& ArchitectureOf(const ModelConfig& config) {
   const Architecture* a = FindArchitecture(config.hf_architecture);
   if (a == nullptr) {
     throw std::invalid_argument("unsupported architecture '" + config.hf_architecture + "'");
   }
-  return a->tensors(config);
+  return *a;
+}
+
+TensorTable ArchitectureTensors(const ModelConfig& config) {
+  return ArchitectureOf(config).tensors(config);
 }
 
 }  // namespace zeroskip

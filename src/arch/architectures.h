@@ -3,7 +3,6 @@
 // Model::Load get their tensor table here. Knows nothing about files.
 #pragma once
 
-#include <span>
 #include <string>
 #include <string_view>
 
@@ -22,8 +21,6 @@ struct Architecture {
   ForwardFamily forward;
 };
 
-std::span<const Architecture> SupportedArchitectures();
-
 // nullptr when not supported.
 const Architecture* FindArchitecture(std::string_view hf_name);
 const Architecture* FindArchitectureByModelType(std::string_view model_type);
@@ -33,7 +30,11 @@ const Architecture* FindArchitectureByModelType(std::string_view model_type);
 std::string SupportedArchitectureNames();
 std::string SupportedModelTypes();
 
-// The tensor table of config.hf_architecture, which config parsing has checked is supported.
+// The architecture of config.hf_architecture, which config parsing has checked is supported
+// (std::invalid_argument otherwise: a config that bypassed parsing is a bug).
+const Architecture& ArchitectureOf(const ModelConfig& config);
+
+// Its tensor table: ArchitectureOf(config).tensors(config).
 TensorTable ArchitectureTensors(const ModelConfig& config);
 
 }  // namespace zeroskip

@@ -7,11 +7,7 @@
 namespace zeroskip {
 
 ForwardFn ForwardFor(const ModelConfig& config) {
-  const Architecture* a = FindArchitecture(config.hf_architecture);
-  if (a == nullptr) {
-    throw std::invalid_argument("unsupported architecture '" + config.hf_architecture + "'");
-  }
-  switch (a->forward) {
+  switch (ArchitectureOf(config).forward) {
     case ForwardFamily::kLlama:
       return LlamaForward;
   }

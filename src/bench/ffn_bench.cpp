@@ -98,7 +98,7 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
     Fill(l.down_t, f, d, opt.dtype, scale, rng);
     l.views.gate = {.data = l.gate.data(), .dtype = opt.dtype, .rows = f, .cols = d};
     l.views.up = {.data = l.up.data(), .dtype = opt.dtype, .rows = f, .cols = d};
-    l.views.down_t = {.data = l.down_t.data(), .dtype = opt.dtype, .layout = Layout::kTransposed,
+    l.views.down_t = {.data = l.down_t.data(), .dtype = opt.dtype,
                       .rows = f, .cols = d};
   }
 

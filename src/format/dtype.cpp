@@ -86,8 +86,6 @@ bool StoreElement(float v, uint8_t* p, DType type) {
   return false;
 }
 
-uint16_t LoadLe16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
-
 // Quantizes `rows` rows of `cols` f32 values (cols a multiple of kQuantBlock) into blocks.
 uint64_t QuantizeRows(const float* v, uint64_t rows, uint64_t cols, uint8_t* dst, DType type) {
   uint64_t overflows = 0;

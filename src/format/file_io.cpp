@@ -167,6 +167,8 @@ std::string ReadSmallFile(const std::string& path, uint64_t max_bytes) {
   return text;
 }
 
+uint16_t LoadLe16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+
 uint32_t LoadLe32(const uint8_t* p) {
   uint32_t v = 0;
   for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];

@@ -37,6 +37,7 @@ class InputFile {
 bool FileExists(const std::string& path);
 
 // Little-endian integers from raw bytes (file formats are little-endian whatever the host).
+uint16_t LoadLe16(const uint8_t* p);
 uint32_t LoadLe32(const uint8_t* p);
 uint64_t LoadLe64(const uint8_t* p);
 

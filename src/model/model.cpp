@@ -37,7 +37,6 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
     bound.insert(name);
     return WeightView{.data = file.data(*t),
                       .dtype = t->dtype,
-                      .layout = t->layout,
                       .rows = t->shape.size() == 2 ? static_cast<int64_t>(t->shape[0]) : 1,
                       .cols = static_cast<int64_t>(t->shape.back())};
   };
