@@ -98,16 +98,7 @@ struct Ffn {
   FfnLayerStats stats;
 };
 
-// One instance per ISA, whether or not this CPU has it: a missing one shows up as skipped.
-class FfnIsaTest : public ::testing::TestWithParam<Isa> {
- protected:
-  void SetUp() override {
-    if (KernelsFor(GetParam()) == nullptr) {
-      GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
-    }
-  }
-  const KernelTable& kernels() const { return *KernelsFor(GetParam()); }
-};
+class FfnIsaTest : public testing::IsaTest {};
 
 // y = Σ_i relu(g_i)·u_i·W_down_t[i] in double from the widened weights, and a bound on what float
 // evaluation may deviate from it: 4·(hidden + ffn)·2⁻²⁴ times the sum of the absolute values of

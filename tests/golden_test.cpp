@@ -100,18 +100,6 @@ double Tolerance(const std::string& checkpoint) {
   return checkpoint.find('@') == std::string::npos ? 1e-4 : 2e-2;
 }
 
-void ExpectClose(std::span<const float> got, const json& want, const std::string& where,
-                 double tolerance) {
-  ASSERT_EQ(got.size(), want.size()) << where;
-  double max_ref = 0, max_err = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    max_ref = std::max(max_ref, std::abs(want[i].get<double>()));
-  for (size_t i = 0; i < got.size(); ++i) {
-    max_err = std::max(max_err, std::abs(got[i] - want[i].get<double>()));
-  }
-  EXPECT_LE(max_err, tolerance * max_ref) << where << ": max |Δlogit| " << max_err;
-}
-
 // Logits at the fixture positions, token by token: every position runs the decode path the
 // session would use (sparse FFN for ReLU models under auto).
 TEST_P(GoldenTest, DecodeLogitsMatchReference) {
@@ -127,7 +115,7 @@ TEST_P(GoldenTest, DecodeLogitsMatchReference) {
       const int id = ids[session.position()];
       const auto logits = session.Forward({&id, 1});
       if (session.position() == pos + 1) {
-        ExpectClose(logits, expected["values"], "position " + std::to_string(pos),
+        testing::ExpectNearReference(logits, expected["values"], "position " + std::to_string(pos),
                     Tolerance(c.checkpoint));
       }
     }
@@ -146,7 +134,7 @@ TEST_P(GoldenTest, PrefillLogitsMatchReference) {
   const size_t vocab = static_cast<size_t>(model.config().vocab);
   for (const auto& expected : g["logits"]) {
     const size_t pos = expected["pos"].get<size_t>();
-    ExpectClose(all.subspan(pos * vocab, vocab), expected["values"],
+    testing::ExpectNearReference(all.subspan(pos * vocab, vocab), expected["values"],
                 "position " + std::to_string(pos), Tolerance(c.checkpoint));
   }
 }

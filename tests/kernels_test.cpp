@@ -25,17 +25,7 @@
 namespace zeroskip {
 namespace {
 
-// One instance per SIMD ISA compiled in, whether or not this CPU has it: a missing one shows up
-// as skipped (with the reason) instead of passing without checking anything.
-class KernelIsaTest : public ::testing::TestWithParam<Isa> {
- protected:
-  void SetUp() override {
-    if (KernelsFor(GetParam()) == nullptr) {
-      GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
-    }
-  }
-  const KernelTable& k() const { return *KernelsFor(GetParam()); }
-};
+class KernelIsaTest : public testing::IsaTest {};
 
 // Random weights stored as `type`, plus their exactly widened f32 values.
 struct Matrix {
@@ -153,7 +143,7 @@ TEST(KernelsDeathTest, OpsForAnUnknownDtypeAborts) {
 TEST_P(KernelIsaTest, DotRowsMatchesReference) {
   std::mt19937 rng(1);
   const Isa isa = GetParam();
-  const KernelTable& k = this->k();
+  const KernelTable& k = this->kernels();
   for (DType type : kTypes) {
     for (int64_t cols : Cols(type)) {
       for (int64_t rows : kRows) {
@@ -187,7 +177,7 @@ TEST_P(KernelIsaTest, DotRowsMatchesReference) {
 TEST_P(KernelIsaTest, AxpyRowsMatchesReference) {
   std::mt19937 rng(2);
   const Isa isa = GetParam();
-  const KernelTable& k = this->k();
+  const KernelTable& k = this->kernels();
   for (DType type : kTypes) {
     for (int64_t cols : Cols(type)) {
       for (int64_t rows : kRows) {
@@ -215,7 +205,7 @@ TEST_P(KernelIsaTest, AxpyRowsMatchesReference) {
 TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
   std::mt19937 rng(3);
   const Isa isa = GetParam();
-  const KernelTable& k = this->k();
+  const KernelTable& k = this->kernels();
   for (DType type : kTypes) {
     const std::vector<int64_t> hiddens = IsQuantized(type)
                                              ? std::vector<int64_t>{32, 64, 96, 288}
@@ -299,7 +289,7 @@ TEST_P(KernelIsaTest, ActivationQuantizationIsBitExact) {
   };
   // Many blocks in one call, then the special blocks one call each (a NaN scale poisons every
   // product of its row).
-  expect_definition(QuantizedByIdentity(k(), x.data(), kCols), 0, kCols);
+  expect_definition(QuantizedByIdentity(kernels(), x.data(), kCols), 0, kCols);
   // Block 0 by hand: amax 127 gives d = 1, q = round-half-even(x): ties 0.5 -> 0, 1.5 -> 2,
   // 2.5 -> 2, -3.5 -> -4.
   const float by_hand[] = {127, -126.4f, 0.5f, 1.5f, 2.5f, -3.5f, 0.49f, -0.51f};
@@ -313,7 +303,7 @@ TEST_P(KernelIsaTest, ActivationQuantizationIsBitExact) {
   x[160] = -1e30f;                                                    // huge, finite
   std::vector<float> got(kCols);
   for (int64_t b = 0; b < kBlocks; ++b) {
-    const std::vector<float> block = QuantizedByIdentity(k(), x.data() + 32 * b, 32);
+    const std::vector<float> block = QuantizedByIdentity(kernels(), x.data() + 32 * b, 32);
     std::copy(block.begin(), block.end(), got.begin() + 32 * b);
     expect_definition(block, 32 * b, 32);
   }
@@ -327,7 +317,7 @@ TEST_P(KernelIsaTest, ActivationQuantizationIsBitExact) {
 TEST_P(KernelIsaTest, CompactPositiveIsExact) {
   std::mt19937 rng(4);
   const Isa isa = GetParam();
-  const KernelTable& k = this->k();
+  const KernelTable& k = this->kernels();
   for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 100, 1000}) {
     for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
       std::vector<float> g(n);
@@ -366,7 +356,7 @@ TEST(Kernels, ScalarSoftmaxIsTheDefinition) {
 
 TEST_P(KernelIsaTest, ScaledSoftmaxMatchesReference) {
   std::mt19937 rng(6);
-  const KernelTable& k = this->k();
+  const KernelTable& k = this->kernels();
   for (int64_t n : {1, 2, 7, 8, 15, 16, 17, 33, 100, 2049}) {
     for (float spread : {0.0f, 1.0f, 60.0f}) {
       std::vector<float> x(n);

@@ -191,15 +191,26 @@ CliResult RunCli(const std::vector<std::string>& args) {
   return r;
 }
 
-void ExpectNearReference(std::span<const float> got, const nlohmann::json& want,
-                         const std::string& where) {
-  ASSERT_EQ(got.size(), want.size()) << where;
+double MaxRelativeError(std::span<const float> got, const nlohmann::json& want) {
+  if (got.size() != want.size()) return std::numeric_limits<double>::infinity();
   double max_ref = 0, max_err = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     max_ref = std::max(max_ref, std::abs(want[i].get<double>()));
     max_err = std::max(max_err, std::abs(got[i] - want[i].get<double>()));
   }
-  EXPECT_LE(max_err, 1e-4 * max_ref) << where << ": max |Δlogit| " << max_err;
+  return max_err / max_ref;
+}
+
+void ExpectNearReference(std::span<const float> got, const nlohmann::json& want,
+                         const std::string& where, double tolerance) {
+  ASSERT_EQ(got.size(), want.size()) << where;
+  EXPECT_LE(MaxRelativeError(got, want), tolerance) << where << " (relative to max |logit|)";
+}
+
+void IsaTest::SetUp() {
+  if (KernelsFor(GetParam()) == nullptr) {
+    GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
+  }
 }
 
 }  // namespace zeroskip::testing

@@ -2,6 +2,8 @@
 // process, temporary directories and running the CLI binary.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -64,10 +66,22 @@ float Bf16BitsToFloat(uint16_t bits);
 float RoundToHalf(float v);
 float RoundToBf16(float v);
 
-// Logits against a float64 reference row (a JSON array): every |got - want| within 1e-4 of the
-// row's largest |want| (the f32 engine's error is ~1e-5 of it; a wrong row or position is O(1)).
+// max |got - want| / max |want| over a row of logits against a float64 reference row (a JSON
+// array of the same length; infinity when the lengths differ).
+double MaxRelativeError(std::span<const float> got, const nlohmann::json& want);
+
+// Logits against a float64 reference row: MaxRelativeError within `tolerance` (the f32 engine's
+// error is ~1e-5 of the largest logit; a wrong row or position is O(1)).
 void ExpectNearReference(std::span<const float> got, const nlohmann::json& want,
-                         const std::string& where);
+                         const std::string& where, double tolerance = 1e-4);
+
+// A test run once per ISA (its parameter), whether or not this CPU has it: a missing one shows up
+// as skipped, with the reason, instead of passing without checking anything.
+class IsaTest : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override;
+  const KernelTable& kernels() const { return *KernelsFor(GetParam()); }
+};
 
 // A one-layer Llama config small enough to write by hand (vocab: the test tokenizer's pieces).
 ModelConfig TinyConfig();

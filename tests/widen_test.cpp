@@ -151,14 +151,7 @@ TEST(Narrow, ConvertMatrixRoundsToNearestEvenAndCountsOverflows) {
 
 // The kernels widen in registers (bf16: shift; f16: F16C / AVX-512 conversion). A 1-column
 // dot product with x = 1 returns the widened weight itself (plus zeros: -0 comes back as +0).
-class WidenIsaTest : public ::testing::TestWithParam<Isa> {
- protected:
-  void SetUp() override {
-    if (KernelsFor(GetParam()) == nullptr) {
-      GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
-    }
-  }
-};
+class WidenIsaTest : public testing::IsaTest {};
 
 TEST_P(WidenIsaTest, DotRowsWidensEveryHalfAndBf16Pattern) {
   const KernelTable& k = *KernelsFor(GetParam());

@@ -218,10 +218,10 @@ void AddBenchDecode(CLI::App* bench) {
     }
     json runs = json::array();
     for (const int64_t fill : fills) {
-      // The prompt, then `fill` filler tokens spread over the vocabulary.
+      // The prompt, then `fill` filler tokens spread over the vocabulary (any vocab_size >= 1).
       std::vector<int> ids = prompt;
       for (int64_t i = 0; i < fill; ++i) {
-        ids.push_back(static_cast<int>(3 + (i * 7919) % (model->config().vocab - 3)));
+        ids.push_back(static_cast<int>((i * 7919) % model->config().vocab));
       }
       sparse.Reset();
       dense.Reset();
