@@ -1,5 +1,5 @@
-// The SIMD kernels' drivers, written once for every ISA: row blocking (4 rows share each load of
-// x or y), gathering rows, tails and prefetch, over a vector-traits struct V that a per-ISA file
+// The SIMD kernels' drivers, written once for every ISA: row blocking (rows that share each load
+// of x or y), gathering rows, tails and prefetch, over a vector-traits struct V that a per-ISA file
 // supplies (see VectorTraits). The arithmetic order is fixed here, so every ISA adds the same
 // terms in the same order up to its vector width.
 //
