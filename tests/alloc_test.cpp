@@ -40,7 +40,9 @@ TEST(Allocation, CounterSeesAllocations) {
 }
 
 TEST(Allocation, DecodeStepsAndSamplingAllocateNothing) {
-  for (const char* name : {"llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16"}) {
+  for (const char* name :
+       {"llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16", "llama_gqa_hd64_relu_f32@q8",
+        "llama_gqa_hd64_relu_f32@q4"}) {
     for (FfnMode ffn : {FfnMode::kSparse, FfnMode::kDense}) {
       const Model& m = testing::LoadedModel(name);
       SessionOptions o;

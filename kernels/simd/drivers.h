@@ -1,5 +1,5 @@
-// The SIMD kernels' drivers, written once for every ISA: row blocking (4 rows share each load of
-// x or y), gathering rows, tails and prefetch, over a vector-traits struct V that a per-ISA file
+// The SIMD kernels' drivers, written once for every ISA: row blocking (rows that share each load
+// of x or y), gathering rows, tails and prefetch, over a vector-traits struct V that a per-ISA file
 // supplies (see VectorTraits). The arithmetic order is fixed here, so every ISA adds the same
 // terms in the same order up to its vector width.
 //
@@ -34,7 +34,7 @@ namespace {
 template <typename V>
 concept VectorTraits = requires(typename V::Vec v, typename V::Half h, typename V::Tail t,
                                 const float* pf, float* f, const uint16_t* ph, int64_t n, __m256i b,
-                                const int8_t* pb) {
+                                const int8_t* pb, const uint8_t* pu) {
   { V::kLanes } -> std::convertible_to<int64_t>;
   { V::kPrefetchLines } -> std::convertible_to<int>;  // lines at each next row start; 0: none
   { V::Zero() } -> std::same_as<typename V::Vec>;
@@ -54,6 +54,8 @@ concept VectorTraits = requires(typename V::Vec v, typename V::Half h, typename 
   // u <= 128 and signed bytes s in [-127, 127] (exact: no saturation at these ranges).
   V::DotU8S8(b, b);  // -> __m256i (a vector type cannot be a concept's template argument)
   { V::I8ToF32(pb) } -> std::same_as<typename V::Vec>;  // kLanes int8 at pb, exactly
+  // kLanes bytes at pu as f32: their low nibbles - 8 to *low, their high nibbles - 8 to *high.
+  V::NibblesToF32(pu, &v, &v);
 };
 
 // DotU8S8 for ISAs without VNNI: maddubs adds pairs into int16 (at most 2·128·127: no
@@ -92,20 +94,14 @@ inline float BlockScale(const uint8_t* block) {
   return _cvtsh_ss(bits);
 }
 
-// The 32 levels of a block as int8, in element order: q8 q; q4 q - 8 (byte j of a q4 block
-// holds element j in its low nibble and element j + 16 in its high one).
-template <DType T>
-__m256i BlockLevels(const uint8_t* block) {
-  if constexpr (T == DType::kQ8) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
-  } else {
-    static_assert(T == DType::kQ4);
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
-    const __m128i nibble = _mm_set1_epi8(15);
-    const __m128i low = _mm_and_si128(bytes, nibble);
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
-    return _mm256_sub_epi8(_mm256_set_m128i(high, low), _mm256_set1_epi8(8));
-  }
+// The 32 nibbles of a q4 block as bytes, in element order (byte j of the block holds element j
+// in its low nibble and element j + 16 in its high one).
+inline __m256i BlockNibbles(const uint8_t* block) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+  const __m128i nibble = _mm_set1_epi8(15);
+  const __m128i low = _mm_and_si128(bytes, nibble);
+  const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
+  return _mm256_set_m128i(high, low);
 }
 
 // ref::QuantizeActivations, bit for bit: the same f32 operations in the same rounding mode.
@@ -162,23 +158,60 @@ struct Activations<T, true> {
   }
 };
 
-// Dot products of R quantized rows with prepared activations, block by block: the exact
-// integer dot product of the levels (|w| x sign(x, w) keeps the unsigned side <= 128, so q8's
-// -128 is exact too), times the product of the two scales.
+// The exact integer dot product of a block's levels with the activations' levels xv, as 8 int32
+// lanes (lane i: elements 4i..4i+3): |level| times sign(x, level) keeps the unsigned operand
+// <= 128, which every ISA's u8 x s8 product takes exactly (q8's -128 included).
+template <VectorTraits V, DType T>
+__m256i BlockIntDot(const uint8_t* block, __m256i xv) {
+  __m256i w;
+  if constexpr (T == DType::kQ8) {
+    w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+  } else {
+    static_assert(T == DType::kQ4);
+    w = _mm256_sub_epi8(BlockNibbles(block), _mm256_set1_epi8(8));
+  }
+  return V::DotU8S8(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
+}
+
+// The f16 scales of 8 consecutive blocks.
+template <DType T>
+__m256 GroupScales(const uint8_t* first) {
+  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  uint16_t bits[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(&bits[i], first + i * kBytes, 2);
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bits)));
+}
+
+// Dot products of R quantized rows with prepared activations, block by block: each block's
+// exact integer dot product (BlockIntDot) times the product of the two scales, the scales taken
+// 8 blocks at a time.
 template <VectorTraits V, DType T, int R>
 void QuantDotBlock(const uint8_t* const* r, int64_t cols, const Activations<T>& a, float* out) {
   constexpr int64_t kBytes = DTypeBlockBytes(T);
+  const int64_t blocks = cols / static_cast<int64_t>(kQuantBlock);
   __m256 acc[R];
   for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < cols / static_cast<int64_t>(kQuantBlock); ++b) {
+  auto block = [&](int64_t b, const float* scale, int64_t stride) {
     const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q) + b);
     for (int j = 0; j < R; ++j) {
-      const uint8_t* block = r[j] + b * kBytes;
-      const __m256i w = BlockLevels<T>(block);
-      const __m256i sum = V::DotU8S8(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
-      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(BlockScale(block) * a.d[b]),
-                               acc[j]);
+      const __m256i sum = BlockIntDot<V, T>(r[j] + b * kBytes, xv);
+      acc[j] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_broadcast_ss(scale + j * stride), acc[j]);
     }
+  };
+  int64_t b = 0;
+  for (; b + 8 <= blocks; b += 8) {
+    alignas(32) float scale[R][8];  // weight scale x activation scale
+    const __m256 dx = _mm256_loadu_ps(a.d + b);
+    for (int j = 0; j < R; ++j) {
+      _mm256_store_ps(scale[j], _mm256_mul_ps(GroupScales<T>(r[j] + b * kBytes), dx));
+    }
+    for (int i = 0; i < 8; ++i) block(b + i, &scale[0][i], 8);
+  }
+  for (; b < blocks; ++b) {
+    float scale[R];
+    for (int j = 0; j < R; ++j) scale[j] = BlockScale(r[j] + b * kBytes) * a.d[b];
+    block(b, scale, 1);
   }
   for (int j = 0; j < R; ++j) out[j] = SumLanes(acc[j]);
 }
@@ -187,26 +220,32 @@ void QuantDotBlock(const uint8_t* const* r, int64_t cols, const Activations<T>& 
 // multiplied by coef * scale, one load/store of y per R rows.
 template <VectorTraits V, DType T, int R>
 void QuantAxpyBlock(const uint8_t* const* r, const float* coef, int64_t cols, float* y) {
-  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  constexpr int64_t kBytes = DTypeBlockBytes(T), kHalf = kQuantBlock / 2;
   for (int64_t b = 0; b < cols / static_cast<int64_t>(kQuantBlock); ++b) {
-    alignas(32) int8_t unpacked[R][kQuantBlock];
-    const int8_t* levels[R];
     typename V::Vec cv[R];
-    for (int j = 0; j < R; ++j) {
-      const uint8_t* block = r[j] + b * kBytes;
-      if constexpr (T == DType::kQ8) {
-        levels[j] = reinterpret_cast<const int8_t*>(block + 2);
-      } else {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(unpacked[j]), BlockLevels<T>(block));
-        levels[j] = unpacked[j];
-      }
-      cv[j] = V::Broadcast(coef[j] * BlockScale(block));
-    }
+    for (int j = 0; j < R; ++j) cv[j] = V::Broadcast(coef[j] * BlockScale(r[j] + b * kBytes));
     float* yb = y + b * kQuantBlock;
-    for (int64_t c = 0; c < int64_t{kQuantBlock}; c += V::kLanes) {
-      typename V::Vec yv = V::Load(yb + c);
-      for (int j = 0; j < R; ++j) yv = V::Fma(cv[j], V::I8ToF32(levels[j] + c), yv);
-      V::Store(yb + c, yv);
+    if constexpr (T == DType::kQ8) {
+      for (int64_t c = 0; c < int64_t{kQuantBlock}; c += V::kLanes) {
+        typename V::Vec yv = V::Load(yb + c);
+        for (int j = 0; j < R; ++j) {
+          const auto* levels = reinterpret_cast<const int8_t*>(r[j] + b * kBytes + 2);
+          yv = V::Fma(cv[j], V::I8ToF32(levels + c), yv);
+        }
+        V::Store(yb + c, yv);
+      }
+    } else {
+      // Byte c of a q4 block: element c (low nibble) and c + 16 (high).
+      for (int64_t c = 0; c < kHalf; c += V::kLanes) {
+        typename V::Vec low = V::Load(yb + c), high = V::Load(yb + kHalf + c), l, h;
+        for (int j = 0; j < R; ++j) {
+          V::NibblesToF32(r[j] + b * kBytes + 2 + c, &l, &h);
+          low = V::Fma(cv[j], l, low);
+          high = V::Fma(cv[j], h, high);
+        }
+        V::Store(yb + c, low);
+        V::Store(yb + kHalf + c, high);
+      }
     }
   }
 }
@@ -300,14 +339,22 @@ void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, f
   }
 }
 
-constexpr int kBlockRows = 4;
+// Rows a block of the drivers works on together (sharing each load of x or y). Contiguous
+// quantized rows go one at a time: interleaving four rows' streams of blocks halves the DRAM
+// throughput the hardware prefetcher sustains (their x is a cheap L1 read). Scattered rows (the
+// sparse FFN) go several at a time, so that the latency of their streams' starts overlaps;
+// quantized ones, with more work per byte, eight (measured: docs/BENCHMARKS.md, "Weight types").
+template <DType T>
+constexpr int kContiguousBlockRows = IsQuantized(T) ? 1 : 4;
+template <DType T>
+constexpr int kScatteredBlockRows = IsQuantized(T) ? 8 : 4;
 
 // Calls block(k, std::integral_constant<int, R>) for the rows [k, k + R) of [0, n): blocks of
-// kBlockRows, then the rest one row at a time.
-template <typename Block>
+// kRows, then the rest one row at a time.
+template <int kRows, typename Block>
 void ForEachRowBlock(int64_t n, Block&& block) {
   int64_t k = 0;
-  for (; k + kBlockRows <= n; k += kBlockRows) block(k, std::integral_constant<int, kBlockRows>());
+  for (; k + kRows <= n; k += kRows) block(k, std::integral_constant<int, kRows>());
   for (; k < n; ++k) block(k, std::integral_constant<int, 1>());
 }
 
@@ -330,7 +377,7 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
   do {
     const int64_t width = std::min(Activations<T>::kChunk, cols - c0);
     a.Prepare(x + c0, width);
-    ForEachRowBlock(n, [&](int64_t k, auto block) {
+    ForEachRowBlock<kContiguousBlockRows<T>>(n, [&](int64_t k, auto block) {
       constexpr int R = decltype(block)::value;
       const WeightElem<T>* r[R];
       RowStarts<T>(w, rows, k, c0, r);
@@ -345,7 +392,7 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
 template <VectorTraits V, DType T>
 void AxpyRows(WeightRows w, const int32_t* rows, const float* coef, int64_t n, int64_t cols,
               float* y) {
-  ForEachRowBlock(n, [&](int64_t k, auto block) {
+  ForEachRowBlock<kContiguousBlockRows<T>>(n, [&](int64_t k, auto block) {
     const WeightElem<T>* r[decltype(block)::value];
     RowStarts<T>(w, rows, k, 0, r);
     AxpyBlock<V, T, decltype(block)::value>(r, coef + k, cols, y);
@@ -378,16 +425,15 @@ void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const in
   a.Prepare(x, hidden);
   const auto* up = static_cast<const Elem*>(w_up.data);
   const auto* down = static_cast<const Elem*>(w_down_t.data);
-  ForEachRowBlock(n, [&](int64_t k, auto block) {
+  ForEachRowBlock<kScatteredBlockRows<T>>(n, [&](int64_t k, auto block) {
     constexpr int R = decltype(block)::value;
     const Elem* ru[R];
     const Elem* rd[R];
     RowStarts<T>(w_up, rows, k, 0, ru);
     RowStarts<T>(w_down_t, rows, k, 0, rd);
-    if constexpr (R == kBlockRows && V::kPrefetchLines > 0) {
-      if (k + 2 * kBlockRows <= n) {
-        PrefetchRowStarts<V::kPrefetchLines, T>(up, w_up.ld, down, w_down_t.ld,
-                                                rows + k + kBlockRows, kBlockRows);
+    if constexpr (R == kScatteredBlockRows<T> && V::kPrefetchLines > 0) {
+      if (k + 2 * R <= n) {
+        PrefetchRowStarts<V::kPrefetchLines, T>(up, w_up.ld, down, w_down_t.ld, rows + k + R, R);
       }
     }
     float h[R];
