@@ -159,9 +159,12 @@ void PrefetchRowStarts(const Elem* up, int64_t up_ld, const Elem* down, int64_t 
   }
 }
 
-template <VectorTraits V, DType T>
-void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const int32_t* rows,
-                  const float* gate_act, int64_t n, const float* x, float* y) {
+// The fused sparse step with the up dot products of each block from `up_dots(r, h)` (r: the R up
+// rows, h: their R dots with x): the ISA's DotBlock over x in f32, or a dot that reads x in another
+// form (the AVX512-BF16 table's, over x rounded to bf16). The down half is this ISA's AxpyBlock.
+template <VectorTraits V, DType T, typename UpDots>
+void SparseUpDownWith(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const int32_t* rows,
+                      const float* gate_act, int64_t n, float* y, UpDots&& up_dots) {
   using Elem = WeightElem<T>;
   const auto* up = static_cast<const Elem*>(w_up.data);
   const auto* down = static_cast<const Elem*>(w_down_t.data);
@@ -180,10 +183,19 @@ void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const in
       }
     }
     float h[R];
-    DotBlock<V, T, R>(ru, hidden, x, h);
+    up_dots(ru, h);
     for (int j = 0; j < R; ++j) h[j] *= gate_act[k + j];
     AxpyBlock<V, T, R>(rd, h, hidden, y);
   });
+}
+
+template <VectorTraits V, DType T>
+void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const int32_t* rows,
+                  const float* gate_act, int64_t n, const float* x, float* y) {
+  SparseUpDownWith<V, T>(w_up, w_down_t, hidden, rows, gate_act, n, y,
+                         [&]<int R>(const WeightElem<T>* const (&r)[R], float (&h)[R]) {
+                           DotBlock<V, T, R>(r, hidden, x, h);
+                         });
 }
 
 // The weight ops of one ISA, for MakeWeightOps.
