@@ -3,6 +3,14 @@
 // Tolerance: |Δlogit| <= 1e-4 * max|logit| at every checked position, for f32 weights and for
 // bf16/f16 weights alike (both sides widen them exactly; computation is f32 here). Greedy
 // continuations must be identical (the fixtures guarantee a top-1 margin > 1e-3 * max|logit|).
+//
+// bf16 weights under a kernel table with bf16_products (AVX512-BF16) are the exception: every
+// input of its bf16 kernels is rounded to bf16 (unit roundoff 2⁻⁸) before it meets the weights,
+// so the logits move by far more than f32 rounding: measured at most
+// 1.2e-2 * max|logit| on the random test checkpoints (whose dots cancel heavily) and 1.7e-3 on
+// the trained relu-ft. Those cases allow 2.5e-2 * max|logit|; a wrong row or index still moves
+// a logit by O(max|logit|). Their greedy continuations still match every fixture on this
+// machine, but the fixtures' margin no longer guarantees it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -84,7 +92,17 @@ class GoldenTest : public ::testing::TestWithParam<Case> {
   }
 };
 
-void ExpectClose(std::span<const float> got, const json& want, const std::string& where) {
+constexpr double kTolerance = 1e-4;
+constexpr double kBf16ProductsTolerance = 2.5e-2;
+
+// The tolerance of `c` on `model`, relative to max|logit| (see the top of the file).
+double Tolerance(const Case& c, const Model& model) {
+  const bool bf16_weights = model.layer(0).ffn.gate.dtype == DType::kBF16;
+  return bf16_weights && KernelsFor(c.isa)->bf16_products ? kBf16ProductsTolerance : kTolerance;
+}
+
+void ExpectClose(std::span<const float> got, const json& want, double tolerance,
+                 const std::string& where) {
   ASSERT_EQ(got.size(), want.size()) << where;
   double max_ref = 0, max_err = 0;
   for (size_t i = 0; i < got.size(); ++i)
@@ -92,7 +110,7 @@ void ExpectClose(std::span<const float> got, const json& want, const std::string
   for (size_t i = 0; i < got.size(); ++i) {
     max_err = std::max(max_err, std::abs(got[i] - want[i].get<double>()));
   }
-  EXPECT_LE(max_err, 1e-4 * max_ref) << where << ": max |Δlogit| " << max_err;
+  EXPECT_LE(max_err, tolerance * max_ref) << where << ": max |Δlogit| " << max_err;
 }
 
 // Logits at the fixture positions, token by token: every position runs the decode path the
@@ -110,7 +128,8 @@ TEST_P(GoldenTest, DecodeLogitsMatchReference) {
       const int id = ids[session.position()];
       const auto logits = session.Forward({&id, 1});
       if (session.position() == pos + 1) {
-        ExpectClose(logits, expected["values"], "position " + std::to_string(pos));
+        ExpectClose(logits, expected["values"], Tolerance(c, model),
+                    "position " + std::to_string(pos));
       }
     }
   }
@@ -128,7 +147,7 @@ TEST_P(GoldenTest, PrefillLogitsMatchReference) {
   const size_t vocab = static_cast<size_t>(model.config().vocab);
   for (const auto& expected : g["logits"]) {
     const size_t pos = expected["pos"].get<size_t>();
-    ExpectClose(all.subspan(pos * vocab, vocab), expected["values"],
+    ExpectClose(all.subspan(pos * vocab, vocab), expected["values"], Tolerance(c, model),
                 "position " + std::to_string(pos));
   }
 }

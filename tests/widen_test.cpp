@@ -151,6 +151,8 @@ TEST(Narrow, ConvertMatrixRoundsToNearestEvenAndCountsOverflows) {
 
 // The kernels widen in registers (bf16: shift; f16: F16C / AVX-512 conversion). A 1-column
 // dot product with x = 1 returns the widened weight itself (plus zeros: -0 comes back as +0).
+// A table with bf16_products multiplies bf16 by bf16 in vdpbf16ps, which reads subnormals as zero:
+// there the 254 subnormal bf16 patterns come back as +0, every other pattern exactly.
 class WidenIsaTest : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
@@ -171,6 +173,9 @@ TEST_P(WidenIsaTest, DotRowsWidensEveryHalfAndBf16Pattern) {
     for (size_t i = 0; i < patterns.size(); ++i) {
       float want =
           type == DType::kF16 ? HalfBitsToFloat(patterns[i]) : Bf16BitsToFloat(patterns[i]);
+      if (type == DType::kBF16 && k.bf16_products && std::fpclassify(want) == FP_SUBNORMAL) {
+        want = 0.0f;
+      }
       if (want == 0.0f) want = 0.0f;  // the accumulator starts at +0
       ASSERT_TRUE(SameFloat(out[i], want))
           << IsaName(GetParam()) << " " << DTypeName(type) << " pattern 0x" << std::hex << i;
