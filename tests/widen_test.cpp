@@ -1,16 +1,18 @@
 // f16 and bf16 conversions against an independent oracle (tests/test_util.cpp builds each value
 // from sign, exponent and mantissa with std::ldexp, and rounds on the binade's quantum): every one
 // of the 65536 bit patterns, subnormals, infinities and NaN included, through the converter's
-// ConvertMatrix and through every ISA's kernels.
+// ConvertMatrix and through every ISA's kernels; and which long batches widen at all.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <random>
 
 #include "format/dtype.h"
 #include "kernels/kernels.h"
+#include "model/matmul.h"
 #include "test_util.h"
 
 namespace zeroskip {
@@ -180,6 +182,22 @@ TEST_P(WidenIsaTest, DotRowsWidensEveryHalfAndBf16Pattern) {
       ASSERT_TRUE(SameFloat(out[i], want))
           << IsaName(GetParam()) << " " << DTypeName(type) << " pattern 0x" << std::hex << i;
     }
+  }
+}
+
+// Long batches widen bf16 weights to f32 for oneDNN, except under a table with bf16_products
+// where oneDNN's bf16 matmul is native (not a reference loop): then they stay bf16. f32 never
+// widens, f16 always does.
+TEST_P(WidenIsaTest, LongBf16BatchesSkipWideningOnlyUnderBf16Products) {
+  const KernelTable& k = *KernelsFor(GetParam());
+  const std::string& impl = DenseMatmul::OneDnnBf16Impl();
+  EXPECT_EQ(impl.find("ref"), std::string::npos) << impl;
+  EXPECT_FALSE(DenseMatmul::Bf16Batches(k, DType::kF32));
+  EXPECT_FALSE(DenseMatmul::Bf16Batches(k, DType::kF16));
+  EXPECT_EQ(DenseMatmul::Bf16Batches(k, DType::kBF16), k.bf16_products && !impl.empty());
+  if (k.bf16_products) {
+    std::cout << "oneDNN bf16 matmul: " << (impl.empty() ? "none (bf16 batches widen)" : impl)
+              << "\n";
   }
 }
 
