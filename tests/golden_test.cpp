@@ -7,10 +7,12 @@
 // bf16 weights under a kernel table with bf16_products (AVX512-BF16) are the exception: every
 // matmul input is rounded to bf16 (unit roundoff 2⁻⁸) before it meets the weights, in decode and
 // in prefill alike, so the logits move by far more than f32 rounding: measured at most
-// 1.2e-2 * max|logit| on the random test checkpoints (whose dots cancel heavily) and 1.9e-3 on
+// 1.4e-2 * max|logit| on the random test checkpoints (whose dots cancel heavily) and 1.9e-3 on
 // the trained relu-ft. Those cases allow 2.5e-2 * max|logit|; a wrong row or index still moves
-// a logit by O(max|logit|). Their greedy continuations still match every fixture on this
-// machine, but the fixtures' margin no longer guarantees it.
+// a logit by O(max|logit|). The fixtures' top-1 margin no longer decides their greedy picks
+// (a 12-token prompt through oneDNN's bf16 matmul flips a near-tie of llama_gqa_hd128_relu_tied
+// _bf16): there the reference's token must be within the tolerance of the top logit, and greedy
+// decoding is teacher-forced with the reference's tokens.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -113,6 +115,25 @@ void ExpectClose(std::span<const float> got, const json& want, double tolerance,
   EXPECT_LE(max_err, tolerance * max_ref) << where << ": max |Δlogit| " << max_err;
 }
 
+int Argmax(std::span<const float> logits) {
+  return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+// The greedy pick after `logits` is the reference's `want`: exactly at the f32 tolerance (the
+// fixtures' top-1 margin exceeds it), or, at a looser one, within it of the top logit.
+void ExpectPicks(std::span<const float> logits, int want, double tolerance,
+                 const std::string& where) {
+  const int top = Argmax(logits);
+  if (tolerance == kTolerance) {
+    EXPECT_EQ(top, want) << where;
+    return;
+  }
+  double max_abs = 0;
+  for (float v : logits) max_abs = std::max(max_abs, double(std::abs(v)));
+  EXPECT_GE(logits[want], logits[top] - tolerance * max_abs)
+      << where << ": picked " << top << ", the reference " << want;
+}
+
 // Logits at the fixture positions, token by token: every position runs the decode path the
 // session would use (sparse FFN for ReLU models under auto).
 TEST_P(GoldenTest, DecodeLogitsMatchReference) {
@@ -160,21 +181,28 @@ TEST_P(GoldenTest, GreedyContinuationMatchesReference) {
   Session session(engine, {.ffn = c.ffn});
   const auto prompt = g["greedy"]["prompt_ids"].get<std::vector<int>>();
   const auto want = g["greedy"]["continuation"].get<std::vector<int>>();
+  const double tolerance = Tolerance(c, model);
   auto logits = session.Forward(prompt);
   std::vector<int> got;
   for (size_t i = 0; i < want.size(); ++i) {
-    const int id =
-        static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    got.push_back(id);
-    if (i + 1 < want.size()) logits = session.Forward({&id, 1});
+    if (tolerance == kTolerance) {
+      got.push_back(Argmax(logits));
+    } else {
+      // The reference's token must be a near-top pick; decoding goes on with it (teacher
+      // forcing), so one near-tie does not derail the rest of the comparison.
+      ExpectPicks(logits, want[i], tolerance, "step " + std::to_string(i));
+      got.push_back(want[i]);
+    }
+    if (i + 1 < want.size()) logits = session.Forward({&got.back(), 1});
   }
   EXPECT_EQ(got, want);
 }
 
-// Prompts longer than kSmallBatch run the batched matmuls through oneDNN (f32, or bf16 under
-// bf16_products) instead of the decode kernels: the greedy prompt with its continuation in one
-// pass must pick the reference's continuation at every position, and its logits must match those
-// of the same tokens fed one at a time (the decode kernels) within the case's tolerance.
+// Prompts longer than kSmallBatch (kSmallBatchBf16 under bf16_products) run the batched matmuls
+// through oneDNN (f32, or bf16 under bf16_products) instead of the decode kernels: the greedy
+// prompt with its continuation in one pass must pick the reference's continuation at every
+// position (ExpectPicks), and its logits must match those of the same tokens fed one at a time
+// (the decode kernels) within the case's tolerance.
 TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
   const Case& c = GetParam();
   const json g = Golden(c.checkpoint);
@@ -194,9 +222,8 @@ TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
     ExpectClose(row, json(std::vector<float>(one.begin(), one.end())), Tolerance(c, model),
                 "position " + std::to_string(pos));
     if (pos + 1 >= prompt) {
-      const auto want = g["greedy"]["continuation"][pos + 1 - prompt].get<int>();
-      EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), want)
-          << "position " << pos;
+      ExpectPicks(row, g["greedy"]["continuation"][pos + 1 - prompt].get<int>(),
+                  Tolerance(c, model), "position " + std::to_string(pos));
     }
   }
 }

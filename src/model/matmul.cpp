@@ -107,10 +107,15 @@ void DenseMatmul::OneDnn(const void* w, bool bf16, bool w_is_out_in, int64_t n, 
   stream_.wait();
 }
 
-int64_t DenseMatmul::small_batch_ = [] {
+int64_t DenseMatmul::small_batch_env_ = [] {
   const char* env = std::getenv("ZEROSKIP_SMALL_BATCH");  // for measuring the crossover
-  return env ? std::max(1L, std::atol(env)) : kSmallBatch;
+  return env ? std::max(1L, std::atol(env)) : 0L;
 }();
+
+int64_t DenseMatmul::SmallBatch(const WeightView& w) const {
+  if (small_batch_env_ > 0) return small_batch_env_;
+  return Bf16Batches(kernels_, w.dtype) ? kSmallBatchBf16 : kSmallBatch;
+}
 
 namespace {
 
@@ -120,7 +125,7 @@ int64_t BlockRows(int64_t row_bytes) { return std::max<int64_t>(1, kCacheBlockBy
 }  // namespace
 
 void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (n > small_batch_) {
+  if (n > SmallBatch(w)) {
     if (Bf16Batches(kernels_, w.dtype)) {
       OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
     } else {
@@ -148,7 +153,7 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
 }
 
 void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (n > small_batch_) {
+  if (n > SmallBatch(w)) {
     if (Bf16Batches(kernels_, w.dtype)) {
       OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/false, n, w.rows, w.cols, x, y);
     } else {

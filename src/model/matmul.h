@@ -23,6 +23,9 @@ struct KernelTable;
 // Batches up to this many tokens stream the weights through the decode kernels; longer ones go
 // to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill").
 constexpr int64_t kSmallBatch = 16;
+// The same for bf16 weights that oneDNN's bf16 matmul takes as stored (Bf16Batches): with no
+// widening to pay for, oneDNN wins from fewer tokens (docs/BENCHMARKS.md, "Native bf16").
+constexpr int64_t kSmallBatchBf16 = 5;
 // A block of weight rows small enough to stay in a core's L2 while every token of a short batch
 // reads it.
 constexpr int64_t kCacheBlockBytes = 256 << 10;
@@ -54,7 +57,10 @@ class DenseMatmul {
   const float* AsF32(const WeightView& w);
   const uint16_t* AsBf16(const float* x, int64_t n, int64_t in);
 
-  static int64_t small_batch_;  // kSmallBatch, or ZEROSKIP_SMALL_BATCH when measuring
+  // The longest batch on `w` that goes through the decode kernels.
+  int64_t SmallBatch(const WeightView& w) const;
+
+  static int64_t small_batch_env_;  // ZEROSKIP_SMALL_BATCH (for measuring), else 0
   const KernelTable& kernels_;
   int threads_;
   dnnl::engine engine_;
