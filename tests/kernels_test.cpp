@@ -14,6 +14,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <set>
 
@@ -66,6 +67,14 @@ Matrix RandomMatrix(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
 
 double Tolerance(int64_t n, double abs_sum) {
   return 4.0 * n * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+}
+
+// x[0:n) drawn from N(0, 1), followed by NaNs: a kernel that reads x past its end, even where it
+// multiplies by zero-filled weights, turns its result into NaN.
+std::vector<float> RandomX(int64_t n, std::mt19937& rng) {
+  std::vector<float> x(n + 64, std::numeric_limits<float>::quiet_NaN());
+  for (int64_t i = 0; i < n; ++i) x[i] = std::normal_distribution<float>()(rng);
+  return x;
 }
 
 // x as the table's `type` dot products see it: rounded to bf16 (to nearest even, subnormals to
@@ -142,8 +151,7 @@ TEST_P(KernelIsaTest, DotRowsMatchesReference) {
     for (int64_t cols : kCols) {
       for (int64_t rows : kRows) {
         const Matrix w = RandomMatrix(type, rows + 3, cols, rng);
-        std::vector<float> x(cols);
-        for (auto& v : x) v = std::normal_distribution<float>()(rng);
+        std::vector<float> x = RandomX(cols, rng);
         // Gathered rows (sparse use) and contiguous rows (dense use).
         std::vector<int32_t> idx(rows);
         for (auto& i : idx) i = static_cast<int32_t>(rng() % (rows + 3));
@@ -211,8 +219,7 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
       const int64_t ffn = 75;
       const Matrix up = RandomMatrix(type, ffn, hidden, rng);
       const Matrix down = RandomMatrix(type, ffn, hidden, rng);
-      std::vector<float> x(hidden);
-      for (auto& v : x) v = std::normal_distribution<float>()(rng);
+      std::vector<float> x = RandomX(hidden, rng);
       for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
         std::vector<int32_t> rows;
         std::vector<float> gate;
@@ -271,8 +278,7 @@ TEST_P(KernelIsaTest, LongRowsMatchReference) {
       const int64_t rows = 6;
       const Matrix up = RandomMatrix(type, rows, cols, rng);
       const Matrix down = RandomMatrix(type, rows, cols, rng);
-      std::vector<float> x(cols);
-      for (auto& v : x) v = std::normal_distribution<float>()(rng);
+      const std::vector<float> x = RandomX(cols, rng);
       const std::vector<float> xs = XAsSeen(k, type, x);
       const WeightRows wu{up.bytes.data(), cols}, wd{down.bytes.data(), cols};
       const int32_t picked[] = {5, 0, 3, 1, 4};
