@@ -5,7 +5,9 @@
 // version per SIMD ISA (kernels/<isa>, each compiled with its own flags, the drivers shared in
 // kernels/simd/drivers.h). The ISAs compiled in are listed once (AllIsas); an Engine picks one
 // table at start-up (the best the CPU runs, or `--isa`). Weight matrices are f32, bf16 or f16
-// (bit patterns as uint16_t), or q8 / q4 blocks (docs/FORMAT.md); activations are always f32.
+// (bit patterns as uint16_t), or q8 / q4 blocks (docs/FORMAT.md); activations are always f32 in
+// memory. Every table widens 16-bit weights exactly and computes in f32, except where
+// `bf16_products` says otherwise.
 //
 // Quantized weights are multiplied with activations quantized the same way: x is cut into
 // blocks of 32, each stored as int8 with an f32 scale (QuantizeActivations), so a block's dot
@@ -25,7 +27,7 @@
 
 namespace zeroskip {
 
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3 };
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3, kAvx512Bf16 = 4 };
 
 // The weight types the kernels read, in the order of KernelTable::weight_ops. A new type is one
 // entry here and in WeightElem, plus its loads in the reference and the SIMD drivers.
@@ -79,6 +81,11 @@ struct KernelTable {
   std::array<WeightOps, kWeightDTypes.size()> weight_ops;  // in kWeightDTypes order
   CompactPositiveFn compact_positive;
   ScaledSoftmaxFn scaled_softmax;
+  // bf16 dot products round x to bf16 (round to nearest even; subnormals of x and of the weights
+  // count as zero) and multiply bf16 by bf16, summing in f32 (vdpbf16ps): against the exact
+  // widening this adds at most 2⁻⁸·Σ|w·x| per dot. Batched bf16 matmuls may then do the same
+  // (DenseMatmul). false: x stays f32 everywhere.
+  bool bf16_products = false;
 
   const WeightOps& ops(DType dtype) const {
     for (size_t i = 0; i < kWeightDTypes.size(); ++i) {

@@ -3,6 +3,21 @@
 // Tolerance: |Δlogit| <= 1e-4 * max|logit| at every checked position, for f32 weights and for
 // bf16/f16 weights alike (both sides widen them exactly; computation is f32 here). Greedy
 // continuations must be identical (the fixtures guarantee a top-1 margin > 1e-3 * max|logit|).
+//
+// bf16 weights under a kernel table with bf16_products (AVX512-BF16) are the exception: every
+// matmul input is rounded to bf16 (unit roundoff 2⁻⁸) before it meets the weights, in decode and
+// in prefill alike, so the logits move by far more than f32 rounding: measured at most
+// 1.4e-2 * max|logit| on the random test checkpoints (whose dots cancel heavily) and 1.9e-3 on
+// the trained relu-ft. Those cases allow 2.5e-2 * max|logit|; a wrong row or index still moves
+// a logit by O(max|logit|). The fixtures' top-1 margin no longer decides their greedy picks
+// (a 12-token prompt through oneDNN's bf16 matmul flips a near-tie of llama_gqa_hd128_relu_tied
+// _bf16): there the reference's token must be within the tolerance of the top logit, and greedy
+// decoding is teacher-forced with the reference's tokens.
+//
+// Quantized weights (q8, q4) allow 2e-2 * max|logit|: their fixtures model the activations'
+// quantization, but activations in f32 (here) and f64 (there) may round to either side of a tie,
+// moving one activation by a whole step (amax/127); measured worst 9e-3 over the fixtures, every
+// ISA and path. Their greedy picks must still be the reference's.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -92,12 +107,37 @@ class GoldenTest : public ::testing::TestWithParam<Case> {
   }
 };
 
-// The tolerance relative to max|logit|: 1e-4 for float weights; 2e-2 for quantized ones, whose
-// fixtures model the activations' quantization but whose activations in f32 (here) and f64
-// (there) may round to either side of a tie, moving one activation by a whole step (amax/127);
-// measured worst 9e-3 over the fixtures, every ISA and path.
-double Tolerance(const std::string& checkpoint) {
-  return checkpoint.find('@') == std::string::npos ? 1e-4 : 2e-2;
+// How close a case must come to the reference (see the top of the file): the largest
+// |Δlogit| relative to max|logit|, and whether greedy picks must be the reference's exactly.
+struct Tolerance {
+  double logits;
+  bool exact_picks;
+};
+
+Tolerance ToleranceOf(const Case& c, const Model& model) {
+  const bool bf16_weights = model.layer(0).ffn.gate.dtype == DType::kBF16;
+  if (bf16_weights && KernelsFor(c.isa)->bf16_products) return {2.5e-2, false};
+  if (IsQuantized(model.layer(0).ffn.gate.dtype)) return {2e-2, true};
+  return {1e-4, true};
+}
+
+int Argmax(std::span<const float> logits) {
+  return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+// The greedy pick after `logits` is the reference's `want`: exactly where the tolerance says so
+// (the fixtures' top-1 margin exceeds it), else within the tolerance of the top logit.
+void ExpectPicks(std::span<const float> logits, int want, Tolerance tolerance,
+                 const std::string& where) {
+  const int top = Argmax(logits);
+  if (tolerance.exact_picks) {
+    EXPECT_EQ(top, want) << where;
+    return;
+  }
+  double max_abs = 0;
+  for (float v : logits) max_abs = std::max(max_abs, double(std::abs(v)));
+  EXPECT_GE(logits[want], logits[top] - tolerance.logits * max_abs)
+      << where << ": picked " << top << ", the reference " << want;
 }
 
 // Logits at the fixture positions, token by token: every position runs the decode path the
@@ -116,7 +156,7 @@ TEST_P(GoldenTest, DecodeLogitsMatchReference) {
       const auto logits = session.Forward({&id, 1});
       if (session.position() == pos + 1) {
         testing::ExpectNearReference(logits, expected["values"], "position " + std::to_string(pos),
-                    Tolerance(c.checkpoint));
+                                     ToleranceOf(c, model).logits);
       }
     }
   }
@@ -135,7 +175,7 @@ TEST_P(GoldenTest, PrefillLogitsMatchReference) {
   for (const auto& expected : g["logits"]) {
     const size_t pos = expected["pos"].get<size_t>();
     testing::ExpectNearReference(all.subspan(pos * vocab, vocab), expected["values"],
-                "position " + std::to_string(pos), Tolerance(c.checkpoint));
+                                 "position " + std::to_string(pos), ToleranceOf(c, model).logits);
   }
 }
 
@@ -147,15 +187,55 @@ TEST_P(GoldenTest, GreedyContinuationMatchesReference) {
   Session session(engine, {.ffn = c.ffn});
   const auto prompt = g["greedy"]["prompt_ids"].get<std::vector<int>>();
   const auto want = g["greedy"]["continuation"].get<std::vector<int>>();
+  const Tolerance tolerance = ToleranceOf(c, model);
   auto logits = session.Forward(prompt);
   std::vector<int> got;
   for (size_t i = 0; i < want.size(); ++i) {
-    const int id =
-        static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    got.push_back(id);
-    if (i + 1 < want.size()) logits = session.Forward({&id, 1});
+    if (tolerance.exact_picks) {
+      got.push_back(Argmax(logits));
+    } else {
+      // The reference's token must be a near-top pick; decoding goes on with it (teacher
+      // forcing), so one near-tie does not derail the rest of the comparison.
+      ExpectPicks(logits, want[i], tolerance, "step " + std::to_string(i));
+      got.push_back(want[i]);
+    }
+    if (i + 1 < want.size()) logits = session.Forward({&got.back(), 1});
   }
   EXPECT_EQ(got, want);
+}
+
+// Prompts longer than kSmallBatch (kSmallBatchBf16 under bf16_products) run the batched matmuls
+// through oneDNN (f32, or bf16 under bf16_products) instead of the decode kernels: the greedy
+// prompt with its continuation in one pass must pick the reference's continuation at every
+// position (ExpectPicks), and its logits must match those of the same tokens fed one at a time
+// (the decode kernels) within the case's tolerance.
+TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
+  const Case& c = GetParam();
+  const json g = Golden(c.checkpoint);
+  const Model& model = LoadedModel(c.checkpoint);
+  Engine engine(model, OnEngine(c));
+  if (IsQuantized(model.layer(0).ffn.gate.dtype)) {
+    GTEST_SKIP() << "long quantized batches go to oneDNN on dequantized weights and f32 "
+                    "activations; the decode kernels quantize the activations";
+  }
+  Session batched(engine, {.ffn = c.ffn}), stepped(engine, {.ffn = c.ffn});
+  auto ids = g["greedy"]["prompt_ids"].get<std::vector<int>>();
+  const size_t prompt = ids.size();
+  for (int id : g["greedy"]["continuation"]) ids.push_back(id);
+  ids.pop_back();  // the last token is only ever predicted
+  ASSERT_GT(ids.size(), 16u) << "too short to leave the small-batch path";
+  const auto all = batched.Forward(ids, /*all_logits=*/true);
+  const size_t vocab = static_cast<size_t>(model.config().vocab);
+  for (size_t pos = 0; pos < ids.size(); ++pos) {
+    const auto row = all.subspan(pos * vocab, vocab);
+    const auto one = stepped.Forward({&ids[pos], 1});
+    testing::ExpectNearReference(row, json(std::vector<float>(one.begin(), one.end())),
+                                 "position " + std::to_string(pos), ToleranceOf(c, model).logits);
+    if (pos + 1 >= prompt) {
+      ExpectPicks(row, g["greedy"]["continuation"][pos + 1 - prompt].get<int>(),
+                  ToleranceOf(c, model), "position " + std::to_string(pos));
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, GoldenTest, ::testing::ValuesIn(AllCases()), CaseName);

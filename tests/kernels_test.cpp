@@ -4,7 +4,11 @@
 // is off by a whole term (~Σ|terms|/n) and fails it. bf16 and f16 weights are widened exactly,
 // so the same bound holds for them. q8 and q4 weights: the reference and every ISA multiply them
 // with the same quantized activations (pinned bit for bit below) in exact integer arithmetic, so
-// the same bound holds with the terms w·x̂ (x̂ the dequantized activations).
+// the same bound holds with the terms w·x̂ (x̂ the dequantized activations). A table with
+// bf16_products (AVX512-BF16) multiplies bf16 weights by x rounded to bf16: products of two bf16
+// are exact in f32, so its bf16 dots meet the same bound against the reference run on that
+// rounded x, and lie within 2⁻⁸·Σ|w·x| more of the reference on x itself (bf16's unit roundoff,
+// 2⁻⁸, times every term).
 #include "kernels/kernels.h"
 
 #include <gtest/gtest.h>
@@ -12,7 +16,6 @@
 #include <Eigen/Core>
 #include <array>
 #include <cmath>
-#include <limits>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -72,6 +75,30 @@ Matrix RandomMatrix(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
 
 double Tolerance(int64_t n, double abs_sum) {
   return 4.0 * n * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+}
+
+// x[0:n) drawn from N(0, 1), followed by NaNs: a kernel that reads x past its end, even where it
+// multiplies by zero-filled weights, turns its result into NaN.
+std::vector<float> RandomX(int64_t n, std::mt19937& rng) {
+  std::vector<float> x(n + 64, std::numeric_limits<float>::quiet_NaN());
+  for (int64_t i = 0; i < n; ++i) x[i] = std::normal_distribution<float>()(rng);
+  return x;
+}
+
+// x as the table's `type` dot products are given it: rounded to bf16 (to nearest even,
+// subnormals to zero, as vcvtne2ps2bf16 does) where the table has bf16_products, else x itself.
+std::vector<float> XAsSeen(const KernelTable& k, DType type, const std::vector<float>& x) {
+  if (!k.bf16_products || type != DType::kBF16) return x;
+  std::vector<float> seen(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    seen[i] = std::fpclassify(x[i]) == FP_SUBNORMAL ? 0.0f : float(Eigen::bfloat16(x[i]));
+  }
+  return seen;
+}
+
+// The extra error a dot with x rounded to bf16 may carry (zero where x is used as it is).
+double RoundingOfX(const KernelTable& k, DType type, double abs_sum) {
+  return k.bf16_products && type == DType::kBF16 ? std::ldexp(abs_sum, -8) : 0.0;
 }
 
 const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8, DType::kQ4};
@@ -148,23 +175,29 @@ TEST_P(KernelIsaTest, DotRowsMatchesReference) {
     for (int64_t cols : Cols(type)) {
       for (int64_t rows : kRows) {
         const Matrix w = RandomMatrix(type, rows + 3, cols, rng);
-        std::vector<float> x(cols);
-        for (auto& v : x) v = std::normal_distribution<float>()(rng);
-        const std::vector<float> xr = AsRead(type, x);
+        std::vector<float> x = RandomX(cols, rng);
         // Gathered rows (sparse use) and contiguous rows (dense use).
         std::vector<int32_t> idx(rows);
         for (auto& i : idx) i = static_cast<int32_t>(rng() % (rows + 3));
         for (const int32_t* rp : std::array<const int32_t*, 2>{nullptr, idx.data()}) {
-          std::vector<float> got(rows + 1, -7.0f), want(rows + 1, -7.0f);
+          std::vector<float> got(rows + 1, -7.0f), want(rows + 1, -7.0f), exact(rows + 1);
           const WeightRows wr{w.bytes.data(), cols};
+          const std::vector<float> xs = XAsSeen(k, type, x);
+          const std::vector<float> xr = AsRead(type, xs), xr_x = AsRead(type, x);
           k.ops(type).dot_rows(wr, rp, rows, cols, x.data(), got.data());
-          ScalarKernels().ops(type).dot_rows(wr, rp, rows, cols, x.data(), want.data());
+          ScalarKernels().ops(type).dot_rows(wr, rp, rows, cols, xs.data(), want.data());
+          ScalarKernels().ops(type).dot_rows(wr, rp, rows, cols, x.data(), exact.data());
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t row = rp ? rp[r] : r;
-            double abs_sum = 0;
-            for (int64_t c = 0; c < cols; ++c)
+            double abs_sum = 0, abs_sum_x = 0;
+            for (int64_t c = 0; c < cols; ++c) {
               abs_sum += std::abs(w.values[row * cols + c] * xr[c]);
+              abs_sum_x += std::abs(w.values[row * cols + c] * xr_x[c]);
+            }
             ASSERT_NEAR(got[r], want[r], Tolerance(cols, abs_sum))
+                << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " row " << r;
+            ASSERT_NEAR(got[r], exact[r],
+                        Tolerance(cols, abs_sum_x) + RoundingOfX(k, type, abs_sum_x))
                 << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " row " << r;
           }
           EXPECT_EQ(got[rows], -7.0f) << "wrote past the end";
@@ -214,9 +247,7 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
       const int64_t ffn = 75;
       const Matrix up = RandomMatrix(type, ffn, hidden, rng);
       const Matrix down = RandomMatrix(type, ffn, hidden, rng);
-      std::vector<float> x(hidden);
-      for (auto& v : x) v = std::normal_distribution<float>()(rng);
-      const std::vector<float> xr = AsRead(type, x);
+      std::vector<float> x = RandomX(hidden, rng);
       for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
         std::vector<int32_t> rows;
         std::vector<float> gate;
@@ -226,23 +257,37 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
             gate.push_back(std::uniform_real_distribution<float>(0.01f, 2.0f)(rng));
           }
         }
-        std::vector<float> got(hidden, 0.5f), want(hidden, 0.5f);
+        std::vector<float> got(hidden, 0.5f), want(hidden, 0.5f), exact(hidden, 0.5f);
         const auto n = static_cast<int64_t>(rows.size());
         const WeightRows wu{up.bytes.data(), hidden}, wd{down.bytes.data(), hidden};
+        const std::vector<float> xs = XAsSeen(k, type, x);
+        const std::vector<float> xr = AsRead(type, xs), xr_x = AsRead(type, x);
         k.ops(type).sparse_up_down(wu, wd, hidden, rows.data(), gate.data(), n, x.data(),
                                    got.data());
         ScalarKernels().ops(type).sparse_up_down(wu, wd, hidden, rows.data(), gate.data(), n,
-                                                 x.data(), want.data());
+                                                 xs.data(), want.data());
+        ScalarKernels().ops(type).sparse_up_down(wu, wd, hidden, rows.data(), gate.data(), n,
+                                                 x.data(), exact.data());
         for (int64_t c = 0; c < hidden; ++c) {
-          // Bound: each h_k carries its own dot error, then the axpy sum adds more.
-          double abs_sum = 0.5;
+          // Bound: each h_k carries its own dot error, then the axpy sum adds more. Only the
+          // dots see x rounded; the down half adds f32 coefficients times exact weights.
+          double abs_sum = 0.5, abs_sum_x = 0.5, dot_terms_x = 0;
           for (int64_t j = 0; j < n; ++j) {
-            double dot_abs = 0;
-            for (int64_t d = 0; d < hidden; ++d)
+            double dot_abs = 0, dot_abs_x = 0;
+            for (int64_t d = 0; d < hidden; ++d) {
               dot_abs += std::abs(up.values[rows[j] * hidden + d] * xr[d]);
-            abs_sum += gate[j] * dot_abs * std::abs(down.values[rows[j] * hidden + c]);
+              dot_abs_x += std::abs(up.values[rows[j] * hidden + d] * xr_x[d]);
+            }
+            const double down_abs = gate[j] * std::abs(down.values[rows[j] * hidden + c]);
+            abs_sum += dot_abs * down_abs;
+            abs_sum_x += dot_abs_x * down_abs;
+            dot_terms_x += dot_abs_x * down_abs;
           }
           ASSERT_NEAR(got[c], want[c], Tolerance(hidden + n + 1, abs_sum))
+              << IsaName(isa) << " " << DTypeName(type) << " hidden " << hidden << " sparsity "
+              << sparsity;
+          ASSERT_NEAR(got[c], exact[c],
+                      Tolerance(hidden + n + 1, abs_sum_x) + RoundingOfX(k, type, dot_terms_x))
               << IsaName(isa) << " " << DTypeName(type) << " hidden " << hidden << " sparsity "
               << sparsity;
         }
@@ -312,6 +357,51 @@ TEST_P(KernelIsaTest, ActivationQuantizationIsBitExact) {
   for (int64_t i = 64; i < 128; ++i) EXPECT_TRUE(std::isnan(got[i])) << i;
   for (int64_t i = 128; i < 160; ++i) EXPECT_EQ(got[i], 0.0f);
   EXPECT_EQ(got[160], -1e30f / 127.0f * 127.0f);
+}
+
+// Rows longer than a kernel may hold x for in one piece (the AVX512-BF16 table rounds x into a
+// 16384-column stack buffer, chunk by chunk beyond that): dots and the sparse step still match.
+TEST_P(KernelIsaTest, LongRowsMatchReference) {
+  std::mt19937 rng(5);
+  const Isa isa = GetParam();
+  const KernelTable& k = this->kernels();
+  for (DType type : kTypes) {
+    // Quantized rows are whole blocks (and within one chunk of quantized x for the sparse step).
+    const std::vector<int64_t> lengths = IsQuantized(type) ? std::vector<int64_t>{16384, 40000}
+                                                           : std::vector<int64_t>{16384, 16417, 40000};
+    for (int64_t cols : lengths) {
+      const int64_t rows = 6;
+      const Matrix up = RandomMatrix(type, rows, cols, rng);
+      const Matrix down = RandomMatrix(type, rows, cols, rng);
+      const std::vector<float> x = RandomX(cols, rng);
+      const std::vector<float> xs = XAsSeen(k, type, x);
+      const std::vector<float> xr = AsRead(type, xs);
+      const WeightRows wu{up.bytes.data(), cols}, wd{down.bytes.data(), cols};
+      const int32_t picked[] = {5, 0, 3, 1, 4};
+      const float gate[] = {0.5f, 1.5f, 0.25f, 2.0f, 1.0f};
+      std::vector<float> got(rows), want(rows);
+      k.ops(type).dot_rows(wu, nullptr, rows, cols, x.data(), got.data());
+      ScalarKernels().ops(type).dot_rows(wu, nullptr, rows, cols, xs.data(), want.data());
+      std::vector<double> dot_abs(rows, 0.0);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) dot_abs[r] += std::abs(up.values[r * cols + c] * xr[c]);
+        ASSERT_NEAR(got[r], want[r], Tolerance(cols, dot_abs[r]))
+            << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " row " << r;
+      }
+      std::vector<float> y(cols, 0.0f), y_want(cols, 0.0f);
+      k.ops(type).sparse_up_down(wu, wd, cols, picked, gate, 5, x.data(), y.data());
+      ScalarKernels().ops(type).sparse_up_down(wu, wd, cols, picked, gate, 5, xs.data(),
+                                               y_want.data());
+      for (int64_t c = 0; c < cols; ++c) {
+        double abs_sum = 0;
+        for (int j = 0; j < 5; ++j) {
+          abs_sum += gate[j] * dot_abs[picked[j]] * std::abs(down.values[picked[j] * cols + c]);
+        }
+        ASSERT_NEAR(y[c], y_want[c], Tolerance(cols + 6, abs_sum))
+            << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " c " << c;
+      }
+    }
+  }
 }
 
 TEST_P(KernelIsaTest, CompactPositiveIsExact) {

@@ -1,5 +1,6 @@
 // The AVX-512 (F, BW, VL, DQ; 16 lanes) vector traits for the shared drivers, and compaction:
-// shared by the AVX-512 ISAs (avx512, avx512vnni), each compiling them with its own flags.
+// shared by the AVX-512 ISAs (avx512, avx512vnni, avx512bf16), each compiling them with its own
+// flags.
 // bf16 and f16 weights are widened exactly to f32 in registers (bf16: shift left by 16; f16:
 // vcvtph2ps), so results match the f32 math on the widened values. Tails are masked.
 //
@@ -57,7 +58,8 @@ struct Avx512 : simd::MaddubsDot {
   }
 };
 
-int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values) {
+// (maybe_unused: avx512bf16 copies the avx512vnni table, compaction included.)
+[[maybe_unused]] int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values) {
   constexpr int64_t kLanes = Avx512::kLanes;
   __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i step = _mm512_set1_epi32(kLanes);

@@ -414,15 +414,13 @@ void PrefetchRowStarts(const WeightElem<T>* up, int64_t up_ld, const WeightElem<
   }
 }
 
-template <VectorTraits V, DType T>
-void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const int32_t* rows,
-                  const float* gate_act, int64_t n, const float* x, float* y) {
+// The fused sparse step with the up dot products of each block from `up_dots(r, h)` (r: the R up
+// rows, h: their R dots with x): the ISA's DotBlock over x in f32, or a dot that reads x in another
+// form (the AVX512-BF16 table's, over x rounded to bf16). The down half is this ISA's AxpyBlock.
+template <VectorTraits V, DType T, typename UpDots>
+void SparseUpDownWith(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const int32_t* rows,
+                      const float* gate_act, int64_t n, float* y, UpDots&& up_dots) {
   using Elem = WeightElem<T>;
-  if (n == 0) return;
-  // One chunk: the config limits hidden to what Activations holds.
-  if (hidden > Activations<T>::kChunk) std::abort();
-  Activations<T> a;
-  a.Prepare(x, hidden);
   const auto* up = static_cast<const Elem*>(w_up.data);
   const auto* down = static_cast<const Elem*>(w_down_t.data);
   ForEachRowBlock<kScatteredBlockRows<T>>(n, [&](int64_t k, auto block) {
@@ -437,10 +435,24 @@ void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const in
       }
     }
     float h[R];
-    DotBlock<V, T, R>(ru, hidden, a, h);
+    up_dots(ru, h);
     for (int j = 0; j < R; ++j) h[j] *= gate_act[k + j];
     AxpyBlock<V, T, R>(rd, h, hidden, y);
   });
+}
+
+template <VectorTraits V, DType T>
+void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const int32_t* rows,
+                  const float* gate_act, int64_t n, const float* x, float* y) {
+  if (n == 0) return;
+  // One chunk: the config limits hidden to what Activations holds.
+  if (hidden > Activations<T>::kChunk) std::abort();
+  Activations<T> a;
+  a.Prepare(x, hidden);
+  SparseUpDownWith<V, T>(w_up, w_down_t, hidden, rows, gate_act, n, y,
+                         [&]<int R>(const WeightElem<T>* const (&r)[R], float (&h)[R]) {
+                           DotBlock<V, T, R>(r, hidden, a, h);
+                         });
 }
 
 // The weight ops of one ISA, for MakeWeightOps.

@@ -103,20 +103,32 @@ uint64_t Workspace::Bytes(const ModelConfig& c, int threads, int64_t max_batch,
 
 namespace {
 
-// Elements of the largest bf16/f16 matrix: long batches widen each to f32 in one reused buffer.
-uint64_t LargestWidenedMatrix(const Model& model) {
-  uint64_t widest = 0;
-  auto need = [&](const WeightView& w) {
-    if (w.dtype != DType::kF32) widest = std::max<uint64_t>(widest, w.rows * w.cols);
+// Buffers of long batches (DenseMatmul), in elements: one f32 copy of the largest matrix that
+// is widened (bf16/f16 unless oneDNN's bf16 matmul takes it as stored), and one bf16 copy of a
+// batch's activations for the widest input of the matrices it takes.
+struct BatchBuffers {
+  uint64_t widened = 0;
+  uint64_t bf16_inputs = 0;
+};
+
+BatchBuffers LongBatchBuffers(const Model& model, const KernelTable& kernels, int64_t max_batch) {
+  BatchBuffers need;
+  auto add = [&](const WeightView& w, bool transposed) {
+    if (w.dtype == DType::kF32) return;
+    if (DenseMatmul::Bf16Batches(kernels, w.dtype)) {
+      const uint64_t in = static_cast<uint64_t>(transposed ? w.rows : w.cols);
+      need.bf16_inputs = std::max<uint64_t>(need.bf16_inputs, max_batch * in);
+    } else {
+      need.widened = std::max<uint64_t>(need.widened, w.rows * w.cols);
+    }
   };
-  need(model.lm_head());
+  add(model.lm_head(), false);
   for (int64_t l = 0; l < model.config().layers; ++l) {
     const LayerWeights& w = model.layer(l);
-    for (const WeightView* v : {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up, &w.ffn.down_t}) {
-      need(*v);
-    }
+    for (const WeightView* v : {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up}) add(*v, false);
+    add(w.ffn.down_t, true);
   }
-  return widest;
+  return need;
 }
 
 }  // namespace
@@ -139,8 +151,10 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   const std::string& path = model.file().path();
   // Sized from the (untrusted) file: add it up with overflow checks and refuse what this machine
   // cannot hold, instead of dying in the allocator.
-  const uint64_t widen = max_batch_ > 1 ? LargestWidenedMatrix(model) : 0;
-  const uint64_t bytes = Workspace::Bytes(c, threads_, max_batch_, path) + widen * sizeof(float);
+  const BatchBuffers batch =
+      max_batch_ > 1 ? LongBatchBuffers(model, kernels, max_batch_) : BatchBuffers{};
+  const uint64_t bytes = Workspace::Bytes(c, threads_, max_batch_, path) +
+                         batch.widened * sizeof(float) + batch.bf16_inputs * sizeof(uint16_t);
   const auto too_big = [&] {
     return Error(path, "a batch of " + std::to_string(max_batch_) + " tokens needs " +
                            std::to_string((bytes + (1u << 20) - 1) >> 20) +
@@ -149,7 +163,8 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   if (bytes > AvailableMemoryBytes()) throw too_big();
   try {
     workspace_ = std::make_unique<Workspace>(c, kernels, threads_, max_batch_);
-    workspace_->matmul.ReserveWiden(widen);
+    workspace_->matmul.ReserveWiden(batch.widened);
+    workspace_->matmul.ReserveBf16Inputs(batch.bf16_inputs);
   } catch (const std::bad_alloc&) {
     throw too_big();  // the estimate above missed: still name the file and the cause
   }

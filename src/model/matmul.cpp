@@ -19,6 +19,34 @@ void DenseMatmul::ReserveWiden(uint64_t elements) {
   if (widened_.size() < elements) widened_.resize(elements);
 }
 
+void DenseMatmul::ReserveBf16Inputs(uint64_t elements) {
+  if (bf16_inputs_.size() < elements) bf16_inputs_.resize(elements);
+}
+
+const std::string& DenseMatmul::OneDnnBf16Impl() {
+  // A property of the CPU and the oneDNN build: asked once, for a prefill-like shape.
+  static const std::string impl = [] {
+    using dt = dnnl::memory::data_type;
+    using tag = dnnl::memory::format_tag;
+    try {
+      const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+      const dnnl::memory::desc src({64, 512}, dt::bf16, tag::ab);
+      const dnnl::memory::desc w({512, 512}, dt::bf16, tag::ba);
+      const dnnl::memory::desc dst({64, 512}, dt::f32, tag::ab);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, w, dst), engine);
+      const std::string name = pd.impl_info_str();
+      return name.find("ref") == std::string::npos ? name : std::string();
+    } catch (const dnnl::error&) {
+      return std::string();  // no bf16 matmul at all on this CPU
+    }
+  }();
+  return impl;
+}
+
+bool DenseMatmul::Bf16Batches(const KernelTable& kernels, DType dtype) {
+  return dtype == DType::kBF16 && kernels.bf16_products && !OneDnnBf16Impl().empty();
+}
+
 const float* DenseMatmul::AsF32(const WeightView& w) {
   if (w.dtype == DType::kF32) return static_cast<const float*>(w.data);
   ReserveWiden(static_cast<uint64_t>(w.rows * w.cols));
@@ -34,37 +62,62 @@ const float* DenseMatmul::AsF32(const WeightView& w) {
   return widened_.data();
 }
 
-void DenseMatmul::OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in, int64_t out,
-                         const float* x, float* y) {
+const uint16_t* DenseMatmul::AsBf16(const float* x, int64_t n, int64_t in) {
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
-  const dnnl::memory::desc src_md({n, in}, dt::f32, tag::ab);
-  // Weights are logically [in, out]; stored [out, in] that is the transposed ("ba") layout.
-  const dnnl::memory::desc w_md({in, out}, dt::f32, w_is_out_in ? tag::ba : tag::ab);
-  const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
+  ReserveBf16Inputs(static_cast<uint64_t>(n * in));
+  const dnnl::memory::desc from({n, in}, dt::f32, tag::ab), to({n, in}, dt::bf16, tag::ab);
+  auto it = to_bf16_.find({n, in});
+  if (it == to_bf16_.end()) {
+    // oneDNN rounds to nearest even, as the bf16_products kernels do.
+    it = to_bf16_.emplace(std::pair{n, in}, dnnl::reorder(dnnl::reorder::primitive_desc(
+                                                engine_, from, engine_, to))).first;
+  }
+  dnnl::memory src(from, engine_, const_cast<float*>(x));
+  dnnl::memory dst(to, engine_, bf16_inputs_.data());
+  it->second.execute(stream_, src, dst);
+  stream_.wait();
+  return bf16_inputs_.data();
+}
+
+void DenseMatmul::OneDnn(const void* w, bool bf16, bool w_is_out_in, int64_t n, int64_t in,
+                         int64_t out, const float* x, float* y) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
   // oneDNN's OpenMP runtime takes its thread count from the calling thread's OpenMP setting (a
-  // per-thread value, so other engines on other threads are untouched), and fixes it when the
+  // per-thread value, so other engines on other threads are untouched), and fixes it when a
   // primitive is created: set it before that, and give the caller its own setting back.
   const int callers_threads = omp_get_max_threads();
   omp_set_num_threads(threads_);
-  const auto key = std::make_tuple(n, in, out, w_is_out_in);
+  const dt wt = bf16 ? dt::bf16 : dt::f32;  // weights and activations
+  const void* src_data = bf16 ? static_cast<const void*>(AsBf16(x, n, in)) : x;
+  const dnnl::memory::desc src_md({n, in}, wt, tag::ab);
+  // Weights are logically [in, out]; stored [out, in] that is the transposed ("ba") layout.
+  const dnnl::memory::desc w_md({in, out}, wt, w_is_out_in ? tag::ba : tag::ab);
+  const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
+  const auto key = std::make_tuple(n, in, out, w_is_out_in, bf16);
   auto it = primitives_.find(key);
   if (it == primitives_.end()) {
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_md, dst_md), engine_);
     it = primitives_.emplace(key, dnnl::matmul(pd)).first;
   }
-  dnnl::memory src(src_md, engine_, const_cast<float*>(x));
-  dnnl::memory wei(w_md, engine_, const_cast<float*>(w));
+  dnnl::memory src(src_md, engine_, const_cast<void*>(src_data));
+  dnnl::memory wei(w_md, engine_, const_cast<void*>(w));
   dnnl::memory dst(dst_md, engine_, y);
   it->second.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   stream_.wait();
   omp_set_num_threads(callers_threads);
 }
 
-int64_t DenseMatmul::small_batch_ = [] {
+int64_t DenseMatmul::small_batch_env_ = [] {
   const char* env = std::getenv("ZEROSKIP_SMALL_BATCH");  // for measuring the crossover
-  return env ? std::max(1L, std::atol(env)) : kSmallBatch;
+  return env ? std::max(1L, std::atol(env)) : 0L;
 }();
+
+int64_t DenseMatmul::SmallBatch(const WeightView& w) const {
+  if (small_batch_env_ > 0) return small_batch_env_;
+  return Bf16Batches(kernels_, w.dtype) ? kSmallBatchBf16 : kSmallBatch;
+}
 
 namespace {
 
@@ -74,8 +127,12 @@ int64_t BlockRows(int64_t row_bytes) { return std::max<int64_t>(1, kCacheBlockBy
 }  // namespace
 
 void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (n > small_batch_) {
-    OneDnn(AsF32(w), /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
+  if (n > SmallBatch(w)) {
+    if (Bf16Batches(kernels_, w.dtype)) {
+      OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
+    } else {
+      OneDnn(AsF32(w), /*bf16=*/false, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
+    }
     return;
   }
   // Decode and short prompts: the decode kernel on each block of rows for every token, so the
@@ -100,8 +157,12 @@ void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* 
 }
 
 void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (n > small_batch_) {
-    OneDnn(AsF32(w), /*w_is_out_in=*/false, n, w.rows, w.cols, x, y);
+  if (n > SmallBatch(w)) {
+    if (Bf16Batches(kernels_, w.dtype)) {
+      OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/false, n, w.rows, w.cols, x, y);
+    } else {
+      OneDnn(AsF32(w), /*bf16=*/false, /*w_is_out_in=*/false, n, w.rows, w.cols, x, y);
+    }
     return;
   }
   // y[t] = sum_r x[t, r] * w[r, :]: threads own column slices of y (no reduction), and each

@@ -1,12 +1,16 @@
 // Dense products of activations with a weight matrix. One token (decode) runs the dispatched
 // GEMV kernels split across threads; a batch (prefill) runs oneDNN matmul, with primitives
 // created once per shape. oneDNN's f32 matmul cannot take bf16/f16 weights next to f32
-// activations, so batched calls on those widen the matrix into a reusable f32 buffer first.
+// activations, so batched calls on those widen the matrix into a reusable f32 buffer first —
+// except bf16 weights under a kernel table with bf16_products where oneDNN runs bf16 natively:
+// there the activations are rounded to bf16 (the same arithmetic as that table's kernels) and
+// oneDNN's bf16 matmul reads the weights as stored.
 #pragma once
 
 #include <algorithm>
 #include <dnnl.hpp>
 #include <map>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -19,6 +23,9 @@ struct KernelTable;
 // Batches up to this many tokens stream the weights through the decode kernels; longer ones go
 // to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill").
 constexpr int64_t kSmallBatch = 16;
+// The same for bf16 weights that oneDNN's bf16 matmul takes as stored (Bf16Batches): with no
+// widening to pay for, oneDNN wins from fewer tokens (docs/BENCHMARKS.md, "Native bf16").
+constexpr int64_t kSmallBatchBf16 = 5;
 // A block of weight rows small enough to stay in a core's L2 while every token of a short batch
 // reads it.
 constexpr int64_t kCacheBlockBytes = 256 << 10;
@@ -34,20 +41,35 @@ class DenseMatmul {
   void LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y);
   // Sizes the widening buffer up front, so batched calls neither allocate nor re-zero it.
   void ReserveWiden(uint64_t elements);
+  // Sizes the bf16 copy of a batch's activations (elements: tokens times the widest input).
+  void ReserveBf16Inputs(uint64_t elements);
+
+  // Whether batched calls on `dtype` weights under `kernels` run oneDNN's bf16 matmul (no
+  // widening): bf16 weights, a table with bf16_products, and a native oneDNN bf16 matmul.
+  static bool Bf16Batches(const KernelTable& kernels, DType dtype);
+  // The oneDNN implementation a bf16 matmul gets on this CPU (e.g. "brg:avx512_core_bf16"), or
+  // "" if oneDNN has none; one whose name contains "ref" (a reference loop) does not count.
+  static const std::string& OneDnnBf16Impl();
 
  private:
-  void OneDnn(const float* w, bool w_is_out_in, int64_t n, int64_t in, int64_t out,
+  void OneDnn(const void* w, bool bf16, bool w_is_out_in, int64_t n, int64_t in, int64_t out,
               const float* x, float* y);
   const float* AsF32(const WeightView& w);
+  const uint16_t* AsBf16(const float* x, int64_t n, int64_t in);
 
-  static int64_t small_batch_;  // kSmallBatch, or ZEROSKIP_SMALL_BATCH when measuring
+  // The longest batch on `w` that goes through the decode kernels.
+  int64_t SmallBatch(const WeightView& w) const;
+
+  static int64_t small_batch_env_;  // ZEROSKIP_SMALL_BATCH (for measuring), else 0
   const KernelTable& kernels_;
   int threads_;
   dnnl::engine engine_;
   dnnl::stream stream_;
-  // key: n, in, out, w_is_out_in
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool>, dnnl::matmul> primitives_;
+  // key: n, in, out, w_is_out_in, bf16
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool>, dnnl::matmul> primitives_;
+  std::map<std::pair<int64_t, int64_t>, dnnl::reorder> to_bf16_;  // key: n, in
   std::vector<float> widened_;
+  std::vector<uint16_t> bf16_inputs_;  // [n, in] a batch's activations rounded to bf16
 };
 
 // Rows [begin, end) of `total` for thread t of n: contiguous, balanced slices.
