@@ -214,10 +214,6 @@ TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
   const json g = Golden(c.checkpoint);
   const Model& model = LoadedModel(c.checkpoint);
   Engine engine(model, OnEngine(c));
-  if (IsQuantized(model.layer(0).ffn.gate.dtype)) {
-    GTEST_SKIP() << "long quantized batches go to oneDNN on dequantized weights and f32 "
-                    "activations; the decode kernels quantize the activations";
-  }
   Session batched(engine, {.ffn = c.ffn}), stepped(engine, {.ffn = c.ffn});
   auto ids = g["greedy"]["prompt_ids"].get<std::vector<int>>();
   const size_t prompt = ids.size();

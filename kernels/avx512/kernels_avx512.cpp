@@ -6,7 +6,8 @@ namespace zeroskip {
 namespace {
 
 constexpr KernelTable kTable{Isa::kAvx512, MakeWeightOps<simd::SimdKernels<Avx512>>(),
-                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>};
+                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
+                             simd::QuantizeActivations};
 
 }  // namespace
 

@@ -16,7 +16,8 @@ struct Avx512Vnni : Avx512 {
 };
 
 constexpr KernelTable kTable{Isa::kAvx512Vnni, MakeWeightOps<simd::SimdKernels<Avx512Vnni>>(),
-                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>};
+                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
+                             simd::QuantizeActivations};
 
 }  // namespace
 
