@@ -340,12 +340,14 @@ void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, f
 }
 
 // Rows a block of the drivers works on together (sharing each load of x or y). Contiguous
-// quantized rows go one at a time: interleaving four rows' streams of blocks halves the DRAM
-// throughput the hardware prefetcher sustains (their x is a cheap L1 read). Scattered rows (the
-// sparse FFN) go several at a time, so that the latency of their streams' starts overlaps;
-// quantized ones, with more work per byte, eight (measured: docs/BENCHMARKS.md, "Weight types").
+// quantized and 16-bit rows go one at a time: interleaving four rows' streams halves the DRAM
+// throughput the hardware prefetcher sustains (their x is a cheap L1 read); f32 rows, with twice
+// the bytes per FMA, stream as fast either way and keep four (measured: docs/BENCHMARKS.md,
+// "Weight types" and "Sparse prefill"). Scattered rows (the sparse FFN) go several at a time, so
+// that the latency of their streams' starts overlaps; quantized ones, with more work per byte,
+// eight.
 template <DType T>
-constexpr int kContiguousBlockRows = IsQuantized(T) ? 1 : 4;
+constexpr int kContiguousBlockRows = T == DType::kF32 ? 4 : 1;
 template <DType T>
 constexpr int kScatteredBlockRows = IsQuantized(T) ? 8 : 4;
 
