@@ -343,9 +343,9 @@ void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, f
 // quantized and 16-bit rows go one at a time: interleaving four rows' streams halves the DRAM
 // throughput the hardware prefetcher sustains (their x is a cheap L1 read); f32 rows, with twice
 // the bytes per FMA, stream as fast either way and keep four (measured: docs/BENCHMARKS.md,
-// "Weight types" and "Sparse prefill"). Scattered rows (the sparse FFN) go several at a time, so
-// that the latency of their streams' starts overlaps; quantized ones, with more work per byte,
-// eight.
+// "Weight types" and "Sparse prefill"). Rows gathered by index (the sparse FFN, a batch's active
+// rows) go several at a time, so that the latency of their streams' starts overlaps and cached
+// rows share each load of x or y; quantized ones, with more work per byte, eight.
 template <DType T>
 constexpr int kContiguousBlockRows = T == DType::kF32 ? 4 : 1;
 template <DType T>
@@ -358,6 +358,17 @@ void ForEachRowBlock(int64_t n, Block&& block) {
   int64_t k = 0;
   for (; k + kRows <= n; k += kRows) block(k, std::integral_constant<int, kRows>());
   for (; k < n; ++k) block(k, std::integral_constant<int, 1>());
+}
+
+// ForEachRowBlock with the block size for rows of T that are contiguous (rows null: streams from
+// memory) or gathered by index (rows given: scattered, or cached rows of a batch).
+template <DType T, typename Block>
+void ForEachRowBlockOf(const int32_t* rows, int64_t n, Block&& block) {
+  if (rows != nullptr) {
+    ForEachRowBlock<kScatteredBlockRows<T>>(n, block);
+  } else {
+    ForEachRowBlock<kContiguousBlockRows<T>>(n, block);
+  }
 }
 
 // r[j] = element c0 of row rows[k + j] of w (row k + j when rows is null).
@@ -379,7 +390,7 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
   do {
     const int64_t width = std::min(Activations<T>::kChunk, cols - c0);
     a.Prepare(x + c0, width);
-    ForEachRowBlock<kContiguousBlockRows<T>>(n, [&](int64_t k, auto block) {
+    ForEachRowBlockOf<T>(rows, n, [&](int64_t k, auto block) {
       constexpr int R = decltype(block)::value;
       const WeightElem<T>* r[R];
       RowStarts<T>(w, rows, k, c0, r);
@@ -394,7 +405,7 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
 template <VectorTraits V, DType T>
 void AxpyRows(WeightRows w, const int32_t* rows, const float* coef, int64_t n, int64_t cols,
               float* y) {
-  ForEachRowBlock<kContiguousBlockRows<T>>(n, [&](int64_t k, auto block) {
+  ForEachRowBlockOf<T>(rows, n, [&](int64_t k, auto block) {
     const WeightElem<T>* r[decltype(block)::value];
     RowStarts<T>(w, rows, k, 0, r);
     AxpyBlock<V, T, decltype(block)::value>(r, coef + k, cols, y);
