@@ -204,11 +204,12 @@ TEST_P(GoldenTest, GreedyContinuationMatchesReference) {
   EXPECT_EQ(got, want);
 }
 
-// Prompts longer than kSmallBatch (kSmallBatchBf16 under bf16_products) run the batched matmuls
-// through oneDNN (f32, or bf16 under bf16_products) instead of the decode kernels: the greedy
-// prompt with its continuation in one pass must pick the reference's continuation at every
-// position (ExpectPicks), and its logits must match those of the same tokens fed one at a time
-// (the decode kernels) within the case's tolerance.
+// Prompts longer than kSmallBatch (kSmallBatchF32 for f32, kSmallBatchBf16 under bf16_products)
+// run the batched matmuls through oneDNN (f32, or bf16 under bf16_products; quantized weights
+// through quant_matmul) instead of the decode kernels: the greedy prompt with its continuation in
+// one pass must pick the reference's continuation at every position (ExpectPicks), and its
+// logits must match those of the same tokens fed one at a time (the decode kernels) within the
+// case's tolerance.
 TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
   const Case& c = GetParam();
   const json g = Golden(c.checkpoint);

@@ -123,6 +123,7 @@ int64_t DenseMatmul::small_batch_env_ = [] {
 
 int64_t DenseMatmul::SmallBatch(const WeightView& w) const {
   if (small_batch_env_ > 0) return small_batch_env_;
+  if (w.dtype == DType::kF32) return kSmallBatchF32;
   return Bf16Batches(kernels_, w.dtype) ? kSmallBatchBf16 : kSmallBatch;
 }
 

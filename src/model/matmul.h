@@ -23,8 +23,11 @@ namespace zeroskip {
 struct KernelTable;
 
 // Batches up to this many tokens stream the weights through the decode kernels; longer ones go
-// to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill").
+// to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill"): 16 for weights oneDNN needs
+// widened first (f16, and bf16 without a native bf16 matmul) ...
 constexpr int64_t kSmallBatch = 16;
+// ... 8 for f32, which oneDNN takes as stored ("Sparse prefill").
+constexpr int64_t kSmallBatchF32 = 8;
 // The same for bf16 weights that oneDNN's bf16 matmul takes as stored (Bf16Batches): with no
 // widening to pay for, oneDNN wins from fewer tokens (docs/BENCHMARKS.md, "Native bf16").
 constexpr int64_t kSmallBatchBf16 = 5;
