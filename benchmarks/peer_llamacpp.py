@@ -3,8 +3,8 @@
 
     peer_llamacpp.py run --hf HF_DIR --models MODELS_DIR --llama-bin DIR --zeroskip BIN
                          --out RESULTS.json [--repeats 3 --threads 2 --n-decode 96
-                         --decode-prompt 25 --prefill-prompt 3,16,64,256 --lock FILE
-                         --meta JSON]
+                         --decode-prompt 25 --prefill-prompt 3,16,64,256 --long-prompt 2048
+                         --lock FILE --meta JSON]
     peer_llamacpp.py table RESULTS.json          # print the Markdown table again
 
 MODELS_DIR holds what the shell script converted: llama-<type>.gguf for type in f32 bf16 q8_0
@@ -16,7 +16,9 @@ tok/s counts the n_decode-1 forward passes after the prompt in both engines (lla
 time ... runs", zeroskip's decode_tok_s); prefill tok/s is prompt tokens / time of the prompt's
 forward pass (llama-cli's "prompt eval time", zeroskip's prefill_tok_s), and the time to first
 token is that forward pass's time. The main table gives prefill tok/s at the longest length up to
-64 tokens; a second table the time to first token at every length.
+64 tokens; a second table the time to first token at every length. With --long-prompt N, each
+engine also decodes n_decode tokens after an N-token prompt, both with an f16 KV cache
+(llama.cpp's default; zeroskip's --kv-type f16), for a third table: decode at long context.
 Both prompts are made from one fixed text with the checkpoint's own tokenizer.model, so the two
 engines get the same token ids (checked: both report the prompt length they ran).
 Needs python3 and sentencepiece (prompt lengths); standard library otherwise.
@@ -77,11 +79,11 @@ def held(lock):
 
 def context(args):
     """The context both engines get: room for the longest prompt and the decode."""
-    return max(256, max(args.prefill_lengths) + args.n_decode + 8)
+    return max(256, max(args.prefill_lengths + [args.long_prompt]) + args.n_decode + 8)
 
 
-def run_llama(args, gguf, prompt, n_predict):
-    cmd = [os.path.join(args.llama_bin, "llama-cli"), "-m", gguf, "-p", prompt, "-n",
+def run_llama(args, gguf, prompt, n_predict, extra=()):
+    cmd = [os.path.join(args.llama_bin, "llama-cli"), *extra, "-m", gguf, "-p", prompt, "-n",
            str(n_predict), "-t", str(args.threads), "-c", str(context(args)), "--temp", "0",
            "--ignore-eos",
            "-no-cnv", "--no-display-prompt"]
@@ -101,8 +103,8 @@ def run_llama(args, gguf, prompt, n_predict):
     return out
 
 
-def run_zeroskip(args, zsk, ffn, prompt, n_predict):
-    cmd = [args.zeroskip, "run", "-m", zsk, "-p", prompt, "-n", str(n_predict), "-t",
+def run_zeroskip(args, zsk, ffn, prompt, n_predict, extra=()):
+    cmd = [args.zeroskip, "run", *extra, "-m", zsk, "-p", prompt, "-n", str(n_predict), "-t",
            str(args.threads), "--ctx", str(context(args)), "--temp", "0", "--ignore-eos", "--ffn",
            ffn,
            "--no-echo", "--json"]
@@ -150,7 +152,7 @@ def main_length(args):
     return max(short) if short else min(args.prefill_lengths)
 
 
-def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, samples):
+def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, samples):
     """Per weight type: the decode runs of every engine, then their prefill runs per length."""
     warm_page_cache([r[3] for r in rows])
     for t in LLAMA_TYPES:
@@ -170,6 +172,12 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, samples):
                     prefill[length] = run_zeroskip(args, path, ffn, prompt, 1)
             p = prefill[main_length(args)]
             d = decode[label]
+            long = None
+            if long_prompt:
+                if kind == "llama":
+                    long = run_llama(args, path, long_prompt, args.n_decode, ("-ctk", "f16", "-ctv", "f16"))
+                else:
+                    long = run_zeroskip(args, path, ffn, long_prompt, args.n_decode, ("--kv-type", "f16"))
             sample = {"decode_tok_s": d["decode_tok_s"], "decode_steps": d["decode_steps"],
                       "decode_prompt_tokens": d["prompt_tokens"],
                       "prefill_tok_s": p["prefill_tok_s"],
@@ -178,6 +186,9 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, samples):
                                            "prefill_tok_s": q["prefill_tok_s"],
                                            "ttft_s": q["prompt_tokens"] / q["prefill_tok_s"]}
                                   for n, q in prefill.items()}}
+            if long:
+                sample.update(long_prompt_tokens=long["prompt_tokens"],
+                              long_decode_tok_s=long["decode_tok_s"])
             if "ffn_zero_fraction" in d:
                 sample.update(ffn_zero_fraction=d["ffn_zero_fraction"], ffn_path=d["ffn_path"],
                               isa=d["isa"])
@@ -193,11 +204,12 @@ def cmd_run(args):
     decode_prompt, decode_len = make_prompt(tok, args.decode_prompt)
     prefill_prompts = {n: make_prompt(tok, n)[0] for n in args.prefill_lengths}
     prefill_prompt, prefill_len = make_prompt(tok, main_length(args))
+    long_prompt = make_prompt(tok, args.long_prompt)[0] if args.long_prompt else ""
     rows, missing = engines(args)
     samples = {(r[0], r[1]): [] for r in rows}
     for rep in range(args.repeats):
         with held(args.lock):
-            one_repeat(args, rows, rep, decode_prompt, prefill_prompts, samples)
+            one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, samples)
 
     results = []
     for (label, wtype), s in samples.items():
@@ -206,6 +218,9 @@ def cmd_run(args):
              "prefill_tok_s": statistics.median(x["prefill_tok_s"] for x in s),
              "ttft_s": {n: statistics.median(x["prefill"][n]["ttft_s"] for x in s)
                         for n in s[0]["prefill"]}}
+        if "long_decode_tok_s" in s[0]:
+            r["long_decode_tok_s"] = statistics.median(x["long_decode_tok_s"] for x in s)
+            r["long_prompt_tokens"] = s[0]["long_prompt_tokens"]
         if "ffn_zero_fraction" in s[0]:
             r["ffn_zero_fraction"] = statistics.median(x["ffn_zero_fraction"] for x in s)
         results.append(r)
@@ -222,7 +237,7 @@ def cmd_run(args):
            "n_decode": args.n_decode, "decode_prompt": decode_prompt,
            "decode_prompt_tokens": decode_len, "prefill_prompt": prefill_prompt,
            "prefill_prompt_tokens": prefill_len, "prompt_lengths_match": len(counts) == 1,
-           "prefill_lengths": args.prefill_lengths,
+           "prefill_lengths": args.prefill_lengths, "long_prompt": args.long_prompt,
            **meta, "results": results}
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
@@ -256,7 +271,28 @@ def table(doc):
             lines.append(f"| {label} | {wtype} | {value('decode_tok_s')} | "
                          f"{value('prefill_tok_s')} | {ratio('decode_tok_s')} | "
                          f"{ratio('prefill_tok_s')} |")
-    return "\n".join(lines) + ttft_table(doc, by)
+    return "\n".join(lines) + ttft_table(doc, by) + long_table(doc, by)
+
+
+def long_table(doc, by):
+    """Decode tok/s after the long prompt (f16 KV), against the short prompt's and llama.cpp's."""
+    if not doc.get("long_prompt"):
+        return ""
+    lines = ["", "", f"| engine | weights | decode tok/s after ~{doc['long_prompt']} tokens "
+             "(f16 KV) | vs after the short prompt | vs llama.cpp |", "|---|---|---|---|---|"]
+    for t in LLAMA_TYPES:
+        ours = ZEROSKIP_TYPE[t]
+        peer = by.get(("llama.cpp", t))
+        for label, wtype in [("llama.cpp", t), ("zeroskip sparse", ours), ("zeroskip dense", ours)]:
+            r = by.get((label, wtype))
+            if not r or "long_decode_tok_s" not in r:
+                continue
+            vs_peer = (f"{r['long_decode_tok_s'] / peer['long_decode_tok_s']:.2f}x"
+                       if peer and "long_decode_tok_s" in peer else "–")
+            lines.append(f"| {label} | {wtype} | {r['long_decode_tok_s']:.1f} "
+                         f"({r['long_prompt_tokens']} tokens) | "
+                         f"{r['long_decode_tok_s'] / r['decode_tok_s']:.2f} | {vs_peer} |")
+    return "\n".join(lines)
 
 
 def ttft_table(doc, by):
@@ -299,6 +335,8 @@ def main():
     r.add_argument("--decode-prompt", type=int, default=25, help="prompt tokens, BOS included")
     r.add_argument("--prefill-prompt", default="64",
                    help="comma-separated prompt lengths in tokens, BOS included")
+    r.add_argument("--long-prompt", type=int, default=0,
+                   help="also decode after a prompt of this many tokens (0: skip)")
     r.add_argument("--lock", default="", help="hold flock FILE during each repeat")
     r.add_argument("--meta", default="", help="JSON object merged into the results file")
     t = sub.add_parser("table")

@@ -31,6 +31,7 @@
 #   OUT               results JSON                                              [docs/bench/peer_llamacpp.json]
 #   REPEATS [3]  THREADS [2]  N_DECODE [96]  DECODE_PROMPT [25]
 #   PREFILL_PROMPT    comma-separated prefill prompt lengths                  [3,16,64,256]
+#   LONG_PROMPT       also decode after a prompt this long, f16 KV cache (0: skip)  [0]
 #   BENCH_LOCK        if set, the build and every convert run under `flock $BENCH_LOCK`, and the
 #                     timed runs hold it one repeat at a time (for machines shared with other jobs
 #                     that take the same lock: they run between repeats, never inside one)
@@ -59,6 +60,7 @@ THREADS=${THREADS:-2}
 N_DECODE=${N_DECODE:-96}
 DECODE_PROMPT=${DECODE_PROMPT:-25}
 PREFILL_PROMPT=${PREFILL_PROMPT:-3,16,64,256}
+LONG_PROMPT=${LONG_PROMPT:-0}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BENCH_LOCK=${BENCH_LOCK:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -161,6 +163,7 @@ EOF
 "$PYTHON" "$HERE/peer_llamacpp.py" run --hf "$HF_DIR" --models "$MODELS" --llama-bin "$BIN" \
   --zeroskip "$ZEROSKIP" --out "$OUT" --repeats "$REPEATS" --threads "$THREADS" \
   --n-decode "$N_DECODE" --decode-prompt "$DECODE_PROMPT" --prefill-prompt "$PREFILL_PROMPT" \
+  --long-prompt "$LONG_PROMPT" \
   --lock "$BENCH_LOCK" --meta "$META"
 echo
 echo "llama.cpp $LLAMA_COMMIT (converted by $CONVERTER); results in $OUT"
