@@ -7,6 +7,7 @@
 #include <memory>
 #include <new>
 
+#include "kernels/kernels.h"
 #include "test_util.h"
 #include "zeroskip/sampler.h"
 #include "zeroskip/session.h"
@@ -40,34 +41,38 @@ TEST(Allocation, CounterSeesAllocations) {
 }
 
 TEST(Allocation, DecodeStepsAndSamplingAllocateNothing) {
-  for (const char* name :
-       {"llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16", "llama_gqa_hd64_relu_f32@q8",
-        "llama_gqa_hd64_relu_f32@q4"}) {
-    for (FfnMode ffn : {FfnMode::kSparse, FfnMode::kDense}) {
-      const Model& m = testing::LoadedModel(name);
-      SessionOptions o;
-      o.ffn = ffn;
-      Engine engine(m, {.threads = 2});
-      Session session(engine, o);
-      SamplerOptions so;
-      so.temperature = 0.8f;
-      so.repeat_penalty = 1.1f;
-      Sampler sampler(so, m.config().vocab);
-      std::vector<int> history = {1, 281, 342};
-      history.reserve(64);
-      auto logits = session.Forward(history);
-      std::vector<float> scratch(logits.begin(), logits.end());
-      session.Forward({&history[0], 1});  // first single-token call: lazy runtime set-up is fine
-      g_allocations = 0;
-      g_counting = true;
-      for (int i = 0; i < 16; ++i) {
-        const int id = sampler.Sample(scratch.data(), history);
-        history.push_back(id);
-        logits = session.Forward({&id, 1});
-        std::copy(logits.begin(), logits.end(), scratch.begin());
+  for (const char* name : {"llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
+                           "llama_gqa_hd64_relu_f32@q8", "llama_gqa_hd64_relu_f32@q4"}) {
+    // Every ISA this CPU runs, the scalar reference included (--isa scalar decodes with it).
+    for (Isa isa : testing::AllIsaValues()) {
+      if (KernelsFor(isa) == nullptr) continue;
+      for (FfnMode ffn : {FfnMode::kSparse, FfnMode::kDense}) {
+        const Model& m = testing::LoadedModel(name);
+        SessionOptions o;
+        o.ffn = ffn;
+        Engine engine(m, {.threads = 2, .isa = std::string(IsaName(isa))});
+        Session session(engine, o);
+        SamplerOptions so;
+        so.temperature = 0.8f;
+        so.repeat_penalty = 1.1f;
+        Sampler sampler(so, m.config().vocab);
+        std::vector<int> history = {1, 281, 342};
+        history.reserve(64);
+        auto logits = session.Forward(history);
+        std::vector<float> scratch(logits.begin(), logits.end());
+        session.Forward({&history[0], 1});  // first single-token call: lazy runtime set-up is fine
+        g_allocations = 0;
+        g_counting = true;
+        for (int i = 0; i < 16; ++i) {
+          const int id = sampler.Sample(scratch.data(), history);
+          history.push_back(id);
+          logits = session.Forward({&id, 1});
+          std::copy(logits.begin(), logits.end(), scratch.begin());
+        }
+        g_counting = false;
+        EXPECT_EQ(g_allocations.load(), 0)
+            << name << " " << IsaName(isa) << " " << FfnModeName(ffn);
       }
-      g_counting = false;
-      EXPECT_EQ(g_allocations.load(), 0) << name << " " << FfnModeName(ffn);
     }
   }
 }

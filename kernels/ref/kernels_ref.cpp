@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <limits>
-#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -73,18 +73,20 @@ float QuantRowDot(const uint8_t* row, int64_t cols, const int8_t* q, const float
 template <DType T>
 void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const float* x,
              float* out) {
-  std::vector<int8_t> q;
-  std::vector<float> d;
+  // x quantized once per call, on the stack (no allocation on the decode path), up to the
+  // widest row the config allows, as in the SIMD drivers.
+  constexpr int64_t kMaxCols = int64_t{1} << 16;
+  int8_t q[IsQuantized(T) ? kMaxCols : 1];
+  float d[IsQuantized(T) ? kMaxCols / kQuantBlock : 1];
   if constexpr (IsQuantized(T)) {
-    q.resize(cols);
-    d.resize(cols / kQuantBlock);
-    ref::QuantizeActivations(x, cols / kQuantBlock, q.data(), d.data());
+    if (cols > kMaxCols) std::abort();
+    ref::QuantizeActivations(x, cols / kQuantBlock, q, d);
   }
   for (int64_t k = 0; k < n; ++k) {
     const int64_t base = (rows ? rows[k] : k) * w.ld;
     if constexpr (IsQuantized(T)) {
-      out[k] = QuantRowDot<T>(static_cast<const uint8_t*>(w.data) + DTypeBytes(T, base), cols,
-                              q.data(), d.data());
+      out[k] = QuantRowDot<T>(static_cast<const uint8_t*>(w.data) + DTypeBytes(T, base), cols, q,
+                              d);
     } else {
       double acc = 0;
       for (int64_t c = 0; c < cols; ++c) acc += double(Load<T>(w.data, base + c)) * x[c];
