@@ -61,6 +61,12 @@ using SparseUpDownFn = void (*)(WeightRows w_up, WeightRows w_down_t, int64_t hi
                                 const float* x, float* y);
 // Writes the indices i in [0, n) with g[i] > 0 to rows[] and g[i] to values[]; returns count.
 using CompactPositiveFn = int64_t (*)(const float* g, int64_t n, int32_t* rows, float* values);
+// The shadow gate's product (docs/SHADOW_GATE.md): out[k] = dot(row k, x) for n consecutive rows
+// of q8 blocks (cols / 32 blocks each), every weight d·q formed exactly in f32 and multiplied with
+// x in f32 (not quantized): an f32 dot product of exactly known weights with at most `cols`
+// roundings on any term's path, which is what the certification's bound assumes.
+using ShadowDotRowsFn = void (*)(const uint8_t* rows, int64_t n, int64_t cols, const float* x,
+                                 float* out);
 // Attention weights in place: x[i] = exp(scale * x[i] - m) / sum_j exp(scale * x[j] - m) with
 // m = max_j scale * x[j] (so no exp overflows), for i in [0, n), n >= 1.
 using ScaledSoftmaxFn = void (*)(float* x, int64_t n, float scale);
@@ -81,6 +87,7 @@ struct KernelTable {
   std::array<WeightOps, kWeightDTypes.size()> weight_ops;  // in kWeightDTypes order
   CompactPositiveFn compact_positive;
   ScaledSoftmaxFn scaled_softmax;
+  ShadowDotRowsFn shadow_dot_rows;
   // bf16 dot products round x to bf16 (round to nearest even; subnormals of x and of the weights
   // count as zero) and multiply bf16 by bf16, summing in f32 (vdpbf16ps): against the exact
   // widening this adds at most 2⁻⁸·Σ|w·x| per dot. Batched bf16 matmuls may then do the same

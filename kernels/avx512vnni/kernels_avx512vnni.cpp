@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "kernels/avx512/avx512_traits.h"
+#include "kernels/simd/shadow_dot.h"
 #include "kernels/simd/softmax.h"
 
 namespace zeroskip {
@@ -16,7 +17,8 @@ struct Avx512Vnni : Avx512 {
 };
 
 constexpr KernelTable kTable{Isa::kAvx512Vnni, MakeWeightOps<simd::SimdKernels<Avx512Vnni>>(),
-                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>};
+                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
+                             simd::ShadowDotRows<Avx512>};
 
 }  // namespace
 

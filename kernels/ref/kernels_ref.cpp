@@ -120,8 +120,17 @@ void ScaledSoftmax(float* x, int64_t n, float scale) {
   for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::exp(double(scale) * x[i] - max) / sum);
 }
 
+// The weights d·q exactly, times x unquantized (unlike the q8 dot_rows, which quantizes x).
+void ShadowDotRows(const uint8_t* rows, int64_t n, int64_t cols, const float* x, float* out) {
+  for (int64_t k = 0; k < n; ++k) {
+    double acc = 0;
+    for (int64_t c = 0; c < cols; ++c) acc += double(Load<DType::kQ8>(rows, k * cols + c)) * x[c];
+    out[k] = static_cast<float>(acc);
+  }
+}
+
 constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactPositive,
-                             ScaledSoftmax};
+                             ScaledSoftmax, ShadowDotRows};
 
 }  // namespace
 
