@@ -61,12 +61,13 @@ using SparseUpDownFn = void (*)(WeightRows w_up, WeightRows w_down_t, int64_t hi
                                 const float* x, float* y);
 // Writes the indices i in [0, n) with g[i] > 0 to rows[] and g[i] to values[]; returns count.
 using CompactPositiveFn = int64_t (*)(const float* g, int64_t n, int32_t* rows, float* values);
-// The shadow gate's product (docs/SHADOW_GATE.md): out[k] = dot(row k, x) for n consecutive rows
-// of q8 blocks (cols / 32 blocks each), every weight d·q formed exactly in f32 and multiplied with
-// x in f32 (not quantized): an f32 dot product of exactly known weights with at most `cols`
-// roundings on any term's path, which is what the certification's bound assumes.
-using ShadowDotRowsFn = void (*)(const uint8_t* rows, int64_t n, int64_t cols, const float* x,
-                                 float* out);
+// The shadow gate's product (docs/SHADOW_GATE.md): out[k] = Σ_b d_b·xd_b·Σ_i q[k, b, i]·xq[b, i]
+// for n consecutive rows of q8 blocks (cols / 32 blocks each) and x quantized by the caller to
+// int16 levels xq [cols] with an f32 scale xd per block of 32. Each block's sum is exact integer
+// arithmetic; its scaling and the sum over blocks round in f32 (at most `cols` roundings on any
+// term's path, which the certification's bound assumes).
+using ShadowDotRowsFn = void (*)(const uint8_t* rows, int64_t n, int64_t cols, const int16_t* xq,
+                                 const float* xd, float* out);
 // Attention weights in place: x[i] = exp(scale * x[i] - m) / sum_j exp(scale * x[j] - m) with
 // m = max_j scale * x[j] (so no exp overflows), for i in [0, n), n >= 1.
 using ScaledSoftmaxFn = void (*)(float* x, int64_t n, float scale);

@@ -199,6 +199,8 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
   active_g_.resize(f);
   partial_y_.resize(static_cast<size_t>(threads) * h);
   uncertain_.resize(f);
+  shadow_xq_.resize(h);
+  shadow_xd_.resize(h / kQuantBlock);
   if (max_tokens > 1) {
     batch_gate_.resize(static_cast<size_t>(max_tokens) * f);
     batch_up_.resize(static_cast<size_t>(max_tokens) * f);
@@ -214,7 +216,9 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
                   w,
                   position,
                   DTypeBytes(w.gate.dtype, config_.hidden),
-                  shadow ? ShadowBoundFor(x, config_.hidden, w.gate.dtype, kernels_.bf16_products)
+                  shadow ? PrepareShadowInput(x, config_.hidden, w.gate.dtype,
+                                              kernels_.bf16_products, shadow_xq_.data(),
+                                              shadow_xd_.data())
                          : ShadowBound{},
                   shadow};
   stats->Add(n == 1 ? DecodeStep(call, x, y) : BatchedDense(call, x, n, y));
@@ -237,7 +241,7 @@ void FfnRuntime::ShadowGateRows(const Call& call, Slice& s, const float* x) {
   const int64_t hidden = config_.hidden;
   const auto* shadow = static_cast<const uint8_t*>(call.w.gate_shadow.data) +
                        s.r0 * DTypeBytes(DType::kQ8, hidden);
-  kernels_.shadow_dot_rows(shadow, s.rows, hidden, x, s.g);
+  kernels_.shadow_dot_rows(shadow, s.rows, hidden, shadow_xq_.data(), shadow_xd_.data(), s.g);
   const float* err = call.w.gate_shadow_norms + s.r0;
   const float* norm = call.w.gate_shadow_norms + config_.ffn + s.r0;
   int32_t* uncertain = uncertain_.data() + s.r0;

@@ -84,6 +84,8 @@ class FfnRuntime {
   std::vector<float> active_g_;   // [ffn] their gate activations
   std::vector<float> partial_y_;  // [threads, hidden] private accumulators
   std::vector<int32_t> uncertain_;  // [ffn] shadow: rows the bound did not certify, per slice
+  std::vector<int16_t> shadow_xq_;  // [hidden] shadow: x as int16 levels ...
+  std::vector<float> shadow_xd_;    // [hidden / 32] ... and their block scales
   // Batched scratch.
   std::vector<float> batch_gate_;  // [max_tokens, ffn]
   std::vector<float> batch_up_;    // [max_tokens, ffn]

@@ -1,5 +1,6 @@
 #include "ffn/shadow_bound.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -43,14 +44,36 @@ double ActivationQuantizationError(const float* x, int64_t hidden) {
   return std::sqrt(sum) * kDoubleSlack;
 }
 
+// Quantizes x to int16 levels per block and returns ‖x − x̂‖ (x̂ = d·q, exact in double).
+double QuantizeForShadow(const float* x, int64_t hidden, int16_t* xq, float* xd) {
+  constexpr float kLevels = 32767.0f;
+  double sum = 0;
+  for (int64_t c = 0; c < hidden; c += kQuantBlock) {
+    float amax = 0.0f;
+    for (uint64_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::abs(x[c + i]));
+    const bool tiny = amax < 0x1p-100f;  // (also keeps kLevels / amax finite)
+    const float d = tiny ? 0.0f : amax / kLevels, inv = tiny ? 0.0f : kLevels / amax;
+    xd[c / kQuantBlock] = d;
+    for (uint64_t i = 0; i < kQuantBlock; ++i) {
+      const float q = std::clamp(std::nearbyint(x[c + i] * inv), -kLevels, kLevels);
+      xq[c + i] = static_cast<int16_t>(q);
+      const double delta = double(x[c + i]) - double(d) * q;
+      sum += delta * delta;
+    }
+  }
+  return std::sqrt(sum) * kDoubleSlack;
+}
+
 }  // namespace
 
-ShadowBound ShadowBoundFor(const float* x, int64_t hidden, DType gate_dtype, bool bf16_products) {
+ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype,
+                               bool bf16_products, int16_t* xq, float* xd) {
   double sum = 0;
   for (int64_t i = 0; i < hidden; ++i) sum += double(x[i]) * x[i];
   const double nx = std::sqrt(sum) * kDoubleSlack;
   ShadowBound b;
   if (!(nx <= kLargestNorm)) return b;  // NaN and Inf fail this too
+  const double nq = QuantizeForShadow(x, hidden, xq, xd);  // ‖x − x̂‖ of the shadow's input
   // γ_n = n·u / (1 − n·u) bounds the relative error of an f32 dot product of n terms in any
   // order (each term passes through at most n roundings): the shadow's and the full gate's.
   const double n = static_cast<double>(hidden);
@@ -58,7 +81,7 @@ ShadowBound ShadowBoundFor(const float* x, int64_t hidden, DType gate_dtype, boo
   // The full gate's own error, per unit of ‖w_i‖.
   double dense;
   if (IsQuantized(gate_dtype)) {
-    // x quantized: Σ w·(x − x̂) <= ‖w‖·‖x − x̂‖, then the rounding of Σ w·x̂.
+    // x quantized to int8: Σ w·(x − x̃) <= ‖w‖·‖x − x̃‖, then the rounding of Σ w·x̃.
     const double nd = ActivationQuantizationError(x, hidden);
     dense = nd + gamma * (nx + nd);
   } else if (gate_dtype == DType::kBF16 && bf16_products) {
@@ -67,13 +90,16 @@ ShadowBound ShadowBoundFor(const float* x, int64_t hidden, DType gate_dtype, boo
   } else {
     dense = gamma * nx;
   }
-  // est − Σ w·x = Σ e·x + rounding(≤ γ·‖ŵ‖·‖x‖), ‖ŵ‖ <= ‖w‖ + ‖e‖:
-  //   B = ‖e‖·‖x‖·(1 + γ) + ‖w‖·(γ·‖x‖ + dense) + underflow slack.
+  // With ŵ = w − e the shadow's weights and x̂ = x − δ its input (‖x̂‖ <= ‖x‖ + ‖δ‖):
+  //   est − Σ w·x = (est − Σ ŵ·x̂) − Σ ŵ·δ − Σ e·x
+  //   |·| <= γ·‖ŵ‖·‖x̂‖ + ‖ŵ‖·‖δ‖ + ‖e‖·‖x‖,  and ‖ŵ‖ <= ‖w‖ + ‖e‖, so
+  //   B = ‖e‖·(‖x‖ + (‖δ‖ + γ·(‖x‖ + ‖δ‖))) + ‖w‖·(‖δ‖ + γ·(‖x‖ + ‖δ‖) + dense) + underflow.
   // The factor covers the f32 rounding of B's own evaluation in CertifyRows (4 operations).
   constexpr double kEvaluation = 1.0 + 0x1p-20;
+  const double shadow = nq + gamma * (nx + nq);
   const double slack = kUnderflow * (1 + nx);
-  b.a = RoundedUp(nx * (1 + gamma) * kEvaluation);
-  b.c = RoundedUp((gamma * nx + dense + slack) * kEvaluation);
+  b.a = RoundedUp((nx + shadow) * kEvaluation);
+  b.c = RoundedUp((shadow + dense + slack) * kEvaluation);
   b.d = RoundedUp(slack * kEvaluation);
   b.usable = true;
   return b;

@@ -19,9 +19,13 @@ struct ShadowBound {
   float a = 0, c = 0, d = 0;
 };
 
-// The per-token coefficients for x [hidden], when the full gate has weights of `gate_dtype` and
-// the kernels' `bf16_products` flag (bf16 gates multiplied with x rounded to bf16).
-ShadowBound ShadowBoundFor(const float* x, int64_t hidden, DType gate_dtype, bool bf16_products);
+// Quantizes x [hidden] for the shadow's product (shadow_dot_rows) into xq [hidden] and xd
+// [hidden / 32]: per block of 32, d = amax / 32767 and q = round(x / d) in [-32767, 32767] (q = 0
+// where amax < 2^-100). Returns the per-token coefficients of the bound for a full gate of
+// `gate_dtype` under kernels with `bf16_products` (bf16 gates multiplied with x rounded to bf16).
+// xq and xd are meaningless when the bound is not usable.
+ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype,
+                               bool bf16_products, int16_t* xq, float* xd);
 
 // est [n]: the shadow's estimates, in place: a certified row's becomes 0 (not positive: dropped
 // by compaction like any zero); the others' indices go to uncertain[], their estimates stay for

@@ -93,6 +93,8 @@ void AddBenchFfn(CLI::App* bench) {
   cmd->add_option("--steps", f->opt.steps, "timed steps per sparsity")
       ->check(CLI::Range(1, 100000));
   AddIsaOption(cmd, &f->isa);
+  cmd->add_flag("--shadow", f->opt.shadow_gate,
+                "also time the sparse step with the int8 shadow gate (--gate shadow)");
   cmd->add_flag("--json", f->json, "print one JSON object");
   cmd->add_option("--plot", f->plot, "write a PNG of speedup against sparsity");
   cmd->callback([f] {
@@ -119,6 +121,9 @@ void AddBenchFfn(CLI::App* bench) {
                         {"sparse_ms", r.sparse_ms},
                         {"own_dense_ms", r.own_dense_ms},
                         {"speedup", r.speedup},
+                        {"shadow_ms", r.shadow_ms},
+                        {"shadow_speedup", r.shadow_speedup},
+                        {"certified_fraction", r.certified_fraction},
                         {"dense_gflop", r.dense_gflop},
                         {"sparse_gflop", r.sparse_gflop},
                         {"dense_gb_s", r.dense_gb_s},
