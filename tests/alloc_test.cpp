@@ -40,10 +40,9 @@ TEST(Allocation, CounterSeesAllocations) {
 }
 
 TEST(Allocation, DecodeStepsAndSamplingAllocateNothing) {
-  for (const char* name :
-       {"llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16", "llama_gqa_hd64_relu_f32@q8",
-        "llama_gqa_hd64_relu_f32@q4", "llama_gqa_hd64_relu_f32+shadow",
-        "llama_mha_hd64_relu_bf16+shadow"}) {
+  for (const char* name : {"llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
+                           "llama_gqa_hd64_relu_f32@q8", "llama_gqa_hd64_relu_f32@q4",
+                           "llama_gqa_hd64_relu_f32+shadow", "llama_mha_hd64_relu_bf16+shadow"}) {
     for (FfnMode ffn : {FfnMode::kSparse, FfnMode::kDense}) {
       const Model& m = testing::LoadedModel(name);
       SessionOptions o;

@@ -78,11 +78,12 @@ TEST(Cli, ShadowCommandAndGateFlag) {
   const std::string plain = testing::ConvertedModel(kModel), out = dir / "shadowed.zsk";
   const auto r = RunCli({"shadow", plain, "-o", out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(testing::ReadFile(out),
-            testing::ReadFile(testing::ConvertedModel(kModel + std::string(testing::kShadowSuffix))));
-  const std::vector<std::string> common = {"run", "-m", out, "-p", "Anna reads", "-n", "8",
-                                           "--temp", "0", "--ignore-eos", "--json",
-                                           "--stats-layers"};
+  EXPECT_EQ(
+      testing::ReadFile(out),
+      testing::ReadFile(testing::ConvertedModel(kModel + std::string(testing::kShadowSuffix))));
+  const std::vector<std::string> common = {
+      "run", "-m",     out, "-p",           "Anna reads", "-n",
+      "8",   "--temp", "0", "--ignore-eos", "--json",     "--stats-layers"};
   json got[2];
   for (int k = 0; k < 2; ++k) {
     std::vector<std::string> args = common;

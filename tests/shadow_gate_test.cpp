@@ -2,8 +2,11 @@
 // decides exactly at its boundary, and on inputs built to lie just outside the bound (a neuron
 // that fires whose shadow estimate is negative) and just inside it (a neuron barely below zero)
 // every ISA certifies only what it may, with outputs bit-identical to the dense gate's.
+#include "format/shadow_gate.h"
+
 #include <gtest/gtest.h>
 
+#include <Eigen/Core>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -12,7 +15,6 @@
 #include "engine/workspace.h"
 #include "ffn/shadow_bound.h"
 #include "format/dtype.h"
-#include "format/shadow_gate.h"
 #include "kernels/kernels.h"
 #include "test_util.h"
 #include "zeroskip/error.h"
@@ -62,7 +64,8 @@ TEST(ShadowGate, NormsAreTightUpperBounds) {
           error[c + i] = row[c + i] - block[i];
         }
       }
-      for (auto [stored, exact] : {std::pair{norms[r], Norm(error)}, {norms[rows + r], Norm(row)}}) {
+      for (auto [stored, exact] :
+           {std::pair{norms[r], Norm(error)}, {norms[rows + r], Norm(row)}}) {
         EXPECT_GE(stored, exact) << DTypeName(dtype) << " row " << r;
         EXPECT_LE(stored, exact * (1 + 1e-6L) + 1e-30L) << DTypeName(dtype) << " row " << r;
       }
@@ -103,6 +106,48 @@ TEST(ShadowGate, NonFiniteOrHugeInputCertifiesNothing) {
 
 class ShadowGateIsaTest : public testing::IsaTest {};
 
+// The shadow GEMV of every ISA against the scalar reference: blocks from 1 to 129 (the 8-block
+// scale groups and their tails), levels including -128 (a hostile file's; still exact), x with
+// blocks of very different scales. Tolerance: the float summation bound 4·n·2⁻²⁴·Σ|terms|; a
+// wrong block, lane or scale is off by a whole term.
+TEST_P(ShadowGateIsaTest, ShadowDotRowsMatchesTheReference) {
+  std::mt19937 rng(19);
+  for (int64_t blocks : {1, 7, 8, 9, 16, 129}) {
+    const int64_t cols = blocks * kQuantBlock, rows = 5;
+    std::vector<uint8_t> shadow(rows * DTypeBytes(DType::kQ8, cols));
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (size_t b = 0; b < shadow.size() / DTypeBlockBytes(DType::kQ8); ++b) {
+      uint8_t* block = &shadow[b * DTypeBlockBytes(DType::kQ8)];
+      const Eigen::half d(std::ldexp(1.0f + byte(rng) / 256.0f, -8 - byte(rng) % 8));
+      std::memcpy(block, &d, 2);
+      for (uint64_t i = 0; i < kQuantBlock; ++i) block[2 + i] = static_cast<uint8_t>(byte(rng));
+    }
+    std::vector<float> x(cols);
+    for (int64_t c = 0; c < cols; ++c) {
+      x[c] = std::ldexp(std::normal_distribution<float>()(rng), int(c / kQuantBlock % 5) * 3 - 6);
+    }
+    std::vector<int16_t> xq(cols);
+    std::vector<float> xd(blocks);
+    ASSERT_TRUE(PrepareShadowInput(x.data(), cols, DType::kF32, false, xq.data(), xd.data()).usable);
+    std::vector<float> want(rows), got(rows);
+    ScalarKernels().shadow_dot_rows(shadow.data(), rows, cols, xq.data(), xd.data(), want.data());
+    kernels().shadow_dot_rows(shadow.data(), rows, cols, xq.data(), xd.data(), got.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      double terms = 0;
+      for (int64_t c = 0; c < cols; c += kQuantBlock) {
+        const uint8_t* block = &shadow[DTypeBytes(DType::kQ8, r * cols + c)];
+        Eigen::half d;
+        std::memcpy(&d, block, 2);
+        for (uint64_t i = 0; i < kQuantBlock; ++i) {
+          terms += std::abs(double(static_cast<float>(d)) * xd[c / kQuantBlock] *
+                            static_cast<int8_t>(block[2 + i]) * xq[c + i]);
+        }
+      }
+      EXPECT_NEAR(got[r], want[r], 4.0 * cols * 0x1p-24 * terms) << "blocks " << blocks;
+    }
+  }
+}
+
 constexpr int64_t kHidden = 64, kFfn = 16;
 
 std::vector<double> Widen(const std::vector<float>& v) { return {v.begin(), v.end()}; }
@@ -142,8 +187,8 @@ struct ShadowFfn {
     weights.gate = view(gate);
     weights.up = view(up);
     weights.down_t = view(down);
-    weights.gate_shadow = {.data = shadow.data(), .dtype = DType::kQ8, .rows = kFfn,
-                           .cols = kHidden};
+    weights.gate_shadow = {
+        .data = shadow.data(), .dtype = DType::kQ8, .rows = kFfn, .cols = kHidden};
     weights.gate_shadow_norms = norms.data();
   }
 
@@ -302,10 +347,10 @@ TEST(ShadowGate, OnlyWithSparseReLU) {
   EXPECT_THROW(FfnSettings::Resolve(c, FfnMode::kSparse, {.kind = FfnActivation::kStochastic},
                                     GateMode::kShadow),
                Error);
-  EXPECT_EQ(FfnSettings::Resolve(c, FfnMode::kAuto, {.kind = FfnActivation::kStochastic},
-                                 GateMode::kAuto)
-                .gate,
-            GateMode::kDense);
+  EXPECT_EQ(
+      FfnSettings::Resolve(c, FfnMode::kAuto, {.kind = FfnActivation::kStochastic}, GateMode::kAuto)
+          .gate,
+      GateMode::kDense);
   c.activation = Activation::kSiLU;
   EXPECT_THROW(FfnSettings::Resolve(c, FfnMode::kAuto, {}, GateMode::kShadow), Error);
   EXPECT_EQ(FfnSettings::Resolve(c, FfnMode::kAuto, {}, GateMode::kAuto).gate, GateMode::kDense);

@@ -36,8 +36,8 @@ struct ForwardPass;    // what one forward pass works on (src/arch/forward.h)
 class Session {
  public:
   // Throws Error if the options cannot run on this model (a context past the model's, a sparse
-  // FFN with an activation that has no zeros, a shadow gate the file lacks) or the KV cache does not fit in free memory.
-  // `engine` must outlive the session.
+  // FFN with an activation that has no zeros, a shadow gate the file lacks) or the KV cache does
+  // not fit in free memory. `engine` must outlive the session.
   Session(Engine& engine, const SessionOptions& options = {});
   ~Session();
   Session(const Session&) = delete;

@@ -121,8 +121,8 @@ void ScaledSoftmax(float* x, int64_t n, float scale) {
 }
 
 // As the SIMD kernels: exact integer block sums times the f32 product of the two scales.
-void ShadowDotRows(const uint8_t* rows, int64_t n, int64_t cols, const int16_t* xq,
-                   const float* xd, float* out) {
+void ShadowDotRows(const uint8_t* rows, int64_t n, int64_t cols, const int16_t* xq, const float* xd,
+                   float* out) {
   for (int64_t k = 0; k < n; ++k) {
     double acc = 0;
     for (int64_t c = 0; c < cols; c += kQuantBlock) {

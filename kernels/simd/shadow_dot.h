@@ -38,8 +38,8 @@ inline void ShadowDotRows(const uint8_t* rows, int64_t n, int64_t cols, const in
     int64_t b = 0;
     for (; b + 8 <= blocks; b += 8) {
       alignas(32) float scale[8];  // weight scale x activation scale
-      _mm256_store_ps(scale, _mm256_mul_ps(GroupScales<DType::kQ8>(row + b * kBytes),
-                                           _mm256_loadu_ps(xd + b)));
+      _mm256_store_ps(
+          scale, _mm256_mul_ps(GroupScales<DType::kQ8>(row + b * kBytes), _mm256_loadu_ps(xd + b)));
       for (int i = 0; i < 8; ++i) block(b + i, scale[i]);
     }
     for (; b < blocks; ++b) block(b, BlockScale(row + b * kBytes) * xd[b]);

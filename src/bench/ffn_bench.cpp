@@ -1,7 +1,7 @@
 // One decode FFN step at controlled sparsity. Sparsity comes from the input, as in a real model:
-// x[0:k] is a constant 1 and every gate row has W_gate[i, 0:k] = -b/k, so gate_i = (random part) - b and
-// b = σ·Φ⁻¹(s) makes a fraction s of the gates non-positive. The rest of x is redrawn every step,
-// so the active set is random per step (nothing the kernels could exploit).
+// x[0:k] is a constant 1 and every gate row has W_gate[i, 0:k] = -b/k, so gate_i = (random part) -
+// b and b = σ·Φ⁻¹(s) makes a fraction s of the gates non-positive. The rest of x is redrawn every
+// step, so the active set is random per step (nothing the kernels could exploit).
 #include <omp.h>
 
 #include <algorithm>
@@ -11,12 +11,12 @@
 #include <random>
 
 #include "bench/onednn_gemv.h"
+#include "engine/workspace.h"
 #include "format/dtype.h"
 #include "format/shadow_gate.h"
-#include "engine/workspace.h"
 #include "zeroskip/bench.h"
-#include "zeroskip/error.h"
 #include "zeroskip/engine.h"
+#include "zeroskip/error.h"
 
 namespace zeroskip {
 namespace {
@@ -84,8 +84,8 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
   const uint64_t llc = std::max<uint64_t>(LastLevelCacheBytes(), 32u << 20);
   // At least one layer per timed path, so each step reads a layer the previous path did not.
   const uint64_t paths = opt.shadow_gate ? 4 : 3;
-  const int layers = static_cast<int>(
-      std::clamp<uint64_t>((4 * llc + layer_bytes - 1) / layer_bytes, paths, 64));
+  const int layers =
+      static_cast<int>(std::clamp<uint64_t>((4 * llc + layer_bytes - 1) / layer_bytes, paths, 64));
   // Weights are zero-filled when allocated: refuse what would not fit rather than be OOM-killed.
   if (layers * layer_bytes > PhysicalMemoryBytes() / 4 * 3) {
     throw Error("", "bench ffn: " + std::to_string(layers) + " layers of --d " + std::to_string(d) +
@@ -155,7 +155,8 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
     FfnRuntime runtime(config, kernels, matmul, opt.threads, 1);
     const FfnSettings sparse = FfnSettings::Resolve(config, FfnMode::kSparse, {});
     const FfnSettings own_dense = FfnSettings::Resolve(config, FfnMode::kDense, {});
-    const FfnSettings shadow = FfnSettings::Resolve(config, FfnMode::kSparse, {}, GateMode::kShadow);
+    const FfnSettings shadow =
+        FfnSettings::Resolve(config, FfnMode::kSparse, {}, GateMode::kShadow);
     FfnLayerStats st, own_stats, shadow_stats;
     std::vector<double> dense_ms, sparse_ms, own_ms, shadow_ms;
     const int warmup = 2 * layers;
@@ -208,11 +209,12 @@ std::vector<FfnBenchResult> RunFfnBench(const FfnBenchOptions& opt,
     results.push_back(r);
     if (log) {
       char line[256];
-      std::snprintf(line, sizeof line,
-                    "  sparsity %.2f (measured %.3f): dense %.3f ms, sparse %.3f ms, speedup %.2fx; "
-                    "shadow gate %.3f ms, %.2fx (%.1f%% of zeros certified)",
-                    s, r.zero_fraction, r.dense_ms, r.sparse_ms, r.speedup, r.shadow_ms,
-                    r.shadow_speedup, 100 * r.certified_fraction);
+      std::snprintf(
+          line, sizeof line,
+          "  sparsity %.2f (measured %.3f): dense %.3f ms, sparse %.3f ms, speedup %.2fx; "
+          "shadow gate %.3f ms, %.2fx (%.1f%% of zeros certified)",
+          s, r.zero_fraction, r.dense_ms, r.sparse_ms, r.speedup, r.shadow_ms, r.shadow_speedup,
+          100 * r.certified_fraction);
       log(line);
     }
   }

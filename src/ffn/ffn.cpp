@@ -216,10 +216,10 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
                   w,
                   position,
                   DTypeBytes(w.gate.dtype, config_.hidden),
-                  shadow ? PrepareShadowInput(x, config_.hidden, w.gate.dtype,
-                                              kernels_.bf16_products, shadow_xq_.data(),
-                                              shadow_xd_.data())
-                         : ShadowBound{},
+                  shadow
+                      ? PrepareShadowInput(x, config_.hidden, w.gate.dtype, kernels_.bf16_products,
+                                           shadow_xq_.data(), shadow_xd_.data())
+                      : ShadowBound{},
                   shadow};
   stats->Add(n == 1 ? DecodeStep(call, x, y) : BatchedDense(call, x, n, y));
 }
@@ -239,8 +239,8 @@ void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {
 
 void FfnRuntime::ShadowGateRows(const Call& call, Slice& s, const float* x) {
   const int64_t hidden = config_.hidden;
-  const auto* shadow = static_cast<const uint8_t*>(call.w.gate_shadow.data) +
-                       s.r0 * DTypeBytes(DType::kQ8, hidden);
+  const auto* shadow =
+      static_cast<const uint8_t*>(call.w.gate_shadow.data) + s.r0 * DTypeBytes(DType::kQ8, hidden);
   kernels_.shadow_dot_rows(shadow, s.rows, hidden, shadow_xq_.data(), shadow_xd_.data(), s.g);
   const float* err = call.w.gate_shadow_norms + s.r0;
   const float* norm = call.w.gate_shadow_norms + config_.ffn + s.r0;

@@ -39,8 +39,7 @@ struct FfnSettings {
   // Throws Error on a combination that cannot run (a sparse FFN with an activation that has no
   // zeros, p outside [0, 1], a shadow gate without sparse ReLU).
   static FfnSettings Resolve(const ModelConfig& config, FfnMode mode,
-                             const ActivationOptions& activation,
-                             GateMode gate = GateMode::kDense);
+                             const ActivationOptions& activation, GateMode gate = GateMode::kDense);
   // Whether the decode step of a layer with these weights goes through its shadow gate.
   bool UsesShadow(const FfnWeights& w) const;
 };

@@ -66,14 +66,15 @@ double QuantizeForShadow(const float* x, int64_t hidden, int16_t* xq, float* xd)
 
 }  // namespace
 
-ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype,
-                               bool bf16_products, int16_t* xq, float* xd) {
+ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype, bool bf16_products,
+                               int16_t* xq, float* xd) {
   double sum = 0;
   for (int64_t i = 0; i < hidden; ++i) sum += double(x[i]) * x[i];
   const double nx = std::sqrt(sum) * kDoubleSlack;
   ShadowBound b;
   if (!(nx <= kLargestNorm)) return b;  // NaN and Inf fail this too
-  const double nq = QuantizeForShadow(x, hidden, xq, xd);  // ‖x − x̂‖ of the shadow's input
+  // ‖x − x̂‖ of the shadow's input.
+  const double nq = QuantizeForShadow(x, hidden, xq, xd);
   // γ_n = n·u / (1 − n·u) bounds the relative error of an f32 dot product of n terms in any
   // order (each term passes through at most n roundings): the shadow's and the full gate's.
   const double n = static_cast<double>(hidden);

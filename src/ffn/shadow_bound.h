@@ -24,8 +24,8 @@ struct ShadowBound {
 // where amax < 2^-100). Returns the per-token coefficients of the bound for a full gate of
 // `gate_dtype` under kernels with `bf16_products` (bf16 gates multiplied with x rounded to bf16).
 // xq and xd are meaningless when the bound is not usable.
-ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype,
-                               bool bf16_products, int16_t* xq, float* xd);
+ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype, bool bf16_products,
+                               int16_t* xq, float* xd);
 
 // est [n]: the shadow's estimates, in place: a certified row's becomes 0 (not positive: dropped
 // by compaction like any zero); the others' indices go to uncertain[], their estimates stay for

@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <map>
 
+#include "arch/architectures.h"
 #include "format/checkpoint_reader.h"
 #include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
 #include "format/shadow_gate.h"
-#include "arch/architectures.h"
 #include "text/tokenizer_check.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"

@@ -35,9 +35,8 @@ void CheckShadowable(const ModelConfig& config, const std::string& path) {
 }
 
 bool IsShadowGateTensor(std::string_view name) {
-  return name.starts_with("layers.") &&
-         (name.ends_with("." + std::string(kShadowRole)) ||
-          name.ends_with("." + std::string(kShadowNormsRole)));
+  return name.starts_with("layers.") && (name.ends_with("." + std::string(kShadowRole)) ||
+                                         name.ends_with("." + std::string(kShadowNormsRole)));
 }
 
 uint64_t BuildShadowGate(const uint8_t* gate, DType dtype, uint64_t rows, uint64_t cols,
@@ -46,8 +45,8 @@ uint64_t BuildShadowGate(const uint8_t* gate, DType dtype, uint64_t rows, uint64
   std::vector<float> w(cols), w_hat(kQuantBlock);
   uint64_t overflows = 0;
   for (uint64_t r = 0; r < rows; ++r) {
-    ConvertMatrix(gate + r * row_bytes, dtype, 1, cols, false,
-                  reinterpret_cast<uint8_t*>(w.data()), DType::kF32);  // exact widening
+    ConvertMatrix(gate + r * row_bytes, dtype, 1, cols, false, reinterpret_cast<uint8_t*>(w.data()),
+                  DType::kF32);  // exact widening
     double error_sq = 0, row_sq = 0;
     for (uint64_t c = 0; c < cols; c += kQuantBlock) {
       uint8_t* block = shadow + r * shadow_row + DTypeBytes(DType::kQ8, c);

@@ -40,8 +40,8 @@ void BindShadowGate(const ZskFile& file, int64_t layer, std::set<std::string>* b
                                    "infinite or NaN");
     }
   }
-  ffn->gate_shadow = {.data = file.data(*shadow), .dtype = DType::kQ8, .rows = c.ffn,
-                      .cols = c.hidden};
+  ffn->gate_shadow = {
+      .data = file.data(*shadow), .dtype = DType::kQ8, .rows = c.ffn, .cols = c.hidden};
   ffn->gate_shadow_norms = values;
 }
 
@@ -61,9 +61,9 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
   if (file.tensors().size() < least || file.tensors().size() > most) {
     throw Error(path, "holds " + std::to_string(file.tensors().size()) +
                           " tensors but the config implies " + std::to_string(least) +
-                          (file.tensors().size() > most ? " (" + std::to_string(most) +
-                                                              " with shadow gates)"
-                                                        : ""));
+                          (file.tensors().size() > most
+                               ? " (" + std::to_string(most) + " with shadow gates)"
+                               : ""));
   }
   std::set<std::string> bound;
   auto view = [&](const std::string& name) {

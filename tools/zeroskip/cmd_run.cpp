@@ -64,10 +64,10 @@ void PrintLayerTable(const Session& session) {
                "layer  zeros%%  FLOPs done/dense  weight MB read  certified%%  uncertain rows\n");
   for (size_t l = 0; l < session.ffn_stats().size(); ++l) {
     const FfnLayerStats& s = session.ffn_stats()[l];
-    std::fprintf(stderr, "%5zu  %6.2f  %15.3f  %14.2f  %10.2f  %14llu\n", l,
-                 100 * s.zero_fraction(), s.flops_dense ? double(s.flops_done) / s.flops_dense : 0.0,
-                 s.weight_bytes_read / 1e6, 100 * s.certified_fraction(),
-                 static_cast<unsigned long long>(s.uncertain_rows()));
+    std::fprintf(
+        stderr, "%5zu  %6.2f  %15.3f  %14.2f  %10.2f  %14llu\n", l, 100 * s.zero_fraction(),
+        s.flops_dense ? double(s.flops_done) / s.flops_dense : 0.0, s.weight_bytes_read / 1e6,
+        100 * s.certified_fraction(), static_cast<unsigned long long>(s.uncertain_rows()));
   }
 }
 
@@ -238,8 +238,9 @@ void AddRun(CLI::App& app) {
     std::fprintf(stderr,
                  "zeroskip: prompt %zu tok | prefill %.1f tok/s | decode %.2f tok/s | ffn zeros "
                  "%.1f%% | ffn %s, act %s, gate %s | isa %s | threads %d\n",
-                 prompt_ids.size(), r.prefill_tok_s(), r.decode_tok_s(), 100 * total.zero_fraction(),
-                 ffn_path.c_str(), act.c_str(), gate.c_str(), isa.c_str(), session.threads());
+                 prompt_ids.size(), r.prefill_tok_s(), r.decode_tok_s(),
+                 100 * total.zero_fraction(), ffn_path.c_str(), act.c_str(), gate.c_str(),
+                 isa.c_str(), session.threads());
     if (f->stats_layers) PrintLayerTable(session);
   });
 }
