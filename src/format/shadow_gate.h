@@ -38,7 +38,6 @@ uint64_t BuildShadowGate(const uint8_t* gate, DType dtype, uint64_t rows, uint64
 
 // Writes the two tensors of a layer's shadow into `writer` (the next two it has planned, as
 // ShadowGateSpecs lists them). Throws Error naming `path` and the tensor if a scale overflows.
-class ZskWriter;
 void WriteShadowGate(ZskWriter& writer, const uint8_t* gate, DType dtype, uint64_t rows,
                      uint64_t cols, const std::string& path, const std::string& gate_name);
 
