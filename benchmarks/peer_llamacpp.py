@@ -3,16 +3,20 @@
 
     peer_llamacpp.py run --hf HF_DIR --models MODELS_DIR --llama-bin DIR --zeroskip BIN
                          --out RESULTS.json [--repeats 3 --threads 2 --n-decode 96
-                         --decode-prompt 25 --prefill-prompt 64 --lock FILE --meta JSON]
+                         --decode-prompt 25 --prefill-prompt 3,16,64,256 --lock FILE
+                         --meta JSON]
     peer_llamacpp.py table RESULTS.json          # print the Markdown table again
 
 MODELS_DIR holds what the shell script converted: llama-<type>.gguf for type in f32 bf16 q8_0
 q4_0 and zeroskip-<type>.zsk for f32 bf16 q8 q4 (a missing file is reported "not available").
 Each repeat runs, for each weight type, llama.cpp then zeroskip --ffn sparse then --ffn dense:
 first the decode runs (a ~25-token prompt, then exactly n_decode tokens, EOS ignored, greedy),
-then the prefill runs (a 64-token prompt, one token generated). Decode tok/s counts the n_decode-1
-forward passes after the prompt in both engines (llama-cli's "eval time ... runs", zeroskip's
-decode_tok_s); prefill tok/s is prompt tokens / time of the prompt's forward pass.
+then the prefill runs (one per prompt length of --prefill-prompt, one token generated). Decode
+tok/s counts the n_decode-1 forward passes after the prompt in both engines (llama-cli's "eval
+time ... runs", zeroskip's decode_tok_s); prefill tok/s is prompt tokens / time of the prompt's
+forward pass (llama-cli's "prompt eval time", zeroskip's prefill_tok_s), and the time to first
+token is that forward pass's time. The main table gives prefill tok/s at the longest length up to
+64 tokens; a second table the time to first token at every length.
 Both prompts are made from one fixed text with the checkpoint's own tokenizer.model, so the two
 engines get the same token ids (checked: both report the prompt length they ran).
 Needs python3 and sentencepiece (prompt lengths); standard library otherwise.
@@ -37,12 +41,12 @@ TEXT = ("the king of rome and all his men came to the city and the queen of the 
 
 
 def make_prompt(tokenizer_model, n_tokens):
-    """The longest prefix of TEXT (whole words, then characters) whose ids, BOS included, number
-    at most n_tokens; returns (text, token count)."""
+    """The longest prefix of TEXT, repeated as often as needed (whole words, then characters),
+    whose ids, BOS included, number at most n_tokens; returns (text, token count)."""
     import sentencepiece
     sp = sentencepiece.SentencePieceProcessor(model_file=tokenizer_model)
     count = lambda s: 1 + len(sp.encode(s))  # noqa: E731  (BOS + pieces, as both engines add BOS)
-    words, text = TEXT.split(), ""
+    words, text = (TEXT.split() * (1 + n_tokens // 32)), ""
     for w in words:
         candidate = (text + " " + w).strip()
         if count(candidate) > n_tokens:
@@ -71,9 +75,15 @@ def held(lock):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def context(args):
+    """The context both engines get: room for the longest prompt and the decode."""
+    return max(256, max(args.prefill_lengths) + args.n_decode + 8)
+
+
 def run_llama(args, gguf, prompt, n_predict):
     cmd = [os.path.join(args.llama_bin, "llama-cli"), "-m", gguf, "-p", prompt, "-n",
-           str(n_predict), "-t", str(args.threads), "-c", "256", "--temp", "0", "--ignore-eos",
+           str(n_predict), "-t", str(args.threads), "-c", str(context(args)), "--temp", "0",
+           "--ignore-eos",
            "-no-cnv", "--no-display-prompt"]
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        errors="replace")
@@ -93,7 +103,8 @@ def run_llama(args, gguf, prompt, n_predict):
 
 def run_zeroskip(args, zsk, ffn, prompt, n_predict):
     cmd = [args.zeroskip, "run", "-m", zsk, "-p", prompt, "-n", str(n_predict), "-t",
-           str(args.threads), "--ctx", "256", "--temp", "0", "--ignore-eos", "--ffn", ffn,
+           str(args.threads), "--ctx", str(context(args)), "--temp", "0", "--ignore-eos", "--ffn",
+           ffn,
            "--no-echo", "--json"]
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        errors="replace")
@@ -133,8 +144,14 @@ def engines(args):
     return rows, missing
 
 
-def one_repeat(args, rows, rep, decode_prompt, prefill_prompt, samples):
-    """Per weight type: the decode runs of every engine, then their prefill runs."""
+def main_length(args):
+    """The prefill length of the main table: the longest up to 64 tokens (else the shortest)."""
+    short = [n for n in args.prefill_lengths if n <= 64]
+    return max(short) if short else min(args.prefill_lengths)
+
+
+def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, samples):
+    """Per weight type: the decode runs of every engine, then their prefill runs per length."""
     warm_page_cache([r[3] for r in rows])
     for t in LLAMA_TYPES:
         mine = [r for r in rows if r[1] in (t, ZEROSKIP_TYPE[t])]
@@ -145,15 +162,22 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompt, samples):
             else:
                 decode[label] = run_zeroskip(args, path, ffn, decode_prompt, args.n_decode)
         for label, wtype, kind, path, ffn in mine:
-            if kind == "llama":
-                p = run_llama(args, path, prefill_prompt, 1)
-            else:
-                p = run_zeroskip(args, path, ffn, prefill_prompt, 1)
+            prefill = {}
+            for length, prompt in prefill_prompts.items():
+                if kind == "llama":
+                    prefill[length] = run_llama(args, path, prompt, 1)
+                else:
+                    prefill[length] = run_zeroskip(args, path, ffn, prompt, 1)
+            p = prefill[main_length(args)]
             d = decode[label]
             sample = {"decode_tok_s": d["decode_tok_s"], "decode_steps": d["decode_steps"],
                       "decode_prompt_tokens": d["prompt_tokens"],
                       "prefill_tok_s": p["prefill_tok_s"],
-                      "prefill_prompt_tokens": p["prompt_tokens"]}
+                      "prefill_prompt_tokens": p["prompt_tokens"],
+                      "prefill": {str(n): {"prompt_tokens": q["prompt_tokens"],
+                                           "prefill_tok_s": q["prefill_tok_s"],
+                                           "ttft_s": q["prompt_tokens"] / q["prefill_tok_s"]}
+                                  for n, q in prefill.items()}}
             if "ffn_zero_fraction" in d:
                 sample.update(ffn_zero_fraction=d["ffn_zero_fraction"], ffn_path=d["ffn_path"],
                               isa=d["isa"])
@@ -167,18 +191,21 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompt, samples):
 def cmd_run(args):
     tok = os.path.join(args.hf, "tokenizer.model")
     decode_prompt, decode_len = make_prompt(tok, args.decode_prompt)
-    prefill_prompt, prefill_len = make_prompt(tok, args.prefill_prompt)
+    prefill_prompts = {n: make_prompt(tok, n)[0] for n in args.prefill_lengths}
+    prefill_prompt, prefill_len = make_prompt(tok, main_length(args))
     rows, missing = engines(args)
     samples = {(r[0], r[1]): [] for r in rows}
     for rep in range(args.repeats):
         with held(args.lock):
-            one_repeat(args, rows, rep, decode_prompt, prefill_prompt, samples)
+            one_repeat(args, rows, rep, decode_prompt, prefill_prompts, samples)
 
     results = []
     for (label, wtype), s in samples.items():
         r = {"engine": label, "weight_type": wtype, "runs": s,
              "decode_tok_s": statistics.median(x["decode_tok_s"] for x in s),
-             "prefill_tok_s": statistics.median(x["prefill_tok_s"] for x in s)}
+             "prefill_tok_s": statistics.median(x["prefill_tok_s"] for x in s),
+             "ttft_s": {n: statistics.median(x["prefill"][n]["ttft_s"] for x in s)
+                        for n in s[0]["prefill"]}}
         if "ffn_zero_fraction" in s[0]:
             r["ffn_zero_fraction"] = statistics.median(x["ffn_zero_fraction"] for x in s)
         results.append(r)
@@ -195,6 +222,7 @@ def cmd_run(args):
            "n_decode": args.n_decode, "decode_prompt": decode_prompt,
            "decode_prompt_tokens": decode_len, "prefill_prompt": prefill_prompt,
            "prefill_prompt_tokens": prefill_len, "prompt_lengths_match": len(counts) == 1,
+           "prefill_lengths": args.prefill_lengths,
            **meta, "results": results}
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
@@ -228,6 +256,31 @@ def table(doc):
             lines.append(f"| {label} | {wtype} | {value('decode_tok_s')} | "
                          f"{value('prefill_tok_s')} | {ratio('decode_tok_s')} | "
                          f"{ratio('prefill_tok_s')} |")
+    return "\n".join(lines) + ttft_table(doc, by)
+
+
+def ttft_table(doc, by):
+    """Time to first token (s, medians) per prompt length, and against llama.cpp's."""
+    lengths = [str(n) for n in doc.get("prefill_lengths", [])]
+    if not lengths:
+        return ""
+    lines = ["", "", "| engine | weights | " + " | ".join(
+        f"{n}-token prompt: TTFT s (vs llama.cpp)" for n in lengths) + " |",
+        "|---|---|" + "---|" * len(lengths)]
+    for t in LLAMA_TYPES:
+        ours = ZEROSKIP_TYPE[t]
+        peer = by.get(("llama.cpp", t))
+        for label, wtype in [("llama.cpp", t), ("zeroskip sparse", ours), ("zeroskip dense", ours)]:
+            r = by.get((label, wtype))
+            if not r or not r.get("available", True):
+                continue
+            cells = []
+            for n in lengths:
+                mine = r["ttft_s"][n]
+                theirs = peer["ttft_s"][n] if peer and peer.get("available", True) else None
+                # A ratio above 1 means faster than llama.cpp (its time over ours).
+                cells.append(f"{mine:.3f}" + (f" ({theirs / mine:.2f}x)" if theirs else ""))
+            lines.append(f"| {label} | {wtype} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -244,13 +297,15 @@ def main():
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--n-decode", type=int, default=96)
     r.add_argument("--decode-prompt", type=int, default=25, help="prompt tokens, BOS included")
-    r.add_argument("--prefill-prompt", type=int, default=64, help="prompt tokens, BOS included")
+    r.add_argument("--prefill-prompt", default="64",
+                   help="comma-separated prompt lengths in tokens, BOS included")
     r.add_argument("--lock", default="", help="hold flock FILE during each repeat")
     r.add_argument("--meta", default="", help="JSON object merged into the results file")
     t = sub.add_parser("table")
     t.add_argument("results")
     args = ap.parse_args()
     if args.cmd == "run":
+        args.prefill_lengths = [int(n) for n in args.prefill_prompt.split(",")]
         cmd_run(args)
     else:
         print(table(json.load(open(args.results))))

@@ -18,7 +18,8 @@
 #    reported "not available".
 # 4. Runs benchmarks/peer_llamacpp.py: per repeat and weight type, llama.cpp, zeroskip sparse and
 #    zeroskip dense alternate; decode tok/s after a ~25-token prompt (96 tokens generated) and
-#    prefill tok/s of a 64-token prompt, THREADS threads; medians over REPEATS.
+#    prefill tok/s and time to first token of each PREFILL_PROMPT length, THREADS threads;
+#    medians over REPEATS.
 # 5. Writes OUT (JSON) and prints the Markdown table.
 #
 # Environment (defaults in brackets):
@@ -28,7 +29,8 @@
 #   WORK_DIR          converted models (about 6x the bf16 checkpoint's size)    [/tmp/zeroskip-peer]
 #   ZEROSKIP          the zeroskip binary                                       [build/zeroskip]
 #   OUT               results JSON                                              [docs/bench/peer_llamacpp.json]
-#   REPEATS [3]  THREADS [2]  N_DECODE [96]  DECODE_PROMPT [25]  PREFILL_PROMPT [64]
+#   REPEATS [3]  THREADS [2]  N_DECODE [96]  DECODE_PROMPT [25]
+#   PREFILL_PROMPT    comma-separated prefill prompt lengths                  [3,16,64,256]
 #   BENCH_LOCK        if set, the build and every convert run under `flock $BENCH_LOCK`, and the
 #                     timed runs hold it one repeat at a time (for machines shared with other jobs
 #                     that take the same lock: they run between repeats, never inside one)
@@ -56,7 +58,7 @@ REPEATS=${REPEATS:-3}
 THREADS=${THREADS:-2}
 N_DECODE=${N_DECODE:-96}
 DECODE_PROMPT=${DECODE_PROMPT:-25}
-PREFILL_PROMPT=${PREFILL_PROMPT:-64}
+PREFILL_PROMPT=${PREFILL_PROMPT:-3,16,64,256}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BENCH_LOCK=${BENCH_LOCK:-}
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -59,6 +59,15 @@ using AxpyRowsFn = void (*)(WeightRows w, const int32_t* rows, const float* coef
 using SparseUpDownFn = void (*)(WeightRows w_up, WeightRows w_down_t, int64_t hidden,
                                 const int32_t* rows, const float* gate_act, int64_t n,
                                 const float* x, float* y);
+// Batched products with quantized (q8, q4) weights, on activations quantized once per token by
+// the table's quantize_activations: y[t * ldy + r] = dot(W[r, 0:cols), x̂_t) for r in [0, rows),
+// t in [0, n), x̂_t given as q[t * cols + c] (levels) and d[t * cols / kQuantBlock + b] (scales).
+// Each result is bit-identical to dot_rows on token t's x under the same table, so a prompt in
+// one batch computes what it computes token by token. Float types have none (nullptr).
+using QuantMatmulFn = void (*)(WeightRows w, int64_t rows, int64_t cols, const int8_t* q,
+                               const float* d, int64_t n, float* y, int64_t ldy);
+// x[0 : blocks * kQuantBlock) quantized per block as ref::QuantizeActivations defines, bit for bit.
+using QuantizeActivationsFn = void (*)(const float* x, int64_t blocks, int8_t* q, float* d);
 // Writes the indices i in [0, n) with g[i] > 0 to rows[] and g[i] to values[]; returns count.
 using CompactPositiveFn = int64_t (*)(const float* g, int64_t n, int32_t* rows, float* values);
 // The shadow gate's product (docs/SHADOW_GATE.md): out[k] = Σ_b d_b·xd_b·Σ_i q[k, b, i]·xq[b, i]
@@ -77,6 +86,7 @@ struct WeightOps {
   DotRowsFn dot_rows;
   AxpyRowsFn axpy_rows;
   SparseUpDownFn sparse_up_down;
+  QuantMatmulFn quant_matmul = nullptr;  // quantized types only
 };
 
 // Aborts: a dtype without kernels reached a kernel table. Dtypes are validated when a model is
@@ -88,6 +98,7 @@ struct KernelTable {
   std::array<WeightOps, kWeightDTypes.size()> weight_ops;  // in kWeightDTypes order
   CompactPositiveFn compact_positive;
   ScaledSoftmaxFn scaled_softmax;
+  QuantizeActivationsFn quantize_activations;
   ShadowDotRowsFn shadow_dot_rows;
   // bf16 dot products round x to bf16 (round to nearest even; subnormals of x and of the weights
   // count as zero) and multiply bf16 by bf16, summing in f32 (vdpbf16ps): against the exact

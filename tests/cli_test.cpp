@@ -234,6 +234,33 @@ TEST(Cli, PerplexityJson) {
               1e-3 * d["perplexity"].get<double>());
 }
 
+// bench prefill: one row per requested length, in order, with positive times and tok/s that
+// are the length over the time; a length past the context is one clear error.
+TEST(Cli, BenchPrefillReportsEveryLength) {
+  const auto r = RunCli({"bench", "prefill", "-m", testing::ConvertedModel(kModel), "--lengths",
+                         "1,5,20", "--reps", "2", "-t", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["reps"].get<int>(), 2);
+  ASSERT_EQ(j["prompts"].size(), 3u);
+  const int want[] = {1, 5, 20};
+  for (size_t i = 0; i < 3; ++i) {
+    const json& p = j["prompts"][i];
+    EXPECT_EQ(p["prompt_tokens"].get<int>(), want[i]);
+    for (const char* path : {"sparse", "dense"}) {
+      const double ttft = p[std::string(path) + "_ttft_s"].get<double>();
+      EXPECT_GT(ttft, 0.0) << path;
+      EXPECT_GT(p[std::string(path) + "_first_ttft_s"].get<double>(), 0.0) << path;
+      EXPECT_NEAR(p[std::string(path) + "_prompt_tok_s"].get<double>(), want[i] / ttft,
+                  1e-6 * want[i] / ttft)
+          << path;
+    }
+  }
+  ExpectOneErrorLine(RunCli({"bench", "prefill", "-m", testing::ConvertedModel(kModel),
+                             "--lengths", "65"}),
+                     "exceeds the context of 64");
+}
+
 TEST(Cli, ScoreSumsLogLikelihoodFromTheGivenIndex) {
   // Every term is a log-probability (<= 0), so scoring fewer tokens gives a larger sum.
   const auto r = RunCli({"score", "-m", testing::ConvertedModel(kModel), "--tokens",

@@ -200,6 +200,69 @@ TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
   }
 }
 
+// A batch (prefill) against the same float64 reference, token by token: the sparse path (gate
+// batched, up and down neuron by neuron over each token's active neurons) and the dense one
+// (three batched matmuls), short batches and ones past kSmallBatch (oneDNN for float weights).
+// The sparse path sums every output in neuron order whatever the thread count: bit-identical
+// across 1, 2 and 3 threads.
+TEST_P(FfnIsaTest, BatchMatchesFloat64Reference) {
+  const Isa isa = GetParam();
+  for (DType dtype : kDTypes) {
+    for (float shift : {50.0f, 0.0f, -1.3f, -50.0f}) {
+      for (auto [hidden, ffn] : Shapes(dtype)) {
+        RandomFfn f(hidden, ffn, dtype, shift, 31);
+        for (int64_t n : {int64_t{3}, kSmallBatch + 5}) {
+          std::vector<float> x;
+          std::vector<Reference> want;
+          for (int64_t k = 0; k < n; ++k) {
+            const auto xk = Input(hidden, 40 + static_cast<uint32_t>(k));
+            x.insert(x.end(), xk.begin(), xk.end());
+            std::vector<float> x_dots = xk;
+            if (kernels().bf16_products && dtype == DType::kBF16) {
+              for (float& v : x_dots) v = testing::RoundToBf16(v);
+            }
+            want.push_back(ReferenceFfn(f, x_dots));
+          }
+          for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
+            // A dense batch under bf16_products also rounds the down projection's input to
+            // bf16 (oneDNN's bf16 matmul), beyond this bound: the golden tests cover it.
+            if (mode == FfnMode::kDense && kernels().bf16_products && dtype == DType::kBF16) {
+              continue;
+            }
+            std::vector<float> first;
+            for (int threads : {1, 2, 3}) {
+              Ffn rt(f.config, mode, threads, n, kernels());
+              std::vector<float> y(n * hidden, std::numeric_limits<float>::quiet_NaN());
+              rt.Forward(f.weights, x.data(), n, y.data());
+              int64_t active = 0, ambiguous = 0;
+              for (int64_t k = 0; k < n; ++k) {
+                active += want[k].active;
+                ambiguous += want[k].ambiguous;
+                for (int64_t c = 0; c < hidden; ++c) {
+                  ASSERT_NEAR(y[k * hidden + c], want[k].y[c], want[k].bound[c] + 1e-30)
+                      << IsaName(isa) << " " << DTypeName(dtype) << " " << FfnModeName(mode)
+                      << " n " << n << " threads " << threads << " shift " << shift
+                      << " hidden " << hidden << " ffn " << ffn << " token " << k << " c " << c;
+                }
+              }
+              const FfnLayerStats& st = rt.stats;
+              EXPECT_EQ(st.tokens, static_cast<uint64_t>(n));
+              EXPECT_EQ(st.neurons, static_cast<uint64_t>(n * ffn));
+              EXPECT_NEAR(static_cast<int64_t>(st.neurons - st.zero_neurons), active, ambiguous);
+              EXPECT_LE(st.weight_bytes_read, 3 * ffn * DTypeBytes(dtype, hidden));
+              if (mode == FfnMode::kSparse) {
+                if (first.empty()) first = y;
+                ASSERT_EQ(y, first) << IsaName(isa) << " " << DTypeName(dtype) << " threads "
+                                    << threads << " shift " << shift;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // Auto decodes sparsely exactly when the activation makes zeros (ReLU), and never under dense.
 TEST(FfnRuntime, AutoDecodesSparselyExactlyWhenTheActivationHasZeros) {
   RandomFfn f(64, 200, DType::kF32, -0.5f, 7);

@@ -206,20 +206,17 @@ TEST_P(GoldenTest, GreedyContinuationMatchesReference) {
   EXPECT_EQ(got, want);
 }
 
-// Prompts longer than kSmallBatch (kSmallBatchBf16 under bf16_products) run the batched matmuls
-// through oneDNN (f32, or bf16 under bf16_products) instead of the decode kernels: the greedy
-// prompt with its continuation in one pass must pick the reference's continuation at every
-// position (ExpectPicks), and its logits must match those of the same tokens fed one at a time
-// (the decode kernels) within the case's tolerance.
+// Prompts longer than kSmallBatch (kSmallBatchF32 for f32, kSmallBatchBf16 under bf16_products)
+// run the batched matmuls through oneDNN (f32, or bf16 under bf16_products; quantized weights
+// through quant_matmul) instead of the decode kernels: the greedy prompt with its continuation in
+// one pass must pick the reference's continuation at every position (ExpectPicks), and its
+// logits must match those of the same tokens fed one at a time (the decode kernels) within the
+// case's tolerance.
 TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
   const Case& c = GetParam();
   const json g = Golden(c.checkpoint);
   const Model& model = LoadedModel(c.checkpoint);
   Engine engine(model, OnEngine(c));
-  if (IsQuantized(model.layer(0).ffn.gate.dtype)) {
-    GTEST_SKIP() << "long quantized batches go to oneDNN on dequantized weights and f32 "
-                    "activations; the decode kernels quantize the activations";
-  }
   Session batched(engine, {.ffn = c.ffn}), stepped(engine, {.ffn = c.ffn});
   auto ids = g["greedy"]["prompt_ids"].get<std::vector<int>>();
   const size_t prompt = ids.size();

@@ -404,6 +404,50 @@ TEST_P(KernelIsaTest, LongRowsMatchReference) {
   }
 }
 
+// The batched quantized product is dot_rows, token by token, bit for bit (so a prompt computes the
+// same logits in one batch as token by token), on activations quantized by the table's
+// quantize_activations, which is ref::QuantizeActivations bit for bit. Rows are read through a
+// leading dimension wider than cols, and y's padding between tokens stays untouched.
+TEST_P(KernelIsaTest, QuantMatmulEqualsDotRowsBitForBit) {
+  std::mt19937 rng(6);
+  const Isa isa = GetParam();
+  const KernelTable& k = this->kernels();
+  for (DType type : {DType::kQ8, DType::kQ4}) {
+    EXPECT_EQ(ScalarKernels().ops(DType::kF32).quant_matmul, nullptr);
+    for (int64_t cols : {int64_t{32}, int64_t{96}, int64_t{256}, int64_t{288}, int64_t{800}}) {
+      const int64_t ld = cols + 64, blocks = cols / 32;
+      for (int64_t rows : {1, 3, 4, 5, 9, 67}) {
+        const Matrix w = RandomMatrix(type, rows, ld, rng);
+        for (int64_t n : {1, 2, 4, 5, 7, 9}) {
+          std::vector<float> x(n * cols);
+          for (auto& v : x) v = std::normal_distribution<float>(0.0f, 2.0f)(rng);
+          std::vector<int8_t> q(n * cols), q_ref(n * cols);
+          std::vector<float> d(n * blocks), d_ref(n * blocks);
+          k.quantize_activations(x.data(), n * blocks, q.data(), d.data());
+          ref::QuantizeActivations(x.data(), n * blocks, q_ref.data(), d_ref.data());
+          ASSERT_EQ(q, q_ref) << IsaName(isa);
+          ASSERT_EQ(d, d_ref) << IsaName(isa);
+          const int64_t ldy = rows + 3;
+          std::vector<float> y(n * ldy, -7.0f);
+          k.ops(type).quant_matmul({w.bytes.data(), ld}, rows, cols, q.data(), d.data(), n,
+                                   y.data(), ldy);
+          for (int64_t t = 0; t < n; ++t) {
+            std::vector<float> want(rows);
+            k.ops(type).dot_rows({w.bytes.data(), ld}, nullptr, rows, cols, x.data() + t * cols,
+                                 want.data());
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(y[t * ldy + r], want[r])
+                  << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " rows "
+                  << rows << " n " << n << " token " << t << " row " << r;
+            }
+            for (int64_t r = rows; r < ldy; ++r) ASSERT_EQ(y[t * ldy + r], -7.0f) << "padding";
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(KernelIsaTest, CompactPositiveIsExact) {
   std::mt19937 rng(4);
   const Isa isa = GetParam();

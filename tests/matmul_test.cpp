@@ -1,6 +1,8 @@
-// DenseMatmul on quantized weights: batches up to kSmallBatch run the decode kernels token by
-// token (bit-identical to one token at a time); longer ones widen the matrix (dequantized,
-// exactly) for oneDNN, bit-identical to the same call on the dequantized f32 matrix.
+// DenseMatmul on quantized weights. [out, in] products of any batch are bit-identical to the same
+// tokens one at a time (the kernels' quant_matmul on activations quantized per token). The
+// transposed ones ([in, out], the FFN's down projection) run the decode kernels token by token up
+// to kSmallBatch, and beyond it widen the matrix (dequantized, exactly) for oneDNN, bit-identical
+// to the same call on the dequantized f32 matrix.
 #include "model/matmul.h"
 
 #include <gtest/gtest.h>
@@ -50,21 +52,19 @@ TEST(DenseMatmul, QuantizedBatchesMatchTheirDefinition) {
       const int64_t out = 72, in = 96;
       const Quantized w = RandomQuantized(dtype, out, in, 1);    // [out, in]
       const Quantized w_t = RandomQuantized(dtype, out, in, 2);  // [in', out'] = [72, 96]
-      for (int64_t n : {int64_t{5}, kSmallBatch + 4}) {
+      for (int64_t n : {int64_t{5}, kSmallBatch + 4, int64_t{37}}) {
         const std::vector<float> x = Input(n * in, 3), xt = Input(n * out, 4);
         std::vector<float> y(n * out), want(n * out), yt(n * in), want_t(n * in);
         mm.Linear(w.view, x.data(), n, y.data());
         mm.LinearTransposed(w_t.view, xt.data(), n, yt.data());
-        if (n <= kSmallBatch) {
-          // Token by token through the decode kernels (x quantized per token).
-          for (int64_t t = 0; t < n; ++t) {
-            mm.Linear(w.view, x.data() + t * in, 1, want.data() + t * out);
+        // Token by token through the decode kernels (x quantized per token).
+        for (int64_t t = 0; t < n; ++t) {
+          mm.Linear(w.view, x.data() + t * in, 1, want.data() + t * out);
+          if (n <= kSmallBatch) {
             mm.LinearTransposed(w_t.view, xt.data() + t * out, 1, want_t.data() + t * in);
           }
-        } else {
-          mm.Linear(w.f32_view, x.data(), n, want.data());
-          mm.LinearTransposed(w_t.f32_view, xt.data(), n, want_t.data());
         }
+        if (n > kSmallBatch) mm.LinearTransposed(w_t.f32_view, xt.data(), n, want_t.data());
         EXPECT_EQ(y, want) << DTypeName(dtype) << " n " << n << " threads " << threads;
         EXPECT_EQ(yt, want_t) << DTypeName(dtype) << " n " << n << " threads " << threads;
       }

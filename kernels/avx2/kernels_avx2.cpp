@@ -108,7 +108,8 @@ int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values)
 }
 
 constexpr KernelTable kTable{Isa::kAvx2, MakeWeightOps<simd::SimdKernels<Avx2>>(), CompactPositive,
-                             simd::ScaledSoftmax<xsimd::fma3<xsimd::avx2>>, simd::ShadowDotRows};
+                             simd::ScaledSoftmax<xsimd::fma3<xsimd::avx2>>,
+                             simd::QuantizeActivations, simd::ShadowDotRows};
 
 }  // namespace
 

@@ -8,7 +8,7 @@ namespace {
 
 constexpr KernelTable kTable{Isa::kAvx512, MakeWeightOps<simd::SimdKernels<Avx512>>(),
                              CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
-                             simd::ShadowDotRows};
+                             simd::QuantizeActivations, simd::ShadowDotRows};
 
 }  // namespace
 

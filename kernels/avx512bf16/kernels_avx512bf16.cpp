@@ -93,7 +93,7 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
              float* out) {
   alignas(64) uint16_t xb[kXChunk];
   if (cols <= kXChunk) RoundToBf16(x, cols, xb);
-  simd::ForEachRowBlock<simd::kContiguousBlockRows<DType::kBF16>>(n, [&](int64_t k, auto block) {
+  simd::ForEachRowBlockOf<DType::kBF16>(rows, n, [&](int64_t k, auto block) {
     constexpr int R = decltype(block)::value;
     const uint16_t* r[R];
     simd::RowStarts<DType::kBF16>(w, rows, k, 0, r);

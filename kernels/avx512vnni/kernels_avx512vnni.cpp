@@ -18,7 +18,7 @@ struct Avx512Vnni : Avx512 {
 
 constexpr KernelTable kTable{Isa::kAvx512Vnni, MakeWeightOps<simd::SimdKernels<Avx512Vnni>>(),
                              CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
-                             simd::ShadowDotRows};
+                             simd::QuantizeActivations, simd::ShadowDotRows};
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -54,29 +55,53 @@ float Load(const void* w, int64_t i) {
   }
 }
 
+// The dot product of a quantized row with prepared activations (levels q, scales d), block by
+// block: the exact integer dot product of the levels, times the product of the weight's and the
+// activations' scales (rounded to f32, as every ISA computes it).
+template <DType T>
+float QuantRowDot(const uint8_t* row, int64_t cols, const int8_t* q, const float* d) {
+  double acc = 0;
+  for (int64_t c = 0; c < cols; c += kQuantBlock) {
+    const uint8_t* block = row + DTypeBytes(T, c);
+    int64_t levels = 0;
+    for (int64_t i = 0; i < int64_t{kQuantBlock}; ++i) levels += BlockLevel<T>(block, i) * q[c + i];
+    acc += double(levels) * double(BlockScale<T>(block) * d[c / kQuantBlock]);
+  }
+  return static_cast<float>(acc);
+}
+
 template <DType T>
 void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const float* x,
              float* out) {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  if constexpr (IsQuantized(T)) {
+    q.resize(cols);
+    d.resize(cols / kQuantBlock);
+    ref::QuantizeActivations(x, cols / kQuantBlock, q.data(), d.data());
+  }
   for (int64_t k = 0; k < n; ++k) {
     const int64_t base = (rows ? rows[k] : k) * w.ld;
-    double acc = 0;
     if constexpr (IsQuantized(T)) {
-      // Per block: the exact integer dot product of the levels, times the product of the
-      // weight's and the activations' scales (rounded to f32, as every ISA computes it).
-      for (int64_t c = 0; c < cols; c += kQuantBlock) {
-        int8_t xq[kQuantBlock];
-        float xd;
-        ref::QuantizeActivations(x + c, 1, xq, &xd);
-        const auto* block = static_cast<const uint8_t*>(w.data) + DTypeBytes(T, base + c);
-        int64_t levels = 0;
-        for (int64_t i = 0; i < int64_t{kQuantBlock}; ++i)
-          levels += BlockLevel<T>(block, i) * xq[i];
-        acc += double(levels) * double(BlockScale<T>(block) * xd);
-      }
+      out[k] = QuantRowDot<T>(static_cast<const uint8_t*>(w.data) + DTypeBytes(T, base), cols,
+                              q.data(), d.data());
     } else {
+      double acc = 0;
       for (int64_t c = 0; c < cols; ++c) acc += double(Load<T>(w.data, base + c)) * x[c];
+      out[k] = static_cast<float>(acc);
     }
-    out[k] = static_cast<float>(acc);
+  }
+}
+
+template <DType T>
+void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, const float* d,
+                 int64_t n, float* y, int64_t ldy) {
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      y[t * ldy + r] =
+          QuantRowDot<T>(static_cast<const uint8_t*>(w.data) + DTypeBytes(T, r * w.ld), cols,
+                         q + t * cols, d + t * (cols / kQuantBlock));
+    }
   }
 }
 
@@ -107,7 +132,11 @@ int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values)
 struct RefKernels {
   template <DType T>
   static constexpr WeightOps Ops() {
-    return {DotRows<T>, AxpyRows<T>, SparseUpDown<T>};
+    if constexpr (IsQuantized(T)) {
+      return {DotRows<T>, AxpyRows<T>, SparseUpDown<T>, QuantMatmul<T>};
+    } else {
+      return {DotRows<T>, AxpyRows<T>, SparseUpDown<T>};
+    }
   }
 };
 
@@ -138,7 +167,7 @@ void ShadowDotRows(const uint8_t* rows, int64_t n, int64_t cols, const int16_t* 
 }
 
 constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactPositive,
-                             ScaledSoftmax, ShadowDotRows};
+                             ScaledSoftmax, ref::QuantizeActivations, ShadowDotRows};
 
 }  // namespace
 

@@ -340,12 +340,14 @@ void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, f
 }
 
 // Rows a block of the drivers works on together (sharing each load of x or y). Contiguous
-// quantized rows go one at a time: interleaving four rows' streams of blocks halves the DRAM
-// throughput the hardware prefetcher sustains (their x is a cheap L1 read). Scattered rows (the
-// sparse FFN) go several at a time, so that the latency of their streams' starts overlaps;
-// quantized ones, with more work per byte, eight (measured: docs/BENCHMARKS.md, "Weight types").
+// quantized and 16-bit rows go one at a time: interleaving four rows' streams halves the DRAM
+// throughput the hardware prefetcher sustains (their x is a cheap L1 read); f32 rows, with twice
+// the bytes per FMA, stream as fast either way and keep four (measured: docs/BENCHMARKS.md,
+// "Weight types" and "Sparse prefill"). Rows gathered by index (the sparse FFN, a batch's active
+// rows) go several at a time, so that the latency of their streams' starts overlaps and cached
+// rows share each load of x or y; quantized ones, with more work per byte, eight.
 template <DType T>
-constexpr int kContiguousBlockRows = IsQuantized(T) ? 1 : 4;
+constexpr int kContiguousBlockRows = T == DType::kF32 ? 4 : 1;
 template <DType T>
 constexpr int kScatteredBlockRows = IsQuantized(T) ? 8 : 4;
 
@@ -356,6 +358,17 @@ void ForEachRowBlock(int64_t n, Block&& block) {
   int64_t k = 0;
   for (; k + kRows <= n; k += kRows) block(k, std::integral_constant<int, kRows>());
   for (; k < n; ++k) block(k, std::integral_constant<int, 1>());
+}
+
+// ForEachRowBlock with the block size for rows of T that are contiguous (rows null: streams from
+// memory) or gathered by index (rows given: scattered, or cached rows of a batch).
+template <DType T, typename Block>
+void ForEachRowBlockOf(const int32_t* rows, int64_t n, Block&& block) {
+  if (rows != nullptr) {
+    ForEachRowBlock<kScatteredBlockRows<T>>(n, block);
+  } else {
+    ForEachRowBlock<kContiguousBlockRows<T>>(n, block);
+  }
 }
 
 // r[j] = element c0 of row rows[k + j] of w (row k + j when rows is null).
@@ -377,7 +390,7 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
   do {
     const int64_t width = std::min(Activations<T>::kChunk, cols - c0);
     a.Prepare(x + c0, width);
-    ForEachRowBlock<kContiguousBlockRows<T>>(n, [&](int64_t k, auto block) {
+    ForEachRowBlockOf<T>(rows, n, [&](int64_t k, auto block) {
       constexpr int R = decltype(block)::value;
       const WeightElem<T>* r[R];
       RowStarts<T>(w, rows, k, c0, r);
@@ -392,7 +405,7 @@ void DotRows(WeightRows w, const int32_t* rows, int64_t n, int64_t cols, const f
 template <VectorTraits V, DType T>
 void AxpyRows(WeightRows w, const int32_t* rows, const float* coef, int64_t n, int64_t cols,
               float* y) {
-  ForEachRowBlock<kContiguousBlockRows<T>>(n, [&](int64_t k, auto block) {
+  ForEachRowBlockOf<T>(rows, n, [&](int64_t k, auto block) {
     const WeightElem<T>* r[decltype(block)::value];
     RowStarts<T>(w, rows, k, 0, r);
     AxpyBlock<V, T, decltype(block)::value>(r, coef + k, cols, y);
@@ -455,12 +468,105 @@ void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const in
                          });
 }
 
+// ---------------------------------------------------------------- batched quantized products
+
+// A tile of RM rows times RN tokens: each weight block is loaded (and a q4 block unpacked) once
+// for the RN tokens, each token's block once for the RM rows. Per (row, token) the arithmetic is
+// QuantDotBlock's, operation for operation (the same block products, scale products and FMAs
+// into 8 lanes, the same final sum), so the results equal dot_rows' bit for bit.
+template <VectorTraits V, DType T, int RM, int RN>
+void QuantTile(const uint8_t* const (&r)[RM], const int8_t* const (&q)[RN],
+               const float* const (&d)[RN], int64_t blocks, float* y, int64_t ldy) {
+  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  __m256 acc[RM][RN];
+  for (int i = 0; i < RM; ++i)
+    for (int j = 0; j < RN; ++j) acc[i][j] = _mm256_setzero_ps();
+  auto block = [&](int64_t b, auto scale_of) {
+    __m256i w[RM], wa[RM];
+    for (int i = 0; i < RM; ++i) {
+      const uint8_t* p = r[i] + b * kBytes;
+      if constexpr (T == DType::kQ8) {
+        w[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+      } else {
+        w[i] = _mm256_sub_epi8(BlockNibbles(p), _mm256_set1_epi8(8));
+      }
+      wa[i] = _mm256_abs_epi8(w[i]);
+    }
+    for (int j = 0; j < RN; ++j) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[j]) + b);
+      for (int i = 0; i < RM; ++i) {
+        const __m256i sum = V::DotU8S8(wa[i], _mm256_sign_epi8(xv, w[i]));
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale_of(i, j), acc[i][j]);
+      }
+    }
+  };
+  int64_t b = 0;
+  for (; b + 8 <= blocks; b += 8) {
+    alignas(32) float scale[RM][RN][8];  // weight scale x activation scale, 8 blocks
+    __m256 dw[RM];
+    for (int i = 0; i < RM; ++i) dw[i] = GroupScales<T>(r[i] + b * kBytes);
+    for (int j = 0; j < RN; ++j) {
+      const __m256 dx = _mm256_loadu_ps(d[j] + b);
+      for (int i = 0; i < RM; ++i) _mm256_store_ps(scale[i][j], _mm256_mul_ps(dw[i], dx));
+    }
+    for (int k = 0; k < 8; ++k) {
+      block(b + k, [&](int i, int j) { return _mm256_broadcast_ss(&scale[i][j][k]); });
+    }
+  }
+  for (; b < blocks; ++b) {
+    block(b, [&](int i, int j) {
+      return _mm256_set1_ps(BlockScale(r[i] + b * kBytes) * d[j][b]);
+    });
+  }
+  for (int i = 0; i < RM; ++i)
+    for (int j = 0; j < RN; ++j) y[j * ldy + i] = SumLanes(acc[i][j]);
+}
+
+// Rows per tile, tokens per tile, and rows per band (a band's weights stay in L2 while every
+// tile of tokens passes over them).
+constexpr int kTileRows = 4, kTileTokens = 4;
+constexpr int64_t kBandBytes = 128 << 10;
+
+template <VectorTraits V, DType T>
+void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, const float* d,
+                 int64_t n, float* y, int64_t ldy) {
+  // One chunk, as in dot_rows: the config limits the width of every batched product to it.
+  if (cols > Activations<T>::kChunk) std::abort();
+  const int64_t blocks = cols / static_cast<int64_t>(kQuantBlock);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const int64_t band = std::max<int64_t>(
+      kTileRows, kBandBytes / static_cast<int64_t>(DTypeBytes(T, static_cast<uint64_t>(cols))) /
+                     kTileRows * kTileRows);
+  for (int64_t r0 = 0; r0 < rows; r0 += band) {
+    const int64_t r1 = std::min(rows, r0 + band);
+    ForEachRowBlock<kTileTokens>(n, [&](int64_t t, auto tokens) {
+      constexpr int RN = decltype(tokens)::value;
+      const int8_t* qt[RN];
+      const float* dt[RN];
+      for (int j = 0; j < RN; ++j) {
+        qt[j] = q + (t + j) * cols;
+        dt[j] = d + (t + j) * blocks;
+      }
+      ForEachRowBlock<kTileRows>(r1 - r0, [&](int64_t k, auto tile) {
+        constexpr int RM = decltype(tile)::value;
+        const uint8_t* rt[RM];
+        for (int i = 0; i < RM; ++i) rt[i] = base + DTypeBytes(T, (r0 + k + i) * w.ld);
+        QuantTile<V, T, RM, RN>(rt, qt, dt, blocks, y + t * ldy + r0 + k, ldy);
+      });
+    });
+  }
+}
+
 // The weight ops of one ISA, for MakeWeightOps.
 template <VectorTraits V>
 struct SimdKernels {
   template <DType T>
   static constexpr WeightOps Ops() {
-    return {DotRows<V, T>, AxpyRows<V, T>, SparseUpDown<V, T>};
+    if constexpr (IsQuantized(T)) {
+      return {DotRows<V, T>, AxpyRows<V, T>, SparseUpDown<V, T>, QuantMatmul<V, T>};
+    } else {
+      return {DotRows<V, T>, AxpyRows<V, T>, SparseUpDown<V, T>};
+    }
   }
 };
 

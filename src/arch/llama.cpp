@@ -33,7 +33,8 @@ void LlamaForward(const ForwardPass& pass, const int* tokens, int64_t n, int64_t
     StoreKv(shape, ws.k.data(), n, position, seq.Keys(l));
     StoreKv(shape, ws.v.data(), n, position, seq.Values(l));
     CausalAttention(ws.kernels, shape, ws.q.data(), n, position, seq.Keys(l), seq.Values(l),
-                    ws.att.data(), seq.scores.data(), seq.context, pass.threads);
+                    ws.att.data(), seq.scores.data(), c.heads / c.kv_heads * seq.context,
+                    pass.threads);
     ws.matmul.Linear(w.o, ws.att.data(), n, ws.proj.data());
     AddInPlace(ws.x.data(), ws.proj.data(), n * h);
     RmsNorm(ws.x.data(), n, h, w.ffn_norm, c.rms_eps, ws.xn.data());

@@ -109,15 +109,18 @@ namespace {
 struct BatchBuffers {
   uint64_t widened = 0;
   uint64_t bf16_inputs = 0;
+  uint64_t quant_inputs = 0;
 };
 
 BatchBuffers LongBatchBuffers(const Model& model, const KernelTable& kernels, int64_t max_batch) {
   BatchBuffers need;
   auto add = [&](const WeightView& w, bool transposed) {
     if (w.dtype == DType::kF32) return;
+    const uint64_t in = static_cast<uint64_t>(transposed ? w.rows : w.cols);
     if (DenseMatmul::Bf16Batches(kernels, w.dtype)) {
-      const uint64_t in = static_cast<uint64_t>(transposed ? w.rows : w.cols);
       need.bf16_inputs = std::max<uint64_t>(need.bf16_inputs, max_batch * in);
+    } else if (IsQuantized(w.dtype) && !transposed) {
+      need.quant_inputs = std::max<uint64_t>(need.quant_inputs, max_batch * in);
     } else {
       need.widened = std::max<uint64_t>(need.widened, w.rows * w.cols);
     }
@@ -154,7 +157,8 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   const BatchBuffers batch =
       max_batch_ > 1 ? LongBatchBuffers(model, kernels, max_batch_) : BatchBuffers{};
   const uint64_t bytes = Workspace::Bytes(c, threads_, max_batch_, path) +
-                         batch.widened * sizeof(float) + batch.bf16_inputs * sizeof(uint16_t);
+                         batch.widened * sizeof(float) + batch.bf16_inputs * sizeof(uint16_t) +
+                         batch.quant_inputs + batch.quant_inputs / kQuantBlock * sizeof(float);
   const auto too_big = [&] {
     return Error(path, "a batch of " + std::to_string(max_batch_) + " tokens needs " +
                            std::to_string((bytes + (1u << 20) - 1) >> 20) +
@@ -165,6 +169,7 @@ Engine::Engine(const Model& model, const EngineOptions& options)
     workspace_ = std::make_unique<Workspace>(c, kernels, threads_, max_batch_);
     workspace_->matmul.ReserveWiden(batch.widened);
     workspace_->matmul.ReserveBf16Inputs(batch.bf16_inputs);
+    workspace_->matmul.ReserveQuantInputs(batch.quant_inputs);
   } catch (const std::bad_alloc&) {
     throw too_big();  // the estimate above missed: still name the file and the cause
   }

@@ -28,7 +28,7 @@ struct SequenceState {
   size_t layer_bytes;             // one layer's keys (or values)
   std::vector<uint8_t> k_cache;   // [layers, kv_heads, context, head_dim] of kv_type
   std::vector<uint8_t> v_cache;   // [layers, kv_heads, context, head_dim] of kv_type
-  std::vector<float> scores;   // [threads, context] attention scores
+  std::vector<float> scores;   // [threads, heads / kv_heads * context] attention scores
   RopeTable rope;              // positions [0, context)
   std::vector<float> logits;   // [vocab] of the last token run
 

@@ -18,7 +18,7 @@ SequenceState::SequenceState(const ModelConfig& c, int64_t context_in, int threa
       rope(context_in, c.head_dim, c.rope_theta) {
   k_cache.resize(c.layers * layer_bytes);
   v_cache.resize(c.layers * layer_bytes);
-  scores.resize(static_cast<size_t>(threads) * context);
+  scores.resize(static_cast<size_t>(threads) * c.heads / c.kv_heads * context);
   logits.reserve(c.vocab);
 }
 
@@ -27,7 +27,8 @@ uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads
   auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "session size"); };
   const uint64_t cache =
       mul(mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()), DTypeBytes(kv_type, 1));
-  return cache + mul(mul(context, c.head_dim + threads) + c.vocab, sizeof(float));
+  return cache + mul(mul(context, c.head_dim + mul(threads, c.heads / c.kv_heads)) + c.vocab,
+                     sizeof(float));
 }
 
 Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine) {

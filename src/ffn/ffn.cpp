@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -15,6 +17,10 @@ namespace {
 
 // Slices of FFN neurons are multiples of this, so SIMD compaction works on whole vectors.
 constexpr int64_t kNeuronAlign = 16;
+// Neurons a batch's sparse up and down take at a time: enough that each token has a few active
+// ones per block at 90% zeros (so x or y is loaded once for several rows), few enough that the
+// block's rows stay in L2 while every token passes over them.
+constexpr int64_t kBatchNeurons = 64;
 
 float Silu(float g) { return g / (1.0f + std::exp(-g)); }
 
@@ -221,7 +227,11 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
                                            shadow_xq_.data(), shadow_xd_.data())
                       : ShadowBound{},
                   shadow};
-  stats->Add(n == 1 ? DecodeStep(call, x, y) : BatchedDense(call, x, n, y));
+  if (n == 1) {
+    stats->Add(DecodeStep(call, x, y));
+  } else {
+    stats->Add(settings.sparse_decode ? BatchedSparse(call, x, n, y) : BatchedDense(call, x, n, y));
+  }
 }
 
 void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {
@@ -363,30 +373,113 @@ FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negat
   return s;
 }
 
+void FfnRuntime::ActivateBatch(const Call& call, float* g, int64_t n, int64_t* zeros,
+                               int64_t* negatives, int64_t* picked) const {
+  const int64_t ffn = config_.ffn;
+  const bool stochastic = call.settings.act == FfnActivation::kStochastic;
+  int64_t z = 0, neg = 0, pick = 0;
+#pragma omp parallel for num_threads(threads_) reduction(+ : z, neg, pick)
+  for (int64_t i = 0; i < n * ffn; ++i) {
+    const float a = ActivateNeuron(call.settings, g[i], call.position + i / ffn, call.layer, i % ffn);
+    z += a == 0.0f;
+    if (stochastic && g[i] < 0.0f) {
+      ++neg;
+      pick += a != 0.0f;
+    }
+    g[i] = a;
+  }
+  *zeros = z;
+  *negatives = neg;
+  *picked = pick;
+}
+
 FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t n, float* y) {
   const int64_t ffn = config_.ffn;
   float* g = batch_gate_.data();
   float* u = batch_up_.data();
   matmul_.Linear(call.w.gate, x, n, g);
   matmul_.Linear(call.w.up, x, n, u);
-  const bool stochastic = call.settings.act == FfnActivation::kStochastic;
   int64_t zeros = 0, negatives = 0, picked = 0;
-#pragma omp parallel for num_threads(threads_) reduction(+ : zeros, negatives, picked)
-  for (int64_t i = 0; i < n * ffn; ++i) {
-    const float a = ActivateNeuron(call.settings, g[i], call.position + i / ffn, call.layer, i % ffn);
-    zeros += a == 0.0f;
-    if (stochastic && g[i] < 0.0f) {
-      ++negatives;
-      picked += a != 0.0f;
-    }
-    g[i] = a * u[i];
-  }
+  ActivateBatch(call, g, n, &zeros, &negatives, &picked);
+  for (int64_t i = 0; i < n * ffn; ++i) g[i] *= u[i];
   matmul_.LinearTransposed(call.w.down_t, g, n, y);
 
   FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
   batch.weight_bytes_read = 3 * static_cast<uint64_t>(ffn) * call.row_bytes;
+  return batch;
+}
+
+FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_t n, float* y) {
+  const int64_t hidden = config_.hidden, ffn = config_.ffn;
+  const DType dtype = call.w.up.dtype;
+  const WeightOps& ops = kernels_.ops(dtype);
+  float* h = batch_gate_.data();  // [n, ffn]: gate, then act(gate), then act(gate) * up
+  matmul_.Linear(call.w.gate, x, n, h);
+  int64_t zeros = 0, negatives = 0, picked = 0;
+  ActivateBatch(call, h, n, &zeros, &negatives, &picked);
+  const auto* up = static_cast<const uint8_t*>(call.w.up.data);
+  const auto* down = static_cast<const uint8_t*>(call.w.down_t.data);
+  int64_t rows_read = 0;  // neurons active for at least one token: their up and down rows
+#pragma omp parallel num_threads(threads_) reduction(+ : rows_read)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int32_t rows[kBatchNeurons];
+    float coef[kBatchNeurons];
+    // The neurons of [i0, i0 + kBatchNeurons) active for token k (rows relative to i0), and
+    // their coefficients; returns how many.
+    auto active_of = [&](int64_t i0, int64_t k) {
+      const float* hk = h + k * ffn + i0;
+      int64_t count = 0;
+      for (int64_t i = 0; i < std::min(kBatchNeurons, ffn - i0); ++i) {
+        if (hk[i] != 0.0f) {
+          rows[count] = static_cast<int32_t>(i);
+          coef[count++] = hk[i];
+        }
+      }
+      return count;
+    };
+    // Up, over this thread's neurons a block at a time (the block's rows stay in L2 across the
+    // tokens): one dot_rows call per token over the block's rows active for it.
+    const auto [r0, r1] = ThreadSlice(ffn, t, nt, kBatchNeurons);
+    for (int64_t i0 = r0; i0 < r1; i0 += kBatchNeurons) {
+      const WeightRows block{up + i0 * call.row_bytes, hidden};
+      std::array<bool, kBatchNeurons> read{};
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t count = active_of(i0, k);
+        if (count == 0) continue;
+        float u[kBatchNeurons];
+        ops.dot_rows(block, rows, count, hidden, x + k * hidden, u);
+        for (int64_t j = 0; j < count; ++j) {
+          h[k * ffn + i0 + rows[j]] *= u[j];
+          read[rows[j]] = true;
+        }
+      }
+      rows_read += std::count(read.begin(), read.end(), true);
+    }
+#pragma omp barrier
+    // Down: this thread's columns of every token's output, the neurons in order, a block at a
+    // time (one axpy_rows call per token over the block's active rows, sharing each load of y).
+    const auto align = static_cast<int64_t>(std::max<uint64_t>(16, DTypeBlockElements(dtype)));
+    const auto [c0, c1] = ThreadSlice(hidden, t, nt, align);
+    for (int64_t k = 0; k < n; ++k) std::fill(y + k * hidden + c0, y + k * hidden + c1, 0.0f);
+    if (c1 > c0) {
+      for (int64_t i0 = 0; i0 < ffn; i0 += kBatchNeurons) {
+        const WeightRows block{down + i0 * call.row_bytes + DTypeBytes(dtype, c0), hidden};
+        for (int64_t k = 0; k < n; ++k) {
+          const int64_t count = active_of(i0, k);
+          if (count > 0) ops.axpy_rows(block, rows, coef, count, c1 - c0, y + k * hidden + c0);
+        }
+      }
+    }
+  }
+
+  FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
+  const uint64_t hf = static_cast<uint64_t>(hidden) * ffn;
+  const uint64_t active = static_cast<uint64_t>(n * ffn - zeros);
+  batch.flops_done = 2 * hf * n + 4 * static_cast<uint64_t>(hidden) * active;
+  batch.weight_bytes_read = static_cast<uint64_t>(ffn + 2 * rows_read) * call.row_bytes;
   return batch;
 }
 

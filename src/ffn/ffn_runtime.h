@@ -9,7 +9,11 @@
 //   up/down        sparse: the fused up+down kernel over the active rows only; dense: up for
 //                  every row, then the down projection weighted by act(gate) ⊙ up
 //   reduce         the threads' private [hidden] accumulators summed into y (no atomics)
-// A batch (prefill) runs the three projections as dense matmuls.
+// A batch (prefill) runs the gate as one batched matmul. The sparse path then works neuron by
+// neuron: up only for the tokens whose activation is nonzero, and the down projection as rows
+// added to those tokens' outputs, each thread owning a slice of the output columns (every output
+// sums its terms in neuron order, so the result does not depend on the thread count). The dense
+// path runs up and down as batched matmuls too.
 //
 // The runtime is shared by every session of an Engine: it owns scratch sized once (the decode
 // path allocates nothing) but no per-sequence state. The settings (path, activation) and the
@@ -62,6 +66,11 @@ class FfnRuntime {
 
   FfnLayerStats DecodeStep(const Call& call, const float* x, float* y);
   FfnLayerStats BatchedDense(const Call& call, const float* x, int64_t n, float* y);
+  FfnLayerStats BatchedSparse(const Call& call, const float* x, int64_t n, float* y);
+  // act(g) in place over a batch's [n, ffn] gate pre-activations; counts zeros, and for the
+  // stochastic activation negatives and picked negatives.
+  void ActivateBatch(const Call& call, float* g, int64_t n, int64_t* zeros, int64_t* negatives,
+                     int64_t* picked) const;
 
   // The phases of a decode step, run by each thread on its slice.
   void GateRows(const Call& call, Slice& s, const float* x);

@@ -23,6 +23,13 @@ void DenseMatmul::ReserveBf16Inputs(uint64_t elements) {
   if (bf16_inputs_.size() < elements) bf16_inputs_.resize(elements);
 }
 
+void DenseMatmul::ReserveQuantInputs(uint64_t elements) {
+  if (quant_levels_.size() < elements) {
+    quant_levels_.resize(elements);
+    quant_scales_.resize(elements / kQuantBlock);
+  }
+}
+
 const std::string& DenseMatmul::OneDnnBf16Impl() {
   // A property of the CPU and the oneDNN build: asked once, for a prefill-like shape.
   static const std::string impl = [] {
@@ -116,6 +123,7 @@ int64_t DenseMatmul::small_batch_env_ = [] {
 
 int64_t DenseMatmul::SmallBatch(const WeightView& w) const {
   if (small_batch_env_ > 0) return small_batch_env_;
+  if (w.dtype == DType::kF32) return kSmallBatchF32;
   return Bf16Batches(kernels_, w.dtype) ? kSmallBatchBf16 : kSmallBatch;
 }
 
@@ -126,7 +134,33 @@ int64_t BlockRows(int64_t row_bytes) { return std::max<int64_t>(1, kCacheBlockBy
 
 }  // namespace
 
+void DenseMatmul::QuantLinear(const WeightView& w, const float* x, int64_t n, float* y) {
+  const int64_t blocks = w.cols / static_cast<int64_t>(kQuantBlock);
+  ReserveQuantInputs(static_cast<uint64_t>(n * w.cols));
+  int8_t* q = quant_levels_.data();
+  float* d = quant_scales_.data();
+  const auto matmul = kernels_.ops(w.dtype).quant_matmul;
+#pragma omp parallel num_threads(threads_)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const auto [t0, t1] = ThreadSlice(n, t, nt);
+    for (int64_t i = t0; i < t1; ++i) {
+      kernels_.quantize_activations(x + i * w.cols, blocks, q + i * w.cols, d + i * blocks);
+    }
+#pragma omp barrier
+    const auto [r0, r1] = ThreadSlice(w.rows, t, nt);
+    if (r1 > r0) {
+      matmul({static_cast<const uint8_t*>(w.data) + DTypeBytes(w.dtype, r0 * w.cols), w.cols},
+             r1 - r0, w.cols, q, d, n, y + r0, w.rows);
+    }
+  }
+}
+
 void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
+  if (n > 1 && IsQuantized(w.dtype)) {
+    QuantLinear(w, x, n, y);
+    return;
+  }
   if (n > SmallBatch(w)) {
     if (Bf16Batches(kernels_, w.dtype)) {
       OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);

@@ -4,7 +4,9 @@
 // activations, so batched calls on those widen the matrix into a reusable f32 buffer first —
 // except bf16 weights under a kernel table with bf16_products where oneDNN runs bf16 natively:
 // there the activations are rounded to bf16 (the same arithmetic as that table's kernels) and
-// oneDNN's bf16 matmul reads the weights as stored.
+// oneDNN's bf16 matmul reads the weights as stored. Batches on quantized weights ([out, in]) go
+// through the kernels' quant_matmul on activations quantized once per token: the arithmetic of
+// the decode kernels, bit for bit, with no widened copy.
 #pragma once
 
 #include <algorithm>
@@ -21,8 +23,11 @@ namespace zeroskip {
 struct KernelTable;
 
 // Batches up to this many tokens stream the weights through the decode kernels; longer ones go
-// to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill").
+// to oneDNN (measured crossover: docs/BENCHMARKS.md, "Prefill"): 16 for weights oneDNN needs
+// widened first (f16, and bf16 without a native bf16 matmul) ...
 constexpr int64_t kSmallBatch = 16;
+// ... 8 for f32, which oneDNN takes as stored ("Sparse prefill").
+constexpr int64_t kSmallBatchF32 = 8;
 // The same for bf16 weights that oneDNN's bf16 matmul takes as stored (Bf16Batches): with no
 // widening to pay for, oneDNN wins from fewer tokens (docs/BENCHMARKS.md, "Native bf16").
 constexpr int64_t kSmallBatchBf16 = 5;
@@ -43,6 +48,8 @@ class DenseMatmul {
   void ReserveWiden(uint64_t elements);
   // Sizes the bf16 copy of a batch's activations (elements: tokens times the widest input).
   void ReserveBf16Inputs(uint64_t elements);
+  // Sizes the quantized copy of a batch's activations (elements: tokens times the widest input).
+  void ReserveQuantInputs(uint64_t elements);
 
   // Whether batched calls on `dtype` weights under `kernels` run oneDNN's bf16 matmul (no
   // widening): bf16 weights, a table with bf16_products, and a native oneDNN bf16 matmul.
@@ -56,6 +63,7 @@ class DenseMatmul {
               const float* x, float* y);
   const float* AsF32(const WeightView& w);
   const uint16_t* AsBf16(const float* x, int64_t n, int64_t in);
+  void QuantLinear(const WeightView& w, const float* x, int64_t n, float* y);
 
   // The longest batch on `w` that goes through the decode kernels.
   int64_t SmallBatch(const WeightView& w) const;
@@ -70,6 +78,8 @@ class DenseMatmul {
   std::map<std::pair<int64_t, int64_t>, dnnl::reorder> to_bf16_;  // key: n, in
   std::vector<float> widened_;
   std::vector<uint16_t> bf16_inputs_;  // [n, in] a batch's activations rounded to bf16
+  std::vector<int8_t> quant_levels_;   // [n, in] a batch's activations quantized per block
+  std::vector<float> quant_scales_;    // [n, in / kQuantBlock] their scales
 };
 
 // Rows [begin, end) of `total` for thread t of n: contiguous, balanced slices.

@@ -119,6 +119,7 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
   if (model->tokenizer_->vocab_size() > c.vocab) {
     throw Error(path, "tokenizer has more pieces than the model's vocab_size");
   }
+  model->file_->Prefault();
   return model;
 }
 

@@ -1,4 +1,4 @@
-// bench ffn | decode | bandwidth: the measurements behind docs/BENCHMARKS.md.
+// bench ffn | decode | prefill | bandwidth: the measurements behind docs/BENCHMARKS.md.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -184,6 +185,15 @@ std::pair<double, double> DecodeMedians(Session& sparse, Session& dense, std::sp
   return {Median(sparse_ms), Median(dense_ms)};
 }
 
+// The prompt's ids (BOS first when the model has one), then `fill` filler tokens spread over the
+// vocabulary (valid for any vocab_size >= 1).
+std::vector<int> PromptAndFiller(const Model& model, const std::string& prompt, int64_t fill) {
+  std::vector<int> ids = model.tokenizer().Encode(prompt);
+  if (model.config().bos_id >= 0) ids.insert(ids.begin(), static_cast<int>(model.config().bos_id));
+  for (int64_t i = 0; i < fill; ++i) ids.push_back(static_cast<int>((i * 7919) % model.config().vocab));
+  return ids;
+}
+
 void AddBenchDecode(CLI::App* bench) {
   struct Flags {
     ComputeFlags compute;
@@ -213,9 +223,7 @@ void AddBenchDecode(CLI::App* bench) {
     co.session.ffn = FfnMode::kDense;
     co.session.gate = GateMode::kDense;  // the dense FFN reads every gate row anyway
     Session dense(engine, co.session);
-    std::vector<int> prompt = model->tokenizer().Encode(f->prompt);
-    if (model->config().bos_id >= 0)
-      prompt.insert(prompt.begin(), static_cast<int>(model->config().bos_id));
+    const std::vector<int> prompt = PromptAndFiller(*model, f->prompt, 0);
     const int64_t most = *std::max_element(fills.begin(), fills.end());
     if (static_cast<int64_t>(prompt.size()) + most + f->n > sparse.context()) {
       throw Error("", "the prompt, --ctx-fill " + std::to_string(most) + " and -n " +
@@ -224,11 +232,7 @@ void AddBenchDecode(CLI::App* bench) {
     }
     json runs = json::array();
     for (const int64_t fill : fills) {
-      // The prompt, then `fill` filler tokens spread over the vocabulary (any vocab_size >= 1).
-      std::vector<int> ids = prompt;
-      for (int64_t i = 0; i < fill; ++i) {
-        ids.push_back(static_cast<int>((i * 7919) % model->config().vocab));
-      }
+      const std::vector<int> ids = PromptAndFiller(*model, f->prompt, fill);
       sparse.Reset();
       dense.Reset();
       sparse.ResetFfnStats();
@@ -298,6 +302,100 @@ void AddBenchDecode(CLI::App* bench) {
   });
 }
 
+// Time to first token: the prompt's forward pass from an empty cache, per prompt length, sparse
+// and dense sessions alternating, `reps` rounds. The first round at a length also pays for what a
+// new batch shape costs (oneDNN creates its primitives per shape), as a real prompt of a new
+// length does; it is reported apart from the median over the rounds.
+void AddBenchPrefill(CLI::App* bench) {
+  struct Flags {
+    ComputeFlags compute;
+    std::string lengths = "1,3,16,64,256", plot;
+    int reps = 3;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = bench->add_subcommand("prefill", "Time to first token per prompt length, sparse vs dense FFN");
+  AddComputeFlags(cmd, &f->compute);
+  cmd->add_option("--lengths", f->lengths, "comma-separated prompt lengths in tokens");
+  cmd->add_option("--reps", f->reps, "rounds per length (medians)")->check(CLI::Range(1, 1000));
+  cmd->add_option("--plot", f->plot, "write a PNG of prompt tok/s against the prompt length");
+  cmd->callback([f] {
+    const auto model = Model::Load(f->compute.model);
+    ComputeOptions co = ApplyComputeFlags(f->compute, *model);
+    const std::vector<int64_t> lengths =
+        ParseNumberList<int64_t>(f->lengths, "--lengths", 1, int64_t{1} << 22);
+    std::unique_ptr<AtomicOutput> plot;
+    if (!f->plot.empty()) plot = std::make_unique<AtomicOutput>(f->plot);
+    const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+    Engine engine(*model, co.engine);  // prompts longer than its max_batch run in chunks, as in run
+    co.session.ffn = FfnMode::kSparse;
+    Session sparse(engine, co.session);
+    co.session.ffn = FfnMode::kDense;
+    Session dense(engine, co.session);
+    if (longest > sparse.context()) {
+      throw Error("", "--lengths " + std::to_string(longest) +
+                          " exceeds the context of " + std::to_string(sparse.context()) +
+                          "; lower it or raise --ctx");
+    }
+    // Rounds outermost, so a slow phase of a shared machine hits every length alike.
+    std::map<int64_t, std::vector<double>> sparse_s, dense_s;
+    for (int rep = 0; rep < f->reps; ++rep) {
+      for (const int64_t n : lengths) {
+        // n tokens: BOS (if any) and filler.
+        std::vector<int> ids = PromptAndFiller(*model, "", n);
+        ids.resize(static_cast<size_t>(n));
+        for (int k = 0; k < 2; ++k) {
+          Session& s = (k == 0) == (rep % 2 == 0) ? sparse : dense;
+          s.Reset();
+          const auto t0 = Clock::now();
+          s.Forward(ids);
+          const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+          (&s == &sparse ? sparse_s : dense_s)[n].push_back(sec);
+        }
+      }
+    }
+    json rows = json::array();
+    PlotSeries ps{"sparse FFN", "linespoints lw 2 pt 7", {}}, pd{"dense FFN", "linespoints lw 2 pt 5", {}};
+    for (const int64_t n : lengths) {
+      const double ts = Median(sparse_s[n]), td = Median(dense_s[n]);
+      rows.push_back({{"prompt_tokens", n},
+                      {"sparse_ttft_s", ts},
+                      {"dense_ttft_s", td},
+                      {"sparse_first_ttft_s", sparse_s[n][0]},
+                      {"dense_first_ttft_s", dense_s[n][0]},
+                      {"sparse_prompt_tok_s", n / ts},
+                      {"dense_prompt_tok_s", n / td}});
+      ps.points.emplace_back(double(n), n / ts);
+      pd.points.emplace_back(double(n), n / td);
+      if (!f->compute.json) {
+        std::printf("%5lld tokens: sparse %.4f s (%.1f tok/s; first %.4f s), dense %.4f s (%.1f "
+                    "tok/s; first %.4f s)\n",
+                    static_cast<long long>(n), ts, n / ts, sparse_s[n][0], td, n / td,
+                    dense_s[n][0]);
+      }
+    }
+    const std::string what = std::to_string(sparse.threads()) + " threads, " +
+                             std::string(engine.isa()) + ", " +
+                             std::string(DTypeName(model->layer(0).ffn.gate.dtype));
+    if (plot) {
+      Plot(*plot, "prompt processing (" + what + ")", "prompt tokens",
+           "prompt tok/s (median of " + std::to_string(f->reps) + ")",
+           "set key top left\nset logscale x 2\nset yrange [0:*]", {ps, pd});
+    }
+    if (f->compute.json) {
+      std::cout << json{{"model", f->compute.model},
+                        {"threads", sparse.threads()},
+                        {"isa", std::string(engine.isa())},
+                        {"weights", std::string(DTypeName(model->layer(0).ffn.gate.dtype))},
+                        {"reps", f->reps},
+                        {"prompts", rows}}
+                       .dump(2)
+                << "\n";
+    } else {
+      std::printf("time to first token, %s, medians of %d rounds\n", what.c_str(), f->reps);
+    }
+  });
+}
+
 void AddBenchBandwidth(CLI::App* bench) {
   auto threads = std::make_shared<int>(PhysicalCores());
   auto* cmd = bench->add_subcommand(
@@ -328,6 +426,7 @@ void AddBench(CLI::App& app) {
   bench->require_subcommand(1);
   AddBenchFfn(bench);
   AddBenchDecode(bench);
+  AddBenchPrefill(bench);
   AddBenchBandwidth(bench);
 }
 
