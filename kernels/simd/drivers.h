@@ -95,13 +95,13 @@ inline float BlockScale(const uint8_t* block) {
 }
 
 // The 32 nibbles of a q4 block as bytes, in element order (byte j of the block holds element j
-// in its low nibble and element j + 16 in its high one).
+// in its low nibble and element j + 16 in its high one): the 16 bytes in both halves, the upper
+// half shifted right by 4 (across bytes; the mask keeps each byte's own nibble).
 inline __m256i BlockNibbles(const uint8_t* block) {
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
-  const __m128i nibble = _mm_set1_epi8(15);
-  const __m128i low = _mm_and_si128(bytes, nibble);
-  const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
-  return _mm256_set_m128i(high, low);
+  const __m256i bytes =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+  const __m256i shifted = _mm256_srlv_epi64(bytes, _mm256_setr_epi64x(0, 0, 4, 4));
+  return _mm256_and_si256(shifted, _mm256_set1_epi8(15));
 }
 
 // ref::QuantizeActivations, bit for bit: the same f32 operations in the same rounding mode.
@@ -158,19 +158,46 @@ struct Activations<T, true> {
   }
 };
 
-// The exact integer dot product of a block's levels with the activations' levels xv, as 8 int32
-// lanes (lane i: elements 4i..4i+3): |level| times sign(x, level) keeps the unsigned operand
-// <= 128, which every ISA's u8 x s8 product takes exactly (q8's -128 included).
-template <VectorTraits V, DType T>
-__m256i BlockIntDot(const uint8_t* block, __m256i xv) {
-  __m256i w;
+// A weight block as the u8 x s8 product takes it. q8: u = |level|, with the levels kept to move
+// their signs onto x (so u <= 128, q8's -128 included); q4: u = the nibbles 0..15 (level + 8),
+// whose offset 8·Σx comes off the product afterwards.
+template <DType T>
+struct BlockLevels {
+  __m256i u, levels;
+};
+
+template <DType T>
+BlockLevels<T> LoadBlockLevels(const uint8_t* block) {
   if constexpr (T == DType::kQ8) {
-    w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+    return {_mm256_abs_epi8(w), w};
   } else {
     static_assert(T == DType::kQ4);
-    w = _mm256_sub_epi8(BlockNibbles(block), _mm256_set1_epi8(8));
+    return {BlockNibbles(block), _mm256_setzero_si256()};
   }
-  return V::DotU8S8(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
+}
+
+// What a block of activations' levels xv contributes besides its products: for q4, the nibbles'
+// offset, 8·Σx per lane (once per activation block, whatever the number of rows).
+template <VectorTraits V, DType T>
+__m256i ActivationOffset(__m256i xv) {
+  if constexpr (T == DType::kQ4) {
+    return V::DotU8S8(_mm256_set1_epi8(8), xv);
+  } else {
+    return _mm256_setzero_si256();
+  }
+}
+
+// The exact integer dot product of a block's levels with the activations' levels xv, as 8 int32
+// lanes (lane i: elements 4i..4i+3). Every form is exact (no saturation at these ranges), so the
+// lanes do not depend on how they are computed.
+template <VectorTraits V, DType T>
+__m256i BlockIntDot(const BlockLevels<T>& w, __m256i xv, __m256i offset) {
+  if constexpr (T == DType::kQ8) {
+    return V::DotU8S8(w.u, _mm256_sign_epi8(xv, w.levels));
+  } else {
+    return _mm256_sub_epi32(V::DotU8S8(w.u, xv), offset);
+  }
 }
 
 // The f16 scales of 8 consecutive blocks.
@@ -193,8 +220,9 @@ void QuantDotBlock(const uint8_t* const* r, int64_t cols, const Activations<T>& 
   for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
   auto block = [&](int64_t b, const float* scale, int64_t stride) {
     const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q) + b);
+    const __m256i offset = ActivationOffset<V, T>(xv);
     for (int j = 0; j < R; ++j) {
-      const __m256i sum = BlockIntDot<V, T>(r[j] + b * kBytes, xv);
+      const __m256i sum = BlockIntDot<V, T>(LoadBlockLevels<T>(r[j] + b * kBytes), xv, offset);
       acc[j] =
           _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_broadcast_ss(scale + j * stride), acc[j]);
     }
@@ -482,20 +510,13 @@ void QuantTile(const uint8_t* const (&r)[RM], const int8_t* const (&q)[RN],
   for (int i = 0; i < RM; ++i)
     for (int j = 0; j < RN; ++j) acc[i][j] = _mm256_setzero_ps();
   auto block = [&](int64_t b, auto scale_of) {
-    __m256i w[RM], wa[RM];
-    for (int i = 0; i < RM; ++i) {
-      const uint8_t* p = r[i] + b * kBytes;
-      if constexpr (T == DType::kQ8) {
-        w[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
-      } else {
-        w[i] = _mm256_sub_epi8(BlockNibbles(p), _mm256_set1_epi8(8));
-      }
-      wa[i] = _mm256_abs_epi8(w[i]);
-    }
+    BlockLevels<T> w[RM];
+    for (int i = 0; i < RM; ++i) w[i] = LoadBlockLevels<T>(r[i] + b * kBytes);
     for (int j = 0; j < RN; ++j) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[j]) + b);
+      const __m256i offset = ActivationOffset<V, T>(xv);
       for (int i = 0; i < RM; ++i) {
-        const __m256i sum = V::DotU8S8(wa[i], _mm256_sign_epi8(xv, w[i]));
+        const __m256i sum = BlockIntDot<V, T>(w[i], xv, offset);
         acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale_of(i, j), acc[i][j]);
       }
     }
