@@ -70,6 +70,13 @@ using QuantMatmulFn = void (*)(WeightRows w, int64_t rows, int64_t cols, const i
 using QuantizeActivationsFn = void (*)(const float* x, int64_t blocks, int8_t* q, float* d);
 // Writes the indices i in [0, n) with g[i] > 0 to rows[] and g[i] to values[]; returns count.
 using CompactPositiveFn = int64_t (*)(const float* g, int64_t n, int32_t* rows, float* values);
+// The shadow gate's product (docs/SHADOW_GATE.md): out[k] = Σ_b d_b·xd_b·Σ_i q[k, b, i]·xq[b, i]
+// for n consecutive rows of q8 blocks (cols / 32 blocks each) and x quantized by the caller to
+// int16 levels xq [cols] with an f32 scale xd per block of 32. Each block's sum is exact integer
+// arithmetic; its scaling and the sum over blocks round in f32 (at most `cols` roundings on any
+// term's path, which the certification's bound assumes).
+using ShadowDotRowsFn = void (*)(const uint8_t* rows, int64_t n, int64_t cols, const int16_t* xq,
+                                 const float* xd, float* out);
 // Attention weights in place: x[i] = exp(scale * x[i] - m) / sum_j exp(scale * x[j] - m) with
 // m = max_j scale * x[j] (so no exp overflows), for i in [0, n), n >= 1.
 using ScaledSoftmaxFn = void (*)(float* x, int64_t n, float scale);
@@ -92,6 +99,7 @@ struct KernelTable {
   CompactPositiveFn compact_positive;
   ScaledSoftmaxFn scaled_softmax;
   QuantizeActivationsFn quantize_activations;
+  ShadowDotRowsFn shadow_dot_rows;
   // bf16 dot products round x to bf16 (round to nearest even; subnormals of x and of the weights
   // count as zero) and multiply bf16 by bf16, summing in f32 (vdpbf16ps): against the exact
   // widening this adds at most 2⁻⁸·Σ|w·x| per dot. Batched bf16 matmuls may then do the same

@@ -42,7 +42,8 @@ TEST(Allocation, CounterSeesAllocations) {
 
 TEST(Allocation, DecodeStepsAndSamplingAllocateNothing) {
   for (const char* name : {"llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
-                           "llama_gqa_hd64_relu_f32@q8", "llama_gqa_hd64_relu_f32@q4"}) {
+                           "llama_gqa_hd64_relu_f32@q8", "llama_gqa_hd64_relu_f32@q4",
+                           "llama_gqa_hd64_relu_f32+shadow", "llama_mha_hd64_relu_bf16+shadow"}) {
     // Every ISA this CPU runs, the scalar reference included (--isa scalar decodes with it).
     for (Isa isa : testing::AllIsaValues()) {
       if (KernelsFor(isa) == nullptr) continue;

@@ -70,6 +70,42 @@ TEST(Cli, VersionNamesCommitBuildKernelsAndCpu) {
   EXPECT_EQ(lines[2].rfind("cpu features:", 0), 0u) << lines[2];
 }
 
+// `shadow` writes the file `convert --shadow` writes, byte for byte; runs with --gate shadow
+// generate what --gate dense generates and report the shadow's statistics, per layer too; a file
+// without shadows refuses --gate shadow in one line.
+TEST(Cli, ShadowCommandAndGateFlag) {
+  testing::TempDir dir;
+  const std::string plain = testing::ConvertedModel(kModel), out = dir / "shadowed.zsk";
+  const auto r = RunCli({"shadow", plain, "-o", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(
+      testing::ReadFile(out),
+      testing::ReadFile(testing::ConvertedModel(kModel + std::string(testing::kShadowSuffix))));
+  const std::vector<std::string> common = {
+      "run", "-m",     out, "-p",           "Anna reads", "-n",
+      "8",   "--temp", "0", "--ignore-eos", "--json",     "--stats-layers"};
+  json got[2];
+  for (int k = 0; k < 2; ++k) {
+    std::vector<std::string> args = common;
+    args.insert(args.end(), {"--gate", k == 0 ? "dense" : "shadow"});
+    const auto run = RunCli(args);
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    got[k] = json::parse(run.out);
+  }
+  EXPECT_EQ(got[0]["text"], got[1]["text"]);
+  EXPECT_EQ(got[0]["gate"], "dense");
+  EXPECT_EQ(got[1]["gate"], "shadow");
+  EXPECT_GT(got[1]["gate_certified_fraction"].get<double>(), 0.5);
+  EXPECT_LT(got[1]["ffn_weight_bytes_read"].get<double>(),
+            got[0]["ffn_weight_bytes_read"].get<double>());
+  for (const auto& layer : got[1]["layers"]) {
+    EXPECT_GT(layer["gate_shadow_rows"].get<uint64_t>(), 0u);
+    EXPECT_LT(layer["gate_uncertain_rows"].get<uint64_t>(), layer["gate_shadow_rows"]);
+  }
+  ExpectOneErrorLine(RunCli({"run", "-m", plain, "-p", "Anna", "-n", "1", "--gate", "shadow"}),
+                     "has no shadow gate for layer 0");
+}
+
 TEST(Cli, ZeroTokensGeneratesNothing) {
   const json j = RunJson({"-p", "Anna reads", "-n", "0"});
   EXPECT_TRUE(j["tokens"].empty());

@@ -23,10 +23,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "kernels/kernels.h"
 #include "test_util.h"
+#include "zeroskip/error.h"
 #include "zeroskip/session.h"
 
 namespace zeroskip {
@@ -233,6 +235,38 @@ TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
                   ToleranceOf(c, model), "position " + std::to_string(pos));
     }
   }
+}
+
+// The shadow gate is exact: decoding with it gives logits bit-identical to the dense gate's, at
+// every position, for every checkpoint, weight type and ISA (docs/SHADOW_GATE.md), while it does
+// certify rows (else this would compare the dense gate with itself). Catches a bound that is too
+// small (a certified neuron that fires changes the logits), compaction out of row order (the
+// down projection sums in another order), and full-gate rows read at the wrong index. Where the
+// shadow cannot apply (SiLU, the dense FFN) asking for it is refused.
+TEST_P(GoldenTest, ShadowGateLogitsAreBitIdenticalToDenseGate) {
+  const Case& c = GetParam();
+  const json g = Golden(c.checkpoint);
+  const Model& model = LoadedModel(c.checkpoint + std::string(testing::kShadowSuffix));
+  Engine engine(model, OnEngine(c));
+  const SessionOptions shadow_options{.ffn = c.ffn, .gate = GateMode::kShadow};
+  if (model.config().activation != Activation::kReLU || c.ffn == FfnMode::kDense) {
+    EXPECT_THROW(Session(engine, shadow_options), Error);
+    return;
+  }
+  Session dense(engine, {.ffn = c.ffn, .gate = GateMode::kDense});
+  Session shadow(engine, shadow_options);
+  const auto ids = g["prompt_ids"].get<std::vector<int>>();
+  for (size_t pos = 0; pos < ids.size(); ++pos) {
+    const auto want = dense.Forward({&ids[pos], 1});
+    const auto got = shadow.Forward({&ids[pos], 1});
+    ASSERT_EQ(got.size(), want.size());
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size_bytes()), 0) << "position " << pos;
+  }
+  const FfnLayerStats st = shadow.ffn_total();
+  EXPECT_EQ(st.shadow_rows, st.neurons);
+  EXPECT_EQ(st.zero_neurons, dense.ffn_total().zero_neurons);
+  EXPECT_GT(st.certified_fraction(), 0.5);
+  EXPECT_LE(st.certified_rows, st.zero_neurons);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, GoldenTest, ::testing::ValuesIn(AllCases()), CaseName);

@@ -56,11 +56,16 @@ const std::string& ConvertedModel(const std::string& name) {
   auto it = done.find(name);
   if (it == done.end()) {
     ConvertOptions opt;
-    const size_t at = name.find('@');
-    const std::string checkpoint = name.substr(0, at);
+    std::string base = name;
+    if (base.ends_with(kShadowSuffix)) {
+      opt.shadow_gate = true;
+      base.resize(base.size() - kShadowSuffix.size());
+    }
+    const size_t at = base.find('@');
+    const std::string checkpoint = base.substr(0, at);
     if (at != std::string::npos) {
-      opt.dtype = ParseDTypeName(name.substr(at + 1));
-      if (!opt.dtype) throw std::invalid_argument("no dtype " + name.substr(at + 1));
+      opt.dtype = ParseDTypeName(base.substr(at + 1));
+      if (!opt.dtype) throw std::invalid_argument("no dtype " + base.substr(at + 1));
     }
     const bool in_repo = checkpoint.find('/') != std::string::npos;
     opt.hf_dir = (in_repo ? SourceDir() : TestDataDir()) + "/" + checkpoint;

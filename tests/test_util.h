@@ -10,6 +10,7 @@
 #include <ostream>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -46,7 +47,9 @@ class TempDir {
 
 // The .zsk of checkpoint `name` (converted on first use, cached for the process): a generated
 // test checkpoint, or a repository path such as "models/relu-ft" when the name has a '/';
-// "<checkpoint>@<dtype>" converts it with --dtype (e.g. "models/relu-ft@q8").
+// "<checkpoint>@<dtype>" converts it with --dtype (e.g. "models/relu-ft@q8"); a name ending in
+// kShadowSuffix also with --shadow (e.g. "models/relu-ft@q8+shadow").
+inline constexpr std::string_view kShadowSuffix = "+shadow";
 const std::string& ConvertedModel(const std::string& name);
 const Model& LoadedModel(const std::string& name);
 

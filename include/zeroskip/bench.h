@@ -52,6 +52,7 @@ struct FfnBenchOptions {
   std::string isa;  // "": the best this CPU runs
   int steps = 40;  // timed steps per sparsity (after warm-up)
   uint64_t seed = 1;
+  bool shadow_gate = false;  // also time the sparse step with the shadow gate (--gate shadow)
 };
 
 struct FfnBenchResult {
@@ -63,7 +64,10 @@ struct FfnBenchResult {
   double dense_ms = 0;      // oneDNN dense step, median
   double sparse_ms = 0;     // zeroskip sparse step, median
   double own_dense_ms = 0;  // zeroskip's dense path, median
+  double shadow_ms = 0;     // zeroskip sparse step with the shadow gate, median (shadow_gate)
+  double certified_fraction = 0;  // of the zeros, certified by the shadow
   double speedup = 0;       // dense_ms / sparse_ms
+  double shadow_speedup = 0;  // dense_ms / shadow_ms
   double dense_gflop = 0;
   double sparse_gflop = 0;
   double dense_gb_s = 0;  // weight bytes of the dense step / dense time

@@ -21,6 +21,7 @@ struct ConvertOptions {
   std::string hf_dir;
   std::string out_path;
   std::optional<DType> dtype;  // nullopt: keep each tensor's dtype (norms are always f32)
+  bool shadow_gate = false;    // add each layer's shadow gate (docs/SHADOW_GATE.md)
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;
 };
 
@@ -32,5 +33,15 @@ struct ConvertResult {
 };
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& options);
+
+// Copies the .zsk at `in_path` to `out_path` with every layer's shadow gate added (or rebuilt
+// from the gate, if it had one), written atomically; `out_path` may be `in_path`. Throws Error if
+// the input does not load as a model or a gate cannot have a shadow (rows not whole blocks of 32).
+struct ShadowOptions {
+  std::string in_path;
+  std::string out_path;
+  std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;
+};
+ConvertResult AddShadowGate(const ShadowOptions& options);
 
 }  // namespace zeroskip

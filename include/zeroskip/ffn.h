@@ -14,6 +14,15 @@ enum class FfnMode { kAuto, kSparse, kDense };
 std::string_view FfnModeName(FfnMode mode);
 bool ParseFfnMode(std::string_view name, FfnMode* out);
 
+// How a decode step finds the gate's zeros. kDense: every row of the gate. kShadow: the gate's
+// int8 shadow first, then the full gate only for the rows its bound cannot certify as zero; the
+// output is bit-identical (docs/SHADOW_GATE.md). Needs a file with shadow gates (`zeroskip
+// shadow`), the sparse FFN and plain ReLU. kAuto: the shadow for layers that have one and whose
+// gate is a float type; a q8/q4 gate is already int8-sized (docs/BENCHMARKS.md, "Shadow gate").
+enum class GateMode { kAuto, kDense, kShadow };
+std::string_view GateModeName(GateMode mode);
+bool ParseGateMode(std::string_view name, GateMode* out);
+
 // The FFN hidden activation at inference. kModel: the model's own (relu or silu). kStochastic
 // (the paper's inference-time use of stochastic activations): a gate g >= 0 passes unchanged;
 // g < 0 becomes SiLU(g) with probability p, else 0. The draw is a counter-based hash of (seed,
@@ -41,8 +50,16 @@ struct FfnLayerStats {
   uint64_t weight_bytes_read = 0;
   uint64_t negative_gates = 0;    // stochastic activation: gates < 0 ...
   uint64_t picked_negatives = 0;  // ... and how many of them were kept as SiLU(g)
+  uint64_t shadow_rows = 0;       // neurons whose gate went through the shadow first ...
+  uint64_t shadow_zeros = 0;      // ... the zeros among them ...
+  uint64_t certified_rows = 0;    // ... and those certified zero without their full gate row
 
   double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }
+  // The share of the zeros the shadow certified (the rest cost a full gate row each).
+  double certified_fraction() const {
+    return shadow_zeros ? double(certified_rows) / shadow_zeros : 0.0;
+  }
+  uint64_t uncertain_rows() const { return shadow_rows - certified_rows; }
   void Add(const FfnLayerStats& o);
 };
 

@@ -20,6 +20,7 @@ namespace zeroskip {
 struct SessionOptions {
   int64_t context = 0;  // 0: the model's context length; must not exceed it
   FfnMode ffn = FfnMode::kAuto;
+  GateMode gate = GateMode::kAuto;  // how decode finds the gate's zeros (zeroskip/ffn.h)
   ActivationOptions activation{};  // the FFN activation (default: the model's own)
   // Element type of the KV cache: f32 (exact), or f16/bf16 (half the memory and bandwidth;
   // keys and values rounded to nearest even when stored).
@@ -35,8 +36,8 @@ struct ForwardPass;    // what one forward pass works on (src/arch/forward.h)
 class Session {
  public:
   // Throws Error if the options cannot run on this model (a context past the model's, a sparse
-  // FFN with an activation that has no zeros) or the KV cache does not fit in free memory.
-  // `engine` must outlive the session.
+  // FFN with an activation that has no zeros, a shadow gate the file lacks) or the KV cache does
+  // not fit in free memory. `engine` must outlive the session.
   Session(Engine& engine, const SessionOptions& options = {});
   ~Session();
   Session(const Session&) = delete;

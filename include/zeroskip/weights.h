@@ -25,6 +25,10 @@ struct WeightView {
 struct FfnWeights {
   WeightView gate, up;  // [ffn, hidden]
   WeightView down_t;    // [ffn, hidden]
+  // Optional (data null when the file has none): the gate's int8 shadow, q8 [ffn, hidden], and
+  // per row ‖gate_i − shadow_i‖₂ then ‖gate_i‖₂ rounded up, [2, ffn] (docs/SHADOW_GATE.md).
+  WeightView gate_shadow;
+  const float* gate_shadow_norms = nullptr;
 };
 
 }  // namespace zeroskip

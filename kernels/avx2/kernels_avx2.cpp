@@ -10,6 +10,7 @@
 #include "kernels/kernels.h"
 #include "kernels/ref/kernels_ref.h"
 #include "kernels/simd/drivers.h"
+#include "kernels/simd/shadow_dot.h"
 #include "kernels/simd/softmax.h"
 
 namespace zeroskip {
@@ -108,7 +109,7 @@ int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values)
 
 constexpr KernelTable kTable{Isa::kAvx2, MakeWeightOps<simd::SimdKernels<Avx2>>(), CompactPositive,
                              simd::ScaledSoftmax<xsimd::fma3<xsimd::avx2>>,
-                             simd::QuantizeActivations};
+                             simd::QuantizeActivations, simd::ShadowDotRows};
 
 }  // namespace
 

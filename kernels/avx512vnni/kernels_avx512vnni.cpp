@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "kernels/avx512/avx512_traits.h"
+#include "kernels/simd/shadow_dot.h"
 #include "kernels/simd/softmax.h"
 
 namespace zeroskip {
@@ -17,7 +18,7 @@ struct Avx512Vnni : Avx512 {
 
 constexpr KernelTable kTable{Isa::kAvx512Vnni, MakeWeightOps<simd::SimdKernels<Avx512Vnni>>(),
                              CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
-                             simd::QuantizeActivations};
+                             simd::QuantizeActivations, simd::ShadowDotRows};
 
 }  // namespace
 

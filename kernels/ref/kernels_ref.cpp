@@ -151,8 +151,25 @@ void ScaledSoftmax(float* x, int64_t n, float scale) {
   for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::exp(double(scale) * x[i] - max) / sum);
 }
 
+// As the SIMD kernels: exact integer block sums times the f32 product of the two scales.
+void ShadowDotRows(const uint8_t* rows, int64_t n, int64_t cols, const int16_t* xq, const float* xd,
+                   float* out) {
+  for (int64_t k = 0; k < n; ++k) {
+    double acc = 0;
+    for (int64_t c = 0; c < cols; c += kQuantBlock) {
+      const uint8_t* block = rows + DTypeBytes(DType::kQ8, k * cols + c);
+      int64_t levels = 0;
+      for (int64_t i = 0; i < int64_t{kQuantBlock}; ++i) {
+        levels += BlockLevel<DType::kQ8>(block, i) * xq[c + i];
+      }
+      acc += double(levels) * double(BlockScale<DType::kQ8>(block) * xd[c / kQuantBlock]);
+    }
+    out[k] = static_cast<float>(acc);
+  }
+}
+
 constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactPositive,
-                             ScaledSoftmax, ref::QuantizeActivations};
+                             ScaledSoftmax, ref::QuantizeActivations, ShadowDotRows};
 
 }  // namespace
 

@@ -40,7 +40,13 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
                           std::to_string(c.context));
   }
   context_ = options.context > 0 ? options.context : c.context;
-  const FfnSettings ffn = FfnSettings::Resolve(c, options.ffn, options.activation);
+  const FfnSettings ffn = FfnSettings::Resolve(c, options.ffn, options.activation, options.gate);
+  for (int64_t l = 0; l < c.layers && ffn.gate == GateMode::kShadow; ++l) {
+    if (engine.model().layer(l).ffn.gate_shadow.data == nullptr) {
+      throw Error(path, "has no shadow gate for layer " + std::to_string(l) +
+                            " (`zeroskip shadow` adds them)");
+    }
+  }
   if (!IsKvType(options.kv_type)) {
     throw Error(path, "a KV cache of " + std::string(DTypeName(options.kv_type)) +
                           " is not supported (f32, f16 or bf16)");

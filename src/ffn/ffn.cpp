@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ffn/shadow_bound.h"
 #include "kernels/kernels.h"
 #include "model/matmul.h"
 #include "zeroskip/error.h"
@@ -61,6 +62,28 @@ bool ParseFfnMode(std::string_view name, FfnMode* out) {
   return false;
 }
 
+std::string_view GateModeName(GateMode mode) {
+  switch (mode) {
+    case GateMode::kAuto:
+      return "auto";
+    case GateMode::kDense:
+      return "dense";
+    case GateMode::kShadow:
+      return "shadow";
+  }
+  return "?";
+}
+
+bool ParseGateMode(std::string_view name, GateMode* out) {
+  for (GateMode m : {GateMode::kAuto, GateMode::kDense, GateMode::kShadow}) {
+    if (name == GateModeName(m)) {
+      *out = m;
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string_view FfnActivationName(FfnActivation act) {
   switch (act) {
     case FfnActivation::kModel:
@@ -95,10 +118,13 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   weight_bytes_read += o.weight_bytes_read;
   negative_gates += o.negative_gates;
   picked_negatives += o.picked_negatives;
+  shadow_rows += o.shadow_rows;
+  shadow_zeros += o.shadow_zeros;
+  certified_rows += o.certified_rows;
 }
 
 FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
-                                 const ActivationOptions& activation) {
+                                 const ActivationOptions& activation, GateMode gate) {
   FfnSettings s;
   s.act = activation.kind;
   if (s.act == FfnActivation::kModel) {
@@ -117,7 +143,21 @@ FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
   // path reads the same bytes as the dense one, so no sparsity level makes dense decode win by
   // more than noise (docs/BENCHMARKS.md).
   s.sparse_decode = s.act != FfnActivation::kSiLU && mode != FfnMode::kDense;
+  // Certifying g <= 0 says act(g) = 0 only for ReLU; the dense FFN reads every row anyway.
+  const bool shadow_possible = s.sparse_decode && s.act == FfnActivation::kReLU;
+  if (gate == GateMode::kShadow && !shadow_possible) {
+    throw Error("", "the shadow gate needs the sparse FFN with plain ReLU (this is " +
+                        std::string(s.sparse_decode ? "sparse" : "dense") + " with " +
+                        std::string(FfnActivationName(s.act)) + ")");
+  }
+  s.gate = shadow_possible ? gate : GateMode::kDense;
   return s;
+}
+
+bool FfnSettings::UsesShadow(const FfnWeights& w) const {
+  if (gate == GateMode::kDense || w.gate_shadow.data == nullptr) return false;
+  // Auto: a q8/q4 gate is already about as small as its shadow (docs/BENCHMARKS.md).
+  return gate == GateMode::kShadow || !IsQuantized(w.gate.dtype);
 }
 
 float ActivateNeuron(const FfnSettings& settings, float g, int64_t position, int64_t layer,
@@ -142,6 +182,8 @@ struct FfnRuntime::Call {
   const FfnWeights& w;
   int64_t position;
   size_t row_bytes;  // one row of any of the three matrices
+  ShadowBound shadow;  // usable only when this call goes through the shadow gate
+  bool uses_shadow = false;
 };
 
 struct FfnRuntime::Slice {
@@ -150,6 +192,7 @@ struct FfnRuntime::Slice {
   int64_t active = 0;        // neurons with act(g) != 0
   int64_t negatives = 0;     // stochastic: gates < 0 ...
   int64_t picked = 0;        // ... kept as SiLU(g)
+  int64_t uncertain = 0;     // shadow gate: rows whose full gate row was read
 };
 
 FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, DenseMatmul& matmul,
@@ -161,6 +204,9 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
   active_.resize(f);
   active_g_.resize(f);
   partial_y_.resize(static_cast<size_t>(threads) * h);
+  uncertain_.resize(f);
+  shadow_xq_.resize(h);
+  shadow_xd_.resize(h / kQuantBlock);
   if (max_tokens > 1) {
     batch_gate_.resize(static_cast<size_t>(max_tokens) * f);
     batch_up_.resize(static_cast<size_t>(max_tokens) * f);
@@ -170,7 +216,17 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
 void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWeights& w,
                          const float* x, int64_t n, float* y, int64_t position,
                          FfnLayerStats* stats) {
-  const Call call{settings, layer, w, position, DTypeBytes(w.gate.dtype, config_.hidden)};
+  const bool shadow = n == 1 && settings.UsesShadow(w);
+  const Call call{settings,
+                  layer,
+                  w,
+                  position,
+                  DTypeBytes(w.gate.dtype, config_.hidden),
+                  shadow
+                      ? PrepareShadowInput(x, config_.hidden, w.gate.dtype, kernels_.bf16_products,
+                                           shadow_xq_.data(), shadow_xd_.data())
+                      : ShadowBound{},
+                  shadow};
   if (n == 1) {
     stats->Add(DecodeStep(call, x, y));
   } else {
@@ -178,13 +234,34 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
   }
 }
 
-void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) const {
+void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {
+  if (call.uses_shadow) {
+    ShadowGateRows(call, s, x);
+    return;
+  }
   const int64_t hidden = config_.hidden;
   const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.row_bytes;
   kernels_.ops(call.w.gate.dtype).dot_rows({gate, hidden}, nullptr, s.rows, hidden, x, s.g);
   if (call.settings.act == FfnActivation::kStochastic) {
     for (int64_t i = 0; i < s.rows; ++i) s.negatives += s.g[i] < 0.0f;
   }
+}
+
+void FfnRuntime::ShadowGateRows(const Call& call, Slice& s, const float* x) {
+  const int64_t hidden = config_.hidden;
+  const auto* shadow =
+      static_cast<const uint8_t*>(call.w.gate_shadow.data) + s.r0 * DTypeBytes(DType::kQ8, hidden);
+  kernels_.shadow_dot_rows(shadow, s.rows, hidden, shadow_xq_.data(), shadow_xd_.data(), s.g);
+  const float* err = call.w.gate_shadow_norms + s.r0;
+  const float* norm = call.w.gate_shadow_norms + config_.ffn + s.r0;
+  int32_t* uncertain = uncertain_.data() + s.r0;
+  s.uncertain = CertifyRows(call.shadow, err, norm, s.rows, s.g, uncertain);
+  // The full gate for the uncertain rows, in row order: the same values, compacted in the same
+  // order, as the dense gate gives them.
+  float* full = active_g_.data() + s.r0;
+  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.row_bytes;
+  kernels_.ops(call.w.gate.dtype).dot_rows({gate, hidden}, uncertain, s.uncertain, hidden, x, full);
+  for (int64_t k = 0; k < s.uncertain; ++k) s.g[uncertain[k]] = full[k];
 }
 
 void FfnRuntime::ActivateRows(const Call& call, Slice& s) {
@@ -232,9 +309,9 @@ void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* p
 
 FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y) {
   const int64_t hidden = config_.hidden, ffn = config_.ffn;
-  int64_t active_total = 0, negatives = 0, picked = 0;
+  int64_t active_total = 0, negatives = 0, picked = 0, uncertain = 0;
 
-#pragma omp parallel num_threads(threads_) reduction(+ : active_total, negatives, picked)
+#pragma omp parallel num_threads(threads_) reduction(+ : active_total, negatives, picked, uncertain)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const auto [r0, r1] = ThreadSlice(ffn, t, nt, kNeuronAlign);
@@ -252,6 +329,7 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
     active_total += s.active;
     negatives += s.negatives;
     picked += s.picked;
+    uncertain += s.uncertain;
 #pragma omp barrier
     // Reduce the private accumulators, each thread owning a slice of the output.
     const auto [c0, c1] = ThreadSlice(hidden, t, nt, kNeuronAlign);
@@ -270,6 +348,16 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
   step.weight_bytes_read =
       static_cast<uint64_t>(sparse ? ffn + 2 * active_total : 3 * ffn) * call.row_bytes;
+  if (call.uses_shadow) {
+    // The shadow and its norms, then the full gate's uncertain rows instead of all of them.
+    const auto rows = static_cast<uint64_t>(ffn), certified = rows - uncertain;
+    step.shadow_rows = rows;
+    step.shadow_zeros = rows - active_total;
+    step.certified_rows = certified;
+    step.flops_done += 2 * static_cast<uint64_t>(hidden) * uncertain;
+    step.weight_bytes_read += rows * (DTypeBytes(DType::kQ8, hidden) + 2 * sizeof(float));
+    step.weight_bytes_read -= certified * call.row_bytes;
+  }
   return step;
 }
 

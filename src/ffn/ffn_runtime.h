@@ -1,8 +1,9 @@
 // The FFN runtime: y = W_down · (act(W_gate·x) ⊙ (W_up·x)) for one layer, choosing how.
 //
 // One token (decode) runs in phases, each thread on its own slice of the FFN neurons:
-//   gate rows      the gate GEMV over the slice (every row today; a shadow gate would pick
-//                  the uncertain rows here and certify the rest as zero)
+//   gate rows      the gate GEMV over the slice; with a shadow gate (docs/SHADOW_GATE.md) the
+//                  int8 shadow's GEMV first, then the full gate only for the rows its bound
+//                  does not certify as zero (the certified ones get g = 0)
 //   activate       act(gate) per neuron; the sparse path compacts the nonzero ones into
 //                  (row, coefficient) lists, the dense path keeps every row
 //   up/down        sparse: the fused up+down kernel over the active rows only; dense: up for
@@ -37,11 +38,14 @@ struct FfnSettings {
   float stoch_p = 0.5f;
   uint64_t seed = 0;
   bool sparse_decode = true;
+  GateMode gate = GateMode::kDense;  // kAuto or kShadow only with sparse decode and ReLU
 
   // Throws Error on a combination that cannot run (a sparse FFN with an activation that has no
-  // zeros, p outside [0, 1]).
+  // zeros, p outside [0, 1], a shadow gate without sparse ReLU).
   static FfnSettings Resolve(const ModelConfig& config, FfnMode mode,
-                             const ActivationOptions& activation);
+                             const ActivationOptions& activation, GateMode gate = GateMode::kDense);
+  // Whether the decode step of a layer with these weights goes through its shadow gate.
+  bool UsesShadow(const FfnWeights& w) const;
 };
 
 class FfnRuntime {
@@ -69,7 +73,8 @@ class FfnRuntime {
                      int64_t* picked) const;
 
   // The phases of a decode step, run by each thread on its slice.
-  void GateRows(const Call& call, Slice& s, const float* x) const;
+  void GateRows(const Call& call, Slice& s, const float* x);
+  void ShadowGateRows(const Call& call, Slice& s, const float* x);
   void ActivateRows(const Call& call, Slice& s);
   void UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y);
 
@@ -86,6 +91,9 @@ class FfnRuntime {
   std::vector<int32_t> active_;   // [ffn] active neuron indices (slice-relative), per slice
   std::vector<float> active_g_;   // [ffn] their gate activations
   std::vector<float> partial_y_;  // [threads, hidden] private accumulators
+  std::vector<int32_t> uncertain_;  // [ffn] shadow: rows the bound did not certify, per slice
+  std::vector<int16_t> shadow_xq_;  // [hidden] shadow: x as int16 levels ...
+  std::vector<float> shadow_xd_;    // [hidden / 32] ... and their block scales
   // Batched scratch.
   std::vector<float> batch_gate_;  // [max_tokens, ffn]
   std::vector<float> batch_up_;    // [max_tokens, ffn]

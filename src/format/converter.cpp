@@ -1,12 +1,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <map>
 
+#include "arch/architectures.h"
 #include "format/checkpoint_reader.h"
 #include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/safetensors.h"
-#include "arch/architectures.h"
+#include "format/shadow_gate.h"
 #include "text/tokenizer_check.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
@@ -103,8 +105,15 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     }
   }
 
+  // --shadow: each layer's gate is followed by its shadow (docs/SHADOW_GATE.md).
+  std::map<std::string, int64_t, std::less<>> gate_layer;
+  if (opt.shadow_gate) {
+    CheckShadowable(config, config_path);
+    for (int64_t l = 0; l < config.layers; ++l) gate_layer[LayerTensorName(l, "ffn_gate")] = l;
+  }
+
   std::vector<TensorSpec> specs;
-  uint64_t total_bytes = 0, max_src = 0, max_dst = 0, parameters = 0;
+  uint64_t max_src = 0, max_dst = 0, parameters = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
     const TensorDef& def = table.stored()[i];
     const DType dtype = StoredDType(def, sources[i]->dtype, opt.dtype);
@@ -114,17 +123,24 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     parameters += elements;
     max_src = std::max(max_src, sources[i]->nbytes);
     max_dst = std::max(max_dst, DTypeBytes(dtype, elements));
-    total_bytes += DTypeBytes(dtype, elements);
     specs.push_back(std::move(spec));
+    if (const auto it = gate_layer.find(def.name); it != gate_layer.end()) {
+      for (TensorSpec& s : ShadowGateSpecs(it->second, def.stored_shape()[0], config.hidden)) {
+        specs.push_back(std::move(s));
+      }
+    }
   }
 
   ZskWriter writer(opt.out_path, config, config_text, std::move(tokenizer), std::move(specs));
   std::vector<uint8_t> src(max_src), dst(max_dst);
-  uint64_t done = 0;
+  uint64_t done = 0, total_bytes = 0;
+  for (const TensorInfo& t : writer.plan()) total_bytes += t.nbytes;
+  size_t next = 0;  // in writer.plan(), which holds the shadows too
   for (size_t i = 0; i < sources.size(); ++i) {
     const CheckpointTensor& s = *sources[i];
     const bool transpose = table.stored()[i].layout == Layout::kTransposed;
-    const TensorInfo& out = writer.plan()[i];
+    const TensorInfo& out = writer.plan()[next++];
+    const uint8_t* stored = src.data();
     ckpt->Read(s, src.data());
     if (const uint64_t bad =
             CountNonFinite(src.data(), s.dtype, s.nbytes / DTypeBytes(s.dtype, 1))) {
@@ -145,12 +161,68 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
                                 " (use --dtype bf16 or f32)");
       }
       writer.WriteNext({dst.data(), out.nbytes});
+      stored = dst.data();
     }
     done += out.nbytes;
+    if (gate_layer.contains(out.name)) {
+      WriteShadowGate(writer, stored, out.dtype, out.shape[0], out.shape[1], s.path, s.name);
+      for (int k = 0; k < 2; ++k) done += writer.plan()[next++].nbytes;
+    }
     if (opt.progress) opt.progress(done, total_bytes);
   }
   writer.Finish();
-  return {sources.size(), parameters, writer.file_size(), std::move(warnings)};
+  return {writer.plan().size(), parameters, writer.file_size(), std::move(warnings)};
+}
+
+ConvertResult AddShadowGate(const ShadowOptions& opt) {
+  CheckOutputPath(opt.out_path);
+  const std::unique_ptr<ZskFile> in = ZskFile::Open(opt.in_path);
+  const ModelConfig& config = in->config();
+  CheckShadowable(config, opt.in_path);
+  // Every tensor but old shadows, in file order, each layer's gate followed by its new shadow.
+  std::map<std::string, int64_t, std::less<>> gate_layer;
+  for (int64_t l = 0; l < config.layers; ++l) {
+    const std::string name = LayerTensorName(l, "ffn_gate");
+    const TensorInfo* gate = in->Find(name);
+    if (gate == nullptr) throw Error(opt.in_path, "missing tensor '" + name + "'");
+    if (gate->shape.size() != 2 || gate->shape[1] != static_cast<uint64_t>(config.hidden)) {
+      throw Error(opt.in_path, "tensor '" + name + "' has shape " + ShapeString(gate->shape) +
+                                   " but the config implies [ffn, " +
+                                   std::to_string(config.hidden) + "]");
+    }
+    gate_layer[name] = l;
+  }
+  std::vector<const TensorInfo*> copied;
+  std::vector<TensorSpec> specs;
+  uint64_t parameters = 0;
+  for (const TensorInfo& t : in->tensors()) {
+    if (IsShadowGateTensor(t.name)) continue;
+    copied.push_back(&t);
+    specs.push_back({t.name, t.dtype, t.layout, t.shape});
+    parameters += t.elements();
+    if (const auto it = gate_layer.find(t.name); it != gate_layer.end()) {
+      for (TensorSpec& s : ShadowGateSpecs(it->second, t.shape[0], t.shape[1])) {
+        specs.push_back(std::move(s));
+      }
+    }
+  }
+  ZskWriter writer(opt.out_path, config, in->source_config_json(),
+                   std::string(in->tokenizer_model()), std::move(specs));
+  uint64_t done = 0, total_bytes = 0;
+  for (const TensorInfo& t : writer.plan()) total_bytes += t.nbytes;
+  size_t next = 0;
+  for (const TensorInfo* t : copied) {
+    const auto* data = static_cast<const uint8_t*>(in->data(*t));
+    writer.WriteNext({data, t->nbytes});
+    done += writer.plan()[next++].nbytes;
+    if (gate_layer.contains(t->name)) {
+      WriteShadowGate(writer, data, t->dtype, t->shape[0], t->shape[1], opt.in_path, t->name);
+      for (int k = 0; k < 2; ++k) done += writer.plan()[next++].nbytes;
+    }
+    if (opt.progress) opt.progress(done, total_bytes);
+  }
+  writer.Finish();
+  return {writer.plan().size(), parameters, writer.file_size(), {}};
 }
 
 }  // namespace zeroskip

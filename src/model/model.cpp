@@ -1,11 +1,51 @@
 #include "zeroskip/model.h"
 
+#include <limits>
 #include <set>
 
 #include "arch/architectures.h"
+#include "format/shadow_gate.h"
 #include "zeroskip/error.h"
 
 namespace zeroskip {
+namespace {
+
+// A layer's optional shadow gate (docs/FORMAT.md, "Shadow gate"): both tensors or neither, with
+// the shapes and dtypes of the spec, and norms the bound can use (finite, not negative; a
+// negative norm would certify neurons that fire).
+void BindShadowGate(const ZskFile& file, int64_t layer, std::set<std::string>* bound,
+                    FfnWeights* ffn) {
+  const ModelConfig& c = file.config();
+  const std::vector<TensorSpec> specs = ShadowGateSpecs(layer, c.ffn, c.hidden);
+  const TensorInfo* shadow = file.Find(specs[0].name);
+  const TensorInfo* norms = file.Find(specs[1].name);
+  if (shadow == nullptr && norms == nullptr) return;
+  for (size_t k = 0; k < specs.size(); ++k) {
+    const TensorInfo* t = k == 0 ? shadow : norms;
+    if (t == nullptr) {
+      throw Error(file.path(), "missing tensor '" + specs[k].name + "' (half a shadow gate)");
+    }
+    if (t->dtype != specs[k].dtype || t->shape != specs[k].shape ||
+        t->layout != Layout::kRowMajor) {
+      throw Error(file.path(), "tensor '" + t->name + "' must be " +
+                                   std::string(DTypeName(specs[k].dtype)) + " " +
+                                   ShapeString(specs[k].shape) + ", row-major");
+    }
+    bound->insert(t->name);
+  }
+  const auto* values = static_cast<const float*>(file.data(*norms));
+  for (int64_t i = 0; i < 2 * c.ffn; ++i) {
+    if (!(values[i] >= 0.0f && values[i] <= std::numeric_limits<float>::max())) {
+      throw Error(file.path(), "tensor '" + norms->name + "' holds a norm that is negative, " +
+                                   "infinite or NaN");
+    }
+  }
+  ffn->gate_shadow = {
+      .data = file.data(*shadow), .dtype = DType::kQ8, .rows = c.ffn, .cols = c.hidden};
+  ffn->gate_shadow_norms = values;
+}
+
+}  // namespace
 
 std::unique_ptr<Model> Model::Load(const std::string& path) {
   auto model = std::unique_ptr<Model>(new Model());
@@ -15,11 +55,15 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
 
   // Every tensor the architecture stores, as the converter would have written it; nothing else.
   const TensorTable table = ArchitectureTensors(c);
-  // Checked first: it bounds the lookups below whatever the table holds.
-  if (file.tensors().size() != table.stored().size()) {
+  // Checked first: it bounds the lookups below whatever the table holds. Each layer may also
+  // hold the two tensors of a shadow gate.
+  const uint64_t least = table.stored().size(), most = least + 2 * c.layers;
+  if (file.tensors().size() < least || file.tensors().size() > most) {
     throw Error(path, "holds " + std::to_string(file.tensors().size()) +
-                          " tensors but the config implies " +
-                          std::to_string(table.stored().size()));
+                          " tensors but the config implies " + std::to_string(least) +
+                          (file.tensors().size() > most
+                               ? " (" + std::to_string(most) + " with shadow gates)"
+                               : ""));
   }
   std::set<std::string> bound;
   auto view = [&](const std::string& name) {
@@ -56,6 +100,7 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
     l.ffn.gate = view(name("ffn_gate"));
     l.ffn.up = view(name("ffn_up"));
     l.ffn.down_t = view(name("ffn_down"));
+    BindShadowGate(file, i, &bound, &l.ffn);
   }
   for (int64_t i = 0; i < c.layers; ++i) {
     const FfnWeights& ffn = model->layers_[i].ffn;

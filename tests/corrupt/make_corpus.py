@@ -709,6 +709,7 @@ VERIFY = ["verify", "{case}/model.zsk"]
 RUN = ["run", "-m", "{case}/model.zsk", "-f", "{case}/prompt.txt", "-n", "1"]
 ZSK = "model.zsk"
 GOOD_ZSK = None  # bytes, filled in by main()
+GOOD_SHADOW_ZSK = None  # the same with its shadow gate (`zeroskip shadow`)
 
 
 def write_zsk(d, zsk_or_bytes):
@@ -958,6 +959,52 @@ def _(d):
     write_text(os.path.join(d, "prompt.txt"), "the cat")
 
 
+def good_shadowed():
+    return Zsk(GOOD_SHADOW_ZSK)
+
+
+def write_shadowed(d, z):
+    write_zsk(d, z.reseal())
+    write_text(os.path.join(d, "prompt.txt"), "the cat")
+
+
+@case("zsk_shadow_half_run", RUN, ZSK,
+      "missing tensor 'layers.0.ffn_gate_shadow_norms' (half a shadow gate)",
+      "a shadowed file whose shadow norms record is renamed (to ..._normX; checksum "
+      "recomputed): the shadow gate is half there")
+def _(d):
+    z = good_shadowed()
+    z.rname(z.find("layers.0.ffn_gate_shadow_norms"), "layers.0.ffn_gate_shadow_normX")
+    write_shadowed(d, z)
+
+
+@case("zsk_shadow_norms_f16_run", RUN, ZSK,
+      "tensor 'layers.0.ffn_gate_shadow_norms' must be f32 [2, 40], row-major",
+      "the shadow norms [2, 40] f32 relabelled f16 [4, 40] (same bytes; checksum recomputed)")
+def _(d):
+    z = good_shadowed()
+    i = z.find("layers.0.ffn_gate_shadow_norms")
+    z.rset(i, "dtype", 1)
+    z.rset(i, "shape0", 4)
+    write_shadowed(d, z)
+
+
+@case("zsk_shadow_negative_norm_run", RUN, ZSK, "holds a norm that is negative, infinite or NaN",
+      "one shadow error norm set to -1 (it would certify neurons that fire)")
+def _(d):
+    z = good_shadowed()
+    off = z.rget(z.find("layers.0.ffn_gate_shadow_norms"), "offset")
+    struct.pack_into("<f", z.b, off + 4 * 3, -1.0)
+    write_shadowed(d, z)
+
+
+@case("shadow_truncated_input", ["shadow", "{case}/model.zsk", "-o", "{out}/out.zsk"], ZSK,
+      "but its header records",
+      "`zeroskip shadow` on a model.zsk cut in the middle of its data: nothing is written")
+def _(d):
+    write_zsk(d, GOOD_ZSK[:len(GOOD_ZSK) // 2])
+
+
 @case("run_prompt_invalid_utf8", RUN, "prompt.txt", "is not valid UTF-8",
       "valid model; the prompt file holds bytes that are not UTF-8")
 def _(d):
@@ -985,15 +1032,20 @@ def _(d):
 
 
 def convert_good(zeroskip, work):
-    """Converts the good base checkpoint with the binary and returns the .zsk bytes."""
+    """Converts the good base checkpoint with the binary; returns the .zsk bytes, plain and with
+    its shadow gate."""
     hf = write_hf(work)
     out = os.path.join(work, "good.zsk")
     subprocess.run([zeroskip, "convert", hf, "-o", out], check=True, stdout=subprocess.DEVNULL)
-    with open(out, "rb") as f:
-        raw = f.read()
-    # The committed reference: make sure the base really is good.
-    subprocess.run([zeroskip, "verify", out], check=True, stdout=subprocess.DEVNULL)
-    return raw
+    shadowed = os.path.join(work, "good-shadow.zsk")
+    subprocess.run([zeroskip, "shadow", out, "-o", shadowed], check=True, stdout=subprocess.DEVNULL)
+    raws = []
+    for path in (out, shadowed):
+        with open(path, "rb") as f:
+            raws.append(f.read())
+        # The committed references: make sure the bases really are good.
+        subprocess.run([zeroskip, "verify", path], check=True, stdout=subprocess.DEVNULL)
+    return raws
 
 
 README_HEAD = """# Corrupt-input corpus
@@ -1046,13 +1098,13 @@ def write_readme(binary, manifest):
 
 
 def main():
-    global GOOD_ZSK
+    global GOOD_ZSK, GOOD_SHADOW_ZSK
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zeroskip", default=os.path.join(ROOT, "build", "zeroskip"))
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as work:
-        GOOD_ZSK = convert_good(os.path.abspath(args.zeroskip), work)
+        GOOD_ZSK, GOOD_SHADOW_ZSK = convert_good(os.path.abspath(args.zeroskip), work)
     check_xxh64(Zsk(GOOD_ZSK))
 
     names = [name for name, _, _ in CASES]

@@ -11,11 +11,12 @@ plus model.safetensors.index.json), tokenizer.model, tokenizer_config.json and s
 (the calibration record). Weights are random; the point is that in every layer the fraction of
 FFN neurons with gate <= 0 (exact ReLU zeros) is --sparsity on any input.
 
-How (see README.md): residual channel 0 carries a constant. The embedding has the value 1 in
-column 0 for every token; o_proj and down_proj have row 0 all zero, so no layer writes to it;
-q/k/v/up/lm_head ignore it (column 0 zero). After RMSNorm h[0] = w[0] / rms(x) > 0, so a gate
-column W_gate[:, 0] = -b turns every gate into g_i = (random part)_i - b * h[0], i.e. a per-layer
-threshold. b is set from a float32 numpy forward of the actual (dtype-rounded) weights over a
+How (see README.md): residual channels 0..K-1 (K = 32, one q8 block) carry a constant. The
+embedding has the value 1 in those columns for every token; o_proj and down_proj have those rows
+all zero, so no layer writes to them; q/k/v/up/lm_head ignore them (columns zero). After RMSNorm
+h[0] = w[0] / rms(x) > 0 (the same in all K), so gate columns W_gate[:, :K] = -b/K turn every gate
+into g_i = (random part)_i - b * h[0], i.e. a per-layer threshold, spread over a block so that no
+single weight stands out (it would set its block's int8 scale, as no trained weight does). b is set from a float32 numpy forward of the actual (dtype-rounded) weights over a
 few hundred random tokens: g_i <= 0  <=>  (random part)_i / h[0] <= b, so b is the --sparsity
 quantile of that ratio. The layer outputs (o_proj, down_proj) are scaled so that the residual
 stream stays dominated by the token embedding (its norm barely varies across tokens and
@@ -23,6 +24,16 @@ positions), which keeps the per-token zero fraction close to the pooled one; q_p
 copy of k_proj, so each token attends mostly to itself and the attention output's norm does not
 depend on the position either. lm_head's EOS row is zero (EOS logit exactly 0, never the argmax),
 so runs always produce -n tokens.
+
+Gate margins (--certified F): how close the zero gates sit to 0, measured against what an int8
+shadow of the gate can certify (docs/SHADOW_GATE.md: a neuron is certified zero when its shadow
+estimate plus ‖e_i‖·‖x‖ is <= 0, e_i the row's quantization error). Gaussian weights certify about
+as much as a trained model; F below that is reached by turning a fraction of the gate's weights
+into outliers (OUTLIER_GAIN times larger), which widen their blocks' int8 steps and so the error
+norms; the fraction (at most MAX_OUTLIERS) is found per layer by bisection on the calibration
+forward. That reaches down to about 88% (below, the layer gets the most outliers and says what it
+reached). The fraction reached is recorded per layer (shadow_certified); the engine's bound, a
+little wider, certifies slightly less.
 
 Generation streams: tensors are produced in file order and written in row chunks; memory is
 bounded by the largest single layer matrix (180 MB at 7B float32), not by the checkpoint.
@@ -61,9 +72,12 @@ SHAPES = {
 BOS, EOS = 1, 2
 RMS_EPS = 1e-5
 ROPE_THETA = 10000.0
-CONST = 1.0            # value of residual channel 0 (every token, every layer)
+CONST = 1.0            # value of the constant residual channels (every token, every layer)
+CONST_CHANNELS = 32    # how many: one q8 block, so the gate threshold is spread over 32 weights
+OUTLIER_GAIN = 32.0    # --certified: outlier gate weights are this many times larger ...
+MAX_OUTLIERS = 0.01    # ... and at most this fraction of them (beyond, certification rises again)
 EMBED_STD = 1.0        # embedding std of the other channels
-NORM_NOISE = 0.02      # RMSNorm weights are 1 + NORM_NOISE * N(0, 1) (channel 0: exactly 1)
+NORM_NOISE = 0.02      # RMSNorm weights are 1 + NORM_NOISE * N(0, 1) (constant channels: 1)
 ATTN_GROWTH = 0.2      # residual variance all attention blocks add, relative to the embedding's
 QK_GAIN = 1.2         # k_proj std * sqrt(hidden); q_proj = k_proj + noise -> diagonal attention
 Q_NOISE = 0.3         # std * sqrt(hidden) of the noise q_proj adds to its copy of k_proj
@@ -200,11 +214,33 @@ def random_seqs(rng, n_seq, length, vocab):
     return [[BOS] + list(rng.integers(3, vocab, size=length - 1)) for _ in range(n_seq)]
 
 
-def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, check, log):
+def quantize_q8_rows(m):
+    """m's rows as the engine's q8 shadow stores them (docs/FORMAT.md): per block of 32,
+    d = f16(max|v| / 127), q = clip(rint(v / d), -127, 127); returns d * q."""
+    blocks = m.reshape(m.shape[0], -1, 32)
+    d = (np.abs(blocks).max(axis=2, keepdims=True) / np.float32(127)).astype(np.float16)
+    d = d.astype(np.float32)
+    q = np.clip(np.rint(blocks / np.where(d > 0, d, 1)), -127, 127)
+    return (q * d).reshape(m.shape)
+
+
+def shadow_certified(m, xn, g):
+    """The fraction of the zero gates (g <= 0) that an int8 shadow of the gate m certifies by
+    its main term: shadow estimate + ‖e_i‖·‖x‖ <= 0."""
+    w_hat = quantize_q8_rows(m)
+    e = np.sqrt(((m - w_hat) ** 2).sum(axis=1, dtype=np.float64)).astype(np.float32)
+    bound = np.linalg.norm(xn, axis=1, keepdims=True) * e[None, :]
+    zero = g <= 0
+    return float(((xn @ w_hat.T + bound <= 0) & zero).sum() / max(1, zero.sum()))
+
+
+def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, check, log,
+             certified=None):
     specs = tensor_specs(c)
     shape_of = dict(specs)
     index_of = {name: i for i, (name, _) in enumerate(specs)}
     h, L = c["hidden"], c["layers"]
+    K = min(CONST_CHANNELS, h - 1)  # constant channels 0..K-1
     hd = c["hidden"] // c["heads"]
 
     def rng_for(name):  # one independent stream per tensor: reproducible tensor by tensor
@@ -231,7 +267,7 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
         for r0 in range(0, V, step):
             r1 = min(V, r0 + step)
             e = normal(rng, (r1 - r0, h), EMBED_STD)
-            e[:, 0] = CONST
+            e[:, :K] = CONST
             round_to(e, dtype)
             w.write(name, e)
             for t in need[(need >= r0) & (need < r1)]:
@@ -243,12 +279,12 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
 
         def write_residual_projection(name, inputs, fan_in, target_rms):
             """Writes a projection into the residual stream (o_proj or down_proj): nothing writes
-            channel 0, and it is scaled so its output has RMS `target_rms` on the calibration
+            the constant channels, and it is scaled so its output has RMS `target_rms` on the calibration
             inputs; then adds its output to every activation set's residual."""
             m = proj(name, 1.0 / math.sqrt(fan_in), zero_col0=False)
-            m[0, :] = 0.0
+            m[:K, :] = 0.0
             y = inputs["calib"] @ m.T
-            m *= np.float32(target_rms / max(1e-12, float(np.sqrt(np.mean(y[:, 1:] ** 2)))))
+            m *= np.float32(target_rms / max(1e-12, float(np.sqrt(np.mean(y[:, K:] ** 2)))))
             round_to(m, dtype)
             w.write(name, m)
             for a in sets:
@@ -259,7 +295,7 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
 
             def norm_weight(nm):
                 wt = 1.0 + normal(rng_for(nm), shape_of[nm], NORM_NOISE)
-                wt[0] = 1.0
+                wt[:K] = 1.0
                 round_to(wt, dtype)
                 w.write(nm, wt)
                 return wt
@@ -267,7 +303,7 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             def proj(nm, std, zero_col0=True):
                 m = normal(rng_for(nm), shape_of[nm], std)
                 if zero_col0:
-                    m[:, 0] = 0.0
+                    m[:, :K] = 0.0
                 return m
 
             # --- attention
@@ -300,24 +336,45 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             write_residual_projection(p + "self_attn.o_proj.weight", att, c["heads"] * hd, a_o)
             del att
 
-            # --- FFN: gate with the calibrated threshold in column 0
+            # --- FFN: gate with the calibrated threshold in the constant columns
             wn = norm_weight(p + "post_attention_layernorm.weight")
             for a in sets:
                 a.xn = rmsnorm(a.x, wn)
             nm = p + "mlp.gate_proj.weight"
-            m = round_to(proj(nm, 1.0 / math.sqrt(h)), dtype)
-            r = {a.name: a.xn @ m.T for a in sets}  # the random part: column 0 is still zero
+            base = proj(nm, 1.0 / math.sqrt(h))
+            # Which weights become outliers at a given fraction (nested as the fraction grows).
+            outlier_draw = rng_for(nm).random(base.shape, dtype=np.float32) if certified else None
             hc = {a.name: a.xn[:, 0:1] for a in sets}  # > 0: CONST * norm weight / rms
-            ratio = (r["calib"] / hc["calib"]).reshape(-1)
-            b = float(np.quantile(ratio, sparsity)) if sparsity > 0 else float(ratio.min()) - 1
-            del ratio
-            m[:, 0] = -b
-            round_to(m, dtype)
-            b_stored = -float(m[0, 0])
+
+            def gate_with(outliers):
+                """The gate with this fraction of outlier weights and its calibrated threshold,
+                the stored threshold b and the gates of every activation set."""
+                m = base.copy()
+                if outliers > 0:
+                    m[outlier_draw < outliers] *= np.float32(OUTLIER_GAIN)
+                    m[:, :K] = 0.0
+                round_to(m, dtype)
+                r = {a.name: a.xn @ m.T for a in sets}  # the random part: K columns still zero
+                ratio = (r["calib"] / hc["calib"]).reshape(-1)
+                b = float(np.quantile(ratio, sparsity)) if sparsity > 0 else float(ratio.min()) - 1
+                m[:, :K] = -b / K
+                round_to(m, dtype)
+                b_stored = -K * float(m[0, 0])
+                g = {a.name: r[a.name] - np.float32(b_stored) * hc[a.name] for a in sets}
+                return m, b_stored, g
+
+            outliers = 0.0
+            m, b_stored, g = gate_with(outliers)
+            shadow = shadow_certified(m, sets[0].xn, g["calib"]) if h % 32 == 0 else None
+            if certified is not None and shadow is not None and shadow > certified:
+                lo, hi = 0.0, MAX_OUTLIERS  # certified fraction falls as outliers grow
+                for _ in range(12):
+                    outliers = 0.5 * (lo + hi)
+                    m, b_stored, g = gate_with(outliers)
+                    shadow = shadow_certified(m, sets[0].xn, g["calib"])
+                    lo, hi = (outliers, hi) if shadow > certified else (lo, outliers)
             w.write(nm, m)
-            del m
-            g = {a.name: r[a.name] - np.float32(b_stored) * hc[a.name] for a in sets}
-            del r
+            del m, base, outlier_draw
 
             nm = p + "mlp.up_proj.weight"
             m = round_to(proj(nm, 1.0 / math.sqrt(h)), dtype)
@@ -328,34 +385,36 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             write_residual_projection(p + "mlp.down_proj.weight", act, c["ffn"], a_d)
             del act
 
-            info = {"layer": layer, "gate_offset": b_stored}
+            info = {"layer": layer, "gate_offset": b_stored, "gate_outliers": outliers,
+                    "shadow_certified": shadow}
             for a in sets:
                 zero = (g[a.name] <= 0)
                 per_tok = zero.mean(axis=1)
                 a.stats.append(per_tok)
                 info[a.name + "_zero_fraction"] = float(zero.mean())
                 info[a.name + "_token_zero_fraction_std"] = float(per_tok.std())
-                info[a.name + "_resid_rms"] = float(np.sqrt(np.mean(a.x[:, 1:] ** 2)))
+                info[a.name + "_resid_rms"] = float(np.sqrt(np.mean(a.x[:, K:] ** 2)))
             layers_info.append(info)
             log(f"layer {layer:3d}  offset {b_stored:8.4f}  zeros calib "
                 f"{100 * info['calib_zero_fraction']:6.2f}%"
                 + (f"  check {100 * info['check_zero_fraction']:6.2f}%" if check else "")
+                + (f"  shadow certifies {100 * shadow:6.2f}%" if shadow is not None else "")
                 + f"  resid rms {info['calib_resid_rms']:.3f}  {time.time() - t0:5.1f} s")
             del g
 
         nm = "model.norm.weight"
         wt = 1.0 + normal(rng_for(nm), shape_of[nm], NORM_NOISE)
-        wt[0] = 1.0
+        wt[:K] = 1.0
         w.write(nm, round_to(wt, dtype))
 
-        # lm_head: channel 0 ignored; the EOS row is zero so its logit is exactly 0 and greedy
+        # lm_head: the constant channels ignored; the EOS row is zero so its logit is exactly 0 and greedy
         # decoding (max of ~V random logits) never stops early in benchmarks.
         name = "lm_head.weight"
         rng = rng_for(name)
         for r0 in range(0, V, step):
             r1 = min(V, r0 + step)
             e = normal(rng, (r1 - r0, h), 1.0 / math.sqrt(h))
-            e[:, 0] = 0.0
+            e[:, :K] = 0.0
             if r0 <= EOS < r1:
                 e[EOS - r0] = 0.0
             w.write(name, round_to(e, dtype))
@@ -391,6 +450,9 @@ def main():
     ap.add_argument("--dtype", default="F32", choices=["F32", "BF16", "F16"])
     ap.add_argument("--sparsity", type=float, default=0.85,
                     help="target fraction of FFN neurons with gate <= 0 (default 0.85)")
+    ap.add_argument("--certified", type=float,
+                    help="target fraction of the zero gates an int8 shadow gate certifies, down "
+                         "to ~0.88 (default: what Gaussian weights give, ~0.95)")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer", default=os.path.join(REPO, "tests", "data", "tokenizer.model"))
@@ -421,6 +483,8 @@ def main():
         ap.error("hidden must be >= 2 and vocab > 3")
     if not 0.0 <= args.sparsity < 1.0:
         ap.error("--sparsity must be in [0, 1)")
+    if args.certified is not None and not 0.0 <= args.certified <= 1.0:
+        ap.error("--certified must be in [0, 1]")
     if args.shards < 1 or args.calib_seqs < 1 or args.calib_len < 2:
         ap.error("--shards, --calib-seqs must be >= 1, --calib-len >= 2")
     if not os.path.isfile(args.tokenizer):
@@ -446,7 +510,7 @@ def main():
     t0 = time.time()
     layers, summary, files = generate(
         args.out_dir, c, args.dtype, args.sparsity, args.shards, args.seed, args.calib_seqs,
-        args.calib_len, not args.no_check, lambda s: print(s, flush=True))
+        args.calib_len, not args.no_check, lambda s: print(s, flush=True), args.certified)
     seconds = time.time() - t0
 
     with open(os.path.join(args.out_dir, "config.json"), "w") as f:
@@ -459,6 +523,7 @@ def main():
         f.write("\n")
     info = {"generator": "tools/synth/synth.py", "shape": args.shape, "sizes": c,
             "dtype": args.dtype, "sparsity_target": args.sparsity, "seed": args.seed,
+            "certified_target": args.certified,
             "shards": args.shards, "files": files, "parameters": n_params,
             "tensor_bytes": nbytes, "seconds": round(seconds, 1),
             "calibration": {"seqs": args.calib_seqs, "len": args.calib_len},

@@ -110,6 +110,7 @@ def forward_zero_fractions(hf_dir, seqs):
 
 class GeneratorTest(unittest.TestCase):
     def run_synth(self, d, *extra):
+        # Later flags win: callers may override the shape.
         cmd = [sys.executable, os.path.join(HERE, "synth.py"), d, "--shape", "custom",
                "--hidden", "128", "--ffn", "344", "--layers", "3", "--heads", "4",
                "--kv-heads", "2", "--vocab", "600", "--ctx", "256", *extra]
@@ -127,22 +128,38 @@ class GeneratorTest(unittest.TestCase):
                 self.assertEqual(cfg["vocab_size"], 600)
                 for f in fr:
                     self.assertAlmostEqual(f, s, delta=0.02)
-                # Channel 0: constant in, never written, ignored by everything but the gate.
-                self.assertTrue(np.all(w["model.embed_tokens.weight"][:, 0] == 1.0))
+                # Channels 0..31: constant in, never written, ignored by everything but the gate,
+                # whose threshold they share equally.
+                k = synth.CONST_CHANNELS
+                self.assertTrue(np.all(w["model.embed_tokens.weight"][:, :k] == 1.0))
                 for i in range(3):
                     p = f"model.layers.{i}."
-                    self.assertFalse(w[p + "self_attn.o_proj.weight"][0].any())
-                    self.assertFalse(w[p + "mlp.down_proj.weight"][0].any())
+                    self.assertFalse(w[p + "self_attn.o_proj.weight"][:k].any())
+                    self.assertFalse(w[p + "mlp.down_proj.weight"][:k].any())
                     for n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                               "mlp.up_proj"):
-                        self.assertFalse(w[p + n + ".weight"][:, 0].any())
-                    col = w[p + "mlp.gate_proj.weight"][:, 0]
-                    self.assertTrue(np.all(col == col[0]) and col[0] < 0)
+                        self.assertFalse(w[p + n + ".weight"][:, :k].any())
+                    cols = w[p + "mlp.gate_proj.weight"][:, :k]
+                    self.assertTrue(np.all(cols == cols[0, 0]) and cols[0, 0] < 0)
                 self.assertFalse(w["lm_head.weight"][2].any())  # EOS logit is always 0
                 with open(os.path.join(d, "synth_info.json")) as f:
                     info = json.load(f)
                 self.assertEqual(len(info["layers"]), 3)
                 self.assertTrue(os.path.isfile(os.path.join(d, "tokenizer.model")))
+
+    def test_certified_fraction_is_a_parameter(self):
+        """--certified lowers what an int8 shadow gate certifies to the target; without it the
+        Gaussian gate certifies more (as the generator's calibration measures it)."""
+        shape = ["--hidden", "1024", "--ffn", "512", "--layers", "1", "--heads", "8",
+                 "--kv-heads", "8", "--no-check", "--sparsity", "0.9"]
+        reached = {}
+        for target in (None, 0.92):
+            with tempfile.TemporaryDirectory() as d:
+                self.run_synth(d, *shape, *(["--certified", str(target)] if target else []))
+                with open(os.path.join(d, "synth_info.json")) as f:
+                    reached[target] = json.load(f)["layers"][0]["shadow_certified"]
+        self.assertGreater(reached[None], 0.93)
+        self.assertAlmostEqual(reached[0.92], 0.92, delta=0.005)
 
     def test_deterministic(self):
         with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:

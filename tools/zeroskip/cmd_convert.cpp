@@ -19,6 +19,7 @@ namespace zeroskip::cli {
 void AddConvert(CLI::App& app) {
   struct Flags {
     std::string hf_dir, out, dtype = "keep";
+    bool shadow = false;
   };
   auto flags = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("convert", "Convert a Hugging Face checkpoint directory to .zsk");
@@ -30,10 +31,13 @@ void AddConvert(CLI::App& app) {
   cmd->add_option("--dtype", flags->dtype,
                   "weight dtype: keep|f32|f16|bf16|q8|q4 (q4 keeps embeddings and LM head q8)")
       ->check(CLI::IsMember({"keep", "f32", "f16", "bf16", "q8", "q4"}));
+  cmd->add_flag("--shadow", flags->shadow,
+                "add each layer's int8 shadow gate (lets --gate shadow skip most gate rows)");
   cmd->callback([flags] {
     ConvertOptions opt;
     opt.hf_dir = flags->hf_dir;
     opt.out_path = flags->out;
+    opt.shadow_gate = flags->shadow;
     if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
     Progress bar("converting", Progress::Unit::kBytes);
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
@@ -42,6 +46,23 @@ void AddConvert(CLI::App& app) {
     for (const auto& w : r.warnings) std::cerr << "zeroskip: warning: " << w << "\n";
     std::cout << "wrote " << flags->out << ": " << r.tensors << " tensors, " << r.parameters
               << " parameters, " << r.file_bytes << " bytes\n";
+  });
+}
+
+void AddShadow(CLI::App& app) {
+  auto opt = std::make_shared<ShadowOptions>();
+  auto* cmd = app.add_subcommand(
+      "shadow", "Add (or rebuild) every layer's int8 shadow gate in a .zsk model file");
+  cmd->add_option("IN", opt->in_path, ".zsk file")->required();
+  cmd->add_option("-o,--output", opt->out_path, "output .zsk file (written atomically; may be IN)")
+      ->required();
+  cmd->callback([opt] {
+    Progress bar("shadowing", Progress::Unit::kBytes);
+    opt->progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
+    const ConvertResult r = AddShadowGate(*opt);
+    bar.Done();
+    std::cout << "wrote " << opt->out_path << ": " << r.tensors << " tensors, " << r.file_bytes
+              << " bytes\n";
   });
 }
 

@@ -51,18 +51,23 @@ json LayerStatsJson(const Session& session) {
                       {"zero_fraction", s.zero_fraction()},
                       {"flops_done", s.flops_done},
                       {"flops_dense", s.flops_dense},
-                      {"weight_bytes_read", s.weight_bytes_read}});
+                      {"weight_bytes_read", s.weight_bytes_read},
+                      {"gate_shadow_rows", s.shadow_rows},
+                      {"gate_uncertain_rows", s.uncertain_rows()},
+                      {"gate_certified_fraction", s.certified_fraction()}});
   }
   return layers;
 }
 
 void PrintLayerTable(const Session& session) {
-  std::fprintf(stderr, "layer  zeros%%  FLOPs done/dense  weight MB read\n");
+  std::fprintf(stderr,
+               "layer  zeros%%  FLOPs done/dense  weight MB read  certified%%  uncertain rows\n");
   for (size_t l = 0; l < session.ffn_stats().size(); ++l) {
     const FfnLayerStats& s = session.ffn_stats()[l];
-    std::fprintf(stderr, "%5zu  %6.2f  %15.3f  %14.2f\n", l, 100 * s.zero_fraction(),
-                 s.flops_dense ? double(s.flops_done) / s.flops_dense : 0.0,
-                 s.weight_bytes_read / 1e6);
+    std::fprintf(
+        stderr, "%5zu  %6.2f  %15.3f  %14.2f  %10.2f  %14llu\n", l, 100 * s.zero_fraction(),
+        s.flops_dense ? double(s.flops_done) / s.flops_dense : 0.0, s.weight_bytes_read / 1e6,
+        100 * s.certified_fraction(), static_cast<unsigned long long>(s.uncertain_rows()));
   }
 }
 
@@ -76,6 +81,10 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 22));
   cmd->add_option("--ffn", f->ffn, "FFN path: auto|sparse|dense")
       ->check(CLI::IsMember({"auto", "sparse", "dense"}));
+  cmd->add_option("--gate", f->gate,
+                  "how decode finds the gate's zeros: auto (the shadow gate where the file has "
+                  "one and it pays)|dense|shadow (exact; needs `zeroskip shadow`)")
+      ->check(CLI::IsMember({"auto", "dense", "shadow"}));
   AddIsaOption(cmd, &f->isa);
   cmd->add_option("--act", f->act,
                   "FFN activation: model (default)|relu|silu|stoch (stochastic, see --stoch-p)")
@@ -114,6 +123,7 @@ ComputeOptions ApplyComputeFlags(const ComputeFlags& f, const Model& model) {
   o.engine.isa = f.isa;
   o.session.context = f.ctx;
   ParseFfnMode(f.ffn, &o.session.ffn);
+  ParseGateMode(f.gate, &o.session.gate);
   ParseFfnActivation(f.act, &o.session.activation.kind);
   o.session.activation.stoch_p = f.stoch_p;
   o.session.activation.seed = f.seed;
@@ -197,6 +207,7 @@ void AddRun(CLI::App& app) {
     const std::string isa(engine.isa());
     const std::string ffn_path = session.sparse_decode() ? "sparse" : "dense";
     const std::string act(FfnActivationName(session.activation()));
+    const std::string gate = total.shadow_rows > 0 ? "shadow" : "dense";
     if (f->compute.json) {
       json j = {
           {"prompt_tokens", prompt_ids},
@@ -211,6 +222,9 @@ void AddRun(CLI::App& app) {
           {"ffn_flops_dense", total.flops_dense},
           {"ffn_weight_bytes_read", total.weight_bytes_read},
           {"ffn_path", ffn_path},
+          {"gate", gate},
+          {"gate_certified_fraction", total.certified_fraction()},
+          {"gate_uncertain_rows", total.uncertain_rows()},
           {"act", act},
           {"stoch_p", f->compute.stoch_p},
           {"picked_negative_fraction",
@@ -223,9 +237,10 @@ void AddRun(CLI::App& app) {
     }
     std::fprintf(stderr,
                  "zeroskip: prompt %zu tok | prefill %.1f tok/s | decode %.2f tok/s | ffn zeros "
-                 "%.1f%% | ffn %s, act %s | isa %s | threads %d\n",
-                 prompt_ids.size(), r.prefill_tok_s(), r.decode_tok_s(), 100 * total.zero_fraction(),
-                 ffn_path.c_str(), act.c_str(), isa.c_str(), session.threads());
+                 "%.1f%% | ffn %s, act %s, gate %s | isa %s | threads %d\n",
+                 prompt_ids.size(), r.prefill_tok_s(), r.decode_tok_s(),
+                 100 * total.zero_fraction(), ffn_path.c_str(), act.c_str(), gate.c_str(),
+                 isa.c_str(), session.threads());
     if (f->stats_layers) PrintLayerTable(session);
   });
 }

@@ -17,6 +17,7 @@
 namespace zeroskip::cli {
 
 void AddConvert(CLI::App& app);
+void AddShadow(CLI::App& app);
 void AddInfo(CLI::App& app);
 void AddVerify(CLI::App& app);
 void AddRun(CLI::App& app);
@@ -95,6 +96,7 @@ struct ComputeFlags {
   int threads = 0;
   int64_t ctx = 0;
   std::string ffn = "auto";
+  std::string gate = "auto";
   std::string isa;  // empty: best available
   std::string act = "model";
   std::string kv_type = "f32";

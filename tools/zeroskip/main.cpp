@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", VersionText);
   app.require_subcommand(1);
   zeroskip::cli::AddConvert(app);
+  zeroskip::cli::AddShadow(app);
   zeroskip::cli::AddInfo(app);
   zeroskip::cli::AddVerify(app);
   zeroskip::cli::AddRun(app);

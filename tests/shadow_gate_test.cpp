@@ -1,0 +1,360 @@
+// The shadow gate (docs/SHADOW_GATE.md): its per-row norms are upper bounds, the certification
+// decides exactly at its boundary, and on inputs built to lie just outside the bound (a neuron
+// that fires whose shadow estimate is negative) and just inside it (a neuron barely below zero)
+// every ISA certifies only what it may, with outputs bit-identical to the dense gate's.
+#include "format/shadow_gate.h"
+
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "engine/workspace.h"
+#include "ffn/shadow_bound.h"
+#include "format/dtype.h"
+#include "kernels/kernels.h"
+#include "test_util.h"
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// ‖v‖ in long double: an oracle far more precise than the f32 norms it checks.
+long double Norm(const std::vector<long double>& v) {
+  long double sum = 0;
+  for (long double e : v) sum += e * e;
+  return std::sqrt(sum);
+}
+
+// Catches norms rounded to nearest instead of up (about half the rows come out below the exact
+// value), the two norms swapped, and an error measured against anything but the stored shadow.
+TEST(ShadowGate, NormsAreTightUpperBounds) {
+  std::mt19937 rng(3);
+  const int64_t rows = 40, cols = 96;
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8, DType::kQ4}) {
+    std::vector<float> values(rows * cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      // Magnitudes from 1e-3 to 1e3, so scales and norms cover many binades.
+      const float scale = std::pow(10.0f, static_cast<float>(r % 7) - 3.0f);
+      for (int64_t c = 0; c < cols; ++c) {
+        values[r * cols + c] = scale * std::normal_distribution<float>()(rng);
+      }
+    }
+    std::vector<uint8_t> gate(rows * DTypeBytes(dtype, cols));
+    ConvertMatrix(reinterpret_cast<const uint8_t*>(values.data()), DType::kF32, rows, cols, false,
+                  gate.data(), dtype);
+    std::vector<float> widened(rows * cols);  // the gate as stored
+    ConvertMatrix(gate.data(), dtype, rows, cols, false, reinterpret_cast<uint8_t*>(widened.data()),
+                  DType::kF32);
+    std::vector<uint8_t> shadow(rows * DTypeBytes(DType::kQ8, cols));
+    std::vector<float> norms(2 * rows);
+    ASSERT_EQ(BuildShadowGate(gate.data(), dtype, rows, cols, shadow.data(), norms.data()), 0u);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<long double> error(cols), row(cols);
+      for (int64_t c = 0; c < cols; c += kQuantBlock) {
+        float block[kQuantBlock];
+        DequantizeBlock(shadow.data() + DTypeBytes(DType::kQ8, r * cols + c), DType::kQ8, block);
+        for (uint64_t i = 0; i < kQuantBlock; ++i) {
+          row[c + i] = widened[r * cols + c + i];
+          error[c + i] = row[c + i] - block[i];
+        }
+      }
+      for (auto [stored, exact] :
+           {std::pair{norms[r], Norm(error)}, {norms[rows + r], Norm(row)}}) {
+        EXPECT_GE(stored, exact) << DTypeName(dtype) << " row " << r;
+        EXPECT_LE(stored, exact * (1 + 1e-6L) + 1e-30L) << DTypeName(dtype) << " row " << r;
+      }
+    }
+  }
+}
+
+// B = err·a + norm·c + d = 1·2 + 2·0.5 + 0.25 = 3.25, exact in f32. Catches < for <= (an
+// estimate exactly at -B stays uncertain), the norms swapped (B would be 4.75), a NaN estimate
+// certified, and certification without a usable bound.
+TEST(ShadowGate, CertifiesExactlyAtTheBoundary) {
+  const ShadowBound bound{.usable = true, .a = 2.0f, .c = 0.5f, .d = 0.25f};
+  const float err[] = {1, 1, 1, 1}, norm[] = {2, 2, 2, 2};
+  float est[] = {-3.25f, std::nextafter(-3.25f, 0.0f), kNaN, -100.0f};
+  int32_t uncertain[4];
+  ASSERT_EQ(CertifyRows(bound, err, norm, 4, est, uncertain), 2);
+  EXPECT_EQ(uncertain[0], 1);
+  EXPECT_EQ(uncertain[1], 2);
+  EXPECT_EQ(est[0], 0.0f);  // certified rows become a gate of 0
+  EXPECT_EQ(est[3], 0.0f);
+  float again[] = {-100.0f, -100.0f};
+  EXPECT_EQ(CertifyRows(ShadowBound{}, err, norm, 2, again, uncertain), 2);
+}
+
+// NaN or Inf anywhere in x, or an x too large to bound, certifies nothing.
+TEST(ShadowGate, NonFiniteOrHugeInputCertifiesNothing) {
+  std::vector<int16_t> xq(64);
+  std::vector<float> xd(2);
+  for (float bad : {kNaN, std::numeric_limits<float>::infinity(), 1e30f}) {
+    std::vector<float> x(64, 1.0f);
+    x[37] = bad;
+    EXPECT_FALSE(PrepareShadowInput(x.data(), 64, DType::kF32, false, xq.data(), xd.data()).usable)
+        << bad;
+  }
+  const std::vector<float> x(64, 1.0f);
+  EXPECT_TRUE(PrepareShadowInput(x.data(), 64, DType::kF32, false, xq.data(), xd.data()).usable);
+}
+
+class ShadowGateIsaTest : public testing::IsaTest {};
+
+// The shadow GEMV of every ISA against the scalar reference: blocks from 1 to 129 (the 8-block
+// scale groups and their tails), levels including -128 (a hostile file's; still exact), x with
+// blocks of very different scales. Tolerance: the float summation bound 4·n·2⁻²⁴·Σ|terms|; a
+// wrong block, lane or scale is off by a whole term.
+TEST_P(ShadowGateIsaTest, ShadowDotRowsMatchesTheReference) {
+  std::mt19937 rng(19);
+  for (int64_t blocks : {1, 7, 8, 9, 16, 129}) {
+    const int64_t cols = blocks * kQuantBlock, rows = 5;
+    std::vector<uint8_t> shadow(rows * DTypeBytes(DType::kQ8, cols));
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (size_t b = 0; b < shadow.size() / DTypeBlockBytes(DType::kQ8); ++b) {
+      uint8_t* block = &shadow[b * DTypeBlockBytes(DType::kQ8)];
+      const Eigen::half d(std::ldexp(1.0f + byte(rng) / 256.0f, -8 - byte(rng) % 8));
+      std::memcpy(block, &d, 2);
+      for (uint64_t i = 0; i < kQuantBlock; ++i) block[2 + i] = static_cast<uint8_t>(byte(rng));
+    }
+    std::vector<float> x(cols);
+    for (int64_t c = 0; c < cols; ++c) {
+      x[c] = std::ldexp(std::normal_distribution<float>()(rng), int(c / kQuantBlock % 5) * 3 - 6);
+    }
+    std::vector<int16_t> xq(cols);
+    std::vector<float> xd(blocks);
+    ASSERT_TRUE(PrepareShadowInput(x.data(), cols, DType::kF32, false, xq.data(), xd.data()).usable);
+    std::vector<float> want(rows), got(rows);
+    ScalarKernels().shadow_dot_rows(shadow.data(), rows, cols, xq.data(), xd.data(), want.data());
+    kernels().shadow_dot_rows(shadow.data(), rows, cols, xq.data(), xd.data(), got.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      double terms = 0;
+      for (int64_t c = 0; c < cols; c += kQuantBlock) {
+        const uint8_t* block = &shadow[DTypeBytes(DType::kQ8, r * cols + c)];
+        Eigen::half d;
+        std::memcpy(&d, block, 2);
+        for (uint64_t i = 0; i < kQuantBlock; ++i) {
+          terms += std::abs(double(static_cast<float>(d)) * xd[c / kQuantBlock] *
+                            static_cast<int8_t>(block[2 + i]) * xq[c + i]);
+        }
+      }
+      EXPECT_NEAR(got[r], want[r], 4.0 * cols * 0x1p-24 * terms) << "blocks " << blocks;
+    }
+  }
+}
+
+constexpr int64_t kHidden = 64, kFfn = 16;
+
+std::vector<double> Widen(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+double Dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// A gate of f32 rows with its shadow, and the FFN around it.
+struct ShadowFfn {
+  ModelConfig config;
+  std::vector<float> gate, up, down;  // [kFfn, kHidden]
+  std::vector<uint8_t> shadow;
+  std::vector<float> norms;
+  FfnWeights weights;
+
+  explicit ShadowFfn(const std::vector<float>& gate_rows) : gate(gate_rows) {
+    config.hidden = kHidden;
+    config.ffn = kFfn;
+    config.layers = 1;
+    config.activation = Activation::kReLU;
+    std::mt19937 rng(5);
+    std::normal_distribution<float> dist(0.0f, 0.125f);
+    for (auto* m : {&up, &down}) {
+      m->resize(kFfn * kHidden);
+      for (float& v : *m) v = dist(rng);
+    }
+    shadow.resize(kFfn * DTypeBytes(DType::kQ8, kHidden));
+    norms.resize(2 * kFfn);
+    BuildShadowGate(reinterpret_cast<const uint8_t*>(gate.data()), DType::kF32, kFfn, kHidden,
+                    shadow.data(), norms.data());
+    auto view = [](const std::vector<float>& m) {
+      return WeightView{.data = m.data(), .dtype = DType::kF32, .rows = kFfn, .cols = kHidden};
+    };
+    weights.gate = view(gate);
+    weights.up = view(up);
+    weights.down_t = view(down);
+    weights.gate_shadow = {
+        .data = shadow.data(), .dtype = DType::kQ8, .rows = kFfn, .cols = kHidden};
+    weights.gate_shadow_norms = norms.data();
+  }
+
+  // Row r of the shadow, dequantized.
+  std::vector<double> ShadowRow(int64_t r) const {
+    std::vector<double> row(kHidden);
+    for (int64_t c = 0; c < kHidden; c += kQuantBlock) {
+      float block[kQuantBlock];
+      DequantizeBlock(shadow.data() + DTypeBytes(DType::kQ8, r * kHidden + c), DType::kQ8, block);
+      for (uint64_t i = 0; i < kQuantBlock; ++i) row[c + i] = block[i];
+    }
+    return row;
+  }
+  std::vector<double> GateRow(int64_t r) const {
+    return {gate.begin() + r * kHidden, gate.begin() + (r + 1) * kHidden};
+  }
+};
+
+// Runs one decode step with the dense gate and with the shadow gate on `kernels`: the outputs
+// must be bit-identical and the zeros the same; returns the shadow run's statistics.
+FfnLayerStats ExpectShadowMatchesDense(const ShadowFfn& f, const std::vector<float>& x,
+                                       const KernelTable& kernels) {
+  DenseMatmul matmul(kernels, 1);
+  FfnRuntime runtime(f.config, kernels, matmul, 1, 1);
+  FfnLayerStats dense_stats, shadow_stats;
+  std::vector<float> dense_y(kHidden), shadow_y(kHidden);
+  const auto settings = [&](GateMode gate) {
+    return FfnSettings::Resolve(f.config, FfnMode::kSparse, {}, gate);
+  };
+  runtime.Forward(settings(GateMode::kDense), 0, f.weights, x.data(), 1, dense_y.data(), 0,
+                  &dense_stats);
+  runtime.Forward(settings(GateMode::kShadow), 0, f.weights, x.data(), 1, shadow_y.data(), 0,
+                  &shadow_stats);
+  EXPECT_EQ(std::memcmp(dense_y.data(), shadow_y.data(), sizeof(float) * kHidden), 0);
+  EXPECT_EQ(shadow_stats.zero_neurons, dense_stats.zero_neurons);
+  EXPECT_EQ(shadow_stats.shadow_rows, static_cast<uint64_t>(kFfn));
+  return shadow_stats;
+}
+
+// Row 0 fires (g = 0.05·L·‖e‖ > 0) while its shadow estimate is negative (-0.95·L·‖e‖): x is L
+// along the row's quantization error e (where Cauchy–Schwarz is tight: e·x = ‖e‖·‖x‖ up to the
+// small part of x that sets g) plus a multiple of the shadow row's part orthogonal to e. The
+// bound's ‖e‖·‖x‖ >= L·‖e‖ keeps it uncertain. Catches a bound without its ‖x‖ factor, with ‖e‖
+// and ‖w‖ confused, or a certification on the sign of the estimate alone: each certifies row 0
+// and drops a neuron that fires.
+TEST_P(ShadowGateIsaTest, NeuronJustOutsideTheBoundIsNotCertified) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 0.125f);
+  std::vector<float> rows(kFfn * kHidden);
+  for (float& v : rows) v = dist(rng);
+  const ShadowFfn f(rows);
+  const std::vector<double> w = f.GateRow(0), w_hat = f.ShadowRow(0);
+  std::vector<double> e(kHidden), v(kHidden);
+  for (int64_t i = 0; i < kHidden; ++i) e[i] = w[i] - w_hat[i];
+  const double e_norm = std::sqrt(Dot(e, e)), along = Dot(w_hat, e) / Dot(e, e);
+  for (int64_t i = 0; i < kHidden; ++i) v[i] = w_hat[i] - along * e[i];
+  const double length = 8, lambda = length / e_norm, target = 0.05 * length * e_norm;
+  const double mu = (target - lambda * Dot(w_hat, e) - length * e_norm) / Dot(v, v);
+  std::vector<float> x(kHidden);
+  for (int64_t i = 0; i < kHidden; ++i) x[i] = static_cast<float>(lambda * e[i] + mu * v[i]);
+  // The premises, from x as rounded to f32.
+  const std::vector<double> xd = Widen(x);
+  ASSERT_GT(Dot(w, xd), 0.04 * length * e_norm);
+  ASSERT_LT(Dot(w_hat, xd), -0.9 * length * e_norm);
+
+  const FfnLayerStats st = ExpectShadowMatchesDense(f, x, kernels());
+  EXPECT_LT(st.zero_neurons, st.neurons);  // row 0 fires
+  // Directly: the kernel's estimate and the bound leave row 0 uncertain.
+  std::vector<int16_t> xq(kHidden);
+  std::vector<float> scales(kHidden / kQuantBlock);
+  const ShadowBound bound =
+      PrepareShadowInput(x.data(), kHidden, DType::kF32, false, xq.data(), scales.data());
+  float est;
+  kernels().shadow_dot_rows(f.shadow.data(), 1, kHidden, xq.data(), scales.data(), &est);
+  int32_t uncertain;
+  EXPECT_EQ(CertifyRows(bound, &f.norms[0], &f.norms[kFfn], 1, &est, &uncertain), 1);
+}
+
+// Row 1 holds exact q8 values (its shadow has no error), and x puts its gate at -2·B, B its bound:
+// just inside, so it must be certified, and the outputs still match the dense gate's. Catches a
+// bound far looser than the argument needs (‖x‖² for ‖x‖, a full ‖w‖·‖x‖ for the rounding term)
+// and a shadow kernel whose estimate is off by more than the bound.
+TEST_P(ShadowGateIsaTest, NeuronJustInsideTheBoundIsCertified) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> dist(0.0f, 0.125f);
+  std::vector<float> rows(kFfn * kHidden);
+  for (float& v : rows) v = dist(rng);
+  // Levels times 2^-7, with 127 in each block: requantizing gives the same levels and scale.
+  std::uniform_int_distribution<int> level(-127, 127);
+  for (int64_t i = 0; i < kHidden; ++i) {
+    rows[kHidden + i] = std::ldexp(static_cast<float>(i % kQuantBlock == 0 ? 127 : level(rng)), -7);
+  }
+  const ShadowFfn f(rows);
+  ASSERT_EQ(f.norms[1], 0.0f);
+  const std::vector<double> w = f.GateRow(1);
+  // x = (a random vector orthogonal to w, of length 8) + t·w/‖w‖², so w·x = t; t = -2·B, with B
+  // recomputed for the x it gives (it barely depends on t).
+  std::vector<double> base(kHidden);
+  for (double& b : base) b = std::normal_distribution<double>()(rng);
+  const double along = Dot(base, w) / Dot(w, w);
+  for (int64_t i = 0; i < kHidden; ++i) base[i] -= along * w[i];
+  const double base_norm = std::sqrt(Dot(base, base));
+  for (double& b : base) b *= 8 / base_norm;
+  std::vector<float> x(kHidden);
+  std::vector<int16_t> xq(kHidden);
+  std::vector<float> scales(kHidden / kQuantBlock);
+  ShadowBound bound;
+  double t = 0, b1 = 0;
+  for (int iteration = 0; iteration < 3; ++iteration) {
+    for (int64_t i = 0; i < kHidden; ++i) {
+      x[i] = static_cast<float>(base[i] + t * w[i] / Dot(w, w));
+    }
+    bound = PrepareShadowInput(x.data(), kHidden, DType::kF32, false, xq.data(), scales.data());
+    b1 = double(f.norms[1]) * bound.a + double(f.norms[kFfn + 1]) * bound.c + bound.d;
+    t = -2 * b1;
+  }
+  const double g = Dot(w, Widen(x));
+  ASSERT_LT(g, -1.5 * b1);
+  ASSERT_GT(g, -2.5 * b1);
+
+  float est;
+  kernels().shadow_dot_rows(f.shadow.data() + DTypeBytes(DType::kQ8, kHidden), 1, kHidden,
+                            xq.data(), scales.data(), &est);
+  int32_t uncertain;
+  EXPECT_EQ(CertifyRows(bound, &f.norms[1], &f.norms[kFfn + 1], 1, &est, &uncertain), 0);
+  EXPECT_GE(ExpectShadowMatchesDense(f, x, kernels()).certified_rows, 1u);
+}
+
+// A NaN in x: nothing is certified and the full gate decides, as the dense gate would.
+TEST_P(ShadowGateIsaTest, NaNInputFallsBackToTheFullGate) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> dist(0.0f, 0.125f);
+  std::vector<float> rows(kFfn * kHidden), x(kHidden);
+  for (float& v : rows) v = dist(rng) - 0.1f;
+  for (float& v : x) v = std::abs(dist(rng)) * 8;
+  x[5] = kNaN;
+  const ShadowFfn f(rows);
+  DenseMatmul matmul(kernels(), 1);
+  FfnRuntime runtime(f.config, kernels(), matmul, 1, 1);
+  FfnLayerStats st;
+  std::vector<float> y(kHidden);
+  runtime.Forward(FfnSettings::Resolve(f.config, FfnMode::kSparse, {}, GateMode::kShadow), 0,
+                  f.weights, x.data(), 1, y.data(), 0, &st);
+  EXPECT_EQ(st.certified_rows, 0u);
+  EXPECT_EQ(st.uncertain_rows(), static_cast<uint64_t>(kFfn));
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, ShadowGateIsaTest, ::testing::ValuesIn(testing::AllIsaValues()),
+                         [](const auto& info) { return std::string(IsaName(info.param)); });
+
+// The shadow needs sparse ReLU: asking for it otherwise is refused; auto falls back to dense.
+TEST(ShadowGate, OnlyWithSparseReLU) {
+  ModelConfig c = testing::TinyConfig();
+  c.activation = Activation::kReLU;
+  EXPECT_THROW(FfnSettings::Resolve(c, FfnMode::kDense, {}, GateMode::kShadow), Error);
+  EXPECT_THROW(FfnSettings::Resolve(c, FfnMode::kSparse, {.kind = FfnActivation::kStochastic},
+                                    GateMode::kShadow),
+               Error);
+  EXPECT_EQ(
+      FfnSettings::Resolve(c, FfnMode::kAuto, {.kind = FfnActivation::kStochastic}, GateMode::kAuto)
+          .gate,
+      GateMode::kDense);
+  c.activation = Activation::kSiLU;
+  EXPECT_THROW(FfnSettings::Resolve(c, FfnMode::kAuto, {}, GateMode::kShadow), Error);
+  EXPECT_EQ(FfnSettings::Resolve(c, FfnMode::kAuto, {}, GateMode::kAuto).gate, GateMode::kDense);
+}
+
+}  // namespace
+}  // namespace zeroskip
