@@ -185,6 +185,19 @@ std::pair<double, double> DecodeMedians(Session& sparse, Session& dense, std::sp
   return {Median(sparse_ms), Median(dense_ms)};
 }
 
+// The benchmarks compare a sparse and a dense session on one engine (weights and kernels shared,
+// a KV cache each), both with the user's other settings.
+SessionOptions SparseOptions(SessionOptions o) {
+  o.ffn = FfnMode::kSparse;
+  return o;
+}
+
+SessionOptions DenseOptions(SessionOptions o) {
+  o.ffn = FfnMode::kDense;
+  o.gate = GateMode::kDense;  // the dense FFN reads every gate row anyway
+  return o;
+}
+
 // The prompt's ids (BOS first when the model has one), then `fill` filler tokens spread over the
 // vocabulary (valid for any vocab_size >= 1).
 std::vector<int> PromptAndFiller(const Model& model, const std::string& prompt, int64_t fill) {
@@ -216,13 +229,8 @@ void AddBenchDecode(CLI::App* bench) {
         ParseNumberList<int64_t>(f->ctx_fill, "--ctx-fill", 0, int64_t{1} << 22);
     std::unique_ptr<AtomicOutput> plot;
     if (!f->plot.empty()) plot = std::make_unique<AtomicOutput>(f->plot);
-    // Two sessions on one engine: the weights and kernels are shared, each has its KV cache.
     Engine engine(*model, co.engine);
-    co.session.ffn = FfnMode::kSparse;
-    Session sparse(engine, co.session);
-    co.session.ffn = FfnMode::kDense;
-    co.session.gate = GateMode::kDense;  // the dense FFN reads every gate row anyway
-    Session dense(engine, co.session);
+    Session sparse(engine, SparseOptions(co.session)), dense(engine, DenseOptions(co.session));
     const std::vector<int> prompt = PromptAndFiller(*model, f->prompt, 0);
     const int64_t most = *std::max_element(fills.begin(), fills.end());
     if (static_cast<int64_t>(prompt.size()) + most + f->n > sparse.context()) {
@@ -327,10 +335,7 @@ void AddBenchPrefill(CLI::App* bench) {
     if (!f->plot.empty()) plot = std::make_unique<AtomicOutput>(f->plot);
     const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
     Engine engine(*model, co.engine);  // prompts longer than its max_batch run in chunks, as in run
-    co.session.ffn = FfnMode::kSparse;
-    Session sparse(engine, co.session);
-    co.session.ffn = FfnMode::kDense;
-    Session dense(engine, co.session);
+    Session sparse(engine, SparseOptions(co.session)), dense(engine, DenseOptions(co.session));
     if (longest > sparse.context()) {
       throw Error("", "--lengths " + std::to_string(longest) +
                           " exceeds the context of " + std::to_string(sparse.context()) +
