@@ -41,13 +41,7 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
                           std::to_string(c.context));
   }
   context_ = options.context > 0 ? options.context : c.context;
-  const FfnSettings ffn = FfnSettings::Resolve(c, options.ffn, options.activation, options.gate);
-  for (int64_t l = 0; l < c.layers && ffn.gate == GateMode::kShadow; ++l) {
-    if (engine.model().layer(l).ffn.gate_shadow.data == nullptr) {
-      throw Error(path, "has no shadow gate for layer " + std::to_string(l) +
-                            " (`zeroskip shadow` adds them)");
-    }
-  }
+  const FfnSettings ffn = ResolveFfn(options.ffn, options.gate, options.activation);
   if (!IsKvType(options.kv_type)) {
     throw Error(path, "a KV cache of " + std::string(DTypeName(options.kv_type)) +
                           " is not supported (f32, f16 or bf16)");
@@ -74,6 +68,23 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
 }
 
 Session::~Session() = default;
+
+FfnSettings Session::ResolveFfn(FfnMode ffn, GateMode gate,
+                                const ActivationOptions& activation) const {
+  const Model& model = engine_.model();
+  const FfnSettings settings = FfnSettings::Resolve(model.config(), ffn, activation, gate);
+  for (int64_t l = 0; l < model.config().layers && settings.gate == GateMode::kShadow; ++l) {
+    if (model.layer(l).ffn.gate_shadow.data == nullptr) {
+      throw Error(model.file().path(), "has no shadow gate for layer " + std::to_string(l) +
+                                           " (`zeroskip shadow` adds them)");
+    }
+  }
+  return settings;
+}
+
+void Session::SetFfn(FfnMode ffn, GateMode gate, const ActivationOptions& activation) {
+  state_->ffn = ResolveFfn(ffn, gate, activation);
+}
 
 bool IsKvType(DType type) {
   return type == DType::kF32 || type == DType::kF16 || type == DType::kBF16;
