@@ -53,6 +53,9 @@ struct FfnLayerStats {
   uint64_t shadow_rows = 0;       // neurons whose gate went through the shadow first ...
   uint64_t shadow_zeros = 0;      // ... the zeros among them ...
   uint64_t certified_rows = 0;    // ... and those certified zero without their full gate row
+  uint64_t pass_rows = 0;       // neurons per call, summed over calls ...
+  uint64_t pass_rows_read = 0;  // ... and those whose up/down rows a call read: in a batch, the
+                                // neurons active for at least one of its tokens
 
   double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }
   // The share of the zeros the shadow certified (the rest cost a full gate row each).

@@ -30,7 +30,6 @@ struct SessionOptions {
 // The element types a KV cache may have.
 bool IsKvType(DType type);
 
-struct FfnSettings;    // how a sequence runs its FFN (src/ffn/ffn_runtime.h)
 struct SequenceState;  // KV cache and per-sequence tables (src/engine/sequence.h)
 struct ForwardPass;    // what one forward pass works on (src/arch/forward.h)
 
@@ -80,6 +79,9 @@ class Session {
   // throws Error, changing nothing, where the constructor would. The cache keeps what the old
   // settings computed: Reset() or Rewind() before a new sequence.
   void SetFfn(FfnMode ffn, GateMode gate, const ActivationOptions& activation);
+  // Throws Error if sessions of `model` cannot run the FFN so (what SetFfn would refuse).
+  static void CheckFfn(const Model& model, FfnMode ffn, GateMode gate,
+                       const ActivationOptions& activation);
 
   // The FFN as this session runs it.
   bool sparse_decode() const;      // one token at a time through the sparse path
@@ -90,7 +92,6 @@ class Session {
   void ResetFfnStats();
 
  private:
-  FfnSettings ResolveFfn(FfnMode ffn, GateMode gate, const ActivationOptions& activation) const;
   void CheckTokens(std::span<const int> tokens) const;
   void CheckFinite(std::span<const float> logits) const;
 

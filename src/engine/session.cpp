@@ -32,6 +32,22 @@ uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads
                      sizeof(float));
 }
 
+namespace {
+
+FfnSettings ResolveFfn(const Model& model, FfnMode ffn, GateMode gate,
+                       const ActivationOptions& activation) {
+  const FfnSettings settings = FfnSettings::Resolve(model.config(), ffn, activation, gate);
+  for (int64_t l = 0; l < model.config().layers && settings.gate == GateMode::kShadow; ++l) {
+    if (model.layer(l).ffn.gate_shadow.data == nullptr) {
+      throw Error(model.file().path(), "has no shadow gate for layer " + std::to_string(l) +
+                                           " (`zeroskip shadow` adds them)");
+    }
+  }
+  return settings;
+}
+
+}  // namespace
+
 Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine) {
   const ModelConfig& c = engine.model().config();
   const std::string& path = engine.model().file().path();
@@ -41,7 +57,7 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
                           std::to_string(c.context));
   }
   context_ = options.context > 0 ? options.context : c.context;
-  const FfnSettings ffn = ResolveFfn(options.ffn, options.gate, options.activation);
+  const FfnSettings ffn = ResolveFfn(engine.model(), options.ffn, options.gate, options.activation);
   if (!IsKvType(options.kv_type)) {
     throw Error(path, "a KV cache of " + std::string(DTypeName(options.kv_type)) +
                           " is not supported (f32, f16 or bf16)");
@@ -69,21 +85,14 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
 
 Session::~Session() = default;
 
-FfnSettings Session::ResolveFfn(FfnMode ffn, GateMode gate,
-                                const ActivationOptions& activation) const {
-  const Model& model = engine_.model();
-  const FfnSettings settings = FfnSettings::Resolve(model.config(), ffn, activation, gate);
-  for (int64_t l = 0; l < model.config().layers && settings.gate == GateMode::kShadow; ++l) {
-    if (model.layer(l).ffn.gate_shadow.data == nullptr) {
-      throw Error(model.file().path(), "has no shadow gate for layer " + std::to_string(l) +
-                                           " (`zeroskip shadow` adds them)");
-    }
-  }
-  return settings;
+
+void Session::CheckFfn(const Model& model, FfnMode ffn, GateMode gate,
+                       const ActivationOptions& activation) {
+  ResolveFfn(model, ffn, gate, activation);
 }
 
 void Session::SetFfn(FfnMode ffn, GateMode gate, const ActivationOptions& activation) {
-  state_->ffn = ResolveFfn(ffn, gate, activation);
+  state_->ffn = ResolveFfn(model(), ffn, gate, activation);
 }
 
 bool IsKvType(DType type) {

@@ -122,6 +122,8 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   shadow_rows += o.shadow_rows;
   shadow_zeros += o.shadow_zeros;
   certified_rows += o.certified_rows;
+  pass_rows += o.pass_rows;
+  pass_rows_read += o.pass_rows_read;
 }
 
 FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
@@ -356,6 +358,8 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
   step.weight_bytes_read =
       static_cast<uint64_t>(sparse ? ffn + 2 * active_total : 3 * ffn) * call.row_bytes;
+  step.pass_rows = ffn;
+  step.pass_rows_read = sparse ? active_total : ffn;
   if (call.uses_shadow) {
     // The shadow and its norms, then the full gate's uncertain rows instead of all of them.
     const auto rows = static_cast<uint64_t>(ffn), certified = rows - uncertain;
@@ -431,6 +435,7 @@ FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
   batch.weight_bytes_read = 3 * static_cast<uint64_t>(ffn) * call.row_bytes;
+  batch.pass_rows = batch.pass_rows_read = ffn;
   return batch;
 }
 
@@ -503,6 +508,8 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
   const uint64_t active = static_cast<uint64_t>(n * ffn - zeros);
   batch.flops_done = 2 * hf * n + 4 * static_cast<uint64_t>(hidden) * active;
   batch.weight_bytes_read = static_cast<uint64_t>(ffn + 2 * rows_read) * call.row_bytes;
+  batch.pass_rows = ffn;
+  batch.pass_rows_read = rows_read;
   return batch;
 }
 
