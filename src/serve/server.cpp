@@ -581,8 +581,17 @@ Server::Server(const Model& model, const ServeOptions& options)
   // /health, errors and 503s meanwhile.
   const size_t threads = static_cast<size_t>(options.parallel + options.queue + 8);
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  int listener = -1;
+  s.http.set_socket_options([&listener](socket_t fd) {
+    listener = fd;
+    const int yes = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   s.port = options.port == 0 ? s.http.bind_to_any_port(options.host)
                              : (s.http.bind_to_port(options.host, options.port) ? options.port : -1);
+  // cpp-httplib 0.11 listens with a backlog of 5, so a burst of clients overflows it and some
+  // get their connection reset; listening again on the bound socket raises it.
+  if (s.port >= 0 && listener >= 0) ::listen(listener, SOMAXCONN);
   if (s.port < 0) {
     throw Error("", "cannot listen on " + options.host + ":" + std::to_string(options.port) +
                         " (in use, or not an address of this machine)");
