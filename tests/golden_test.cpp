@@ -8,11 +8,11 @@
 // matmul input is rounded to bf16 (unit roundoff 2⁻⁸) before it meets the weights, in decode and
 // in prefill alike, so the logits move by far more than f32 rounding: measured at most
 // 1.4e-2 * max|logit| on the random test checkpoints (whose dots cancel heavily) and 1.9e-3 on
-// the trained relu-ft. Those cases allow 2.5e-2 * max|logit|; a wrong row or index still moves
-// a logit by O(max|logit|). The fixtures' top-1 margin no longer decides their greedy picks
-// (a 12-token prompt through oneDNN's bf16 matmul flips a near-tie of llama_gqa_hd128_relu_tied
-// _bf16): there the reference's token must be within the tolerance of the top logit, and greedy
-// decoding is teacher-forced with the reference's tokens.
+// the trained relu-ft (stocha_ft, before issue 15). Those cases allow 2.5e-2 * max|logit|; a
+// wrong row or index still moves a logit by O(max|logit|). The fixtures' top-1 margin no longer
+// decides their greedy picks (a 12-token prompt through oneDNN's bf16 matmul flips a near-tie of
+// llama_gqa_hd128_relu_tied_bf16): there the reference's token must be within the tolerance of
+// the top logit, and greedy decoding is teacher-forced with the reference's tokens.
 //
 // Quantized weights (q8, q4) allow 2e-2 * max|logit|: their fixtures model the activations'
 // quantization, but activations in f32 (here) and f64 (there) may round to either side of a tie,

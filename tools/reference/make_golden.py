@@ -21,6 +21,9 @@ Fixture (floats rounded to 7 significant digits):
    "min_greedy_margin_rel": min over steps of (top1 - top2) / max|logit|}
 The prompt is the first candidate (fixed list of sentences, then seeded random ids) for which
 every greedy step has top1 - top2 > 1e-3 * max|logit|, so a float32 engine cannot flip an argmax.
+On quantized weights the margin is 5e-3 * max|logit| (QUANT_REL_MARGIN): the engine quantizes
+activations in f32 and the reference in f64, and one activation rounded to the other side of a
+level moves the logits far more than f32 rounding does.
 """
 import argparse
 import hashlib
@@ -45,6 +48,9 @@ BOS = 1
 PROMPT_LEN = 12          # including BOS
 GREEDY_STEPS = 32
 REL_MARGIN = 1e-3
+# Quantized weights: the trained relu-ft of issue 15 flipped a greedy pick at a 1.4e-3 margin on
+# q8 (engine and reference activations on either side of a quantization level); 5e-3 holds.
+QUANT_REL_MARGIN = 5e-3
 N_RANDOM_CANDIDATES = 64
 # Checkpoints with fixtures on quantized weights (plus models/relu-ft, through --hf-dir).
 QUANT_FIXTURES = {"q8": ["llama_gqa_hd64_relu_f32", "llama_mqa_hd128_silu_tied_f32"],
@@ -117,7 +123,7 @@ def candidate_prompts(vocab, sp):
         yield [BOS] + [int(t) for t in rng.integers(3, vocab, PROMPT_LEN - 1)], None
 
 
-def check_greedy(model, prompt):
+def check_greedy(model, prompt, rel_margin=REL_MARGIN):
     """-> (continuation, min abs margin, min rel margin, ok)."""
     seq, cont, min_abs, min_rel = list(prompt), [], float("inf"), float("inf")
     ok = True
@@ -127,7 +133,7 @@ def check_greedy(model, prompt):
         margin = float(top[0] - top[1])
         rel = margin / float(logits.abs().max())
         min_abs, min_rel = min(min_abs, margin), min(min_rel, rel)
-        if rel <= REL_MARGIN:
+        if rel <= rel_margin:
             ok = False
         nxt = int(torch.argmax(logits))
         cont.append(nxt)
@@ -137,6 +143,7 @@ def check_greedy(model, prompt):
 
 def make_fixture(hf_dir, name, weights=None):
     model = llama_ref.LlamaRef(hf_dir, weights)
+    rel_margin = REL_MARGIN if weights is None else QUANT_REL_MARGIN
     max_pos = model.cfg.max_pos or 1 << 30
     sp = load_sp(hf_dir)
     best = None
@@ -145,14 +152,14 @@ def make_fixture(hf_dir, name, weights=None):
         if len(ids) + GREEDY_STEPS > max_pos:
             continue
         tried += 1
-        cont, min_abs, min_rel, ok = check_greedy(model, ids)
+        cont, min_abs, min_rel, ok = check_greedy(model, ids, rel_margin)
         if best is None or min_rel > best[4]:
             best = (ids, text, cont, min_abs, min_rel)
         if ok:
             break
     ids, text, cont, min_abs, min_rel = best
-    if min_rel <= REL_MARGIN:
-        print(f"WARNING {name}: no candidate prompt has every greedy margin > {REL_MARGIN} "
+    if min_rel <= rel_margin:
+        print(f"WARNING {name}: no candidate prompt has every greedy margin > {rel_margin} "
               f"* max|logit| (best {min_rel:.3g})", file=sys.stderr)
     logits = model.forward(ids)
     L = len(ids)

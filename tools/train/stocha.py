@@ -56,6 +56,15 @@ def lr_at(step, steps, lr, warmup, min_ratio):
     return lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
 
 
+def l1_coef_at(step, l1, warmup):
+    """Coefficient of the activation L1 penalty at fine-tuning step `step` (0-based): a linear
+    ramp from l1 / warmup at step 0 to l1 at step warmup - 1, then constant (the progressive
+    increase of ProSparse, in one stage). warmup <= 0: l1 from the first step."""
+    if warmup <= 0 or step >= warmup:
+        return l1
+    return l1 * (step + 1) / warmup
+
+
 def hf_config(variant, vocab, hidden, layers, heads, kv_heads, ffn, ctx):
     """config.json of the exported checkpoint."""
     return {
@@ -136,9 +145,10 @@ def torch_impl():
         """Switchable FFN activation: mode in {'silu', 'relu', 'stocha'}. 'stocha' samples only
         in training mode; in eval mode it is ReLU (the activation the FT variants end with)."""
 
-        def __init__(self, mode="silu", p=0.7, seed=0):
+        def __init__(self, mode="silu", p=0.7, seed=0, threshold=0.0):
             super().__init__()
             self.mode, self.p = mode, p
+            self.threshold = threshold  # 'fatrelu': x > threshold -> x, else 0 (training only)
             self.rng = np.random.default_rng(seed + 0x5EED)  # independent of the data stream
 
         def forward(self, x):
@@ -146,6 +156,8 @@ def torch_impl():
                 return F.silu(x)
             if self.mode == "relu":
                 return F.relu(x)
+            if self.mode == "fatrelu":  # FATReLU: x where x > threshold, else 0
+                return x * (x > self.threshold).to(x.dtype)
             if self.mode == "stocha":
                 return stocha_act(x, self.p, self.rng) if self.training else F.relu(x)
             raise ValueError(self.mode)
@@ -211,11 +223,14 @@ def torch_impl():
             self.down_proj = nn.Linear(ffn, hidden, bias=False)
             self.act = act
             self.probe = None  # when a list: receives act(gate(h)) of every forward
+            self.l1_terms = None  # when a list: receives l1_penalty's term of every forward
 
         def forward(self, h):
             a = self.act(self.gate_proj(h))
             if self.probe is not None:
                 self.probe.append(a.detach())
+            if self.l1_terms is not None:  # keeps the graph: the penalty's gradient flows
+                self.l1_terms.append(a.abs().mean())
             return self.down_proj(a * self.up_proj(h))
 
     class Layer(nn.Module):
@@ -270,6 +285,12 @@ def torch_impl():
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                    tokens[:, 1:].reshape(-1))
 
+    def l1_penalty(terms):
+        """The sparsity penalty of the fine-tuning: the mean over layers of each layer's mean
+        |act(gate(h))| over every token and neuron (MLP.l1_terms). Post-activation values: the
+        ones whose zeros the engine skips. The training loss is CE + coef * l1_penalty."""
+        return torch.stack(list(terms)).mean()
+
     def hf_names_to_params(model):
         """HF tensor name -> parameter (nn.Linear weights are [out, in], as HF stores them)."""
         params = dict(model.named_parameters())
@@ -298,4 +319,5 @@ def torch_impl():
     return types.SimpleNamespace(
         torch=torch, stocha_act=stocha_act, bernoulli_mask=bernoulli_mask, StochaFn=_StochaFn, Act=Act, RMSNorm=RMSNorm, rotate_half=rotate_half,
         rope_cos_sin=rope_cos_sin, LlamaModel=LlamaModel, export_tensors=export_tensors,
+        l1_penalty=l1_penalty,
         model_from_hf=model_from_hf)

@@ -163,6 +163,11 @@ class TestRecipeConfig(unittest.TestCase):
                 self.assertEqual(acts.index("relu"), 450)
                 self.assertEqual(acts.count("relu"), 50)
 
+    def test_l1_coefficient_warmup(self):
+        coefs = [stocha.l1_coef_at(s, 0.5, 4) for s in range(7)]
+        self.assertEqual(coefs, [0.125, 0.25, 0.375, 0.5, 0.5, 0.5, 0.5])
+        self.assertEqual(stocha.l1_coef_at(0, 0.5, 0), 0.5)
+
     def test_lr_schedule(self):
         lrs = [stocha.lr_at(s, 100, 1e-3, 10, 0.1) for s in range(100)]
         self.assertAlmostEqual(lrs[0], 1e-4)
@@ -262,6 +267,54 @@ class TestStochaActivation(unittest.TestCase):
         neg = x < 0
         self.assertTrue(((y[neg] == 0) | (y[neg] < 0)).all())
         self.assertTrue((y[neg] != 0).any() and (y[neg] == 0).any())
+
+
+@unittest.skipUnless(HAS_TORCH, "missing module: torch")
+class TestSparsityPenalty(unittest.TestCase):
+    """The L1 term of tools/train/sparsify.py: mean over layers of mean |act(gate(h))|."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.T = stocha.torch_impl()
+        cls.torch = cls.T.torch
+
+    def test_value_and_gradient_by_hand(self):
+        torch, T = self.torch, self.T
+        m = T.LlamaModel(8, 2, 2, 1, 1, 2, "relu")
+        terms = []
+        with torch.no_grad():
+            for layer in m.layers:  # gate = identity: the pre-activations are h itself
+                layer.mlp.gate_proj.weight.copy_(torch.eye(2))
+                layer.mlp.l1_terms = terms
+        # layer 0: pre-acts [[-1, 2], [3, -4]] -> relu [[0, 2], [3, 0]], mean 5/4
+        # layer 1: pre-acts [[0.5, -0.5]]      -> relu [[0.5, 0]],       mean 1/4
+        h0 = torch.tensor([[-1.0, 2.0], [3.0, -4.0]], dtype=torch.float64, requires_grad=True)
+        h1 = torch.tensor([[0.5, -0.5]], dtype=torch.float64, requires_grad=True)
+        m.double()
+        m.layers[0].mlp(h0)
+        m.layers[1].mlp(h1)
+        self.assertEqual(len(terms), 2)
+        pen = T.l1_penalty(terms)
+        self.assertAlmostEqual(pen.item(), (5 / 4 + 1 / 4) / 2, places=12)  # 0.75
+        pen.backward()
+        # d pen / d pre-act = (1 / layers) * (1 / elements of the layer) where the pre-act is
+        # positive, 0 where relu zeroed it: 1/2 * 1/4 in layer 0, 1/2 * 1/2 in layer 1
+        np.testing.assert_array_equal(h0.grad.numpy(), [[0.0, 0.125], [0.125, 0.0]])
+        np.testing.assert_array_equal(h1.grad.numpy(), [[0.25, 0.0]])
+        # the gate weights get it too: d pen / d W[i, j] = sum over rows of g_i * h_j
+        np.testing.assert_array_equal(m.layers[1].mlp.gate_proj.weight.grad.numpy(),
+                                      [[0.125, -0.125], [0.0, 0.0]])
+        # the up and down projections do not appear in the penalty
+        self.assertIsNone(m.layers[0].mlp.up_proj.weight.grad)
+
+    def test_fatrelu(self):
+        torch, T = self.torch, self.T
+        act = T.Act("fatrelu", threshold=0.5)
+        x = torch.tensor([-1.0, 0.0, 0.25, 0.5, 0.75, 2.0], requires_grad=True)
+        y = act(x)
+        self.assertEqual(y.tolist(), [0.0, 0.0, 0.0, 0.0, 0.75, 2.0])
+        y.sum().backward()
+        self.assertEqual(x.grad.tolist(), [0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
 
 
 @unittest.skipUnless(HAS_TORCH, "missing module: torch")
