@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""Aggregate decode throughput and time to first token of `zeroskip serve` under concurrency.
+
+    /usr/bin/python3 benchmarks/serve_bench.py ZEROSKIP_BIN MODEL.zsk [--streams 1,2,4,8]
+        [--tokens 64] [--rounds 3] [--threads 2] [--json OUT.json]
+
+For each stream count S: a server with --parallel S, then `rounds` times S streaming clients
+started together, each asking for `tokens` tokens (ignore_eos) after a short prompt. Aggregate
+decode tok/s = all clients' tokens after their first / (last end - first first-token); TTFT is
+measured by the client (request sent → first content event). Reports medians over rounds, and
+p50/p99 TTFT over every client of every round. Prints a table and writes JSON.
+"""
+import argparse
+import http.client
+import json
+import re
+import signal
+import statistics
+import subprocess
+import threading
+import time
+
+
+def start(binary, model, parallel, threads):
+    proc = subprocess.Popen([binary, "serve", "-m", model, "--port", "0", "--parallel",
+                             str(parallel), "--queue", "64", "-t", str(threads)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    port = int(re.search(r":(\d+) \(", proc.stderr.readline()).group(1))
+    return proc, port
+
+
+def client(port, prompt, tokens, out, i):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/completions", json.dumps({
+        "prompt": prompt, "max_tokens": tokens, "ignore_eos": True, "temperature": 0,
+        "stream": True, "stream_options": {"include_usage": True}}))
+    res = conn.getresponse()
+    first = None
+    usage = None
+    buffer = b""
+    while True:
+        chunk = res.read1(65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n\n" in buffer:
+            event, buffer = buffer.split(b"\n\n", 1)
+            data = event[6:]
+            if data == b"[DONE]":
+                continue
+            j = json.loads(data)
+            if first is None:
+                first = time.perf_counter()
+            if j.get("usage"):
+                usage = j["usage"]
+    end = time.perf_counter()
+    out[i] = dict(start=t0, first=first, end=end, tokens=usage["completion_tokens"])
+
+
+def round_once(port, streams, tokens, prompt):
+    out = [None] * streams
+    threads = [threading.Thread(target=client, args=(port, prompt, tokens, out, i))
+               for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = min(o["first"] for o in out)
+    end = max(o["end"] for o in out)
+    decoded = sum(o["tokens"] - 1 for o in out)
+    return decoded / (end - first), [1000 * (o["first"] - o["start"]) for o in out]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("model")
+    ap.add_argument("--streams", default="1,2,4,8")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt", default="The quick brown fox jumps over the lazy dog.")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = []
+    for streams in [int(s) for s in args.streams.split(",")]:
+        proc, port = start(args.binary, args.model, streams, args.threads)
+        try:
+            round_once(port, 1, 4, args.prompt)  # warm-up: pages, oneDNN primitives
+            rates, ttfts = [], []
+            for _ in range(args.rounds):
+                rate, ttft = round_once(port, streams, args.tokens, args.prompt)
+                rates.append(rate)
+                ttfts += ttft
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+        ttfts.sort()
+        row = dict(streams=streams, aggregate_tok_s=statistics.median(rates),
+                   rounds_tok_s=rates, ttft_ms_p50=statistics.median(ttfts),
+                   ttft_ms_p99=ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+                   ttft_ms=ttfts)
+        rows.append(row)
+        print(f"{streams} streams: {row['aggregate_tok_s']:.1f} tok/s aggregate "
+              f"(rounds {', '.join(f'{r:.1f}' for r in rates)}), TTFT p50 "
+              f"{row['ttft_ms_p50']:.0f} ms, p99 {row['ttft_ms_p99']:.0f} ms", flush=True)
+    one = rows[0]["aggregate_tok_s"]
+    for r in rows:
+        r["vs_one_stream"] = r["aggregate_tok_s"] / one
+    print("| streams | aggregate decode tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['streams']} | {r['aggregate_tok_s']:.1f} | {r['vs_one_stream']:.2f}x | "
+              f"{r['ttft_ms_p50']:.0f} | {r['ttft_ms_p99']:.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(model=args.model, tokens=args.tokens, threads=args.threads,
+                           rounds=args.rounds, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
