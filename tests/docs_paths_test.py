@@ -5,7 +5,8 @@
 
 Scans what people copy commands from (README.md, docs/, models/, every README, the scripts in
 tools/, benchmarks/ and .ci/) for absolute paths. Allowed: the system's own places (/usr for the
-system Python and headers, /bin, /lib, /dev, /proc, /sys, /etc) and /tmp for scratch files in examples.
+system Python and headers, /bin, /lib, /dev, /proc, /sys, /etc), /tmp for scratch files in examples,
+and the server's URL paths (/v1/...).
 Anything else (a home folder, a build machine's own folders) names one machine and fails, with file
 and line.
 Recorded outputs (docs/bench/) are data, not commands, and are not scanned. Standard library only.
@@ -17,7 +18,8 @@ import subprocess
 import sys
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-ALLOWED = {"usr", "bin", "sbin", "lib", "lib64", "dev", "proc", "sys", "etc", "tmp"}
+ALLOWED = {"usr", "bin", "sbin", "lib", "lib64", "dev", "proc", "sys", "etc", "tmp",
+           "v1"}  # not a file: the server's URL paths (/v1/completions ...)
 # An absolute path: a slash not preceded by a path or word character, then a first component.
 ABSOLUTE = re.compile(r"(?<![\w.~$}/\\:-])/([A-Za-z][\w.-]*)/")
 

@@ -467,11 +467,15 @@ class Browser:
     def open(self, url):
         target = self.call("Target.createTarget", url=url)["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self.wait_for("document.readyState === 'complete'", 20)
+        loaded = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+        if not self.wait_for(loaded, 30):
+            raise RuntimeError("the page did not load: " + url)
 
     def js(self, expression):
-        return self.call("Runtime.evaluate", expression=expression,
-                         returnByValue=True)["result"].get("value")
+        reply = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in reply:
+            raise RuntimeError(f"{expression}: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
 
     def wait_for(self, expression, seconds):
         end = time.time() + seconds
@@ -518,23 +522,16 @@ class Page(unittest.TestCase):
             browser.js("document.getElementById('input').focus()")
             browser.type("Good morrow, cousin. What news from Verona?")
             browser.press_enter()
-            reply = "document.querySelector('.msg.assistant span')"
-            # The reply grows while the stream runs (seen at least twice, in part), then the
-            # Send button comes back and the stats line shows the answer's timings.
-            partial = set()
-            end = time.time() + 60
-            while time.time() < end:
-                text, busy = browser.js(f"[{reply} ? {reply}.textContent : '', "
-                                        "document.getElementById('send').disabled]")
-                if text:
-                    partial.add(text)
-                if text and not busy:
-                    break
-                time.sleep(0.005)
+            finished = ("document.querySelector('.msg.assistant span') &&"
+                        " !document.getElementById('send').disabled")
+            busy = not browser.wait_for(finished, 60)
+            text = browser.js("document.querySelector('.msg.assistant span').textContent")
+            pieces = browser.js("Number(document.querySelector('.msg.assistant').dataset.pieces)")
             self.assertFalse(busy, "the reply never finished")
             self.assertNotIn("[error", text)
             self.assertGreater(len(text.strip()), 0)
-            self.assertGreaterEqual(len(partial), 2, "the reply arrived in one piece, not streamed")
+            # It was put together from the stream's events as they came (one per token).
+            self.assertGreaterEqual(pieces, 2, "the reply arrived in one piece, not streamed")
             stats = browser.js("document.getElementById('stats').textContent")
             self.assertRegex(stats, r"^prompt \d+ tok, first token after \d+ ms \| \d+ tok at")
             self.assertEqual(browser.js("document.querySelector('.msg.user span').textContent"),
