@@ -148,6 +148,26 @@ def write_checkpoint(out_dir, name):
     return path
 
 
+# GGUF files (tests/data/make_gguf.py) of some checkpoints, for tests/gguf_test.cpp:
+# OUT_DIR/gguf/<checkpoint>_<dtype>.gguf, and <checkpoint>_noact.gguf without llama.hidden_act.
+GGUFS = [("llama_gqa_hd64_relu_f32", ["f32", "f16", "bf16", "q8_0", "q4_0", "noact"]),
+         ("llama_mqa_hd128_silu_tied_f32", ["f32"]),
+         ("prosparse_gqa_hd56_fatrelu_f32", ["f32"])]
+
+
+def write_ggufs(out_dir):
+    import make_gguf
+    os.makedirs(os.path.join(out_dir, "gguf"), exist_ok=True)
+    paths = []
+    for name, kinds in GGUFS:
+        for kind in kinds:
+            out = os.path.join(out_dir, "gguf", f"{name}_{kind}.gguf")
+            dtype = "f32" if kind == "noact" else kind
+            paths.append(make_gguf.make_gguf(os.path.join(out_dir, name), out, dtype,
+                                             with_act=kind != "noact"))
+    return paths
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", nargs="?")
@@ -162,6 +182,9 @@ def main():
         ap.error("OUT_DIR is required")
     for name in args.only or CHECKPOINTS:
         print(write_checkpoint(args.out_dir, name))
+    if not args.only:
+        for path in write_ggufs(args.out_dir):
+            print(path)
 
 
 if __name__ == "__main__":
