@@ -75,7 +75,10 @@ ConvertResult ConvertGguf(const ConvertOptions& opt) {
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   CheckOutputPath(opt.out_path);  // fail before reading gigabytes, not after
-  if (IsGgufFile(opt.hf_dir)) return ConvertGguf(opt);
+  if (struct stat st; ::stat(opt.hf_dir.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    if (IsGgufFile(opt.hf_dir)) return ConvertGguf(opt);
+    throw Error(opt.hf_dir, "is neither a checkpoint directory nor a GGUF file (no GGUF magic)");
+  }
   if (!opt.act.empty()) {
     throw Error(opt.hf_dir, "--act is for GGUF input (a checkpoint directory's config.json "
                             "names its hidden_act)");

@@ -90,6 +90,14 @@ def tokenizer_metadata(path):
 
 
 def make_gguf(hf_dir, out, dtype="f32", with_act=True, version=3):
+    meta, tensors = build(hf_dir, dtype, with_act)
+    with open(out, "wb") as f:
+        f.write(serialize(meta, tensors, version))
+    return out
+
+
+def build(hf_dir, dtype="f32", with_act=True):
+    """-> (metadata [(key, type, value)], tensors [(name, dims, ggml type, data bytes)])."""
     cfg, tensors = hfio.read_hf_dir(hf_dir)
     h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or heads
@@ -127,7 +135,7 @@ def make_gguf(hf_dir, out, dtype="f32", with_act=True, version=3):
     if "lm_head.weight" in tensors and not cfg.get("tie_word_embeddings", False):
         names.append(("lm_head.weight", "output.weight", 0))
 
-    infos, blobs, offset = [], [], 0
+    out = []
     for hf, g, n_head in names:
         t = np.asarray(tensors[hf], dtype=np.float32)
         if n_head:
@@ -135,24 +143,26 @@ def make_gguf(hf_dir, out, dtype="f32", with_act=True, version=3):
         tdtype = "f32" if t.ndim == 1 else dtype
         if tdtype.startswith("q") and t.shape[-1] % 32:
             tdtype = "f32"  # rows not whole blocks: llama.cpp falls back to another type too
-        data = encode(t, tdtype)
-        dims = list(reversed(t.shape))
-        infos.append(s(g) + struct.pack("<I", len(dims)) +
+        out.append((g, list(reversed(t.shape)), GGML[tdtype], encode(t, tdtype)))
+    return meta, out
+
+
+def serialize(meta, tensors, version=3, offsets=None):
+    """The file's bytes; `offsets` (optional) overrides each tensor's recorded offset."""
+    infos, blobs, offset = [], [], 0
+    for k, (name, dims, gtype, data) in enumerate(tensors):
+        recorded = offset if offsets is None else offsets[k]
+        infos.append(s(name) + struct.pack("<I", len(dims)) +
                      b"".join(struct.pack("<Q", d) for d in dims) +
-                     struct.pack("<IQ", GGML[tdtype], offset))
+                     struct.pack("<IQ", gtype, recorded))
         pad = (-len(data)) % ALIGN
         blobs.append(data + b"\0" * pad)
         offset += len(data) + pad
-
     head = b"GGUF" + struct.pack("<IQQ", version, len(infos), len(meta))
     head += b"".join(s(k) + struct.pack("<I", t) + value(t, v) for k, t, v in meta)
     head += b"".join(infos)
     head += b"\0" * ((-len(head)) % ALIGN)
-    with open(out, "wb") as f:
-        f.write(head)
-        for b in blobs:
-            f.write(b)
-    return out
+    return head + b"".join(blobs)
 
 
 def main():
