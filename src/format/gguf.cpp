@@ -542,7 +542,8 @@ std::string GgufConfigJson(const GgufHeader& header, const std::string& path,
     m.Fail("no activation in the metadata (llama.hidden_act); pass --act relu or --act silu "
            "(llama.cpp would assume silu)");
   }
-  return cfg.dump(2);
+  // Metadata strings need not be UTF-8: replaced, they fail the config parser by name.
+  return cfg.dump(2, ' ', false, json::error_handler_t::replace);
 }
 
 std::string GgufTokenizerModel(const GgufHeader& header, const std::string& path) {
