@@ -882,6 +882,18 @@ def _(d):
     write_text(os.path.join(d, GGUF), gguf_good(d))
 
 
+@case("gguf_act_not_utf8", GGUF_CONVERT, GGUF_META, "is not supported (relu, silu or fatrelu)",
+      "llama.hidden_act is the bytes 'rel\\xff' (not UTF-8; found by fuzz_gguf)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    raw = make_gguf.serialize(meta, tensors)
+    key = make_gguf.s("llama.hidden_act") + struct.pack("<I", make_gguf.STRING) + make_gguf.s("relu")
+    at = raw.index(key) + len(key) - 1
+    raw = bytearray(raw)
+    raw[at] = 0xFF
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
 @case("gguf_shape_vs_metadata", GGUF_CONVERT, GGUF, "but the GGUF metadata implies",
       "llama.feed_forward_length says 48, the FFN tensors hold 40")
 def _(d):
