@@ -348,6 +348,22 @@ TEST_P(FfnIsaTest, FatReluAndDReluMatchFloat64Reference) {
   }
 }
 
+// Sessions share a batched FFN pass only when they compute alike: on a FATReLU model, the model's
+// activation (threshold 0.3) and --act relu (threshold 0) resolve to the same act but must not
+// share (one would get the other's threshold). Catches Batchable comparing act alone.
+TEST(FfnRuntime, FatReluThresholdKeepsSessionsApart) {
+  ModelConfig c;
+  c.activation = Activation::kFatReLU;
+  c.activation_threshold = 0.3f;
+  const FfnSettings model = FfnSettings::Resolve(c, FfnMode::kAuto, {});
+  const FfnSettings relu = FfnSettings::Resolve(c, FfnMode::kAuto, {.kind = FfnActivation::kReLU});
+  EXPECT_EQ(model.threshold, 0.3f);
+  EXPECT_EQ(relu.threshold, 0.0f);
+  EXPECT_EQ(model.act, relu.act);
+  EXPECT_FALSE(model.Batchable(relu));
+  EXPECT_TRUE(model.Batchable(FfnSettings::Resolve(c, FfnMode::kSparse, {})));
+}
+
 // Auto decodes sparsely exactly when the activation makes zeros (ReLU), and never under dense.
 TEST(FfnRuntime, AutoDecodesSparselyExactlyWhenTheActivationHasZeros) {
   RandomFfn f(64, 200, DType::kF32, -0.5f, 7);

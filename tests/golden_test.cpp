@@ -240,6 +240,74 @@ TEST_P(GoldenTest, LongBatchMatchesGreedyReferenceAndTokenByToken) {
   }
 }
 
+// One decode step of several sequences in one pass (what the server runs): each sequence must get
+// what the reference gives it, whatever else shares its pass. Three sessions at different
+// positions: A decodes the reference's greedy continuation after its prompt, B steps through the
+// fixture prompt from position 0 (its logits checked at the fixture positions), C is A under the
+// other FFN path (so it cannot share A's pass and runs in one of its own). Catches a row of one
+// sequence attending to another's cache or positions, logits handed to the wrong session, and
+// one session's zeros counted as another's.
+TEST_P(GoldenTest, DecodeBatchMatchesReference) {
+  const Case& c = GetParam();
+  const json g = Golden(c.checkpoint);
+  const Model& model = LoadedModel(c.checkpoint);
+  Engine engine(model, OnEngine(c));
+  const FfnMode other = c.ffn == FfnMode::kDense ? FfnMode::kAuto : FfnMode::kDense;
+  Session a(engine, {.ffn = c.ffn}), b(engine, {.ffn = c.ffn}), cc(engine, {.ffn = other});
+  const auto prompt = g["greedy"]["prompt_ids"].get<std::vector<int>>();
+  const auto want = g["greedy"]["continuation"].get<std::vector<int>>();
+  const auto ids = g["prompt_ids"].get<std::vector<int>>();
+  const Tolerance tolerance = ToleranceOf(c, model);
+  a.Forward(prompt);
+  cc.Forward(prompt);
+  a.ResetFfnStats();
+  cc.ResetFfnStats();
+  std::vector<FfnLayerStats> batch;
+  size_t step = 0;  // continuation tokens A and C have been checked against
+  while (step < want.size() || b.position() < static_cast<int64_t>(ids.size())) {
+    std::vector<Session*> sessions;
+    std::vector<int> tokens;
+    if (step < want.size()) {
+      for (Session* s : {&a, &cc}) {
+        ExpectPicks(s->logits(), want[step], tolerance, "step " + std::to_string(step));
+      }
+      if (step + 1 < want.size()) {
+        sessions = {&a, &cc};
+        tokens = {want[step], want[step]};
+      }
+      ++step;
+    }
+    const int64_t pos = b.position();
+    if (pos < static_cast<int64_t>(ids.size())) {
+      sessions.push_back(&b);
+      tokens.push_back(ids[pos]);
+    }
+    if (sessions.empty()) continue;
+    Session::DecodeBatch(sessions, tokens, &batch);
+    for (const auto& expected : g["logits"]) {
+      if (pos < static_cast<int64_t>(ids.size()) && expected["pos"].get<int64_t>() == pos) {
+        testing::ExpectNearReference(b.logits(), expected["values"],
+                                     "position " + std::to_string(pos), tolerance.logits);
+      }
+    }
+  }
+  EXPECT_EQ(b.position(), static_cast<int64_t>(ids.size()));
+  EXPECT_EQ(a.position(), static_cast<int64_t>(prompt.size() + want.size() - 1));
+  // Every token's zeros are its own session's, and the passes' statistics hold them all.
+  uint64_t zeros = 0, tokens = 0;
+  for (const Session* s : {&a, &b, &cc}) {
+    zeros += s->ffn_total().zero_neurons;
+    tokens += s->ffn_total().tokens;
+  }
+  FfnLayerStats total;
+  for (const FfnLayerStats& l : batch) total.Add(l);
+  EXPECT_EQ(total.zero_neurons, zeros);
+  EXPECT_EQ(total.tokens, tokens);
+  if (model.config().relu_family()) {
+    EXPECT_GT(zeros, 0u);
+  }
+}
+
 // The shadow gate is exact: decoding with it gives logits bit-identical to the dense gate's, at
 // every position, for every checkpoint, weight type and ISA (docs/SHADOW_GATE.md), while it does
 // certify rows (else this would compare the dense gate with itself). Catches a bound that is too

@@ -56,6 +56,9 @@ struct FfnLayerStats {
   uint64_t certified_rows = 0;    // ... and those certified zero without their full gate row
   // dReLU, sparse decode: neurons with act(gate) != 0 whose up was not positive (down skipped).
   uint64_t up_zero_neurons = 0;
+  uint64_t pass_rows = 0;       // neurons per call, summed over calls ...
+  uint64_t pass_rows_read = 0;  // ... and those whose up/down rows a call read: in a batch, the
+                                // neurons active for at least one of its tokens
 
   double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }
   // The share of the zeros the shadow certified (the rest cost a full gate row each).

@@ -15,6 +15,7 @@
 
 #include "zeroskip/sampler.h"
 #include "zeroskip/session.h"
+#include "zeroskip/tokenizer.h"
 
 namespace zeroskip {
 
@@ -62,6 +63,39 @@ struct GenerateResult {
   int64_t prompt_tokens = 0, decode_steps = 0;
   double prefill_tok_s() const { return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0; }
   double decode_tok_s() const { return decode_seconds > 0 ? decode_steps / decode_seconds : 0; }
+};
+
+// One generation's token-by-token half, apart from running the model: samples each next token
+// from the logits it is given, applies EOS, the budget and stop strings, and streams the text.
+// Generate() drives it with one session; the server drives many at once (Session::DecodeBatch).
+class Generation {
+ public:
+  // `sampler` must outlive it. `prompt` is what the repetition penalty sees first.
+  Generation(const Model& model, Sampler& sampler, std::span<const int> prompt,
+             const GenerateConfig& config);
+  // Samples after `logits` ([vocab]; the next-token logits of the prompt or of the last token
+  // returned). Returns the token to run next, or -1 when the generation has ended (then
+  // finished() is true and result() complete). `context_full`: no room for another token.
+  int Next(std::span<const float> logits, bool context_full);
+  // Ends the generation now (a cancelled request).
+  void Cancel();
+  bool finished() const { return finished_; }
+  GenerateResult& result() { return result_; }
+
+ private:
+  bool Emit(int id, std::string_view bytes);
+  void Finish(StopReason reason);
+
+  const Model& model_;
+  Sampler& sampler_;
+  GenerateConfig config_;
+  GenerateResult result_;
+  std::vector<int> history_;  // what the repetition penalty sees
+  std::vector<float> scratch_;  // the sampler edits its input
+  Utf8Stream stream_;
+  StopStringFilter stops_;
+  size_t budget_;
+  bool finished_ = false;
 };
 
 // Runs `prompt` at session.position() and generates after it. `prompt` must be non-empty and fit

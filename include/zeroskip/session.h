@@ -50,6 +50,21 @@ class Session {
   // not fit the context or an id is out of range.
   std::span<const float> Forward(std::span<const int> tokens, bool all_logits = false);
 
+  // The logits of the last token run (the last Forward's or DecodeBatch's), [vocab].
+  std::span<const float> logits() const;
+
+  // One decode step of many sequences: runs tokens[i] on sessions[i] (all on one engine) in one
+  // forward pass, so the weights are read once for all of them; each session's logits() then
+  // holds its next-token logits. Sessions whose FFN settings cannot share a batched FFN (a
+  // stochastic activation, another path) run in passes of their own. Every result is exact:
+  // the sparse FFN runs each token's own active neurons (the pass reads the union of them), in
+  // the batched arithmetic of a prompt. Adds each pass's FFN statistics per layer to
+  // *batch_stats when given; each session's own statistics count its own token's zeros.
+  // Throws Error (and runs nothing) if a token does not fit its session's context or is out
+  // of the vocabulary.
+  static void DecodeBatch(std::span<Session* const> sessions, std::span<const int> tokens,
+                          std::vector<FfnLayerStats>* batch_stats = nullptr);
+
   void Reset() { Rewind(0); }  // back to position 0 (the cache is overwritten, not cleared)
   // Back to an earlier position, keeping the cache before it (a chat whose new prompt shares a
   // prefix with what was run). Throws Error past the current position.
@@ -60,6 +75,14 @@ class Session {
   Engine& engine() { return engine_; }
   int threads() const { return engine_.threads(); }
 
+  // How the FFN runs from the next Forward on (a server's session taking its next request);
+  // throws Error, changing nothing, where the constructor would. The cache keeps what the old
+  // settings computed: Reset() or Rewind() before a new sequence.
+  void SetFfn(FfnMode ffn, GateMode gate, const ActivationOptions& activation);
+  // Throws Error if sessions of `model` cannot run the FFN so (what SetFfn would refuse).
+  static void CheckFfn(const Model& model, FfnMode ffn, GateMode gate,
+                       const ActivationOptions& activation);
+
   // The FFN as this session runs it.
   bool sparse_decode() const;      // one token at a time through the sparse path
   FfnActivation activation() const;  // resolved: never kModel
@@ -69,12 +92,15 @@ class Session {
   void ResetFfnStats();
 
  private:
+  void CheckTokens(std::span<const int> tokens) const;
+  void CheckFinite(std::span<const float> logits) const;
+
   Engine& engine_;
   int64_t context_;
   int64_t position_ = 0;
   std::unique_ptr<SequenceState> state_;
   // The architecture's forward pass (src/arch/forward.h).
-  void (*forward_)(const ForwardPass&, const int*, int64_t, int64_t, bool, bool) = nullptr;
+  void (*forward_)(const ForwardPass&, const int*, bool, bool) = nullptr;
   std::vector<FfnLayerStats> ffn_stats_;
 };
 

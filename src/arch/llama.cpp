@@ -9,45 +9,46 @@
 
 namespace zeroskip {
 
-void LlamaForward(const ForwardPass& pass, const int* tokens, int64_t n, int64_t position,
-                  bool need_logits, bool all_logits) {
+void LlamaForward(const ForwardPass& pass, const int* tokens, bool need_logits, bool all_logits) {
   const Model& model = pass.model;
   Workspace& ws = pass.ws;
-  SequenceState& seq = pass.seq;
   const ModelConfig& c = model.config();
-  const int64_t h = c.hidden;
+  const int64_t h = c.hidden, n = pass.rows();
   const WeightView& emb = model.embeddings();
   for (int64_t i = 0; i < n; ++i) {
     ConvertMatrix(static_cast<const uint8_t*>(emb.data) + tokens[i] * DTypeBytes(emb.dtype, h),
                   emb.dtype, 1, h, false, reinterpret_cast<uint8_t*>(&ws.x[i * h]), DType::kF32);
   }
   const AttentionShape shape{c.heads, c.kv_heads, c.head_dim};
+  const int64_t q_dim = c.heads * c.head_dim, kv_dim = c.kv_dim();
   for (int64_t l = 0; l < c.layers; ++l) {
     const LayerWeights& w = model.layer(l);
     RmsNorm(ws.x.data(), n, h, w.attn_norm, c.rms_eps, ws.xn.data());
     ws.matmul.Linear(w.q, ws.xn.data(), n, ws.q.data());
     ws.matmul.Linear(w.k, ws.xn.data(), n, ws.k.data());
     ws.matmul.Linear(w.v, ws.xn.data(), n, ws.v.data());
-    seq.rope.Apply(ws.q.data(), n, c.heads, position);
-    seq.rope.Apply(ws.k.data(), n, c.kv_heads, position);
-    StoreKv(shape, ws.k.data(), n, position, seq.Keys(l));
-    StoreKv(shape, ws.v.data(), n, position, seq.Values(l));
-    CausalAttention(ws.kernels, shape, ws.q.data(), n, position, seq.Keys(l), seq.Values(l),
-                    ws.att.data(), seq.scores.data(), c.heads / c.kv_heads * seq.context,
-                    pass.threads);
+    int64_t row = 0;
+    for (const SequenceRows& part : pass.sequences) {
+      SequenceState& seq = *part.seq;
+      float* q = ws.q.data() + row * q_dim;
+      float* k = ws.k.data() + row * kv_dim;
+      float* v = ws.v.data() + row * kv_dim;
+      seq.rope.Apply(q, part.rows, c.heads, part.position);
+      seq.rope.Apply(k, part.rows, c.kv_heads, part.position);
+      StoreKv(shape, k, part.rows, part.position, seq.Keys(l));
+      StoreKv(shape, v, part.rows, part.position, seq.Values(l));
+      CausalAttention(ws.kernels, shape, q, part.rows, part.position, seq.Keys(l), seq.Values(l),
+                      ws.att.data() + row * q_dim, seq.scores.data(),
+                      c.heads / c.kv_heads * seq.context, pass.threads);
+      row += part.rows;
+    }
     ws.matmul.Linear(w.o, ws.att.data(), n, ws.proj.data());
     AddInPlace(ws.x.data(), ws.proj.data(), n * h);
     RmsNorm(ws.x.data(), n, h, w.ffn_norm, c.rms_eps, ws.xn.data());
-    ws.ffn.Forward(seq.ffn, l, w.ffn, ws.xn.data(), n, ws.proj.data(), position,
-                   &pass.ffn_stats[l]);
+    RunFfn(pass, l, w.ffn, ws.xn.data(), ws.proj.data());
     AddInPlace(ws.x.data(), ws.proj.data(), n * h);
   }
-  if (!need_logits) return;
-  // Logits of every row, or only of the last one (all a decoder needs).
-  const float* rows = all_logits ? ws.x.data() : ws.x.data() + (n - 1) * h;
-  const int64_t m = all_logits ? n : 1;
-  RmsNorm(rows, m, h, model.output_norm(), c.rms_eps, ws.xn.data());
-  ws.matmul.Linear(model.lm_head(), ws.xn.data(), m, ws.logits.data());
+  if (need_logits) RunLmHead(pass, ws.x.data(), all_logits);
 }
 
 }  // namespace zeroskip

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <mutex>
+#include <stdexcept>
 
 #include "arch/forward.h"
 #include "format/file_io.h"
@@ -31,6 +32,22 @@ uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads
                      sizeof(float));
 }
 
+namespace {
+
+FfnSettings ResolveFfn(const Model& model, FfnMode ffn, GateMode gate,
+                       const ActivationOptions& activation) {
+  const FfnSettings settings = FfnSettings::Resolve(model.config(), ffn, activation, gate);
+  for (int64_t l = 0; l < model.config().layers && settings.gate == GateMode::kShadow; ++l) {
+    if (model.layer(l).ffn.gate_shadow.data == nullptr) {
+      throw Error(model.file().path(), "has no shadow gate for layer " + std::to_string(l) +
+                                           " (`zeroskip shadow` adds them)");
+    }
+  }
+  return settings;
+}
+
+}  // namespace
+
 Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine) {
   const ModelConfig& c = engine.model().config();
   const std::string& path = engine.model().file().path();
@@ -40,13 +57,7 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
                           std::to_string(c.context));
   }
   context_ = options.context > 0 ? options.context : c.context;
-  const FfnSettings ffn = FfnSettings::Resolve(c, options.ffn, options.activation, options.gate);
-  for (int64_t l = 0; l < c.layers && ffn.gate == GateMode::kShadow; ++l) {
-    if (engine.model().layer(l).ffn.gate_shadow.data == nullptr) {
-      throw Error(path, "has no shadow gate for layer " + std::to_string(l) +
-                            " (`zeroskip shadow` adds them)");
-    }
-  }
+  const FfnSettings ffn = ResolveFfn(engine.model(), options.ffn, options.gate, options.activation);
   if (!IsKvType(options.kv_type)) {
     throw Error(path, "a KV cache of " + std::string(DTypeName(options.kv_type)) +
                           " is not supported (f32, f16 or bf16)");
@@ -74,6 +85,16 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
 
 Session::~Session() = default;
 
+
+void Session::CheckFfn(const Model& model, FfnMode ffn, GateMode gate,
+                       const ActivationOptions& activation) {
+  ResolveFfn(model, ffn, gate, activation);
+}
+
+void Session::SetFfn(FfnMode ffn, GateMode gate, const ActivationOptions& activation) {
+  state_->ffn = ResolveFfn(model(), ffn, gate, activation);
+}
+
 bool IsKvType(DType type) {
   return type == DType::kF32 || type == DType::kF16 || type == DType::kBF16;
 }
@@ -100,8 +121,31 @@ void Session::Rewind(int64_t position) {
   position_ = position;
 }
 
+void Session::CheckTokens(std::span<const int> tokens) const {
+  const std::string& path = model().file().path();
+  for (int id : tokens) {
+    if (id < 0 || id >= model().config().vocab) {
+      throw Error(path, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                            std::to_string(model().config().vocab) + ")");
+    }
+  }
+}
+
+// Weights are checksummed only by `verify` (opening reads just the header): a flipped bit in the
+// data shows up here, and garbage text or a NaN perplexity must not be the symptom.
+void Session::CheckFinite(std::span<const float> logits) const {
+  for (const float l : logits) {
+    if (!std::isfinite(l)) {
+      const std::string& path = model().file().path();
+      throw Error(path,
+                  "the model computed a NaN or infinite logit; its weights may be damaged "
+                  "(check them with: zeroskip verify " +
+                      path + ")");
+    }
+  }
+}
+
 std::span<const float> Session::Forward(std::span<const int> tokens, bool all_logits) {
-  const ModelConfig& c = model().config();
   const auto n = static_cast<int64_t>(tokens.size());
   const int64_t max_batch = engine_.max_batch();
   const std::string& path = model().file().path();
@@ -111,23 +155,19 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
                           std::to_string(context_));
   }
   if (all_logits && n > max_batch) throw Error(path, "too many tokens for one batch of logits");
-  for (int id : tokens) {
-    if (id < 0 || id >= c.vocab) {
-      throw Error(path, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                            std::to_string(c.vocab) + ")");
-    }
-  }
+  CheckTokens(tokens);
   Workspace& ws = engine_.workspace();
   std::lock_guard<std::mutex> hold(ws.lock);
-  const ForwardPass pass{model(), ws, *state_, ffn_stats_, engine_.threads()};
   for (int64_t done = 0; done < n;) {
     const int64_t m = std::min(max_batch, n - done);
     const bool last = done + m == n;
-    forward_(pass, tokens.data() + done, m, position_, last, all_logits);
+    const SequenceRows rows{state_.get(), position_, m, &ffn_stats_};
+    const ForwardPass pass{model(), ws, {&rows, 1}, nullptr, engine_.threads()};
+    forward_(pass, tokens.data() + done, last, all_logits);
     position_ += m;
     done += m;
   }
-  const size_t vocab = static_cast<size_t>(c.vocab);
+  const size_t vocab = static_cast<size_t>(model().config().vocab);
   std::span<const float> logits(ws.logits.data(), vocab);
   if (all_logits) {
     logits = {ws.logits.data(), static_cast<size_t>(n) * vocab};
@@ -136,17 +176,65 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
     state_->logits.assign(logits.begin(), logits.end());
     logits = state_->logits;
   }
-  // Weights are checksummed only by `verify` (opening reads just the header): a flipped bit in
-  // the data shows up here, and garbage text or a NaN perplexity must not be the symptom.
-  for (const float l : logits) {
-    if (!std::isfinite(l)) {
-      throw Error(path,
-                  "the model computed a NaN or infinite logit; its weights may be damaged "
-                  "(check them with: zeroskip verify " +
-                      path + ")");
-    }
-  }
+  CheckFinite(logits);
   return logits;
+}
+
+std::span<const float> Session::logits() const { return state_->logits; }
+
+void Session::DecodeBatch(std::span<Session* const> sessions, std::span<const int> tokens,
+                          std::vector<FfnLayerStats>* batch_stats) {
+  if (sessions.size() != tokens.size()) {
+    throw std::invalid_argument("DecodeBatch: one token per session");
+  }
+  if (sessions.empty()) return;
+  Engine& engine = sessions[0]->engine_;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    Session& s = *sessions[i];
+    if (&s.engine_ != &engine) throw std::invalid_argument("DecodeBatch: sessions of two engines");
+    if (s.position_ + 1 > s.context_) {
+      throw Error(s.model().file().path(), std::to_string(s.position_ + 1) +
+                                               " tokens do not fit the context of " +
+                                               std::to_string(s.context_));
+    }
+    s.CheckTokens(tokens.subspan(i, 1));
+  }
+  const int64_t layers = engine.model().config().layers;
+  if (batch_stats != nullptr) batch_stats->resize(layers);
+  const auto vocab = static_cast<size_t>(engine.model().config().vocab);
+  Workspace& ws = engine.workspace();
+  std::lock_guard<std::mutex> hold(ws.lock);
+  // Sessions whose FFN settings batch together share a pass; the rest get passes of their own.
+  std::vector<bool> done(sessions.size(), false);
+  std::vector<SequenceRows> rows;
+  std::vector<int> ids;
+  std::vector<Session*> members;
+  for (size_t first = 0; first < sessions.size(); ++first) {
+    if (done[first]) continue;
+    rows.clear();
+    ids.clear();
+    members.clear();
+    const FfnSettings& settings = sessions[first]->state_->ffn;
+    for (size_t i = first; i < sessions.size() && static_cast<int64_t>(rows.size()) <
+                                                       engine.max_batch();
+         ++i) {
+      Session& s = *sessions[i];
+      if (done[i] || (i != first && !settings.Batchable(s.state_->ffn))) continue;
+      done[i] = true;
+      rows.push_back({s.state_.get(), s.position_, 1, &s.ffn_stats_});
+      ids.push_back(tokens[i]);
+      members.push_back(&s);
+    }
+    const ForwardPass pass{engine.model(), ws, rows, batch_stats, engine.threads()};
+    sessions[first]->forward_(pass, ids.data(), true, false);
+    for (size_t k = 0; k < members.size(); ++k) {
+      Session& s = *members[k];
+      const float* l = ws.logits.data() + k * vocab;
+      s.state_->logits.assign(l, l + vocab);
+      ++s.position_;
+    }
+    for (Session* s : members) s->CheckFinite(s->state_->logits);
+  }
 }
 
 }  // namespace zeroskip

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 
 #include "ffn/shadow_bound.h"
 #include "kernels/kernels.h"
@@ -122,6 +123,8 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   shadow_zeros += o.shadow_zeros;
   certified_rows += o.certified_rows;
   up_zero_neurons += o.up_zero_neurons;
+  pass_rows += o.pass_rows;
+  pass_rows_read += o.pass_rows_read;
 }
 
 FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
@@ -156,6 +159,13 @@ FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
   }
   s.gate = shadow_possible ? gate : GateMode::kDense;
   return s;
+}
+
+bool FfnSettings::Batchable(const FfnSettings& other) const {
+  // threshold: --act relu on a FATReLU model resolves to the same act with threshold 0.
+  return act == other.act && sparse_decode == other.sparse_decode &&
+         threshold == other.threshold && relu_up == other.relu_up &&
+         act != FfnActivation::kStochastic;
 }
 
 bool FfnSettings::UsesShadow(const FfnWeights& w) const {
@@ -213,6 +223,7 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
   uncertain_.resize(f);
   shadow_xq_.resize(h);
   shadow_xd_.resize(h / kQuantBlock);
+  row_zeros_.resize(static_cast<size_t>(std::max<int64_t>(max_tokens, 1)));
   if (max_tokens > 1) {
     batch_gate_.resize(static_cast<size_t>(max_tokens) * f);
     batch_up_.resize(static_cast<size_t>(max_tokens) * f);
@@ -365,6 +376,7 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
     }
   }
 
+  row_zeros_[0] = ffn - active_total;
   FfnLayerStats step = CallStats(1, ffn - active_total, negatives, picked);
   const uint64_t hf = static_cast<uint64_t>(hidden) * ffn;
   // Sparse: the whole gate, then two rows (up, down) per active neuron.
@@ -376,6 +388,8 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
   step.weight_bytes_read =
       static_cast<uint64_t>(sparse ? ffn + rows_read : 3 * ffn) * call.row_bytes;
+  step.pass_rows = ffn;
+  step.pass_rows_read = sparse ? active_total : ffn;
   if (call.uses_shadow) {
     // The shadow and its norms, then the full gate's uncertain rows instead of all of them.
     const auto rows = static_cast<uint64_t>(ffn), certified = rows - uncertain;
@@ -401,22 +415,37 @@ FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negat
   return s;
 }
 
+FfnLayerStats FfnRuntime::RowStats(const FfnSettings& settings, int64_t row,
+                                   int64_t rows) const {
+  const int64_t zeros = std::accumulate(row_zeros_.begin() + row, row_zeros_.begin() + row + rows,
+                                        int64_t{0});
+  FfnLayerStats s = CallStats(rows, zeros, 0, 0);
+  // As the batched paths count it: the gate for every token, then up and down for the sparse
+  // path's active neurons, or every neuron for the dense path.
+  const uint64_t hf = static_cast<uint64_t>(config_.hidden) * config_.ffn;
+  const auto active = static_cast<uint64_t>(rows * config_.ffn - zeros);
+  s.flops_done = settings.sparse_decode ? 2 * hf * rows + 4 * config_.hidden * active : s.flops_dense;
+  return s;
+}
+
 void FfnRuntime::ActivateBatch(const Call& call, float* g, int64_t n, int64_t* zeros,
-                               int64_t* negatives, int64_t* picked) const {
+                               int64_t* negatives, int64_t* picked) {
   const int64_t ffn = config_.ffn;
   const bool stochastic = call.settings.act == FfnActivation::kStochastic;
-  int64_t z = 0, neg = 0, pick = 0;
-#pragma omp parallel for num_threads(threads_) reduction(+ : z, neg, pick)
+  int64_t neg = 0, pick = 0;
+  int64_t* row_zeros = row_zeros_.data();
+  std::fill(row_zeros, row_zeros + n, 0);
+#pragma omp parallel for num_threads(threads_) reduction(+ : neg, pick, row_zeros[:n])
   for (int64_t i = 0; i < n * ffn; ++i) {
     const float a = ActivateNeuron(call.settings, g[i], call.position + i / ffn, call.layer, i % ffn);
-    z += a == 0.0f;
+    row_zeros[i / ffn] += a == 0.0f;
     if (stochastic && g[i] < 0.0f) {
       ++neg;
       pick += a != 0.0f;
     }
     g[i] = a;
   }
-  *zeros = z;
+  *zeros = std::accumulate(row_zeros, row_zeros + n, int64_t{0});
   *negatives = neg;
   *picked = pick;
 }
@@ -440,6 +469,7 @@ FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
   batch.weight_bytes_read = 3 * static_cast<uint64_t>(ffn) * call.row_bytes;
+  batch.pass_rows = batch.pass_rows_read = ffn;
   return batch;
 }
 
@@ -516,6 +546,8 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
   const uint64_t active = static_cast<uint64_t>(n * ffn - zeros);
   batch.flops_done = 2 * hf * n + 4 * static_cast<uint64_t>(hidden) * active;
   batch.weight_bytes_read = static_cast<uint64_t>(ffn + 2 * rows_read) * call.row_bytes;
+  batch.pass_rows = ffn;
+  batch.pass_rows_read = rows_read;
   return batch;
 }
 

@@ -54,6 +54,10 @@ struct FfnSettings {
                              const ActivationOptions& activation, GateMode gate = GateMode::kDense);
   // Whether the decode step of a layer with these weights goes through its shadow gate.
   bool UsesShadow(const FfnWeights& w) const;
+  // Whether tokens of sequences with these settings and `other`'s can share one batched FFN call
+  // and each get what it would get alone: the same path and activation, and no stochastic draws
+  // (they depend on each token's position and its sequence's seed).
+  bool Batchable(const FfnSettings& other) const;
 };
 
 class FfnRuntime {
@@ -67,6 +71,10 @@ class FfnRuntime {
   void Forward(const FfnSettings& settings, int64_t layer, const FfnWeights& w, const float* x,
                int64_t n, float* y, int64_t position, FfnLayerStats* stats);
 
+  // The statistics of rows [row, row + rows) of the last Forward on their own: their zeros and
+  // the work they alone would need (the weights the call read are in its own statistics).
+  FfnLayerStats RowStats(const FfnSettings& settings, int64_t row, int64_t rows) const;
+
  private:
   // One thread's share of a decode step: neurons [begin, end) and its scratch.
   struct Slice;
@@ -78,7 +86,7 @@ class FfnRuntime {
   // act(g) in place over a batch's [n, ffn] gate pre-activations; counts zeros, and for the
   // stochastic activation negatives and picked negatives.
   void ActivateBatch(const Call& call, float* g, int64_t n, int64_t* zeros, int64_t* negatives,
-                     int64_t* picked) const;
+                     int64_t* picked);
 
   // The phases of a decode step, run by each thread on its slice.
   void GateRows(const Call& call, Slice& s, const float* x);
@@ -105,6 +113,7 @@ class FfnRuntime {
   // Batched scratch.
   std::vector<float> batch_gate_;  // [max_tokens, ffn]
   std::vector<float> batch_up_;    // [max_tokens, ffn]
+  std::vector<int64_t> row_zeros_;  // [max_tokens] zeros of each token of the last call
 };
 
 // act(g) for one neuron under `settings` (the stochastic draw needs where the neuron is).

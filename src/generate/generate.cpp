@@ -63,75 +63,101 @@ std::string StopStringFilter::Flush() {
   return out;
 }
 
+Generation::Generation(const Model& model, Sampler& sampler, std::span<const int> prompt,
+                       const GenerateConfig& config)
+    : model_(model),
+      sampler_(sampler),
+      config_(config),
+      history_(prompt.begin(), prompt.end()),
+      scratch_(model.config().vocab),
+      stops_(config.stop_strings),
+      budget_(static_cast<size_t>(std::max<int64_t>(0, config.max_tokens))) {
+  result_.prompt_tokens = static_cast<int64_t>(prompt.size());
+  history_.reserve(prompt.size() + budget_);
+  result_.tokens.reserve(budget_);
+  if (budget_ == 0) Finish(StopReason::kLength);
+}
+
+bool Generation::Emit(int id, std::string_view bytes) {
+  const std::string text = stops_.Push(bytes);
+  result_.text += text;
+  if (config_.on_token && !config_.on_token(id, text)) return false;
+  return !stops_.stopped();
+}
+
+void Generation::Finish(StopReason reason) {
+  if (finished_) return;
+  finished_ = true;
+  result_.stop = reason;
+  if (const std::string tail = stream_.Flush(); !tail.empty() && !stops_.stopped()) Emit(-1, tail);
+  if (stops_.stopped()) result_.stop = StopReason::kStopString;
+  if (const std::string held = stops_.Flush(); !held.empty()) {
+    result_.text += held;
+    if (config_.on_token) config_.on_token(-1, held);
+  }
+}
+
+void Generation::Cancel() { Finish(StopReason::kCancelled); }
+
+int Generation::Next(std::span<const float> logits, bool context_full) {
+  if (finished_) return -1;
+  if (config_.should_stop && config_.should_stop()) {
+    Finish(StopReason::kCancelled);
+    return -1;
+  }
+  std::copy(logits.begin(), logits.end(), scratch_.begin());
+  const int id = sampler_.Sample(scratch_.data(), history_);
+  if (config_.stop_at_eos && id == model_.config().eos_id) {
+    Finish(StopReason::kEos);
+    return -1;
+  }
+  const size_t i = result_.tokens.size();
+  result_.tokens.push_back(id);
+  history_.push_back(id);
+  std::string bytes = model_.tokenizer().PieceBytes(id);
+  if (i == 0 && config_.drop_leading_space && !bytes.empty() && bytes[0] == ' ') {
+    bytes.erase(0, 1);
+  }
+  if (!Emit(id, stream_.Push(bytes))) {
+    Finish(stops_.stopped() ? StopReason::kStopString : StopReason::kCancelled);
+    return -1;
+  }
+  if (i + 1 == budget_) {
+    Finish(StopReason::kLength);
+    return -1;
+  }
+  if (context_full) {
+    Finish(StopReason::kContext);
+    return -1;
+  }
+  return id;
+}
+
 GenerateResult Generate(Session& session, Sampler& sampler, std::span<const int> prompt,
                         const GenerateConfig& config) {
   using Clock = std::chrono::steady_clock;
   const auto seconds = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
   };
-  const Model& model = session.model();
-  const std::string& path = model.file().path();
+  const std::string& path = session.model().file().path();
   if (prompt.empty()) throw Error(path, "nothing to generate from: the prompt has no tokens");
   if (session.position() + static_cast<int64_t>(prompt.size()) > session.context()) {
     throw Error(path, "the prompt is " + std::to_string(prompt.size()) +
                           " tokens but the context has room for " +
                           std::to_string(session.context() - session.position()));
   }
-  GenerateResult result;
-  result.prompt_tokens = static_cast<int64_t>(prompt.size());
-  const auto budget = static_cast<size_t>(std::max<int64_t>(0, config.max_tokens));
-  std::vector<int> history(prompt.begin(), prompt.end());  // what the repetition penalty sees
-  history.reserve(prompt.size() + budget);
-  result.tokens.reserve(budget);
-
+  Generation generation(session.model(), sampler, prompt, config);
   const auto t0 = Clock::now();
   auto logits = session.Forward(prompt);
   const auto t1 = Clock::now();
-  std::vector<float> scratch(logits.begin(), logits.end());  // the sampler edits its input
-  Utf8Stream stream;
-  StopStringFilter stops(config.stop_strings);
-  const auto emit = [&](int id, std::string_view bytes) {
-    const std::string text = stops.Push(bytes);
-    result.text += text;
-    if (config.on_token && !config.on_token(id, text)) return false;
-    return !stops.stopped();
-  };
-  for (size_t i = 0; i < budget; ++i) {
-    if (config.should_stop && config.should_stop()) {
-      result.stop = StopReason::kCancelled;
-      break;
-    }
-    const int id = sampler.Sample(scratch.data(), history);
-    if (config.stop_at_eos && id == model.config().eos_id) {
-      result.stop = StopReason::kEos;
-      break;
-    }
-    result.tokens.push_back(id);
-    history.push_back(id);
-    std::string bytes = model.tokenizer().PieceBytes(id);
-    if (i == 0 && config.drop_leading_space && !bytes.empty() && bytes[0] == ' ') {
-      bytes.erase(0, 1);
-    }
-    if (!emit(id, stream.Push(bytes))) {
-      result.stop = stops.stopped() ? StopReason::kStopString : StopReason::kCancelled;
-      break;
-    }
-    if (i + 1 == budget) break;
-    if (session.position() >= session.context()) {
-      result.stop = StopReason::kContext;
-      break;
-    }
+  int64_t steps = 0;
+  for (int id; (id = generation.Next(logits, session.position() >= session.context())) >= 0;) {
     logits = session.Forward({&id, 1});
-    ++result.decode_steps;
-    std::copy(logits.begin(), logits.end(), scratch.begin());
+    ++steps;
   }
   const auto t2 = Clock::now();
-  if (const std::string tail = stream.Flush(); !tail.empty() && !stops.stopped()) emit(-1, tail);
-  if (stops.stopped()) result.stop = StopReason::kStopString;
-  if (const std::string held = stops.Flush(); !held.empty()) {
-    result.text += held;
-    if (config.on_token) config.on_token(-1, held);
-  }
+  GenerateResult result = std::move(generation.result());
+  result.decode_steps = steps;
   result.prefill_seconds = seconds(t0, t1);
   result.decode_seconds = seconds(t1, t2);
   return result;

@@ -26,6 +26,7 @@ void AddPerplexity(CLI::App& app);
 void AddBench(CLI::App& app);
 void AddScore(CLI::App& app);
 void AddChat(CLI::App& app);
+void AddServe(CLI::App& app);
 
 // Thrown when the reader of stdout has gone (EPIPE, e.g. `| head`): the command stops quietly and
 // zeroskip exits 0, since the reader took all it wanted.

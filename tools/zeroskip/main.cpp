@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   zeroskip::cli::AddPerplexity(app);
   zeroskip::cli::AddScore(app);
   zeroskip::cli::AddChat(app);
+  zeroskip::cli::AddServe(app);
   zeroskip::cli::AddBench(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,50 @@
+// `zeroskip serve`: an OpenAI-compatible HTTP server over one model (docs/SERVER.md).
+//
+// POST /v1/completions and /v1/chat/completions (with "stream": true as server-sent events),
+// GET /v1/models, GET /health, and a chat page at /. Up to `parallel` requests generate at once,
+// their decode steps batched into one forward pass; more wait in a bounded queue, and past it
+// the server answers 503 with Retry-After.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "zeroskip/engine.h"
+#include "zeroskip/sampler.h"
+#include "zeroskip/session.h"
+
+namespace zeroskip {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: any free port (Server::port() tells which)
+  int parallel = 4;        // slots: requests generating at once
+  int64_t queue = 16;      // requests waiting for a slot before the server answers 503
+  std::string api_key;     // non-empty: /v1/* need "Authorization: Bearer <key>"
+  std::string chat_template;  // "": the model's (ChatTemplate::ForModel)
+  size_t max_body_bytes = 1 << 20;
+  EngineOptions engine;
+  SessionOptions session;  // each slot's context and KV type, and the FFN requests default to
+  SamplerOptions sampler;  // what requests default to
+};
+
+class Server {
+ public:
+  // Loads nothing: `model` must outlive the server. Throws Error for an unknown chat template,
+  // an address it cannot bind, or slots that do not fit in memory.
+  Server(const Model& model, const ServeOptions& options);
+  ~Server();
+  int port() const;  // the port it listens on
+  // Serves until Stop(); returns once every connection has been answered or dropped.
+  void Run();
+  // From any thread (a signal-waiting thread): stops accepting, ends running generations.
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace zeroskip

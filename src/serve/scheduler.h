@@ -1,0 +1,111 @@
+// The server's engine room: N slots (a session each, all on one Engine) and a bounded queue of
+// generation jobs. One thread runs every forward pass: each turn it admits queued jobs into free
+// slots, runs one prompt chunk of a slot that is reading its prompt, then one decode step of every
+// generating slot together (Session::DecodeBatch: the weights are read once for all of them).
+// HTTP threads submit jobs and read their text as it arrives; they never touch a session.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "zeroskip/generate.h"
+#include "zeroskip/sampler.h"
+#include "zeroskip/session.h"
+
+namespace zeroskip::serve {
+
+using Clock = std::chrono::steady_clock;
+
+// What one request asks to generate.
+struct JobRequest {
+  std::vector<int> prompt;  // token ids, BOS included
+  SamplerOptions sampler;
+  int64_t max_tokens = 0;
+  bool stop_at_eos = true;
+  bool drop_leading_space = false;
+  std::vector<std::string> stop_strings;
+  FfnMode ffn = FfnMode::kAuto;
+  GateMode gate = GateMode::kAuto;
+  ActivationOptions activation;
+};
+
+// A submitted request: the scheduler writes, the HTTP thread reads (under `lock`).
+struct Job {
+  explicit Job(JobRequest r) : request(std::move(r)) {}
+  const JobRequest request;
+  Clock::time_point submitted = Clock::now();
+
+  std::mutex lock;
+  std::condition_variable changed;  // new text, or finished
+  std::string text;                 // generated text not yet taken by the reader
+  bool finished = false;
+  std::string error;                // set when the job failed (then finished)
+  GenerateResult result;            // complete once finished (text: all of it)
+  Clock::time_point admitted, first_token, done;
+  double prefill_seconds = 0;
+  FfnLayerStats own_ffn;   // this job's tokens: their zeros
+  FfnLayerStats pass_ffn;  // the passes it was part of: the rows they read for all their tokens
+
+  std::atomic<bool> cancel{false};  // set by the reader: the client has gone
+
+  // Waits until there is text or the job finished, at most `timeout`; takes the text.
+  std::string Take(std::chrono::milliseconds timeout, bool* finished_out);
+};
+
+struct SchedulerStatus {
+  int slots = 0, busy = 0;
+  int64_t queued = 0;
+  uint64_t decode_steps = 0, decoded_tokens = 0;  // since start: passes and tokens they ran
+};
+
+class Scheduler {
+ public:
+  // `base` holds each slot's context and KV type (and the FFN defaults requests start from).
+  // Throws Error if the slots' KV caches do not fit in memory.
+  Scheduler(Engine& engine, const SessionOptions& base, int slots, int64_t queue_limit);
+  ~Scheduler();  // Stop()
+
+  // Queues a job; null when the queue is full. Throws Error if the request's FFN settings
+  // cannot run on this model (checked here, before any reply is sent).
+  std::shared_ptr<Job> Submit(JobRequest request);
+  // Fails every queued and running job ("the server is shutting down") and joins the thread.
+  void Stop();
+  SchedulerStatus Status();
+
+  // Longest prompt chunk one turn runs: a long prompt delays the other slots' next token by
+  // about one chunk's time, not its whole prefill.
+  static constexpr int64_t kPrefillChunk = 128;
+
+ private:
+  struct Slot;
+  void Loop();
+  void Admit(Slot& slot, std::shared_ptr<Job> job);
+  void PrefillChunk(Slot& slot);
+  void DecodeStep();
+  void Finish(Slot& slot, const std::string& error = {});
+  // After a token: its text is already with the job; ends the slot if generation ended.
+  void Advance(Slot& slot, int next);
+
+  Engine& engine_;
+  SessionOptions base_;
+  int64_t queue_limit_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+
+  std::mutex lock_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stopping_ = false;
+  int busy_ = 0;
+  uint64_t decode_steps_ = 0, decoded_tokens_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace zeroskip::serve
