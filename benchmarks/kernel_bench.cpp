@@ -166,7 +166,7 @@ void BM_CompactPositive(benchmark::State& state) {
   std::vector<int32_t> rows(kFfn + 16);
   std::vector<float> values(kFfn + 16);
   for (auto _ : state) {
-    benchmark::DoNotOptimize(k->compact_positive(g.data(), kFfn, rows.data(), values.data()));
+    benchmark::DoNotOptimize(k->compact_above(g.data(), kFfn, 0.0f, rows.data(), values.data()));
   }
   state.SetItemsProcessed(state.iterations() * kFfn);
 }

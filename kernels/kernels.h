@@ -68,8 +68,10 @@ using QuantMatmulFn = void (*)(WeightRows w, int64_t rows, int64_t cols, const i
                                const float* d, int64_t n, float* y, int64_t ldy);
 // x[0 : blocks * kQuantBlock) quantized per block as ref::QuantizeActivations defines, bit for bit.
 using QuantizeActivationsFn = void (*)(const float* x, int64_t blocks, int8_t* q, float* d);
-// Writes the indices i in [0, n) with g[i] > 0 to rows[] and g[i] to values[]; returns count.
-using CompactPositiveFn = int64_t (*)(const float* g, int64_t n, int32_t* rows, float* values);
+// Writes the indices i in [0, n) with g[i] > threshold to rows[] and g[i] to values[]; returns
+// the count. threshold 0: ReLU's active set; > 0: FATReLU's (ProSparse). NaN is never above.
+using CompactAboveFn = int64_t (*)(const float* g, int64_t n, float threshold, int32_t* rows,
+                                   float* values);
 // The shadow gate's product (docs/SHADOW_GATE.md): out[k] = Σ_b d_b·xd_b·Σ_i q[k, b, i]·xq[b, i]
 // for n consecutive rows of q8 blocks (cols / 32 blocks each) and x quantized by the caller to
 // int16 levels xq [cols] with an f32 scale xd per block of 32. Each block's sum is exact integer
@@ -96,7 +98,7 @@ struct WeightOps {
 struct KernelTable {
   Isa isa;
   std::array<WeightOps, kWeightDTypes.size()> weight_ops;  // in kWeightDTypes order
-  CompactPositiveFn compact_positive;
+  CompactAboveFn compact_above;
   ScaledSoftmaxFn scaled_softmax;
   QuantizeActivationsFn quantize_activations;
   ShadowDotRowsFn shadow_dot_rows;

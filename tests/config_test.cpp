@@ -114,6 +114,50 @@ TEST(HfConfig, DefaultsAndMistralWindow) {
   EXPECT_EQ(c.context, 4096);
 }
 
+// ProSparse's config.json (SparseLLM/prosparse-llama-2-7b, sizes shrunk): its architecture,
+// "fatrelu" and the threshold in hidden_act_param; the threshold is stored (only for fatrelu) and
+// read back. Catches a threshold that is dropped on either side or stored for every model.
+TEST(HfConfig, ProSparseFatReluThreshold) {
+  json j = Base();
+  j["architectures"] = {"SparseLlamaForCausalLM"};
+  j["model_type"] = "sparsellama";
+  j["hidden_act"] = "fatrelu";
+  j["hidden_act_param"] = 0.01;
+  const ModelConfig c = ParseHfConfig(j.dump(), "config.json");
+  EXPECT_EQ(c.hf_architecture, "SparseLlamaForCausalLM");
+  EXPECT_EQ(c.activation, Activation::kFatReLU);
+  EXPECT_EQ(c.activation_threshold, 0.01f);
+  EXPECT_FALSE(c.relu_up);
+  const json stored = json::parse(ConfigToJson(c));
+  EXPECT_EQ(stored["hidden_act"], "fatrelu");
+  EXPECT_EQ(stored["hidden_act_param"].get<float>(), 0.01f);
+  EXPECT_EQ(ConfigFromJson(ConfigToJson(c), "m.zsk"), c);
+  // Without "architectures", model_type names it.
+  j.erase("architectures");
+  EXPECT_EQ(ParseHfConfig(j.dump(), "config.json").hf_architecture, "SparseLlamaForCausalLM");
+  // Other activations ignore hidden_act_param (MiniCPM's silu configs carry one) and store none.
+  j["hidden_act"] = "relu";
+  const ModelConfig relu = ParseHfConfig(j.dump(), "config.json");
+  EXPECT_EQ(relu.activation_threshold, 0.0f);
+  EXPECT_FALSE(json::parse(ConfigToJson(relu)).contains("hidden_act_param"));
+}
+
+// Bamboo / TurboSparse-Mistral: BambooForCausalLM with hidden_act relu is dReLU, derived from the
+// architecture on both sides (nothing extra stored). Catches relu_up lost in the native round
+// trip (the .zsk would then run plain ReLU on up).
+TEST(HfConfig, BambooIsDRelu) {
+  json j = Base();
+  j["architectures"] = {"BambooForCausalLM"};
+  j["model_type"] = "bamboo";
+  j["sliding_window"] = 4096;
+  const ModelConfig c = ParseHfConfig(j.dump(), "config.json");
+  EXPECT_TRUE(c.relu_up);
+  EXPECT_EQ(c.activation, Activation::kReLU);
+  EXPECT_EQ(ConfigFromJson(ConfigToJson(c), "m.zsk"), c);
+  EXPECT_TRUE(ConfigFromJson(ConfigToJson(c), "m.zsk").relu_up);
+  EXPECT_FALSE(ParseHfConfig(Base().dump(), "config.json").relu_up);
+}
+
 struct BadCase {
   const char* name;
   std::function<void(json&)> edit;
@@ -145,6 +189,26 @@ TEST(HfConfig, RefusesBadConfigsByName) {
       {"bias", [](json& j) { j["attention_bias"] = true; }, "attention_bias"},
       {"eos", [](json& j) { j["eos_token_id"] = 384; }, "eos_token_id must be in"},
       {"eps", [](json& j) { j["rms_norm_eps"] = -1; }, "rms_norm_eps is out of range"},
+      {"fatrelu no threshold", [](json& j) { j["hidden_act"] = "fatrelu"; },
+       "fatrelu needs hidden_act_param"},
+      {"fatrelu negative",
+       [](json& j) {
+         j["hidden_act"] = "fatrelu";
+         j["hidden_act_param"] = -0.01;
+       },
+       "hidden_act_param must be in [0, "},
+      {"fatrelu string",
+       [](json& j) {
+         j["hidden_act"] = "fatrelu";
+         j["hidden_act_param"] = "0.01";
+       },
+       "hidden_act_param must be a number"},
+      {"drelu silu",
+       [](json& j) {
+         j["architectures"] = {"BambooForCausalLM"};
+         j["hidden_act"] = "silu";
+       },
+       "BambooForCausalLM (dReLU) needs hidden_act relu"},
   };
   for (const auto& c : cases) {
     json j = Base();

@@ -109,15 +109,19 @@ class FfnIsaTest : public testing::IsaTest {};
 // so the same bound holds.
 struct Reference {
   std::vector<double> y, bound;
-  int64_t active = 0;     // neurons with gate > 0
-  int64_t ambiguous = 0;  // ... of which this many are within float error of 0 (may flip)
+  int64_t active = 0;     // neurons with gate > threshold
+  int64_t ambiguous = 0;  // ... of which this many are within float error of it (may flip)
+  int64_t up_zeros = 0;   // dReLU: active neurons with up <= 0 ...
+  int64_t up_ambiguous = 0;  // ... of which this many are within float error of 0
 };
 
 //
 // `x_dots` is x as the gate and up dot products see it: x itself, or x rounded to bf16 for a table
 // with bf16_products on bf16 weights (whose products of two bf16 are exact in f32, so the same
 // float bound holds around a reference computed from the rounded x).
+// With f.config's FATReLU threshold and dReLU (relu on up) when set.
 Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_dots) {
+  const double t = f.config.activation == Activation::kFatReLU ? f.config.activation_threshold : 0;
   const int64_t hidden = f.config.hidden, ffn = f.config.ffn;
   std::vector<float> x = x_dots;
   if (IsQuantized(f.weights.gate.dtype)) {
@@ -136,9 +140,13 @@ Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_dots) {
       g_abs += std::abs(double(f.gate_f[i * hidden + d]) * x[d]);
       u_abs += std::abs(double(f.up_f[i * hidden + d]) * x[d]);
     }
-    r.active += g > 0;
-    r.ambiguous += std::abs(g) <= unit * g_abs;
-    const double h = std::max(g, 0.0) * u;
+    r.active += g > t;
+    r.ambiguous += std::abs(g - t) <= unit * g_abs;
+    if (f.config.relu_up && g > t) {
+      r.up_zeros += u <= 0;
+      r.up_ambiguous += std::abs(u) <= unit * u_abs;
+    }
+    const double h = (g > t ? g : 0.0) * (f.config.relu_up ? std::max(u, 0.0) : u);
     const double h_abs = g_abs * std::abs(u) + std::abs(g) * u_abs + std::abs(h);
     for (int64_t c = 0; c < hidden; ++c) {
       const double w = f.down_f[i * hidden + c];
@@ -261,6 +269,99 @@ TEST_P(FfnIsaTest, BatchMatchesFloat64Reference) {
       }
     }
   }
+}
+
+// FATReLU (threshold 0.3, ProSparse) and dReLU (Bamboo) against the float64 reference, decode
+// and batches, sparse and dense: the threshold decides the active set (a gate in (0, 0.3] that
+// passes moves y by a whole term), and dReLU's sparse decode skips the down rows of neurons whose
+// up is not positive, counted in up_zero_neurons and in the bytes read. Catches the compaction
+// ignoring the threshold, up without its ReLU in any path, and a wrong byte count.
+TEST_P(FfnIsaTest, FatReluAndDReluMatchFloat64Reference) {
+  const Isa isa = GetParam();
+  for (bool drelu : {false, true}) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kQ8}) {
+      for (float shift : {0.0f, -1.3f}) {
+        const auto [hidden, ffn] = Shapes(dtype)[0];
+        RandomFfn f(hidden, ffn, dtype, shift, 51);
+        if (drelu) {
+          f.config.relu_up = true;
+        } else {
+          f.config.activation = Activation::kFatReLU;
+          f.config.activation_threshold = 0.3f;
+        }
+        for (int64_t n : {int64_t{1}, int64_t{3}, kSmallBatch + 5}) {
+          std::vector<float> x;
+          std::vector<Reference> want;
+          for (int64_t k = 0; k < n; ++k) {
+            const auto xk = Input(hidden, 60 + static_cast<uint32_t>(k));
+            x.insert(x.end(), xk.begin(), xk.end());
+            std::vector<float> x_dots = xk;
+            if (kernels().bf16_products && dtype == DType::kBF16) {
+              for (float& v : x_dots) v = testing::RoundToBf16(v);
+            }
+            want.push_back(ReferenceFfn(f, x_dots));
+          }
+          for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
+            if (n > 1 && mode == FfnMode::kDense && kernels().bf16_products &&
+                dtype == DType::kBF16) {
+              continue;  // as in BatchMatchesFloat64Reference
+            }
+            for (int threads : {1, 3}) {
+              Ffn rt(f.config, mode, threads, n, kernels());
+              std::vector<float> y(n * hidden, std::numeric_limits<float>::quiet_NaN());
+              rt.Forward(f.weights, x.data(), n, y.data());
+              const std::string where = std::string(IsaName(isa)) + " " +
+                                        (drelu ? "drelu " : "fatrelu ") +
+                                        std::string(DTypeName(dtype)) + " " +
+                                        std::string(FfnModeName(mode)) + " n " + std::to_string(n) +
+                                        " threads " + std::to_string(threads) + " shift " +
+                                        std::to_string(shift);
+              int64_t active = 0, ambiguous = 0;
+              for (int64_t k = 0; k < n; ++k) {
+                active += want[k].active;
+                ambiguous += want[k].ambiguous;
+                for (int64_t c = 0; c < hidden; ++c) {
+                  ASSERT_NEAR(y[k * hidden + c], want[k].y[c], want[k].bound[c] + 1e-30)
+                      << where << " token " << k << " c " << c;
+                }
+              }
+              const FfnLayerStats& st = rt.stats;
+              const auto got_active = static_cast<int64_t>(st.neurons - st.zero_neurons);
+              EXPECT_NEAR(got_active, active, ambiguous) << where;
+              if (n == 1 && mode == FfnMode::kSparse) {
+                EXPECT_NEAR(static_cast<int64_t>(st.up_zero_neurons), want[0].up_zeros,
+                            want[0].up_ambiguous + want[0].ambiguous)
+                    << where;
+                if (drelu) {
+                  EXPECT_GT(st.up_zero_neurons, 0u) << where;
+                }
+                const uint64_t rows = ffn + 2 * got_active - st.up_zero_neurons;
+                EXPECT_EQ(st.weight_bytes_read, rows * DTypeBytes(dtype, hidden)) << where;
+              } else {
+                EXPECT_EQ(st.up_zero_neurons, 0u) << where;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Sessions share a batched FFN pass only when they compute alike: on a FATReLU model, the model's
+// activation (threshold 0.3) and --act relu (threshold 0) resolve to the same act but must not
+// share (one would get the other's threshold). Catches Batchable comparing act alone.
+TEST(FfnRuntime, FatReluThresholdKeepsSessionsApart) {
+  ModelConfig c;
+  c.activation = Activation::kFatReLU;
+  c.activation_threshold = 0.3f;
+  const FfnSettings model = FfnSettings::Resolve(c, FfnMode::kAuto, {});
+  const FfnSettings relu = FfnSettings::Resolve(c, FfnMode::kAuto, {.kind = FfnActivation::kReLU});
+  EXPECT_EQ(model.threshold, 0.3f);
+  EXPECT_EQ(relu.threshold, 0.0f);
+  EXPECT_EQ(model.act, relu.act);
+  EXPECT_FALSE(model.Batchable(relu));
+  EXPECT_TRUE(model.Batchable(FfnSettings::Resolve(c, FfnMode::kSparse, {})));
 }
 
 // Auto decodes sparsely exactly when the activation makes zeros (ReLU), and never under dense.

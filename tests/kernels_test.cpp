@@ -150,7 +150,7 @@ TEST(Kernels, IsaListIsConsistent) {
       EXPECT_NE(ops.axpy_rows, nullptr) << info.name << " " << DTypeName(type);
       EXPECT_NE(ops.sparse_up_down, nullptr) << info.name << " " << DTypeName(type);
     }
-    EXPECT_NE(table.compact_positive, nullptr) << info.name;
+    EXPECT_NE(table.compact_above, nullptr) << info.name;
     // BestIsa is the last one this CPU runs (within ZEROSKIP_MAX_ISA).
     if (after_best) {
       EXPECT_EQ(KernelsFor(info.isa), nullptr) << info.name;
@@ -448,29 +448,44 @@ TEST_P(KernelIsaTest, QuantMatmulEqualsDotRowsBitForBit) {
   }
 }
 
-TEST_P(KernelIsaTest, CompactPositiveIsExact) {
+// Against the definition (g[i] > threshold, in order) spelled out here, for ReLU's threshold 0
+// and a FATReLU threshold; gates equal to the threshold, and (threshold 0) both zeros, are
+// inactive. Catches a comparison that keeps the threshold itself (>=), ignores the threshold
+// (compares with 0), or loses a tail element. Runs the scalar table too (the SIMD ones'
+// reference).
+TEST_P(KernelIsaTest, CompactAboveIsExact) {
   std::mt19937 rng(4);
   const Isa isa = GetParam();
-  const KernelTable& k = this->kernels();
-  for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 100, 1000}) {
-    for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
-      std::vector<float> g(n);
-      for (auto& v : g) {
-        const bool zero = std::uniform_real_distribution<double>()(rng) < sparsity;
-        v = zero ? -std::uniform_real_distribution<float>(0.0f, 1.0f)(rng)
-                 : std::uniform_real_distribution<float>(1e-6f, 1.0f)(rng);
-      }
-      if (n > 2) g[1] = 0.0f;   // exactly zero is inactive
-      if (n > 3) g[2] = -0.0f;  // so is negative zero
-      std::vector<int32_t> rows(n + 16, -1), want_rows(n + 16, -1);
-      std::vector<float> vals(n + 16), want_vals(n + 16);
-      const int64_t got = k.compact_positive(g.data(), n, rows.data(), vals.data());
-      const int64_t want =
-          ScalarKernels().compact_positive(g.data(), n, want_rows.data(), want_vals.data());
-      ASSERT_EQ(got, want) << IsaName(isa) << " n " << n;
-      for (int64_t i = 0; i < got; ++i) {
-        EXPECT_EQ(rows[i], want_rows[i]);
-        EXPECT_EQ(vals[i], want_vals[i]);
+  for (const KernelTable* k : {&this->kernels(), &ScalarKernels()}) {
+    for (float threshold : {0.0f, 0.25f}) {
+      for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 100, 1000}) {
+        for (double sparsity : {0.0, 0.5, 0.9, 1.0}) {
+          std::vector<float> g(n);
+          for (auto& v : g) {
+            const bool zero = std::uniform_real_distribution<double>()(rng) < sparsity;
+            // Inactive ones fall in [threshold - 1, threshold], some of them above zero.
+            v = zero ? threshold - std::uniform_real_distribution<float>(0.0f, 1.0f)(rng)
+                     : threshold + std::uniform_real_distribution<float>(1e-6f, 1.0f)(rng);
+          }
+          if (n > 2) g[1] = threshold;             // exactly the threshold is inactive
+          if (n > 3) g[2] = -0.0f;                 // so is negative zero
+          if (n > 4) g[n - 1] = threshold + 0.5f;  // the tail's last element is active
+          std::vector<int32_t> rows(n + 16, -1), want_rows;
+          std::vector<float> vals(n + 16), want_vals;
+          for (int64_t i = 0; i < n; ++i) {
+            if (g[i] > threshold) {
+              want_rows.push_back(static_cast<int32_t>(i));
+              want_vals.push_back(g[i]);
+            }
+          }
+          const int64_t got = k->compact_above(g.data(), n, threshold, rows.data(), vals.data());
+          ASSERT_EQ(got, static_cast<int64_t>(want_rows.size()))
+              << IsaName(k->isa) << " n " << n << " threshold " << threshold;
+          for (int64_t i = 0; i < got; ++i) {
+            EXPECT_EQ(rows[i], want_rows[i]) << IsaName(isa);
+            EXPECT_EQ(vals[i], want_vals[i]) << IsaName(isa);
+          }
+        }
       }
     }
   }

@@ -11,12 +11,13 @@
 
 namespace zeroskip {
 
-enum class Activation { kReLU, kSiLU };
+// kFatReLU (ProSparse's FATReLU, "shifted ReLU"): g if g > activation_threshold, else 0.
+enum class Activation { kReLU, kSiLU, kFatReLU };
 
 std::string_view ActivationName(Activation a);
 
 struct ModelConfig {
-  std::string hf_architecture;  // "LlamaForCausalLM" or "MistralForCausalLM"
+  std::string hf_architecture;  // a name of src/arch/architectures.cpp
   int64_t hidden = 0;           // hidden_size
   int64_t ffn = 0;              // intermediate_size
   int64_t layers = 0;           // num_hidden_layers
@@ -26,6 +27,10 @@ struct ModelConfig {
   int64_t vocab = 0;            // vocab_size
   int64_t context = 0;          // max_position_embeddings (capped by a Mistral sliding_window)
   Activation activation = Activation::kReLU;
+  float activation_threshold = 0.0f;  // kFatReLU: hidden_act_param, >= 0; 0 otherwise
+  // dReLU (TurboSparse / Bamboo): relu(gate) * relu(up). Set by the architecture
+  // (BambooForCausalLM), never stored on its own.
+  bool relu_up = false;
   float rms_eps = 1e-5f;
   float rope_theta = 10000.0f;
   bool tied_embeddings = false;
@@ -34,6 +39,8 @@ struct ModelConfig {
 
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }
+  // Whether act(gate) is zero wherever gate <= 0 (relu and fatrelu with a threshold >= 0).
+  bool relu_family() const { return activation != Activation::kSiLU; }
 
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };

@@ -1,4 +1,4 @@
-// Hugging Face checkpoint directory -> native .zsk file.
+// Hugging Face checkpoint directory (or a llama-architecture GGUF file) -> native .zsk file.
 //
 // Reads config.json, model.safetensors (or the shards named by model.safetensors.index.json)
 // and tokenizer.model, validates all of it against the configuration, and streams tensor by
@@ -22,6 +22,9 @@ struct ConvertOptions {
   std::string out_path;
   std::optional<DType> dtype;  // nullopt: keep each tensor's dtype (norms are always f32)
   bool shadow_gate = false;    // add each layer's shadow gate (docs/SHADOW_GATE.md)
+  // GGUF input only: the activation (relu|silu|fatrelu) when the metadata has no
+  // llama.hidden_act; empty: the metadata must say it.
+  std::string act;
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;
 };
 

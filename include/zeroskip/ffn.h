@@ -23,7 +23,8 @@ enum class GateMode { kAuto, kDense, kShadow };
 std::string_view GateModeName(GateMode mode);
 bool ParseGateMode(std::string_view name, GateMode* out);
 
-// The FFN hidden activation at inference. kModel: the model's own (relu or silu). kStochastic
+// The FFN hidden activation at inference. kModel: the model's own (relu, silu, or fatrelu with
+// its threshold; a dReLU model's ReLU on up applies whatever is chosen here). kStochastic
 // (the paper's inference-time use of stochastic activations): a gate g >= 0 passes unchanged;
 // g < 0 becomes SiLU(g) with probability p, else 0. The draw is a counter-based hash of (seed,
 // absolute position, layer, neuron): the same seed gives the same output whatever the thread
@@ -53,6 +54,8 @@ struct FfnLayerStats {
   uint64_t shadow_rows = 0;       // neurons whose gate went through the shadow first ...
   uint64_t shadow_zeros = 0;      // ... the zeros among them ...
   uint64_t certified_rows = 0;    // ... and those certified zero without their full gate row
+  // dReLU, sparse decode: neurons with act(gate) != 0 whose up was not positive (down skipped).
+  uint64_t up_zero_neurons = 0;
   uint64_t pass_rows = 0;       // neurons per call, summed over calls ...
   uint64_t pass_rows_read = 0;  // ... and those whose up/down rows a call read: in a batch, the
                                 // neurons active for at least one of its tokens

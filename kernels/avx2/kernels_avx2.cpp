@@ -81,16 +81,16 @@ constexpr std::array<std::array<int32_t, 8>, 256> MakeCompressTable() {
 }
 constexpr auto kCompressTable = MakeCompressTable();
 
-int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values) {
+int64_t CompactAbove(const float* g, int64_t n, float threshold, int32_t* rows, float* values) {
   constexpr int64_t kLanes = Avx2::kLanes;
   __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i step = _mm256_set1_epi32(kLanes);
-  const __m256 zero = _mm256_setzero_ps();
+  const __m256 t = _mm256_set1_ps(threshold);
   int64_t count = 0;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     const __m256 v = _mm256_loadu_ps(g + i);
-    const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
     const __m256i perm =
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kCompressTable[m].data()));
     const int got = __builtin_popcount(m);
@@ -104,10 +104,10 @@ int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values)
     count += got;
     index = _mm256_add_epi32(index, step);
   }
-  return count + ref::CompactPositiveRange(g, i, n, rows + count, values + count);
+  return count + ref::CompactAboveRange(g, i, n, threshold, rows + count, values + count);
 }
 
-constexpr KernelTable kTable{Isa::kAvx2, MakeWeightOps<simd::SimdKernels<Avx2>>(), CompactPositive,
+constexpr KernelTable kTable{Isa::kAvx2, MakeWeightOps<simd::SimdKernels<Avx2>>(), CompactAbove,
                              simd::ScaledSoftmax<xsimd::fma3<xsimd::avx2>>,
                              simd::QuantizeActivations, simd::ShadowDotRows};
 

@@ -59,16 +59,17 @@ struct Avx512 : simd::MaddubsDot {
 };
 
 // (maybe_unused: avx512bf16 copies the avx512vnni table, compaction included.)
-[[maybe_unused]] int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values) {
+[[maybe_unused]] int64_t CompactAbove(const float* g, int64_t n, float threshold, int32_t* rows,
+                                      float* values) {
   constexpr int64_t kLanes = Avx512::kLanes;
   __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i step = _mm512_set1_epi32(kLanes);
-  const __m512 zero = _mm512_setzero_ps();
+  const __m512 t = _mm512_set1_ps(threshold);
   int64_t count = 0;
   for (int64_t i = 0; i < n; i += kLanes) {
     const __mmask16 in = n - i >= kLanes ? static_cast<__mmask16>(0xFFFF) : TailMask(n - i);
     const __m512 v = _mm512_maskz_loadu_ps(in, g + i);
-    const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, zero, _CMP_GT_OQ);
+    const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, t, _CMP_GT_OQ);
     const int got = __builtin_popcount(m);
     // Compress in registers, then a masked store of exactly `got` lanes.
     const __mmask16 out = TailMask(got);

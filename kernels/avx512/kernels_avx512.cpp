@@ -7,7 +7,7 @@ namespace zeroskip {
 namespace {
 
 constexpr KernelTable kTable{Isa::kAvx512, MakeWeightOps<simd::SimdKernels<Avx512>>(),
-                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
+                             CompactAbove, simd::ScaledSoftmax<xsimd::avx512f>,
                              simd::QuantizeActivations, simd::ShadowDotRows};
 
 }  // namespace

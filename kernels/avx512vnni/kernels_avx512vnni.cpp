@@ -17,7 +17,7 @@ struct Avx512Vnni : Avx512 {
 };
 
 constexpr KernelTable kTable{Isa::kAvx512Vnni, MakeWeightOps<simd::SimdKernels<Avx512Vnni>>(),
-                             CompactPositive, simd::ScaledSoftmax<xsimd::avx512f>,
+                             CompactAbove, simd::ScaledSoftmax<xsimd::avx512f>,
                              simd::QuantizeActivations, simd::ShadowDotRows};
 
 }  // namespace

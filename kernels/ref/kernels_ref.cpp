@@ -127,8 +127,8 @@ void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const in
   }
 }
 
-int64_t CompactPositive(const float* g, int64_t n, int32_t* rows, float* values) {
-  return ref::CompactPositiveRange(g, 0, n, rows, values);
+int64_t CompactAbove(const float* g, int64_t n, float threshold, int32_t* rows, float* values) {
+  return ref::CompactAboveRange(g, 0, n, threshold, rows, values);
 }
 
 struct RefKernels {
@@ -168,7 +168,7 @@ void ShadowDotRows(const uint8_t* rows, int64_t n, int64_t cols, const int16_t* 
   }
 }
 
-constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactPositive,
+constexpr KernelTable kTable{Isa::kScalar, MakeWeightOps<RefKernels>(), CompactAbove,
                              ScaledSoftmax, ref::QuantizeActivations, ShadowDotRows};
 
 }  // namespace
@@ -197,11 +197,11 @@ void ref::QuantizeActivations(const float* x, int64_t blocks, int8_t* q, float* 
   }
 }
 
-int64_t ref::CompactPositiveRange(const float* g, int64_t begin, int64_t end, int32_t* rows,
-                                  float* values) {
+int64_t ref::CompactAboveRange(const float* g, int64_t begin, int64_t end, float threshold,
+                               int32_t* rows, float* values) {
   int64_t count = 0;
   for (int64_t i = begin; i < end; ++i) {
-    if (g[i] > 0.0f) {
+    if (g[i] > threshold) {
       rows[count] = static_cast<int32_t>(i);
       values[count++] = g[i];
     }

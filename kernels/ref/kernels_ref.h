@@ -15,9 +15,9 @@ namespace zeroskip::ref {
 inline constexpr float kMinActivationScale = 0x1p-96f;
 void QuantizeActivations(const float* x, int64_t blocks, int8_t* q, float* d);
 
-// CompactPositive over g[begin, end): appends each i with g[i] > 0 to rows[] and g[i] to values[]
-// (both from their first element); returns how many it appended.
-int64_t CompactPositiveRange(const float* g, int64_t begin, int64_t end, int32_t* rows,
-                             float* values);
+// CompactAbove over g[begin, end): appends each i with g[i] > threshold to rows[] and g[i] to
+// values[] (both from their first element); returns how many it appended.
+int64_t CompactAboveRange(const float* g, int64_t begin, int64_t end, float threshold,
+                          int32_t* rows, float* values);
 
 }  // namespace zeroskip::ref

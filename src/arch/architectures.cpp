@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "arch/bamboo_tensors.h"
 #include "arch/llama_tensors.h"
 
 namespace zeroskip {
@@ -11,6 +12,11 @@ constexpr Architecture kArchitectures[] = {
     {"LlamaForCausalLM", "llama", LlamaTensorTable, ForwardFamily::kLlama},
     // Llama's tensors and forward; its sliding window is folded into the context length.
     {"MistralForCausalLM", "mistral", LlamaTensorTable, ForwardFamily::kLlama},
+    // ProSparse (SparseLLM/prosparse-llama-2-*): a Llama body whose hidden_act is fatrelu.
+    {"SparseLlamaForCausalLM", "sparsellama", LlamaTensorTable, ForwardFamily::kLlama},
+    // Bamboo and TurboSparse-Mistral (PowerInfer): a Mistral body with dReLU,
+    // down(relu(gate(x)) * relu(up(x))); TurboSparse's activation predictors are skipped.
+    {"BambooForCausalLM", "bamboo", BambooTensorTable, ForwardFamily::kLlama, true},
 };
 
 }  // namespace

@@ -19,6 +19,7 @@ struct Architecture {
   std::string_view model_type;  // config.json model_type, used when architectures is absent
   TensorTable (*tensors)(const ModelConfig& config);
   ForwardFamily forward;
+  bool relu_up = false;  // dReLU: the MLP applies its ReLU to up as well (relu(g) * relu(u))
 };
 
 // nullptr when not supported.

@@ -36,12 +36,19 @@ const TensorDef* TensorTable::FindHf(std::string_view hf_name) const {
   return it == by_hf_name_.end() ? nullptr : &stored_[it->second];
 }
 
+void TensorTable::SkipHfInfix(std::string infix, std::string why) {
+  skipped_hf_infixes_.emplace_back(std::move(infix), std::move(why));
+}
+
 std::optional<std::string> TensorTable::SkipReason(std::string_view hf_name) const {
   for (const auto& t : unused_) {
     if (t.hf_name == hf_name) return t.unused_because;
   }
   for (const auto& [suffix, why] : derived_hf_suffixes_) {
     if (hf_name.ends_with(suffix)) return why;
+  }
+  for (const auto& [infix, why] : skipped_hf_infixes_) {
+    if (hf_name.find(infix) != std::string_view::npos) return why;
   }
   return std::nullopt;
 }

@@ -48,12 +48,14 @@ class TensorTable {
   const TensorDef& at(std::string_view name) const;
   // The stored tensor converted from this Hugging Face name, or nullptr.
   const TensorDef* FindHf(std::string_view hf_name) const;
+  // Also skips every checkpoint tensor whose Hugging Face name contains `infix`, saying `why`.
+  void SkipHfInfix(std::string infix, std::string why);
   // Why a checkpoint tensor that is not stored may be skipped; nullopt if it must be refused.
   std::optional<std::string> SkipReason(std::string_view hf_name) const;
 
  private:
   std::vector<TensorDef> stored_, unused_;
-  std::vector<std::pair<std::string, std::string>> derived_hf_suffixes_;
+  std::vector<std::pair<std::string, std::string>> derived_hf_suffixes_, skipped_hf_infixes_;
   std::map<std::string, size_t, std::less<>> by_name_, by_hf_name_;  // -> index in stored_
 };
 

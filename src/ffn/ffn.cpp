@@ -122,6 +122,7 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   shadow_rows += o.shadow_rows;
   shadow_zeros += o.shadow_zeros;
   certified_rows += o.certified_rows;
+  up_zero_neurons += o.up_zero_neurons;
   pass_rows += o.pass_rows;
   pass_rows_read += o.pass_rows_read;
 }
@@ -131,8 +132,11 @@ FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
   FfnSettings s;
   s.act = activation.kind;
   if (s.act == FfnActivation::kModel) {
-    s.act = config.activation == Activation::kReLU ? FfnActivation::kReLU : FfnActivation::kSiLU;
+    s.act = config.relu_family() ? FfnActivation::kReLU : FfnActivation::kSiLU;
+    // --act relu asks for plain ReLU; the model's own activation keeps its threshold.
+    if (config.activation == Activation::kFatReLU) s.threshold = config.activation_threshold;
   }
+  s.relu_up = config.relu_up;
   s.stoch_p = activation.stoch_p;
   s.seed = activation.seed;
   if (!(s.stoch_p >= 0.0f && s.stoch_p <= 1.0f)) {
@@ -158,7 +162,9 @@ FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
 }
 
 bool FfnSettings::Batchable(const FfnSettings& other) const {
+  // threshold: --act relu on a FATReLU model resolves to the same act with threshold 0.
   return act == other.act && sparse_decode == other.sparse_decode &&
+         threshold == other.threshold && relu_up == other.relu_up &&
          act != FfnActivation::kStochastic;
 }
 
@@ -179,7 +185,8 @@ float ActivateNeuron(const FfnSettings& settings, float g, int64_t position, int
       }
       [[fallthrough]];
     default:
-      return std::max(g, 0.0f);
+      // threshold 0: std::max keeps ReLU's results (a NaN gate stays NaN) bit for bit.
+      return settings.threshold > 0.0f ? (g > settings.threshold ? g : 0.0f) : std::max(g, 0.0f);
   }
 }
 
@@ -201,6 +208,7 @@ struct FfnRuntime::Slice {
   int64_t negatives = 0;     // stochastic: gates < 0 ...
   int64_t picked = 0;        // ... kept as SiLU(g)
   int64_t uncertain = 0;     // shadow gate: rows whose full gate row was read
+  int64_t up_zeros = 0;      // dReLU, sparse: active neurons whose up was not positive
 };
 
 FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, DenseMatmul& matmul,
@@ -279,8 +287,8 @@ void FfnRuntime::ActivateRows(const Call& call, Slice& s) {
   int32_t* active = active_.data() + s.r0;
   float* active_g = active_g_.data() + s.r0;
   if (!stochastic) {
-    // Only neurons with gate > 0 survive ReLU: compact them with SIMD.
-    s.active = kernels_.compact_positive(s.g, s.rows, active, active_g);
+    // Only neurons with gate > threshold survive (FAT)ReLU: compact them with SIMD.
+    s.active = kernels_.compact_above(s.g, s.rows, call.settings.threshold, active, active_g);
     return;
   }
   // Picked negatives are active rows too, carrying SiLU(g).
@@ -299,28 +307,46 @@ void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* p
   const WeightOps& ops = kernels_.ops(call.w.up.dtype);
   const auto* up = static_cast<const uint8_t*>(call.w.up.data) + s.r0 * call.row_bytes;
   const auto* down = static_cast<const uint8_t*>(call.w.down_t.data) + s.r0 * call.row_bytes;
+  float* u = up_.data() + s.r0;
+  if (call.settings.sparse_decode && call.settings.relu_up) {
+    // dReLU: up for the active rows, then keep (in place, in row order) those whose up is
+    // positive, with coefficient act(g) * u; only their down rows are read.
+    int32_t* active = active_.data() + s.r0;
+    float* coef = active_g_.data() + s.r0;
+    ops.dot_rows({up, hidden}, active, s.active, hidden, x, u);
+    int64_t kept = 0;
+    for (int64_t k = 0; k < s.active; ++k) {
+      if (u[k] > 0.0f) {
+        active[kept] = active[k];
+        coef[kept++] = coef[k] * u[k];
+      }
+    }
+    s.up_zeros = s.active - kept;
+    ops.axpy_rows({down, hidden}, active, coef, kept, hidden, partial_y);
+    return;
+  }
   if (call.settings.sparse_decode) {
     ops.sparse_up_down({up, hidden}, {down, hidden}, hidden, active_.data() + s.r0,
                        active_g_.data() + s.r0, s.active, x, partial_y);
     return;
   }
   const bool stochastic = call.settings.act == FfnActivation::kStochastic;
-  float* u = up_.data() + s.r0;
   ops.dot_rows({up, hidden}, nullptr, s.rows, hidden, x, u);
   for (int64_t i = 0; i < s.rows; ++i) {
     const float a = ActivateNeuron(call.settings, s.g[i], call.position, call.layer, s.r0 + i);
     s.active += a != 0.0f;
     s.picked += stochastic && s.g[i] < 0.0f && a != 0.0f;
-    s.g[i] = a * u[i];
+    s.g[i] = a * (call.settings.relu_up ? std::max(u[i], 0.0f) : u[i]);
   }
   ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
 }
 
 FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y) {
   const int64_t hidden = config_.hidden, ffn = config_.ffn;
-  int64_t active_total = 0, negatives = 0, picked = 0, uncertain = 0;
+  int64_t active_total = 0, negatives = 0, picked = 0, uncertain = 0, up_zeros = 0;
 
-#pragma omp parallel num_threads(threads_) reduction(+ : active_total, negatives, picked, uncertain)
+#pragma omp parallel num_threads(threads_) \
+    reduction(+ : active_total, negatives, picked, uncertain, up_zeros)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const auto [r0, r1] = ThreadSlice(ffn, t, nt, kNeuronAlign);
@@ -339,6 +365,7 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
     negatives += s.negatives;
     picked += s.picked;
     uncertain += s.uncertain;
+    up_zeros += s.up_zeros;
 #pragma omp barrier
     // Reduce the private accumulators, each thread owning a slice of the output.
     const auto [c0, c1] = ThreadSlice(hidden, t, nt, kNeuronAlign);
@@ -354,10 +381,13 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   const uint64_t hf = static_cast<uint64_t>(hidden) * ffn;
   // Sparse: the whole gate, then two rows (up, down) per active neuron.
   const bool sparse = call.settings.sparse_decode;
-  const uint64_t active_elems = 2 * static_cast<uint64_t>(hidden) * active_total;
+  // dReLU: the down rows of active neurons whose up is not positive are skipped too.
+  const int64_t rows_read = 2 * active_total - up_zeros;
+  step.up_zero_neurons = up_zeros;
+  const uint64_t active_elems = static_cast<uint64_t>(hidden) * rows_read;
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
   step.weight_bytes_read =
-      static_cast<uint64_t>(sparse ? ffn + 2 * active_total : 3 * ffn) * call.row_bytes;
+      static_cast<uint64_t>(sparse ? ffn + rows_read : 3 * ffn) * call.row_bytes;
   step.pass_rows = ffn;
   step.pass_rows_read = sparse ? active_total : ffn;
   if (call.uses_shadow) {
@@ -428,7 +458,11 @@ FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t
   matmul_.Linear(call.w.up, x, n, u);
   int64_t zeros = 0, negatives = 0, picked = 0;
   ActivateBatch(call, g, n, &zeros, &negatives, &picked);
-  for (int64_t i = 0; i < n * ffn; ++i) g[i] *= u[i];
+  if (call.settings.relu_up) {
+    for (int64_t i = 0; i < n * ffn; ++i) g[i] *= std::max(u[i], 0.0f);
+  } else {
+    for (int64_t i = 0; i < n * ffn; ++i) g[i] *= u[i];
+  }
   matmul_.LinearTransposed(call.w.down_t, g, n, y);
 
   FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
@@ -479,6 +513,10 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
         if (count == 0) continue;
         float u[kBatchNeurons];
         ops.dot_rows(block, rows, count, hidden, x + k * hidden, u);
+        // dReLU: a zero product here drops the neuron from this token's down projection.
+        if (call.settings.relu_up) {
+          for (int64_t j = 0; j < count; ++j) u[j] = std::max(u[j], 0.0f);
+        }
         for (int64_t j = 0; j < count; ++j) {
           h[k * ffn + i0 + rows[j]] *= u[j];
           read[rows[j]] = true;

@@ -1,4 +1,5 @@
-// The FFN runtime: y = W_down · (act(W_gate·x) ⊙ (W_up·x)) for one layer, choosing how.
+// The FFN runtime: y = W_down · (act(W_gate·x) ⊙ (W_up·x)) for one layer, choosing how; for
+// dReLU models y = W_down · (act(W_gate·x) ⊙ relu(W_up·x)).
 //
 // One token (decode) runs in phases, each thread on its own slice of the FFN neurons:
 //   gate rows      the gate GEMV over the slice; with a shadow gate (docs/SHADOW_GATE.md) the
@@ -6,8 +7,9 @@
 //                  does not certify as zero (the certified ones get g = 0)
 //   activate       act(gate) per neuron; the sparse path compacts the nonzero ones into
 //                  (row, coefficient) lists, the dense path keeps every row
-//   up/down        sparse: the fused up+down kernel over the active rows only; dense: up for
-//                  every row, then the down projection weighted by act(gate) ⊙ up
+//   up/down        sparse: the fused up+down kernel over the active rows only (dReLU: up for
+//                  the active rows, then down only for those whose up is positive); dense: up
+//                  for every row, then the down projection weighted by act(gate) ⊙ up
 //   reduce         the threads' private [hidden] accumulators summed into y (no atomics)
 // A batch (prefill) runs the gate as one batched matmul. The sparse path then works neuron by
 // neuron: up only for the tokens whose activation is nonzero, and the down projection as rows
@@ -35,6 +37,12 @@ struct KernelTable;
 // How one sequence runs its FFN, resolved against the model.
 struct FfnSettings {
   FfnActivation act = FfnActivation::kReLU;  // never kModel
+  // kReLU keeps g only where g > threshold: 0 for ReLU, the model's hidden_act_param for FATReLU
+  // (never negative, so every zero of ReLU is one of FATReLU and the shadow gate stays exact).
+  float threshold = 0.0f;
+  // dReLU (the model's architecture): up goes through ReLU too, act(g) * relu(u); the sparse
+  // path then skips the down row of every active neuron whose up is not positive.
+  bool relu_up = false;
   float stoch_p = 0.5f;
   uint64_t seed = 0;
   bool sparse_decode = true;

@@ -7,6 +7,7 @@
 #include "format/checkpoint_reader.h"
 #include "format/dtype.h"
 #include "format/file_io.h"
+#include "format/gguf.h"
 #include "format/safetensors.h"
 #include "format/shadow_gate.h"
 #include "text/tokenizer_check.h"
@@ -48,8 +49,40 @@ DType StoredDType(const TensorDef& def, DType source, std::optional<DType> reque
 
 }  // namespace
 
+namespace {
+
+// The conversion proper, whatever the checkpoint's container: `config_text` is what the .zsk
+// keeps as the source config, `config_source` what messages about it name.
+ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& config_text,
+                                const ModelConfig& config, std::string tokenizer,
+                                const CheckpointReader& ckpt_ref, const std::string& config_path,
+                                const std::string& config_source);
+
+// A llama-architecture GGUF (src/format/gguf.h): config and tokenizer from its metadata.
+ConvertResult ConvertGguf(const ConvertOptions& opt) {
+  GgufHeader header = ReadGgufHeader(opt.hf_dir);
+  const std::string config_text = GgufConfigJson(header, opt.hf_dir, opt.act);
+  const ModelConfig config = ParseHfConfig(config_text, opt.hf_dir + " (metadata)");
+  std::string tokenizer = GgufTokenizerModel(header, opt.hf_dir);
+  CheckTokenizerModel(tokenizer, config.vocab, opt.hf_dir + " (tokenizer.ggml.*)");
+  const std::unique_ptr<CheckpointReader> ckpt = OpenGgufCheckpoint(opt.hf_dir, std::move(header));
+  RefuseOutputThatIsAnInput(opt.out_path, {opt.hf_dir});
+  return ConvertCheckpoint(opt, config_text, config, std::move(tokenizer), *ckpt, opt.hf_dir,
+                           "the GGUF metadata");
+}
+
+}  // namespace
+
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   CheckOutputPath(opt.out_path);  // fail before reading gigabytes, not after
+  if (struct stat st; ::stat(opt.hf_dir.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    if (IsGgufFile(opt.hf_dir)) return ConvertGguf(opt);
+    throw Error(opt.hf_dir, "is neither a checkpoint directory nor a GGUF file (no GGUF magic)");
+  }
+  if (!opt.act.empty()) {
+    throw Error(opt.hf_dir, "--act is for GGUF input (a checkpoint directory's config.json "
+                            "names its hidden_act)");
+  }
   const std::string config_path = opt.hf_dir + "/config.json";
   if (!FileExists(config_path)) {
     throw Error(config_path, "missing (is this a checkpoint directory?)");
@@ -68,6 +101,17 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   std::vector<std::string> inputs = {config_path, tokenizer_path};
   for (const auto& file : ckpt->files()) inputs.push_back(file);
   RefuseOutputThatIsAnInput(opt.out_path, inputs);
+  return ConvertCheckpoint(opt, config_text, config, std::move(tokenizer), *ckpt, config_path,
+                           "config.json");
+}
+
+namespace {
+
+ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& config_text,
+                                const ModelConfig& config, std::string tokenizer,
+                                const CheckpointReader& ckpt_ref, const std::string& config_path,
+                                const std::string& config_source) {
+  const CheckpointReader* ckpt = &ckpt_ref;
   const TensorTable table = ArchitectureTensors(config);
 
   // Every stored tensor present with the shape the config implies; nothing unexplained extra.
@@ -77,7 +121,8 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     if (t == nullptr) throw Error(ckpt->path(), "missing tensor '" + def.hf_name + "'");
     if (t->shape != def.hf_shape) {
       throw Error(t->path, "tensor '" + def.hf_name + "' has shape " + ShapeString(t->shape) +
-                               " but config.json implies " + ShapeString(def.hf_shape));
+                               " but " + config_source + " implies " +
+                               ShapeString(def.hf_shape));
     }
     sources.push_back(t);
   }
@@ -87,7 +132,7 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     const std::optional<std::string> skip = table.SkipReason(t.name);
     if (!skip) {
       throw Error(t.path, "unexpected tensor '" + t.name + "' (not part of a " +
-                              config.hf_architecture + " with this config.json)");
+                              config.hf_architecture + " with this " + config_source + ")");
     }
     warnings.push_back("skipping tensor '" + t.name + "' (" + *skip + ")");
   }
@@ -132,7 +177,15 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   }
 
   ZskWriter writer(opt.out_path, config, config_text, std::move(tokenizer), std::move(specs));
-  std::vector<uint8_t> src(max_src), dst(max_dst);
+  // A quantized source (a GGUF's q8_0/q4_0) stored another way goes through f32.
+  uint64_t max_widened = 0;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (IsQuantized(sources[i]->dtype)) {
+      max_widened = std::max(max_widened, sources[i]->nbytes / DTypeBlockBytes(sources[i]->dtype) *
+                                              kQuantBlock * sizeof(float));
+    }
+  }
+  std::vector<uint8_t> src(max_src), dst(max_dst), widened(max_widened);
   uint64_t done = 0, total_bytes = 0;
   for (const TensorInfo& t : writer.plan()) total_bytes += t.nbytes;
   size_t next = 0;  // in writer.plan(), which holds the shadows too
@@ -142,8 +195,9 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     const TensorInfo& out = writer.plan()[next++];
     const uint8_t* stored = src.data();
     ckpt->Read(s, src.data());
-    if (const uint64_t bad =
-            CountNonFinite(src.data(), s.dtype, s.nbytes / DTypeBytes(s.dtype, 1))) {
+    uint64_t elements = 1;
+    for (uint64_t d : s.shape) elements *= d;  // the reader checked the product
+    if (const uint64_t bad = CountNonFinite(src.data(), s.dtype, elements)) {
       throw Error(s.path, "tensor '" + s.name + "': " + std::to_string(bad) +
                               " values are NaN or Inf (the checkpoint is damaged)");
     }
@@ -152,8 +206,17 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
     if (!transpose && out.dtype == s.dtype) {
       writer.WriteNext({src.data(), s.nbytes});
     } else {
+      const uint8_t* from = src.data();
+      DType from_type = s.dtype;
+      if (IsQuantized(s.dtype)) {
+        // Dequantize (exact), then transpose (blocks run along the rows, which transposing turns
+        // into columns) and quantize again when the output is quantized (docs/FORMAT.md, GGUF).
+        ConvertMatrix(src.data(), s.dtype, rows, cols, false, widened.data(), DType::kF32);
+        from = widened.data();
+        from_type = DType::kF32;
+      }
       const uint64_t overflows =
-          ConvertMatrix(src.data(), s.dtype, rows, cols, transpose, dst.data(), out.dtype);
+          ConvertMatrix(from, from_type, rows, cols, transpose, dst.data(), out.dtype);
       if (overflows > 0) {
         throw Error(s.path, "tensor '" + s.name + "': " + std::to_string(overflows) +
                                 " values overflow " + std::string(DTypeName(out.dtype)) +
@@ -173,6 +236,8 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   writer.Finish();
   return {writer.plan().size(), parameters, writer.file_size(), std::move(warnings)};
 }
+
+}  // namespace
 
 ConvertResult AddShadowGate(const ShadowOptions& opt) {
   CheckOutputPath(opt.out_path);

@@ -222,8 +222,15 @@ uint64_t CountNonFinite(const uint8_t* data, DType type, uint64_t n) {
       break;
     }
     case DType::kQ8:
-    case DType::kQ4:
-      break;  // checkpoints hold float types only
+    case DType::kQ4: {
+      // A GGUF's q8_0/q4_0: every value of a block whose f16 scale is Inf or NaN.
+      const uint64_t block = DTypeBlockBytes(type);
+      for (uint64_t b = 0; b < n / kQuantBlock; ++b) {
+        const uint16_t d = static_cast<uint16_t>(data[b * block] | data[b * block + 1] << 8);
+        count += (d & 0x7c00) == 0x7c00 ? kQuantBlock : 0;
+      }
+      break;
+    }
   }
   return count;
 }

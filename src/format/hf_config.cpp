@@ -23,6 +23,7 @@ constexpr int64_t kMaxHeads = 1024;
 constexpr int64_t kMaxHeadDim = 1024;
 constexpr int64_t kMaxVocab = 1 << 22;
 constexpr int64_t kMaxContext = 1 << 22;
+constexpr double kMaxThreshold = 1e4;
 
 // Which text is read: a Hugging Face config.json or the config in a .zsk's metadata.
 enum class Source { kHfConfig, kNative };
@@ -80,7 +81,8 @@ class Fields {
 
 enum class Kind {
   kArchitecture,     // config.json: "architectures": [name, ...]; native: "architecture": name
-  kActivation,       // "relu" or "silu"
+  kActivation,       // "relu", "silu" or "fatrelu"
+  kThreshold,        // fatrelu's threshold: a number in [lo, hi]; ignored for other activations
   kCount,            // an integer in [lo, hi]
   kTokenId,          // an integer in [0, vocab); absent, null or [] means none (-1)
   kFloat,            // a number, lo < x < hi once stored as a float
@@ -146,6 +148,9 @@ const std::vector<ConfigField>& ConfigFields() {
       {"mlp_bias", nullptr, Kind::kUnsupportedTrue, {}, 0, 0, Absent{}},
       {"hidden_act", "hidden_act", Kind::kActivation, &C::activation, 0, 0, Value("silu"),
        Value("")},
+      // ProSparse: "hidden_act": "fatrelu", "hidden_act_param": 0.01. Stored only for fatrelu.
+      {"hidden_act_param", "hidden_act_param", Kind::kThreshold, &C::activation_threshold, 0,
+       kMaxThreshold, Absent{}, Absent{}},
       {"hidden_size", "hidden_size", Kind::kCount, &C::hidden, 1, kMaxHidden},
       {"intermediate_size", "intermediate_size", Kind::kCount, &C::ffn, 1, kMaxFfn},
       {"num_hidden_layers", "num_hidden_layers", Kind::kCount, &C::layers, 1, kMaxLayers},
@@ -201,9 +206,25 @@ void ReadField(const ConfigField& d, const json* v, Source source, const Fields&
         a = Activation::kReLU;
       } else if (act == "silu") {
         a = Activation::kSiLU;
+      } else if (act == "fatrelu") {
+        a = Activation::kFatReLU;
       } else {
-        f.Fail(hf ? "hidden_act '" + act + "' is not supported (relu or silu)"
+        f.Fail(hf ? "hidden_act '" + act + "' is not supported (relu, silu or fatrelu)"
                   : "unknown hidden_act '" + act + "'");
+      }
+      return;
+    }
+    case Kind::kThreshold: {
+      float& t = c.*std::get<float ModelConfig::*>(d.member);
+      t = 0.0f;
+      // Other activations ignore it (MiniCPM configs carry one for silu).
+      if (c.activation != Activation::kFatReLU) return;
+      if (v == nullptr) f.Fail("hidden_act fatrelu needs hidden_act_param (its threshold)");
+      if (!v->is_number()) f.Fail(std::string(key) + " must be a number");
+      // Checked as stored: a float in [0, kMaxThreshold] (NaN fails both comparisons).
+      t = static_cast<float>(v->get<double>());
+      if (!(t >= static_cast<float>(d.lo) && t <= static_cast<float>(d.hi))) {
+        f.Fail(std::string(key) + " must be in [0, " + json(d.hi).dump() + "], got " + v->dump());
       }
       return;
     }
@@ -279,13 +300,30 @@ ModelConfig ReadConfig(const json& j, Source source, const std::string& path) {
         break;
     }
   }
+  // dReLU is a property of the architecture (BambooForCausalLM's MLP applies its activation to
+  // up as well), derived from it on both sides.
+  c.relu_up = FindArchitecture(c.hf_architecture)->relu_up;
+  if (c.relu_up && c.activation != Activation::kReLU) {
+    f.Fail(c.hf_architecture + " (dReLU) needs hidden_act relu, got " +
+           std::string(ActivationName(c.activation)));
+  }
   CheckConsistency(c, f);
   return c;
 }
 
 }  // namespace
 
-std::string_view ActivationName(Activation a) { return a == Activation::kReLU ? "relu" : "silu"; }
+std::string_view ActivationName(Activation a) {
+  switch (a) {
+    case Activation::kReLU:
+      return "relu";
+    case Activation::kSiLU:
+      return "silu";
+    case Activation::kFatReLU:
+      return "fatrelu";
+  }
+  return "?";
+}
 
 ModelConfig ParseHfConfig(std::string_view json_text, const std::string& path) {
   return ReadConfig(ParseObject(json_text, path, ""), Source::kHfConfig, path);
@@ -295,6 +333,8 @@ std::string ConfigToJson(const ModelConfig& c) {
   json j = json::object();
   for (const ConfigField& d : ConfigFields()) {
     if (d.native_key == nullptr) continue;
+    // Files of other activations keep the metadata they always had.
+    if (d.kind == Kind::kThreshold && c.activation != Activation::kFatReLU) continue;
     json& out = j[d.native_key];
     std::visit(
         [&](auto member) {

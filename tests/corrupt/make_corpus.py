@@ -32,6 +32,9 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tools", "pylib"))
 import hfio  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "tests", "data"))
+import make_gguf  # noqa: E402
+
 TOKENIZER = os.path.join(ROOT, "tests", "data", "tokenizer.model")
 CASES_DIR = os.path.join(HERE, "cases")
 MANIFEST = os.path.join(HERE, "cases.json")
@@ -690,6 +693,260 @@ def _(d):
 def _(d):
     write_hf(d)
     edit_config(d, lambda c: c.update(vocab_size=256))
+
+
+# --- GGUF (llama.cpp's file; tests/data/make_gguf.py writes the good one)
+
+GGUF_CONVERT = ["convert", "{case}/model.gguf", "-o", "{out}/out.zsk"]
+GGUF = "model.gguf"
+GGUF_META = "model.gguf (metadata)"
+
+
+def gguf_parts(d, dtype="f16", with_act=True):
+    """The good tiny model as GGUF parts (metadata list, tensor list); nothing left in d."""
+    hf = write_hf(d)
+    meta, tensors = make_gguf.build(hf, dtype, with_act)
+    shutil.rmtree(hf)
+    return meta, tensors
+
+
+def write_gguf(d, meta, tensors, **kw):
+    write_text(os.path.join(d, GGUF), make_gguf.serialize(meta, tensors, **kw))
+
+
+def set_meta(meta, key, vtype, value):
+    for k, (name, _, _) in enumerate(meta):
+        if name == key:
+            meta[k] = (key, vtype, value)
+            return
+    meta.append((key, vtype, value))
+
+
+def gguf_good(d, **kw):
+    meta, tensors = gguf_parts(d, **kw)
+    return make_gguf.serialize(meta, tensors)
+
+
+@case("gguf_bad_magic", GGUF_CONVERT, GGUF, "neither a checkpoint directory nor a GGUF file",
+      "model.gguf starts with GGUX instead of GGUF")
+def _(d):
+    write_text(os.path.join(d, GGUF), b"GGUX" + gguf_good(d)[4:])
+
+
+@case("gguf_version_1", GGUF_CONVERT, GGUF, "GGUF version 1 is not supported",
+      "the version field says 1 (the old format without 64-bit counts)")
+def _(d):
+    raw = bytearray(gguf_good(d))
+    raw[4:8] = struct.pack("<I", 1)
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
+@case("gguf_truncated_header", GGUF_CONVERT, GGUF, "truncated in metadata",
+      "the file is cut 60 bytes in, inside the metadata")
+def _(d):
+    write_text(os.path.join(d, GGUF), gguf_good(d)[:60])
+
+
+@case("gguf_truncated_token_list", GGUF_CONVERT, GGUF, "array of 384 elements does not fit",
+      "the file is cut inside the tokenizer's token list (its count promises more than is left)")
+def _(d):
+    write_text(os.path.join(d, GGUF), gguf_good(d)[:3000])
+
+
+@case("gguf_truncated_data", GGUF_CONVERT, GGUF, "data runs past the end of the file",
+      "the file is cut in the middle of the tensor data (header intact)")
+def _(d):
+    raw = gguf_good(d)
+    write_text(os.path.join(d, GGUF), raw[:len(raw) - 1000])
+
+
+@case("gguf_tensor_count_huge", GGUF_CONVERT, GGUF, "tensors is absurd",
+      "the tensor count is 2^40")
+def _(d):
+    raw = bytearray(gguf_good(d))
+    raw[8:16] = struct.pack("<Q", 1 << 40)
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
+@case("gguf_key_length_huge", GGUF_CONVERT, GGUF, "bytes is absurd",
+      "the first metadata key's length is 2^62")
+def _(d):
+    raw = bytearray(gguf_good(d))
+    raw[24:32] = struct.pack("<Q", 1 << 62)
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
+@case("gguf_array_count_huge", GGUF_CONVERT, GGUF, "does not fit the file",
+      "tokenizer.ggml.scores claims 2^33 floats")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    raw = make_gguf.serialize(meta, tensors)
+    key = make_gguf.s("tokenizer.ggml.scores") + struct.pack("<I", make_gguf.ARRAY)
+    at = raw.index(key) + len(key) + 4  # past the element type
+    raw = bytearray(raw)
+    raw[at:at + 8] = struct.pack("<Q", 1 << 33)
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
+@case("gguf_nested_array", GGUF_CONVERT, GGUF, "arrays of arrays are not supported",
+      "a metadata array whose elements are arrays")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    meta.insert(0, ("general.nested", make_gguf.ARRAY, (make_gguf.ARRAY, [])))
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_bool_not_0_or_1", GGUF_CONVERT, GGUF, "a bool must be 0 or 1",
+      "tokenizer.ggml.add_space_prefix holds the byte 7")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    set_meta(meta, "tokenizer.ggml.add_space_prefix", make_gguf.U8, 7)
+    raw = make_gguf.serialize(meta, tensors)
+    key = make_gguf.s("tokenizer.ggml.add_space_prefix")
+    at = raw.index(key) + len(key)
+    raw = bytearray(raw)
+    raw[at:at + 4] = struct.pack("<I", make_gguf.BOOL)
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
+@case("gguf_duplicate_key", GGUF_CONVERT, GGUF, "metadata general.name repeats",
+      "general.name appears twice")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    meta.append(("general.name", make_gguf.STRING, "again"))
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_unsupported_type", GGUF_CONVERT, GGUF, "ggml type Q4_K (12) is not supported",
+      "blk.0.ffn_up.weight says ggml type 12 (Q4_K), which zeroskip does not read")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    tensors = [(n, dims, 12 if n == "blk.0.ffn_up.weight" else t, data)
+               for n, dims, t, data in tensors]
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_zero_dimension", GGUF_CONVERT, GGUF, "dimension 0",
+      "output_norm.weight has a dimension of 0")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    tensors = [(n, [0] if n == "output_norm.weight" else dims, t, data)
+               for n, dims, t, data in tensors]
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_overlapping_tensors", GGUF_CONVERT, GGUF, "overlap",
+      "blk.0.ffn_norm.weight records the same offset as blk.0.attn_norm.weight")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    offsets, offset = [], 0
+    for name, dims, t, data in tensors:
+        offsets.append(offset)
+        offset += len(data) + (-len(data)) % make_gguf.ALIGN
+    names = [n for n, _, _, _ in tensors]
+    offsets[names.index("blk.0.ffn_norm.weight")] = offsets[names.index("blk.0.attn_norm.weight")]
+    write_gguf(d, meta, tensors, offsets=offsets)
+
+
+@case("gguf_unaligned_offset", GGUF_CONVERT, GGUF, "offset is not aligned",
+      "a tensor offset that is not a multiple of general.alignment (32)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    offsets, offset = [], 0
+    for name, dims, t, data in tensors:
+        offsets.append(offset)
+        offset += len(data) + (-len(data)) % make_gguf.ALIGN
+    offsets[1] += 2
+    write_gguf(d, meta, tensors, offsets=offsets)
+
+
+@case("gguf_arch_not_llama", GGUF_CONVERT, GGUF, "general.architecture 'gpt2' is not supported",
+      "general.architecture is gpt2")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    set_meta(meta, "general.architecture", make_gguf.STRING, "gpt2")
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_no_activation", GGUF_CONVERT, GGUF, "pass --act relu or --act silu",
+      "no llama.hidden_act and no --act: llama.cpp would run SiLU, zeroskip refuses to guess")
+def _(d):
+    meta, tensors = gguf_parts(d, with_act=False)
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_act_disagrees", GGUF_CONVERT + ["--act", "silu"], GGUF,
+      "llama.hidden_act is 'relu' but --act says 'silu'",
+      "the metadata says relu, the command line silu")
+def _(d):
+    write_text(os.path.join(d, GGUF), gguf_good(d))
+
+
+@case("gguf_act_not_utf8", GGUF_CONVERT, GGUF_META, "is not supported (relu, silu or fatrelu)",
+      "llama.hidden_act is the bytes 'rel\\xff' (not UTF-8; found by fuzz_gguf)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    raw = make_gguf.serialize(meta, tensors)
+    key = make_gguf.s("llama.hidden_act") + struct.pack("<I", make_gguf.STRING) + make_gguf.s("relu")
+    at = raw.index(key) + len(key) - 1
+    raw = bytearray(raw)
+    raw[at] = 0xFF
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
+@case("gguf_shape_vs_metadata", GGUF_CONVERT, GGUF, "but the GGUF metadata implies",
+      "llama.feed_forward_length says 48, the FFN tensors hold 40")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    set_meta(meta, "llama.feed_forward_length", make_gguf.U32, 48)
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_heads_not_divisor", GGUF_CONVERT, GGUF_META, "multiple of num_attention_heads",
+      "llama.attention.head_count 3 does not divide the hidden size 32")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    set_meta(meta, "llama.attention.head_count", make_gguf.U32, 3)
+    set_meta(meta, "llama.attention.head_count_kv", make_gguf.U32, 3)
+    meta[:] = [m for m in meta if m[0] != "llama.rope.dimension_count"]
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_nan_block_scale", GGUF_CONVERT + ["--dtype", "q8"], GGUF, "values are NaN or Inf",
+      "a q8_0 block of token_embd.weight has a NaN scale")
+def _(d):
+    meta, tensors = gguf_parts(d, dtype="q8_0")
+    tensors = [(n, dims, t, (b"\xff\x7f" + data[2:]) if n == "token_embd.weight" else data)
+               for n, dims, t, data in tensors]
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_token_type_bad", GGUF_CONVERT, GGUF, "is not a token type (1-6)",
+      "tokenizer.ggml.token_type[5] is 9")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    for k, (name, vtype, value) in enumerate(meta):
+        if name == "tokenizer.ggml.token_type":
+            types = list(value[1])
+            types[5] = 9
+            meta[k] = (name, vtype, (value[0], types))
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_tokenizer_not_llama", GGUF_CONVERT, GGUF,
+      "tokenizer.ggml.model 'gpt2' is not supported", "a GPT-2 BPE tokenizer (not sentencepiece)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    set_meta(meta, "tokenizer.ggml.model", make_gguf.STRING, "gpt2")
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_unknown_tensor", GGUF_CONVERT, GGUF, "unexpected tensor 'rope_freqs.weight'",
+      "an extra rope_freqs.weight (llama 3.1 rope scaling), which zeroskip does not apply")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    tensors.append(("rope_freqs.weight", [4], 0, b"\0" * 16))
+    write_gguf(d, meta, tensors)
 
 
 # --- output

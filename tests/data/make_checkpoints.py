@@ -44,14 +44,33 @@ CHECKPOINTS = {
     "llama_gqa_hd128_relu_tied_bf16": dict(
         hidden=256, heads=4, kv=2, head_dim=128, ffn=200, act="relu", tied=True,
         dtype="BF16", theta=10000.0, eps=1e-5, layers=2, shards=1, seed=106),
+    # ProSparse: FATReLU with a threshold large enough that ~8% of the gates fall in (0, t].
+    "prosparse_gqa_hd56_fatrelu_f32": dict(
+        hidden=224, heads=4, kv=2, head_dim=56, ffn=328, act="fatrelu", threshold=0.3,
+        tied=False, dtype="F32", theta=10000.0, eps=1e-5, layers=2, shards=1, seed=107,
+        arch="sparsellama"),
+    # Bamboo / TurboSparse: dReLU, with a TurboSparse-style predictor tensor the converter skips.
+    "bamboo_gqa_drelu_f32": dict(
+        hidden=192, heads=6, kv=2, head_dim=None, ffn=250, act="relu", tied=False,
+        dtype="F32", theta=10000.0, eps=1e-5, layers=2, shards=1, seed=108, arch="bamboo"),
 }
+
+# architecture key: (architectures[0], model_type)
+ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "mistral": ("MistralForCausalLM", "mistral"),
+         "sparsellama": ("SparseLlamaForCausalLM", "sparsellama"),
+         "bamboo": ("BambooForCausalLM", "bamboo")}
+
+
+def arch_of(spec):
+    return spec.get("arch", "mistral" if spec.get("mistral", False) else "llama")
 
 
 def make_config(spec):
-    mistral = spec.get("mistral", False)
+    arch = arch_of(spec)
+    mistral = arch in ("mistral", "bamboo")
     cfg = {
-        "architectures": ["MistralForCausalLM" if mistral else "LlamaForCausalLM"],
-        "model_type": "mistral" if mistral else "llama",
+        "architectures": [ARCHS[arch][0]],
+        "model_type": ARCHS[arch][1],
         "hidden_size": spec["hidden"],
         "intermediate_size": spec["ffn"],
         "num_hidden_layers": spec["layers"],
@@ -63,6 +82,7 @@ def make_config(spec):
     cfg.update({
         "vocab_size": VOCAB,
         "hidden_act": spec["act"],
+        **({"hidden_act_param": spec["threshold"]} if "threshold" in spec else {}),
         "rms_norm_eps": spec["eps"],
         "rope_theta": spec["theta"],
         "max_position_embeddings": MAX_POS,
@@ -114,6 +134,9 @@ def make_tensors(spec):
             shape = shapes[suffix]
             t = norm(h) if shape is None else linear(*shape)
         tensors[name] = t
+    if arch_of(spec) == "bamboo":
+        # Drawn last, so the model's own weights do not depend on it.
+        tensors["model.layers.0.mlp.predictor.fc1.weight"] = linear(16, h)
     return tensors
 
 
@@ -123,6 +146,26 @@ def write_checkpoint(out_dir, name):
     hfio.write_hf_dir(path, make_config(spec), make_tensors(spec), dtype=spec["dtype"],
                       tokenizer_model=TOKENIZER, shards=spec["shards"])
     return path
+
+
+# GGUF files (tests/data/make_gguf.py) of some checkpoints, for tests/gguf_test.cpp:
+# OUT_DIR/gguf/<checkpoint>_<dtype>.gguf, and <checkpoint>_noact.gguf without llama.hidden_act.
+GGUFS = [("llama_gqa_hd64_relu_f32", ["f32", "f16", "bf16", "q8_0", "q4_0", "noact"]),
+         ("llama_mqa_hd128_silu_tied_f32", ["f32"]),
+         ("prosparse_gqa_hd56_fatrelu_f32", ["f32"])]
+
+
+def write_ggufs(out_dir):
+    import make_gguf
+    os.makedirs(os.path.join(out_dir, "gguf"), exist_ok=True)
+    paths = []
+    for name, kinds in GGUFS:
+        for kind in kinds:
+            out = os.path.join(out_dir, "gguf", f"{name}_{kind}.gguf")
+            dtype = "f32" if kind == "noact" else kind
+            paths.append(make_gguf.make_gguf(os.path.join(out_dir, name), out, dtype,
+                                             with_act=kind != "noact"))
+    return paths
 
 
 def main():
@@ -139,6 +182,9 @@ def main():
         ap.error("OUT_DIR is required")
     for name in args.only or CHECKPOINTS:
         print(write_checkpoint(args.out_dir, name))
+    if not args.only:
+        for path in write_ggufs(args.out_dir):
+            print(path)
 
 
 if __name__ == "__main__":

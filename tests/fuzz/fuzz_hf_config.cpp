@@ -23,13 +23,23 @@ bool Same(const ModelConfig& a, const ModelConfig& b) {
          a.layers == b.layers && a.heads == b.heads && a.kv_heads == b.kv_heads &&
          a.head_dim == b.head_dim && a.vocab == b.vocab && a.context == b.context &&
          a.activation == b.activation &&
+         std::memcmp(&a.activation_threshold, &b.activation_threshold, sizeof(float)) == 0 &&
+         a.relu_up == b.relu_up &&
          std::memcmp(&a.rms_eps, &b.rms_eps, sizeof(float)) == 0 &&
          std::memcmp(&a.rope_theta, &b.rope_theta, sizeof(float)) == 0 &&
          a.tied_embeddings == b.tied_embeddings && a.bos_id == b.bos_id && a.eos_id == b.eos_id;
 }
 
 void CheckAccepted(const ModelConfig& c) {
-  FUZZ_CHECK(c.hf_architecture == "LlamaForCausalLM" || c.hf_architecture == "MistralForCausalLM");
+  FUZZ_CHECK(c.hf_architecture == "LlamaForCausalLM" || c.hf_architecture == "MistralForCausalLM" ||
+             c.hf_architecture == "SparseLlamaForCausalLM" ||
+             c.hf_architecture == "BambooForCausalLM");
+  FUZZ_CHECK(c.relu_up == (c.hf_architecture == "BambooForCausalLM"));
+  FUZZ_CHECK(!c.relu_up || c.activation == zeroskip::Activation::kReLU);
+  // A threshold only for fatrelu, never negative or NaN (the shadow gate's exactness needs >= 0).
+  FUZZ_CHECK(c.activation == zeroskip::Activation::kFatReLU
+                 ? c.activation_threshold >= 0.0f && c.activation_threshold <= 1e4f
+                 : c.activation_threshold == 0.0f);
   FUZZ_CHECK(c.hidden >= 1 && c.hidden <= (1 << 16));
   FUZZ_CHECK(c.ffn >= 1 && c.ffn <= (1 << 18));
   FUZZ_CHECK(c.layers >= 1 && c.layers <= 1024);

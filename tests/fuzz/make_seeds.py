@@ -158,7 +158,7 @@ def zsk_seeds():
         hf_config=json.dumps(TINY)))
 
 
-def converted_seeds(zeroskip):
+def tiny_tensors():
     import numpy as np
     import hfio
     rng = np.random.default_rng(7)
@@ -178,6 +178,12 @@ def converted_seeds(zeroskip):
         else:
             shape = shapes[name.split(".", 3)[3]]
         tensors[name] = rng.standard_normal(shape).astype(np.float32)
+    return tensors
+
+
+def converted_seeds(zeroskip):
+    import hfio
+    tensors = tiny_tensors()
     config = {k: v for k, v in TINY.items() if k != "torch_dtype"}
     with tempfile.TemporaryDirectory() as tmp:
         hf = os.path.join(tmp, "hf")
@@ -194,6 +200,34 @@ def converted_seeds(zeroskip):
         write("safetensors", "seed-converted", struct.pack("<Q", data_bytes) + head)
         with open(os.path.join(hf, "config.json"), "rb") as f:
             write("hf_config", "seed-converted.json", f.read())
+
+
+# ---------------------------------------------------------------- gguf
+# Input: a whole GGUF image (tests/data/make_gguf.py writes llama.cpp's layout).
+
+def gguf_seeds():
+    import hfio
+    sys.path.insert(0, os.path.join(ROOT, "tests", "data"))
+    import make_gguf as g
+    write("gguf", "seed-empty.gguf", g.serialize([], []))
+    write("gguf", "seed-v2-metadata.gguf", g.serialize(
+        [("general.architecture", g.STRING, "llama"), ("general.alignment", g.U32, 64),
+         ("llama.block_count", g.U32, 1), ("llama.attention.layer_norm_rms_epsilon", g.F32, 1e-5),
+         ("tokenizer.ggml.tokens", g.ARRAY, (g.STRING, ["<unk>", "a", "b"])),
+         ("tokenizer.ggml.scores", g.ARRAY, (g.F32, [0.0, -1.0, -2.0])),
+         ("tokenizer.ggml.token_type", g.ARRAY, (g.I32, [2, 1, 1])),
+         ("flag", g.BOOL, True), ("big", g.I64, -5), ("f", g.F64, 0.5)],
+        [("output_norm.weight", [4], 0, b"\0" * 16)], version=2))
+    config = {k: v for k, v in TINY.items() if k != "torch_dtype"}
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = os.path.join(tmp, "hf")
+        hfio.write_hf_dir(hf, config, tiny_tensors(), dtype="F16",
+                          tokenizer_model=os.path.join(ROOT, "tests", "data", "tokenizer.model"))
+        meta, tensors = g.build(hf, "f16")
+        write("gguf", "seed-tiny-f16.gguf", g.serialize(meta, tensors))
+        # q8_0 blocks: the embedding rows are 16 long, so pad a 32-wide matrix in by hand.
+        tensors.append(("blk.0.extra.weight", [32, 2], 8, bytes(2 * 34)))
+        write("gguf", "seed-tiny-q8-extra.gguf", g.serialize(meta, tensors))
 
 
 # ---------------------------------------------------------------- tokenizer (sentencepiece ModelProto)
@@ -309,6 +343,7 @@ def main():
     hf_config_seeds()
     zsk_seeds()
     tokenizer_seeds()
+    gguf_seeds()
     if args.zeroskip:
         converted_seeds(args.zeroskip)
 

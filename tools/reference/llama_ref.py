@@ -43,9 +43,9 @@ SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM")
 
 
 class Config:
-    def __init__(self, cfg):
+    def __init__(self, cfg, archs=SUPPORTED_ARCHS, acts=("relu", "silu")):
         arch = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
-        if arch not in SUPPORTED_ARCHS:
+        if arch not in archs:
             raise ValueError(f"unsupported architecture {arch}")
         if cfg.get("rope_scaling") is not None:
             raise ValueError("rope_scaling is not supported by the reference")
@@ -61,7 +61,7 @@ class Config:
         self.ffn = cfg["intermediate_size"]
         self.vocab = cfg["vocab_size"]
         self.act = cfg.get("hidden_act", "silu")
-        if self.act not in ("relu", "silu"):
+        if self.act not in acts:
             raise ValueError(f"unsupported hidden_act {self.act}")
         self.eps = float(cfg.get("rms_norm_eps", 1e-6))
         self.theta = float(cfg.get("rope_theta", 10000.0))
@@ -73,6 +73,11 @@ class Config:
 
 
 class LlamaRef:
+    # What this class computes; the families on a Llama body (prosparse_ref.py, bamboo_ref.py)
+    # subclass it with their own names and MLP.
+    ARCHS = SUPPORTED_ARCHS
+    ACTS = ("relu", "silu")
+
     def __init__(self, hf_dir, weights=None):
         """weights: None (the checkpoint's values) or "q8" / "q4": the values
         `zeroskip convert --dtype q8|q4` stores (quant.py), and the products with a quantized
@@ -83,7 +88,8 @@ class LlamaRef:
         if weights is not None:
             tensors, quantized = quant.as_converted(tensors, weights)
             self.quantized_inputs = {n for n in quantized if not n.endswith("down_proj.weight")}
-        self.cfg = Config(cfg)
+        self.cfg = Config(cfg, self.ARCHS, self.ACTS)
+        self.raw_cfg = cfg
         # float32 (already exact widenings of bf16/f16) -> float64, exactly.
         self.w = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in tensors.items()}
         c = self.cfg
@@ -205,7 +211,19 @@ class LlamaRef:
         return cont, margins, maxabs
 
 
-def main():
+def reference_class(hf_dir):
+    """The reference of the checkpoint's architecture (config.json architectures[0])."""
+    import bamboo_ref  # noqa: E402  (they import this module)
+    import prosparse_ref  # noqa: E402
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        arch = (json.load(f).get("architectures") or ["LlamaForCausalLM"])[0]
+    for cls in (LlamaRef, prosparse_ref.ProSparseRef, bamboo_ref.BambooRef):
+        if arch in cls.ARCHS:
+            return cls
+    raise ValueError(f"no reference for architecture {arch}")
+
+
+def main(cls=LlamaRef):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("hf_dir")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,5,9")
@@ -214,7 +232,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
-    model = LlamaRef(args.hf_dir)
+    model = cls(args.hf_dir)
     with torch.no_grad():
         if args.greedy:
             cont, margins, maxabs = model.greedy(tokens, args.greedy)

@@ -142,7 +142,7 @@ def check_greedy(model, prompt, rel_margin=REL_MARGIN):
 
 
 def make_fixture(hf_dir, name, weights=None):
-    model = llama_ref.LlamaRef(hf_dir, weights)
+    model = llama_ref.reference_class(hf_dir)(hf_dir, weights)
     rel_margin = REL_MARGIN if weights is None else QUANT_REL_MARGIN
     max_pos = model.cfg.max_pos or 1 << 30
     sp = load_sp(hf_dir)

@@ -230,7 +230,7 @@ class GoldenFixtures(unittest.TestCase):
         for name, fx in self.fixtures.items():
             with self.subTest(name):
                 path = make_checkpoints.write_checkpoint(self.tmp, name)
-                self.assert_reproduces(llama_ref.LlamaRef(path), fx)
+                self.assert_reproduces(llama_ref.reference_class(path)(path), fx)
 
     def assert_reproduces(self, ref, fx):
         """The fixture's logits (to 1e-6 of the largest) and greedy continuation from `ref`."""

@@ -18,19 +18,23 @@ namespace zeroskip::cli {
 
 void AddConvert(CLI::App& app) {
   struct Flags {
-    std::string hf_dir, out, dtype = "keep";
+    std::string hf_dir, out, dtype = "keep", act;
     bool shadow = false;
   };
   auto flags = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand("convert", "Convert a Hugging Face checkpoint directory to .zsk");
+  auto* cmd = app.add_subcommand(
+      "convert", "Convert a Hugging Face checkpoint directory or a llama GGUF file to .zsk");
   cmd->add_option("HF_DIR", flags->hf_dir,
                   "config.json, model.safetensors[.index.json], "
-                  "tokenizer.model")
+                  "tokenizer.model; or a .gguf file (llama architecture)")
       ->required();
   cmd->add_option("-o,--output", flags->out, "output .zsk file (written atomically)")->required();
   cmd->add_option("--dtype", flags->dtype,
                   "weight dtype: keep|f32|f16|bf16|q8|q4 (q4 keeps embeddings and LM head q8)")
       ->check(CLI::IsMember({"keep", "f32", "f16", "bf16", "q8", "q4"}));
+  cmd->add_option("--act", flags->act,
+                  "GGUF input: the FFN activation when the metadata has no llama.hidden_act")
+      ->check(CLI::IsMember({"relu", "silu"}));
   cmd->add_flag("--shadow", flags->shadow,
                 "add each layer's int8 shadow gate (lets --gate shadow skip most gate rows)");
   cmd->callback([flags] {
@@ -38,6 +42,7 @@ void AddConvert(CLI::App& app) {
     opt.hf_dir = flags->hf_dir;
     opt.out_path = flags->out;
     opt.shadow_gate = flags->shadow;
+    opt.act = flags->act;
     if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
     Progress bar("converting", Progress::Unit::kBytes);
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
