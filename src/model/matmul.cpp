@@ -157,11 +157,12 @@ void DenseMatmul::QuantLinear(const WeightView& w, const float* x, int64_t n, fl
 }
 
 void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (n > 1 && IsQuantized(w.dtype)) {
-    QuantLinear(w, x, n, y);
-    return;
-  }
-  if (n > SmallBatch(w)) {
+  if (IsQuantized(w.dtype)) {
+    if (n > (small_batch_env_ > 0 ? small_batch_env_ : kSmallBatchQuant)) {
+      QuantLinear(w, x, n, y);
+      return;
+    }
+  } else if (n > SmallBatch(w)) {
     if (Bf16Batches(kernels_, w.dtype)) {
       OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
     } else {

@@ -31,6 +31,9 @@ constexpr int64_t kSmallBatchF32 = 8;
 // The same for bf16 weights that oneDNN's bf16 matmul takes as stored (Bf16Batches): with no
 // widening to pay for, oneDNN wins from fewer tokens (docs/BENCHMARKS.md, "Native bf16").
 constexpr int64_t kSmallBatchBf16 = 5;
+// Quantized weights: batches up to this many tokens run the decode kernel per token, longer ones
+// the register-tiled quant_matmul (both give the same bits; docs/BENCHMARKS.md, "Server").
+constexpr int64_t kSmallBatchQuant = 3;
 // A block of weight rows small enough to stay in a core's L2 while every token of a short batch
 // reads it.
 constexpr int64_t kCacheBlockBytes = 256 << 10;
