@@ -56,7 +56,8 @@ class Session {
   // One decode step of many sequences: runs tokens[i] on sessions[i] (all on one engine) in one
   // forward pass, so the weights are read once for all of them; each session's logits() then
   // holds its next-token logits. Sessions whose FFN settings cannot share a batched FFN (a
-  // stochastic activation, another path) run in passes of their own. Every result is exact:
+  // stochastic activation, another path) run in passes of their own, and so does every session
+  // of a quantized model (batching does not pay there: docs/SERVER.md). Every result is exact:
   // the sparse FFN runs each token's own active neurons (the pass reads the union of them), in
   // the batched arithmetic of a prompt. Adds each pass's FFN statistics per layer to
   // *batch_stats when given; each session's own statistics count its own token's zeros.

@@ -205,6 +205,12 @@ void Session::DecodeBatch(std::span<Session* const> sessions, std::span<const in
   Workspace& ws = engine.workspace();
   std::lock_guard<std::mutex> hold(ws.lock);
   // Sessions whose FFN settings batch together share a pass; the rest get passes of their own.
+  // Quantized weights: each session its own pass. Their int8 kernels are compute-bound, so a
+  // batched token costs what a lone one does, plus the batched path's extra work (measured: two
+  // q8 sessions in one pass ran at 0.7x the tokens per second of one; docs/BENCHMARKS.md,
+  // "Server").
+  const int64_t pass_limit =
+      IsQuantized(engine.model().layer(0).ffn.gate.dtype) ? 1 : engine.max_batch();
   std::vector<bool> done(sessions.size(), false);
   std::vector<SequenceRows> rows;
   std::vector<int> ids;
@@ -215,8 +221,7 @@ void Session::DecodeBatch(std::span<Session* const> sessions, std::span<const in
     ids.clear();
     members.clear();
     const FfnSettings& settings = sessions[first]->state_->ffn;
-    for (size_t i = first; i < sessions.size() && static_cast<int64_t>(rows.size()) <
-                                                       engine.max_batch();
+    for (size_t i = first; i < sessions.size() && static_cast<int64_t>(rows.size()) < pass_limit;
          ++i) {
       Session& s = *sessions[i];
       if (done[i] || (i != first && !settings.Batchable(s.state_->ffn))) continue;

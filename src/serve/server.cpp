@@ -309,11 +309,9 @@ JobRequest Server::Impl::Parse(const json& body, bool chat_api, std::string* pro
     throw too_long(std::to_string(r.prompt.size()));
   }
   const int64_t room = context - static_cast<int64_t>(r.prompt.size());
-  r.max_tokens = std::min(room, Integer(body, "max_tokens", 0, INT64_MAX, room));
-  if (const json* v = Field(body, "max_completion_tokens")) {
-    (void)v;
-    r.max_tokens = std::min(room, Integer(body, "max_completion_tokens", 0, INT64_MAX, room));
-  }
+  // OpenAI's newer name for it wins where both are given.
+  const char* budget = Field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  r.max_tokens = std::min(room, Integer(body, budget, 0, INT64_MAX, room));
 
   const SamplerOptions& d = options.sampler;
   r.sampler.temperature = static_cast<float>(Number(body, "temperature", 0, 100, d.temperature));
