@@ -116,11 +116,16 @@ struct Reference {
 };
 
 //
-// `x_dots` is x as the gate and up dot products see it: x itself, or x rounded to bf16 for a table
-// with bf16_products on bf16 weights (whose products of two bf16 are exact in f32, so the same
-// float bound holds around a reference computed from the rounded x).
+// The gate and up dot products see x as the kernels feed it: x itself, or x rounded to bf16 for a
+// table with bf16_products on bf16 weights (whose products of two bf16 are exact in f32, so the
+// same float bound holds around a reference computed from the rounded x).
 // With f.config's FATReLU threshold and dReLU (relu on up) when set.
-Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_dots) {
+Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_in,
+                       bool bf16_products) {
+  std::vector<float> x_dots = x_in;
+  if (bf16_products && f.weights.gate.dtype == DType::kBF16) {
+    for (float& v : x_dots) v = testing::RoundToBf16(v);
+  }
   const double t = f.config.activation == Activation::kFatReLU ? f.config.activation_threshold : 0;
   const int64_t hidden = f.config.hidden, ffn = f.config.ffn;
   std::vector<float> x = x_dots;
@@ -157,6 +162,20 @@ Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_dots) {
   return r;
 }
 
+// A batch of n inputs (seeds seed, seed + 1, ...) as one [n, hidden] array, and each one's
+// reference.
+struct ReferenceBatch {
+  ReferenceBatch(const RandomFfn& f, int64_t n, uint32_t seed, bool bf16_products) {
+    for (int64_t k = 0; k < n; ++k) {
+      const auto xk = Input(f.config.hidden, seed + static_cast<uint32_t>(k));
+      x.insert(x.end(), xk.begin(), xk.end());
+      want.push_back(ReferenceFfn(f, xk, bf16_products));
+    }
+  }
+  std::vector<float> x;
+  std::vector<Reference> want;
+};
+
 const DType kDTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8, DType::kQ4};
 
 // (hidden, ffn) pairs with odd sizes; quantized rows are whole blocks.
@@ -172,11 +191,7 @@ TEST_P(FfnIsaTest, DecodeStepMatchesFloat64Reference) {
       for (auto [hidden, ffn] : Shapes(dtype)) {
         RandomFfn f(hidden, ffn, dtype, shift, 21);
         const auto x = Input(hidden, 22);
-        std::vector<float> x_dots = x;
-        if (kernels().bf16_products && dtype == DType::kBF16) {
-          for (float& v : x_dots) v = testing::RoundToBf16(v);
-        }
-        const Reference want = ReferenceFfn(f, x_dots);
+        const Reference want = ReferenceFfn(f, x, kernels().bf16_products);
         for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
           for (int threads : {1, 2, 3}) {
             Ffn rt(f.config, mode, threads, 1, kernels());
@@ -220,17 +235,9 @@ TEST_P(FfnIsaTest, BatchMatchesFloat64Reference) {
       for (auto [hidden, ffn] : Shapes(dtype)) {
         RandomFfn f(hidden, ffn, dtype, shift, 31);
         for (int64_t n : {int64_t{3}, kSmallBatch + 5}) {
-          std::vector<float> x;
-          std::vector<Reference> want;
-          for (int64_t k = 0; k < n; ++k) {
-            const auto xk = Input(hidden, 40 + static_cast<uint32_t>(k));
-            x.insert(x.end(), xk.begin(), xk.end());
-            std::vector<float> x_dots = xk;
-            if (kernels().bf16_products && dtype == DType::kBF16) {
-              for (float& v : x_dots) v = testing::RoundToBf16(v);
-            }
-            want.push_back(ReferenceFfn(f, x_dots));
-          }
+          const ReferenceBatch batch(f, n, 40, kernels().bf16_products);
+          const std::vector<float>& x = batch.x;
+          const std::vector<Reference>& want = batch.want;
           for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
             // A dense batch under bf16_products also rounds the down projection's input to
             // bf16 (oneDNN's bf16 matmul), beyond this bound: the golden tests cover it.
@@ -290,17 +297,9 @@ TEST_P(FfnIsaTest, FatReluAndDReluMatchFloat64Reference) {
           f.config.activation_threshold = 0.3f;
         }
         for (int64_t n : {int64_t{1}, int64_t{3}, kSmallBatch + 5}) {
-          std::vector<float> x;
-          std::vector<Reference> want;
-          for (int64_t k = 0; k < n; ++k) {
-            const auto xk = Input(hidden, 60 + static_cast<uint32_t>(k));
-            x.insert(x.end(), xk.begin(), xk.end());
-            std::vector<float> x_dots = xk;
-            if (kernels().bf16_products && dtype == DType::kBF16) {
-              for (float& v : x_dots) v = testing::RoundToBf16(v);
-            }
-            want.push_back(ReferenceFfn(f, x_dots));
-          }
+          const ReferenceBatch batch(f, n, 60, kernels().bf16_products);
+          const std::vector<float>& x = batch.x;
+          const std::vector<Reference>& want = batch.want;
           for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
             if (n > 1 && mode == FfnMode::kDense && kernels().bf16_products &&
                 dtype == DType::kBF16) {

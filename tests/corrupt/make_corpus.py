@@ -727,6 +727,14 @@ def gguf_good(d, **kw):
     return make_gguf.serialize(meta, tensors)
 
 
+def write_gguf_patched(d, offset, fmt, value):
+    """The good GGUF with struct.pack(fmt, value) written over it at `offset`."""
+    raw = bytearray(gguf_good(d))
+    packed = struct.pack(fmt, value)
+    raw[offset:offset + len(packed)] = packed
+    write_text(os.path.join(d, GGUF), bytes(raw))
+
+
 @case("gguf_bad_magic", GGUF_CONVERT, GGUF, "neither a checkpoint directory nor a GGUF file",
       "model.gguf starts with GGUX instead of GGUF")
 def _(d):
@@ -736,9 +744,7 @@ def _(d):
 @case("gguf_version_1", GGUF_CONVERT, GGUF, "GGUF version 1 is not supported",
       "the version field says 1 (the old format without 64-bit counts)")
 def _(d):
-    raw = bytearray(gguf_good(d))
-    raw[4:8] = struct.pack("<I", 1)
-    write_text(os.path.join(d, GGUF), bytes(raw))
+    write_gguf_patched(d, 4, "<I", 1)
 
 
 @case("gguf_truncated_header", GGUF_CONVERT, GGUF, "truncated in metadata",
@@ -763,17 +769,13 @@ def _(d):
 @case("gguf_tensor_count_huge", GGUF_CONVERT, GGUF, "tensors is absurd",
       "the tensor count is 2^40")
 def _(d):
-    raw = bytearray(gguf_good(d))
-    raw[8:16] = struct.pack("<Q", 1 << 40)
-    write_text(os.path.join(d, GGUF), bytes(raw))
+    write_gguf_patched(d, 8, "<Q", 1 << 40)
 
 
 @case("gguf_key_length_huge", GGUF_CONVERT, GGUF, "bytes is absurd",
       "the first metadata key's length is 2^62")
 def _(d):
-    raw = bytearray(gguf_good(d))
-    raw[24:32] = struct.pack("<Q", 1 << 62)
-    write_text(os.path.join(d, GGUF), bytes(raw))
+    write_gguf_patched(d, 24, "<Q", 1 << 62)
 
 
 @case("gguf_array_count_huge", GGUF_CONVERT, GGUF, "does not fit the file",

@@ -20,7 +20,6 @@ validation is train.py's: every non-overlapping window of the last 10%, with ReL
       --out /tmp/sparse_runs/l1_0.1 --log /tmp/sparse_runs/l1_0.1.json
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -108,23 +107,12 @@ def main(argv=None):
     model = T.model_from_hf(config, tensors)
     train_act = "fatrelu" if args.threshold > 0 else "relu"
     model.act.mode, model.act.threshold = train_act, args.threshold
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = train.adamw(torch, model, args.lr, args.weight_decay)
     data_rng = np.random.default_rng(args.seed)
 
     log = {"args": vars(args), "init": args.init, "train_act": train_act,
            "tokens": args.steps * args.batch * ctx, "val_windows": int(len(vwin)),
            "train": [], "val": []}
-
-    def write_log():
-        if args.log:
-            os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
-            with open(args.log + ".tmp", "w") as f:
-                json.dump(log, f, indent=1)
-            os.replace(args.log + ".tmp", args.log)
 
     def periodic_eval(step):
         loss, zeros, _ = evaluate(T, model, vwin_periodic)
@@ -141,7 +129,7 @@ def main(argv=None):
     for step in range(args.steps):
         if step % args.eval_every == 0:
             periodic_eval(step)
-            write_log()
+            train.write_json_log(args.log, log)
         lr = stocha.lr_at(step, args.steps, args.lr, args.warmup, args.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -195,7 +183,7 @@ def main(argv=None):
         print(f"exported {args.out} ({dtype}); from the exported weights: val loss "
               f"{loss2:.4f}, ffn zeros {zeros2:.4f}", flush=True)
     log["total_seconds"] = round(time.time() - t0, 1)
-    write_log()
+    train.write_json_log(args.log, log)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,25 @@ def val_windows(val, ctx):
     return np.stack([val[i * ctx: i * ctx + ctx + 1] for i in range(n)])
 
 
+def adamw(torch, model, lr, weight_decay):
+    """AdamW as every run here uses it: beta 0.9/0.95, weight decay on matrices only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def write_json_log(path, log):
+    """Writes the JSON log atomically (a reader never sees half of it); nothing when no path."""
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(log, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv=None):
     args = parse_args(argv)
     T = stocha.torch_impl()
@@ -99,11 +118,7 @@ def main(argv=None):
                          args.p, args.seed)
     model.init_weights(args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = adamw(torch, model, args.lr, args.weight_decay)
     data_rng = np.random.default_rng(args.seed)  # own stream: same windows for every variant
     final_act = stocha.final_activation(args.variant)
 
@@ -130,13 +145,6 @@ def main(argv=None):
                            if args.variant in ("swi_ft", "stocha_ft") else None),
            "train": [], "val": []}
 
-    def write_log():
-        if args.log:
-            os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
-            with open(args.log + ".tmp", "w") as f:
-                json.dump(log, f, indent=1)
-            os.replace(args.log + ".tmp", args.log)
-
     def periodic_eval(step):
         entry = {"step": step, "val_loss": evaluate(model, vwin_periodic, final_act)}
         cur = model.act.mode
@@ -159,7 +167,7 @@ def main(argv=None):
             model.act.mode = act
         if step % args.eval_every == 0:
             periodic_eval(step)
-            write_log()
+            write_json_log(args.log, log)
         lr = stocha.lr_at(step, args.steps, args.lr, warmup, args.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -223,7 +231,7 @@ def main(argv=None):
         print(f"exported {args.out} ({dtype}); val loss from the exported weights "
               f"{log['val_loss_reloaded']:.4f}", flush=True)
     log["total_seconds"] = round(time.time() - t0, 1)
-    write_log()
+    write_json_log(args.log, log)
 
 
 if __name__ == "__main__":
