@@ -164,19 +164,21 @@ void Scheduler::PrefillChunk(Slot& slot) {
 }
 
 void Scheduler::DecodeStep() {
-  std::vector<Slot*> members;
-  std::vector<Session*> sessions;
-  std::vector<int> tokens;
+  std::vector<Slot*>& members = step_slots_;
+  members.clear();
+  step_sessions_.clear();
+  step_tokens_.clear();
   for (auto& slot : slots_) {
     if (!slot->job || !slot->decoding) continue;
     members.push_back(slot.get());
-    sessions.push_back(&slot->session);
-    tokens.push_back(slot->next);
+    step_sessions_.push_back(&slot->session);
+    step_tokens_.push_back(slot->next);
   }
   if (members.empty()) return;
-  std::vector<FfnLayerStats> layers;
+  std::vector<FfnLayerStats>& layers = step_layers_;
+  std::fill(layers.begin(), layers.end(), FfnLayerStats{});
   try {
-    Session::DecodeBatch(sessions, tokens, &layers);
+    Session::DecodeBatch(step_sessions_, step_tokens_, &layers);
   } catch (const Error& e) {
     for (Slot* slot : members) Finish(*slot, e.what());
     return;

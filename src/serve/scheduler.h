@@ -96,6 +96,11 @@ class Scheduler {
 
   Engine& engine_;
   SessionOptions base_;
+  // DecodeStep's lists, kept so a step allocates nothing once they have grown.
+  std::vector<Slot*> step_slots_;
+  std::vector<Session*> step_sessions_;
+  std::vector<int> step_tokens_;
+  std::vector<FfnLayerStats> step_layers_;
   int64_t queue_limit_;
   std::vector<std::unique_ptr<Slot>> slots_;
 

@@ -401,8 +401,11 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
     const json body = json::parse(req.body);  // throws on malformed JSON
     JobRequest request = Parse(body, chat_api, &echo, &stream, &include_usage, &seed);
     job = scheduler.Submit(std::move(request));
-  } catch (const json::exception& e) {
+  } catch (const json::parse_error& e) {
     SendError(res, {400, std::string("malformed JSON: ") + e.what()});
+    return;
+  } catch (const json::exception& e) {  // a field of the wrong type inside an object or array
+    SendError(res, {400, std::string("a field has the wrong type: ") + e.what()});
     return;
   } catch (const HttpError& e) {
     SendError(res, e);

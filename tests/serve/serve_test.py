@@ -301,16 +301,18 @@ class Api(unittest.TestCase):
         server = Server(self.slow, "--parallel", "1", "--queue", "1")
         try:
             long = {"prompt": "the", "max_tokens": 4000, "ignore_eos": True, "temperature": 0}
-            # A non-streaming client that gives up: its slot is free a step later.
+            # A client that gives up (non-streaming, then streaming): its generation stops within a
+            # step or so, far short of the 4000 tokens asked for (counted in decode steps, not
+            # seconds; the wait is only a bound for a server that hangs).
             for stream in (False, True):
                 s = open_request(server.port, dict(long, stream=stream))
                 time.sleep(0.5)
                 self.assertEqual(server.health()["slots_processing"], 1)
                 before = server.health()["decoded_tokens"]
                 s.close()
-                self.assertTrue(server.wait_idle(2), "the slot of a gone client stayed busy")
+                self.assertTrue(server.wait_idle(120), "the slot of a gone client stayed busy")
                 after = server.health()["decoded_tokens"]
-                self.assertLess(after - before, 200)  # it stopped, far short of 4000
+                self.assertLess(after - before, 200)
             # One slot busy, one request queued: the next one gets 503 with Retry-After.
             busy = open_request(server.port, long)
             queued = open_request(server.port, long)
@@ -321,10 +323,9 @@ class Api(unittest.TestCase):
             self.assertEqual(status, 503)
             self.assertEqual(headers.get("Retry-After"), "1")
             self.assertEqual(answer["error"]["code"], 503)
-            # SIGTERM with a generation running: the server ends it and exits 0.
-            t0 = time.time()
+            # SIGTERM with a generation running: the server ends it and exits 0 (stop() kills it
+            # after 30 s, which fails this).
             self.assertEqual(server.stop(), 0)
-            self.assertLess(time.time() - t0, 10)
             busy.close()
             queued.close()
         finally:
