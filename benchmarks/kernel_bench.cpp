@@ -157,6 +157,35 @@ void BM_SparseUpDown(benchmark::State& state) {
   state.counters["active"] = mean_active;
 }
 
+// A prompt's batched product with quantized weights (quant_matmul, the register-tiled kernel),
+// activations quantized once outside the loop: args isa, weight type, tokens, threads. FLOP/s is
+// the figure of merit: the matrix is read once per call, so long batches are compute-bound.
+void BM_QuantMatmul(benchmark::State& state) {
+  const auto* k = KernelsFor(static_cast<Isa>(state.range(0)));
+  if (k == nullptr) return state.SkipWithError("ISA not supported by this CPU");
+  const auto type = static_cast<DType>(state.range(1));
+  const int64_t n = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  const int64_t blocks = kHidden / static_cast<int64_t>(kQuantBlock);
+  std::vector<float> x(n * kHidden);
+  std::mt19937 rng(4);
+  for (auto& v : x) v = std::normal_distribution<float>()(rng);
+  std::vector<int8_t> q(x.size());
+  std::vector<float> d(n * blocks), y(n * kFfn);
+  k->quantize_activations(x.data(), n * blocks, q.data(), d.data());
+  const auto* w = static_cast<const uint8_t*>(W().data(type));
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    {
+      const auto [b, e] = ThreadSlice(kFfn, omp_get_thread_num(), omp_get_num_threads());
+      k->ops(type).quant_matmul({w + b * DTypeBytes(type, kHidden), kHidden}, e - b, kHidden,
+                                q.data(), d.data(), n, y.data() + b, kFfn);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  Counters(state, double(kFfn) * DTypeBytes(type, kHidden), 2.0 * n * kFfn * kHidden);
+}
+
 void BM_CompactPositive(benchmark::State& state) {
   const auto* k = KernelsFor(static_cast<Isa>(state.range(0)));
   if (k == nullptr) return state.SkipWithError("ISA not supported by this CPU");
@@ -188,6 +217,10 @@ BENCHMARK(BM_SparseUpDown)
     ->ArgNames({"isa", "type", "sparsity", "threads"})
     ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kBF16}, {50, 90, 99}, {1, 2}})
     ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4}, {90}, {1, 2}})
+    ->UseRealTime();
+BENCHMARK(BM_QuantMatmul)
+    ->ArgNames({"isa", "type", "tokens", "threads"})
+    ->ArgsProduct({{kAvx2, kAvx512Vnni}, {kQ8, kQ4}, {4, 16, 64}, {1, 2}})
     ->UseRealTime();
 BENCHMARK(BM_CompactPositive)->ArgNames({"isa"})->Args({kAvx2})->Args({kAvx512});
 
