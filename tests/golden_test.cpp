@@ -52,7 +52,13 @@ const char* const kCheckpoints[] = {"llama_gqa_hd64_relu_f32",
                                     "llama_mqa_hd128_silu_tied_f32@q8",
                                     "models/relu-ft@q8",
                                     "llama_gqa_hd64_relu_f32@q4",
-                                    "models/relu-ft@q4"};
+                                    "models/relu-ft@q4",
+                                    "prosparse_gqa_hd56_fatrelu_f32@q8",
+                                    "prosparse_gqa_hd56_fatrelu_f32@q4",
+                                    "prosparse_gqa_hd56_fatrelu_f32@bf16",
+                                    "bamboo_gqa_drelu_f32@q8",
+                                    "bamboo_gqa_drelu_f32@q4",
+                                    "bamboo_gqa_drelu_f32@bf16"};
 
 // Fixture file of a checkpoint: its name, or for "models/relu-ft" the name "relu_ft"; converted
 // to a quantized type ("models/relu-ft@q8"), the fixture of the reference on the weights as

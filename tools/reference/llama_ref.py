@@ -79,8 +79,8 @@ class LlamaRef:
     ACTS = ("relu", "silu")
 
     def __init__(self, hf_dir, weights=None):
-        """weights: None (the checkpoint's values) or "q8" / "q4": the values
-        `zeroskip convert --dtype q8|q4` stores (quant.py), and the products with a quantized
+        """weights: None (the checkpoint's values) or "q8" / "q4" / "bf16": the values
+        `zeroskip convert --dtype` stores (quant.py), and for q8/q4 the products with a quantized
         matrix read their input quantized per block, as zeroskip's decode kernels do (the
         FFN down projection excepted: its kernel reads the activations as they are)."""
         cfg, tensors = hfio.read_hf_dir(hf_dir)
