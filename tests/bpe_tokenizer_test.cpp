@@ -134,5 +134,34 @@ TEST(BpeTokenizer, MalformedFilesAreRefused) {
   }
 }
 
+// The .zsk tokenizer section of OPT: PackByteLevelBpe's blob reads back into the same tokenizer;
+// anything but the two-key object is one clear error.
+TEST(BpeTokenizer, PackedBlobRoundTripsAndHostileBlobsAreRefused) {
+  const std::string packed = PackByteLevelBpe(BpeFile("vocab.json"), BpeFile("merges.txt"));
+  const auto tok = Tokenizer::FromPackedBpe(packed, kSpecial, "m.zsk");
+  const Tokenizer direct(BpeFile("vocab.json"), BpeFile("merges.txt"), kSpecial, "test");
+  EXPECT_EQ(tok->vocab_size(), direct.vocab_size());
+  EXPECT_EQ(tok->Encode("The ferryman's café 東京 🙂"), direct.Encode("The ferryman's café 東京 🙂"));
+  const std::string vocab = json(BpeFile("vocab.json")).dump();
+  const std::string merges = json(BpeFile("merges.txt")).dump();
+  for (const std::string& blob :
+       {std::string("not json"), std::string("[]"), std::string("{}"),
+        R"({"vocab.json": )" + vocab + "}",
+        R"({"vocab.json": )" + vocab + R"(, "merges.txt": 7})",
+        R"({"vocab.json": )" + vocab + R"(, "merges.txt": )" + merges + R"(, "extra": ""})"}) {
+    try {
+      Tokenizer::FromPackedBpe(blob, kSpecial, "m.zsk");
+      ADD_FAILURE() << "accepted " << blob.substr(0, 60);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.path(), "m.zsk");
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("not a JSON object of vocab.json and merges.txt"));
+    }
+  }
+  // A damaged vocabulary inside a well-formed blob: the vocabulary's own error.
+  EXPECT_THROW(Tokenizer::FromPackedBpe(
+                   PackByteLevelBpe(R"({"a": 0})", BpeFile("merges.txt")), kSpecial, "m.zsk"),
+               Error);
+}
+
 }  // namespace
 }  // namespace zeroskip

@@ -22,6 +22,11 @@ class ByteLevelBpe;
 
 class Tokenizer {
  public:
+  // The byte-level BPE of a .zsk whose architecture uses one: `packed` as PackByteLevelBpe
+  // writes it. Throws Error on a malformed blob, vocabulary or merge list.
+  static std::unique_ptr<Tokenizer> FromPackedBpe(std::string_view packed,
+                                                  const std::vector<int>& special_ids,
+                                                  const std::string& path);
   // A serialized sentencepiece ModelProto.
   Tokenizer(std::string_view serialized_model, const std::string& path);
   // GPT-2 byte-level BPE; special_ids (BOS, EOS, padding) decode to nothing. Throws Error on a
@@ -62,6 +67,10 @@ class Utf8Stream {
  private:
   std::string pending_;
 };
+
+// vocab.json and merges.txt as one blob, a .zsk's tokenizer section for byte-level BPE: the JSON
+// object {"vocab.json": text, "merges.txt": text} (docs/FORMAT.md).
+std::string PackByteLevelBpe(std::string_view vocab_json, std::string_view merges_txt);
 
 // True when `text` is well-formed UTF-8.
 bool IsValidUtf8(std::string_view text);

@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "text/byte_level_bpe.h"
 #include "text/tokenizer_check.h"
@@ -63,6 +64,24 @@ Tokenizer::Tokenizer(std::string_view vocab_json, std::string_view merges_txt,
                      const std::vector<int>& special_ids, const std::string& path)
     : bpe_(std::make_unique<ByteLevelBpe>(vocab_json, merges_txt, special_ids, path)),
       path_(path) {}
+
+std::unique_ptr<Tokenizer> Tokenizer::FromPackedBpe(std::string_view packed,
+                                                     const std::vector<int>& special_ids,
+                                                     const std::string& path) {
+  const nlohmann::json j = nlohmann::json::parse(packed, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.size() != 2 || !j.contains("vocab.json") ||
+      !j["vocab.json"].is_string() || !j.contains("merges.txt") || !j["merges.txt"].is_string()) {
+    throw Error(path, "the embedded tokenizer is not a JSON object of vocab.json and merges.txt");
+  }
+  return std::make_unique<Tokenizer>(j["vocab.json"].get<std::string>(),
+                                     j["merges.txt"].get<std::string>(), special_ids, path);
+}
+
+std::string PackByteLevelBpe(std::string_view vocab_json, std::string_view merges_txt) {
+  // Invalid UTF-8 cannot go into JSON; it could not be a valid vocabulary either.
+  return nlohmann::json{{"vocab.json", vocab_json}, {"merges.txt", merges_txt}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 int64_t Tokenizer::MinTokens(std::string_view text) const {
   if (bpe_) {  // every byte of the text lands in one piece, of at most longest_piece_bytes

@@ -214,10 +214,11 @@ class LlamaRef:
 def reference_class(hf_dir):
     """The reference of the checkpoint's architecture (config.json architectures[0])."""
     import bamboo_ref  # noqa: E402  (they import this module)
+    import opt_ref  # noqa: E402
     import prosparse_ref  # noqa: E402
     with open(os.path.join(hf_dir, "config.json")) as f:
         arch = (json.load(f).get("architectures") or ["LlamaForCausalLM"])[0]
-    for cls in (LlamaRef, prosparse_ref.ProSparseRef, bamboo_ref.BambooRef):
+    for cls in (LlamaRef, prosparse_ref.ProSparseRef, bamboo_ref.BambooRef, opt_ref.OptRef):
         if arch in cls.ARCHS:
             return cls
     raise ValueError(f"no reference for architecture {arch}")

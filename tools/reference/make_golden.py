@@ -118,18 +118,29 @@ def load_sp(hf_dir):
     return spm.SentencePieceProcessor(model_file=path)
 
 
-def candidate_prompts(vocab, sp):
+def load_encoder(hf_dir):
+    """The checkpoint's tokenizer as text -> ids (no BOS), or None: sentencepiece, or GPT-2
+    byte-level BPE (OPT: vocab.json + merges.txt, tools/reference/gpt2_bpe_ref.py)."""
+    vocab, merges = (os.path.join(hf_dir, f) for f in ("vocab.json", "merges.txt"))
+    if os.path.exists(vocab) and os.path.exists(merges):
+        import gpt2_bpe_ref
+        return gpt2_bpe_ref.Gpt2Bpe.from_files(vocab, merges).encode
+    sp = load_sp(hf_dir)
+    return sp.encode if sp is not None else None
+
+
+def candidate_prompts(vocab, encode, bos):
     """Deterministic candidate list: (ids, text-or-None)."""
-    if sp is not None:
+    if encode is not None:
         for text in CANDIDATE_TEXTS:
-            ids = [BOS] + sp.encode(text)
+            ids = [bos] + encode(text)
             if len(ids) <= PROMPT_LEN + 3 and max(ids) < vocab:
                 yield ids, text
             elif max(ids[:PROMPT_LEN]) < vocab:
                 yield ids[:PROMPT_LEN], None
     for k in range(N_RANDOM_CANDIDATES):
         rng = np.random.default_rng(1000 + k)
-        yield [BOS] + [int(t) for t in rng.integers(3, vocab, PROMPT_LEN - 1)], None
+        yield [bos] + [int(t) for t in rng.integers(3, vocab, PROMPT_LEN - 1)], None
 
 
 def check_greedy(model, prompt, rel_margin=REL_MARGIN):
@@ -157,10 +168,11 @@ def make_fixture(hf_dir, name, weights=None):
     model = llama_ref.reference_class(hf_dir)(hf_dir, weights)
     rel_margin = REL_MARGIN if weights in (None, "bf16") else QUANT_REL_MARGIN
     max_pos = model.cfg.max_pos or 1 << 30
-    sp = load_sp(hf_dir)
+    # OPT's BOS is "</s>" (2); Llama's 1.
+    bos = model.raw_cfg.get("bos_token_id", BOS)
     best = None
     tried = 0
-    for ids, text in candidate_prompts(model.cfg.vocab, sp):
+    for ids, text in candidate_prompts(model.cfg.vocab, load_encoder(hf_dir), bos):
         if len(ids) + GREEDY_STEPS > max_pos:
             continue
         tried += 1
@@ -178,7 +190,7 @@ def make_fixture(hf_dir, name, weights=None):
     L = len(ids)
     positions = sorted({0, L // 2, L - 1})
     files = sorted(f for f in os.listdir(hf_dir)
-                   if f.endswith((".safetensors", ".json", ".model")))
+                   if f.endswith((".safetensors", ".json", ".model", ".txt")))
     fixture = {"checkpoint": name}
     if weights is not None:
         fixture["weights"] = weights
