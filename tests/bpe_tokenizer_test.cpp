@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
+#include "text/byte_level_bpe.h"
 #include "zeroskip/error.h"
 #include "zeroskip/tokenizer.h"
 
@@ -74,6 +75,20 @@ TEST_F(BpeTokenizerTest, SpecialPiecesDecodeToNothing) {
   EXPECT_TRUE(tok_.HasPiece("</s>"));
   EXPECT_TRUE(tok_.HasPiece("\xC4\xA0"));  // "Ġ", the space byte's symbol
   EXPECT_FALSE(tok_.HasPiece(" "));
+}
+
+// The pre-tokenizer's words are the reference regex's (the `regex` module's \p{L}, \p{N}, \s
+// and the lookahead of `\s+(?!\S)`), Unicode whitespace included.
+TEST(BpeTokenizer, PretokenizerMatchesReference) {
+  const ByteLevelBpe bpe(BpeFile("vocab.json"), BpeFile("merges.txt"), kSpecial, "test");
+  const json fixture =
+      json::parse(testing::ReadFile(testing::SourceDir() + "/tests/data/golden/bpe_tokenizer.json"));
+  for (const auto& c : fixture["cases"]) {
+    const std::string text = c["text"];
+    std::vector<std::string> words;
+    for (std::string_view w : bpe.Pretokenize(text)) words.emplace_back(w);
+    EXPECT_EQ(words, c["pretokens"].get<std::vector<std::string>>()) << text;
+  }
 }
 
 TEST_F(BpeTokenizerTest, InvalidUtf8IsRefused) { EXPECT_THROW(tok_.Encode("a\xFFz"), Error); }

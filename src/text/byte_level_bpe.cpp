@@ -149,12 +149,12 @@ ByteLevelBpe::ByteLevelBpe(std::string_view vocab_json, std::string_view merges_
 
 ByteLevelBpe::~ByteLevelBpe() { pcre2_code_free(static_cast<pcre2_code*>(regex_)); }
 
-std::vector<int> ByteLevelBpe::Encode(std::string_view text) const {
+std::vector<std::string_view> ByteLevelBpe::Pretokenize(std::string_view text) const {
   auto* code = static_cast<pcre2_code*>(regex_);
   std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
       pcre2_match_data_create_from_pattern(code, nullptr), &pcre2_match_data_free);
   if (!match) throw std::bad_alloc();
-  std::vector<int> ids;
+  std::vector<std::string_view> words;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   for (size_t offset = 0; offset < text.size();) {
     const int rc = pcre2_match(code, subject, text.size(), offset, 0, match.get(), nullptr);
@@ -162,9 +162,15 @@ std::vector<int> ByteLevelBpe::Encode(std::string_view text) const {
     if (rc < 0) throw Error(path_, "cannot pre-tokenize the text (PCRE2 error " +
                                        std::to_string(rc) + ")");
     const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match.get());
-    EncodeWord(text.substr(span[0], span[1] - span[0]), &ids);
+    words.push_back(text.substr(span[0], span[1] - span[0]));
     offset = std::max<size_t>(span[1], offset + 1);
   }
+  return words;
+}
+
+std::vector<int> ByteLevelBpe::Encode(std::string_view text) const {
+  std::vector<int> ids;
+  for (std::string_view word : Pretokenize(text)) EncodeWord(word, &ids);
   return ids;
 }
 

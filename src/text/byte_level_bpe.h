@@ -26,6 +26,8 @@ class ByteLevelBpe {
 
   // Ids of valid UTF-8 `text` (the caller checks), no BOS.
   std::vector<int> Encode(std::string_view text) const;
+  // GPT-2's pre-tokenization of valid UTF-8 `text`: the words BPE merges within.
+  std::vector<std::string_view> Pretokenize(std::string_view text) const;
   // The raw bytes of piece `id`; special pieces and ids outside the vocabulary give "".
   std::string PieceBytes(int id) const;
   int vocab_size() const { return static_cast<int>(pieces_.size()); }

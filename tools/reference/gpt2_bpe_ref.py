@@ -41,6 +41,8 @@ FIXTURE_TEXTS = [
     "\n",
     "a",
     "ｆｕｌｌｗｉｄｔｈ ٣٤٥ ⅷ",
+    # Unicode whitespace (\s with Unicode properties): no-break, ideographic and thin spaces.
+    "no\u00a0break\u3000ideographic\u2009thin\u00a0\u00a0end",
 ]
 
 
