@@ -78,6 +78,7 @@ TEST(HfConfig, EveryFieldSurvivesTheNativeMetadata) {
                          .vocab = 384,
                          .context = 48,  // capped by the sliding window
                          .activation = Activation::kReLU,
+                         .embed_dim = 256,  // OPT's word_embed_proj_dim; hidden elsewhere
                          .rms_eps = 1e-5f,
                          .rope_theta = 500000.0f,
                          .tied_embeddings = true,
@@ -88,7 +89,9 @@ TEST(HfConfig, EveryFieldSurvivesTheNativeMetadata) {
   const std::string native = ConfigToJson(c);
   EXPECT_EQ(ConfigFromJson(native, "m.zsk"), want);
   const json stored = json::parse(native);
-  EXPECT_EQ(stored.size(), 15u) << native;  // one key per ModelConfig member
+  // One key per ModelConfig member but those the architecture implies (relu_up, gated_ffn)
+  // and OPT's two, written for OPT alone.
+  EXPECT_EQ(stored.size(), 15u) << native;
   EXPECT_EQ(stored["context_length"], 48);
   EXPECT_EQ(stored["architecture"], "MistralForCausalLM");
   EXPECT_EQ(stored["hidden_act"], "relu");
@@ -163,6 +166,100 @@ struct BadCase {
   std::function<void(json&)> edit;
   const char* reason;
 };
+
+// OPT-350m's config.json as facebook/opt-350m publishes it (sizes shrunk).
+json OptBase() {
+  return {{"architectures", {"OPTForCausalLM"}},
+          {"model_type", "opt"},
+          {"hidden_size", 256},
+          {"ffn_dim", 1024},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},
+          {"word_embed_proj_dim", 128},
+          {"do_layer_norm_before", false},
+          {"activation_function", "relu"},
+          {"enable_bias", true},
+          {"layer_norm_elementwise_affine", true},
+          {"vocab_size", 640},
+          {"max_position_embeddings", 64},
+          {"dropout", 0.1},
+          {"bos_token_id", 2},
+          {"eos_token_id", 2},
+          {"pad_token_id", 1}};
+}
+
+// OPT's own keys (ffn_dim, activation_function, word_embed_proj_dim, do_layer_norm_before) and
+// defaults (tied, LayerNorm eps 1e-5, pre-norm, no projection) survive the native metadata; the
+// OPT-only keys are written for OPT alone (a Llama file's metadata is unchanged).
+TEST(HfConfig, OptConfig) {
+  const ModelConfig c = ParseHfConfig(OptBase().dump(), "config.json");
+  EXPECT_EQ(c.hf_architecture, "OPTForCausalLM");
+  EXPECT_EQ(c.ffn, 1024);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.kv_heads, 4);
+  EXPECT_EQ(c.embed_dim, 128);
+  EXPECT_TRUE(c.post_norm);
+  EXPECT_FALSE(c.gated_ffn);
+  EXPECT_TRUE(c.tied_embeddings);
+  EXPECT_FLOAT_EQ(c.rms_eps, 1e-5f);
+  EXPECT_EQ(c.activation, Activation::kReLU);
+  EXPECT_EQ(ConfigFromJson(ConfigToJson(c), "m.zsk"), c);
+  json j = OptBase();
+  for (const char* key : {"word_embed_proj_dim", "do_layer_norm_before", "activation_function"}) {
+    j.erase(key);
+  }
+  j.erase("architectures");  // model_type names it
+  const ModelConfig pre = ParseHfConfig(j.dump(), "config.json");
+  EXPECT_EQ(pre.embed_dim, 256);
+  EXPECT_FALSE(pre.post_norm);
+  EXPECT_EQ(ConfigFromJson(ConfigToJson(pre), "m.zsk"), pre);
+  const ModelConfig llama = ParseHfConfig(Base().dump(), "config.json");
+  EXPECT_TRUE(llama.gated_ffn);
+  EXPECT_EQ(llama.embed_dim, llama.hidden);
+  EXPECT_EQ(ConfigToJson(llama).find("word_embed_proj_dim"), std::string::npos);
+  EXPECT_EQ(ConfigToJson(llama).find("do_layer_norm_before"), std::string::npos);
+}
+
+TEST(HfConfig, RefusesBadOptConfigsByName) {
+  const BadCase cases[] = {
+      {"gelu", [](json& j) { j["activation_function"] = "gelu"; },
+       "activation_function 'gelu' is not supported (OPT: relu)"},
+      {"no ffn_dim", [](json& j) { j.erase("ffn_dim"); }, "missing ffn_dim"},
+      {"llama key", [](json& j) { j["intermediate_size"] = 1024; },
+       "intermediate_size is not an OPT config key"},
+      {"no bias", [](json& j) { j["enable_bias"] = false; }, "enable_bias false is not supported"},
+      {"no affine", [](json& j) { j["layer_norm_elementwise_affine"] = false; },
+       "layer_norm_elementwise_affine false"},
+      {"removed final norm", [](json& j) { j["_remove_final_layer_norm"] = true; },
+       "_remove_final_layer_norm is not supported"},
+      {"wide embeddings", [](json& j) { j["word_embed_proj_dim"] = 512; },
+       "word_embed_proj_dim must not exceed hidden_size"},
+      {"zero embeddings", [](json& j) { j["word_embed_proj_dim"] = 0; },
+       "word_embed_proj_dim must be in"},
+      {"pre-norm string", [](json& j) { j["do_layer_norm_before"] = "yes"; },
+       "do_layer_norm_before must be true or false"},
+      {"untied", [](json& j) { j["tie_word_embeddings"] = false; },
+       "OPT with an untied lm_head is not supported"},
+      {"heads", [](json& j) { j["num_attention_heads"] = 3; }, "multiple of num_attention_heads"},
+  };
+  for (const auto& c : cases) {
+    json j = OptBase();
+    c.edit(j);
+    try {
+      ParseHfConfig(j.dump(), "dir/config.json");
+      ADD_FAILURE() << c.name << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(e.reason().find(c.reason), std::string::npos) << c.name << ": " << e.reason();
+    }
+  }
+  // OPT's keys on another architecture would run it wrong: refused.
+  json llama = Base();
+  llama["do_layer_norm_before"] = false;
+  EXPECT_THROW(ParseHfConfig(llama.dump(), "c"), Error);
+  llama = Base();
+  llama["word_embed_proj_dim"] = 128;
+  EXPECT_THROW(ParseHfConfig(llama.dump(), "c"), Error);
+}
 
 TEST(HfConfig, RefusesBadConfigsByName) {
   const BadCase cases[] = {

@@ -347,6 +347,111 @@ TEST_P(FfnIsaTest, FatReluAndDReluMatchFloat64Reference) {
   }
 }
 
+// OPT's ungated FFN, y = Σ_i relu(fc1_i·x + b1_i)·fc2_i + b2, in double, with the bound of
+// ReferenceFfn (the gate's error carried into each term).
+Reference UngatedReference(const RandomFfn& f, const std::vector<float>& bias1,
+                           const std::vector<float>& bias2, const std::vector<float>& x_in,
+                           bool quantized_x) {
+  const int64_t hidden = f.config.hidden, ffn = f.config.ffn;
+  std::vector<float> x = x_in;
+  if (quantized_x) {
+    std::vector<int8_t> q(hidden);
+    std::vector<float> d(hidden / kQuantBlock);
+    ref::QuantizeActivations(x_in.data(), hidden / kQuantBlock, q.data(), d.data());
+    for (int64_t i = 0; i < hidden; ++i) x[i] = d[i / kQuantBlock] * q[i];
+  }
+  Reference r{std::vector<double>(bias2.begin(), bias2.end()), std::vector<double>(hidden, 0.0)};
+  const double unit = 4.0 * static_cast<double>(hidden + ffn) * std::ldexp(1.0, -24);
+  for (int64_t i = 0; i < ffn; ++i) {
+    double g = bias1[i], g_abs = std::abs(bias1[i]);
+    for (int64_t d = 0; d < hidden; ++d) {
+      g += double(f.gate_f[i * hidden + d]) * x[d];
+      g_abs += std::abs(double(f.gate_f[i * hidden + d]) * x[d]);
+    }
+    r.active += g > 0;
+    r.ambiguous += std::abs(g) <= unit * g_abs;
+    const double a = std::max(g, 0.0);
+    for (int64_t c = 0; c < hidden; ++c) {
+      const double w = f.down_f[i * hidden + c];
+      r.y[c] += a * w;
+      r.bound[c] += unit * (g_abs + a) * std::abs(w) + unit * std::abs(bias2[c]);
+    }
+  }
+  return r;
+}
+
+// The ungated FFN (fc1 with bias -> ReLU -> fc2 with bias; no up) for every dtype, decode and
+// batches, sparse and dense, against UngatedReference; the sparse decode reads the fc1 matrix
+// and one fc2 row per active neuron (the dense one both matrices whole), and equals the dense
+// decode bit for bit (the same rows in the same order; a zero coefficient adds nothing).
+// Catches a dropped bias, up read for an ungated FFN, and counting three matrices.
+TEST_P(FfnIsaTest, UngatedFfnMatchesFloat64ReferenceAndSparseEqualsDense) {
+  const Isa isa = GetParam();
+  for (DType dtype : kDTypes) {
+    for (float shift : {0.0f, -1.3f}) {
+      const auto [hidden, ffn] = Shapes(dtype)[0];
+      RandomFfn f(hidden, ffn, dtype, shift, 71);
+      f.config.gated_ffn = false;
+      f.weights.up = {};
+      std::mt19937 rng(72);
+      std::normal_distribution<float> dist(0.0f, 0.5f);
+      std::vector<float> bias1(ffn), bias2(hidden);
+      for (float& b : bias1) b = dist(rng) - 0.2f;
+      for (float& b : bias2) b = dist(rng);
+      f.weights.gate_bias = bias1.data();
+      f.weights.down_bias = bias2.data();
+      const bool bf16_x = kernels().bf16_products && dtype == DType::kBF16;
+      for (int64_t n : {int64_t{1}, int64_t{3}, kSmallBatch + 5}) {
+        std::vector<float> x;
+        std::vector<Reference> want;
+        for (int64_t k = 0; k < n; ++k) {
+          auto xk = Input(hidden, 80 + static_cast<uint32_t>(k));
+          x.insert(x.end(), xk.begin(), xk.end());
+          if (bf16_x) {
+            for (float& v : xk) v = testing::RoundToBf16(v);
+          }
+          want.push_back(UngatedReference(f, bias1, bias2, xk, IsQuantized(dtype)));
+        }
+        std::vector<float> y_sparse;
+        for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
+          if (n > 1 && mode == FfnMode::kDense && bf16_x) continue;  // oneDNN's bf16 rounding
+          for (int threads : {1, 3}) {
+            Ffn rt(f.config, mode, threads, n, kernels());
+            std::vector<float> y(n * hidden, std::numeric_limits<float>::quiet_NaN());
+            rt.Forward(f.weights, x.data(), n, y.data());
+            const std::string where = std::string(IsaName(isa)) + " " +
+                                      std::string(DTypeName(dtype)) + " " +
+                                      std::string(FfnModeName(mode)) + " n " + std::to_string(n) +
+                                      " threads " + std::to_string(threads) + " shift " +
+                                      std::to_string(shift);
+            int64_t active = 0, ambiguous = 0;
+            for (int64_t k = 0; k < n; ++k) {
+              active += want[k].active;
+              ambiguous += want[k].ambiguous;
+              for (int64_t c = 0; c < hidden; ++c) {
+                ASSERT_NEAR(y[k * hidden + c], want[k].y[c], want[k].bound[c] + 1e-30)
+                    << where << " token " << k << " c " << c;
+              }
+            }
+            const FfnLayerStats& st = rt.stats;
+            const auto got_active = static_cast<int64_t>(st.neurons - st.zero_neurons);
+            EXPECT_NEAR(got_active, active, ambiguous) << where;
+            EXPECT_EQ(st.flops_dense, 4u * hidden * ffn * n) << where;
+            if (n == 1) {
+              const uint64_t rows = mode == FfnMode::kSparse ? ffn + got_active : 2 * ffn;
+              EXPECT_EQ(st.weight_bytes_read, rows * DTypeBytes(dtype, hidden)) << where;
+              if (mode == FfnMode::kSparse && threads == 1) y_sparse = y;
+              if (mode == FfnMode::kDense && threads == 1) {
+                ASSERT_EQ(y, y_sparse) << where << ": sparse and dense decode differ";
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // Sessions share a batched FFN pass only when they compute alike: on a FATReLU model, the model's
 // activation (threshold 0.3) and --act relu (threshold 0) resolve to the same act but must not
 // share (one would get the other's threshold). Catches Batchable comparing act alone.

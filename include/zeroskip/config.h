@@ -31,7 +31,15 @@ struct ModelConfig {
   // dReLU (TurboSparse / Bamboo): relu(gate) * relu(up). Set by the architecture
   // (BambooForCausalLM), never stored on its own.
   bool relu_up = false;
-  float rms_eps = 1e-5f;
+  // OPT: no gate (fc1 -> relu -> fc2, with biases), LayerNorm with bias, learned positions.
+  // Set by the architecture (OPTForCausalLM), never stored on their own.
+  bool gated_ffn = true;
+  // OPT: word_embed_proj_dim, the width of the embeddings and the LM head (project_in/out map
+  // it to hidden when it differs); hidden for every other architecture.
+  int64_t embed_dim = 0;
+  // OPT with do_layer_norm_before false (OPT-350m): LayerNorm after each residual add.
+  bool post_norm = false;
+  float rms_eps = 1e-5f;  // the norms' epsilon (OPT's LayerNorm: 1e-5)
   float rope_theta = 10000.0f;
   bool tied_embeddings = false;
   int64_t bos_id = -1;  // -1: none

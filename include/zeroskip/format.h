@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "zeroskip/config.h"
+#include "zeroskip/tokenizer.h"
 
 namespace zeroskip {
 
@@ -97,7 +98,11 @@ class ZskFile {
   const ModelConfig& config() const { return config_; }
   const std::string& metadata_json() const { return metadata_json_; }
   const std::string& source_config_json() const { return source_config_json_; }
-  std::string_view tokenizer_model() const;  // serialized sentencepiece ModelProto
+  // The tokenizer section: a serialized sentencepiece ModelProto, or for an architecture with
+  // byte-level BPE (OPT) its packed vocab.json and merges.txt.
+  std::string_view tokenizer_model() const;
+  // The tokenizer it holds (BOS and EOS are a byte-level BPE's special pieces).
+  std::unique_ptr<Tokenizer> LoadTokenizer() const;
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
 
   const TensorInfo* Find(std::string_view name) const;

@@ -23,6 +23,10 @@ struct LayerWeights {
   WeightView o;                      // [hidden, q_dim]
   const float* ffn_norm = nullptr;   // [hidden]
   FfnWeights ffn;
+  // OPT: LayerNorm biases and the attention projections' biases ([hidden] each), else null.
+  const float* attn_norm_bias = nullptr;
+  const float* ffn_norm_bias = nullptr;
+  const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
 };
 
 class Model {
@@ -36,13 +40,20 @@ class Model {
   const LayerWeights& layer(int64_t i) const { return layers_[i]; }
   const float* output_norm() const { return output_norm_; }
   const WeightView& lm_head() const { return lm_head_; }  // embeddings when tied
+  // OPT: learned positions [context + 2, hidden]; project_in [hidden, embed_dim] and project_out
+  // [embed_dim, hidden] (data null unless embed_dim != hidden); the final norm's bias (or null).
+  const WeightView& positions() const { return positions_; }
+  const WeightView& project_in() const { return project_in_; }
+  const WeightView& project_out() const { return project_out_; }
+  const float* output_norm_bias() const { return output_norm_bias_; }
   uint64_t parameter_count() const;
 
  private:
   std::unique_ptr<ZskFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  WeightView embeddings_, lm_head_;
+  WeightView embeddings_, lm_head_, positions_, project_in_, project_out_;
   const float* output_norm_ = nullptr;
+  const float* output_norm_bias_ = nullptr;
   std::vector<LayerWeights> layers_;
 };
 

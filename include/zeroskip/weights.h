@@ -22,9 +22,13 @@ struct WeightView {
 
 // The gated FFN of one layer: y = down · (act(gate · x) ⊙ (up · x)). All three are [ffn, hidden]
 // (down transposed from the HF [hidden, ffn]) so each neuron is one contiguous row of each.
+// Ungated (OPT): y = down · act(gate · x + gate_bias) + down_bias, with fc1 as the gate, fc2 as
+// down and no up (data null).
 struct FfnWeights {
   WeightView gate, up;  // [ffn, hidden]
   WeightView down_t;    // [ffn, hidden]
+  const float* gate_bias = nullptr;  // [ffn] or null
+  const float* down_bias = nullptr;  // [hidden] or null
   // Optional (data null when the file has none): the gate's int8 shadow, q8 [ffn, hidden], and
   // per row ‖gate_i − shadow_i‖₂ then ‖gate_i‖₂ rounded up, [2, ffn] (docs/SHADOW_GATE.md).
   WeightView gate_shadow;

@@ -4,6 +4,7 @@
 
 #include "arch/bamboo_tensors.h"
 #include "arch/llama_tensors.h"
+#include "arch/opt_tensors.h"
 
 namespace zeroskip {
 namespace {
@@ -17,6 +18,9 @@ constexpr Architecture kArchitectures[] = {
     // Bamboo and TurboSparse-Mistral (PowerInfer): a Mistral body with dReLU,
     // down(relu(gate(x)) * relu(up(x))); TurboSparse's activation predictors are skipped.
     {"BambooForCausalLM", "bamboo", BambooTensorTable, ForwardFamily::kLlama, true},
+    // OPT (facebook/opt-*): ungated ReLU FFN with biases, LayerNorm, learned positions, tied
+    // LM head; config.json keys are OPT's own (ParseHfConfig maps them).
+    {"OPTForCausalLM", "opt", OptTensorTable, ForwardFamily::kOpt, false, false, true},
 };
 
 }  // namespace

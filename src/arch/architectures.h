@@ -12,7 +12,7 @@
 namespace zeroskip {
 
 // Which forward pass computes an architecture (src/arch/forward.h maps each to its function).
-enum class ForwardFamily { kLlama };
+enum class ForwardFamily { kLlama, kOpt };
 
 struct Architecture {
   std::string_view hf_name;     // config.json architectures[0]; stored in a .zsk
@@ -20,6 +20,9 @@ struct Architecture {
   TensorTable (*tensors)(const ModelConfig& config);
   ForwardFamily forward;
   bool relu_up = false;  // dReLU: the MLP applies its ReLU to up as well (relu(g) * relu(u))
+  bool gated_ffn = true;  // false: fc1 -> act -> fc2 with biases (OPT)
+  // The tokenizer: GPT-2 byte-level BPE from vocab.json + merges.txt, else sentencepiece.
+  bool byte_level_bpe = false;
 };
 
 // nullptr when not supported.

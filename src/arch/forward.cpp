@@ -53,6 +53,8 @@ ForwardFn ForwardFor(const ModelConfig& config) {
   switch (ArchitectureOf(config).forward) {
     case ForwardFamily::kLlama:
       return LlamaForward;
+    case ForwardFamily::kOpt:
+      return OptForward;
   }
   throw std::invalid_argument("no forward pass for '" + config.hf_architecture + "'");
 }

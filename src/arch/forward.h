@@ -47,6 +47,9 @@ using ForwardFn = void (*)(const ForwardPass& pass, const int* tokens, bool need
 // Llama, Mistral and their ReLU fine-tunes (src/arch/llama.cpp).
 void LlamaForward(const ForwardPass& pass, const int* tokens, bool need_logits, bool all_logits);
 
+// OPT (src/arch/opt.cpp).
+void OptForward(const ForwardPass& pass, const int* tokens, bool need_logits, bool all_logits);
+
 // The FFN of layer `layer` over the pass's rows (x and y: [rows, hidden]), its statistics added
 // to each sequence's (its own tokens' zeros) and to the batch's.
 void RunFfn(const ForwardPass& pass, int64_t layer, const FfnWeights& w, const float* x, float* y);

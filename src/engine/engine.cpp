@@ -126,6 +126,9 @@ BatchBuffers LongBatchBuffers(const Model& model, const KernelTable& kernels, in
     }
   };
   add(model.lm_head(), false);
+  // OPT's projections (absent ones are empty f32 views, which need nothing).
+  add(model.project_in(), false);
+  add(model.project_out(), false);
   for (int64_t l = 0; l < model.config().layers; ++l) {
     const LayerWeights& w = model.layer(l);
     for (const WeightView* v : {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up}) add(*v, false);

@@ -197,6 +197,7 @@ struct FfnRuntime::Call {
   const FfnWeights& w;
   int64_t position;
   size_t row_bytes;  // one row of any of the three matrices
+  bool gated;        // false: fc1 (the gate) and fc2 (down) only, with biases (OPT)
   ShadowBound shadow;  // usable only when this call goes through the shadow gate
   bool uses_shadow = false;
 };
@@ -239,6 +240,7 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
                   w,
                   position,
                   DTypeBytes(w.gate.dtype, config_.hidden),
+                  w.up.data != nullptr,
                   shadow
                       ? PrepareShadowInput(x, config_.hidden, w.gate.dtype, kernels_.bf16_products,
                                            shadow_xq_.data(), shadow_xd_.data())
@@ -259,6 +261,9 @@ void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {
   const int64_t hidden = config_.hidden;
   const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.row_bytes;
   kernels_.ops(call.w.gate.dtype).dot_rows({gate, hidden}, nullptr, s.rows, hidden, x, s.g);
+  if (call.w.gate_bias != nullptr) {
+    for (int64_t i = 0; i < s.rows; ++i) s.g[i] += call.w.gate_bias[s.r0 + i];
+  }
   if (call.settings.act == FfnActivation::kStochastic) {
     for (int64_t i = 0; i < s.rows; ++i) s.negatives += s.g[i] < 0.0f;
   }
@@ -304,10 +309,28 @@ void FfnRuntime::ActivateRows(const Call& call, Slice& s) {
 
 void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y) {
   const int64_t hidden = config_.hidden;
-  const WeightOps& ops = kernels_.ops(call.w.up.dtype);
+  const WeightOps& ops = kernels_.ops(call.w.down_t.dtype);
   const auto* up = static_cast<const uint8_t*>(call.w.up.data) + s.r0 * call.row_bytes;
   const auto* down = static_cast<const uint8_t*>(call.w.down_t.data) + s.r0 * call.row_bytes;
   float* u = up_.data() + s.r0;
+  if (!call.gated) {
+    // y += act(g_i) · down_i: sparse over the active rows only, dense over every row (adding
+    // 0 · row where act(g_i) = 0, which leaves the same sums).
+    if (call.settings.sparse_decode) {
+      ops.axpy_rows({down, hidden}, active_.data() + s.r0, active_g_.data() + s.r0, s.active,
+                    hidden, partial_y);
+      return;
+    }
+    const bool stochastic = call.settings.act == FfnActivation::kStochastic;
+    for (int64_t i = 0; i < s.rows; ++i) {
+      const float a = ActivateNeuron(call.settings, s.g[i], call.position, call.layer, s.r0 + i);
+      s.active += a != 0.0f;
+      s.picked += stochastic && s.g[i] < 0.0f && a != 0.0f;
+      s.g[i] = a;
+    }
+    ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
+    return;
+  }
   if (call.settings.sparse_decode && call.settings.relu_up) {
     // dReLU: up for the active rows, then keep (in place, in row order) those whose up is
     // positive, with coefficient act(g) * u; only their down rows are read.
@@ -372,7 +395,7 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
     for (int64_t c = c0; c < c1; ++c) {
       float sum = 0.0f;
       for (int p = 0; p < nt; ++p) sum += partial_y_[static_cast<size_t>(p) * hidden + c];
-      y[c] = sum;
+      y[c] = call.w.down_bias != nullptr ? sum + call.w.down_bias[c] : sum;
     }
   }
 
@@ -382,12 +405,13 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   // Sparse: the whole gate, then two rows (up, down) per active neuron.
   const bool sparse = call.settings.sparse_decode;
   // dReLU: the down rows of active neurons whose up is not positive are skipped too.
-  const int64_t rows_read = 2 * active_total - up_zeros;
+  // Ungated: one row (fc2) per active neuron.
+  const int64_t rows_read = call.gated ? 2 * active_total - up_zeros : active_total;
   step.up_zero_neurons = up_zeros;
   const uint64_t active_elems = static_cast<uint64_t>(hidden) * rows_read;
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
   step.weight_bytes_read =
-      static_cast<uint64_t>(sparse ? ffn + rows_read : 3 * ffn) * call.row_bytes;
+      static_cast<uint64_t>(sparse ? ffn + rows_read : Matrices() * ffn) * call.row_bytes;
   step.pass_rows = ffn;
   step.pass_rows_read = sparse ? active_total : ffn;
   if (call.uses_shadow) {
@@ -403,6 +427,21 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   return step;
 }
 
+uint64_t FfnRuntime::Matrices() const { return config_.gated_ffn ? 3 : 2; }
+
+void FfnRuntime::AddGateBias(const Call& call, float* g, int64_t n) const {
+  if (call.w.gate_bias == nullptr) return;
+  for (int64_t k = 0; k < n; ++k) {
+    for (int64_t i = 0; i < config_.ffn; ++i) g[k * config_.ffn + i] += call.w.gate_bias[i];
+  }
+}
+
+void FfnRuntime::AddDownBias(const Call& call, float* y, int64_t n) const {
+  for (int64_t k = 0; k < n; ++k) {
+    for (int64_t c = 0; c < config_.hidden; ++c) y[k * config_.hidden + c] += call.w.down_bias[c];
+  }
+}
+
 FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negatives,
                                     int64_t picked) const {
   FfnLayerStats s;
@@ -411,7 +450,7 @@ FfnLayerStats FfnRuntime::CallStats(int64_t tokens, int64_t zeros, int64_t negat
   s.zero_neurons = zeros;
   s.negative_gates = negatives;
   s.picked_negatives = picked;
-  s.flops_dense = 6 * static_cast<uint64_t>(config_.hidden) * config_.ffn * tokens;
+  s.flops_dense = 2 * Matrices() * static_cast<uint64_t>(config_.hidden) * config_.ffn * tokens;
   return s;
 }
 
@@ -424,7 +463,9 @@ FfnLayerStats FfnRuntime::RowStats(const FfnSettings& settings, int64_t row,
   // path's active neurons, or every neuron for the dense path.
   const uint64_t hf = static_cast<uint64_t>(config_.hidden) * config_.ffn;
   const auto active = static_cast<uint64_t>(rows * config_.ffn - zeros);
-  s.flops_done = settings.sparse_decode ? 2 * hf * rows + 4 * config_.hidden * active : s.flops_dense;
+  s.flops_done = settings.sparse_decode
+                     ? 2 * hf * rows + 2 * (Matrices() - 1) * config_.hidden * active
+                     : s.flops_dense;
   return s;
 }
 
@@ -455,30 +496,34 @@ FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t
   float* g = batch_gate_.data();
   float* u = batch_up_.data();
   matmul_.Linear(call.w.gate, x, n, g);
-  matmul_.Linear(call.w.up, x, n, u);
+  AddGateBias(call, g, n);
+  if (call.gated) matmul_.Linear(call.w.up, x, n, u);
   int64_t zeros = 0, negatives = 0, picked = 0;
   ActivateBatch(call, g, n, &zeros, &negatives, &picked);
-  if (call.settings.relu_up) {
+  // Ungated: act(fc1 x + b1) already is the coefficient of each fc2 row.
+  if (call.gated && call.settings.relu_up) {
     for (int64_t i = 0; i < n * ffn; ++i) g[i] *= std::max(u[i], 0.0f);
-  } else {
+  } else if (call.gated) {
     for (int64_t i = 0; i < n * ffn; ++i) g[i] *= u[i];
   }
   matmul_.LinearTransposed(call.w.down_t, g, n, y);
+  if (call.w.down_bias != nullptr) AddDownBias(call, y, n);
 
   FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
-  batch.weight_bytes_read = 3 * static_cast<uint64_t>(ffn) * call.row_bytes;
+  batch.weight_bytes_read = Matrices() * static_cast<uint64_t>(ffn) * call.row_bytes;
   batch.pass_rows = batch.pass_rows_read = ffn;
   return batch;
 }
 
 FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_t n, float* y) {
   const int64_t hidden = config_.hidden, ffn = config_.ffn;
-  const DType dtype = call.w.up.dtype;
+  const DType dtype = call.w.down_t.dtype;
   const WeightOps& ops = kernels_.ops(dtype);
   float* h = batch_gate_.data();  // [n, ffn]: gate, then act(gate), then act(gate) * up
   matmul_.Linear(call.w.gate, x, n, h);
+  AddGateBias(call, h, n);
   int64_t zeros = 0, negatives = 0, picked = 0;
   ActivateBatch(call, h, n, &zeros, &negatives, &picked);
   const auto* up = static_cast<const uint8_t*>(call.w.up.data);
@@ -511,6 +556,10 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
       for (int64_t k = 0; k < n; ++k) {
         const int64_t count = active_of(i0, k);
         if (count == 0) continue;
+        if (!call.gated) {  // no up: act(gate) is the coefficient
+          for (int64_t j = 0; j < count; ++j) read[rows[j]] = true;
+          continue;
+        }
         float u[kBatchNeurons];
         ops.dot_rows(block, rows, count, hidden, x + k * hidden, u);
         // dReLU: a zero product here drops the neuron from this token's down projection.
@@ -541,11 +590,15 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
     }
   }
 
+  if (call.w.down_bias != nullptr) AddDownBias(call, y, n);
+
   FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
   const uint64_t hf = static_cast<uint64_t>(hidden) * ffn;
   const uint64_t active = static_cast<uint64_t>(n * ffn - zeros);
-  batch.flops_done = 2 * hf * n + 4 * static_cast<uint64_t>(hidden) * active;
-  batch.weight_bytes_read = static_cast<uint64_t>(ffn + 2 * rows_read) * call.row_bytes;
+  const uint64_t rows_per_neuron = Matrices() - 1;  // up and down, or fc2 alone
+  batch.flops_done = 2 * hf * n + 2 * rows_per_neuron * static_cast<uint64_t>(hidden) * active;
+  batch.weight_bytes_read =
+      static_cast<uint64_t>(ffn + rows_per_neuron * rows_read) * call.row_bytes;
   batch.pass_rows = ffn;
   batch.pass_rows_read = rows_read;
   return batch;

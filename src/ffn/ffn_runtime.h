@@ -1,5 +1,7 @@
 // The FFN runtime: y = W_down · (act(W_gate·x) ⊙ (W_up·x)) for one layer, choosing how; for
-// dReLU models y = W_down · (act(W_gate·x) ⊙ relu(W_up·x)).
+// dReLU models y = W_down · (act(W_gate·x) ⊙ relu(W_up·x)); for ungated ones (OPT) y = W_down ·
+// act(W_gate·x + b_gate) + b_down, fc1 as the gate: the sparse path reads only the active rows
+// of W_down (fc2) and no up at all.
 //
 // One token (decode) runs in phases, each thread on its own slice of the FFN neurons:
 //   gate rows      the gate GEMV over the slice; with a shadow gate (docs/SHADOW_GATE.md) the
@@ -93,6 +95,12 @@ class FfnRuntime {
   void ShadowGateRows(const Call& call, Slice& s, const float* x);
   void ActivateRows(const Call& call, Slice& s);
   void UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y);
+
+  // Weight matrices per layer: 3 (gate, up, down), or 2 for an ungated FFN (fc1, fc2).
+  uint64_t Matrices() const;
+  // Batched calls: the gate's bias added to each of n rows of [n, ffn], and down's to [n, hidden].
+  void AddGateBias(const Call& call, float* g, int64_t n) const;
+  void AddDownBias(const Call& call, float* y, int64_t n) const;
 
   // The statistics every call records; callers add flops_done and weight_bytes_read.
   FfnLayerStats CallStats(int64_t tokens, int64_t zeros, int64_t negatives, int64_t picked) const;

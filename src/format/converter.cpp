@@ -90,15 +90,34 @@ ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   const std::string config_text = ReadSmallFile(config_path, kMaxConfigBytes);
   const ModelConfig config = ParseHfConfig(config_text, config_path);
 
-  const std::string tokenizer_path = opt.hf_dir + "/tokenizer.model";
-  if (!FileExists(tokenizer_path)) {
-    throw Error(tokenizer_path, "missing (a sentencepiece tokenizer.model is required)");
+  std::vector<std::string> inputs = {config_path};
+  std::string tokenizer;
+  if (FindArchitecture(config.hf_architecture)->byte_level_bpe) {
+    // GPT-2 byte-level BPE (OPT): vocab.json and merges.txt, checked by building it.
+    const std::string vocab_path = opt.hf_dir + "/vocab.json";
+    const std::string merges_path = opt.hf_dir + "/merges.txt";
+    for (const std::string& p : {vocab_path, merges_path}) {
+      if (!FileExists(p)) throw Error(p, "missing (" + config.hf_architecture + "'s tokenizer)");
+    }
+    tokenizer = PackByteLevelBpe(ReadSmallFile(vocab_path, kMaxTokenizerBytes),
+                                 ReadSmallFile(merges_path, kMaxTokenizerBytes));
+    const auto bpe = Tokenizer::FromPackedBpe(tokenizer, {}, opt.hf_dir);
+    if (bpe->vocab_size() > config.vocab) {
+      throw Error(vocab_path, "has " + std::to_string(bpe->vocab_size()) +
+                                  " pieces, more than vocab_size " + std::to_string(config.vocab));
+    }
+    inputs.insert(inputs.end(), {vocab_path, merges_path});
+  } else {
+    const std::string tokenizer_path = opt.hf_dir + "/tokenizer.model";
+    if (!FileExists(tokenizer_path)) {
+      throw Error(tokenizer_path, "missing (a sentencepiece tokenizer.model is required)");
+    }
+    tokenizer = ReadSmallFile(tokenizer_path, kMaxTokenizerBytes);
+    CheckTokenizerModel(tokenizer, config.vocab, tokenizer_path);
+    inputs.push_back(tokenizer_path);
   }
-  std::string tokenizer = ReadSmallFile(tokenizer_path, kMaxTokenizerBytes);
-  CheckTokenizerModel(tokenizer, config.vocab, tokenizer_path);
 
   const std::unique_ptr<CheckpointReader> ckpt = OpenSafetensorsCheckpoint(opt.hf_dir);
-  std::vector<std::string> inputs = {config_path, tokenizer_path};
   for (const auto& file : ckpt->files()) inputs.push_back(file);
   RefuseOutputThatIsAnInput(opt.out_path, inputs);
   return ConvertCheckpoint(opt, config_text, config, std::move(tokenizer), *ckpt, config_path,
@@ -142,6 +161,14 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
     return ckpt->Find(table.at(LayerTensorName(layer, role)).hf_name);
   };
   for (int64_t l = 0; l < config.layers && !opt.dtype; ++l) {
+    if (!config.gated_ffn) {
+      if (source(l, "ffn_fc1")->dtype != source(l, "ffn_fc2")->dtype) {
+        throw Error(source(l, "ffn_fc1")->path,
+                    "layer " + std::to_string(l) + ": fc1 and fc2 have different dtypes " +
+                        "(pass --dtype to convert them to one)");
+      }
+      continue;
+    }
     const DType gate = source(l, "ffn_gate")->dtype;
     if (source(l, "ffn_up")->dtype != gate || source(l, "ffn_down")->dtype != gate) {
       throw Error(source(l, "ffn_gate")->path,

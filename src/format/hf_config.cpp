@@ -137,6 +137,14 @@ void HeadDimFromHidden(ModelConfig& c, const Fields& f) {
   }
 }
 
+void EmbedDimFromHidden(ModelConfig& c, const Fields&) { c.embed_dim = c.hidden; }
+
+// Fields whose native key only OPT files hold.
+bool OptOnly(const char* native_key) {
+  return native_key != nullptr && (std::string_view(native_key) == "word_embed_proj_dim" ||
+                                   std::string_view(native_key) == "do_layer_norm_before");
+}
+
 // Every field, in the order it is read (a later field's rule may use an earlier one's value).
 const std::vector<ConfigField>& ConfigFields() {
   using C = ModelConfig;
@@ -169,6 +177,11 @@ const std::vector<ConfigField>& ConfigFields() {
        Value(10000.0)},
       {"tie_word_embeddings", "tie_word_embeddings", Kind::kBool, &C::tied_embeddings, 0, 0,
        Value(false), Value(false)},
+      // OPT only (ConfigToJson writes them for OPT alone; CheckConsistency refuses them elsewhere).
+      {"word_embed_proj_dim", "word_embed_proj_dim", Kind::kCount, &C::embed_dim, 1, kMaxHidden,
+       Derived(EmbedDimFromHidden), Derived(EmbedDimFromHidden)},
+      {"do_layer_norm_before", "do_layer_norm_before", Kind::kBool, &C::post_norm, 0, 0,
+       Value(true), Value(true)},
       {"bos_token_id", "bos_token_id", Kind::kTokenId, &C::bos_id, 0, 0, Absent{}, Absent{}},
       {"eos_token_id", "eos_token_id", Kind::kTokenId, &C::eos_id, 0, 0, Absent{}, Absent{}},
   };
@@ -248,7 +261,9 @@ void ReadField(const ConfigField& d, const json* v, Source source, const Fields&
           f.Float(*v, key, static_cast<float>(d.lo), static_cast<float>(d.hi));
       return;
     case Kind::kBool:
-      c.*std::get<bool ModelConfig::*>(d.member) = f.Bool(*v, key);
+      // do_layer_norm_before is stored as itself; the member says the opposite (post_norm).
+      c.*std::get<bool ModelConfig::*>(d.member) =
+          f.Bool(*v, key) != (d.member == Member(&ModelConfig::post_norm));
       return;
     case Kind::kUnsupported:
       if (v != nullptr) f.Fail(std::string(key) + " is not supported");
@@ -272,6 +287,18 @@ void CheckConsistency(const ModelConfig& c, const Fields& f) {
            ") must be a multiple of num_key_value_heads (" + std::to_string(c.kv_heads) + ")");
   }
   if (c.head_dim % 2 != 0) f.Fail("head_dim must be even for rotary embeddings");
+  const bool opt = FindArchitecture(c.hf_architecture)->forward == ForwardFamily::kOpt;
+  if (!opt && (c.embed_dim != c.hidden || c.post_norm)) {
+    f.Fail("word_embed_proj_dim and do_layer_norm_before are OPT's (this is " +
+           c.hf_architecture + ")");
+  }
+  // project_in/out map embed_dim to hidden; the forward pass keeps the narrower rows in
+  // hidden-wide buffers (every published OPT has word_embed_proj_dim <= hidden_size).
+  if (c.embed_dim > c.hidden) f.Fail("word_embed_proj_dim must not exceed hidden_size");
+  if (opt && (c.kv_heads != c.heads || c.head_dim * c.heads != c.hidden)) {
+    f.Fail("OPT has neither num_key_value_heads nor head_dim");
+  }
+  if (opt && !c.tied_embeddings) f.Fail("OPT with an untied lm_head is not supported");
   if (c.heads * c.head_dim > 4 * kMaxHidden) f.Fail("num_attention_heads * head_dim is absurd");
 }
 
@@ -303,12 +330,50 @@ ModelConfig ReadConfig(const json& j, Source source, const std::string& path) {
   // dReLU is a property of the architecture (BambooForCausalLM's MLP applies its activation to
   // up as well), derived from it on both sides.
   c.relu_up = FindArchitecture(c.hf_architecture)->relu_up;
+  c.gated_ffn = FindArchitecture(c.hf_architecture)->gated_ffn;
   if (c.relu_up && c.activation != Activation::kReLU) {
     f.Fail(c.hf_architecture + " (dReLU) needs hidden_act relu, got " +
            std::string(ActivationName(c.activation)));
   }
   CheckConsistency(c, f);
   return c;
+}
+
+bool IsOptConfig(const json& j) {
+  const auto has_string = [](const json& v, const char* s) { return v.is_string() && v == s; };
+  if (j.contains("architectures") && j["architectures"].is_array() &&
+      !j["architectures"].empty()) {
+    return has_string(j["architectures"].front(), "OPTForCausalLM");
+  }
+  return j.contains("model_type") && has_string(j["model_type"], "opt");
+}
+
+// OPT's config.json (OPTConfig) in the keys the field table reads: ffn_dim is
+// intermediate_size, activation_function hidden_act; the defaults are OPTConfig's. What the
+// runtime cannot compute is refused by name.
+json OptAsLlamaKeys(json j, const std::string& path) {
+  const Fields f(j, path);
+  for (const char* key : {"intermediate_size", "hidden_act", "num_key_value_heads", "head_dim",
+                          "rms_norm_eps", "rope_theta"}) {
+    if (f.Has(key)) f.Fail(std::string(key) + " is not an OPT config key");
+  }
+  if (!f.Has("ffn_dim")) f.Fail("missing ffn_dim");
+  j["intermediate_size"] = j["ffn_dim"];
+  j["hidden_act"] = f.Has("activation_function") ? j["activation_function"] : json("relu");
+  if (f.String(j["hidden_act"], "activation_function") != "relu") {
+    f.Fail("activation_function '" + j["hidden_act"].get<std::string>() +
+           "' is not supported (OPT: relu)");
+  }
+  for (const char* key : {"enable_bias", "layer_norm_elementwise_affine"}) {
+    if (f.Has(key) && !f.Bool(j[key], key)) f.Fail(std::string(key) + " false is not supported");
+  }
+  if (f.Has("_remove_final_layer_norm") &&
+      f.Bool(j["_remove_final_layer_norm"], "_remove_final_layer_norm")) {
+    f.Fail("_remove_final_layer_norm is not supported");
+  }
+  j["rms_norm_eps"] = 1e-5;  // torch.nn.LayerNorm's default, which OPT uses
+  if (!f.Has("tie_word_embeddings")) j["tie_word_embeddings"] = true;
+  return j;
 }
 
 }  // namespace
@@ -326,7 +391,9 @@ std::string_view ActivationName(Activation a) {
 }
 
 ModelConfig ParseHfConfig(std::string_view json_text, const std::string& path) {
-  return ReadConfig(ParseObject(json_text, path, ""), Source::kHfConfig, path);
+  json j = ParseObject(json_text, path, "");
+  if (IsOptConfig(j)) j = OptAsLlamaKeys(j, path);
+  return ReadConfig(j, Source::kHfConfig, path);
 }
 
 std::string ConfigToJson(const ModelConfig& c) {
@@ -335,11 +402,17 @@ std::string ConfigToJson(const ModelConfig& c) {
     if (d.native_key == nullptr) continue;
     // Files of other activations keep the metadata they always had.
     if (d.kind == Kind::kThreshold && c.activation != Activation::kFatReLU) continue;
+    if (OptOnly(d.native_key) &&
+        FindArchitecture(c.hf_architecture)->forward != ForwardFamily::kOpt) {
+      continue;
+    }
     json& out = j[d.native_key];
     std::visit(
         [&](auto member) {
           if constexpr (std::is_same_v<decltype(member), Activation ModelConfig::*>) {
             out = std::string(ActivationName(c.*member));
+          } else if constexpr (std::is_same_v<decltype(member), bool ModelConfig::*>) {
+            out = (member == &ModelConfig::post_norm) != c.*member;  // do_layer_norm_before
           } else if constexpr (!std::is_same_v<decltype(member), std::monostate>) {
             out = c.*member;
           }

@@ -28,6 +28,11 @@ std::vector<TensorSpec> ShadowGateSpecs(int64_t layer, uint64_t ffn, uint64_t hi
 }
 
 void CheckShadowable(const ModelConfig& config, const std::string& path) {
+  if (!config.gated_ffn) {
+    // The bound certifies fc1·x <= 0; OPT's fc1 bias moves the threshold per neuron.
+    throw Error(path, config.hf_architecture + "'s FFN has no bias-free gate, so it cannot have "
+                                               "a shadow gate");
+  }
   if (config.hidden % static_cast<int64_t>(kQuantBlock) != 0) {
     throw Error(path, "hidden size " + std::to_string(config.hidden) +
                           " is not a multiple of 32, so the gate cannot have a shadow");

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "arch/architectures.h"
 #include "format/file_io.h"
 #include "format/zsk_layout.h"
 #include "text/tokenizer_check.h"
@@ -21,10 +22,14 @@ using nlohmann::json;
 
 uint64_t AlignUp(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+std::string_view TokenizerKind(const ModelConfig& config) {
+  return FindArchitecture(config.hf_architecture)->byte_level_bpe ? "gpt2_bpe" : "sentencepiece";
+}
+
 std::string MetadataJson(const ModelConfig& config, const std::string& source_config_json) {
   json meta = {{"config", json::parse(ConfigToJson(config))},
                {"hf_config", source_config_json},
-               {"tokenizer", "sentencepiece"}};
+               {"tokenizer", TokenizerKind(config)}};
   return meta.dump();
 }
 
@@ -82,12 +87,35 @@ void ZskFile::Parse() {
   tokenizer_size_ = h.tokenizer_size;
   tensors_ = DecodeTensorTable(base_, h, path_);
   for (size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
+  // The architecture decides the tokenizer; files written before the field hold sentencepiece.
+  const std::string_view kind = TokenizerKind(config_);
+  if (meta.contains("tokenizer") && meta["tokenizer"] != kind) {
+    throw Error(path_, "metadata: tokenizer " + meta["tokenizer"].dump() + " but " +
+                           config_.hf_architecture + " needs \"" + std::string(kind) + "\"");
+  }
   // Here rather than only at model load, so `info` and `verify` refuse what `run` would.
-  CheckTokenizerModel(tokenizer_model(), config_.vocab, path_, "the embedded tokenizer");
+  if (kind == "gpt2_bpe") {
+    if (LoadTokenizer()->vocab_size() > config_.vocab) {
+      throw Error(path_, "the embedded tokenizer has more pieces than vocab_size");
+    }
+  } else {
+    CheckTokenizerModel(tokenizer_model(), config_.vocab, path_, "the embedded tokenizer");
+  }
 }
 
 std::string_view ZskFile::tokenizer_model() const {
   return {reinterpret_cast<const char*>(base_) + tokenizer_offset_, tokenizer_size_};
+}
+
+std::unique_ptr<Tokenizer> ZskFile::LoadTokenizer() const {
+  if (TokenizerKind(config_) == "sentencepiece") {
+    return std::make_unique<Tokenizer>(tokenizer_model(), path_);
+  }
+  std::vector<int> special;
+  for (int64_t id : {config_.bos_id, config_.eos_id}) {
+    if (id >= 0) special.push_back(static_cast<int>(id));
+  }
+  return Tokenizer::FromPackedBpe(tokenizer_model(), special, path_);
 }
 
 const TensorInfo* ZskFile::Find(std::string_view name) const {

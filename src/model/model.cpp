@@ -85,6 +85,13 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
                       .cols = static_cast<int64_t>(t->shape.back())};
   };
   auto vector = [&](const std::string& name) { return static_cast<const float*>(view(name).data); };
+  // Tensors only some architectures store (OPT's biases, positions, projections).
+  auto optional_view = [&](const std::string& name) {
+    return table.find(name) ? view(name) : WeightView{};
+  };
+  auto optional_vector = [&](const std::string& name) {
+    return static_cast<const float*>(optional_view(name).data);
+  };
 
   model->embeddings_ = view("tok_embeddings");
   model->layers_.resize(c.layers);
@@ -97,25 +104,45 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
     l.v = view(name("attn_v"));
     l.o = view(name("attn_output"));
     l.ffn_norm = vector(name("ffn_norm"));
-    l.ffn.gate = view(name("ffn_gate"));
-    l.ffn.up = view(name("ffn_up"));
-    l.ffn.down_t = view(name("ffn_down"));
-    BindShadowGate(file, i, &bound, &l.ffn);
+    l.attn_norm_bias = optional_vector(name("attn_norm_bias"));
+    l.q_bias = optional_vector(name("attn_q_bias"));
+    l.k_bias = optional_vector(name("attn_k_bias"));
+    l.v_bias = optional_vector(name("attn_v_bias"));
+    l.o_bias = optional_vector(name("attn_output_bias"));
+    l.ffn_norm_bias = optional_vector(name("ffn_norm_bias"));
+    if (c.gated_ffn) {
+      l.ffn.gate = view(name("ffn_gate"));
+      l.ffn.up = view(name("ffn_up"));
+      l.ffn.down_t = view(name("ffn_down"));
+      BindShadowGate(file, i, &bound, &l.ffn);
+    } else {
+      // fc1 is the gate whose ReLU decides which fc2 rows are read. Its bias keeps the shadow
+      // gate's bound (on fc1·x alone) from applying: a file holding one has unexpected tensors.
+      l.ffn.gate = view(name("ffn_fc1"));
+      l.ffn.gate_bias = vector(name("ffn_fc1_bias"));
+      l.ffn.down_t = view(name("ffn_fc2"));
+      l.ffn.down_bias = vector(name("ffn_fc2_bias"));
+    }
   }
   for (int64_t i = 0; i < c.layers; ++i) {
     const FfnWeights& ffn = model->layers_[i].ffn;
-    if (ffn.up.dtype != ffn.gate.dtype || ffn.down_t.dtype != ffn.gate.dtype) {
+    if ((c.gated_ffn && ffn.up.dtype != ffn.gate.dtype) || ffn.down_t.dtype != ffn.gate.dtype) {
       throw Error(path, "layer " + std::to_string(i) +
                             ": ffn_gate, ffn_up and ffn_down must share one dtype");
     }
   }
-  model->output_norm_ = vector("output_norm");
+  // OPT-350m style post-norm models have no final norm.
+  model->output_norm_ = optional_vector("output_norm");
+  model->output_norm_bias_ = optional_vector("output_norm_bias");
+  model->positions_ = optional_view("pos_embeddings");
+  model->project_in_ = optional_view("project_in");
+  model->project_out_ = optional_view("project_out");
   // Not stored when the config ties the LM head to the embeddings.
   model->lm_head_ = table.find("output") ? view("output") : model->embeddings_;
   for (const auto& t : file.tensors()) {
     if (!bound.count(t.name)) throw Error(path, "unexpected tensor '" + t.name + "'");
   }
-  model->tokenizer_ = std::make_unique<Tokenizer>(file.tokenizer_model(), path);
+  model->tokenizer_ = file.LoadTokenizer();
   if (model->tokenizer_->vocab_size() > c.vocab) {
     throw Error(path, "tokenizer has more pieces than the model's vocab_size");
   }

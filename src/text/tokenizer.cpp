@@ -3,7 +3,9 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
+#include "text/byte_level_bpe.h"
 #include "text/tokenizer_check.h"
 #include "zeroskip/error.h"
 
@@ -58,7 +60,34 @@ Tokenizer::Tokenizer(std::string_view serialized_model, const std::string& path)
   }
 }
 
+Tokenizer::Tokenizer(std::string_view vocab_json, std::string_view merges_txt,
+                     const std::vector<int>& special_ids, const std::string& path)
+    : bpe_(std::make_unique<ByteLevelBpe>(vocab_json, merges_txt, special_ids, path)),
+      path_(path) {}
+
+std::unique_ptr<Tokenizer> Tokenizer::FromPackedBpe(std::string_view packed,
+                                                     const std::vector<int>& special_ids,
+                                                     const std::string& path) {
+  const nlohmann::json j = nlohmann::json::parse(packed, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.size() != 2 || !j.contains("vocab.json") ||
+      !j["vocab.json"].is_string() || !j.contains("merges.txt") || !j["merges.txt"].is_string()) {
+    throw Error(path, "the embedded tokenizer is not a JSON object of vocab.json and merges.txt");
+  }
+  return std::make_unique<Tokenizer>(j["vocab.json"].get<std::string>(),
+                                     j["merges.txt"].get<std::string>(), special_ids, path);
+}
+
+std::string PackByteLevelBpe(std::string_view vocab_json, std::string_view merges_txt) {
+  // Invalid UTF-8 cannot go into JSON; it could not be a valid vocabulary either.
+  return nlohmann::json{{"vocab.json", vocab_json}, {"merges.txt", merges_txt}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 int64_t Tokenizer::MinTokens(std::string_view text) const {
+  if (bpe_) {  // every byte of the text lands in one piece, of at most longest_piece_bytes
+    const auto longest = static_cast<int64_t>(bpe_->longest_piece_bytes());
+    return (static_cast<int64_t>(text.size()) + longest - 1) / longest;
+  }
   // Every builtin normalization (NFKC, case folding, whitespace folding) keeps an ASCII graphic
   // character as one ASCII byte, and one piece spans at most longest_piece_bytes_ bytes.
   const auto graphic =
@@ -69,15 +98,17 @@ int64_t Tokenizer::MinTokens(std::string_view text) const {
 
 Tokenizer::~Tokenizer() = default;
 
-int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+int Tokenizer::vocab_size() const { return bpe_ ? bpe_->vocab_size() : sp_->GetPieceSize(); }
 
 bool Tokenizer::HasPiece(std::string_view piece) const {
+  if (bpe_) return bpe_->HasPiece(piece);
   const int id = sp_->PieceToId(piece);
   return id >= 0 && id != sp_->unk_id() && sp_->IdToPiece(id) == piece;
 }
 
 std::vector<int> Tokenizer::Encode(std::string_view text) const {
   if (!IsValidUtf8(text)) throw Error(path_, "prompt is not valid UTF-8");
+  if (bpe_) return bpe_->Encode(text);
   std::vector<int> ids;
   const auto status = sp_->Encode(text, &ids);
   if (!status.ok()) throw Error(path_, "cannot tokenize: " + status.ToString());
@@ -85,6 +116,7 @@ std::vector<int> Tokenizer::Encode(std::string_view text) const {
 }
 
 std::string Tokenizer::PieceBytes(int id) const {
+  if (bpe_) return bpe_->PieceBytes(id);
   if (id < 0 || id >= sp_->GetPieceSize()) return {};  // padding rows of a larger embedding
   if (sp_->IsControl(id)) return {};
   if (sp_->IsUnknown(id)) return " \xE2\x81\x87 ";  // sentencepiece's own rendering of <unk>
@@ -105,6 +137,12 @@ std::string Tokenizer::PieceBytes(int id) const {
 }
 
 std::string Tokenizer::Decode(const std::vector<int>& ids) const {
+  if (bpe_) {
+    Utf8Stream text;
+    std::string out;
+    for (int id : ids) out += text.Push(bpe_->PieceBytes(id));
+    return out + text.Flush();
+  }
   std::vector<int> valid;
   for (int id : ids) {
     if (id >= 0 && id < sp_->GetPieceSize()) valid.push_back(id);

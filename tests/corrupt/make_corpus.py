@@ -695,6 +695,131 @@ def _(d):
     edit_config(d, lambda c: c.update(vocab_size=256))
 
 
+# --- OPT: its config keys and its GPT-2 BPE tokenizer (vocab.json + merges.txt)
+
+OPT_SPEC = dict(hidden=32, heads=4, ffn=40, layers=1, embed_dim=None, pre_norm=True,
+                dtype="F16", shards=1, seed=9, arch="opt")
+VOCAB_JSON = "hf/vocab.json"
+MERGES_TXT = "hf/merges.txt"
+
+
+def write_opt_hf(case_dir):
+    """A complete tiny OPT checkpoint in case_dir/hf (tests/data/make_checkpoints.py's OPT
+    writer, tests/data/bpe's tokenizer); returns its path."""
+    import make_checkpoints
+    hf = os.path.join(case_dir, "hf")
+    hfio.write_hf_dir(hf, make_checkpoints.make_opt_config(OPT_SPEC),
+                      make_checkpoints.make_opt_tensors(OPT_SPEC), DTYPE)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(os.path.join(ROOT, "tests", "data", "bpe", name), os.path.join(hf, name))
+    return hf
+
+
+def edit_merges(case_dir, fn):
+    path = os.path.join(case_dir, MERGES_TXT)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    write_text(path, "\n".join(fn(lines)))
+
+
+@case("opt_gelu", CONVERT, CFG, "activation_function 'gelu' is not supported (OPT: relu)",
+      "an OPT config.json with activation_function gelu (OPT-IML and others use relu)")
+def _(d):
+    write_opt_hf(d)
+    edit_config(d, lambda c: c.update(activation_function="gelu"))
+
+
+@case("opt_llama_key", CONVERT, CFG, "intermediate_size is not an OPT config key",
+      "an OPT config.json that also holds Llama's intermediate_size")
+def _(d):
+    write_opt_hf(d)
+    edit_config(d, lambda c: c.update(intermediate_size=40))
+
+
+@case("opt_fc1_bias_shape", CONVERT, ST, "has shape [41] but config.json implies [40]",
+      "fc1.bias has one entry more than ffn_dim")
+def _(d):
+    import make_checkpoints
+    tensors = make_checkpoints.make_opt_tensors(OPT_SPEC)
+    tensors["model.decoder.layers.0.fc1.bias"] = np.zeros(41, np.float32)
+    hf = write_opt_hf(d)
+    hfio.write_safetensors(os.path.join(hf, "model.safetensors"), tensors, DTYPE)
+
+
+@case("opt_shadow", CONVERT + ["--shadow"], CFG, "has no bias-free gate",
+      "convert --shadow on OPT, whose fc1 has a bias the shadow's bound cannot cover")
+def _(d):
+    write_opt_hf(d)
+
+
+@case("opt_merges_missing", CONVERT, MERGES_TXT, "missing (OPTForCausalLM's tokenizer)",
+      "merges.txt is absent")
+def _(d):
+    os.remove(os.path.join(write_opt_hf(d), "merges.txt"))
+
+
+@case("opt_vocab_not_json", CONVERT, "hf", "vocab.json is not valid JSON",
+      "vocab.json is cut in the middle")
+def _(d):
+    hf = write_opt_hf(d)
+    path = os.path.join(hf, "vocab.json")
+    write_text(path, read_bytes(path)[:100])
+
+
+@case("opt_vocab_id_twice", CONVERT, "hf", "vocab.json: id 5 twice",
+      "two pieces of vocab.json share id 5 (and id 619 is nobody's)")
+def _(d):
+    hf = write_opt_hf(d)
+    path = os.path.join(hf, "vocab.json")
+    with open(path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    last = max(vocab, key=vocab.get)
+    vocab[last] = 5
+    write_text(path, json.dumps(vocab, ensure_ascii=False))
+
+
+@case("opt_vocab_missing_byte", CONVERT, "hf", "vocab.json has no piece for byte 0",
+      "the piece of byte 0 (GPT-2 spells it U+0100) is missing, so some texts cannot be encoded")
+def _(d):
+    hf = write_opt_hf(d)
+    path = os.path.join(hf, "vocab.json")
+    with open(path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    # Renumber without the byte-0 piece, so the ids stay 0..n-1.
+    del vocab["\u0100"]
+    ordered = sorted(vocab, key=vocab.get)
+    write_text(path, json.dumps({p: i for i, p in enumerate(ordered)}, ensure_ascii=False))
+
+
+@case("opt_vocab_too_large", CONVERT, VOCAB_JSON, "has 620 pieces, more than vocab_size 600",
+      "config.json vocab_size 600 is smaller than vocab.json's 620 pieces")
+def _(d):
+    write_opt_hf(d)
+    edit_config(d, lambda c: c.update(vocab_size=600))
+
+
+@case("opt_merges_three_pieces", CONVERT, "hf", "merges.txt line 3 is not two pieces",
+      "a merges.txt line holds three pieces")
+def _(d):
+    write_opt_hf(d)
+    edit_merges(d, lambda lines: lines[:2] + [lines[2] + " x"] + lines[3:])
+
+
+@case("opt_merges_unknown_piece", CONVERT, "hf", "or their merge is not in vocab.json",
+      "a merge whose result is not a piece of vocab.json")
+def _(d):
+    write_opt_hf(d)
+    edit_merges(d, lambda lines: lines[:1] + ["a \u00e9"] + lines[1:])
+
+
+@case("opt_merges_not_utf8", CONVERT, "hf", "or their merge is not in vocab.json",
+      "merges.txt holds a byte that is not UTF-8 (it cannot name a piece)")
+def _(d):
+    hf = write_opt_hf(d)
+    path = os.path.join(hf, "merges.txt")
+    write_text(path, read_bytes(path).replace(b"h e", b"h \xff", 1))
+
+
 # --- GGUF (llama.cpp's file; tests/data/make_gguf.py writes the good one)
 
 GGUF_CONVERT = ["convert", "{case}/model.gguf", "-o", "{out}/out.zsk"]
@@ -1093,6 +1218,16 @@ def _(d):
     write_zsk(d, z.replace_metadata(json.dumps(meta, separators=(",", ":"))).reseal())
 
 
+@case("zsk_tokenizer_kind_wrong", INFO, ZSK,
+      'metadata: tokenizer "gpt2_bpe" but LlamaForCausalLM needs "sentencepiece"',
+      "a Llama file whose metadata says its tokenizer is GPT-2 BPE (checksum recomputed)")
+def _(d):
+    z = good()
+    meta = json.loads(z.region("metadata_offset", z.get("metadata_size")))
+    meta["tokenizer"] = "gpt2_bpe"
+    write_zsk(d, z.replace_metadata(json.dumps(meta, separators=(",", ":"))).reseal())
+
+
 @case("zsk_tensor_overlap", INFO, ZSK, "overlap",
       "layers.0.attn_k's offset moved onto layers.0.attn_q's data (checksum recomputed)")
 def _(d):
@@ -1319,7 +1454,8 @@ output file (neither `OUT.zsk` nor `OUT.zsk.tmp`) left behind.
 
 `make_corpus.py` (numpy; Debian's `/usr/bin/python3`) writes every case from a tiny valid model
 (hidden 32, ffn 40, 1 layer, 4 heads / 2 kv heads, vocab 384, f16, tied embeddings,
-`tests/data/tokenizer.model`) with one thing broken. `.zsk` cases start from a file the binary
+`tests/data/tokenizer.model`; `opt_*` cases: a tiny OPT checkpoint with `tests/data/bpe`'s
+vocab.json and merges.txt) with one thing broken. `.zsk` cases start from a file the binary
 converts and are patched in Python; patches that must get past the header checksum recompute it
 with a pure-Python XXH64 that is first checked against the binary's own output. Output is
 deterministic (byte-identical on every run), and this README is regenerated with it.

@@ -12,6 +12,7 @@ were computed from exactly these files (tools/reference/make_golden.py).
 """
 import argparse
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -53,7 +54,18 @@ CHECKPOINTS = {
     "bamboo_gqa_drelu_f32": dict(
         hidden=192, heads=6, kv=2, head_dim=None, ffn=250, act="relu", tied=False,
         dtype="F32", theta=10000.0, eps=1e-5, layers=2, shards=1, seed=108, arch="bamboo"),
+    # OPT: pre-norm (OPT-125m/1.3b style), and post-norm with project_in/out (OPT-350m style).
+    # Byte-level BPE tokenizer (tests/data/bpe); vocab_size pads the embeddings past its pieces.
+    "opt_prenorm_f32": dict(
+        hidden=192, heads=6, ffn=712, layers=2, embed_dim=None, pre_norm=True, dtype="F32",
+        shards=1, seed=109, arch="opt"),
+    "opt_postnorm_projected_f32": dict(
+        hidden=160, heads=5, ffn=500, layers=3, embed_dim=96, pre_norm=False, dtype="F32",
+        shards=1, seed=110, arch="opt"),
 }
+
+BPE_DIR = os.path.join(HERE, "bpe")
+OPT_VOCAB = 640
 
 # architecture key: (architectures[0], model_type)
 ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "mistral": ("MistralForCausalLM", "mistral"),
@@ -63,6 +75,65 @@ ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "mistral": ("MistralForCausalLM
 
 def arch_of(spec):
     return spec.get("arch", "mistral" if spec.get("mistral", False) else "llama")
+
+
+def make_opt_config(spec):
+    """An OPT config.json as facebook/opt-* publish it (their keys, their defaults spelled out)."""
+    return {
+        "architectures": ["OPTForCausalLM"], "model_type": "opt",
+        "hidden_size": spec["hidden"], "ffn_dim": spec["ffn"],
+        "num_hidden_layers": spec["layers"], "num_attention_heads": spec["heads"],
+        "word_embed_proj_dim": spec["embed_dim"] or spec["hidden"],
+        "vocab_size": OPT_VOCAB, "max_position_embeddings": MAX_POS,
+        "activation_function": "relu", "do_layer_norm_before": spec["pre_norm"],
+        "enable_bias": True, "layer_norm_elementwise_affine": True,
+        "dropout": 0.1, "attention_dropout": 0.0, "layerdrop": 0.0, "init_std": 0.02,
+        "use_cache": True, "tie_word_embeddings": True,
+        "bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1,
+    }
+
+
+def make_opt_tensors(spec):
+    """float32 OPT weights, HF names and [out_features, in_features] shapes."""
+    rng = np.random.default_rng(spec["seed"])
+    h, f, e = spec["hidden"], spec["ffn"], spec["embed_dim"] or spec["hidden"]
+    d = "model.decoder."
+
+    def linear(out_f, in_f, gain=1.5):
+        return (rng.standard_normal((out_f, in_f)) * (gain / np.sqrt(in_f))).astype(np.float32)
+
+    def bias(n, scale=0.1):
+        return (scale * rng.standard_normal(n)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    # The LM head is the (tied) embedding: small, so a token's own row does not dominate.
+    t = {d + "embed_tokens.weight": (0.1 * rng.standard_normal((OPT_VOCAB, e))).astype(np.float32),
+         d + "embed_positions.weight": (0.5 * rng.standard_normal((MAX_POS + 2, h))).astype(
+             np.float32)}
+    if spec["embed_dim"]:
+        t[d + "project_in.weight"] = linear(h, e)
+    for i in range(spec["layers"]):
+        p = f"{d}layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            t[p + f"self_attn.{proj}.weight"] = linear(h, h)
+            t[p + f"self_attn.{proj}.bias"] = bias(h)
+        t[p + "self_attn_layer_norm.weight"] = norm(h)
+        t[p + "self_attn_layer_norm.bias"] = bias(h)
+        # fc1's bias is negative on average, as in trained OPT: most neurons are off.
+        t[p + "fc1.weight"] = linear(f, h)
+        t[p + "fc1.bias"] = (bias(f, 0.3) - 0.5).astype(np.float32)
+        t[p + "fc2.weight"] = linear(h, f)
+        t[p + "fc2.bias"] = bias(h)
+        t[p + "final_layer_norm.weight"] = norm(h)
+        t[p + "final_layer_norm.bias"] = bias(h)
+    if spec["pre_norm"]:
+        t[d + "final_layer_norm.weight"] = norm(h)
+        t[d + "final_layer_norm.bias"] = bias(h)
+    if spec["embed_dim"]:
+        t[d + "project_out.weight"] = linear(e, h, gain=4.0)
+    return t
 
 
 def make_config(spec):
@@ -143,6 +214,11 @@ def make_tensors(spec):
 def write_checkpoint(out_dir, name):
     spec = CHECKPOINTS[name]
     path = os.path.join(out_dir, name)
+    if arch_of(spec) == "opt":
+        hfio.write_hf_dir(path, make_opt_config(spec), make_opt_tensors(spec), dtype=spec["dtype"])
+        for f in ("vocab.json", "merges.txt"):
+            shutil.copyfile(os.path.join(BPE_DIR, f), os.path.join(path, f))
+        return path
     hfio.write_hf_dir(path, make_config(spec), make_tensors(spec), dtype=spec["dtype"],
                       tokenizer_model=TOKENIZER, shards=spec["shards"])
     return path

@@ -79,8 +79,8 @@ class LlamaRef:
     ACTS = ("relu", "silu")
 
     def __init__(self, hf_dir, weights=None):
-        """weights: None (the checkpoint's values) or "q8" / "q4": the values
-        `zeroskip convert --dtype q8|q4` stores (quant.py), and the products with a quantized
+        """weights: None (the checkpoint's values) or "q8" / "q4" / "bf16": the values
+        `zeroskip convert --dtype` stores (quant.py), and for q8/q4 the products with a quantized
         matrix read their input quantized per block, as zeroskip's decode kernels do (the
         FFN down projection excepted: its kernel reads the activations as they are)."""
         cfg, tensors = hfio.read_hf_dir(hf_dir)
@@ -214,10 +214,11 @@ class LlamaRef:
 def reference_class(hf_dir):
     """The reference of the checkpoint's architecture (config.json architectures[0])."""
     import bamboo_ref  # noqa: E402  (they import this module)
+    import opt_ref  # noqa: E402
     import prosparse_ref  # noqa: E402
     with open(os.path.join(hf_dir, "config.json")) as f:
         arch = (json.load(f).get("architectures") or ["LlamaForCausalLM"])[0]
-    for cls in (LlamaRef, prosparse_ref.ProSparseRef, bamboo_ref.BambooRef):
+    for cls in (LlamaRef, prosparse_ref.ProSparseRef, bamboo_ref.BambooRef, opt_ref.OptRef):
         if arch in cls.ARCHS:
             return cls
     raise ValueError(f"no reference for architecture {arch}")

@@ -3,12 +3,12 @@
 
     /usr/bin/python3 tools/reference/make_golden.py [--only NAME ...] [--out-dir DIR]
     /usr/bin/python3 tools/reference/make_golden.py --hf-dir DIR --name NAME
-    /usr/bin/python3 tools/reference/make_golden.py --weights q8|q4 [--only NAME ...]
+    /usr/bin/python3 tools/reference/make_golden.py --weights q8|q4|bf16 [--only NAME ...]
 
 Without --hf-dir: generates every test checkpoint of tests/data/make_checkpoints.py into a temp
 dir and writes one fixture per checkpoint, plus tests/data/golden/tokenizer.json (encode/decode
 cases of tests/data/tokenizer.model). With --hf-dir: one fixture for that Hugging Face directory.
-With --weights q8|q4: the reference runs on the values `zeroskip convert --dtype q8|q4` stores
+With --weights q8|q4|bf16: the reference runs on the values `zeroskip convert --dtype` stores
 (tools/reference/quant.py), and each fixture is named <name>_<weights>, with "weights" recorded
 (the checkpoints of QUANT_FIXTURES unless --only names others).
 
@@ -21,7 +21,8 @@ Fixture (floats rounded to 7 significant digits):
    "min_greedy_margin_rel": min over steps of (top1 - top2) / max|logit|}
 The prompt is the first candidate (fixed list of sentences, then seeded random ids) for which
 every greedy step has top1 - top2 > 1e-3 * max|logit|, so a float32 engine cannot flip an argmax.
-On quantized weights the margin is 5e-3 * max|logit| (QUANT_REL_MARGIN): the engine quantizes
+FATReLU fixtures also keep every gate of the greedy sequence more than THRESHOLD_GAP from the
+threshold. On quantized weights the margin is 5e-3 * max|logit| (QUANT_REL_MARGIN): the engine quantizes
 activations in f32 and the reference in f64, and one activation rounded to the other side of a
 level moves the logits far more than f32 rounding does.
 """
@@ -51,10 +52,18 @@ REL_MARGIN = 1e-3
 # Quantized weights: the trained relu-ft of issue 15 flipped a greedy pick at a 1.4e-3 margin on
 # q8 (engine and reference activations on either side of a quantization level); 5e-3 holds.
 QUANT_REL_MARGIN = 5e-3
+# FATReLU jumps from 0 to t at its threshold t: a gate within f32 rounding of t is kept by one
+# path (decode kernels, oneDNN prefill) and dropped by another, moving the logits by O(t), so
+# the greedy sequence must keep every gate this far from t (ProSparseRef.min_threshold_gap).
+THRESHOLD_GAP = 2e-5
 N_RANDOM_CANDIDATES = 64
 # Checkpoints with fixtures on quantized weights (plus models/relu-ft, through --hf-dir).
-QUANT_FIXTURES = {"q8": ["llama_gqa_hd64_relu_f32", "llama_mqa_hd128_silu_tied_f32"],
-                  "q4": ["llama_gqa_hd64_relu_f32"]}
+# bf16: f32 checkpoints converted with --dtype bf16 (the Llama family has bf16 checkpoints).
+QUANT_FIXTURES = {"q8": ["llama_gqa_hd64_relu_f32", "llama_mqa_hd128_silu_tied_f32",
+                         "prosparse_gqa_hd56_fatrelu_f32", "bamboo_gqa_drelu_f32"],
+                  "q4": ["llama_gqa_hd64_relu_f32", "prosparse_gqa_hd56_fatrelu_f32",
+                         "bamboo_gqa_drelu_f32"],
+                  "bf16": ["prosparse_gqa_hd56_fatrelu_f32", "bamboo_gqa_drelu_f32"]}
 
 CANDIDATE_TEXTS = [
     "The cat sees the red apple",
@@ -109,24 +118,36 @@ def load_sp(hf_dir):
     return spm.SentencePieceProcessor(model_file=path)
 
 
-def candidate_prompts(vocab, sp):
+def load_encoder(hf_dir):
+    """The checkpoint's tokenizer as text -> ids (no BOS), or None: sentencepiece, or GPT-2
+    byte-level BPE (OPT: vocab.json + merges.txt, tools/reference/gpt2_bpe_ref.py)."""
+    vocab, merges = (os.path.join(hf_dir, f) for f in ("vocab.json", "merges.txt"))
+    if os.path.exists(vocab) and os.path.exists(merges):
+        import gpt2_bpe_ref
+        return gpt2_bpe_ref.Gpt2Bpe.from_files(vocab, merges).encode
+    sp = load_sp(hf_dir)
+    return sp.encode if sp is not None else None
+
+
+def candidate_prompts(vocab, encode, bos):
     """Deterministic candidate list: (ids, text-or-None)."""
-    if sp is not None:
+    if encode is not None:
         for text in CANDIDATE_TEXTS:
-            ids = [BOS] + sp.encode(text)
+            ids = [bos] + encode(text)
             if len(ids) <= PROMPT_LEN + 3 and max(ids) < vocab:
                 yield ids, text
             elif max(ids[:PROMPT_LEN]) < vocab:
                 yield ids[:PROMPT_LEN], None
     for k in range(N_RANDOM_CANDIDATES):
         rng = np.random.default_rng(1000 + k)
-        yield [BOS] + [int(t) for t in rng.integers(3, vocab, PROMPT_LEN - 1)], None
+        yield [bos] + [int(t) for t in rng.integers(3, vocab, PROMPT_LEN - 1)], None
 
 
 def check_greedy(model, prompt, rel_margin=REL_MARGIN):
     """-> (continuation, min abs margin, min rel margin, ok)."""
     seq, cont, min_abs, min_rel = list(prompt), [], float("inf"), float("inf")
     ok = True
+    model.min_threshold_gap = float("inf")
     for _ in range(GREEDY_STEPS):
         logits = model.forward(seq)[-1]
         top = torch.topk(logits, 2).values
@@ -138,34 +159,38 @@ def check_greedy(model, prompt, rel_margin=REL_MARGIN):
         nxt = int(torch.argmax(logits))
         cont.append(nxt)
         seq.append(nxt)
+    if model.min_threshold_gap <= THRESHOLD_GAP:
+        ok = False
     return cont, min_abs, min_rel, ok
 
 
 def make_fixture(hf_dir, name, weights=None):
     model = llama_ref.reference_class(hf_dir)(hf_dir, weights)
-    rel_margin = REL_MARGIN if weights is None else QUANT_REL_MARGIN
+    rel_margin = REL_MARGIN if weights in (None, "bf16") else QUANT_REL_MARGIN
     max_pos = model.cfg.max_pos or 1 << 30
-    sp = load_sp(hf_dir)
+    # OPT's BOS is "</s>" (2); Llama's 1.
+    bos = model.raw_cfg.get("bos_token_id", BOS)
     best = None
     tried = 0
-    for ids, text in candidate_prompts(model.cfg.vocab, sp):
+    for ids, text in candidate_prompts(model.cfg.vocab, load_encoder(hf_dir), bos):
         if len(ids) + GREEDY_STEPS > max_pos:
             continue
         tried += 1
         cont, min_abs, min_rel, ok = check_greedy(model, ids, rel_margin)
-        if best is None or min_rel > best[4]:
+        if ok or best is None or min_rel > best[4]:
             best = (ids, text, cont, min_abs, min_rel)
         if ok:
             break
     ids, text, cont, min_abs, min_rel = best
-    if min_rel <= rel_margin:
+    if not ok:
         print(f"WARNING {name}: no candidate prompt has every greedy margin > {rel_margin} "
-              f"* max|logit| (best {min_rel:.3g})", file=sys.stderr)
+              f"* max|logit| and every gate {THRESHOLD_GAP} from a threshold "
+              f"(best margin {min_rel:.3g})", file=sys.stderr)
     logits = model.forward(ids)
     L = len(ids)
     positions = sorted({0, L // 2, L - 1})
     files = sorted(f for f in os.listdir(hf_dir)
-                   if f.endswith((".safetensors", ".json", ".model")))
+                   if f.endswith((".safetensors", ".json", ".model", ".txt")))
     fixture = {"checkpoint": name}
     if weights is not None:
         fixture["weights"] = weights

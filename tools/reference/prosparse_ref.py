@@ -29,7 +29,12 @@ class ProSparseRef(llama_ref.LlamaRef):
             raise ValueError("fatrelu needs hidden_act_param >= 0")
         self.threshold = float(t)
 
+    # The closest any gate came to the threshold (make_golden.py resets it per candidate).
+    min_threshold_gap = float("inf")
+
     def act(self, x):
+        gap = float((x - self.threshold).abs().min())
+        self.min_threshold_gap = min(self.min_threshold_gap, gap)
         return torch.where(x > self.threshold, x, torch.zeros_like(x))
 
 

@@ -210,12 +210,14 @@ class GoldenFixtures(unittest.TestCase):
     def test_fixture_shape(self):
         for name, fx in self.fixtures.items():
             with self.subTest(name):
+                opt = make_checkpoints.arch_of(make_checkpoints.CHECKPOINTS[name]) == "opt"
                 self.assertEqual(fx["checkpoint"], name)
-                self.assertEqual(fx["prompt_ids"][0], 1)
+                self.assertEqual(fx["prompt_ids"][0], 2 if opt else 1)  # OPT's BOS is </s>
                 self.assertEqual(len(fx["logits"]), 3)
                 self.assertEqual(fx["logits"][-1]["pos"], len(fx["prompt_ids"]) - 1)
+                vocab = make_checkpoints.OPT_VOCAB if opt else make_checkpoints.VOCAB
                 for row in fx["logits"]:
-                    self.assertEqual(len(row["values"]), make_checkpoints.VOCAB)
+                    self.assertEqual(len(row["values"]), vocab)
                 self.assertEqual(len(fx["greedy"]["continuation"]), 32)
                 self.assertGreater(fx["min_greedy_margin_rel"], 1e-3)
 
@@ -250,7 +252,54 @@ class GoldenFixtures(unittest.TestCase):
                 self.assertEqual((fx["checkpoint"], fx["weights"]), (name, weights))
                 path = make_checkpoints.write_checkpoint(self.tmp, name)
                 assert_files_match(self, path, fx["files_sha256"])
-                self.assert_reproduces(llama_ref.LlamaRef(path, weights), fx)
+                self.assert_reproduces(llama_ref.reference_class(path)(path, weights), fx)
+
+
+class BpeTokenizer(unittest.TestCase):
+    """tests/data/bpe is what make_bpe.py trains, and the reference still gives the fixture that
+    tests/bpe_tokenizer_test.cpp holds the C++ tokenizer to."""
+
+    def setUp(self):
+        try:
+            import gpt2_bpe_ref
+        except ImportError as e:  # python3-regex
+            self.skipTest(f"missing module: {e.name}")
+        self.ref = gpt2_bpe_ref
+        with open(os.path.join(GOLDEN, "bpe_tokenizer.json"), encoding="utf-8") as f:
+            self.fx = json.load(f)
+
+    def test_training_reproduces_the_files(self):
+        import make_bpe
+        tmp = tempfile.mkdtemp(prefix="zeroskip_bpe_check_")
+        try:
+            vocab, merges = make_bpe.train(make_bpe.corpus(), make_bpe.N_MERGES)
+            files = os.path.join(ROOT, "tests", "data", "bpe")
+            with open(os.path.join(files, "vocab.json"), encoding="utf-8") as f:
+                self.assertEqual(json.load(f), vocab)
+            with open(os.path.join(files, "merges.txt"), encoding="utf-8") as f:
+                self.assertEqual(f.read(), "#version: 0.2\n" + "".join(f"{a} {b}\n"
+                                                                       for a, b in merges))
+        finally:
+            shutil.rmtree(tmp)
+
+    def test_reference_reproduces_fixture(self):
+        files = os.path.join(ROOT, "tests", "data", "bpe")
+        tok = self.ref.Gpt2Bpe.from_files(os.path.join(files, "vocab.json"),
+                                          os.path.join(files, "merges.txt"))
+        self.assertEqual(len(tok.vocab), self.fx["vocab_size"])
+        for c in self.fx["cases"]:
+            with self.subTest(c["text"]):
+                self.assertEqual(self.ref.pretokenize(c["text"]), c["pretokens"])
+                self.assertEqual(tok.encode(c["text"]), c["ids"])
+                self.assertEqual(tok.decode(c["ids"]), c["text"])
+
+    def test_pretokenizer_splits_like_gpt2(self):
+        # Hand-checked against GPT-2's published regex: contractions split off, a run of spaces
+        # leaves its last space to the next word, digits and letters apart.
+        self.assertEqual(self.ref.pretokenize("I'm  here 42x"),
+                         ["I", "'m", " ", " here", " 42", "x"])
+        # `\s+(?!\S)` gives back the whitespace before a word: the last newline splits off.
+        self.assertEqual(self.ref.pretokenize("a\n\nb"), ["a", "\n", "\n", "b"])
 
 
 class ScoringFixture(unittest.TestCase):

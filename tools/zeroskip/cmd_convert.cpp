@@ -109,6 +109,11 @@ void AddInfo(CLI::App& app) {
               << "  activation " << ActivationName(c.activation) << ", rms_eps " << c.rms_eps
               << ", rope_theta " << c.rope_theta
               << (c.tied_embeddings ? ", tied embeddings" : ", untied embeddings") << "\n"
+              << (c.gated_ffn ? ""
+                              : "  ungated FFN (fc1, fc2), LayerNorm, " +
+                                    std::string(c.post_norm ? "post-norm" : "pre-norm") +
+                                    ", embeddings " + std::to_string(c.embed_dim) +
+                                    ", GPT-2 BPE tokenizer\n")
               << "  parameters " << params << " in " << file->tensors().size() << " tensors (";
     bool first = true;
     for (const auto& [name, n] : by_dtype) {

@@ -1,0 +1,212 @@
+#include "text/byte_level_bpe.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <algorithm>
+#include <climits>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "zeroskip/error.h"
+
+namespace zeroskip {
+namespace {
+
+// GPT-2's pre-tokenizer (openai/gpt-2 encoder.py): contractions, letters, digits, other symbols,
+// each with one optional leading space; runs of whitespace keep their last space for the next
+// word (`\s+(?!\S)`).
+constexpr char kPretokenizePattern[] =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+// The same limits as a sentencepiece vocabulary's (docs/FORMAT.md).
+constexpr size_t kMaxVocab = 4194304;
+constexpr size_t kMaxMerges = 4194304;
+
+std::string Utf8Of(uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// Byte b is spelled U+00b when that is a printable Latin-1 character, else U+0100 + the count of
+// non-printable bytes before it: every byte becomes one visible, non-space character.
+void ByteAlphabet(std::string (&symbol)[256]) {
+  uint32_t shifted = 0;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    symbol[b] = Utf8Of(printable ? b : 256 + shifted++);
+  }
+}
+
+// Length of the UTF-8 character at s[i] (s is valid UTF-8: nlohmann checks JSON strings).
+size_t CharLength(std::string_view s, size_t i) {
+  const auto b = static_cast<uint8_t>(s[i]);
+  return b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+}
+
+pcre2_code* CompiledPattern(const std::string& path) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPretokenizePattern), PCRE2_ZERO_TERMINATED,
+                    PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+  if (code == nullptr) throw Error(path, "cannot compile the GPT-2 pre-tokenizer pattern");
+  return code;
+}
+
+}  // namespace
+
+ByteLevelBpe::ByteLevelBpe(std::string_view vocab_json, std::string_view merges_txt,
+                           const std::vector<int>& special_ids, const std::string& path)
+    : path_(path) {
+  ByteAlphabet(byte_symbol_);
+  std::unordered_map<std::string, uint8_t> byte_of;
+  for (int b = 0; b < 256; ++b) byte_of[byte_symbol_[b]] = static_cast<uint8_t>(b);
+
+  nlohmann::json vocab;
+  try {
+    vocab = nlohmann::json::parse(vocab_json);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path, std::string("vocab.json is not valid JSON: ") + e.what());
+  }
+  if (!vocab.is_object() || vocab.empty()) {
+    throw Error(path, "vocab.json must be a non-empty object of piece: id");
+  }
+  if (vocab.size() > kMaxVocab) throw Error(path, "vocab.json has more than 4194304 pieces");
+  pieces_.resize(vocab.size());
+  bytes_.resize(vocab.size());
+  for (const auto& [piece, id_value] : vocab.items()) {
+    if (!id_value.is_number_integer() || id_value.get<int64_t>() < 0 ||
+        id_value.get<uint64_t>() >= vocab.size()) {
+      throw Error(path, "vocab.json: the id of '" + piece + "' is not an integer in [0, " +
+                            std::to_string(vocab.size()) + ")");
+    }
+    const auto id = id_value.get<size_t>();
+    if (piece.empty()) throw Error(path, "vocab.json: empty piece");
+    if (!bytes_[id].empty()) throw Error(path, "vocab.json: id " + std::to_string(id) + " twice");
+    for (size_t i = 0; i < piece.size();) {
+      const size_t n = CharLength(piece, i);
+      const auto it = byte_of.find(piece.substr(i, n));
+      if (it == byte_of.end()) {
+        throw Error(path, "vocab.json: piece '" + piece +
+                              "' has a character outside GPT-2's byte alphabet");
+      }
+      bytes_[id] += static_cast<char>(it->second);
+      i += n;
+    }
+    pieces_[id] = piece;
+    ids_.emplace(piece, static_cast<int>(id));
+    longest_piece_bytes_ = std::max(longest_piece_bytes_, bytes_[id].size());
+  }
+  for (int b = 0; b < 256; ++b) {
+    if (!ids_.contains(byte_symbol_[b])) {
+      throw Error(path, "vocab.json has no piece for byte " + std::to_string(b));
+    }
+  }
+
+  size_t line_no = 0;
+  for (size_t start = 0; start < merges_txt.size();) {
+    size_t end = merges_txt.find('\n', start);
+    if (end == std::string_view::npos) end = merges_txt.size();
+    std::string_view line = merges_txt.substr(start, end - start);
+    start = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
+    const std::string where = "merges.txt line " + std::to_string(line_no);
+    const size_t space = line.find(' ');
+    if (space == 0 || space == std::string_view::npos || space + 1 == line.size() ||
+        line.find(' ', space + 1) != std::string_view::npos) {
+      throw Error(path, where + " is not two pieces separated by one space");
+    }
+    const std::string left(line.substr(0, space)), right(line.substr(space + 1));
+    if (!ids_.contains(left) || !ids_.contains(right) || !ids_.contains(left + right)) {
+      throw Error(path, where + ": '" + left + "', '" + right +
+                            "' or their merge is not in vocab.json");
+    }
+    if (merge_rank_.size() == kMaxMerges) throw Error(path, "merges.txt has too many merges");
+    if (!merge_rank_.emplace(std::string(line), static_cast<int>(merge_rank_.size())).second) {
+      throw Error(path, where + " repeats an earlier merge");
+    }
+  }
+
+  special_.assign(pieces_.size(), false);
+  for (int id : special_ids) {
+    if (id >= 0 && static_cast<size_t>(id) < special_.size()) special_[id] = true;
+  }
+  regex_ = CompiledPattern(path);
+}
+
+ByteLevelBpe::~ByteLevelBpe() { pcre2_code_free(static_cast<pcre2_code*>(regex_)); }
+
+std::vector<std::string_view> ByteLevelBpe::Pretokenize(std::string_view text) const {
+  auto* code = static_cast<pcre2_code*>(regex_);
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
+      pcre2_match_data_create_from_pattern(code, nullptr), &pcre2_match_data_free);
+  if (!match) throw std::bad_alloc();
+  std::vector<std::string_view> words;
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  for (size_t offset = 0; offset < text.size();) {
+    const int rc = pcre2_match(code, subject, text.size(), offset, 0, match.get(), nullptr);
+    if (rc == PCRE2_ERROR_NOMATCH) break;  // every character matches some branch: unreachable
+    if (rc < 0) throw Error(path_, "cannot pre-tokenize the text (PCRE2 error " +
+                                       std::to_string(rc) + ")");
+    const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match.get());
+    words.push_back(text.substr(span[0], span[1] - span[0]));
+    offset = std::max<size_t>(span[1], offset + 1);
+  }
+  return words;
+}
+
+std::vector<int> ByteLevelBpe::Encode(std::string_view text) const {
+  std::vector<int> ids;
+  for (std::string_view word : Pretokenize(text)) EncodeWord(word, &ids);
+  return ids;
+}
+
+void ByteLevelBpe::EncodeWord(std::string_view word, std::vector<int>* ids) const {
+  std::vector<std::string> symbols;
+  for (char c : word) symbols.push_back(byte_symbol_[static_cast<uint8_t>(c)]);
+  // Merge the adjacent pair of lowest rank, every occurrence left to right, until no adjacent
+  // pair is a merge (GPT-2's bpe()).
+  std::vector<std::string> merged;
+  while (symbols.size() > 1) {
+    int best = INT_MAX;
+    size_t best_at = 0;
+    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+      const auto it = merge_rank_.find(symbols[i] + ' ' + symbols[i + 1]);
+      if (it != merge_rank_.end() && it->second < best) best = it->second, best_at = i;
+    }
+    if (best == INT_MAX) break;
+    const std::string left = symbols[best_at], right = symbols[best_at + 1];
+    merged.clear();
+    for (size_t i = 0; i < symbols.size(); ++i) {
+      if (i + 1 < symbols.size() && symbols[i] == left && symbols[i + 1] == right) {
+        merged.push_back(left + right);
+        ++i;
+      } else {
+        merged.push_back(std::move(symbols[i]));
+      }
+    }
+    symbols.swap(merged);
+  }
+  // The constructor checked that every byte and every merge result is a piece.
+  for (const std::string& s : symbols) ids->push_back(ids_.at(s));
+}
+
+std::string ByteLevelBpe::PieceBytes(int id) const {
+  if (id < 0 || static_cast<size_t>(id) >= bytes_.size() || special_[id]) return {};
+  return bytes_[id];
+}
+
+}  // namespace zeroskip
