@@ -28,7 +28,8 @@ struct SequenceState {
   size_t layer_bytes;             // one layer's keys (or values)
   std::vector<uint8_t> k_cache;   // [layers, kv_heads, context, head_dim] of kv_type
   std::vector<uint8_t> v_cache;   // [layers, kv_heads, context, head_dim] of kv_type
-  std::vector<float> scores;   // [threads, heads / kv_heads * context] attention scores
+  int64_t score_stride;        // AttentionScoreStride: one thread's attention scores
+  std::vector<float> scores;   // [threads, score_stride]
   RopeTable rope;              // positions [0, context)
   std::vector<float> logits;   // [vocab] of the last token run
 

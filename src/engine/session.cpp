@@ -16,10 +16,11 @@ SequenceState::SequenceState(const ModelConfig& c, int64_t context_in, int threa
       context(context_in),
       kv_type(kv_type_in),
       layer_bytes(DTypeBytes(kv_type_in, static_cast<uint64_t>(context_in) * c.kv_dim())),
+      score_stride(AttentionScoreStride({c.heads, c.kv_heads, c.head_dim}, context_in)),
       rope(context_in, c.head_dim, c.rope_theta) {
   k_cache.resize(c.layers * layer_bytes);
   v_cache.resize(c.layers * layer_bytes);
-  scores.resize(static_cast<size_t>(threads) * c.heads / c.kv_heads * context);
+  scores.resize(static_cast<size_t>(threads) * score_stride);
   logits.reserve(c.vocab);
 }
 
@@ -28,8 +29,8 @@ uint64_t SequenceState::Bytes(const ModelConfig& c, int64_t context, int threads
   auto mul = [&](uint64_t a, uint64_t b) { return CheckedMul(a, b, path, "session size"); };
   const uint64_t cache =
       mul(mul(mul(2 * static_cast<uint64_t>(c.layers), context), c.kv_dim()), DTypeBytes(kv_type, 1));
-  return cache + mul(mul(context, c.head_dim + mul(threads, c.heads / c.kv_heads)) + c.vocab,
-                     sizeof(float));
+  const uint64_t scores = mul(mul(threads, kAttentionRowBlock * c.heads / c.kv_heads), context);
+  return cache + mul(mul(context, c.head_dim) + scores + c.vocab, sizeof(float));
 }
 
 namespace {

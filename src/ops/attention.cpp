@@ -33,45 +33,68 @@ void StoreKv(const AttentionShape& shape, const float* rows, int64_t n, int64_t 
   }
 }
 
+int64_t AttentionScoreStride(const AttentionShape& shape, int64_t context) {
+  return kAttentionRowBlock * shape.heads / shape.kv_heads * context;
+}
+
 void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, const float* q_rows,
                      int64_t n, int64_t pos0, KvView keys, KvView values, float* out_rows,
                      float* scores_all, int64_t score_stride, int threads) {
   const int64_t hd = shape.head_dim, q_dim = shape.heads * hd;
   const int64_t group = shape.heads / shape.kv_heads;
-  // A unit of work: one row, one KV head and `per_unit` of its query heads. The heads of a group
-  // share each chunk of keys and values while it sits in L2; when rows x KV heads are too few to
-  // keep every thread busy (one decoded token of an MQA model), a group splits across threads.
+  // A unit of work: a block of consecutive rows, one KV head and `per_unit` of its query heads.
+  // Each chunk of keys and values is read into L2 once for every row and query head of the unit
+  // (a prompt's rows would otherwise each stream the whole head from L3); when blocks x KV heads
+  // are too few to keep every thread busy (one decoded token of an MQA model), a group splits
+  // across threads.
+  const int64_t block_rows =
+      std::clamp<int64_t>(score_stride / (group * (pos0 + n)), 1, kAttentionRowBlock);
+  const int64_t blocks = (n + block_rows - 1) / block_rows;
   int64_t splits = 1;
-  while (splits < group && n * shape.kv_heads * splits < threads) ++splits;
+  while (splits < group && blocks * shape.kv_heads * splits < threads) ++splits;
   while (group % splits != 0) ++splits;
   const int64_t per_unit = group / splits;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const DotRowsFn dot = kernels.ops(keys.dtype).dot_rows;
   const AxpyRowsFn axpy = kernels.ops(values.dtype).axpy_rows;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t unit = 0; unit < n * shape.kv_heads * splits; ++unit) {
-    const int64_t i = unit / (shape.kv_heads * splits);
+  // Units in turn to threads: a later row attends to more positions, so contiguous ranges of
+  // units would leave the first thread idle for most of a prompt.
+#pragma omp parallel for schedule(static, 1) num_threads(threads)
+  for (int64_t unit = 0; unit < blocks * shape.kv_heads * splits; ++unit) {
+    const int64_t i0 = unit / (shape.kv_heads * splits) * block_rows;
+    const int64_t rows = std::min(block_rows, n - i0);
     const int64_t kv_head = unit / splits % shape.kv_heads;
     const int64_t head0 = kv_head * group + unit % splits * per_unit;
-    const int64_t count = pos0 + i + 1;  // causal: positions 0..pos0 + i
-    // scores[h * count + p]: head head0 + h's weight of position p.
+    const int64_t last_count = pos0 + i0 + rows;  // the unit's last row sees the most positions
+    // Row r of the unit attends to positions 0..pos0 + i0 + r (causal); scores[(r * per_unit +
+    // h) * last_count + p]: query head head0 + h's weight of position p.
     float* scores = scores_all + static_cast<size_t>(omp_get_thread_num()) * score_stride;
-    const float* q = q_rows + i * q_dim + head0 * hd;
-    float* out = out_rows + i * q_dim + head0 * hd;
-    for (int64_t p0 = 0; p0 < count; p0 += kKvChunk) {
-      const int64_t len = std::min(kKvChunk, count - p0);
-      for (int64_t h = 0; h < per_unit; ++h) {
-        dot({HeadRow(keys, kv_head, p0, hd), hd}, nullptr, len, hd, q + h * hd,
-            scores + h * count + p0);
+    auto count_of = [&](int64_t r) { return pos0 + i0 + r + 1; };
+    auto scores_of = [&](int64_t r, int64_t h) { return scores + (r * per_unit + h) * last_count; };
+    auto query_of = [&](int64_t r) { return q_rows + (i0 + r) * q_dim + head0 * hd; };
+    auto out_of = [&](int64_t r) { return out_rows + (i0 + r) * q_dim + head0 * hd; };
+    for (int64_t p0 = 0; p0 < last_count; p0 += kKvChunk) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t len = std::min(kKvChunk, count_of(r) - p0);
+        for (int64_t h = 0; h < per_unit && len > 0; ++h) {
+          dot({HeadRow(keys, kv_head, p0, hd), hd}, nullptr, len, hd, query_of(r) + h * hd,
+              scores_of(r, h) + p0);
+        }
       }
     }
-    for (int64_t h = 0; h < per_unit; ++h) kernels.scaled_softmax(scores + h * count, count, scale);
-    std::memset(out, 0, sizeof(float) * per_unit * hd);
-    for (int64_t p0 = 0; p0 < count; p0 += kKvChunk) {
-      const int64_t len = std::min(kKvChunk, count - p0);
+    for (int64_t r = 0; r < rows; ++r) {
       for (int64_t h = 0; h < per_unit; ++h) {
-        axpy({HeadRow(values, kv_head, p0, hd), hd}, nullptr, scores + h * count + p0, len, hd,
-             out + h * hd);
+        kernels.scaled_softmax(scores_of(r, h), count_of(r), scale);
+      }
+      std::memset(out_of(r), 0, sizeof(float) * per_unit * hd);
+    }
+    for (int64_t p0 = 0; p0 < last_count; p0 += kKvChunk) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t len = std::min(kKvChunk, count_of(r) - p0);
+        for (int64_t h = 0; h < per_unit && len > 0; ++h) {
+          axpy({HeadRow(values, kv_head, p0, hd), hd}, nullptr, scores_of(r, h) + p0, len, hd,
+               out_of(r) + h * hd);
+        }
       }
     }
   }

@@ -4,9 +4,9 @@
 // The cache streams: per KV head, keys (and values) are contiguous over positions, [positions,
 // head_dim] in the cache's element type (f32, f16 or bf16). Scores are the dispatched dot_rows
 // kernel over the cached keys, the weighted sum of values the axpy_rows kernel, so attention
-// runs at the same vector width and element types as the weights. Threads split (row, KV head),
-// each pass over a chunk of the cache serving every query head of the group; a group splits
-// further when there are fewer (row, KV head) pairs than threads.
+// runs at the same vector width and element types as the weights. Threads split (block of rows,
+// KV head), each pass over a chunk of the cache serving every row of the block and query head of
+// the group; a group splits further when there are fewer such pairs than threads.
 #pragma once
 
 #include <cstdint>
@@ -31,10 +31,18 @@ struct KvView {
 // converted to the cache's type (round to nearest even).
 void StoreKv(const AttentionShape& shape, const float* rows, int64_t n, int64_t pos0, KvView cache);
 
+// Rows of a prompt that attention takes together, sharing each chunk of the cache they read.
+inline constexpr int64_t kAttentionRowBlock = 8;
+
+// The scratch CausalAttention wants per thread for a cache of `context` positions: room for the
+// scores of kAttentionRowBlock rows of every query head of a group.
+int64_t AttentionScoreStride(const AttentionShape& shape, int64_t context);
+
 // q: [n, heads * head_dim], row i at position pos0 + i, attending to cached positions
 // 0..pos0 + i (the cache already holds this batch). out: [n, heads * head_dim].
 // scores: scratch of [threads, score_stride] floats with score_stride >= (heads / kv_heads) *
-// (pos0 + n).
+// (pos0 + n); a larger one (AttentionScoreStride) lets rows share the cache's reads. Each row's
+// result is the same bits however rows are grouped and threads split.
 void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, const float* q,
                      int64_t n, int64_t pos0, KvView keys, KvView values, float* out,
                      float* scores, int64_t score_stride, int threads);
