@@ -220,7 +220,7 @@ BENCHMARK(BM_SparseUpDown)
     ->UseRealTime();
 BENCHMARK(BM_QuantMatmul)
     ->ArgNames({"isa", "type", "tokens", "threads"})
-    ->ArgsProduct({{kAvx2, kAvx512Vnni}, {kQ8, kQ4}, {4, 16, 64}, {1, 2}})
+    ->ArgsProduct({{kAvx2, kAvx512Vnni}, {kQ8, kQ4}, {2, 3, 4, 16, 64}, {1, 2}})
     ->UseRealTime();
 BENCHMARK(BM_CompactPositive)->ArgNames({"isa"})->Args({kAvx2})->Args({kAvx512});
 

@@ -548,6 +548,26 @@ void QuantTile(const uint8_t* const (&r)[RM], const int8_t* const (&q)[RN],
 constexpr int kTileRows = 4, kTileTokens = 4;
 constexpr int64_t kBandBytes = 128 << 10;
 
+// Calls block(t, std::integral_constant<int, RN>) for the tokens [t, t + RN) of [0, n): tiles of
+// kTileTokens, then the rest as one narrower tile, so every weight block is unpacked and read
+// once per kTileTokens tokens (2 or 3 tokens are one pass, not two or three).
+template <typename Block>
+void ForEachTokenBlock(int64_t n, Block&& block) {
+  static_assert(kTileTokens == 4);
+  int64_t t = 0;
+  for (; t + kTileTokens <= n; t += kTileTokens) block(t, std::integral_constant<int, 4>());
+  switch (n - t) {
+    case 3:
+      return block(t, std::integral_constant<int, 3>());
+    case 2:
+      return block(t, std::integral_constant<int, 2>());
+    case 1:
+      return block(t, std::integral_constant<int, 1>());
+    default:
+      return;
+  }
+}
+
 template <VectorTraits V, DType T>
 void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, const float* d,
                  int64_t n, float* y, int64_t ldy) {
@@ -560,7 +580,7 @@ void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, cons
                      kTileRows * kTileRows);
   for (int64_t r0 = 0; r0 < rows; r0 += band) {
     const int64_t r1 = std::min(rows, r0 + band);
-    ForEachRowBlock<kTileTokens>(n, [&](int64_t t, auto tokens) {
+    ForEachTokenBlock(n, [&](int64_t t, auto tokens) {
       constexpr int RN = decltype(tokens)::value;
       const int8_t* qt[RN];
       const float* dt[RN];

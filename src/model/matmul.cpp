@@ -158,7 +158,10 @@ void DenseMatmul::QuantLinear(const WeightView& w, const float* x, int64_t n, fl
 
 void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
   if (IsQuantized(w.dtype)) {
-    if (n > (small_batch_env_ > 0 ? small_batch_env_ : kSmallBatchQuant)) {
+    const int64_t per_token_up_to =
+        small_batch_env_ > 0 ? small_batch_env_
+                             : (w.dtype == DType::kQ4 ? kSmallBatchQ4 : kSmallBatchQ8);
+    if (n > per_token_up_to) {
       QuantLinear(w, x, n, y);
       return;
     }

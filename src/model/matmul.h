@@ -32,8 +32,11 @@ constexpr int64_t kSmallBatchF32 = 8;
 // widening to pay for, oneDNN wins from fewer tokens (docs/BENCHMARKS.md, "Native bf16").
 constexpr int64_t kSmallBatchBf16 = 5;
 // Quantized weights: batches up to this many tokens run the decode kernel per token, longer ones
-// the register-tiled quant_matmul (both give the same bits; docs/BENCHMARKS.md, "Server").
-constexpr int64_t kSmallBatchQuant = 3;
+// the register-tiled quant_matmul (both give the same bits). Measured crossovers
+// (docs/BENCHMARKS.md, "Server" and "Short quantized prompts"): q8's kernel is cheap per block,
+// so three passes over cached rows still beat one tiled pass; q4 unpacks nibbles once per tile.
+constexpr int64_t kSmallBatchQ8 = 3;
+constexpr int64_t kSmallBatchQ4 = 2;
 // A block of weight rows small enough to stay in a core's L2 while every token of a short batch
 // reads it.
 constexpr int64_t kCacheBlockBytes = 256 << 10;
