@@ -176,6 +176,23 @@ struct ReferenceBatch {
   std::vector<Reference> want;
 };
 
+// Every output of a batch y ([n, hidden]) within its token's reference bound, and the active
+// neurons the layer's statistics count (neurons - zero_neurons) within the references' ambiguity.
+void ExpectWithinReferences(const std::vector<Reference>& want, const std::vector<float>& y,
+                            const FfnLayerStats& st, const std::string& where) {
+  const auto hidden = static_cast<int64_t>(y.size() / want.size());
+  int64_t active = 0, ambiguous = 0;
+  for (size_t k = 0; k < want.size(); ++k) {
+    active += want[k].active;
+    ambiguous += want[k].ambiguous;
+    for (int64_t c = 0; c < hidden; ++c) {
+      ASSERT_NEAR(y[k * hidden + c], want[k].y[c], want[k].bound[c] + 1e-30)
+          << where << " token " << k << " c " << c;
+    }
+  }
+  EXPECT_NEAR(static_cast<int64_t>(st.neurons - st.zero_neurons), active, ambiguous) << where;
+}
+
 const DType kDTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8, DType::kQ4};
 
 // (hidden, ffn) pairs with odd sizes; quantized rows are whole blocks.
@@ -249,21 +266,15 @@ TEST_P(FfnIsaTest, BatchMatchesFloat64Reference) {
               Ffn rt(f.config, mode, threads, n, kernels());
               std::vector<float> y(n * hidden, std::numeric_limits<float>::quiet_NaN());
               rt.Forward(f.weights, x.data(), n, y.data());
-              int64_t active = 0, ambiguous = 0;
-              for (int64_t k = 0; k < n; ++k) {
-                active += want[k].active;
-                ambiguous += want[k].ambiguous;
-                for (int64_t c = 0; c < hidden; ++c) {
-                  ASSERT_NEAR(y[k * hidden + c], want[k].y[c], want[k].bound[c] + 1e-30)
-                      << IsaName(isa) << " " << DTypeName(dtype) << " " << FfnModeName(mode)
-                      << " n " << n << " threads " << threads << " shift " << shift
-                      << " hidden " << hidden << " ffn " << ffn << " token " << k << " c " << c;
-                }
-              }
               const FfnLayerStats& st = rt.stats;
+              ExpectWithinReferences(want, y, st,
+                          std::string(IsaName(isa)) + " " + std::string(DTypeName(dtype)) + " " +
+                              std::string(FfnModeName(mode)) + " n " + std::to_string(n) +
+                              " threads " + std::to_string(threads) + " shift " +
+                              std::to_string(shift) + " hidden " + std::to_string(hidden) +
+                              " ffn " + std::to_string(ffn));
               EXPECT_EQ(st.tokens, static_cast<uint64_t>(n));
               EXPECT_EQ(st.neurons, static_cast<uint64_t>(n * ffn));
-              EXPECT_NEAR(static_cast<int64_t>(st.neurons - st.zero_neurons), active, ambiguous);
               EXPECT_LE(st.weight_bytes_read, 3 * ffn * DTypeBytes(dtype, hidden));
               if (mode == FfnMode::kSparse) {
                 if (first.empty()) first = y;
@@ -315,18 +326,9 @@ TEST_P(FfnIsaTest, FatReluAndDReluMatchFloat64Reference) {
                                         std::string(FfnModeName(mode)) + " n " + std::to_string(n) +
                                         " threads " + std::to_string(threads) + " shift " +
                                         std::to_string(shift);
-              int64_t active = 0, ambiguous = 0;
-              for (int64_t k = 0; k < n; ++k) {
-                active += want[k].active;
-                ambiguous += want[k].ambiguous;
-                for (int64_t c = 0; c < hidden; ++c) {
-                  ASSERT_NEAR(y[k * hidden + c], want[k].y[c], want[k].bound[c] + 1e-30)
-                      << where << " token " << k << " c " << c;
-                }
-              }
               const FfnLayerStats& st = rt.stats;
+              ExpectWithinReferences(want, y, st, where);
               const auto got_active = static_cast<int64_t>(st.neurons - st.zero_neurons);
-              EXPECT_NEAR(got_active, active, ambiguous) << where;
               if (n == 1 && mode == FfnMode::kSparse) {
                 EXPECT_NEAR(static_cast<int64_t>(st.up_zero_neurons), want[0].up_zeros,
                             want[0].up_ambiguous + want[0].ambiguous)
@@ -424,18 +426,9 @@ TEST_P(FfnIsaTest, UngatedFfnMatchesFloat64ReferenceAndSparseEqualsDense) {
                                       std::string(FfnModeName(mode)) + " n " + std::to_string(n) +
                                       " threads " + std::to_string(threads) + " shift " +
                                       std::to_string(shift);
-            int64_t active = 0, ambiguous = 0;
-            for (int64_t k = 0; k < n; ++k) {
-              active += want[k].active;
-              ambiguous += want[k].ambiguous;
-              for (int64_t c = 0; c < hidden; ++c) {
-                ASSERT_NEAR(y[k * hidden + c], want[k].y[c], want[k].bound[c] + 1e-30)
-                    << where << " token " << k << " c " << c;
-              }
-            }
             const FfnLayerStats& st = rt.stats;
+            ExpectWithinReferences(want, y, st, where);
             const auto got_active = static_cast<int64_t>(st.neurons - st.zero_neurons);
-            EXPECT_NEAR(got_active, active, ambiguous) << where;
             EXPECT_EQ(st.flops_dense, 4u * hidden * ffn * n) << where;
             if (n == 1) {
               const uint64_t rows = mode == FfnMode::kSparse ? ffn + got_active : 2 * ffn;
