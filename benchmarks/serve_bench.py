@@ -20,6 +20,7 @@ import re
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 
 
@@ -27,8 +28,12 @@ def start(binary, model, parallel, threads):
     proc = subprocess.Popen([binary, "serve", "-m", model, "--port", "0", "--parallel",
                              str(parallel), "--queue", "64", "-t", str(threads)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    port = int(re.search(r":(\d+) \(", proc.stderr.readline()).group(1))
-    return proc, port
+    line = proc.stderr.readline()
+    found = re.search(r":(\d+) \(", line)
+    if not found:  # the server did not start (a missing model, say): show its own error line
+        proc.wait()
+        sys.exit(line.strip() or f"serve_bench: {binary} serve exited with status {proc.returncode}")
+    return proc, int(found.group(1))
 
 
 def client(port, prompt, tokens, out, i):

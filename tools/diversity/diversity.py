@@ -383,7 +383,7 @@ random) and the SiLU baseline.
 {config['command']}
 ```
 
-The `.zsk` files are the repository's checkpoints converted with
+The `.zsk` files are the repository's checkpoints converted with `mkdir -p /tmp/div`,
 `build/zeroskip convert models/relu-ft -o /tmp/div/relu-ft.zsk` and
 `build/zeroskip convert models/silu -o /tmp/div/silu.zsk`.
 

@@ -498,7 +498,12 @@ def main():
           f"{nbytes / 2**30:.2f} GiB, sparsity target {args.sparsity}", flush=True)
     if args.dry_run:
         return
-    free = shutil.disk_usage(os.path.dirname(os.path.abspath(args.out_dir)) or ".").free
+    # The folder that will hold OUT_DIR may not exist yet (../synth on a fresh machine): measure
+    # the nearest existing one, which is where the space will come from.
+    probe = os.path.dirname(os.path.abspath(args.out_dir))
+    while not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
     if nbytes > free:
         sys.exit(f"not enough disk space: need {nbytes / 2**30:.1f} GiB, "
                  f"{free / 2**30:.1f} GiB free")
