@@ -4,9 +4,10 @@
 #include <pcre2.h>
 
 #include <algorithm>
-#include <climits>
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <queue>
 
 #include "zeroskip/error.h"
 
@@ -175,33 +176,57 @@ std::vector<int> ByteLevelBpe::Encode(std::string_view text) const {
 }
 
 void ByteLevelBpe::EncodeWord(std::string_view word, std::vector<int>* ids) const {
-  std::vector<std::string> symbols;
-  for (char c : word) symbols.push_back(byte_symbol_[static_cast<uint8_t>(c)]);
-  // Merge the adjacent pair of lowest rank, every occurrence left to right, until no adjacent
-  // pair is a merge (GPT-2's bpe()).
-  std::vector<std::string> merged;
-  while (symbols.size() > 1) {
-    int best = INT_MAX;
-    size_t best_at = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      const auto it = merge_rank_.find(symbols[i] + ' ' + symbols[i + 1]);
-      if (it != merge_rank_.end() && it->second < best) best = it->second, best_at = i;
+  // GPT-2's bpe() merges the adjacent pair of lowest rank, every occurrence left to right, until
+  // no adjacent pair is a merge; rescanning the word after each merge is quadratic in its length,
+  // and a word has no length limit (a prompt of 100k letters is one word). Here the symbols are a
+  // linked list and candidate merges wait in a heap ordered by (rank, position): the same merges
+  // in the same order (a merge's result never forms the pair it came from, so the occurrences of
+  // one rank are exactly those present when it comes up, taken left to right), in O(n log n).
+  struct Symbol {
+    std::string text;
+    int prev, next;    // neighbours, -1 at the ends
+    uint32_t version;  // bumped when the symbol changes, so stale candidates are recognised
+  };
+  struct Candidate {
+    int rank, left;
+    uint32_t left_version, right_version;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : left > o.left;
     }
-    if (best == INT_MAX) break;
-    const std::string left = symbols[best_at], right = symbols[best_at + 1];
-    merged.clear();
-    for (size_t i = 0; i < symbols.size(); ++i) {
-      if (i + 1 < symbols.size() && symbols[i] == left && symbols[i + 1] == right) {
-        merged.push_back(left + right);
-        ++i;
-      } else {
-        merged.push_back(std::move(symbols[i]));
-      }
-    }
-    symbols.swap(merged);
+  };
+  const int n = static_cast<int>(word.size());
+  std::vector<Symbol> symbols(n);
+  for (int i = 0; i < n; ++i) {
+    symbols[i] = {byte_symbol_[static_cast<uint8_t>(word[i])], i - 1, i + 1 < n ? i + 1 : -1, 0};
+  }
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
+  auto consider = [&](int left) {
+    if (left < 0 || symbols[left].next < 0) return;
+    const Symbol &a = symbols[left], &b = symbols[a.next];
+    const auto it = merge_rank_.find(a.text + ' ' + b.text);
+    if (it != merge_rank_.end()) heap.push({it->second, left, a.version, b.version});
+  };
+  for (int i = 0; i + 1 < n; ++i) consider(i);
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    Symbol& a = symbols[c.left];
+    // Stale: the left symbol was merged away or changed, or its right neighbour did.
+    if (a.version != c.left_version || a.next < 0) continue;
+    Symbol& b = symbols[a.next];
+    if (b.version != c.right_version) continue;
+    a.text += b.text;
+    ++a.version;
+    b.version = UINT32_MAX;  // dead: no candidate names it any more
+    a.next = b.next;
+    if (b.next >= 0) symbols[b.next].prev = c.left;
+    consider(a.prev);
+    consider(c.left);
   }
   // The constructor checked that every byte and every merge result is a piece.
-  for (const std::string& s : symbols) ids->push_back(ids_.at(s));
+  for (int i = n > 0 ? 0 : -1; i >= 0; i = symbols[i].next) {
+    ids->push_back(ids_.at(symbols[i].text));
+  }
 }
 
 std::string ByteLevelBpe::PieceBytes(int id) const {

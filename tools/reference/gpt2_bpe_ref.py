@@ -43,6 +43,11 @@ FIXTURE_TEXTS = [
     "ｆｕｌｌｗｉｄｔｈ ٣٤٥ ⅷ",
     # Unicode whitespace (\s with Unicode properties): no-break, ideographic and thin spaces.
     "no\u00a0break\u3000ideographic\u2009thin\u00a0\u00a0end",
+    # One word of 2,240 letters (the first texts' letters, 20 times): many merges of many ranks
+    # within one word, where the order of merges matters most.
+    " " + "".join(regex.findall(r"[A-Za-z]+", "Hello world The ferryman's dog can't swim, they're "
+                                "sure we've seen it, I'm told you'll know, he'd say. two leading "
+                                "spaces, three inside and trailing")) * 20,
 ]
 
 
