@@ -8,8 +8,9 @@
 // matmul input is rounded to bf16 (unit roundoff 2⁻⁸) before it meets the weights, in decode and
 // in prefill alike, so the logits move by far more than f32 rounding: measured at most
 // 1.4e-2 * max|logit| on the random test checkpoints (whose dots cancel heavily) and 1.9e-3 on
-// the trained relu-ft (stocha_ft, before issue 15). Those cases allow 2.5e-2 * max|logit|; a
-// wrong row or index still moves a logit by O(max|logit|). The fixtures' top-1 margin no longer
+// the trained relu-ft (stocha_ft, before issue 15). Those cases allow 2.5e-2 * max|logit| (5e-2
+// for FATReLU, whose step at the threshold turns a rounding into a jump; ToleranceOf); a wrong
+// row or index still moves a logit by O(max|logit|). The fixtures' top-1 margin no longer
 // decides their greedy picks (a 12-token prompt through oneDNN's bf16 matmul flips a near-tie of
 // llama_gqa_hd128_relu_tied_bf16): there the reference's token must be within the tolerance of
 // the top logit, and greedy decoding is teacher-forced with the reference's tokens.
@@ -130,7 +131,14 @@ struct Tolerance {
 
 Tolerance ToleranceOf(const Case& c, const Model& model) {
   const bool bf16_weights = model.layer(0).ffn.gate.dtype == DType::kBF16;
-  if (bf16_weights && KernelsFor(c.isa)->bf16_products) return {2.5e-2, false};
+  if (bf16_weights && KernelsFor(c.isa)->bf16_products) {
+    // FATReLU steps at its threshold: a gate that bf16 rounding carries across it switches the
+    // neuron's output between 0 and threshold x up at once, and a batch through oneDNN's bf16
+    // matmul rounds differently from the decode kernels. Measured 3.0e-2 on
+    // prosparse_gqa_hd56_fatrelu_f32@bf16 (dense batch against token by token, in the
+    // RelWithDebInfo build only).
+    return {model.config().activation_threshold > 0 ? 5e-2 : 2.5e-2, false};
+  }
   if (IsQuantized(model.layer(0).ffn.gate.dtype)) return {2e-2, true};
   return {1e-4, true};
 }
