@@ -6,12 +6,15 @@
 #include <omp.h>
 
 #include <Eigen/Core>
+#include <fstream>
 #include <random>
+#include <sstream>
 
 #include "bench/onednn_gemv.h"
 #include "format/dtype.h"
 #include "kernels/kernels.h"
 #include "model/matmul.h"
+#include "text/byte_level_bpe.h"
 
 namespace zeroskip {
 namespace {
@@ -186,6 +189,24 @@ void BM_QuantMatmul(benchmark::State& state) {
   Counters(state, double(kFfn) * DTypeBytes(type, kHidden), 2.0 * n * kFfn * kHidden);
 }
 
+// GPT-2 byte-level BPE on one word of random letters (a prompt without spaces is one word, and
+// its merges must not grow quadratically with its length): arg bytes. The test vocabulary
+// (tests/data/bpe, 361 merges).
+void BM_BpeLongWord(benchmark::State& state) {
+  auto read = [](const char* name) {
+    std::ifstream f(std::string(ZEROSKIP_SOURCE_DIR "/tests/data/bpe/") + name);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+  };
+  const ByteLevelBpe bpe(read("vocab.json"), read("merges.txt"), {1, 2}, "tests/data/bpe");
+  std::mt19937 rng(1);
+  std::string word = " ";
+  for (int64_t i = 0; i < state.range(0); ++i) word += "etaoinshrdlu"[rng() % 12];
+  for (auto _ : state) benchmark::DoNotOptimize(bpe.Encode(word));
+  state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+
 void BM_CompactPositive(benchmark::State& state) {
   const auto* k = KernelsFor(static_cast<Isa>(state.range(0)));
   if (k == nullptr) return state.SkipWithError("ISA not supported by this CPU");
@@ -222,6 +243,7 @@ BENCHMARK(BM_QuantMatmul)
     ->ArgNames({"isa", "type", "tokens", "threads"})
     ->ArgsProduct({{kAvx2, kAvx512Vnni}, {kQ8, kQ4}, {2, 3, 4, 16, 64}, {1, 2}})
     ->UseRealTime();
+BENCHMARK(BM_BpeLongWord)->Arg(20000)->Arg(200000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CompactPositive)->ArgNames({"isa"})->Args({kAvx2})->Args({kAvx512});
 
 }  // namespace
