@@ -53,15 +53,8 @@ TEST_F(BpeTokenizerTest, EncodeAndDecodeMatchReference) {
 // Utf8Stream whole, and the stream gives exactly the text.
 TEST_F(BpeTokenizerTest, StreamingAssemblesValidUtf8) {
   for (const auto& c : fixture_["cases"]) {
-    Utf8Stream stream;
-    std::string streamed;
-    for (int id : c["ids"].get<std::vector<int>>()) {
-      const std::string out = stream.Push(tok_.PieceBytes(id));
-      EXPECT_TRUE(IsValidUtf8(out));
-      streamed += out;
-    }
-    streamed += stream.Flush();
-    EXPECT_EQ(streamed, c["text"].get<std::string>());
+    EXPECT_EQ(testing::StreamedText(tok_, c["ids"].get<std::vector<int>>()),
+              c["text"].get<std::string>());
   }
 }
 

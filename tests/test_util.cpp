@@ -160,6 +160,17 @@ ModelConfig TinyConfig() {
   return c;
 }
 
+std::string StreamedText(const Tokenizer& tok, const std::vector<int>& ids) {
+  Utf8Stream stream;
+  std::string streamed;
+  for (int id : ids) {
+    const std::string out = stream.Push(tok.PieceBytes(id));
+    EXPECT_TRUE(IsValidUtf8(out)) << "after id " << id;
+    streamed += out;
+  }
+  return streamed + stream.Flush();
+}
+
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
   std::stringstream ss(text);

@@ -15,6 +15,7 @@
 
 #include "kernels/kernels.h"
 #include "zeroskip/model.h"
+#include "zeroskip/tokenizer.h"
 
 namespace zeroskip {
 // GoogleTest prints an Isa parameter by name (found by argument-dependent lookup).
@@ -92,5 +93,9 @@ ModelConfig TinyConfig();
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& bytes);
 std::vector<std::string> Lines(const std::string& text);
+
+// The text of `ids` streamed piece by piece through a Utf8Stream, as generation prints it; fails
+// the test where the stream releases anything but valid UTF-8.
+std::string StreamedText(const Tokenizer& tok, const std::vector<int>& ids);
 
 }  // namespace zeroskip::testing

@@ -44,14 +44,7 @@ TEST_F(TokenizerTest, EncodeAndDecodeMatchSentencepiece) {
 // leading space sentencepiece adds as a dummy prefix is dropped.
 TEST_F(TokenizerTest, StreamingAssemblesValidUtf8) {
   for (const auto& c : fixture_["cases"]) {
-    Utf8Stream stream;
-    std::string streamed;
-    for (int id : c["ids"].get<std::vector<int>>()) {
-      const std::string out = stream.Push(tok_.PieceBytes(id));
-      EXPECT_TRUE(IsValidUtf8(out));
-      streamed += out;
-    }
-    streamed += stream.Flush();
+    std::string streamed = testing::StreamedText(tok_, c["ids"].get<std::vector<int>>());
     if (!streamed.empty() && streamed[0] == ' ') streamed.erase(0, 1);
     EXPECT_EQ(streamed, c["decoded"].get<std::string>());
   }
