@@ -14,6 +14,7 @@
 #include "format/dtype.h"
 #include "kernels/kernels.h"
 #include "model/matmul.h"
+#include "ops/attention.h"
 #include "text/byte_level_bpe.h"
 
 namespace zeroskip {
@@ -189,6 +190,42 @@ void BM_QuantMatmul(benchmark::State& state) {
   Counters(state, double(kFfn) * DTypeBytes(type, kHidden), 2.0 * n * kFfn * kHidden);
 }
 
+// One decoded token's attention over `positions` cached positions, per layer of the 0.74 B
+// long-context model (16 heads over 4 KV heads, head_dim 128), through 16 layers' caches in turn
+// (134 MB at 2048 f32 positions: every step streams from memory, as in decode): args isa, KV
+// type, positions, threads. Bytes: the keys and values read.
+void BM_AttentionDecode(benchmark::State& state) {
+  const auto* k = KernelsFor(static_cast<Isa>(state.range(0)));
+  if (k == nullptr) return state.SkipWithError("ISA not supported by this CPU");
+  const auto type = static_cast<DType>(state.range(1));
+  const int64_t positions = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  constexpr int64_t kLayers = 16;
+  const AttentionShape shape{.heads = 16, .kv_heads = 4, .head_dim = 128};
+  const int64_t per_layer = shape.kv_heads * positions * shape.head_dim;
+  std::vector<float> f32(per_layer);
+  std::mt19937 rng(5);
+  for (auto& v : f32) v = std::normal_distribution<float>()(rng);
+  std::vector<uint8_t> cache(2 * kLayers * DTypeBytes(type, per_layer));
+  for (int64_t part = 0; part < 2 * kLayers; ++part) {
+    ConvertMatrix(reinterpret_cast<const uint8_t*>(f32.data()), DType::kF32, 1, per_layer, false,
+                  cache.data() + part * DTypeBytes(type, per_layer), type);
+  }
+  std::vector<float> q(shape.heads * shape.head_dim, 0.05f), out(q.size());
+  const int64_t stride = AttentionScoreStride(shape, positions);
+  std::vector<float> scores(threads * stride);
+  int64_t layer = 0;
+  for (auto _ : state) {
+    uint8_t* keys = cache.data() + 2 * layer * DTypeBytes(type, per_layer);
+    CausalAttention(*k, shape, q.data(), 1, positions - 1, {keys, type, positions},
+                    {keys + DTypeBytes(type, per_layer), type, positions}, out.data(),
+                    scores.data(), stride, threads);
+    benchmark::DoNotOptimize(out.data());
+    layer = (layer + 1) % kLayers;
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * DTypeBytes(type, per_layer));
+}
+
 // GPT-2 byte-level BPE on one word of random letters (a prompt without spaces is one word, and
 // its merges must not grow quadratically with its length): arg bytes. The test vocabulary
 // (tests/data/bpe, 361 merges).
@@ -221,8 +258,8 @@ void BM_CompactPositive(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kFfn);
 }
 
-constexpr int kF32 = int(DType::kF32), kBF16 = int(DType::kBF16), kQ8 = int(DType::kQ8),
-              kQ4 = int(DType::kQ4);
+constexpr int kF32 = int(DType::kF32), kF16 = int(DType::kF16), kBF16 = int(DType::kBF16),
+              kQ8 = int(DType::kQ8), kQ4 = int(DType::kQ4);
 constexpr int kAvx2 = int(Isa::kAvx2), kAvx512 = int(Isa::kAvx512),
               kAvx512Vnni = int(Isa::kAvx512Vnni);
 
@@ -231,7 +268,9 @@ BENCHMARK(BM_DenseGemv)
     ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kBF16}, {1, 2}})
     ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4}, {1, 2}})
     ->UseRealTime();
-BENCHMARK(BM_DenseGemvOneDnn)->ArgNames({"type", "threads"})->ArgsProduct({{kF32, kBF16}, {1, 2}})
+BENCHMARK(BM_DenseGemvOneDnn)
+    ->ArgNames({"type", "threads"})
+    ->ArgsProduct({{kF32, kBF16}, {1, 2}})
     ->UseRealTime();
 BENCHMARK(BM_DenseGemvEigen)->UseRealTime();
 BENCHMARK(BM_SparseUpDown)
@@ -242,6 +281,10 @@ BENCHMARK(BM_SparseUpDown)
 BENCHMARK(BM_QuantMatmul)
     ->ArgNames({"isa", "type", "tokens", "threads"})
     ->ArgsProduct({{kAvx2, kAvx512Vnni}, {kQ8, kQ4}, {2, 3, 4, 16, 64}, {1, 2}})
+    ->UseRealTime();
+BENCHMARK(BM_AttentionDecode)
+    ->ArgNames({"isa", "kv", "positions", "threads"})
+    ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kF16}, {2048}, {1, 2}})
     ->UseRealTime();
 BENCHMARK(BM_BpeLongWord)->Arg(20000)->Arg(200000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CompactPositive)->ArgNames({"isa"})->Args({kAvx2})->Args({kAvx512});

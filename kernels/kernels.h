@@ -83,12 +83,28 @@ using ShadowDotRowsFn = void (*)(const uint8_t* rows, int64_t n, int64_t cols, c
 // m = max_j scale * x[j] (so no exp overflows), for i in [0, n), n >= 1.
 using ScaledSoftmaxFn = void (*)(float* x, int64_t n, float scale);
 
+// dot_rows of nx vectors over the same n contiguous rows, each loaded row serving every vector
+// (attention: a group's query heads against a chunk of cached keys): out[i * ld_out + k] =
+// dot(W[k, 0:cols), x[i * ld_x + 0:cols)) for i in [0, nx), k in [0, n). The weights are widened
+// exactly (never bf16 products), and each result is bit-identical to dot_rows on that vector under
+// a table whose dot_rows widens. Float types only.
+using DotRowsBatchFn = void (*)(WeightRows w, int64_t n, int64_t cols, const float* x, int64_t nx,
+                                int64_t ld_x, float* out, int64_t ld_out);
+// axpy_rows of ny vectors of coefficients over the same n contiguous rows, each y held in
+// registers across the rows (attention: a group's weights over a chunk of cached values):
+// y[i * ld_y + c] += sum_k coef[i * ld_coef + k] * W[k, c] for i in [0, ny), c in [0, cols), the
+// rows added in order, so each y is bit-identical to axpy_rows'. Float types only.
+using AxpyRowsBatchFn = void (*)(WeightRows w, const float* coef, int64_t ld_coef, int64_t n,
+                                 int64_t cols, int64_t ny, float* y, int64_t ld_y);
+
 // The ops that read weights, for one weight type.
 struct WeightOps {
   DotRowsFn dot_rows;
   AxpyRowsFn axpy_rows;
   SparseUpDownFn sparse_up_down;
-  QuantMatmulFn quant_matmul = nullptr;  // quantized types only
+  QuantMatmulFn quant_matmul = nullptr;       // quantized types only
+  DotRowsBatchFn dot_rows_batch = nullptr;    // float types only
+  AxpyRowsBatchFn axpy_rows_batch = nullptr;  // float types only
 };
 
 // Aborts: a dtype without kernels reached a kernel table. Dtypes are validated when a model is

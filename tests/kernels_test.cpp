@@ -367,8 +367,9 @@ TEST_P(KernelIsaTest, LongRowsMatchReference) {
   const KernelTable& k = this->kernels();
   for (DType type : kTypes) {
     // Quantized rows are whole blocks (and within one chunk of quantized x for the sparse step).
-    const std::vector<int64_t> lengths = IsQuantized(type) ? std::vector<int64_t>{16384, 40000}
-                                                           : std::vector<int64_t>{16384, 16417, 40000};
+    const std::vector<int64_t> lengths = IsQuantized(type)
+                                             ? std::vector<int64_t>{16384, 40000}
+                                             : std::vector<int64_t>{16384, 16417, 40000};
     for (int64_t cols : lengths) {
       const int64_t rows = 6;
       const Matrix up = RandomMatrix(type, rows, cols, rng);
@@ -437,8 +438,8 @@ TEST_P(KernelIsaTest, QuantMatmulEqualsDotRowsBitForBit) {
                                  want.data());
             for (int64_t r = 0; r < rows; ++r) {
               ASSERT_EQ(y[t * ldy + r], want[r])
-                  << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " rows "
-                  << rows << " n " << n << " token " << t << " row " << r;
+                  << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " rows " << rows
+                  << " n " << n << " token " << t << " row " << r;
             }
             for (int64_t r = rows; r < ldy; ++r) ASSERT_EQ(y[t * ldy + r], -7.0f) << "padding";
           }
@@ -446,6 +447,85 @@ TEST_P(KernelIsaTest, QuantMatmulEqualsDotRowsBitForBit) {
       }
     }
   }
+}
+
+// The batch kernels (attention's) are dot_rows and axpy_rows per vector, bit for bit, and within
+// the summation bound of the float64 reference: every float type, vectors not a multiple of the
+// tile (1 to 9), rows not a multiple of four, rows, vectors and outputs read and written through
+// leading dimensions wider than they are (padding must stay untouched). A table with bf16 products
+// keeps its bf16 dot_rows; its batch kernels widen exactly, as its widening sibling's (avx512vnni,
+// of which it is a copy) dot_rows does.
+TEST_P(KernelIsaTest, BatchKernelsEqualRowKernelsBitForBit) {
+  std::mt19937 rng(7);
+  const Isa isa = GetParam();
+  const KernelTable& k = this->kernels();
+  for (DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const KernelTable& widening =
+        k.bf16_products && type == DType::kBF16 ? *KernelsFor(Isa::kAvx512Vnni) : k;
+    for (int64_t cols : {1, 7, 16, 17, 40, 64, 100, 128, 257}) {
+      const int64_t ld = cols + 3;
+      for (int64_t n : {0, 1, 3, 4, 5, 9, 67}) {
+        const Matrix w = RandomMatrix(type, n, ld, rng);
+        const WeightRows wr{w.bytes.data(), ld};
+        for (int64_t nx : {1, 2, 3, 4, 5, 7, 9}) {
+          // Scores: x [nx, ld_x], out [nx, ld_out].
+          const int64_t ld_x = cols + 5, ld_out = n + 2;
+          std::vector<float> x(nx * ld_x, std::numeric_limits<float>::quiet_NaN());
+          for (int64_t i = 0; i < nx; ++i)
+            for (int64_t c = 0; c < cols; ++c)
+              x[i * ld_x + c] = std::normal_distribution<float>()(rng);
+          std::vector<float> got(nx * ld_out, -7.0f);
+          k.ops(type).dot_rows_batch(wr, n, cols, x.data(), nx, ld_x, got.data(), ld_out);
+          for (int64_t i = 0; i < nx; ++i) {
+            std::vector<float> want(n), exact(n);
+            widening.ops(type).dot_rows(wr, nullptr, n, cols, x.data() + i * ld_x, want.data());
+            ScalarKernels().ops(type).dot_rows(wr, nullptr, n, cols, x.data() + i * ld_x,
+                                               exact.data());
+            for (int64_t r = 0; r < n; ++r) {
+              ASSERT_EQ(got[i * ld_out + r], want[r])
+                  << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " n " << n
+                  << " nx " << nx << " vector " << i << " row " << r;
+              double abs_sum = 0;
+              for (int64_t c = 0; c < cols; ++c)
+                abs_sum += std::abs(w.values[r * ld + c] * x[i * ld_x + c]);
+              ASSERT_NEAR(got[i * ld_out + r], exact[r], Tolerance(cols, abs_sum));
+            }
+            for (int64_t r = n; r < ld_out; ++r) ASSERT_EQ(got[i * ld_out + r], -7.0f) << "padding";
+          }
+          // Weighted sums: coef [nx, ld_coef], y [nx, ld_y], y accumulated.
+          const int64_t ld_coef = n + 1, ld_y = cols + 2;
+          std::vector<float> coef(nx * ld_coef, std::numeric_limits<float>::quiet_NaN());
+          std::vector<float> y(nx * ld_y, -7.0f);
+          for (int64_t i = 0; i < nx; ++i) {
+            for (int64_t r = 0; r < n; ++r)
+              coef[i * ld_coef + r] = std::normal_distribution<float>()(rng);
+            for (int64_t c = 0; c < cols; ++c)
+              y[i * ld_y + c] = std::normal_distribution<float>()(rng);
+          }
+          std::vector<float> sum(y);
+          k.ops(type).axpy_rows_batch(wr, coef.data(), ld_coef, n, cols, nx, sum.data(), ld_y);
+          for (int64_t i = 0; i < nx; ++i) {
+            std::vector<float> want(y.begin() + i * ld_y, y.begin() + i * ld_y + cols);
+            std::vector<float> exact(want);
+            k.ops(type).axpy_rows(wr, nullptr, coef.data() + i * ld_coef, n, cols, want.data());
+            ScalarKernels().ops(type).axpy_rows(wr, nullptr, coef.data() + i * ld_coef, n, cols,
+                                                exact.data());
+            for (int64_t c = 0; c < cols; ++c) {
+              ASSERT_EQ(sum[i * ld_y + c], want[c])
+                  << IsaName(isa) << " " << DTypeName(type) << " cols " << cols << " n " << n
+                  << " nx " << nx << " vector " << i << " column " << c;
+              double abs_sum = std::abs(y[i * ld_y + c]);
+              for (int64_t r = 0; r < n; ++r)
+                abs_sum += std::abs(coef[i * ld_coef + r] * w.values[r * ld + c]);
+              ASSERT_NEAR(sum[i * ld_y + c], exact[c], Tolerance(n + 1, abs_sum));
+            }
+            for (int64_t c = cols; c < ld_y; ++c) ASSERT_EQ(sum[i * ld_y + c], -7.0f) << "padding";
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(k.ops(DType::kQ8).dot_rows_batch, nullptr);
 }
 
 // Against the definition (g[i] > threshold, in order) spelled out here, for ReLU's threshold 0

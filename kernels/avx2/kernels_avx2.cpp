@@ -27,6 +27,20 @@ struct Avx2 : simd::MaddubsDot {
   static Vec Broadcast(float v) { return _mm256_set1_ps(v); }
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static float Sum(Vec v) { return simd::SumLanes(v); }
+  // SumLanes of four vectors at once: the same pairs added at each step.
+  static void Sum4(const Vec* v, float* out) {
+    // [a.lo + a.hi | b.lo + b.hi] and the same for c, d.
+    const Vec ab = _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20),
+                                 _mm256_permute2f128_ps(v[0], v[1], 0x31));
+    const Vec cd = _mm256_add_ps(_mm256_permute2f128_ps(v[2], v[3], 0x20),
+                                 _mm256_permute2f128_ps(v[2], v[3], 0x31));
+    // Lanes i + (i + 2): [a, a, c, c | b, b, d, d].
+    const Vec s = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const Vec u = _mm256_hadd_ps(s, s);  // i + (i + 1): [a, c, a, c | b, d, b, d]
+    _mm_storeu_ps(out, _mm256_castps256_ps128(
+                           _mm256_permutevar8x32_ps(u, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0))));
+  }
 
   static Vec Load(const float* p) { return _mm256_loadu_ps(p); }
   static void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }

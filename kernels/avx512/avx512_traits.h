@@ -28,7 +28,24 @@ struct Avx512 : simd::MaddubsDot {
   static Vec Zero() { return _mm512_setzero_ps(); }
   static Vec Broadcast(float v) { return _mm512_set1_ps(v); }
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-  static float Sum(Vec v) { return _mm512_reduce_add_ps(v); }
+  // Halves added until one lane is left: lanes i and i + 8, then i + 4, i + 2, i + 1.
+  static float Sum(Vec v) {
+    return simd::SumLanes(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+  }
+  // Sum of four vectors at once: the same pairs added at each step, four vectors to a register.
+  static void Sum4(const Vec* v, float* out) {
+    // [a.lo256 + a.hi256, b.lo256 + b.hi256] and the same for c, d.
+    const Vec ab = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44),
+                                 _mm512_shuffle_f32x4(v[0], v[1], 0xEE));
+    const Vec cd = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44),
+                                 _mm512_shuffle_f32x4(v[2], v[3], 0xEE));
+    // Each 128-bit quarter: one vector's lanes i + (i + 4), in the order a, b, c, d.
+    const Vec s =
+        _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    const Vec t = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(1, 0, 3, 2)));  // i + (i + 2)
+    const Vec u = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));  // i + (i + 1)
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, u)));
+  }
 
   static Vec Load(const float* p) { return _mm512_loadu_ps(p); }
   static void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }

@@ -127,6 +127,19 @@ void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const in
   }
 }
 
+template <DType T>
+void DotRowsBatch(WeightRows w, int64_t n, int64_t cols, const float* x, int64_t nx, int64_t ld_x,
+                  float* out, int64_t ld_out) {
+  for (int64_t i = 0; i < nx; ++i) DotRows<T>(w, nullptr, n, cols, x + i * ld_x, out + i * ld_out);
+}
+
+template <DType T>
+void AxpyRowsBatch(WeightRows w, const float* coef, int64_t ld_coef, int64_t n, int64_t cols,
+                   int64_t ny, float* y, int64_t ld_y) {
+  for (int64_t i = 0; i < ny; ++i)
+    AxpyRows<T>(w, nullptr, coef + i * ld_coef, n, cols, y + i * ld_y);
+}
+
 int64_t CompactAbove(const float* g, int64_t n, float threshold, int32_t* rows, float* values) {
   return ref::CompactAboveRange(g, 0, n, threshold, rows, values);
 }
@@ -137,7 +150,7 @@ struct RefKernels {
     if constexpr (IsQuantized(T)) {
       return {DotRows<T>, AxpyRows<T>, SparseUpDown<T>, QuantMatmul<T>};
     } else {
-      return {DotRows<T>, AxpyRows<T>, SparseUpDown<T>};
+      return {DotRows<T>, AxpyRows<T>, SparseUpDown<T>, nullptr, DotRowsBatch<T>, AxpyRowsBatch<T>};
     }
   }
 };

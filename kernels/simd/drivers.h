@@ -41,6 +41,7 @@ concept VectorTraits = requires(typename V::Vec v, typename V::Half h, typename 
   { V::Broadcast(1.0f) } -> std::same_as<typename V::Vec>;
   { V::Fma(v, v, v) } -> std::same_as<typename V::Vec>;  // a * b + c, one rounding
   { V::Sum(v) } -> std::same_as<float>;
+  V::Sum4(&v, f);  // f[k] = Sum(v[k]) for the four vectors at &v, bit for bit
   { V::Load(pf) } -> std::same_as<typename V::Vec>;
   V::Store(f, v);
   { V::TailOf(n) } -> std::same_as<typename V::Tail>;
@@ -388,6 +389,18 @@ void ForEachRowBlock(int64_t n, Block&& block) {
   for (; k < n; ++k) block(k, std::integral_constant<int, 1>());
 }
 
+// Calls block(k, std::integral_constant<int, R>) for the items [k, k + R) of [0, n): blocks of
+// kMax, then the rest as one narrower block.
+template <int kMax, typename Block>
+void ForEachBlockThenRest(int64_t n, Block&& block) {
+  int64_t k = 0;
+  for (; k + kMax <= n; k += kMax) block(k, std::integral_constant<int, kMax>());
+  [&]<int... R>(std::integer_sequence<int, R...>) {
+    (void)((n - k == R + 1 && (block(k, std::integral_constant<int, R + 1>()), true)) || ...);
+  }
+  (std::make_integer_sequence<int, kMax - 1>());
+}
+
 // ForEachRowBlock with the block size for rows of T that are contiguous (rows null: streams from
 // memory) or gathered by index (rows given: scattered, or cached rows of a batch).
 template <DType T, typename Block>
@@ -437,6 +450,144 @@ void AxpyRows(WeightRows w, const int32_t* rows, const float* coef, int64_t n, i
     const WeightElem<T>* r[decltype(block)::value];
     RowStarts<T>(w, rows, k, 0, r);
     AxpyBlock<V, T, decltype(block)::value>(r, coef + k, cols, y);
+  });
+}
+
+// ---------------------------------------------------------------- batches of vectors (attention)
+
+// Rows ahead of the one in use that the batch kernels ask the memory for. A chunk of the KV cache
+// is one sequential stream per thread, which the hardware prefetcher alone runs well below the
+// memory's bandwidth (BM_AttentionDecode, f32 cache, 2 threads: 16.8 GB/s without, 25 GB/s with
+// 8 rows ahead; 4 and 12 did worse).
+constexpr int64_t kBatchPrefetchRows = 8;
+
+// The cache lines of [p, p + bytes) into L1.
+inline void PrefetchBytes(const void* p, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64)
+    _mm_prefetch(static_cast<const char*>(p) + b, _MM_HINT_T0);
+}
+
+// A tile of dot_rows_batch: kBatchDotRows rows against Q vectors, Q x kBatchDotRows accumulators
+// in registers, each row's load serving Q vectors and each vector's kBatchDotRows rows. Per
+// (vector, row) the arithmetic is FloatDotBlock's (the same FMAs into one vector, the same final
+// sum, four sums reduced at once).
+constexpr int kBatchDotRows = 4;
+template <VectorTraits V>
+constexpr int kBatchDotVectors = V::kLanes >= 16 ? 4 : 2;  // AVX2 has 16 registers, not 32
+
+template <VectorTraits V, DType T, int Q>
+void DotRowsBatchTile(const WeightElem<T>* const (&r)[kBatchDotRows], const float* const (&x)[Q],
+                      int64_t cols, float (&out)[Q][kBatchDotRows]) {
+  using Vec = typename V::Vec;
+  Vec acc[Q][kBatchDotRows];
+  for (auto& a : acc)
+    for (auto& v : a) v = V::Zero();
+  int64_t c = 0;
+  for (; c + V::kLanes <= cols; c += V::kLanes) {
+    Vec w[kBatchDotRows];
+    for (int j = 0; j < kBatchDotRows; ++j) w[j] = LoadWeights<V, T>(r[j] + c);
+    for (int i = 0; i < Q; ++i) {
+      const Vec xv = V::Load(x[i] + c);
+      for (int j = 0; j < kBatchDotRows; ++j) acc[i][j] = V::Fma(w[j], xv, acc[i][j]);
+    }
+  }
+  if (c < cols) {
+    const typename V::Tail tail = V::TailOf(cols - c);
+    Vec w[kBatchDotRows];
+    for (int j = 0; j < kBatchDotRows; ++j) w[j] = LoadWeightsTail<V, T>(r[j] + c, tail);
+    for (int i = 0; i < Q; ++i) {
+      const Vec xv = V::LoadTail(x[i] + c, tail);
+      for (int j = 0; j < kBatchDotRows; ++j) acc[i][j] = V::Fma(w[j], xv, acc[i][j]);
+    }
+  }
+  static_assert(kBatchDotRows == 4);
+  for (int i = 0; i < Q; ++i) V::Sum4(acc[i], out[i]);
+}
+
+template <VectorTraits V, DType T>
+void DotRowsBatch(WeightRows w, int64_t n, int64_t cols, const float* x, int64_t nx, int64_t ld_x,
+                  float* out, int64_t ld_out) {
+  const auto* base = static_cast<const WeightElem<T>*>(w.data);
+  for (int64_t k0 = 0; k0 < n; k0 += kBatchDotRows) {
+    // The last tile of rows repeats row n - 1 and keeps only the real rows' sums.
+    const WeightElem<T>* r[kBatchDotRows];
+    for (int j = 0; j < kBatchDotRows; ++j) r[j] = base + std::min(k0 + j, n - 1) * w.ld;
+    for (int64_t j = k0 + kBatchPrefetchRows;
+         j < std::min(n, k0 + kBatchPrefetchRows + kBatchDotRows); ++j) {
+      PrefetchBytes(base + j * w.ld, cols * int64_t{sizeof(WeightElem<T>)});
+    }
+    const int64_t rows = std::min<int64_t>(kBatchDotRows, n - k0);
+    ForEachBlockThenRest<kBatchDotVectors<V>>(nx, [&](int64_t i0, auto vectors) {
+      constexpr int Q = decltype(vectors)::value;
+      const float* xs[Q];
+      for (int i = 0; i < Q; ++i) xs[i] = x + (i0 + i) * ld_x;
+      float sums[Q][kBatchDotRows];
+      DotRowsBatchTile<V, T, Q>(r, xs, cols, sums);
+      for (int i = 0; i < Q; ++i)
+        for (int64_t j = 0; j < rows; ++j) out[(i0 + i) * ld_out + k0 + j] = sums[i][j];
+    });
+  }
+}
+
+// A tile of axpy_rows_batch: D vectors of columns (or, kTail, the last partial one) of Q ys held
+// in registers while all n rows are added, in order, as FloatAxpyBlock adds them.
+constexpr int kBatchAxpyVectors = 4;
+template <VectorTraits V>
+constexpr int kBatchAxpyColumnVectors = V::kLanes >= 16 ? 4 : 2;
+
+template <VectorTraits V, DType T, int Q, int D, bool kTail>
+void AxpyRowsBatchTile(const WeightElem<T>* w, int64_t ld, int64_t n, const float* const (&coef)[Q],
+                       float* const (&y)[Q], typename V::Tail tail, int64_t prefetch_bytes) {
+  static_assert(!kTail || D == 1);
+  using Vec = typename V::Vec;
+  Vec acc[Q][D];
+  for (int i = 0; i < Q; ++i)
+    for (int d = 0; d < D; ++d)
+      acc[i][d] = kTail ? V::LoadTail(y[i], tail) : V::Load(y[i] + d * V::kLanes);
+  for (int64_t k = 0; k < n; ++k) {
+    const WeightElem<T>* row = w + k * ld;
+    if (k + kBatchPrefetchRows < n) PrefetchBytes(row + kBatchPrefetchRows * ld, prefetch_bytes);
+    Vec wv[D];
+    for (int d = 0; d < D; ++d)
+      wv[d] = kTail ? LoadWeightsTail<V, T>(row, tail) : LoadWeights<V, T>(row + d * V::kLanes);
+    for (int i = 0; i < Q; ++i) {
+      const Vec cv = V::Broadcast(coef[i][k]);
+      for (int d = 0; d < D; ++d) acc[i][d] = V::Fma(cv, wv[d], acc[i][d]);
+    }
+  }
+  for (int i = 0; i < Q; ++i) {
+    for (int d = 0; d < D; ++d) {
+      if constexpr (kTail) {
+        V::StoreTail(y[i], tail, acc[i][d]);
+      } else {
+        V::Store(y[i] + d * V::kLanes, acc[i][d]);
+      }
+    }
+  }
+}
+
+template <VectorTraits V, DType T>
+void AxpyRowsBatch(WeightRows w, const float* coef, int64_t ld_coef, int64_t n, int64_t cols,
+                   int64_t ny, float* y, int64_t ld_y) {
+  constexpr int D = kBatchAxpyColumnVectors<V>;
+  const auto* base = static_cast<const WeightElem<T>*>(w.data);
+  ForEachBlockThenRest<kBatchAxpyVectors>(ny, [&](int64_t i0, auto vectors) {
+    constexpr int Q = decltype(vectors)::value;
+    const float* coefs[Q];
+    for (int i = 0; i < Q; ++i) coefs[i] = coef + (i0 + i) * ld_coef;
+    auto columns = [&]<int kD, bool kTail>(int64_t c, typename V::Tail tail) {
+      float* ys[Q];
+      for (int i = 0; i < Q; ++i) ys[i] = y + (i0 + i) * ld_y + c;
+      // The first pass over the rows fetches them whole: the later ones find them in L2.
+      const int64_t prefetch_bytes = c == 0 ? cols * int64_t{sizeof(WeightElem<T>)} : 0;
+      AxpyRowsBatchTile<V, T, Q, kD, kTail>(base + c, w.ld, n, coefs, ys, tail, prefetch_bytes);
+    };
+    const typename V::Tail none = V::TailOf(0);
+    int64_t c = 0;
+    for (; c + D * V::kLanes <= cols; c += D * V::kLanes)
+      columns.template operator()<D, false>(c, none);
+    for (; c + V::kLanes <= cols; c += V::kLanes) columns.template operator()<1, false>(c, none);
+    if (c < cols) columns.template operator()<1, true>(c, V::TailOf(cols - c));
   });
 }
 
@@ -548,26 +699,6 @@ void QuantTile(const uint8_t* const (&r)[RM], const int8_t* const (&q)[RN],
 constexpr int kTileRows = 4, kTileTokens = 4;
 constexpr int64_t kBandBytes = 128 << 10;
 
-// Calls block(t, std::integral_constant<int, RN>) for the tokens [t, t + RN) of [0, n): tiles of
-// kTileTokens, then the rest as one narrower tile, so every weight block is unpacked and read
-// once per kTileTokens tokens (2 or 3 tokens are one pass, not two or three).
-template <typename Block>
-void ForEachTokenBlock(int64_t n, Block&& block) {
-  static_assert(kTileTokens == 4);
-  int64_t t = 0;
-  for (; t + kTileTokens <= n; t += kTileTokens) block(t, std::integral_constant<int, 4>());
-  switch (n - t) {
-    case 3:
-      return block(t, std::integral_constant<int, 3>());
-    case 2:
-      return block(t, std::integral_constant<int, 2>());
-    case 1:
-      return block(t, std::integral_constant<int, 1>());
-    default:
-      return;
-  }
-}
-
 template <VectorTraits V, DType T>
 void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, const float* d,
                  int64_t n, float* y, int64_t ldy) {
@@ -580,7 +711,9 @@ void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, cons
                      kTileRows * kTileRows);
   for (int64_t r0 = 0; r0 < rows; r0 += band) {
     const int64_t r1 = std::min(rows, r0 + band);
-    ForEachTokenBlock(n, [&](int64_t t, auto tokens) {
+    // Every weight block is unpacked and read once per kTileTokens tokens (2 or 3 tokens left
+    // are one pass, not two or three).
+    ForEachBlockThenRest<kTileTokens>(n, [&](int64_t t, auto tokens) {
       constexpr int RN = decltype(tokens)::value;
       const int8_t* qt[RN];
       const float* dt[RN];
@@ -606,7 +739,8 @@ struct SimdKernels {
     if constexpr (IsQuantized(T)) {
       return {DotRows<V, T>, AxpyRows<V, T>, SparseUpDown<V, T>, QuantMatmul<V, T>};
     } else {
-      return {DotRows<V, T>, AxpyRows<V, T>, SparseUpDown<V, T>};
+      return {DotRows<V, T>,      AxpyRows<V, T>,      SparseUpDown<V, T>, nullptr,
+              DotRowsBatch<V, T>, AxpyRowsBatch<V, T>};
     }
   }
 };

@@ -55,8 +55,8 @@ void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, co
   while (group % splits != 0) ++splits;
   const int64_t per_unit = group / splits;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const DotRowsFn dot = kernels.ops(keys.dtype).dot_rows;
-  const AxpyRowsFn axpy = kernels.ops(values.dtype).axpy_rows;
+  const DotRowsBatchFn dot = kernels.ops(keys.dtype).dot_rows_batch;
+  const AxpyRowsBatchFn axpy = kernels.ops(values.dtype).axpy_rows_batch;
   // Units in turn to threads: a later row attends to more positions, so contiguous ranges of
   // units would leave the first thread idle for most of a prompt.
 #pragma omp parallel for schedule(static, 1) num_threads(threads)
@@ -76,10 +76,9 @@ void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, co
     for (int64_t p0 = 0; p0 < last_count; p0 += kKvChunk) {
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t len = std::min(kKvChunk, count_of(r) - p0);
-        for (int64_t h = 0; h < per_unit && len > 0; ++h) {
-          dot({HeadRow(keys, kv_head, p0, hd), hd}, nullptr, len, hd, query_of(r) + h * hd,
-              scores_of(r, h) + p0);
-        }
+        if (len <= 0) continue;
+        dot({HeadRow(keys, kv_head, p0, hd), hd}, len, hd, query_of(r), per_unit, hd,
+            scores_of(r, 0) + p0, last_count);
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -91,10 +90,9 @@ void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, co
     for (int64_t p0 = 0; p0 < last_count; p0 += kKvChunk) {
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t len = std::min(kKvChunk, count_of(r) - p0);
-        for (int64_t h = 0; h < per_unit && len > 0; ++h) {
-          axpy({HeadRow(values, kv_head, p0, hd), hd}, nullptr, scores_of(r, h) + p0, len, hd,
-               out_of(r) + h * hd);
-        }
+        if (len <= 0) continue;
+        axpy({HeadRow(values, kv_head, p0, hd), hd}, scores_of(r, 0) + p0, last_count, len, hd,
+             per_unit, out_of(r), hd);
       }
     }
   }

@@ -2,11 +2,14 @@
 // (`heads / kv_heads` query heads share one KV head).
 //
 // The cache streams: per KV head, keys (and values) are contiguous over positions, [positions,
-// head_dim] in the cache's element type (f32, f16 or bf16). Scores are the dispatched dot_rows
-// kernel over the cached keys, the weighted sum of values the axpy_rows kernel, so attention
-// runs at the same vector width and element types as the weights. Threads split (block of rows,
-// KV head), each pass over a chunk of the cache serving every row of the block and query head of
-// the group; a group splits further when there are fewer such pairs than threads.
+// head_dim] in the cache's element type (f32, f16 or bf16). Scores are the dispatched
+// dot_rows_batch kernel over the cached keys (each key loaded once for every query head of the
+// group, four keys and up to four heads in registers), the weighted sum of values the
+// axpy_rows_batch kernel (the heads' outputs held in registers across positions), so attention
+// runs at the vector width of the weights and reads the cache at the memory's pace. Threads split
+// (block of rows, KV head), each pass over a chunk of the cache serving every row of the block
+// and query head of the group; a group splits further when there are fewer such pairs than
+// threads.
 #pragma once
 
 #include <cstdint>
