@@ -455,17 +455,34 @@ void AxpyRows(WeightRows w, const int32_t* rows, const float* coef, int64_t n, i
 
 // ---------------------------------------------------------------- batches of vectors (attention)
 
-// Rows ahead of the one in use that the batch kernels ask the memory for. A chunk of the KV cache
-// is one sequential stream per thread, which the hardware prefetcher alone runs well below the
-// memory's bandwidth (BM_AttentionDecode, f32 cache, 2 threads: 16.8 GB/s without, 25 GB/s with
-// 8 rows ahead; 4 and 12 did worse).
-constexpr int64_t kBatchPrefetchRows = 8;
+// How far ahead of the row in use the batch kernels ask for rows, in bytes of rows (the memory's
+// latency is a number of bytes in flight, whatever the element type): 4 KiB ahead into L1, 16 KiB
+// into L2. A chunk of the KV cache is one sequential stream per thread, which the hardware
+// prefetcher alone runs well below the memory's bandwidth. BM_AttentionDecode, 2 threads, 5
+// interleaved runs, medians: f32 cache 19.1 GB/s with 4 KiB into L1 alone, 26.2 with both (and
+// 16.8 with neither); an f16 cache, more compute per byte, 24.6 and 23.4 (within noise).
+constexpr int64_t kBatchPrefetchBytes = 4 << 10, kBatchPrefetchL2Bytes = 16 << 10;
 
-// The cache lines of [p, p + bytes) into L1.
-inline void PrefetchBytes(const void* p, int64_t bytes) {
-  for (int64_t b = 0; b < bytes; b += 64)
-    _mm_prefetch(static_cast<const char*>(p) + b, _MM_HINT_T0);
-}
+// Prefetches of rows ahead: the first `bytes` bytes of the rows kBatchPrefetchBytes and
+// kBatchPrefetchL2Bytes after a row (rows of 128 f32: 8 and 32 rows), for a matrix of `ld`
+// elements a row. Past the last row too: a prefetch never faults, and in attention the lines
+// after a chunk's rows are the next chunk's (stopping at the chunk's end left every chunk to begin
+// cold).
+template <DType T>
+struct RowsAhead {
+  int64_t near, far, bytes;  // elements ahead, elements ahead, bytes of each row
+  RowsAhead(int64_t ld, int64_t row_bytes) : bytes(row_bytes) {
+    const int64_t ld_bytes = std::max<int64_t>(1, ld * int64_t{sizeof(WeightElem<T>)});
+    near = kBatchPrefetchBytes / ld_bytes * ld;
+    far = kBatchPrefetchL2Bytes / ld_bytes * ld;
+  }
+  void Fetch(const WeightElem<T>* row) const {
+    const char* n = reinterpret_cast<const char*>(row + near);
+    const char* f = reinterpret_cast<const char*>(row + far);
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(n + b, _MM_HINT_T0);
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(f + b, _MM_HINT_T1);
+  }
+};
 
 // A tile of dot_rows_batch: kBatchDotRows rows against Q vectors, Q x kBatchDotRows accumulators
 // in registers, each row's load serving Q vectors and each vector's kBatchDotRows rows. Per
@@ -508,14 +525,12 @@ template <VectorTraits V, DType T>
 void DotRowsBatch(WeightRows w, int64_t n, int64_t cols, const float* x, int64_t nx, int64_t ld_x,
                   float* out, int64_t ld_out) {
   const auto* base = static_cast<const WeightElem<T>*>(w.data);
+  const RowsAhead<T> ahead(w.ld, cols * int64_t{sizeof(WeightElem<T>)});
   for (int64_t k0 = 0; k0 < n; k0 += kBatchDotRows) {
     // The last tile of rows repeats row n - 1 and keeps only the real rows' sums.
     const WeightElem<T>* r[kBatchDotRows];
     for (int j = 0; j < kBatchDotRows; ++j) r[j] = base + std::min(k0 + j, n - 1) * w.ld;
-    for (int64_t j = k0 + kBatchPrefetchRows;
-         j < std::min(n, k0 + kBatchPrefetchRows + kBatchDotRows); ++j) {
-      PrefetchBytes(base + j * w.ld, cols * int64_t{sizeof(WeightElem<T>)});
-    }
+    for (int64_t j = k0; j < k0 + kBatchDotRows; ++j) ahead.Fetch(base + j * w.ld);
     const int64_t rows = std::min<int64_t>(kBatchDotRows, n - k0);
     ForEachBlockThenRest<kBatchDotVectors<V>>(nx, [&](int64_t i0, auto vectors) {
       constexpr int Q = decltype(vectors)::value;
@@ -537,7 +552,7 @@ constexpr int kBatchAxpyColumnVectors = V::kLanes >= 16 ? 4 : 2;
 
 template <VectorTraits V, DType T, int Q, int D, bool kTail>
 void AxpyRowsBatchTile(const WeightElem<T>* w, int64_t ld, int64_t n, const float* const (&coef)[Q],
-                       float* const (&y)[Q], typename V::Tail tail, int64_t prefetch_bytes) {
+                       float* const (&y)[Q], typename V::Tail tail, const RowsAhead<T>* ahead) {
   static_assert(!kTail || D == 1);
   using Vec = typename V::Vec;
   Vec acc[Q][D];
@@ -546,7 +561,7 @@ void AxpyRowsBatchTile(const WeightElem<T>* w, int64_t ld, int64_t n, const floa
       acc[i][d] = kTail ? V::LoadTail(y[i], tail) : V::Load(y[i] + d * V::kLanes);
   for (int64_t k = 0; k < n; ++k) {
     const WeightElem<T>* row = w + k * ld;
-    if (k + kBatchPrefetchRows < n) PrefetchBytes(row + kBatchPrefetchRows * ld, prefetch_bytes);
+    if (ahead != nullptr) ahead->Fetch(row);
     Vec wv[D];
     for (int d = 0; d < D; ++d)
       wv[d] = kTail ? LoadWeightsTail<V, T>(row, tail) : LoadWeights<V, T>(row + d * V::kLanes);
@@ -571,6 +586,7 @@ void AxpyRowsBatch(WeightRows w, const float* coef, int64_t ld_coef, int64_t n, 
                    int64_t ny, float* y, int64_t ld_y) {
   constexpr int D = kBatchAxpyColumnVectors<V>;
   const auto* base = static_cast<const WeightElem<T>*>(w.data);
+  const RowsAhead<T> ahead(w.ld, cols * int64_t{sizeof(WeightElem<T>)});
   ForEachBlockThenRest<kBatchAxpyVectors>(ny, [&](int64_t i0, auto vectors) {
     constexpr int Q = decltype(vectors)::value;
     const float* coefs[Q];
@@ -579,8 +595,8 @@ void AxpyRowsBatch(WeightRows w, const float* coef, int64_t ld_coef, int64_t n, 
       float* ys[Q];
       for (int i = 0; i < Q; ++i) ys[i] = y + (i0 + i) * ld_y + c;
       // The first pass over the rows fetches them whole: the later ones find them in L2.
-      const int64_t prefetch_bytes = c == 0 ? cols * int64_t{sizeof(WeightElem<T>)} : 0;
-      AxpyRowsBatchTile<V, T, Q, kD, kTail>(base + c, w.ld, n, coefs, ys, tail, prefetch_bytes);
+      AxpyRowsBatchTile<V, T, Q, kD, kTail>(base + c, w.ld, n, coefs, ys, tail,
+                                            c == 0 ? &ahead : nullptr);
     };
     const typename V::Tail none = V::TailOf(0);
     int64_t c = 0;
