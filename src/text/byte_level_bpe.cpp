@@ -184,29 +184,31 @@ void ByteLevelBpe::EncodeWord(std::string_view word, std::vector<int>* ids) cons
   // one rank are exactly those present when it comes up, taken left to right), in O(n log n).
   struct Symbol {
     std::string text;
-    int prev, next;    // neighbours, -1 at the ends
-    uint32_t version;  // bumped when the symbol changes, so stale candidates are recognised
+    int64_t prev, next;  // neighbours, -1 at the ends (int64: a word through the library API has
+                         // no length limit; the CLI and server cap theirs)
+    uint32_t version;    // bumped when the symbol changes, so stale candidates are recognised
   };
   struct Candidate {
-    int rank, left;
+    int rank;
+    int64_t left;
     uint32_t left_version, right_version;
     bool operator>(const Candidate& o) const {
       return rank != o.rank ? rank > o.rank : left > o.left;
     }
   };
-  const int n = static_cast<int>(word.size());
+  const auto n = static_cast<int64_t>(word.size());
   std::vector<Symbol> symbols(n);
-  for (int i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     symbols[i] = {byte_symbol_[static_cast<uint8_t>(word[i])], i - 1, i + 1 < n ? i + 1 : -1, 0};
   }
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
-  auto consider = [&](int left) {
+  auto consider = [&](int64_t left) {
     if (left < 0 || symbols[left].next < 0) return;
     const Symbol &a = symbols[left], &b = symbols[a.next];
     const auto it = merge_rank_.find(a.text + ' ' + b.text);
     if (it != merge_rank_.end()) heap.push({it->second, left, a.version, b.version});
   };
-  for (int i = 0; i + 1 < n; ++i) consider(i);
+  for (int64_t i = 0; i + 1 < n; ++i) consider(i);
   while (!heap.empty()) {
     const Candidate c = heap.top();
     heap.pop();
@@ -224,7 +226,7 @@ void ByteLevelBpe::EncodeWord(std::string_view word, std::vector<int>* ids) cons
     consider(c.left);
   }
   // The constructor checked that every byte and every merge result is a piece.
-  for (int i = n > 0 ? 0 : -1; i >= 0; i = symbols[i].next) {
+  for (int64_t i = n > 0 ? 0 : -1; i >= 0; i = symbols[i].next) {
     ids->push_back(ids_.at(symbols[i].text));
   }
 }
