@@ -6,14 +6,14 @@ convert_hf_to_gguf.py lays one out (numpy only, deterministic).
                                             [--no-act] [--version 2|3]
 
 GGUF v3, little-endian, alignment 32. Metadata: general.architecture "llama", the llama.* sizes,
-rope and norm keys, tokenizer.ggml.{model "llama", tokens, scores, token_type, bos/eos/unknown
-ids} read from tokenizer.model with sentencepiece, and (unless --no-act) llama.hidden_act (and
-llama.hidden_act_param), the keys zeroskip reads for the activation. Tensors under llama.cpp's
-names (token_embd, blk.N.attn_q, ..., output), dims in ggml order (fastest first); the rows of
-attn_q and attn_k permuted as llama.cpp does for its rotary layout; norms f32, matrices in
---dtype (q8_0/q4_0 blocks from tools/reference/quant.py, ggml's layout; f32 for a matrix whose
-rows are not whole blocks of 32). The same input always
-gives the same bytes. Test code: trusts its input.
+rope and norm keys, tokenizer.ggml.{model "llama", tokens, scores, token_type, bos/eos/unknown ids}
+read from tokenizer.model (tools/pylib/spm_model.py: no sentencepiece module needed), and (unless
+--no-act) llama.hidden_act (and llama.hidden_act_param), the keys zeroskip reads for the
+activation. Tensors under llama.cpp's names (token_embd, blk.N.attn_q, ..., output), dims in ggml
+order (fastest first); the rows of attn_q and attn_k permuted as llama.cpp does for its rotary
+layout; norms f32, matrices in --dtype (q8_0/q4_0 blocks from tools/reference/quant.py, ggml's
+layout; f32 for a matrix whose rows are not whole blocks of 32). The same input always gives the
+same bytes. Test code: trusts its input.
 """
 import argparse
 import json
@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "pylib"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "reference"))
 import hfio  # noqa: E402
 import quant  # noqa: E402
+import spm_model  # noqa: E402
 
 ALIGN = 32
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
@@ -69,23 +70,19 @@ def encode(t, dtype):
 
 
 def tokenizer_metadata(path):
-    import sentencepiece as spm
-    sp = spm.SentencePieceProcessor(model_file=path)
-    tokens, scores, types = [], [], []
-    for i in range(sp.get_piece_size()):
-        tokens.append(sp.id_to_piece(i))
-        scores.append(sp.get_score(i))
-        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else
-                     6 if sp.is_byte(i) else 5 if sp.is_unused(i) else 1)
+    sp = spm_model.load(path)
+    # llama.cpp's token types: user-defined pieces are written as normal ones, as before.
+    gguf_type = {spm_model.UNKNOWN: 2, spm_model.CONTROL: 3, spm_model.BYTE: 6, spm_model.UNUSED: 5}
     meta = [("tokenizer.ggml.model", STRING, "llama"),
-            ("tokenizer.ggml.tokens", ARRAY, (STRING, tokens)),
-            ("tokenizer.ggml.scores", ARRAY, (F32, scores)),
-            ("tokenizer.ggml.token_type", ARRAY, (I32, types)),
-            ("tokenizer.ggml.unknown_token_id", U32, sp.unk_id())]
-    if sp.bos_id() >= 0:
-        meta.append(("tokenizer.ggml.bos_token_id", U32, sp.bos_id()))
-    if sp.eos_id() >= 0:
-        meta.append(("tokenizer.ggml.eos_token_id", U32, sp.eos_id()))
+            ("tokenizer.ggml.tokens", ARRAY, (STRING, [p[0] for p in sp.pieces])),
+            ("tokenizer.ggml.scores", ARRAY, (F32, [p[1] for p in sp.pieces])),
+            ("tokenizer.ggml.token_type", ARRAY,
+             (I32, [gguf_type.get(p[2], 1) for p in sp.pieces])),
+            ("tokenizer.ggml.unknown_token_id", U32, sp.unk_id)]
+    if sp.bos_id >= 0:
+        meta.append(("tokenizer.ggml.bos_token_id", U32, sp.bos_id))
+    if sp.eos_id >= 0:
+        meta.append(("tokenizer.ggml.eos_token_id", U32, sp.eos_id))
     return meta
 
 
