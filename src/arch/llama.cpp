@@ -38,7 +38,8 @@ void LlamaForward(const ForwardPass& pass, const int* tokens, bool need_logits, 
       StoreKv(shape, k, part.rows, part.position, seq.Keys(l));
       StoreKv(shape, v, part.rows, part.position, seq.Values(l));
       CausalAttention(ws.kernels, shape, q, part.rows, part.position, seq.Keys(l), seq.Values(l),
-                      ws.att.data() + row * q_dim, seq.scores.data(), seq.score_stride, pass.threads);
+                      ws.att.data() + row * q_dim, seq.scores.data(), seq.score_stride,
+                      ws.matmul.pool());
       row += part.rows;
     }
     ws.matmul.Linear(w.o, ws.att.data(), n, ws.proj.data());

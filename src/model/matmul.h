@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "model/worker_pool.h"
 #include "zeroskip/weights.h"
 
 namespace zeroskip {
@@ -44,6 +45,9 @@ constexpr int64_t kCacheBlockBytes = 256 << 10;
 class DenseMatmul {
  public:
   DenseMatmul(const KernelTable& kernels, int threads);
+
+  // The engine's threads: every parallel phase outside oneDNN runs on them.
+  WorkerPool& pool() { return pool_; }
 
   // y[n, w.rows] = x[n, w.cols] · wᵀ   (w stored [out, in], the Hugging Face orientation)
   void Linear(const WeightView& w, const float* x, int64_t n, float* y);
@@ -77,6 +81,7 @@ class DenseMatmul {
   static int64_t small_batch_env_;  // ZEROSKIP_SMALL_BATCH (for measuring), else 0
   const KernelTable& kernels_;
   int threads_;
+  WorkerPool pool_;
   dnnl::engine engine_;
   dnnl::stream stream_;
   // key: n, in, out, w_is_out_in, bf16
