@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""Threads on shared cores (issue 29): -t 2 against -t 1 while other processes keep cores busy.
+
+Starts N busy processes (each bounded by `timeout`, and killed at the end), then runs, for
+--ffn sparse and dense, at -t 1 and -t 2 alternately: decode (`zeroskip run`, a short prompt and
+-n tokens), the prefill of a prompt of 64 tokens, and `zeroskip perplexity` over a piece of
+held-out text. Prints the median time of each case and the t2/t1 ratio. Decode and prefill times
+are the engine's own (tokens over the tok/s it reports: no process start-up); perplexity is the
+whole command's wall time.
+
+  /usr/bin/python3 benchmarks/contention.py --text /work/shared/data/tinyshakespeare.txt
+
+The held-out text is the last 10% of --text (held out from the demo model's training), of which
+the first --ppl-bytes go to perplexity; only a temporary copy is written.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zeroskip", default="build/zeroskip")
+    ap.add_argument("--model", default="/tmp/relu-ft.zsk",
+                    help="made from models/relu-ft by `zeroskip convert` when missing")
+    ap.add_argument("--text", required=True, help="tiny-shakespeare: its last 10%% is held out")
+    ap.add_argument("--busy", type=int, default=2, help="busy processes beside zeroskip")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each case (medians)")
+    ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--prefill-tokens", type=int, default=64)
+    ap.add_argument("--ppl-bytes", type=int, default=12000)
+    ap.add_argument("--busy-seconds", type=int, default=1800,
+                    help="upper bound on each busy process's life")
+    args = ap.parse_args()
+    zs = args.zeroskip
+    if not os.path.exists(args.model):
+        subprocess.run([zs, "convert", "models/relu-ft", "-o", args.model], check=True)
+
+    with open(args.text, "rb") as f:
+        data = f.read()
+    held = data[len(data) - len(data) // 10:]
+    tmp = tempfile.mkdtemp(prefix="zs-contention-")
+    ppl_file = os.path.join(tmp, "ppl.txt")
+    with open(ppl_file, "wb") as f:
+        f.write(held[:args.ppl_bytes])
+    # The shortest head of the held-out text that encodes to at least --prefill-tokens tokens.
+    prompt = None
+    for size in range(args.prefill_tokens, 8 * args.prefill_tokens):
+        p = held[:size].decode("utf-8", "ignore")
+        r = run_json([zs, "run", "-m", args.model, "-p", p, "-n", "0", "-t", "1", "--json"])
+        if len(r["prompt_tokens"]) >= args.prefill_tokens:
+            prompt, prompt_tokens = p, len(r["prompt_tokens"])
+            break
+    decode_prompt = held[:32].decode("utf-8", "ignore")
+
+    def decode(t, ffn):
+        r = run_json([zs, "run", "-m", args.model, "-p", decode_prompt, "-n",
+                      str(args.decode_tokens), "--ignore-eos", "-t", str(t), "--ffn", ffn,
+                      "--json"])
+        return len(r["tokens"]) / r["decode_tok_s"]
+
+    def prefill(t, ffn):
+        r = run_json([zs, "run", "-m", args.model, "-p", prompt, "-n", "1", "-t", str(t),
+                      "--ffn", ffn, "--json"])
+        return len(r["prompt_tokens"]) / r["prefill_tok_s"]
+
+    def perplexity(t, ffn):
+        t0 = time.monotonic()
+        subprocess.run([zs, "perplexity", "-m", args.model, "-f", ppl_file, "-t", str(t),
+                        "--ffn", ffn, "--json"], check=True, capture_output=True)
+        return time.monotonic() - t0
+
+    busy = [subprocess.Popen(["timeout", str(args.busy_seconds), "sh", "-c",
+                              "while :; do :; done"]) for _ in range(args.busy)]
+    try:
+        time.sleep(0.5)
+        print(f"{args.busy} busy processes, load {os.getloadavg()[0]:.2f}; {zs}; "
+              f"decode {args.decode_tokens} tokens, prefill {prompt_tokens} tokens, perplexity "
+              f"over {args.ppl_bytes} bytes; medians of {args.rounds} rounds (t1, t2 alternate)",
+              flush=True)
+        print("| case | ffn | -t 1 s | -t 2 s | t2 / t1 |")
+        print("|---|---|---|---|---|")
+        for name, fn in (("decode", decode), ("prefill", prefill), ("perplexity", perplexity)):
+            for ffn in ("sparse", "dense"):
+                times = {1: [], 2: []}
+                for _ in range(args.rounds):
+                    for t in (1, 2):
+                        times[t].append(fn(t, ffn))
+                t1, t2 = statistics.median(times[1]), statistics.median(times[2])
+                print(f"| {name} | {ffn} | {t1:.4f} | {t2:.4f} | **{t2 / t1:.2f}x** |",
+                      flush=True)
+        print(f"load at the end {os.getloadavg()[0]:.2f}")
+    finally:
+        for p in busy:
+            p.terminate()  # timeout passes it on to its busy loop
+            p.wait()
+        for name in os.listdir(tmp):
+            os.remove(os.path.join(tmp, name))
+        os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
