@@ -10,6 +10,10 @@ whole command's wall time.
 
   /usr/bin/python3 benchmarks/contention.py --text /work/shared/data/tinyshakespeare.txt
 
+With --baseline OTHER_ZEROSKIP, both binaries run each case, interleaved run by run, and the
+table adds the ratio of --zeroskip to the baseline at each thread count: with --busy 0 on an
+idle machine, that is the quiet-machine A/B.
+
 The held-out text is the last 10% of --text (held out from the demo model's training), of which
 the first --ppl-bytes go to perplexity; only a temporary copy is written.
 """
@@ -31,6 +35,7 @@ def run_json(cmd):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zeroskip", default="build/zeroskip")
+    ap.add_argument("--baseline", help="another zeroskip binary to A/B against")
     ap.add_argument("--model", default="/tmp/relu-ft.zsk",
                     help="made from models/relu-ft by `zeroskip convert` when missing")
     ap.add_argument("--text", required=True, help="tiny-shakespeare: its last 10%% is held out")
@@ -63,18 +68,18 @@ def main():
             break
     decode_prompt = held[:32].decode("utf-8", "ignore")
 
-    def decode(t, ffn):
+    def decode(zs, t, ffn):
         r = run_json([zs, "run", "-m", args.model, "-p", decode_prompt, "-n",
                       str(args.decode_tokens), "--ignore-eos", "-t", str(t), "--ffn", ffn,
                       "--json"])
         return len(r["tokens"]) / r["decode_tok_s"]
 
-    def prefill(t, ffn):
+    def prefill(zs, t, ffn):
         r = run_json([zs, "run", "-m", args.model, "-p", prompt, "-n", "1", "-t", str(t),
                       "--ffn", ffn, "--json"])
         return len(r["prompt_tokens"]) / r["prefill_tok_s"]
 
-    def perplexity(t, ffn):
+    def perplexity(zs, t, ffn):
         t0 = time.monotonic()
         subprocess.run([zs, "perplexity", "-m", args.model, "-f", ppl_file, "-t", str(t),
                         "--ffn", ffn, "--json"], check=True, capture_output=True)
@@ -84,21 +89,36 @@ def main():
                               "while :; do :; done"]) for _ in range(args.busy)]
     try:
         time.sleep(0.5)
-        print(f"{args.busy} busy processes, load {os.getloadavg()[0]:.2f}; {zs}; "
+        bins = [args.baseline, zs] if args.baseline else [zs]
+        print(f"{args.busy} busy processes, load {os.getloadavg()[0]:.2f}; {' vs '.join(bins)}; "
               f"decode {args.decode_tokens} tokens, prefill {prompt_tokens} tokens, perplexity "
-              f"over {args.ppl_bytes} bytes; medians of {args.rounds} rounds (t1, t2 alternate)",
+              f"over {args.ppl_bytes} bytes; medians of {args.rounds} rounds (interleaved)",
               flush=True)
-        print("| case | ffn | -t 1 s | -t 2 s | t2 / t1 |")
-        print("|---|---|---|---|---|")
+        if args.baseline:
+            print("| case | ffn | base -t 1 s | new -t 1 s | new / base | base -t 2 s | "
+                  "new -t 2 s | new / base | base t2 / t1 | new t2 / t1 |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+        else:
+            print("| case | ffn | -t 1 s | -t 2 s | t2 / t1 |")
+            print("|---|---|---|---|---|")
         for name, fn in (("decode", decode), ("prefill", prefill), ("perplexity", perplexity)):
             for ffn in ("sparse", "dense"):
-                times = {1: [], 2: []}
+                times = {(b, t): [] for b in bins for t in (1, 2)}
                 for _ in range(args.rounds):
                     for t in (1, 2):
-                        times[t].append(fn(t, ffn))
-                t1, t2 = statistics.median(times[1]), statistics.median(times[2])
-                print(f"| {name} | {ffn} | {t1:.4f} | {t2:.4f} | **{t2 / t1:.2f}x** |",
-                      flush=True)
+                        for b in bins:
+                            times[b, t].append(fn(b, t, ffn))
+                m = {k: statistics.median(v) for k, v in times.items()}
+                if args.baseline:
+                    base = args.baseline
+                    print(f"| {name} | {ffn} | {m[base, 1]:.4f} | {m[zs, 1]:.4f} | "
+                          f"{m[zs, 1] / m[base, 1]:.2f} | {m[base, 2]:.4f} | {m[zs, 2]:.4f} | "
+                          f"{m[zs, 2] / m[base, 2]:.2f} | {m[base, 2] / m[base, 1]:.2f}x | "
+                          f"**{m[zs, 2] / m[zs, 1]:.2f}x** |", flush=True)
+                else:
+                    t1, t2 = m[zs, 1], m[zs, 2]
+                    print(f"| {name} | {ffn} | {t1:.4f} | {t2:.4f} | **{t2 / t1:.2f}x** |",
+                          flush=True)
         print(f"load at the end {os.getloadavg()[0]:.2f}")
     finally:
         for p in busy:
