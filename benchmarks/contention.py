@@ -8,7 +8,7 @@ held-out text. Prints the median time of each case and the t2/t1 ratio. Decode a
 are the engine's own (tokens over the tok/s it reports: no process start-up); perplexity is the
 whole command's wall time.
 
-  /usr/bin/python3 benchmarks/contention.py --text /work/shared/data/tinyshakespeare.txt
+  /usr/bin/python3 benchmarks/contention.py --text ../shared/data/tinyshakespeare.txt
 
 With --baseline OTHER_ZEROSKIP, both binaries run each case, interleaved run by run, and the
 table adds the ratio of --zeroskip to the baseline at each thread count: with --busy 0 on an
