@@ -98,6 +98,7 @@ void DenseMatmul::OneDnn(const void* w, bool bf16, bool w_is_out_in, int64_t n, 
   // primitive is created: set it before that, and give the caller its own setting back.
   const int callers_threads = omp_get_max_threads();
   omp_set_num_threads(threads_);
+  pool_.Park();
   const dt wt = bf16 ? dt::bf16 : dt::f32;  // weights and activations
   const void* src_data = bf16 ? static_cast<const void*>(AsBf16(x, n, in)) : x;
   const dnnl::memory::desc src_md({n, in}, wt, tag::ab);

@@ -68,6 +68,7 @@ void WorkerPool::RunErased(int64_t chunks, ChunkFn call, void* fn) {
   }
   call_ = call;
   fn_ = fn;
+  park_.store(false, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
   claim_.store(static_cast<uint64_t>(chunks) << 32, std::memory_order_release);
   phase_.fetch_add(1);
@@ -85,7 +86,11 @@ void WorkerPool::WorkerLoop(int slot) {
   uint32_t seen = phase_.load();
   while (!stop_.load(std::memory_order_relaxed)) {
     RunClaimable(slot);
-    if (!SpinUntil([&] { return phase_.load(std::memory_order_acquire) != seen; })) {
+    SpinUntil([&] {
+      return phase_.load(std::memory_order_acquire) != seen ||
+             park_.load(std::memory_order_relaxed);
+    });
+    if (phase_.load(std::memory_order_acquire) == seen) {
       sleepers_.fetch_add(1);
       while (phase_.load() == seen) phase_.wait(seen);
       sleepers_.fetch_sub(1);

@@ -28,6 +28,10 @@ class WorkerPool {
 
   int threads() const { return threads_; }
 
+  // Idle workers stop spinning and sleep until the next phase: for work that other threads do
+  // (oneDNN's OpenMP team), whose cores spinning workers would otherwise take.
+  void Park() { park_.store(true, std::memory_order_relaxed); }
+
   // fn(int64_t chunk, int slot) for every chunk in [0, chunks), slot in [0, threads()).
   template <typename Fn>
   void Run(int64_t chunks, Fn&& fn) {
@@ -52,6 +56,7 @@ class WorkerPool {
   std::atomic<uint32_t> phase_{0};          // bumped per phase: what idle workers wait on
   std::atomic<uint32_t> sleepers_{0};       // workers asleep on phase_ (the caller wakes them)
   std::atomic<bool> caller_asleep_{false};  // the caller sleeps on done_ (the last chunk wakes it)
+  std::atomic<bool> park_{false};
   std::atomic<bool> stop_{false};
   // Written by the caller before it opens a phase; read by a thread only after it has claimed a
   // chunk, which keeps the phase from ending (and these from changing) until that chunk is done.
