@@ -158,40 +158,56 @@ void DenseMatmul::QuantLinear(const WeightView& w, const float* x, int64_t n, fl
   });
 }
 
-void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (IsQuantized(w.dtype)) {
-    const int64_t per_token_up_to =
-        small_batch_env_ > 0 ? small_batch_env_
-                             : (w.dtype == DType::kQ4 ? kSmallBatchQ4 : kSmallBatchQ8);
-    if (n > per_token_up_to) {
-      QuantLinear(w, x, n, y);
-      return;
-    }
-  } else if (n > SmallBatch(w)) {
-    if (Bf16Batches(kernels_, w.dtype)) {
-      OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
-    } else {
-      OneDnn(AsF32(w), /*bf16=*/false, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
-    }
-    return;
-  }
-  // Decode and short prompts: the decode kernel on each block of rows for every token, so the
-  // weights stream once in their stored type (no widening, no oneDNN repacking) and each token's
-  // outputs are bit-identical to running it alone.
+bool DenseMatmul::RunsAsGemv(const WeightView& w, int64_t n) const {
+  if (!IsQuantized(w.dtype)) return n <= SmallBatch(w);
+  if (small_batch_env_ > 0) return n <= small_batch_env_;
+  return n <= (w.dtype == DType::kQ4 ? kSmallBatchQ4 : kSmallBatchQ8);
+}
+
+void DenseMatmul::GemvSlice(const WeightView& w, const float* x, int64_t n, float* y,
+                            int chunk) const {
   const auto dot = kernels_.ops(w.dtype).dot_rows;
   const auto row_bytes = static_cast<int64_t>(DTypeBytes(w.dtype, w.cols));
-  pool_.Run(threads_, [&](int64_t chunk, int) {
-    const auto [begin, end] = ThreadSlice(w.rows, static_cast<int>(chunk), threads_);
-    // One token reads each row once whatever the blocking: one call over the whole slice, so a
-    // quantized type prepares (quantizes) x once per thread, not once per block.
-    const int64_t block = n == 1 ? std::max<int64_t>(1, end - begin) : BlockRows(row_bytes);
-    for (int64_t r0 = begin; r0 < end; r0 += block) {
-      const int64_t r1 = std::min(end, r0 + block);
-      const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * row_bytes;
-      for (int64_t t = 0; t < n; ++t) {
-        dot({rows, w.cols}, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
-      }
+  const auto [begin, end] = ThreadSlice(w.rows, chunk, threads_);
+  // One token reads each row once whatever the blocking: one call over the whole slice, so a
+  // quantized type prepares (quantizes) x once per thread, not once per block.
+  const int64_t block = n == 1 ? std::max<int64_t>(1, end - begin) : BlockRows(row_bytes);
+  for (int64_t r0 = begin; r0 < end; r0 += block) {
+    const int64_t r1 = std::min(end, r0 + block);
+    const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * row_bytes;
+    for (int64_t t = 0; t < n; ++t) {
+      dot({rows, w.cols}, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
     }
+  }
+}
+
+void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
+  if (RunsAsGemv(w, n)) {
+    // Decode and short prompts: the decode kernel on each block of rows for every token, so the
+    // weights stream once in their stored type (no widening, no oneDNN repacking) and each
+    // token's outputs are bit-identical to running it alone.
+    pool_.Run(threads_,
+              [&](int64_t chunk, int) { GemvSlice(w, x, n, y, static_cast<int>(chunk)); });
+  } else if (IsQuantized(w.dtype)) {
+    QuantLinear(w, x, n, y);
+  } else if (Bf16Batches(kernels_, w.dtype)) {
+    OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
+  } else {
+    OneDnn(AsF32(w), /*bf16=*/false, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
+  }
+}
+
+void DenseMatmul::LinearSameInput(std::span<const WeightView* const> ws, const float* x,
+                                  int64_t n, std::span<float* const> ys) {
+  const bool gemvs =
+      std::all_of(ws.begin(), ws.end(), [&](const WeightView* w) { return RunsAsGemv(*w, n); });
+  if (!gemvs) {
+    for (size_t i = 0; i < ws.size(); ++i) Linear(*ws[i], x, n, ys[i]);
+    return;
+  }
+  // One phase: chunk c takes slice c of every matrix (the slices Linear would give it).
+  pool_.Run(threads_, [&](int64_t chunk, int) {
+    for (size_t i = 0; i < ws.size(); ++i) GemvSlice(*ws[i], x, n, ys[i], static_cast<int>(chunk));
   });
 }
 
