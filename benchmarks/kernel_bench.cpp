@@ -214,12 +214,13 @@ void BM_AttentionDecode(benchmark::State& state) {
   std::vector<float> q(shape.heads * shape.head_dim, 0.05f), out(q.size());
   const int64_t stride = AttentionScoreStride(shape, positions);
   std::vector<float> scores(threads * stride);
+  WorkerPool pool(threads);
   int64_t layer = 0;
   for (auto _ : state) {
     uint8_t* keys = cache.data() + 2 * layer * DTypeBytes(type, per_layer);
     CausalAttention(*k, shape, q.data(), 1, positions - 1, {keys, type, positions},
                     {keys + DTypeBytes(type, per_layer), type, positions}, out.data(),
-                    scores.data(), stride, threads);
+                    scores.data(), stride, pool);
     benchmark::DoNotOptimize(out.data());
     layer = (layer + 1) % kLayers;
   }

@@ -31,6 +31,11 @@ $Z bench decode -m /tmp/zeroskip-bench.zsk -n 64 --ctx 256 -t 2 --json | tee "$O
 $Z bench decode -m /tmp/zeroskip-bench.zsk -n 64 --ctx 256 -t 1 --json | tee "$OUT/decode_0.7b_t1.json"
 rm -f /tmp/zeroskip-bench.zsk
 
+# Threads on shared cores: -t 2 against -t 1 beside two busy processes (about 3 minutes). Needs
+# tiny-shakespeare (its last 10% is held out), in TINYSHAKESPEARE (default: ../shared/data/).
+TINYSHAKESPEARE=${TINYSHAKESPEARE:-../shared/data/tinyshakespeare.txt}
+/usr/bin/python3 benchmarks/contention.py --zeroskip $Z --text "$TINYSHAKESPEARE" | tee "$OUT/contention.txt"
+
 # Kernel suite (Google Benchmark): every kernel vs oneDNN and Eigen dense baselines.
 build/zeroskip_kernel_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
   --benchmark_out="$OUT/kernels.json" --benchmark_out_format=json

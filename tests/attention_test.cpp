@@ -58,10 +58,11 @@ TEST_P(AttentionIsaTest, MatchesFloat64DefinitionAndIgnoresRowBlocksAndThreads) 
         for (auto& v : q) v = std::normal_distribution<float>(0.0f, 0.5f)(rng);
         auto run = [&](int64_t score_stride, int threads) {
           std::vector<float> scores(threads * score_stride), out(n * q_dim, -7.0f);
+          WorkerPool pool(threads);
           CausalAttention(k, shape, q.data(), n, pos0,
                           {const_cast<uint8_t*>(keys.bytes.data()), kv_type, context},
                           {const_cast<uint8_t*>(values.bytes.data()), kv_type, context}, out.data(),
-                          scores.data(), score_stride, threads);
+                          scores.data(), score_stride, pool);
           return out;
         };
         const std::vector<float> blocked = run(AttentionScoreStride(shape, context), 2);

@@ -34,7 +34,6 @@ struct ForwardPass {
   // Where each layer's FFN statistics of the whole pass go (for several sequences: the union of
   // their active neurons, the weights read once for all), or null.
   std::vector<FfnLayerStats>* batch_stats;
-  int threads;
   int64_t rows() const;
 };
 

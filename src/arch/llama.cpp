@@ -24,9 +24,9 @@ void LlamaForward(const ForwardPass& pass, const int* tokens, bool need_logits, 
   for (int64_t l = 0; l < c.layers; ++l) {
     const LayerWeights& w = model.layer(l);
     RmsNorm(ws.x.data(), n, h, w.attn_norm, c.rms_eps, ws.xn.data());
-    ws.matmul.Linear(w.q, ws.xn.data(), n, ws.q.data());
-    ws.matmul.Linear(w.k, ws.xn.data(), n, ws.k.data());
-    ws.matmul.Linear(w.v, ws.xn.data(), n, ws.v.data());
+    const WeightView* qkv[] = {&w.q, &w.k, &w.v};
+    float* const qkv_out[] = {ws.q.data(), ws.k.data(), ws.v.data()};
+    ws.matmul.LinearSameInput(qkv, ws.xn.data(), n, qkv_out);
     int64_t row = 0;
     for (const SequenceRows& part : pass.sequences) {
       SequenceState& seq = *part.seq;
@@ -38,7 +38,8 @@ void LlamaForward(const ForwardPass& pass, const int* tokens, bool need_logits, 
       StoreKv(shape, k, part.rows, part.position, seq.Keys(l));
       StoreKv(shape, v, part.rows, part.position, seq.Values(l));
       CausalAttention(ws.kernels, shape, q, part.rows, part.position, seq.Keys(l), seq.Values(l),
-                      ws.att.data() + row * q_dim, seq.scores.data(), seq.score_stride, pass.threads);
+                      ws.att.data() + row * q_dim, seq.scores.data(), seq.score_stride,
+                      ws.matmul.pool());
       row += part.rows;
     }
     ws.matmul.Linear(w.o, ws.att.data(), n, ws.proj.data());

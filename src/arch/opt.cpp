@@ -69,7 +69,8 @@ void OptForward(const ForwardPass& pass, const int* tokens, bool need_logits, bo
       StoreKv(shape, ws.k.data() + row * h, part.rows, part.position, seq.Keys(l));
       StoreKv(shape, ws.v.data() + row * h, part.rows, part.position, seq.Values(l));
       CausalAttention(ws.kernels, shape, q, part.rows, part.position, seq.Keys(l), seq.Values(l),
-                      ws.att.data() + row * h, seq.scores.data(), seq.score_stride, pass.threads);
+                      ws.att.data() + row * h, seq.scores.data(), seq.score_stride,
+                      ws.matmul.pool());
       row += part.rows;
     }
     LinearBias(ws, w.o, w.o_bias, ws.att.data(), n, ws.proj.data());

@@ -163,7 +163,7 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
     const int64_t m = std::min(max_batch, n - done);
     const bool last = done + m == n;
     const SequenceRows rows{state_.get(), position_, m, &ffn_stats_};
-    const ForwardPass pass{model(), ws, {&rows, 1}, nullptr, engine_.threads()};
+    const ForwardPass pass{model(), ws, {&rows, 1}, nullptr};
     forward_(pass, tokens.data() + done, last, all_logits);
     position_ += m;
     done += m;
@@ -231,7 +231,7 @@ void Session::DecodeBatch(std::span<Session* const> sessions, std::span<const in
       ids.push_back(tokens[i]);
       members.push_back(&s);
     }
-    const ForwardPass pass{engine.model(), ws, rows, batch_stats, engine.threads()};
+    const ForwardPass pass{engine.model(), ws, rows, batch_stats};
     sessions[first]->forward_(pass, ids.data(), true, false);
     for (size_t k = 0; k < members.size(); ++k) {
       Session& s = *members[k];

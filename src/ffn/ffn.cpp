@@ -1,9 +1,8 @@
 #include "ffn/ffn_runtime.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -366,13 +365,13 @@ void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* p
 
 FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y) {
   const int64_t hidden = config_.hidden, ffn = config_.ffn;
-  int64_t active_total = 0, negatives = 0, picked = 0, uncertain = 0, up_zeros = 0;
-
-#pragma omp parallel num_threads(threads_) \
-    reduction(+ : active_total, negatives, picked, uncertain, up_zeros)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const auto [r0, r1] = ThreadSlice(ffn, t, nt, kNeuronAlign);
+  std::atomic<int64_t> active_sum = 0, negative_sum = 0, picked_sum = 0, uncertain_sum = 0,
+                       up_zero_sum = 0;
+  // One phase: chunk t is the slice thread t of threads_ would take (the same sums whichever
+  // thread runs it), accumulated privately and reduced below without a second phase.
+  matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+    const int t = static_cast<int>(chunk);
+    const auto [r0, r1] = ThreadSlice(ffn, t, threads_, kNeuronAlign);
     Slice s;
     s.r0 = r0;
     s.rows = r1 - r0;
@@ -384,19 +383,23 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
       ActivateRows(call, s);
       UpDownRows(call, s, x, partial_y);
     }
-    active_total += s.active;
-    negatives += s.negatives;
-    picked += s.picked;
-    uncertain += s.uncertain;
-    up_zeros += s.up_zeros;
-#pragma omp barrier
-    // Reduce the private accumulators, each thread owning a slice of the output.
-    const auto [c0, c1] = ThreadSlice(hidden, t, nt, kNeuronAlign);
-    for (int64_t c = c0; c < c1; ++c) {
-      float sum = 0.0f;
-      for (int p = 0; p < nt; ++p) sum += partial_y_[static_cast<size_t>(p) * hidden + c];
-      y[c] = call.w.down_bias != nullptr ? sum + call.w.down_bias[c] : sum;
-    }
+    active_sum += s.active;
+    negative_sum += s.negatives;
+    picked_sum += s.picked;
+    uncertain_sum += s.uncertain;
+    up_zero_sum += s.up_zeros;
+  });
+  const int64_t active_total = active_sum, negatives = negative_sum, picked = picked_sum,
+                uncertain = uncertain_sum, up_zeros = up_zero_sum;
+  // The private accumulators summed in chunk order; [threads, hidden] is small next to the
+  // weights, so one thread does it rather than another phase.
+  std::fill(y, y + hidden, 0.0f);
+  for (int p = 0; p < threads_; ++p) {
+    const float* part = partial_y_.data() + static_cast<size_t>(p) * hidden;
+    for (int64_t c = 0; c < hidden; ++c) y[c] += part[c];
+  }
+  if (call.w.down_bias != nullptr) {
+    for (int64_t c = 0; c < hidden; ++c) y[c] += call.w.down_bias[c];
   }
 
   row_zeros_[0] = ffn - active_total;
@@ -469,26 +472,31 @@ FfnLayerStats FfnRuntime::RowStats(const FfnSettings& settings, int64_t row,
   return s;
 }
 
-void FfnRuntime::ActivateBatch(const Call& call, float* g, int64_t n, int64_t* zeros,
-                               int64_t* negatives, int64_t* picked) {
+void FfnRuntime::ActivateBlock(const Call& call, float* g, int64_t k0, int64_t k1, int64_t i0,
+                               int64_t i1, BatchCounts& counts) {
   const int64_t ffn = config_.ffn;
   const bool stochastic = call.settings.act == FfnActivation::kStochastic;
   int64_t neg = 0, pick = 0;
-  int64_t* row_zeros = row_zeros_.data();
-  std::fill(row_zeros, row_zeros + n, 0);
-#pragma omp parallel for num_threads(threads_) reduction(+ : neg, pick, row_zeros[:n])
-  for (int64_t i = 0; i < n * ffn; ++i) {
-    const float a = ActivateNeuron(call.settings, g[i], call.position + i / ffn, call.layer, i % ffn);
-    row_zeros[i / ffn] += a == 0.0f;
-    if (stochastic && g[i] < 0.0f) {
-      ++neg;
-      pick += a != 0.0f;
+  for (int64_t k = k0; k < k1; ++k) {
+    int64_t zeros = 0;
+    for (int64_t i = i0; i < i1; ++i) {
+      float& gi = g[k * ffn + i];
+      const float a = ActivateNeuron(call.settings, gi, call.position + k, call.layer, i);
+      zeros += a == 0.0f;
+      if (stochastic && gi < 0.0f) {
+        ++neg;
+        pick += a != 0.0f;
+      }
+      gi = a;
     }
-    g[i] = a;
+    std::atomic_ref<int64_t>(row_zeros_[k]).fetch_add(zeros, std::memory_order_relaxed);
   }
-  *zeros = std::accumulate(row_zeros, row_zeros + n, int64_t{0});
-  *negatives = neg;
-  *picked = pick;
+  counts.negatives.fetch_add(neg, std::memory_order_relaxed);
+  counts.picked.fetch_add(pick, std::memory_order_relaxed);
+}
+
+int64_t FfnRuntime::BatchZeros(int64_t n) const {
+  return std::accumulate(row_zeros_.begin(), row_zeros_.begin() + n, int64_t{0});
 }
 
 FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t n, float* y) {
@@ -498,18 +506,23 @@ FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t
   matmul_.Linear(call.w.gate, x, n, g);
   AddGateBias(call, g, n);
   if (call.gated) matmul_.Linear(call.w.up, x, n, u);
-  int64_t zeros = 0, negatives = 0, picked = 0;
-  ActivateBatch(call, g, n, &zeros, &negatives, &picked);
-  // Ungated: act(fc1 x + b1) already is the coefficient of each fc2 row.
-  if (call.gated && call.settings.relu_up) {
-    for (int64_t i = 0; i < n * ffn; ++i) g[i] *= std::max(u[i], 0.0f);
-  } else if (call.gated) {
-    for (int64_t i = 0; i < n * ffn; ++i) g[i] *= u[i];
-  }
+  BatchCounts counts;
+  std::fill(row_zeros_.begin(), row_zeros_.begin() + n, 0);
+  // act(gate) ⊙ up in one phase, each chunk on its own tokens.
+  matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+    const auto [k0, k1] = ThreadSlice(n, static_cast<int>(chunk), threads_);
+    ActivateBlock(call, g, k0, k1, 0, ffn, counts);
+    // Ungated: act(fc1 x + b1) already is the coefficient of each fc2 row.
+    if (call.gated && call.settings.relu_up) {
+      for (int64_t i = k0 * ffn; i < k1 * ffn; ++i) g[i] *= std::max(u[i], 0.0f);
+    } else if (call.gated) {
+      for (int64_t i = k0 * ffn; i < k1 * ffn; ++i) g[i] *= u[i];
+    }
+  });
   matmul_.LinearTransposed(call.w.down_t, g, n, y);
   if (call.w.down_bias != nullptr) AddDownBias(call, y, n);
 
-  FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
+  FfnLayerStats batch = CallStats(n, BatchZeros(n), counts.negatives, counts.picked);
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
   batch.weight_bytes_read = Matrices() * static_cast<uint64_t>(ffn) * call.row_bytes;
@@ -524,37 +537,38 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
   float* h = batch_gate_.data();  // [n, ffn]: gate, then act(gate), then act(gate) * up
   matmul_.Linear(call.w.gate, x, n, h);
   AddGateBias(call, h, n);
-  int64_t zeros = 0, negatives = 0, picked = 0;
-  ActivateBatch(call, h, n, &zeros, &negatives, &picked);
+  BatchCounts counts;
+  std::fill(row_zeros_.begin(), row_zeros_.begin() + n, 0);
   const auto* up = static_cast<const uint8_t*>(call.w.up.data);
   const auto* down = static_cast<const uint8_t*>(call.w.down_t.data);
-  int64_t rows_read = 0;  // neurons active for at least one token: their up and down rows
-#pragma omp parallel num_threads(threads_) reduction(+ : rows_read)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+  std::atomic<int64_t> rows_read = 0;  // neurons active for at least one token: up and down rows
+  // The neurons of [i0, i0 + kBatchNeurons) active for token k (rows relative to i0) and their
+  // coefficients, into rows and coef; returns how many.
+  auto active_of = [&](int64_t i0, int64_t k, int32_t* rows, float* coef) {
+    const float* hk = h + k * ffn + i0;
+    int64_t count = 0;
+    for (int64_t i = 0; i < std::min(kBatchNeurons, ffn - i0); ++i) {
+      if (hk[i] != 0.0f) {
+        rows[count] = static_cast<int32_t>(i);
+        coef[count++] = hk[i];
+      }
+    }
+    return count;
+  };
+  // Two phases, each chunk running a whole phase of the layer on its own share without waiting.
+  // Activate and up, over a slice of the neurons a block at a time (the block's rows stay in L2
+  // across the tokens): one dot_rows call per token over the block's rows active for it.
+  matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
     int32_t rows[kBatchNeurons];
     float coef[kBatchNeurons];
-    // The neurons of [i0, i0 + kBatchNeurons) active for token k (rows relative to i0), and
-    // their coefficients; returns how many.
-    auto active_of = [&](int64_t i0, int64_t k) {
-      const float* hk = h + k * ffn + i0;
-      int64_t count = 0;
-      for (int64_t i = 0; i < std::min(kBatchNeurons, ffn - i0); ++i) {
-        if (hk[i] != 0.0f) {
-          rows[count] = static_cast<int32_t>(i);
-          coef[count++] = hk[i];
-        }
-      }
-      return count;
-    };
-    // Up, over this thread's neurons a block at a time (the block's rows stay in L2 across the
-    // tokens): one dot_rows call per token over the block's rows active for it.
-    const auto [r0, r1] = ThreadSlice(ffn, t, nt, kBatchNeurons);
+    const auto [r0, r1] = ThreadSlice(ffn, static_cast<int>(chunk), threads_, kBatchNeurons);
+    ActivateBlock(call, h, 0, n, r0, r1, counts);
+    int64_t read_here = 0;
     for (int64_t i0 = r0; i0 < r1; i0 += kBatchNeurons) {
       const WeightRows block{up + i0 * call.row_bytes, hidden};
       std::array<bool, kBatchNeurons> read{};
       for (int64_t k = 0; k < n; ++k) {
-        const int64_t count = active_of(i0, k);
+        const int64_t count = active_of(i0, k, rows, coef);
         if (count == 0) continue;
         if (!call.gated) {  // no up: act(gate) is the coefficient
           for (int64_t j = 0; j < count; ++j) read[rows[j]] = true;
@@ -571,28 +585,33 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
           read[rows[j]] = true;
         }
       }
-      rows_read += std::count(read.begin(), read.end(), true);
+      read_here += std::count(read.begin(), read.end(), true);
     }
-#pragma omp barrier
-    // Down: this thread's columns of every token's output, the neurons in order, a block at a
-    // time (one axpy_rows call per token over the block's active rows, sharing each load of y).
+    rows_read += read_here;
+  });
+  // Down: a slice of the columns of every token's output, the neurons in order, a block at a
+  // time (one axpy_rows call per token over the block's active rows, sharing each load of y).
+  matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+    int32_t rows[kBatchNeurons];
+    float coef[kBatchNeurons];
     const auto align = static_cast<int64_t>(std::max<uint64_t>(16, DTypeBlockElements(dtype)));
-    const auto [c0, c1] = ThreadSlice(hidden, t, nt, align);
+    const auto [c0, c1] = ThreadSlice(hidden, static_cast<int>(chunk), threads_, align);
     for (int64_t k = 0; k < n; ++k) std::fill(y + k * hidden + c0, y + k * hidden + c1, 0.0f);
     if (c1 > c0) {
       for (int64_t i0 = 0; i0 < ffn; i0 += kBatchNeurons) {
         const WeightRows block{down + i0 * call.row_bytes + DTypeBytes(dtype, c0), hidden};
         for (int64_t k = 0; k < n; ++k) {
-          const int64_t count = active_of(i0, k);
+          const int64_t count = active_of(i0, k, rows, coef);
           if (count > 0) ops.axpy_rows(block, rows, coef, count, c1 - c0, y + k * hidden + c0);
         }
       }
     }
-  }
+  });
 
   if (call.w.down_bias != nullptr) AddDownBias(call, y, n);
 
-  FfnLayerStats batch = CallStats(n, zeros, negatives, picked);
+  const int64_t zeros = BatchZeros(n);
+  FfnLayerStats batch = CallStats(n, zeros, counts.negatives, counts.picked);
   const uint64_t hf = static_cast<uint64_t>(hidden) * ffn;
   const uint64_t active = static_cast<uint64_t>(n * ffn - zeros);
   const uint64_t rows_per_neuron = Matrices() - 1;  // up and down, or fc2 alone

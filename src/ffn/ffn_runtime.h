@@ -3,7 +3,8 @@
 // act(W_gate·x + b_gate) + b_down, fc1 as the gate: the sparse path reads only the active rows
 // of W_down (fc2) and no up at all.
 //
-// One token (decode) runs in phases, each thread on its own slice of the FFN neurons:
+// One token (decode) runs in steps, each thread on its own slice of the FFN neurons, all in one
+// phase of the WorkerPool (a slice is a chunk: the same sums whichever thread runs it):
 //   gate rows      the gate GEMV over the slice; with a shadow gate (docs/SHADOW_GATE.md) the
 //                  int8 shadow's GEMV first, then the full gate only for the rows its bound
 //                  does not certify as zero (the certified ones get g = 0)
@@ -12,7 +13,8 @@
 //   up/down        sparse: the fused up+down kernel over the active rows only (dReLU: up for
 //                  the active rows, then down only for those whose up is positive); dense: up
 //                  for every row, then the down projection weighted by act(gate) ⊙ up
-//   reduce         the threads' private [hidden] accumulators summed into y (no atomics)
+//   reduce         the slices' private [hidden] accumulators summed into y in slice order
+//                  by the caller (no atomics, no second phase)
 // A batch (prefill) runs the gate as one batched matmul. The sparse path then works neuron by
 // neuron: up only for the tokens whose activation is nonzero, and the down projection as rows
 // added to those tokens' outputs, each thread owning a slice of the output columns (every output
@@ -24,6 +26,7 @@
 // statistics belong to the caller and come in with each call.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -85,10 +88,17 @@ class FfnRuntime {
   FfnLayerStats DecodeStep(const Call& call, const float* x, float* y);
   FfnLayerStats BatchedDense(const Call& call, const float* x, int64_t n, float* y);
   FfnLayerStats BatchedSparse(const Call& call, const float* x, int64_t n, float* y);
-  // act(g) in place over a batch's [n, ffn] gate pre-activations; counts zeros, and for the
-  // stochastic activation negatives and picked negatives.
-  void ActivateBatch(const Call& call, float* g, int64_t n, int64_t* zeros, int64_t* negatives,
-                     int64_t* picked);
+  // The stochastic activation's counts over a batch, added to by every chunk.
+  struct BatchCounts {
+    std::atomic<int64_t> negatives = 0, picked = 0;
+  };
+  // act(g) in place over tokens [k0, k1) and neurons [i0, i1) of a batch's [n, ffn] gate
+  // pre-activations; adds each token's zeros to row_zeros_ (cleared by the caller) and the
+  // stochastic activation's negatives and picked negatives to `counts`.
+  void ActivateBlock(const Call& call, float* g, int64_t k0, int64_t k1, int64_t i0, int64_t i1,
+                     BatchCounts& counts);
+  // The zeros of the last batch of n tokens: the sum of row_zeros_.
+  int64_t BatchZeros(int64_t n) const;
 
   // The phases of a decode step, run by each thread on its slice.
   void GateRows(const Call& call, Slice& s, const float* x);

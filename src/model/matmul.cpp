@@ -13,7 +13,10 @@ namespace zeroskip {
 
 DenseMatmul::DenseMatmul(const KernelTable& kernels, int threads)
     : kernels_(kernels),
-      threads_(threads), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+      threads_(threads),
+      pool_(threads),
+      engine_(dnnl::engine::kind::cpu, 0),
+      stream_(engine_) {}
 
 void DenseMatmul::ReserveWiden(uint64_t elements) {
   if (widened_.size() < elements) widened_.resize(elements);
@@ -59,13 +62,12 @@ const float* DenseMatmul::AsF32(const WeightView& w) {
   ReserveWiden(static_cast<uint64_t>(w.rows * w.cols));
   // Split by rows over the threads: on one thread this pass alone cost most of a long prefill.
   const uint64_t row_bytes = DTypeBytes(w.dtype, w.cols);
-#pragma omp parallel num_threads(threads_)
-  {
-    const auto [begin, end] = ThreadSlice(w.rows, omp_get_thread_num(), omp_get_num_threads());
+  pool_.Run(threads_, [&](int64_t chunk, int) {
+    const auto [begin, end] = ThreadSlice(w.rows, static_cast<int>(chunk), threads_);
     ConvertMatrix(static_cast<const uint8_t*>(w.data) + begin * row_bytes, w.dtype, end - begin,
                   w.cols, false, reinterpret_cast<uint8_t*>(widened_.data() + begin * w.cols),
                   DType::kF32);
-  }
+  });
   return widened_.data();
 }
 
@@ -96,6 +98,7 @@ void DenseMatmul::OneDnn(const void* w, bool bf16, bool w_is_out_in, int64_t n, 
   // primitive is created: set it before that, and give the caller its own setting back.
   const int callers_threads = omp_get_max_threads();
   omp_set_num_threads(threads_);
+  pool_.Park();
   const dt wt = bf16 ? dt::bf16 : dt::f32;  // weights and activations
   const void* src_data = bf16 ? static_cast<const void*>(AsBf16(x, n, in)) : x;
   const dnnl::memory::desc src_md({n, in}, wt, tag::ab);
@@ -140,58 +143,72 @@ void DenseMatmul::QuantLinear(const WeightView& w, const float* x, int64_t n, fl
   int8_t* q = quant_levels_.data();
   float* d = quant_scales_.data();
   const auto matmul = kernels_.ops(w.dtype).quant_matmul;
-#pragma omp parallel num_threads(threads_)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const auto [t0, t1] = ThreadSlice(n, t, nt);
+  pool_.Run(threads_, [&](int64_t chunk, int) {
+    const auto [t0, t1] = ThreadSlice(n, static_cast<int>(chunk), threads_);
     for (int64_t i = t0; i < t1; ++i) {
       kernels_.quantize_activations(x + i * w.cols, blocks, q + i * w.cols, d + i * blocks);
     }
-#pragma omp barrier
-    const auto [r0, r1] = ThreadSlice(w.rows, t, nt);
+  });
+  pool_.Run(threads_, [&](int64_t chunk, int) {
+    const auto [r0, r1] = ThreadSlice(w.rows, static_cast<int>(chunk), threads_);
     if (r1 > r0) {
       matmul({static_cast<const uint8_t*>(w.data) + DTypeBytes(w.dtype, r0 * w.cols), w.cols},
              r1 - r0, w.cols, q, d, n, y + r0, w.rows);
+    }
+  });
+}
+
+bool DenseMatmul::RunsAsGemv(const WeightView& w, int64_t n) const {
+  if (!IsQuantized(w.dtype)) return n <= SmallBatch(w);
+  if (small_batch_env_ > 0) return n <= small_batch_env_;
+  return n <= (w.dtype == DType::kQ4 ? kSmallBatchQ4 : kSmallBatchQ8);
+}
+
+void DenseMatmul::GemvSlice(const WeightView& w, const float* x, int64_t n, float* y,
+                            int chunk) const {
+  const auto dot = kernels_.ops(w.dtype).dot_rows;
+  const auto row_bytes = static_cast<int64_t>(DTypeBytes(w.dtype, w.cols));
+  const auto [begin, end] = ThreadSlice(w.rows, chunk, threads_);
+  // One token reads each row once whatever the blocking: one call over the whole slice, so a
+  // quantized type prepares (quantizes) x once per thread, not once per block.
+  const int64_t block = n == 1 ? std::max<int64_t>(1, end - begin) : BlockRows(row_bytes);
+  for (int64_t r0 = begin; r0 < end; r0 += block) {
+    const int64_t r1 = std::min(end, r0 + block);
+    const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * row_bytes;
+    for (int64_t t = 0; t < n; ++t) {
+      dot({rows, w.cols}, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
     }
   }
 }
 
 void DenseMatmul::Linear(const WeightView& w, const float* x, int64_t n, float* y) {
-  if (IsQuantized(w.dtype)) {
-    const int64_t per_token_up_to =
-        small_batch_env_ > 0 ? small_batch_env_
-                             : (w.dtype == DType::kQ4 ? kSmallBatchQ4 : kSmallBatchQ8);
-    if (n > per_token_up_to) {
-      QuantLinear(w, x, n, y);
-      return;
-    }
-  } else if (n > SmallBatch(w)) {
-    if (Bf16Batches(kernels_, w.dtype)) {
-      OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
-    } else {
-      OneDnn(AsF32(w), /*bf16=*/false, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
-    }
+  if (RunsAsGemv(w, n)) {
+    // Decode and short prompts: the decode kernel on each block of rows for every token, so the
+    // weights stream once in their stored type (no widening, no oneDNN repacking) and each
+    // token's outputs are bit-identical to running it alone.
+    pool_.Run(threads_,
+              [&](int64_t chunk, int) { GemvSlice(w, x, n, y, static_cast<int>(chunk)); });
+  } else if (IsQuantized(w.dtype)) {
+    QuantLinear(w, x, n, y);
+  } else if (Bf16Batches(kernels_, w.dtype)) {
+    OneDnn(w.data, /*bf16=*/true, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
+  } else {
+    OneDnn(AsF32(w), /*bf16=*/false, /*w_is_out_in=*/true, n, w.cols, w.rows, x, y);
+  }
+}
+
+void DenseMatmul::LinearSameInput(std::span<const WeightView* const> ws, const float* x,
+                                  int64_t n, std::span<float* const> ys) {
+  const bool gemvs =
+      std::all_of(ws.begin(), ws.end(), [&](const WeightView* w) { return RunsAsGemv(*w, n); });
+  if (!gemvs) {
+    for (size_t i = 0; i < ws.size(); ++i) Linear(*ws[i], x, n, ys[i]);
     return;
   }
-  // Decode and short prompts: the decode kernel on each block of rows for every token, so the
-  // weights stream once in their stored type (no widening, no oneDNN repacking) and each token's
-  // outputs are bit-identical to running it alone.
-  const auto dot = kernels_.ops(w.dtype).dot_rows;
-  const auto row_bytes = static_cast<int64_t>(DTypeBytes(w.dtype, w.cols));
-#pragma omp parallel num_threads(threads_)
-  {
-    const auto [begin, end] = ThreadSlice(w.rows, omp_get_thread_num(), omp_get_num_threads());
-    // One token reads each row once whatever the blocking: one call over the whole slice, so a
-    // quantized type prepares (quantizes) x once per thread, not once per block.
-    const int64_t block = n == 1 ? std::max<int64_t>(1, end - begin) : BlockRows(row_bytes);
-    for (int64_t r0 = begin; r0 < end; r0 += block) {
-      const int64_t r1 = std::min(end, r0 + block);
-      const auto* rows = static_cast<const uint8_t*>(w.data) + r0 * row_bytes;
-      for (int64_t t = 0; t < n; ++t) {
-        dot({rows, w.cols}, nullptr, r1 - r0, w.cols, x + t * w.cols, y + t * w.rows + r0);
-      }
-    }
-  }
+  // One phase: chunk c takes slice c of every matrix (the slices Linear would give it).
+  pool_.Run(threads_, [&](int64_t chunk, int) {
+    for (size_t i = 0; i < ws.size(); ++i) GemvSlice(*ws[i], x, n, ys[i], static_cast<int>(chunk));
+  });
 }
 
 void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y) {
@@ -208,12 +225,11 @@ void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t 
   const auto axpy = kernels_.ops(w.dtype).axpy_rows;
   const auto row_bytes = static_cast<int64_t>(DTypeBytes(w.dtype, w.cols));
   std::fill(y, y + n * w.cols, 0.0f);
-#pragma omp parallel num_threads(threads_)
-  {
+  pool_.Run(threads_, [&](int64_t chunk, int) {
     // Column slices aligned to 16 floats (whole vectors, and no two threads share a cache line)
     // and to whole blocks of a quantized type.
     const auto align = static_cast<int64_t>(std::max<uint64_t>(16, DTypeBlockElements(w.dtype)));
-    const auto [c0, c1] = ThreadSlice(w.cols, omp_get_thread_num(), omp_get_num_threads(), align);
+    const auto [c0, c1] = ThreadSlice(w.cols, static_cast<int>(chunk), threads_, align);
     const int64_t block =
         BlockRows(std::max<int64_t>(1, static_cast<int64_t>(DTypeBytes(w.dtype, c1 - c0))));
     for (int64_t r0 = 0; r0 < w.rows && c0 < c1; r0 += block) {
@@ -224,7 +240,7 @@ void DenseMatmul::LinearTransposed(const WeightView& w, const float* x, int64_t 
         axpy({rows, w.cols}, nullptr, x + t * w.rows + r0, r1 - r0, c1 - c0, y + t * w.cols + c0);
       }
     }
-  }
+  });
 }
 
 }  // namespace zeroskip

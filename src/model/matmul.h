@@ -12,10 +12,12 @@
 #include <algorithm>
 #include <dnnl.hpp>
 #include <map>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "model/worker_pool.h"
 #include "zeroskip/weights.h"
 
 namespace zeroskip {
@@ -45,8 +47,15 @@ class DenseMatmul {
  public:
   DenseMatmul(const KernelTable& kernels, int threads);
 
+  // The engine's threads: every parallel phase outside oneDNN runs on them.
+  WorkerPool& pool() { return pool_; }
+
   // y[n, w.rows] = x[n, w.cols] · wᵀ   (w stored [out, in], the Hugging Face orientation)
   void Linear(const WeightView& w, const float* x, int64_t n, float* y);
+  // ys[i] = Linear(*ws[i], x, n) for matrices that read the same x (q, k and v): as GEMVs, all
+  // in one phase of the pool (one synchronisation instead of one per matrix), the same bits.
+  void LinearSameInput(std::span<const WeightView* const> ws, const float* x, int64_t n,
+                       std::span<float* const> ys);
   // y[n, w.cols] = x[n, w.rows] · w    (w stored [in, out], e.g. the transposed FFN down);
   // batched use only (one token goes through the FFN runtime's own kernels)
   void LinearTransposed(const WeightView& w, const float* x, int64_t n, float* y);
@@ -67,6 +76,10 @@ class DenseMatmul {
  private:
   void OneDnn(const void* w, bool bf16, bool w_is_out_in, int64_t n, int64_t in, int64_t out,
               const float* x, float* y);
+  // Whether Linear runs w on n tokens through the decode kernels (else oneDNN or quant_matmul).
+  bool RunsAsGemv(const WeightView& w, int64_t n) const;
+  // Linear's GEMV for the rows of w that chunk `chunk` of threads_ owns.
+  void GemvSlice(const WeightView& w, const float* x, int64_t n, float* y, int chunk) const;
   const float* AsF32(const WeightView& w);
   const uint16_t* AsBf16(const float* x, int64_t n, int64_t in);
   void QuantLinear(const WeightView& w, const float* x, int64_t n, float* y);
@@ -77,6 +90,7 @@ class DenseMatmul {
   static int64_t small_batch_env_;  // ZEROSKIP_SMALL_BATCH (for measuring), else 0
   const KernelTable& kernels_;
   int threads_;
+  WorkerPool pool_;
   dnnl::engine engine_;
   dnnl::stream stream_;
   // key: n, in, out, w_is_out_in, bf16

@@ -1,7 +1,5 @@
 #include "ops/attention.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -41,7 +39,7 @@ int64_t AttentionScoreStride(const AttentionShape& shape, int64_t context) {
 
 void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, const float* q_rows,
                      int64_t n, int64_t pos0, KvView keys, KvView values, float* out_rows,
-                     float* scores_all, int64_t score_stride, int threads) {
+                     float* scores_all, int64_t score_stride, WorkerPool& pool) {
   const int64_t hd = shape.head_dim, q_dim = shape.heads * hd;
   const int64_t group = shape.heads / shape.kv_heads;
   // A unit of work: a block of consecutive rows, one KV head and `per_unit` of its query heads.
@@ -53,16 +51,15 @@ void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, co
       std::clamp<int64_t>(score_stride / (group * (pos0 + n)), 1, kAttentionRowBlock);
   const int64_t blocks = (n + block_rows - 1) / block_rows;
   int64_t splits = 1;
-  while (splits < group && blocks * shape.kv_heads * splits < threads) ++splits;
+  while (splits < group && blocks * shape.kv_heads * splits < pool.threads()) ++splits;
   while (group % splits != 0) ++splits;
   const int64_t per_unit = group / splits;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const DotRowsBatchFn dot = kernels.ops(keys.dtype).dot_rows_batch;
   const AxpyRowsBatchFn axpy = kernels.ops(values.dtype).axpy_rows_batch;
-  // Units in turn to threads: a later row attends to more positions, so contiguous ranges of
-  // units would leave the first thread idle for most of a prompt.
-#pragma omp parallel for schedule(static, 1) num_threads(threads)
-  for (int64_t unit = 0; unit < blocks * shape.kv_heads * splits; ++unit) {
+  // One unit per chunk, claimed in turn by the threads: a later row attends to more positions,
+  // so contiguous ranges of units would leave the first thread idle for most of a prompt.
+  pool.Run(blocks * shape.kv_heads * splits, [&](int64_t unit, int slot) {
     const int64_t i0 = unit / (shape.kv_heads * splits) * block_rows;
     const int64_t rows = std::min(block_rows, n - i0);
     const int64_t kv_head = unit / splits % shape.kv_heads;
@@ -70,7 +67,7 @@ void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, co
     const int64_t last_count = pos0 + i0 + rows;  // the unit's last row sees the most positions
     // Row r of the unit attends to positions 0..pos0 + i0 + r (causal); scores[(r * per_unit +
     // h) * last_count + p]: query head head0 + h's weight of position p.
-    float* scores = scores_all + static_cast<size_t>(omp_get_thread_num()) * score_stride;
+    float* scores = scores_all + static_cast<size_t>(slot) * score_stride;
     auto count_of = [&](int64_t r) { return pos0 + i0 + r + 1; };
     auto scores_of = [&](int64_t r, int64_t h) { return scores + (r * per_unit + h) * last_count; };
     auto query_of = [&](int64_t r) { return q_rows + (i0 + r) * q_dim + head0 * hd; };
@@ -97,7 +94,7 @@ void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, co
              per_unit, out_of(r), hd);
       }
     }
-  }
+  });
 }
 
 }  // namespace zeroskip

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "kernels/kernels.h"
+#include "model/worker_pool.h"
 
 namespace zeroskip {
 
@@ -44,11 +45,11 @@ int64_t AttentionScoreStride(const AttentionShape& shape, int64_t context);
 
 // q: [n, heads * head_dim], row i at position pos0 + i, attending to cached positions
 // 0..pos0 + i (the cache already holds this batch). out: [n, heads * head_dim].
-// scores: scratch of [threads, score_stride] floats with score_stride >= (heads / kv_heads) *
-// (pos0 + n); a larger one (AttentionScoreStride) lets rows share the cache's reads. Each row's
+// scores: scratch of [pool.threads(), score_stride] floats with score_stride >= (heads / kv_heads)
+// * (pos0 + n); a larger one (AttentionScoreStride) lets rows share the cache's reads. Each row's
 // result is the same bits however rows are grouped and threads split.
 void CausalAttention(const KernelTable& kernels, const AttentionShape& shape, const float* q,
-                     int64_t n, int64_t pos0, KvView keys, KvView values, float* out,
-                     float* scores, int64_t score_stride, int threads);
+                     int64_t n, int64_t pos0, KvView keys, KvView values, float* out, float* scores,
+                     int64_t score_stride, WorkerPool& pool);
 
 }  // namespace zeroskip

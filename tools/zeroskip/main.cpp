@@ -4,9 +4,12 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <new>
+
+#include <unistd.h>
 
 #include "build_info.h"
 #include "commands.h"
@@ -15,6 +18,23 @@
 #include "zeroskip/format.h"
 
 namespace {
+
+// oneDNN's batched matmuls run on GCC's OpenMP team, whose idle threads spin for 300000 polls
+// (milliseconds) before they sleep: on a machine whose cores are busy with other processes, each
+// spinning waiter burns the slice the thread it waits for needs (issue 29). Passive waiting
+// (sleep at once) measured best there (docs/BENCHMARKS.md, "Threads on shared cores"); the rest
+// of the engine runs on its own WorkerPool. libgomp reads the policy once, in its own
+// constructor, before main() (a setenv from this program's .preinit_array did not reach it under
+// glibc 2.36), so the program runs itself again with the policy set. The user's own
+// OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+void RerunWithPassiveOpenMp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) {
+    return;
+  }
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then run with libgomp's default
+}
+
 void OnTerminate(int sig) {
   zeroskip::RemoveUnfinishedOutput();
   std::signal(sig, SIG_DFL);
@@ -58,6 +78,7 @@ std::string VersionText() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  RerunWithPassiveOpenMp(argv);
   // Every signal that ends the process by default and can come from a terminal or a supervisor.
   for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) std::signal(sig, OnTerminate);
   // A closed pipe is an error code on write (handled: StdoutClosed), not a killing signal.
