@@ -260,8 +260,11 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
     }
     if (opt.progress) opt.progress(done, total_bytes);
   }
-  writer.Finish();
-  return {writer.plan().size(), parameters, writer.file_size(), std::move(warnings)};
+  ConvertResult result{writer.plan().size(), parameters, writer.file_size(), std::move(warnings)};
+  writer.Finish([&] {
+    if (opt.before_commit) opt.before_commit(result);
+  });
+  return result;
 }
 
 }  // namespace
@@ -313,8 +316,11 @@ ConvertResult AddShadowGate(const ShadowOptions& opt) {
     }
     if (opt.progress) opt.progress(done, total_bytes);
   }
-  writer.Finish();
-  return {writer.plan().size(), parameters, writer.file_size(), {}};
+  ConvertResult result{writer.plan().size(), parameters, writer.file_size(), {}};
+  writer.Finish([&] {
+    if (opt.before_commit) opt.before_commit(result);
+  });
+  return result;
 }
 
 }  // namespace zeroskip

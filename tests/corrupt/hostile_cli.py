@@ -251,6 +251,32 @@ def out_is_directory(w):
     return expect_error(w.run(["convert", w.hf(), "-o", out]), names=out, reason="is a directory")
 
 
+def out_is_symlink_case(name, dangling):
+    def fn(w):
+        out = w.fresh_dir(name)
+        target = os.path.join(out, "target.zsk")
+        if not dangling:
+            mc.write_text(target, "precious")
+        link = os.path.join(out, "m.zsk")
+        os.symlink(target, link)
+        line = expect_error(w.run(["convert", w.hf(), "-o", link]), names=link,
+                            reason="is a symbolic link")
+        if not os.path.islink(link) or os.readlink(link) != target:
+            raise Failure("the link was replaced")
+        if listing(out) != (["m.zsk"] if dangling else ["m.zsk", "target.zsk"]):
+            raise Failure(f"left {listing(out)}")
+        if not dangling and mc.read_bytes(target) != b"precious":
+            raise Failure("the link's target changed")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+# The rename would replace the link itself (as root, `-o /dev/stdout` replaced the system's link).
+out_is_symlink_case("out_is_symlink_to_file", dangling=False)
+out_is_symlink_case("out_is_dangling_symlink", dangling=True)
+
+
 @case
 def out_empty(w):
     start = time.monotonic()
@@ -303,8 +329,25 @@ def signal_case(sig):
     case(fn)
 
 
-for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGALRM):
     signal_case(_sig)
+
+
+@case
+def file_size_limit_during_convert(w):
+    """Under `ulimit -f` a write past the limit raises SIGXFSZ, which would kill convert with
+    its temporary file left: it is an error line instead."""
+    import resource
+    out = w.fresh_dir("fsize")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+    line = expect_error(w.run(["convert", w.hf(), "-o", out + "/m.zsk"], preexec_fn=limit),
+                        names=out + "/m.zsk", reason="file size limit")
+    if listing(out):
+        raise Failure(f"left {listing(out)}")
+    return line
 
 
 # ------------------------------------------------------------------ command-line values
@@ -363,6 +406,53 @@ def run_to_full_disk(w):
     with open("/dev/full", "wb") as full:
         return expect_error(w.run(["run", "-m", w.zsk(), "-p", "x", "-n", "8", "--ignore-eos"],
                                   stdout=full), names="stdout", reason="write failed")
+
+
+def close_stdout():
+    os.close(1)
+
+
+def convert_summary_lost_case(name, command, where):
+    """The summary is printed before the file is renamed into place: when it cannot be written
+    the command fails with nothing left behind, never an error beside a complete file."""
+    def fn(w):
+        out = w.fresh_dir(name)
+        target = out + "/m.zsk"
+        args = (["convert", w.hf(), "-o", target] if command == "convert"
+                else ["shadow", w.zsk(), "-o", target])
+        if where == "full":
+            with open("/dev/full", "wb") as full:
+                result = w.run(args, stdout=full)
+            reason = "No space left on device"
+        else:
+            result = w.run(args, stdout=None, preexec_fn=close_stdout)
+            reason = "Bad file descriptor"
+        line = expect_error(result, names="stdout", reason=reason)
+        if listing(out):
+            raise Failure(f"left {listing(out)}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+convert_summary_lost_case("convert_to_full_disk", "convert", "full")
+convert_summary_lost_case("convert_to_closed_stdout", "convert", "closed")
+convert_summary_lost_case("shadow_to_full_disk", "shadow", "full")
+
+
+@case
+def convert_into_closed_pipe_still_writes(w):
+    """A reader that went away (EPIPE) took all it wanted: the file is written, exit 0."""
+    out = w.fresh_dir("convert-pipe")
+    p = subprocess.Popen([w.binary, "convert", w.hf(), "-o", out + "/m.zsk"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=60)
+    if rc != 0 or err:
+        raise Failure(f"exit status {rc}, stderr {err!r}")
+    expect_ok(w.run(["verify", out + "/m.zsk"]))
+    return "exit 0, quiet, the file verifies"
 
 
 def closed_pipe_case(name, args_of):

@@ -58,8 +58,10 @@ std::string VersionText() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Every signal that ends the process by default and can come from a terminal or a supervisor.
-  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) std::signal(sig, OnTerminate);
+  // Every signal that ends the process by default and can be caught removes an unfinished output.
+  for (const int sig : zeroskip::OutputCleanupSignals()) std::signal(sig, OnTerminate);
+  // Past the file size limit (ulimit -f) a write fails with EFBIG, reported as an error line.
+  std::signal(SIGXFSZ, SIG_IGN);
   // A closed pipe is an error code on write (handled: StdoutClosed), not a killing signal.
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{
