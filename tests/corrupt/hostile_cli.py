@@ -505,6 +505,75 @@ def nan_weights_stop_perplexity(w):
                         reason="NaN or infinite logit")
 
 
+def patched_zsk(w, name, patch, reseal_tensor=None):
+    """The base model patched by `patch(zsk)`; the named tensor's checksum (then the header's)
+    recomputed, as a file damaged before it was written would be."""
+    z = mc.Zsk(mc.read_bytes(w.zsk()))
+    patch(z)
+    if reseal_tensor is not None:
+        i = z.find(reseal_tensor)
+        off, n = z.rget(i, "offset"), z.rget(i, "nbytes")
+        z.rset(i, "checksum", mc.xxh64(z.b[off:off + n]))
+        z.reseal()
+    path = os.path.join(w.fresh_dir(name), "model.zsk")
+    mc.write_text(path, bytes(z.b))
+    return path
+
+
+def flip_byte(tensor):
+    def patch(z):
+        i = z.find(tensor)
+        z.b[z.rget(i, "offset") + 5] ^= 0x10
+    return patch
+
+
+def nan_values(tensor):
+    def patch(z):
+        i = z.find(tensor)
+        z.b[z.rget(i, "offset"):z.rget(i, "offset") + 8] = b"\xff" * 8  # f16 NaNs
+    return patch
+
+
+def shadow_refuses_case(name, make, reason):
+    """`zeroskip shadow` writes fresh checksums: an input `verify` or `run` refuses, or one that
+    would give a file they refuse, must be refused, with nothing written."""
+    def fn(w):
+        path = make(w)
+        out = w.fresh_dir(name + "-out")
+        line = expect_error(w.run(["shadow", path, "-o", out + "/m.zsk"]), names=path,
+                            reason=reason)
+        if listing(out):
+            raise Failure(f"left {listing(out)}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+shadow_refuses_case("shadow_flipped_byte_in_attn_q",
+                    lambda w: patched_zsk(w, "flip-q", flip_byte("layers.0.attn_q")),
+                    "'layers.0.attn_q': checksum mismatch")
+shadow_refuses_case("shadow_flipped_byte_in_gate",
+                    lambda w: patched_zsk(w, "flip-gate", flip_byte("layers.0.ffn_gate")),
+                    "'layers.0.ffn_gate': checksum mismatch")
+shadow_refuses_case("shadow_nan_gate",
+                    lambda w: patched_zsk(w, "nan-gate", nan_values("layers.0.ffn_gate"),
+                                          reseal_tensor="layers.0.ffn_gate"),
+                    "'layers.0.ffn_gate': 4 values are NaN or Inf")
+
+
+def rename_tensor(old, new):
+    def patch(z):
+        z.rname(z.find(old), new)
+        z.reseal()
+    return patch
+
+
+shadow_refuses_case("shadow_unknown_tensor",
+                    lambda w: patched_zsk(w, "unknown", rename_tensor("layers.0.attn_q",
+                                                                       "layers.0.attn_z")),
+                    "tensor 'layers.0.attn_")
+
+
 def nonfinite_checkpoint_case(name, tensor, value):
     def fn(w):
         tensors = mc.make_tensors()

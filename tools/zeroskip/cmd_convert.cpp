@@ -84,6 +84,8 @@ void AddShadow(CLI::App& app) {
   cmd->add_option("-o,--output", opt->out_path, "output .zsk file (written atomically; may be IN)")
       ->required();
   cmd->callback([opt] {
+    // What `verify` checks of the input first: a copy would carry its damage under new checksums.
+    Model::Load(opt->in_path);
     Progress bar("shadowing", Progress::Unit::kBytes);
     opt->progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
     bool reader_gone = false;
