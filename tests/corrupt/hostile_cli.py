@@ -574,6 +574,29 @@ shadow_refuses_case("shadow_unknown_tensor",
                     "tensor 'layers.0.attn_")
 
 
+def gguf_integer_width_case(name, key, etype, convert_value):
+    """llama.cpp's writers store token types and scores in more than one width: all convert."""
+    def fn(w):
+        import make_gguf
+        d = w.fresh_dir(name)
+        meta, tensors = mc.gguf_parts(d)
+        for k, (mkey, vtype, value) in enumerate(meta):
+            if mkey == key:
+                meta[k] = (mkey, vtype, (etype, [convert_value(v) for v in value[1]]))
+        gguf = os.path.join(d, "model.gguf")
+        mc.write_text(gguf, make_gguf.serialize(meta, tensors))
+        expect_ok(w.run(["convert", gguf, "-o", d + "/m.zsk"]))
+        expect_ok(w.run(["verify", d + "/m.zsk"]))
+        return f"{key} as ggml value type {etype}: converted, verifies"
+    fn.__name__ = name
+    case(fn)
+
+
+gguf_integer_width_case("gguf_token_type_u32_accepted", "tokenizer.ggml.token_type", 4, int)
+gguf_integer_width_case("gguf_token_type_u8_accepted", "tokenizer.ggml.token_type", 0, int)
+gguf_integer_width_case("gguf_scores_i32_accepted", "tokenizer.ggml.scores", 5, round)
+
+
 def nonfinite_checkpoint_case(name, tensor, value):
     def fn(w):
         tensors = mc.make_tensors()
