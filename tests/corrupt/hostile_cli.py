@@ -375,6 +375,29 @@ bad_flag_case("n_predict_negative", "--n-predict", "-1")
 bad_flag_case("isa_unknown", "--isa", "sse2", "eval")
 
 
+def newline_flag_case(name, flag, command="run"):
+    """A value holding a newline is quoted in the message: still one line."""
+    def fn(w):
+        args = {"run": ["run", "-m", w.zsk(), "-p", "x", "-n", "1"],
+                "eval": ["eval", "-m", w.zsk(), "--tokens", "1"]}[command]
+        line = expect_error(w.run(args + [flag, "1\nzeroskip: error: forged"]), exit_code=2,
+                            names=flag)
+        if "\\x0a" not in line:
+            raise Failure(f"the newline is not escaped: {line!r}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+newline_flag_case("temp_newline", "--temp")
+newline_flag_case("top_p_newline", "--top-p")
+newline_flag_case("min_p_newline", "--min-p")
+newline_flag_case("repeat_penalty_newline", "--repeat-penalty")
+newline_flag_case("n_predict_newline", "--n-predict")
+newline_flag_case("threads_newline", "--threads", "eval")
+newline_flag_case("kv_type_newline", "--kv-type", "eval")
+
+
 @case
 def temp_tiny_is_greedy(w):
     base = ["run", "-m", w.zsk(), "-p", "Hello", "-n", "12", "--ignore-eos"]
@@ -410,6 +433,28 @@ def run_to_full_disk(w):
 
 def close_stdout():
     os.close(1)
+
+
+def stdout_lost_case(name, args, where):
+    """What --version and --help print is all they do: lost, it is an error, not exit 0."""
+    def fn(w):
+        if where == "full":
+            with open("/dev/full", "wb") as full:
+                result = w.run(args, stdout=full)
+            reason = "No space left on device"
+        else:
+            result = w.run(args, stdout=None, preexec_fn=close_stdout)
+            reason = "Bad file descriptor"
+        return expect_error(result, names="stdout", reason=reason)
+    fn.__name__ = name
+    case(fn)
+
+
+stdout_lost_case("version_to_full_disk", ["--version"], "full")
+stdout_lost_case("help_to_full_disk", ["--help"], "full")
+stdout_lost_case("run_help_to_full_disk", ["run", "--help"], "full")
+stdout_lost_case("version_to_closed_stdout", ["--version"], "closed")
+stdout_lost_case("run_help_to_closed_stdout", ["run", "--help"], "closed")
 
 
 def convert_summary_lost_case(name, command, where):
@@ -663,6 +708,52 @@ def tokenizer_custom_charsmap_in_zsk(w):
 
 
 # ------------------------------------------------------------------ messages
+
+def without_chat_banner(result):
+    """chat's one line of help on stderr ("zeroskip chat: template ...") is not an error line."""
+    rc, out, lines = result
+    return rc, out, [ln for ln in lines if not ln.startswith("zeroskip chat: ")]
+
+
+@case
+def chat_stdin_closed(w):
+    """With fd 0 closed, the model file was opened on it and chat read it as the user's input."""
+    def close_stdin():
+        os.close(0)
+    return expect_error(without_chat_banner(w.run(["chat", "-m", w.zsk(), "-n", "2"], stdin=None,
+                                                  timeout=30, preexec_fn=close_stdin)),
+                        names="stdin",
+                        reason="read failed: Bad file descriptor")
+
+
+@case
+def chat_stdin_is_directory(w):
+    fd = os.open(w.fresh_dir("chat-dir"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        result = w.run(["chat", "-m", w.zsk(), "-n", "2"], stdin=fd, timeout=30)
+    finally:
+        os.close(fd)
+    return expect_error(without_chat_banner(result), names="stdin",
+                        reason="read failed: Is a directory")
+
+
+@case
+def chat_system_invalid_utf8_names_the_flag(w):
+    return expect_error(w.run([b"chat", b"-m", w.zsk().encode(), b"--system", b"a\xffb"]),
+                        names="--system", reason="is not valid UTF-8")
+
+
+@case
+def eval_sparse_tokens_past_context_counts_all(w):
+    """Token by token (--ffn sparse) the message counted only the tokens run so far."""
+    ids = ",".join(["1"] * 300)
+    lines = []
+    for ffn in ("sparse", "dense"):
+        lines.append(expect_error(w.run(["eval", "-m", w.zsk(), "--ffn", ffn, "--ctx", "64",
+                                         "--tokens", ids]), names=w.zsk(),
+                                  reason="300 tokens do not fit the context of 64"))
+    return lines[0]
+
 
 @case
 def prompt_invalid_utf8_names_the_flag(w):
