@@ -775,6 +775,23 @@ def huge_prompt_refused_before_tokenizing(w):
 
 
 @case
+def bpe_perplexity_of_a_megabyte(w):
+    """GPT-2 pre-tokenization was quadratic (PCRE2 checked the rest of the text as UTF-8 at
+    every word): 1 MB took ~4 minutes; word by word it takes seconds (the timeout is the
+    hang detector, not a benchmark)."""
+    d = w.fresh_dir("bpe-ppl")
+    hf = mc.write_opt_hf(d)
+    model = os.path.join(d, "m.zsk")
+    expect_ok(w.run(["convert", hf, "-o", model]))
+    text = os.path.join(d, "t.txt")
+    mc.write_text(text, "The quick brown fox, 12 jumps; \u00fcber caf\u00e9. " * 25000)
+    out = expect_ok(w.run(["perplexity", "-m", model, "-f", text, "-t", "1"], timeout=180))
+    if b"over 675001 tokens" not in out:
+        raise Failure(f"unexpected output {out!r}")
+    return out.decode().strip()
+
+
+@case
 def huge_context_names_the_file(w):
     """A context the process cannot allocate (4 M positions under a 640 MiB address-space
     limit): the failure names the model, not just 'out of memory'."""
