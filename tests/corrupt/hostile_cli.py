@@ -775,6 +775,16 @@ def huge_prompt_refused_before_tokenizing(w):
 
 
 @case
+def huge_non_ascii_prompt_refused_before_tokenizing(w):
+    """10 MB of "é": the bound counted ASCII only, so this was tokenized in full (26 s, 2 GB)
+    before "the prompt is 10485762 tokens"; now refused from the bound alone."""
+    text = os.path.join(w.fresh_dir("huge-utf8-prompt"), "p.txt")
+    mc.write_text(text, "\u00e9" * (5 << 20))
+    return expect_error(w.run(["run", "-m", w.zsk(), "-f", text, "--ctx", "32"], timeout=60),
+                        names=text, reason="the prompt is at least 163840 tokens")
+
+
+@case
 def bpe_perplexity_of_a_megabyte(w):
     """GPT-2 pre-tokenization was quadratic (PCRE2 checked the rest of the text as UTF-8 at
     every word): 1 MB took ~4 minutes; word by word it takes seconds (the timeout is the
