@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -640,6 +641,32 @@ def gguf_integer_width_case(name, key, etype, convert_value):
 gguf_integer_width_case("gguf_token_type_u32_accepted", "tokenizer.ggml.token_type", 4, int)
 gguf_integer_width_case("gguf_token_type_u8_accepted", "tokenizer.ggml.token_type", 0, int)
 gguf_integer_width_case("gguf_scores_i32_accepted", "tokenizer.ggml.scores", 5, round)
+
+
+@case
+def gguf_large_metadata_arrays(w):
+    """Four metadata arrays of 8 Mi u8 each (the most one array may hold): read one pread per
+    element that was ~90 s; read in blocks it is a fraction of a second (the timeout is the hang
+    detector). The file still converts."""
+    import make_gguf
+    d = w.fresh_dir("gguf-big-meta")
+    meta, tensors = mc.gguf_parts(d)
+    blob = struct.pack("<IQ", make_gguf.U8, 1 << 23) + bytes(range(256)) * (1 << 15)
+    raw = make_gguf.serialize(meta, tensors)
+    # Spliced in by hand (serialize would build 8 Mi Python ints): the metadata count grows by
+    # four and the arrays go before the first key.
+    count = struct.unpack_from("<Q", raw, 16)[0]
+    # Keys of 16 bytes: each entry is then 2^23 + 40 bytes, four of them a multiple of the
+    # alignment (32), so the tensor data after the header stays where its offsets say.
+    extra = b"".join(make_gguf.s(f"general.blob.{k:03d}") + struct.pack("<I", make_gguf.ARRAY) +
+                     blob for k in range(4))
+    head = raw[:16] + struct.pack("<Q", count + 4)
+    body = raw[24:]
+    assert len(extra) % make_gguf.ALIGN == 0
+    gguf = os.path.join(d, "model.gguf")
+    mc.write_text(gguf, head + extra + body)
+    expect_ok(w.run(["convert", gguf, "-o", d + "/m.zsk"], timeout=30))
+    return "4 x 8 MiB of u8 metadata: converted"
 
 
 def nonfinite_checkpoint_case(name, tensor, value):
