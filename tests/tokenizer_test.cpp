@@ -46,9 +46,15 @@ TEST_F(TokenizerTest, MinTokensIsALowerBound) {
   std::vector<std::string> texts;
   for (const auto& c : fixture_["cases"]) texts.push_back(c["text"]);
   // e + U+0301 three times, A + U+030A + U+0301
-  texts.push_back("e\xCC\x81" "e\xCC\x81" "e\xCC\x81" " A\xCC\x8A\xCC\x81");
+  texts.push_back(
+      "e\xCC\x81"
+      "e\xCC\x81"
+      "e\xCC\x81"
+      " A\xCC\x8A\xCC\x81");
   texts.push_back("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8");  // Hangul L V T: one syllable
-  texts.push_back("\xE2\x80\x8B\xE2\x80\x8D\xEF\xBB\xBF\xC2\xA0" "x");  // ZWSP, ZWJ, BOM, NBSP
+  texts.push_back(
+      "\xE2\x80\x8B\xE2\x80\x8D\xEF\xBB\xBF\xC2\xA0"
+      "x");  // ZWSP, ZWJ, BOM, NBSP
   std::string many;
   for (int i = 0; i < 500; ++i) many += "\xC3\xA9\xE6\x97\xA5\xF0\x9F\x99\x82 ";
   texts.push_back(many);

@@ -38,7 +38,6 @@ struct ConvertOptions {
   std::function<void(const ConvertResult&)> before_commit;
 };
 
-
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& options);
 
 // Copies the .zsk at `in_path` to `out_path` with every layer's shadow gate added (or rebuilt

@@ -94,8 +94,8 @@ const std::vector<int>& OutputCleanupSignals() {
   // and the real-time ones. The faults (SEGV, BUS: a mapped input truncated underneath us; ABRT)
   // too, except under AddressSanitizer, whose own handler must report them.
   static const std::vector<int> signals = [] {
-    std::vector<int> s = {SIGINT,  SIGTERM, SIGHUP,  SIGQUIT,   SIGALRM, SIGUSR1, SIGUSR2,
-                          SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGXCPU, SIGSTKFLT, SIGTRAP, SIGSYS};
+    std::vector<int> s = {SIGINT,  SIGTERM, SIGHUP, SIGQUIT, SIGALRM,   SIGUSR1, SIGUSR2, SIGVTALRM,
+                          SIGPROF, SIGIO,   SIGPWR, SIGXCPU, SIGSTKFLT, SIGTRAP, SIGSYS};
 #if !defined(__SANITIZE_ADDRESS__)
     s.insert(s.end(), {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT});
 #endif

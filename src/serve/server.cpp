@@ -607,14 +607,12 @@ void Server::Impl::Routes() {
   });
   // With a content reader the body is read by Complete, after the API key is checked and under
   // the --max-body cap (cpp-httplib caps only bodies that declare a Content-Length).
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res,
-                                      const httplib::ContentReader& content) {
-    Complete(req, res, content, false);
-  });
-  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
-                                           const httplib::ContentReader& content) {
-    Complete(req, res, content, true);
-  });
+  http.Post("/v1/completions",
+            [this](const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& content) { Complete(req, res, content, false); });
+  http.Post("/v1/chat/completions",
+            [this](const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& content) { Complete(req, res, content, true); });
 }
 
 Server::Server(const Model& model, const ServeOptions& options)

@@ -160,8 +160,8 @@ std::vector<std::string_view> ByteLevelBpe::Pretokenize(std::string_view text) c
   for (size_t offset = 0; offset < text.size();) {
     // PCRE2_NO_UTF_CHECK: the caller checked the text is UTF-8. Without it every call validates
     // the whole rest of the subject, which made pre-tokenization quadratic (1 MB: minutes).
-    const int rc = pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, match.get(),
-                               nullptr);
+    const int rc =
+        pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, match.get(), nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;  // every character matches some branch: unreachable
     if (rc < 0) throw Error(path_, "cannot pre-tokenize the text (PCRE2 error " +
                                        std::to_string(rc) + ")");

@@ -53,11 +53,11 @@ uint32_t CodePoint(std::string_view s, size_t i, int n) {
 // format characters, line and paragraph separators, the byte order mark, specials; and U+2581,
 // sentencepiece's own whitespace mark. Generous on purpose: leaving one out only loosens the bound.
 bool MayVanish(uint32_t cp) {
-  return cp <= 0xA0 || cp == 0xAD || cp == 0x034F || cp == 0x061C || cp == 0x115F ||
-         cp == 0x1160 || cp == 0x1680 || (cp >= 0x17B4 && cp <= 0x17B5) ||
-         (cp >= 0x180B && cp <= 0x180F) || (cp >= 0x2000 && cp <= 0x206F) || cp == 0x2581 ||
-         cp == 0x3000 || cp == 0x3164 || (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF ||
-         cp == 0xFFA0 || (cp >= 0xFFF0 && cp <= 0xFFFF) || (cp >= 0x1BCA0 && cp <= 0x1BCA3) ||
+  return cp <= 0xA0 || cp == 0xAD || cp == 0x034F || cp == 0x061C || cp == 0x115F || cp == 0x1160 ||
+         cp == 0x1680 || (cp >= 0x17B4 && cp <= 0x17B5) || (cp >= 0x180B && cp <= 0x180F) ||
+         (cp >= 0x2000 && cp <= 0x206F) || cp == 0x2581 || cp == 0x3000 || cp == 0x3164 ||
+         (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF || cp == 0xFFA0 ||
+         (cp >= 0xFFF0 && cp <= 0xFFFF) || (cp >= 0x1BCA0 && cp <= 0x1BCA3) ||
          (cp >= 0x1D173 && cp <= 0x1D17A) || (cp >= 0xE0000 && cp <= 0xE0FFF);
 }
 

@@ -37,8 +37,11 @@ constexpr std::string_view kTexts[] = {
     "x",
     // composed by NFKC (e + U+0301, A + U+030A + U+0301, Hangul L V T), zero-width and format
     // characters, a no-break space: what the length bound must not overcount
-    "e\xCC\x81" "e\xCC\x81" " A\xCC\x8A\xCC\x81 \xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"
-    "\xE2\x80\x8B\xE2\x80\x8D\xEF\xBB\xBF\xC2\xA0" "x",
+    "e\xCC\x81"
+    "e\xCC\x81"
+    " A\xCC\x8A\xCC\x81 \xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"
+    "\xE2\x80\x8B\xE2\x80\x8D\xEF\xBB\xBF\xC2\xA0"
+    "x",
 };
 
 // The long texts of the once-per-process checks.
@@ -68,12 +71,16 @@ void Exercise(const zeroskip::Tokenizer& tok, bool bpe) {
   static bool long_texts_done[2] = {false, false};
   if (!long_texts_done[bpe]) {
     long_texts_done[bpe] = true;
-    static const std::string huge =
-        Repeated("\xC3\xA9\xE6\x97\xA5 Gr\xC3\xBC\xC3\x9F" "e ", 4 << 20);
+    static const std::string huge = Repeated(
+        "\xC3\xA9\xE6\x97\xA5 Gr\xC3\xBC\xC3\x9F"
+        "e ",
+        4 << 20);
     FUZZ_CHECK(tok.MinTokens(huge) >= 0);
     if (bpe) {
-      static const std::string long_text =
-          Repeated("The quick brown fox, 12 jumps; \xC3\xBC" "ber caf\xC3\xA9.  ", 1 << 20);
+      static const std::string long_text = Repeated(
+          "The quick brown fox, 12 jumps; \xC3\xBC"
+          "ber caf\xC3\xA9.  ",
+          1 << 20);
       FUZZ_CHECK(tok.MinTokens(long_text) <= static_cast<int64_t>(tok.Encode(long_text).size()));
     }
   }

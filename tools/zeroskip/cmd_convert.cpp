@@ -68,8 +68,7 @@ void AddConvert(CLI::App& app) {
       for (const auto& w : r.warnings) std::cerr << "zeroskip: warning: " << w << "\n";
       reader_gone = ReportBeforeCommit("wrote " + flags->out + ": " + std::to_string(r.tensors) +
                                        " tensors, " + std::to_string(r.parameters) +
-                                       " parameters, " + std::to_string(r.file_bytes) +
-                                       " bytes\n");
+                                       " parameters, " + std::to_string(r.file_bytes) + " bytes\n");
     };
     ConvertHfCheckpoint(opt);
     if (reader_gone) throw StdoutClosed{};
@@ -91,9 +90,8 @@ void AddShadow(CLI::App& app) {
     bool reader_gone = false;
     opt->before_commit = [&](const ConvertResult& r) {
       bar.Done();
-      reader_gone = ReportBeforeCommit("wrote " + opt->out_path + ": " +
-                                       std::to_string(r.tensors) + " tensors, " +
-                                       std::to_string(r.file_bytes) + " bytes\n");
+      reader_gone = ReportBeforeCommit("wrote " + opt->out_path + ": " + std::to_string(r.tensors) +
+                                       " tensors, " + std::to_string(r.file_bytes) + " bytes\n");
     };
     AddShadowGate(*opt);
     if (reader_gone) throw StdoutClosed{};
