@@ -49,6 +49,22 @@ TEST_F(BpeTokenizerTest, EncodeAndDecodeMatchReference) {
   }
 }
 
+// Pre-tokenization is linear in the text: PCRE2 validated the whole rest of the subject as
+// UTF-8 on every word, so 1 MB took minutes. 8 MB of words here (a hang before the fix).
+TEST_F(BpeTokenizerTest, LongTextPretokenizesWordByWord) {
+  std::string text;
+  for (int i = 0; i < (1 << 20); ++i) text += "ab c\xC3\xA9 ";  // 8 bytes, two words
+  const ByteLevelBpe bpe(BpeFile("vocab.json"), BpeFile("merges.txt"), kSpecial, "test");
+  const std::vector<std::string_view> words = bpe.Pretokenize(text);
+  ASSERT_EQ(words.size(), (size_t{2} << 20) + 1);
+  EXPECT_EQ(words[0], "ab");
+  EXPECT_EQ(words[1], " c\xC3\xA9");
+  EXPECT_EQ(words[2], " ab");
+  EXPECT_EQ(words.back(), " ");  // the last space has no word after it
+  const std::vector<int> one = tok_.Encode("ab c\xC3\xA9");
+  EXPECT_GT(tok_.Encode(text).size(), one.size() << 20);
+}
+
 // Byte-level pieces are raw bytes: a multi-byte character split across pieces comes out of
 // Utf8Stream whole, and the stream gives exactly the text.
 TEST_F(BpeTokenizerTest, StreamingAssemblesValidUtf8) {

@@ -40,6 +40,39 @@ TEST_F(TokenizerTest, EncodeAndDecodeMatchSentencepiece) {
   }
 }
 
+// MinTokens is a lower bound on what Encode gives, for ASCII and for text that NFKC composes
+// (decomposed accents, Hangul jamo) or deletes (zero-width and format characters).
+TEST_F(TokenizerTest, MinTokensIsALowerBound) {
+  std::vector<std::string> texts;
+  for (const auto& c : fixture_["cases"]) texts.push_back(c["text"]);
+  // e + U+0301 three times, A + U+030A + U+0301
+  texts.push_back(
+      "e\xCC\x81"
+      "e\xCC\x81"
+      "e\xCC\x81"
+      " A\xCC\x8A\xCC\x81");
+  texts.push_back("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8");  // Hangul L V T: one syllable
+  texts.push_back(
+      "\xE2\x80\x8B\xE2\x80\x8D\xEF\xBB\xBF\xC2\xA0"
+      "x");  // ZWSP, ZWJ, BOM, NBSP
+  std::string many;
+  for (int i = 0; i < 500; ++i) many += "\xC3\xA9\xE6\x97\xA5\xF0\x9F\x99\x82 ";
+  texts.push_back(many);
+  for (const std::string& text : texts) {
+    EXPECT_LE(tok_.MinTokens(text), static_cast<int64_t>(tok_.Encode(text).size())) << text;
+  }
+}
+
+// Non-ASCII text counts towards the bound (it used to count ASCII only, so 10 MB of "é" was
+// tokenized in full, 26 s and 2 GB, before being refused): 1 MB of it bounds at 2^19 / 4
+// characters over the longest piece.
+TEST_F(TokenizerTest, MinTokensCountsNonAsciiText) {
+  std::string text;
+  for (int i = 0; i < (1 << 19); ++i) text += "\xC3\xA9";
+  const int64_t longest = 8;  // tests/data/tokenizer.model's longest piece, in bytes
+  EXPECT_EQ(tok_.MinTokens(text), ((1 << 19) / 4 + longest - 1) / longest);
+}
+
 // Streaming piece by piece yields the same text as decoding the whole sequence, once the one
 // leading space sentencepiece adds as a dummy prefix is dropped.
 TEST_F(TokenizerTest, StreamingAssemblesValidUtf8) {

@@ -17,6 +17,13 @@
 
 namespace zeroskip {
 
+struct ConvertResult {
+  uint64_t tensors = 0;
+  uint64_t parameters = 0;
+  uint64_t file_bytes = 0;
+  std::vector<std::string> warnings;  // returned, not printed: a failed run says one line only
+};
+
 struct ConvertOptions {
   std::string hf_dir;
   std::string out_path;
@@ -26,24 +33,23 @@ struct ConvertOptions {
   // llama.hidden_act; empty: the metadata must say it.
   std::string act;
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;
-};
-
-struct ConvertResult {
-  uint64_t tensors = 0;
-  uint64_t parameters = 0;
-  uint64_t file_bytes = 0;
-  std::vector<std::string> warnings;  // returned, not printed: a failed run says one line only
+  // Called with the result once the file is complete and durable, before it is renamed into
+  // place: a front end reports there, and if the report throws, no file is left behind.
+  std::function<void(const ConvertResult&)> before_commit;
 };
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& options);
 
 // Copies the .zsk at `in_path` to `out_path` with every layer's shadow gate added (or rebuilt
 // from the gate, if it had one), written atomically; `out_path` may be `in_path`. Throws Error if
-// the input does not load as a model or a gate cannot have a shadow (rows not whole blocks of 32).
+// any tensor checksum of the input fails, a tensor is not one of its architecture's, a gate holds
+// NaN or Inf, or a gate cannot have a shadow (rows not whole blocks of 32): the copy would carry
+// the damage under fresh checksums. (Front ends also load the input as a model first.)
 struct ShadowOptions {
   std::string in_path;
   std::string out_path;
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;
+  std::function<void(const ConvertResult&)> before_commit;  // as ConvertOptions'
 };
 ConvertResult AddShadowGate(const ShadowOptions& options);
 

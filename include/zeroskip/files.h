@@ -23,6 +23,10 @@ class AtomicOutput {
   const std::string& tmp_path() const { return tmp_path_; }
   // Writes exactly n bytes at offset.
   void WriteAt(uint64_t offset, const void* data, size_t n);
+  // Sets the file's size (EFBIG, the file size limit, is an error like any other).
+  void Resize(uint64_t size);
+  // Makes what was written durable (fsync) without committing it.
+  void Sync();
   // Makes the file durable (fsync) and renames it to path().
   void Commit();
 

@@ -142,9 +142,12 @@ struct TensorSpec {
 // Removes the temporary file of a ZskWriter that has not finished. Async-signal-safe: the CLI
 // calls it from its signal handlers so an interrupted convert leaves nothing behind.
 void RemoveUnfinishedOutput();
+// The signals whose handler must call RemoveUnfinishedOutput (every catchable signal that ends
+// the process by default); the writer holds them back while it registers its temporary file.
+const std::vector<int>& OutputCleanupSignals();
 
 // Throws unless `path` can be written as a new model file: not empty, and either absent or an
-// existing regular file (never a directory, device node or FIFO).
+// existing regular file (never a directory, device node, FIFO or symbolic link).
 void CheckOutputPath(const std::string& path);
 
 // Streams tensors into a unique temporary file beside `path` in the order they were planned,
@@ -166,7 +169,10 @@ class ZskWriter {
 
   // Writes the data of the next planned tensor; `bytes.size()` must equal its nbytes.
   void WriteNext(std::span<const uint8_t> bytes);
-  void Finish();
+  // Writes the table and header and makes the file durable; then `before_commit` (if any) runs,
+  // and only if it returns is the file renamed to `path`: a front end reports the result there,
+  // so a failed report leaves no file behind.
+  void Finish(const std::function<void()>& before_commit = {});
 
  private:
   std::string path_;

@@ -37,8 +37,10 @@ class Tokenizer {
 
   // Ids of `text` without BOS/EOS. Throws Error if text is not valid UTF-8.
   std::vector<int> Encode(std::string_view text) const;
-  // A lower bound on Encode(text).size() computed in one cheap pass, so an input far too long
-  // for a context is refused before tokenizing megabytes.
+  // A lower bound on Encode(text).size() computed in one cheap pass over the bytes (UTF-8
+  // aware), so an input far too long for a context is refused before tokenizing megabytes. For a
+  // sentencepiece model without byte fallback it is at most 1 (a run of unknown characters of
+  // any length is one <unk>).
   int64_t MinTokens(std::string_view text) const;
   // The bytes piece `id` stands for: byte pieces as raw bytes, "▁" as a space, control pieces
   // (BOS/EOS) as nothing; for byte-level BPE the piece's raw bytes (special pieces: nothing).
@@ -55,6 +57,7 @@ class Tokenizer {
   std::unique_ptr<ByteLevelBpe> bpe_;                          // null for sentencepiece
   std::string path_;
   size_t longest_piece_bytes_ = 0;  // in the model's own spelling ("▁" is 3 bytes)
+  bool byte_fallback_ = false;      // has byte pieces: no character is ever unknown
 };
 
 // Buffers bytes and releases the longest prefix that is complete UTF-8. Invalid sequences are

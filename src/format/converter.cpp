@@ -260,8 +260,11 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
     }
     if (opt.progress) opt.progress(done, total_bytes);
   }
-  writer.Finish();
-  return {writer.plan().size(), parameters, writer.file_size(), std::move(warnings)};
+  ConvertResult result{writer.plan().size(), parameters, writer.file_size(), std::move(warnings)};
+  writer.Finish([&] {
+    if (opt.before_commit) opt.before_commit(result);
+  });
+  return result;
 }
 
 }  // namespace
@@ -271,6 +274,15 @@ ConvertResult AddShadowGate(const ShadowOptions& opt) {
   const std::unique_ptr<ZskFile> in = ZskFile::Open(opt.in_path);
   const ModelConfig& config = in->config();
   CheckShadowable(config, opt.in_path);
+  // The copy gets fresh checksums: damage the input's would catch must be caught now.
+  in->VerifyChecksums();
+  const TensorTable table = ArchitectureTensors(config);
+  for (const TensorInfo& t : in->tensors()) {
+    if (!IsShadowGateTensor(t.name) && table.find(t.name) == nullptr) {
+      throw Error(opt.in_path, "unexpected tensor '" + t.name + "' (not part of a " +
+                                   config.hf_architecture + ")");
+    }
+  }
   // Every tensor but old shadows, in file order, each layer's gate followed by its new shadow.
   std::map<std::string, int64_t, std::less<>> gate_layer;
   for (int64_t l = 0; l < config.layers; ++l) {
@@ -305,6 +317,13 @@ ConvertResult AddShadowGate(const ShadowOptions& opt) {
   size_t next = 0;
   for (const TensorInfo* t : copied) {
     const auto* data = static_cast<const uint8_t*>(in->data(*t));
+    if (gate_layer.contains(t->name)) {
+      // NaN or Inf in a gate makes NaN shadow norms, which loading the output refuses.
+      if (const uint64_t bad = CountNonFinite(data, t->dtype, t->elements())) {
+        throw Error(opt.in_path, "tensor '" + t->name + "': " + std::to_string(bad) +
+                                     " values are NaN or Inf (the file is damaged)");
+      }
+    }
     writer.WriteNext({data, t->nbytes});
     done += writer.plan()[next++].nbytes;
     if (gate_layer.contains(t->name)) {
@@ -313,8 +332,11 @@ ConvertResult AddShadowGate(const ShadowOptions& opt) {
     }
     if (opt.progress) opt.progress(done, total_bytes);
   }
-  writer.Finish();
-  return {writer.plan().size(), parameters, writer.file_size(), {}};
+  ConvertResult result{writer.plan().size(), parameters, writer.file_size(), {}};
+  writer.Finish([&] {
+    if (opt.before_commit) opt.before_commit(result);
+  });
+  return result;
 }
 
 }  // namespace zeroskip

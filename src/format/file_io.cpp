@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "zeroskip/error.h"
 #include "zeroskip/format.h"
@@ -62,6 +63,13 @@ namespace {
 // The temporary file being written, for RemoveUnfinishedOutput (one writer at a time).
 std::atomic<const char*> g_unfinished_tmp{nullptr};
 
+// "write failed: File too large" does not say why: it is the process's file size limit.
+std::string WriteError(int error) {
+  std::string reason = std::strerror(error);
+  if (error == EFBIG) reason += " (the file size limit, ulimit -f)";
+  return reason;
+}
+
 // Holds back the signals whose handler calls RemoveUnfinishedOutput while a temporary file and
 // its registration change together: a signal in between would leave the file behind.
 class HoldSignals {
@@ -69,7 +77,7 @@ class HoldSignals {
   HoldSignals() {
     sigset_t fatal;
     sigemptyset(&fatal);
-    for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&fatal, sig);
+    for (const int sig : OutputCleanupSignals()) sigaddset(&fatal, sig);
     pthread_sigmask(SIG_BLOCK, &fatal, &previous_);
   }
   ~HoldSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
@@ -80,6 +88,23 @@ class HoldSignals {
 
 }  // namespace
 
+const std::vector<int>& OutputCleanupSignals() {
+  // Every signal whose default action ends the process and that a handler can catch: from a
+  // terminal or a supervisor (INT, TERM, HUP, QUIT), from timers and users (ALRM, USR1, ...),
+  // and the real-time ones. The faults (SEGV, BUS: a mapped input truncated underneath us; ABRT)
+  // too, except under AddressSanitizer, whose own handler must report them.
+  static const std::vector<int> signals = [] {
+    std::vector<int> s = {SIGINT,  SIGTERM, SIGHUP, SIGQUIT, SIGALRM,   SIGUSR1, SIGUSR2, SIGVTALRM,
+                          SIGPROF, SIGIO,   SIGPWR, SIGXCPU, SIGSTKFLT, SIGTRAP, SIGSYS};
+#if !defined(__SANITIZE_ADDRESS__)
+    s.insert(s.end(), {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT});
+#endif
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) s.push_back(sig);
+    return s;
+  }();
+  return signals;
+}
+
 void RemoveUnfinishedOutput() {
   if (const char* tmp = g_unfinished_tmp.exchange(nullptr)) ::unlink(tmp);
 }
@@ -87,7 +112,12 @@ void RemoveUnfinishedOutput() {
 void CheckOutputPath(const std::string& path) {
   if (path.empty()) throw Error("", "the output path is empty");
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return;  // a new file
+  if (::lstat(path.c_str(), &st) != 0) return;  // a new file
+  // The final rename replaces a link itself, not what it points to: `-o /dev/stdout` as root
+  // would put a model where the system's /dev/stdout link was.
+  if (S_ISLNK(st.st_mode)) {
+    throw Error(path, "is a symbolic link (refusing to replace it; give the path it points to)");
+  }
   if (S_ISDIR(st.st_mode)) throw Error(path, "is a directory (give a file name for the output)");
   // Renaming over a device node or FIFO would replace it (as root: /dev/null) with a model.
   if (!S_ISREG(st.st_mode)) {
@@ -126,15 +156,25 @@ void AtomicOutput::WriteAt(uint64_t offset, const void* data, size_t n) {
   while (n > 0) {
     const ssize_t put = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
     if (put < 0 && errno == EINTR) continue;
-    if (put <= 0) throw Error(path_, std::string("write failed: ") + std::strerror(errno));
+    if (put <= 0) throw Error(path_, "write failed: " + WriteError(errno));
     p += put;
     offset += static_cast<uint64_t>(put);
     n -= static_cast<size_t>(put);
   }
 }
 
+void AtomicOutput::Sync() {
+  if (::fsync(fd_) != 0) throw Error(path_, "fsync failed: " + WriteError(errno));
+}
+
+void AtomicOutput::Resize(uint64_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+    throw Error(path_, "cannot size output file: " + WriteError(errno));
+  }
+}
+
 void AtomicOutput::Commit() {
-  if (::fsync(fd_) != 0) throw Error(path_, std::string("fsync failed: ") + std::strerror(errno));
+  Sync();
   ::close(fd_);
   fd_ = -1;
   {

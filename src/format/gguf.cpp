@@ -61,11 +61,26 @@ class Cursor {
   void Need(uint64_t n, const std::string& what) const {
     if (n > src_.size() - pos_) Fail("truncated in " + what);
   }
+  // The next n bytes (checked by Need) into out, through a buffer: a vocabulary is hundreds of
+  // thousands of small values, and one read call each costs microseconds.
+  void Copy(void* out, uint64_t n) {
+    if (pos_ < buffer_start_ || n > buffer_start_ + buffer_.size() - pos_) {
+      if (n > kBufferBytes) {
+        src_.Read(pos_, out, n);
+        pos_ += n;
+        return;
+      }
+      buffer_.resize(std::min<uint64_t>(kBufferBytes, src_.size() - pos_));
+      src_.Read(pos_, buffer_.data(), buffer_.size());
+      buffer_start_ = pos_;
+    }
+    std::memcpy(out, buffer_.data() + (pos_ - buffer_start_), n);
+    pos_ += n;
+  }
   uint64_t Unsigned(int bytes, const std::string& what) {
     Need(bytes, what);
     uint8_t b[8] = {};
-    src_.Read(pos_, b, bytes);
-    pos_ += bytes;
+    Copy(b, bytes);
     uint64_t v = 0;
     for (int k = bytes - 1; k >= 0; --k) v = v << 8 | b[k];
     return v;
@@ -77,8 +92,7 @@ class Cursor {
     if (n > max) Fail(what + ": string of " + std::to_string(n) + " bytes is absurd");
     Need(n, what);
     std::string s(n, '\0');
-    src_.Read(pos_, s.data(), n);
-    pos_ += n;
+    Copy(s.data(), n);
     return s;
   }
   // The smallest encoding of an element of `type`, for bounding array counts by the file.
@@ -157,6 +171,11 @@ class Cursor {
       Fail(what + ": array of " + std::to_string(count) + " elements does not fit the file");
     }
     v.type = GgufValue::Type::kArray;
+    if (element == kString) {
+      v.strings.reserve(count);
+    } else {
+      v.numbers.reserve(count);
+    }
     GgufValue e;
     for (uint64_t k = 0; k < count; ++k) {
       Scalar(element, what, e, &number);
@@ -172,9 +191,12 @@ class Cursor {
   }
 
  private:
+  static constexpr uint64_t kBufferBytes = 1 << 20;
   const ByteSource& src_;
   const std::string& path_;
   uint64_t pos_ = 0;
+  std::vector<uint8_t> buffer_;  // bytes [buffer_start_, buffer_start_ + size) of the source
+  uint64_t buffer_start_ = 0;
 };
 
 // ------------------------------------------------------------------------- metadata accessors
@@ -202,6 +224,8 @@ class Metadata {
   double Float(std::string_view key) const {
     const GgufValue& v = At(key);
     if (v.type != GgufValue::Type::kFloat) Fail("metadata " + std::string(key) + " must be a float");
+    // JSON has no NaN or Inf: the config text would say null, and the parser use its default.
+    if (!std::isfinite(v.f)) Fail("metadata " + std::string(key) + " is NaN or infinite");
     return v.f;
   }
   const std::string& String(std::string_view key) const {
@@ -211,13 +235,36 @@ class Metadata {
     }
     return v.s;
   }
-  const GgufValue& Array(std::string_view key, GgufValue::Type element) const {
+  // An array of strings, or of numbers (any integer width or float: llama.cpp's writers differ).
+  const GgufValue& Array(std::string_view key, bool strings) const {
     const GgufValue& v = At(key);
-    if (v.type != GgufValue::Type::kArray || (v.element != element && !Empty(v))) {
+    const bool fits = v.type == GgufValue::Type::kArray &&
+                      (Empty(v) || (strings ? v.element == GgufValue::Type::kString
+                                            : v.element == GgufValue::Type::kUInt ||
+                                                  v.element == GgufValue::Type::kInt ||
+                                                  v.element == GgufValue::Type::kFloat));
+    if (!fits) {
       Fail("metadata " + std::string(key) + " must be an array of " +
-           (element == GgufValue::Type::kString ? "strings" : "numbers"));
+           (strings ? "strings" : "numbers") + ", not " + Describe(v));
     }
     return v;
+  }
+  static std::string Describe(const GgufValue& v) {
+    auto name = [](GgufValue::Type t) -> std::string {
+      switch (t) {
+        case GgufValue::Type::kUInt: return "unsigned integers";
+        case GgufValue::Type::kInt: return "integers";
+        case GgufValue::Type::kFloat: return "floats";
+        case GgufValue::Type::kBool: return "bools";
+        case GgufValue::Type::kString: return "strings";
+        case GgufValue::Type::kArray: return "arrays";
+      }
+      return "values";
+    };
+    if (v.type == GgufValue::Type::kArray) return "an array of " + name(v.element);
+    std::string one = name(v.type);
+    one.pop_back();  // singular
+    return (one == "unsigned integer" || one == "integer") ? "an " + one : "a " + one;
   }
   static bool Empty(const GgufValue& v) { return v.strings.empty() && v.numbers.empty(); }
 
@@ -273,13 +320,13 @@ struct HfName {
   int permute = 0;  // 0 none, 1 q, 2 k
 };
 
-HfName HfNameOf(const std::string& gguf) {
+std::optional<HfName> HfNameOf(const std::string& gguf) {
   static const std::pair<const char*, const char*> kTop[] = {
       {"token_embd.weight", "model.embed_tokens.weight"},
       {"output_norm.weight", "model.norm.weight"},
       {"output.weight", "lm_head.weight"}};
   for (const auto& [g, hf] : kTop) {
-    if (gguf == g) return {hf};
+    if (gguf == g) return HfName{hf};
   }
   static const std::tuple<const char*, const char*, int> kLayer[] = {
       {"attn_norm.weight", "input_layernorm.weight", 0},
@@ -301,11 +348,13 @@ HfName HfNameOf(const std::string& gguf) {
     if (digits) {
       const std::string role = gguf.substr(dot + 1);
       for (const auto& [g, hf, permute] : kLayer) {
-        if (role == g) return {"model.layers." + layer + "." + hf, permute};
+        if (role == g) return HfName{"model.layers." + layer + "." + hf, permute};
       }
     }
   }
-  return {gguf};  // not a llama tensor: the converter refuses it by this name
+  // Not a llama.cpp name. Kept as it is, a Hugging Face name (model.layers.0...) would be taken
+  // for one, skipping the q/k un-permutation and the "tied" lm_head check.
+  return std::nullopt;
 }
 
 class GgufCheckpoint : public CheckpointReader {
@@ -322,7 +371,12 @@ class GgufCheckpoint : public CheckpointReader {
     const int64_t kv_heads = count("llama.attention.head_count_kv", heads);
     std::set<std::string> seen;
     for (const GgufTensorInfo& g : header_.tensors) {
-      const HfName hf = HfNameOf(g.name);
+      const std::optional<HfName> mapped = HfNameOf(g.name);
+      if (!mapped) {
+        throw Error(path_, "unexpected tensor '" + g.name +
+                               "' (not a tensor of llama.cpp's llama architecture)");
+      }
+      const HfName& hf = *mapped;
       CheckpointTensor t;
       t.name = hf.name;
       t.dtype = g.dtype;
@@ -513,7 +567,7 @@ std::string GgufConfigJson(const GgufHeader& header, const std::string& path,
   cfg["max_position_embeddings"] = m.Int("llama.context_length");
   cfg["rms_norm_eps"] = m.Float("llama.attention.layer_norm_rms_epsilon");
   if (m.Find("llama.rope.freq_base")) cfg["rope_theta"] = m.Float("llama.rope.freq_base");
-  const uint64_t vocab = m.Array("tokenizer.ggml.tokens", GgufValue::Type::kString).strings.size();
+  const uint64_t vocab = m.Array("tokenizer.ggml.tokens", true).strings.size();
   cfg["vocab_size"] = vocab;
   if (m.Find("llama.vocab_size") && m.Int("llama.vocab_size") != json(vocab)) {
     m.Fail("llama.vocab_size differs from the number of tokenizer.ggml.tokens");
@@ -552,15 +606,15 @@ std::string GgufTokenizerModel(const GgufHeader& header, const std::string& path
   if (model != "llama") {
     m.Fail("tokenizer.ggml.model '" + model + "' is not supported (llama: sentencepiece)");
   }
-  const auto& tokens = m.Array("tokenizer.ggml.tokens", GgufValue::Type::kString).strings;
+  const auto& tokens = m.Array("tokenizer.ggml.tokens", true).strings;
   const size_t n = tokens.size();
   if (n == 0) m.Fail("tokenizer.ggml.tokens is empty");
   std::vector<double> scores(n, 0.0), types(n, 1.0);
   if (m.Find("tokenizer.ggml.scores")) {
-    scores = m.Array("tokenizer.ggml.scores", GgufValue::Type::kFloat).numbers;
+    scores = m.Array("tokenizer.ggml.scores", false).numbers;
   }
   if (m.Find("tokenizer.ggml.token_type")) {
-    types = m.Array("tokenizer.ggml.token_type", GgufValue::Type::kInt).numbers;
+    types = m.Array("tokenizer.ggml.token_type", false).numbers;
   }
   if (scores.size() != n || types.size() != n) {
     m.Fail("tokenizer.ggml.scores / token_type do not have one entry per token");

@@ -180,7 +180,7 @@ void ZskWriter::WriteNext(std::span<const uint8_t> bytes) {
   out_->WriteAt(t.offset, bytes.data(), bytes.size());
 }
 
-void ZskWriter::Finish() {
+void ZskWriter::Finish(const std::function<void()>& before_commit) {
   if (next_ != plan_.size()) throw Error(path_, "internal: not every planned tensor was written");
   std::string table(plan_.size() * kZskTensorRecordBytes, '\0');
   for (size_t i = 0; i < plan_.size(); ++i) {
@@ -202,13 +202,13 @@ void ZskWriter::Finish() {
   h.header_checksum = ZskHeaderChecksum(header, metadata_json_, tokenizer_model_, table);
   EncodeZskHeader(h, header);
 
-  if (::ftruncate(out_->fd(), static_cast<off_t>(file_size_)) != 0) {
-    throw Error(path_, std::string("cannot size output file: ") + std::strerror(errno));
-  }
+  out_->Resize(file_size_);
   out_->WriteAt(0, header, kZskHeaderBytes);
   out_->WriteAt(metadata_offset_, metadata_json_.data(), metadata_json_.size());
   out_->WriteAt(tokenizer_offset_, tokenizer_model_.data(), tokenizer_model_.size());
   out_->WriteAt(table_offset_, table.data(), table.size());
+  out_->Sync();
+  if (before_commit) before_commit();
   out_->Commit();
 }
 

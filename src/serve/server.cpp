@@ -12,6 +12,7 @@
 #include <ctime>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "serve/scheduler.h"
@@ -43,7 +44,10 @@ void SendError(httplib::Response& res, const HttpError& e) {
   res.status = e.status;
   json error = {{"message", e.message}, {"type", e.type}, {"code", e.status}};
   error["param"] = e.param.empty() ? json(nullptr) : json(e.param);
-  res.set_content(json{{"error", error}}.dump(), "application/json");
+  // The message may quote the client's bytes (a JSON parse error does): invalid UTF-8 in them
+  // is replaced, or dumping would throw and the answer become a 500.
+  res.set_content(json{{"error", error}}.dump(-1, ' ', false, json::error_handler_t::replace),
+                  "application/json");
 }
 
 // ---- request fields, each checked for its type and range --------------------------------------
@@ -206,7 +210,12 @@ struct Server::Impl {
 
   void Routes();
   bool Authorized(const httplib::Request& req, httplib::Response& res) const;
-  void Complete(const httplib::Request& req, httplib::Response& res, bool chat_api);
+  void Complete(const httplib::Request& req, httplib::Response& res,
+                const httplib::ContentReader& content, bool chat_api);
+  // The request body, at most --max-body bytes whatever its framing (chunked bodies too), or
+  // nullopt with the error already set on `res`.
+  std::optional<std::string> ReadBody(httplib::Response& res,
+                                      const httplib::ContentReader& content) const;
   JobRequest Parse(const json& body, bool chat_api, std::string* prompt_text, bool* stream,
                    bool* include_usage, uint64_t* seed) const;
   json Usage(const Job& job) const;
@@ -391,14 +400,44 @@ json Server::Impl::Timings(const Job& job) const {
            pass_rows ? 1.0 - double(job.pass_ffn.pass_rows_read) / pass_rows : 0.0}};
 }
 
-void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res, bool chat_api) {
-  if (!Authorized(req, res)) return;
+std::optional<std::string> Server::Impl::ReadBody(httplib::Response& res,
+                                                  const httplib::ContentReader& content) const {
+  std::string body;
+  bool too_large = false;
+  const bool read = content([&](const char* data, size_t n) {
+    if (n > options.max_body_bytes - body.size()) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, n);
+    return true;
+  });
+  if (read) return body;
+  // Whatever is left of the body is not read: the connection cannot carry another request.
+  res.set_header("Connection", "close");
+  if (too_large || res.status == 413) {
+    SendError(res, {413, "the request body is too large"});
+  } else {
+    SendError(res, {400, "the request body could not be read (malformed chunked encoding?)"});
+  }
+  return std::nullopt;
+}
+
+void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
+                            const httplib::ContentReader& content, bool chat_api) {
+  // Before the body is read: a client without the key must not make the server buffer it.
+  if (!Authorized(req, res)) {
+    res.set_header("Connection", "close");
+    return;
+  }
+  const std::optional<std::string> raw = ReadBody(res, content);
+  if (!raw) return;
   std::string echo;
   bool stream = false, include_usage = false;
   uint64_t seed = 0;
   std::shared_ptr<Job> job;
   try {
-    const json body = json::parse(req.body);  // throws on malformed JSON
+    const json body = json::parse(*raw);  // throws on malformed JSON
     JobRequest request = Parse(body, chat_api, &echo, &stream, &include_usage, &seed);
     job = scheduler.Submit(std::move(request));
   } catch (const json::parse_error& e) {
@@ -566,12 +605,14 @@ void Server::Impl::Routes() {
                         .dump(),
                     "application/json");
   });
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    Complete(req, res, false);
-  });
-  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    Complete(req, res, true);
-  });
+  // With a content reader the body is read by Complete, after the API key is checked and under
+  // the --max-body cap (cpp-httplib caps only bodies that declare a Content-Length).
+  http.Post("/v1/completions",
+            [this](const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& content) { Complete(req, res, content, false); });
+  http.Post("/v1/chat/completions",
+            [this](const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& content) { Complete(req, res, content, true); });
 }
 
 Server::Server(const Model& model, const ServeOptions& options)

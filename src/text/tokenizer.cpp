@@ -41,6 +41,26 @@ int Utf8SequenceLength(std::string_view s, size_t i) {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
 
+// The code point of the valid n-byte UTF-8 sequence at s[i].
+uint32_t CodePoint(std::string_view s, size_t i, int n) {
+  uint32_t cp = static_cast<uint8_t>(s[i]) & (0x7F >> n);
+  for (int k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<uint8_t>(s[i + k]) & 0x3F);
+  return cp;
+}
+
+// Non-ASCII characters a builtin normalization may delete or turn into whitespace (which may
+// then be folded away): C1 controls and no-break space, the Unicode spaces, zero-width and
+// format characters, line and paragraph separators, the byte order mark, specials; and U+2581,
+// sentencepiece's own whitespace mark. Generous on purpose: leaving one out only loosens the bound.
+bool MayVanish(uint32_t cp) {
+  return cp <= 0xA0 || cp == 0xAD || cp == 0x034F || cp == 0x061C || cp == 0x115F || cp == 0x1160 ||
+         cp == 0x1680 || (cp >= 0x17B4 && cp <= 0x17B5) || (cp >= 0x180B && cp <= 0x180F) ||
+         (cp >= 0x2000 && cp <= 0x206F) || cp == 0x2581 || cp == 0x3000 || cp == 0x3164 ||
+         (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF || cp == 0xFFA0 ||
+         (cp >= 0xFFF0 && cp <= 0xFFFF) || (cp >= 0x1BCA0 && cp <= 0x1BCA3) ||
+         (cp >= 0x1D173 && cp <= 0x1D17A) || (cp >= 0xE0000 && cp <= 0xE0FFF);
+}
+
 }  // namespace
 
 bool IsValidUtf8(std::string_view text) {
@@ -57,6 +77,7 @@ Tokenizer::Tokenizer(std::string_view serialized_model, const std::string& path)
   LoadSentencepieceModel(serialized_model, *sp_, path, "the embedded tokenizer");
   for (int id = 0; id < sp_->GetPieceSize(); ++id) {
     longest_piece_bytes_ = std::max(longest_piece_bytes_, sp_->IdToPiece(id).size());
+    byte_fallback_ = byte_fallback_ || sp_->IsByte(id);
   }
 }
 
@@ -88,12 +109,34 @@ int64_t Tokenizer::MinTokens(std::string_view text) const {
     const auto longest = static_cast<int64_t>(bpe_->longest_piece_bytes());
     return (static_cast<int64_t>(text.size()) + longest - 1) / longest;
   }
-  // Every builtin normalization (NFKC, case folding, whitespace folding) keeps an ASCII graphic
-  // character as one ASCII byte, and one piece spans at most longest_piece_bytes_ bytes.
-  const auto graphic =
-      std::count_if(text.begin(), text.end(), [](char c) { return c > ' ' && c < 0x7f; });
+  // A lower bound on the normalized text's characters other than whitespace, each at least one
+  // byte, and one piece spans at most longest_piece_bytes_ bytes. Every builtin normalization
+  // (NFKC, case folding, whitespace folding) keeps an ASCII graphic character as one ASCII byte.
+  // Other characters are never deleted (NFKC maps nothing to nothing; the nmt rules delete only
+  // controls and fold whitespace, both left out of the count), but composition can merge up to 4
+  // of them (a canonical decomposition is at most 4 long) into one, an ASCII letter at most once.
+  // All of this needs byte fallback: without it a run of unknown characters, however long, is
+  // one <unk> piece, so such a model only promises a token for text that has a character.
+  int64_t ascii = 0, other = 0;
+  for (size_t i = 0; i < text.size();) {
+    const auto b = static_cast<uint8_t>(text[i]);
+    if (b < 0x80) {
+      ascii += b > ' ' && b < 0x7f;
+      ++i;
+      continue;
+    }
+    const int n = Utf8SequenceLength(text, i);
+    if (n <= 0) {  // not UTF-8: Encode refuses it; count nothing
+      ++i;
+      continue;
+    }
+    other += !MayVanish(CodePoint(text, i, n));
+    i += static_cast<size_t>(n);
+  }
+  if (!byte_fallback_) return ascii + other > 0 ? 1 : 0;
+  const int64_t characters = std::max(ascii, (ascii + other + 3) / 4);
   const auto longest = static_cast<int64_t>(std::max<size_t>(1, longest_piece_bytes_));
-  return (graphic + longest - 1) / longest;
+  return (characters + longest - 1) / longest;
 }
 
 Tokenizer::~Tokenizer() = default;

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,32 @@ def out_is_directory(w):
     return expect_error(w.run(["convert", w.hf(), "-o", out]), names=out, reason="is a directory")
 
 
+def out_is_symlink_case(name, dangling):
+    def fn(w):
+        out = w.fresh_dir(name)
+        target = os.path.join(out, "target.zsk")
+        if not dangling:
+            mc.write_text(target, "precious")
+        link = os.path.join(out, "m.zsk")
+        os.symlink(target, link)
+        line = expect_error(w.run(["convert", w.hf(), "-o", link]), names=link,
+                            reason="is a symbolic link")
+        if not os.path.islink(link) or os.readlink(link) != target:
+            raise Failure("the link was replaced")
+        if listing(out) != (["m.zsk"] if dangling else ["m.zsk", "target.zsk"]):
+            raise Failure(f"left {listing(out)}")
+        if not dangling and mc.read_bytes(target) != b"precious":
+            raise Failure("the link's target changed")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+# The rename would replace the link itself (as root, `-o /dev/stdout` replaced the system's link).
+out_is_symlink_case("out_is_symlink_to_file", dangling=False)
+out_is_symlink_case("out_is_dangling_symlink", dangling=True)
+
+
 @case
 def out_empty(w):
     start = time.monotonic()
@@ -303,8 +330,25 @@ def signal_case(sig):
     case(fn)
 
 
-for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGALRM):
     signal_case(_sig)
+
+
+@case
+def file_size_limit_during_convert(w):
+    """Under `ulimit -f` a write past the limit raises SIGXFSZ, which would kill convert with
+    its temporary file left: it is an error line instead."""
+    import resource
+    out = w.fresh_dir("fsize")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+    line = expect_error(w.run(["convert", w.hf(), "-o", out + "/m.zsk"], preexec_fn=limit),
+                        names=out + "/m.zsk", reason="file size limit")
+    if listing(out):
+        raise Failure(f"left {listing(out)}")
+    return line
 
 
 # ------------------------------------------------------------------ command-line values
@@ -330,6 +374,29 @@ bad_flag_case("seed_past_2_64", "--seed", "18446744073709551616")
 bad_flag_case("threads_zero", "--threads", "0", "eval")
 bad_flag_case("n_predict_negative", "--n-predict", "-1")
 bad_flag_case("isa_unknown", "--isa", "sse2", "eval")
+
+
+def newline_flag_case(name, flag, command="run"):
+    """A value holding a newline is quoted in the message: still one line."""
+    def fn(w):
+        args = {"run": ["run", "-m", w.zsk(), "-p", "x", "-n", "1"],
+                "eval": ["eval", "-m", w.zsk(), "--tokens", "1"]}[command]
+        line = expect_error(w.run(args + [flag, "1\nzeroskip: error: forged"]), exit_code=2,
+                            names=flag)
+        if "\\x0a" not in line:
+            raise Failure(f"the newline is not escaped: {line!r}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+newline_flag_case("temp_newline", "--temp")
+newline_flag_case("top_p_newline", "--top-p")
+newline_flag_case("min_p_newline", "--min-p")
+newline_flag_case("repeat_penalty_newline", "--repeat-penalty")
+newline_flag_case("n_predict_newline", "--n-predict")
+newline_flag_case("threads_newline", "--threads", "eval")
+newline_flag_case("kv_type_newline", "--kv-type", "eval")
 
 
 @case
@@ -363,6 +430,75 @@ def run_to_full_disk(w):
     with open("/dev/full", "wb") as full:
         return expect_error(w.run(["run", "-m", w.zsk(), "-p", "x", "-n", "8", "--ignore-eos"],
                                   stdout=full), names="stdout", reason="write failed")
+
+
+def close_stdout():
+    os.close(1)
+
+
+def stdout_lost_case(name, args, where):
+    """What --version and --help print is all they do: lost, it is an error, not exit 0."""
+    def fn(w):
+        if where == "full":
+            with open("/dev/full", "wb") as full:
+                result = w.run(args, stdout=full)
+            reason = "No space left on device"
+        else:
+            result = w.run(args, stdout=None, preexec_fn=close_stdout)
+            reason = "Bad file descriptor"
+        return expect_error(result, names="stdout", reason=reason)
+    fn.__name__ = name
+    case(fn)
+
+
+stdout_lost_case("version_to_full_disk", ["--version"], "full")
+stdout_lost_case("help_to_full_disk", ["--help"], "full")
+stdout_lost_case("run_help_to_full_disk", ["run", "--help"], "full")
+stdout_lost_case("version_to_closed_stdout", ["--version"], "closed")
+stdout_lost_case("run_help_to_closed_stdout", ["run", "--help"], "closed")
+
+
+def convert_summary_lost_case(name, command, where):
+    """The summary is printed before the file is renamed into place: when it cannot be written
+    the command fails with nothing left behind, never an error beside a complete file."""
+    def fn(w):
+        out = w.fresh_dir(name)
+        target = out + "/m.zsk"
+        args = (["convert", w.hf(), "-o", target] if command == "convert"
+                else ["shadow", w.zsk(), "-o", target])
+        if where == "full":
+            with open("/dev/full", "wb") as full:
+                result = w.run(args, stdout=full)
+            reason = "No space left on device"
+        else:
+            result = w.run(args, stdout=None, preexec_fn=close_stdout)
+            reason = "Bad file descriptor"
+        line = expect_error(result, names="stdout", reason=reason)
+        if listing(out):
+            raise Failure(f"left {listing(out)}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+convert_summary_lost_case("convert_to_full_disk", "convert", "full")
+convert_summary_lost_case("convert_to_closed_stdout", "convert", "closed")
+convert_summary_lost_case("shadow_to_full_disk", "shadow", "full")
+
+
+@case
+def convert_into_closed_pipe_still_writes(w):
+    """A reader that went away (EPIPE) took all it wanted: the file is written, exit 0."""
+    out = w.fresh_dir("convert-pipe")
+    p = subprocess.Popen([w.binary, "convert", w.hf(), "-o", out + "/m.zsk"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=60)
+    if rc != 0 or err:
+        raise Failure(f"exit status {rc}, stderr {err!r}")
+    expect_ok(w.run(["verify", out + "/m.zsk"]))
+    return "exit 0, quiet, the file verifies"
 
 
 def closed_pipe_case(name, args_of):
@@ -413,6 +549,124 @@ def nan_weights_stop_perplexity(w):
     expect_error(w.run(["verify", path]), names=path, reason="checksum mismatch")
     return expect_error(w.run(["perplexity", "-m", path, "-f", text]), names=path,
                         reason="NaN or infinite logit")
+
+
+def patched_zsk(w, name, patch, reseal_tensor=None):
+    """The base model patched by `patch(zsk)`; the named tensor's checksum (then the header's)
+    recomputed, as a file damaged before it was written would be."""
+    z = mc.Zsk(mc.read_bytes(w.zsk()))
+    patch(z)
+    if reseal_tensor is not None:
+        i = z.find(reseal_tensor)
+        off, n = z.rget(i, "offset"), z.rget(i, "nbytes")
+        z.rset(i, "checksum", mc.xxh64(z.b[off:off + n]))
+        z.reseal()
+    path = os.path.join(w.fresh_dir(name), "model.zsk")
+    mc.write_text(path, bytes(z.b))
+    return path
+
+
+def flip_byte(tensor):
+    def patch(z):
+        i = z.find(tensor)
+        z.b[z.rget(i, "offset") + 5] ^= 0x10
+    return patch
+
+
+def nan_values(tensor):
+    def patch(z):
+        i = z.find(tensor)
+        z.b[z.rget(i, "offset"):z.rget(i, "offset") + 8] = b"\xff" * 8  # f16 NaNs
+    return patch
+
+
+def shadow_refuses_case(name, make, reason):
+    """`zeroskip shadow` writes fresh checksums: an input `verify` or `run` refuses, or one that
+    would give a file they refuse, must be refused, with nothing written."""
+    def fn(w):
+        path = make(w)
+        out = w.fresh_dir(name + "-out")
+        line = expect_error(w.run(["shadow", path, "-o", out + "/m.zsk"]), names=path,
+                            reason=reason)
+        if listing(out):
+            raise Failure(f"left {listing(out)}")
+        return line
+    fn.__name__ = name
+    case(fn)
+
+
+shadow_refuses_case("shadow_flipped_byte_in_attn_q",
+                    lambda w: patched_zsk(w, "flip-q", flip_byte("layers.0.attn_q")),
+                    "'layers.0.attn_q': checksum mismatch")
+shadow_refuses_case("shadow_flipped_byte_in_gate",
+                    lambda w: patched_zsk(w, "flip-gate", flip_byte("layers.0.ffn_gate")),
+                    "'layers.0.ffn_gate': checksum mismatch")
+shadow_refuses_case("shadow_nan_gate",
+                    lambda w: patched_zsk(w, "nan-gate", nan_values("layers.0.ffn_gate"),
+                                          reseal_tensor="layers.0.ffn_gate"),
+                    "'layers.0.ffn_gate': 4 values are NaN or Inf")
+
+
+def rename_tensor(old, new):
+    def patch(z):
+        z.rname(z.find(old), new)
+        z.reseal()
+    return patch
+
+
+shadow_refuses_case("shadow_unknown_tensor",
+                    lambda w: patched_zsk(w, "unknown", rename_tensor("layers.0.attn_q",
+                                                                       "layers.0.attn_z")),
+                    "tensor 'layers.0.attn_")
+
+
+def gguf_integer_width_case(name, key, etype, convert_value):
+    """llama.cpp's writers store token types and scores in more than one width: all convert."""
+    def fn(w):
+        import make_gguf
+        d = w.fresh_dir(name)
+        meta, tensors = mc.gguf_parts(d)
+        for k, (mkey, vtype, value) in enumerate(meta):
+            if mkey == key:
+                meta[k] = (mkey, vtype, (etype, [convert_value(v) for v in value[1]]))
+        gguf = os.path.join(d, "model.gguf")
+        mc.write_text(gguf, make_gguf.serialize(meta, tensors))
+        expect_ok(w.run(["convert", gguf, "-o", d + "/m.zsk"]))
+        expect_ok(w.run(["verify", d + "/m.zsk"]))
+        return f"{key} as ggml value type {etype}: converted, verifies"
+    fn.__name__ = name
+    case(fn)
+
+
+gguf_integer_width_case("gguf_token_type_u32_accepted", "tokenizer.ggml.token_type", 4, int)
+gguf_integer_width_case("gguf_token_type_u8_accepted", "tokenizer.ggml.token_type", 0, int)
+gguf_integer_width_case("gguf_scores_i32_accepted", "tokenizer.ggml.scores", 5, round)
+
+
+@case
+def gguf_large_metadata_arrays(w):
+    """Four metadata arrays of 8 Mi u8 each (the most one array may hold): read one pread per
+    element that was ~90 s; read in blocks it is a fraction of a second (the timeout is the hang
+    detector). The file still converts."""
+    import make_gguf
+    d = w.fresh_dir("gguf-big-meta")
+    meta, tensors = mc.gguf_parts(d)
+    blob = struct.pack("<IQ", make_gguf.U8, 1 << 23) + bytes(range(256)) * (1 << 15)
+    raw = make_gguf.serialize(meta, tensors)
+    # Spliced in by hand (serialize would build 8 Mi Python ints): the metadata count grows by
+    # four and the arrays go before the first key.
+    count = struct.unpack_from("<Q", raw, 16)[0]
+    # Keys of 16 bytes: each entry is then 2^23 + 40 bytes, four of them a multiple of the
+    # alignment (32), so the tensor data after the header stays where its offsets say.
+    extra = b"".join(make_gguf.s(f"general.blob.{k:03d}") + struct.pack("<I", make_gguf.ARRAY) +
+                     blob for k in range(4))
+    head = raw[:16] + struct.pack("<Q", count + 4)
+    body = raw[24:]
+    assert len(extra) % make_gguf.ALIGN == 0
+    gguf = os.path.join(d, "model.gguf")
+    mc.write_text(gguf, head + extra + body)
+    expect_ok(w.run(["convert", gguf, "-o", d + "/m.zsk"], timeout=30))
+    return "4 x 8 MiB of u8 metadata: converted"
 
 
 def nonfinite_checkpoint_case(name, tensor, value):
@@ -482,6 +736,52 @@ def tokenizer_custom_charsmap_in_zsk(w):
 
 # ------------------------------------------------------------------ messages
 
+def without_chat_banner(result):
+    """chat's one line of help on stderr ("zeroskip chat: template ...") is not an error line."""
+    rc, out, lines = result
+    return rc, out, [ln for ln in lines if not ln.startswith("zeroskip chat: ")]
+
+
+@case
+def chat_stdin_closed(w):
+    """With fd 0 closed, the model file was opened on it and chat read it as the user's input."""
+    def close_stdin():
+        os.close(0)
+    return expect_error(without_chat_banner(w.run(["chat", "-m", w.zsk(), "-n", "2"], stdin=None,
+                                                  timeout=30, preexec_fn=close_stdin)),
+                        names="stdin",
+                        reason="read failed: Bad file descriptor")
+
+
+@case
+def chat_stdin_is_directory(w):
+    fd = os.open(w.fresh_dir("chat-dir"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        result = w.run(["chat", "-m", w.zsk(), "-n", "2"], stdin=fd, timeout=30)
+    finally:
+        os.close(fd)
+    return expect_error(without_chat_banner(result), names="stdin",
+                        reason="read failed: Is a directory")
+
+
+@case
+def chat_system_invalid_utf8_names_the_flag(w):
+    return expect_error(w.run([b"chat", b"-m", w.zsk().encode(), b"--system", b"a\xffb"]),
+                        names="--system", reason="is not valid UTF-8")
+
+
+@case
+def eval_sparse_tokens_past_context_counts_all(w):
+    """Token by token (--ffn sparse) the message counted only the tokens run so far."""
+    ids = ",".join(["1"] * 300)
+    lines = []
+    for ffn in ("sparse", "dense"):
+        lines.append(expect_error(w.run(["eval", "-m", w.zsk(), "--ffn", ffn, "--ctx", "64",
+                                         "--tokens", ids]), names=w.zsk(),
+                                  reason="300 tokens do not fit the context of 64"))
+    return lines[0]
+
+
 @case
 def prompt_invalid_utf8_names_the_flag(w):
     return expect_error(w.run([b"run", b"-m", w.zsk().encode(), b"-p", b"a\xffb", b"-n", b"1"]),
@@ -499,6 +799,33 @@ def huge_prompt_refused_before_tokenizing(w):
     if seconds > 5:
         raise Failure(f"took {seconds:.1f} s: the length was not bounded before tokenizing")
     return line
+
+
+@case
+def huge_non_ascii_prompt_refused_before_tokenizing(w):
+    """10 MB of "é": the bound counted ASCII only, so this was tokenized in full (26 s, 2 GB)
+    before "the prompt is 10485762 tokens"; now refused from the bound alone."""
+    text = os.path.join(w.fresh_dir("huge-utf8-prompt"), "p.txt")
+    mc.write_text(text, "\u00e9" * (5 << 20))
+    return expect_error(w.run(["run", "-m", w.zsk(), "-f", text, "--ctx", "32"], timeout=60),
+                        names=text, reason="the prompt is at least 163840 tokens")
+
+
+@case
+def bpe_perplexity_of_a_megabyte(w):
+    """GPT-2 pre-tokenization was quadratic (PCRE2 checked the rest of the text as UTF-8 at
+    every word): 1 MB took ~4 minutes; word by word it takes seconds (the timeout is the
+    hang detector, not a benchmark)."""
+    d = w.fresh_dir("bpe-ppl")
+    hf = mc.write_opt_hf(d)
+    model = os.path.join(d, "m.zsk")
+    expect_ok(w.run(["convert", hf, "-o", model]))
+    text = os.path.join(d, "t.txt")
+    mc.write_text(text, "The quick brown fox, 12 jumps; \u00fcber caf\u00e9. " * 25000)
+    out = expect_ok(w.run(["perplexity", "-m", model, "-f", text, "-t", "1"], timeout=180))
+    if b"over 675001 tokens" not in out:
+        raise Failure(f"unexpected output {out!r}")
+    return out.decode().strip()
 
 
 @case

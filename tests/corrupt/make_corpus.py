@@ -1076,6 +1076,61 @@ def _(d):
     write_gguf(d, meta, tensors)
 
 
+def retype_meta(meta, key, vtype, value=None):
+    """Sets `key`'s type (and value, if given), keeping its place in the metadata."""
+    for k, (name, old_type, old_value) in enumerate(meta):
+        if name == key:
+            meta[k] = (name, vtype, old_value if value is None else value)
+
+
+@case("gguf_rms_eps_nan", GGUF_CONVERT, GGUF,
+      "metadata llama.attention.layer_norm_rms_epsilon is NaN or infinite",
+      "llama.attention.layer_norm_rms_epsilon is NaN (the config text said null, so the default "
+      "was used)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    retype_meta(meta, "llama.attention.layer_norm_rms_epsilon", make_gguf.F32, float("nan"))
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_rope_base_inf", GGUF_CONVERT, GGUF,
+      "metadata llama.rope.freq_base is NaN or infinite",
+      "llama.rope.freq_base is +Inf (the config text said null, so the default was used)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    retype_meta(meta, "llama.rope.freq_base", make_gguf.F32, float("inf"))
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_hf_tensor_names", GGUF_CONVERT, GGUF,
+      "unexpected tensor 'model.embed_tokens.weight' (not a tensor of llama.cpp's llama",
+      "the tensors carry Hugging Face names, not llama.cpp's (q/k would not be un-permuted)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    hf = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+          "blk.0.attn_norm.weight": "model.layers.0.input_layernorm.weight",
+          "blk.0.attn_q.weight": "model.layers.0.self_attn.q_proj.weight",
+          "blk.0.attn_k.weight": "model.layers.0.self_attn.k_proj.weight",
+          "blk.0.attn_v.weight": "model.layers.0.self_attn.v_proj.weight",
+          "blk.0.attn_output.weight": "model.layers.0.self_attn.o_proj.weight",
+          "blk.0.ffn_norm.weight": "model.layers.0.post_attention_layernorm.weight",
+          "blk.0.ffn_gate.weight": "model.layers.0.mlp.gate_proj.weight",
+          "blk.0.ffn_up.weight": "model.layers.0.mlp.up_proj.weight",
+          "blk.0.ffn_down.weight": "model.layers.0.mlp.down_proj.weight"}
+    write_gguf(d, meta, [(hf[n], dims, t, data) for n, dims, t, data in tensors])
+
+
+@case("gguf_token_type_strings", GGUF_CONVERT, GGUF,
+      "metadata tokenizer.ggml.token_type must be an array of numbers, not an array of strings",
+      "tokenizer.ggml.token_type holds strings (integers of any width are accepted)")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    for k, (name, vtype, value) in enumerate(meta):
+        if name == "tokenizer.ggml.token_type":
+            meta[k] = (name, vtype, (make_gguf.STRING, [str(t) for t in value[1]]))
+    write_gguf(d, meta, tensors)
+
+
 # --- output
 
 

@@ -228,6 +228,18 @@ def gguf_seeds():
         # q8_0 blocks: the embedding rows are 16 long, so pad a 32-wide matrix in by hand.
         tensors.append(("blk.0.extra.weight", [32, 2], 8, bytes(2 * 34)))
         write("gguf", "seed-tiny-q8-extra.gguf", g.serialize(meta, tensors))
+    # Large metadata arrays (read in blocks, not one read per element: 8 MiB of u8 took 21 s):
+    # 256 Ki u8 elements, and 8 Ki token strings with u32 token types and i32 scores (integer
+    # widths llama.cpp's writers use).
+    write("gguf", "seed-big-u8-array.gguf", g.serialize(
+        [("general.architecture", g.STRING, "llama"),
+         ("general.blob", g.ARRAY, (g.U8, [k * 7 % 256 for k in range(1 << 18)]))], []))
+    n = 1 << 13
+    write("gguf", "seed-many-tokens.gguf", g.serialize(
+        [("general.architecture", g.STRING, "llama"), ("tokenizer.ggml.model", g.STRING, "llama"),
+         ("tokenizer.ggml.tokens", g.ARRAY, (g.STRING, [f"t{k}" for k in range(n)])),
+         ("tokenizer.ggml.scores", g.ARRAY, (g.I32, [-k for k in range(n)])),
+         ("tokenizer.ggml.token_type", g.ARRAY, (g.U32, [1] * n))], []))
 
 
 # ---------------------------------------------------------------- tokenizer (sentencepiece ModelProto)
@@ -312,6 +324,11 @@ def tokenizer_seeds():
     write("tokenizer", "seed-hostile-denormalizer", with_charsmap(test, OUT_OF_RANGE_CHARSMAP, 5))
     write("tokenizer", "seed-selftest-mismatch", with_self_test(test, "the cat", "wrong"))
     write("tokenizer", "seed-truncated", test[:len(test) // 2])
+    # GPT-2 byte-level BPE as a .zsk of OPT embeds it (the JSON of vocab.json and merges.txt).
+    bpe = {name: read("tests", "data", "bpe", name).decode() for name in ("merges.txt",
+                                                                          "vocab.json")}
+    write("tokenizer", "seed-bpe-packed.json",
+          json.dumps(bpe, separators=(",", ":"), ensure_ascii=False, sort_keys=True))
     # User-defined pieces each a prefix of the next: 64 deep is accepted, 65 crashed sentencepiece.
     for depth in (64, 65):
         nested = test

@@ -131,6 +131,34 @@ def open_request(port, body):
     return s
 
 
+def raw_post(port, head, chunks=()):
+    """POSTs on a raw socket (`head`: headers after the request line) and returns the first
+    response's status and JSON body. Sending may stop early when the server refuses the body."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(60)
+    try:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + head)
+        for c in chunks:
+            s.sendall(c)
+    except OSError:
+        pass
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+            re.search(rb"Content-Length: (\d+)", data).group(1)):
+        more = s.recv(65536)
+        if not more:
+            break
+        data += more
+    s.close()
+    header, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"Content-Length: (\d+)", header).group(1))
+    return int(header.split(b" ")[1]), json.loads(body[:length])
+
+
+def chunked(total, size=1 << 16):
+    return [b"%x\r\n" % size + b"x" * size + b"\r\n"] * (total // size) + [b"0\r\n\r\n"]
+
+
 class Api(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -268,6 +296,24 @@ class Api(unittest.TestCase):
         status, _, raw = self.server.request("POST", "/v1/completions", b"x" * (2 << 20))
         self.assertEqual(status, 413)
         self.assertIn("too large", json.loads(raw)["error"]["message"])
+        # Chunked bodies get the same cap (they were read whole: 2 MiB got 400, 512 MiB was
+        # buffered), and a body in chunks under it is a request like any other.
+        status, answer = raw_post(self.server.port, b"Transfer-Encoding: chunked\r\n\r\n",
+                                  chunked(2 << 20))
+        self.assertEqual((status, answer["error"]["code"]), (413, 413), answer)
+        self.assertIn("too large", answer["error"]["message"])
+        small = json.dumps({"prompt": "A", "max_tokens": 1}).encode()
+        status, answer = raw_post(self.server.port, b"Transfer-Encoding: chunked\r\n\r\n",
+                                  [b"%x\r\n" % len(small) + small + b"\r\n0\r\n\r\n"])
+        self.assertEqual(status, 200, answer)
+        # Raw invalid UTF-8 inside a JSON string: a 400 naming the problem (was a 500: the
+        # error message quoting the byte could not be written as JSON).
+        bad = b'{"prompt": "a\xffb"}'
+        status, answer = raw_post(self.server.port,
+                                  b"Content-Length: %d\r\n\r\n" % len(bad) + bad)
+        self.assertEqual(status, 400, answer)
+        self.assertEqual(answer["error"]["type"], "invalid_request_error")
+        self.assertIn("UTF-8", answer["error"]["message"])
         self.assertEqual(self.server.request("GET", "/v1/nothing")[0], 404)
         self.assertEqual(self.server.request("GET", "/v1/completions")[0], 404)
         self.assertTrue(self.server.wait_idle(5))
@@ -282,6 +328,11 @@ class Api(unittest.TestCase):
                 self.assertEqual(status, 401, headers)
                 self.assertEqual(answer["error"]["type"], "authentication_error")
             self.assertEqual(server.request("GET", "/v1/models")[0], 401)
+            # The key is checked before the body is read: a chunked body without it is not
+            # buffered (256 MiB used to be read into memory before the 401).
+            status, answer = raw_post(server.port, b"Transfer-Encoding: chunked\r\n\r\n",
+                                      chunked(256 << 10))
+            self.assertEqual(status, 401, answer)
             ok = server.post("/v1/completions", body, {"Authorization": "Bearer s3cret"})
             self.assertEqual(ok[0], 200)
             self.assertEqual(server.request("GET", "/health")[0], 200)  # monitoring needs no key

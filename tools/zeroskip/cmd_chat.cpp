@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 #include "commands.h"
@@ -65,6 +66,8 @@ void AddChat(CLI::App& app) {
       chosen = ChatTemplate::ByName(f->chat_template);
       if (!chosen) throw Error("--chat-template", "unknown template '" + f->chat_template + "'");
     }
+    // Before the model is loaded, so the message names the flag, not the model's tokenizer.
+    if (!IsValidUtf8(f->system)) throw Error("--system", "is not valid UTF-8");
     const auto model = Model::Load(f->compute.model);
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const ChatTemplate tmpl = chosen ? *chosen : ChatTemplate::ForModel(*model);
@@ -87,12 +90,19 @@ void AddChat(CLI::App& app) {
     while (true) {
       WriteStdout("> ");
       g_interrupted.store(false);
+      errno = 0;
       if (!std::getline(std::cin, line)) {
+        const int error = errno;
         if (g_interrupted.load() && !std::cin.eof()) {
           std::cin.clear();
           WriteStdout("\n");
           Notice("Ctrl-C stops a reply; /exit leaves");
           continue;
+        }
+        // End of input ends the conversation; a failed read (stdin a directory, closed) is an
+        // error, not a quiet goodbye. std::cin reads through stdio, which keeps the error flag.
+        if (std::ferror(stdin) && error != EINTR) {
+          throw Error("stdin", std::string("read failed: ") + std::strerror(error ? error : EIO));
         }
         WriteStdout("\n");
         break;

@@ -15,6 +15,22 @@
 #include "zeroskip/model.h"
 
 namespace zeroskip::cli {
+namespace {
+
+// Prints the summary of a written file before it is renamed into place, so a failed write of
+// the summary (a full disk, a closed stdout) fails the command with nothing left behind instead
+// of an error line beside a complete file. Returns true if the reader of stdout has gone (EPIPE):
+// the file is still committed and the command ends quietly, like any other.
+bool ReportBeforeCommit(const std::string& summary) {
+  try {
+    WriteStdout(summary);
+  } catch (const StdoutClosed&) {
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 void AddConvert(CLI::App& app) {
   struct Flags {
@@ -46,11 +62,16 @@ void AddConvert(CLI::App& app) {
     if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
     Progress bar("converting", Progress::Unit::kBytes);
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
-    const ConvertResult r = ConvertHfCheckpoint(opt);
-    bar.Done();
-    for (const auto& w : r.warnings) std::cerr << "zeroskip: warning: " << w << "\n";
-    std::cout << "wrote " << flags->out << ": " << r.tensors << " tensors, " << r.parameters
-              << " parameters, " << r.file_bytes << " bytes\n";
+    bool reader_gone = false;
+    opt.before_commit = [&](const ConvertResult& r) {
+      bar.Done();
+      for (const auto& w : r.warnings) std::cerr << "zeroskip: warning: " << w << "\n";
+      reader_gone = ReportBeforeCommit("wrote " + flags->out + ": " + std::to_string(r.tensors) +
+                                       " tensors, " + std::to_string(r.parameters) +
+                                       " parameters, " + std::to_string(r.file_bytes) + " bytes\n");
+    };
+    ConvertHfCheckpoint(opt);
+    if (reader_gone) throw StdoutClosed{};
   });
 }
 
@@ -62,12 +83,18 @@ void AddShadow(CLI::App& app) {
   cmd->add_option("-o,--output", opt->out_path, "output .zsk file (written atomically; may be IN)")
       ->required();
   cmd->callback([opt] {
+    // What `verify` checks of the input first: a copy would carry its damage under new checksums.
+    Model::Load(opt->in_path);
     Progress bar("shadowing", Progress::Unit::kBytes);
     opt->progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
-    const ConvertResult r = AddShadowGate(*opt);
-    bar.Done();
-    std::cout << "wrote " << opt->out_path << ": " << r.tensors << " tensors, " << r.file_bytes
-              << " bytes\n";
+    bool reader_gone = false;
+    opt->before_commit = [&](const ConvertResult& r) {
+      bar.Done();
+      reader_gone = ReportBeforeCommit("wrote " + opt->out_path + ": " + std::to_string(r.tensors) +
+                                       " tensors, " + std::to_string(r.file_bytes) + " bytes\n");
+    };
+    AddShadowGate(*opt);
+    if (reader_gone) throw StdoutClosed{};
   });
 }
 

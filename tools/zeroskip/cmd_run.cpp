@@ -263,6 +263,12 @@ void AddEval(CLI::App& app) {
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     Engine engine(*model, co.engine);
     Session session(engine, co.session);
+    // Checked here, not by Forward: token by token it would count only those run so far.
+    if (static_cast<int64_t>(ids.size()) > session.context()) {
+      throw Error(model->file().path(), std::to_string(ids.size()) +
+                                            " tokens do not fit the context of " +
+                                            std::to_string(session.context()));
+    }
     std::span<const float> logits;
     for (size_t i = 0; i < ids.size(); ++i) {
       // Token by token under --ffn sparse, so the sparse decode path is what gets evaluated.

@@ -1,6 +1,9 @@
 // zeroskip: one binary, one subcommand per task. Bad input of any kind ends with exactly one
 // line `zeroskip: error: <file>: <reason>` on stderr and exit status 1; a command line CLI11
 // cannot parse exits 2. Errors about a flag rather than a file name the flag instead.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -8,8 +11,6 @@
 #include <cstring>
 #include <iostream>
 #include <new>
-
-#include <unistd.h>
 
 #include "build_info.h"
 #include "commands.h"
@@ -39,6 +40,33 @@ void OnTerminate(int sig) {
   zeroskip::RemoveUnfinishedOutput();
   std::signal(sig, SIG_DFL);
   std::raise(sig);
+}
+
+// Descriptors 0-2 that the caller closed (`<&-`, `>&-`) are taken by /dev/null opened the wrong
+// way round, so reads of stdin and writes to stdout/stderr still fail (EBADF) as on a closed
+// descriptor, but no model or text file opened later can land on them and be read as input or
+// written as output.
+void ReserveStandardDescriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);  // the lowest free number: fd
+  }
+}
+
+// An error line is one line whatever a flag value held: CLI11's messages quote values verbatim,
+// so control bytes are escaped as zeroskip::Error escapes them (\xNN).
+std::string OneLine(std::string_view text) { return zeroskip::Error("", std::string(text)).what(); }
+
+// --version and --help print and exit 0 only if what they printed arrived.
+int AfterPrinting(int code) {
+  try {
+    zeroskip::cli::FlushStdout();
+  } catch (const zeroskip::cli::StdoutClosed&) {
+  } catch (const zeroskip::Error& e) {
+    std::cerr << "zeroskip: error: " << e.what() << "\n";
+    return 1;
+  }
+  return code;
 }
 }  // namespace
 
@@ -78,9 +106,12 @@ std::string VersionText() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ReserveStandardDescriptors();
   RerunWithPassiveOpenMp(argv);
-  // Every signal that ends the process by default and can come from a terminal or a supervisor.
-  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) std::signal(sig, OnTerminate);
+  // Every signal that ends the process by default and can be caught removes an unfinished output.
+  for (const int sig : zeroskip::OutputCleanupSignals()) std::signal(sig, OnTerminate);
+  // Past the file size limit (ulimit -f) a write fails with EFBIG, reported as an error line.
+  std::signal(SIGXFSZ, SIG_IGN);
   // A closed pipe is an error code on write (handled: StdoutClosed), not a killing signal.
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{
@@ -105,13 +136,13 @@ int main(int argc, char** argv) {
   } catch (const zeroskip::cli::StdoutClosed&) {
     return 0;
   } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
+    return AfterPrinting(app.exit(e));
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    return AfterPrinting(app.exit(e));
   } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+    return AfterPrinting(app.exit(e));
   } catch (const CLI::ParseError& e) {
-    std::cerr << "zeroskip: error: " << e.what() << " (see --help)\n";
+    std::cerr << "zeroskip: error: " << OneLine(e.what()) << " (see --help)\n";
     return 2;
   } catch (const zeroskip::Error& e) {
     std::cout.flush();
