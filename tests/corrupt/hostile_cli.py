@@ -790,15 +790,12 @@ def prompt_invalid_utf8_names_the_flag(w):
 
 @case
 def huge_prompt_refused_before_tokenizing(w):
+    """"at least" is the bound's wording: a prompt tokenized in full reports its exact count (no
+    timing check: the sanitizers and a busy machine make any threshold flaky)."""
     text = os.path.join(w.fresh_dir("huge-prompt"), "p.txt")
     mc.write_text(text, "All the world's a stage. " * 400000)  # 10 MB
-    start = time.monotonic()
-    line = expect_error(w.run(["run", "-m", w.zsk(), "-f", text, "--ctx", "32"]), names=text,
+    return expect_error(w.run(["run", "-m", w.zsk(), "-f", text, "--ctx", "32"]), names=text,
                         reason="the prompt is at least")
-    seconds = time.monotonic() - start
-    if seconds > 5:
-        raise Failure(f"took {seconds:.1f} s: the length was not bounded before tokenizing")
-    return line
 
 
 @case
