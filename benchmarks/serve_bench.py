@@ -12,6 +12,10 @@ so the client cannot see every token arrive): aggregate decode tok/s = the sum o
 side), TTFT = `ttft_ms` (request received to first token: queueing, and the prefill of the
 requests admitted before it, included). Reports the median round, and p50/p99 TTFT over every
 client of every round. Prints a table and writes JSON.
+
+With --busy N, N busy processes (each bounded by `timeout`, killed at the end) share the cores
+with the server for the whole run: the latency figures of a server on a shared machine
+(issue 29).
 """
 import argparse
 import http.client
@@ -82,7 +86,33 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", default="The quick brown fox jumps over the lazy dog.")
     ap.add_argument("--json")
+    ap.add_argument("--busy", type=int, default=0, help="busy processes beside the server")
+    ap.add_argument("--busy-seconds", type=int, default=1800, help="bound on each busy process")
     args = ap.parse_args()
+    busy = [subprocess.Popen(["timeout", str(args.busy_seconds), "sh", "-c", "while :; do :; done"])
+            for _ in range(args.busy)]
+    try:
+        rows = measure(args)
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+    one = rows[0]["aggregate_tok_s"]
+    for r in rows:
+        r["vs_one_stream"] = r["aggregate_tok_s"] / one
+    print(f"{args.busy} busy processes beside the server")
+    print("| streams | aggregate decode tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['streams']} | {r['aggregate_tok_s']:.1f} | {r['vs_one_stream']:.2f}x | "
+              f"{r['ttft_ms_p50']:.0f} | {r['ttft_ms_p99']:.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(model=args.model, tokens=args.tokens, threads=args.threads,
+                           rounds=args.rounds, busy=args.busy, rows=rows), f, indent=1)
+
+
+def measure(args):
     rows = []
     for streams in [int(s) for s in args.streams.split(",")]:
         proc, port = start(args.binary, args.model, streams, args.threads)
@@ -105,18 +135,7 @@ def main():
         print(f"{streams} streams: {row['aggregate_tok_s']:.1f} tok/s aggregate "
               f"(rounds {', '.join(f'{r:.1f}' for r in rates)}), TTFT p50 "
               f"{row['ttft_ms_p50']:.0f} ms, p99 {row['ttft_ms_p99']:.0f} ms", flush=True)
-    one = rows[0]["aggregate_tok_s"]
-    for r in rows:
-        r["vs_one_stream"] = r["aggregate_tok_s"] / one
-    print("| streams | aggregate decode tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['streams']} | {r['aggregate_tok_s']:.1f} | {r['vs_one_stream']:.2f}x | "
-              f"{r['ttft_ms_p50']:.0f} | {r['ttft_ms_p99']:.0f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(model=args.model, tokens=args.tokens, threads=args.threads,
-                           rounds=args.rounds, rows=rows), f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":

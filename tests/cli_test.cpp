@@ -70,6 +70,38 @@ TEST(Cli, VersionNamesCommitBuildKernelsAndCpu) {
   EXPECT_EQ(lines[2].rfind("cpu features:", 0), 0u) << lines[2];
 }
 
+// oneDNN's OpenMP team waits as the engine's pool does, a brief spin and then sleep (issue 29):
+// the CLI runs itself again with GOMP_SPINCOUNT=1000 before libgomp reads its settings, unless
+// the user chose a spin count or a wait policy. libgomp itself reports what it read
+// (OMP_DISPLAY_ENV=verbose prints GOMP_SPINCOUNT on stderr at start-up).
+TEST(Cli, OpenMpSpinsBrieflyUnlessTheUserChose) {
+  struct Restore {
+    ~Restore() {
+      unsetenv("OMP_DISPLAY_ENV");
+      unsetenv("GOMP_SPINCOUNT");
+      unsetenv("OMP_WAIT_POLICY");
+    }
+  } restore;
+  unsetenv("GOMP_SPINCOUNT");
+  unsetenv("OMP_WAIT_POLICY");
+  setenv("OMP_DISPLAY_ENV", "verbose", 1);
+  const auto spin_read = [](const std::string& err) {
+    const auto at = err.rfind("GOMP_SPINCOUNT = '");  // the last start-up's (the re-run's)
+    return at == std::string::npos ? std::string("none")
+                                   : err.substr(at + 18, err.find('\'', at + 18) - at - 18);
+  };
+  auto r = RunCli({"--version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(spin_read(r.err), "1000") << r.err;
+  setenv("GOMP_SPINCOUNT", "5000", 1);
+  r = RunCli({"--version"});
+  EXPECT_EQ(spin_read(r.err), "5000") << r.err;
+  unsetenv("GOMP_SPINCOUNT");
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  r = RunCli({"--version"});
+  EXPECT_EQ(spin_read(r.err), "0") << r.err;  // libgomp's passive: no spin at all
+}
+
 // `shadow` writes the file `convert --shadow` writes, byte for byte; runs with --gate shadow
 // generate what --gate dense generates and report the shadow's statistics, per layer too; a file
 // without shadows refuses --gate shadow in one line.
