@@ -16,7 +16,15 @@ idle machine, that is the quiet-machine A/B.
 
 The held-out text is the last 10% of --text (held out from the demo model's training), of which
 the first --ppl-bytes go to perplexity; only a temporary copy is written.
+
+With --llama-bin DIR (a llama.cpp build: llama-cli, llama-perplexity) and --gguf FILE (the same
+model as GGUF, e.g. `tests/data/make_gguf.py models/relu-ft OUT.gguf --dtype bf16`), llama.cpp
+runs the same three cases beside the same busy processes after zeroskip's: decode and prefill
+times are llama-cli's own ("eval time", "prompt eval time"), perplexity is llama-perplexity's
+wall time over the same text at the model's context. llama.cpp's llama architecture computes
+SiLU where the demo model has ReLU: its outputs differ, its work per token does not.
 """
+import re
 import argparse
 import json
 import os
@@ -46,7 +54,11 @@ def main():
     ap.add_argument("--ppl-bytes", type=int, default=12000)
     ap.add_argument("--busy-seconds", type=int, default=1800,
                     help="upper bound on each busy process's life")
+    ap.add_argument("--llama-bin", help="a llama.cpp build directory (llama-cli, llama-perplexity)")
+    ap.add_argument("--gguf", help="the model as GGUF, for --llama-bin")
     args = ap.parse_args()
+    if bool(args.llama_bin) != bool(args.gguf):
+        ap.error("--llama-bin and --gguf go together")
     zs = args.zeroskip
     if not os.path.exists(args.model):
         subprocess.run([zs, "convert", "models/relu-ft", "-o", args.model], check=True)
@@ -85,6 +97,28 @@ def main():
                         "--ffn", ffn, "--json"], check=True, capture_output=True)
         return time.monotonic() - t0
 
+    def llama_cli(t, text, n):
+        p = subprocess.run([os.path.join(args.llama_bin, "llama-cli"), "-m", args.gguf, "-p", text,
+                            "-n", str(n), "-t", str(t), "--temp", "0", "--ignore-eos", "-no-cnv",
+                            "--no-display-prompt"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, errors="replace", check=True)
+        return p.stderr
+
+    def llama_decode(t):
+        m = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs",
+                      llama_cli(t, decode_prompt, args.decode_tokens))
+        return float(m.group(1)) / 1e3 * args.decode_tokens / int(m.group(2))
+
+    def llama_prefill(t):
+        m = re.search(r"prompt eval time =\s*([\d.]+) ms", llama_cli(t, prompt, 1))
+        return float(m.group(1)) / 1e3
+
+    def llama_perplexity(t):
+        t0 = time.monotonic()
+        subprocess.run([os.path.join(args.llama_bin, "llama-perplexity"), "-m", args.gguf, "-f",
+                        ppl_file, "-t", str(t)], check=True, capture_output=True)
+        return time.monotonic() - t0
+
     busy = [subprocess.Popen(["timeout", str(args.busy_seconds), "sh", "-c",
                               "while :; do :; done"]) for _ in range(args.busy)]
     try:
@@ -119,6 +153,18 @@ def main():
                     t1, t2 = m[zs, 1], m[zs, 2]
                     print(f"| {name} | {ffn} | {t1:.4f} | {t2:.4f} | **{t2 / t1:.2f}x** |",
                           flush=True)
+        if args.llama_bin:
+            print(f"\nllama.cpp ({args.gguf}), same busy processes")
+            print("| case | -t 1 s | -t 2 s | t2 / t1 |")
+            print("|---|---|---|---|")
+            for name, fn in (("decode", llama_decode), ("prefill", llama_prefill),
+                             ("perplexity", llama_perplexity)):
+                times = {1: [], 2: []}
+                for _ in range(args.rounds):
+                    for t in (1, 2):
+                        times[t].append(fn(t))
+                t1, t2 = statistics.median(times[1]), statistics.median(times[2])
+                print(f"| {name} | {t1:.4f} | {t2:.4f} | **{t2 / t1:.2f}x** |", flush=True)
         print(f"load at the end {os.getloadavg()[0]:.2f}")
     finally:
         for p in busy:
