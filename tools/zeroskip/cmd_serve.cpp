@@ -78,7 +78,14 @@ void AddServe(CLI::App& app) {
       ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--cors", f->serve.cors_origin,
                   "allow browser pages from ORIGIN ('*': any) to call the API (default: none)")
-      ->type_name("ORIGIN");
+      ->type_name("ORIGIN")
+      ->check([](const std::string& origin) -> std::string {
+        // It goes into a header line as it is.
+        for (const char c : origin) {
+          if (c <= ' ' || c == 0x7f) return "an origin is printable ASCII without spaces";
+        }
+        return origin.empty() ? "an origin such as https://example.org, or '*'" : "";
+      });
   SamplerOptions& sampler = f->serve.sampler;
   AddSamplerFlags(cmd, &sampler);
   cmd->callback([f] {
