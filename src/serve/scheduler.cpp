@@ -51,8 +51,19 @@ std::shared_ptr<Job> Scheduler::Submit(JobRequest request) {
 
 SchedulerStatus Scheduler::Status() {
   std::lock_guard<std::mutex> hold(lock_);
-  return {static_cast<int>(slots_.size()), busy_, static_cast<int64_t>(queue_.size()),
-          decode_steps_, decoded_tokens_};
+  return {static_cast<int>(slots_.size()),
+          busy_,
+          static_cast<int64_t>(queue_.size()),
+          decode_steps_,
+          decoded_tokens_,
+          prompt_tokens_,
+          generated_tokens_,
+          ffn_};
+}
+
+bool Scheduler::Stopping() {
+  std::lock_guard<std::mutex> hold(lock_);
+  return stopping_;
 }
 
 void Scheduler::Stop() {
@@ -66,12 +77,13 @@ void Scheduler::Stop() {
   for (auto& slot : slots_) {
     if (!slot->job) continue;
     if (slot->generation) slot->generation->Cancel();
-    Finish(*slot, reason);
+    Finish(*slot, reason, /*stopped=*/true);
   }
   std::lock_guard<std::mutex> hold(lock_);
   for (auto& job : queue_) {
     std::lock_guard<std::mutex> job_hold(job->lock);
     job->error = reason;
+    job->stopped = true;
     job->finished = true;
     job->changed.notify_all();
   }
@@ -209,16 +221,28 @@ void Scheduler::Advance(Slot& slot, int next) {
   }
 }
 
-void Scheduler::Finish(Slot& slot, const std::string& error) {
+void Scheduler::Finish(Slot& slot, const std::string& error, bool stopped) {
   Job& j = *slot.job;
+  GenerateResult result;
+  if (slot.generation) {
+    result = std::move(slot.generation->result());
+    result.decode_steps = slot.steps;
+  }
+  const FfnLayerStats own_ffn = slot.session.ffn_total();
+  {
+    // Before the reader hears: an answer the client has seen is in Status() already.
+    std::lock_guard<std::mutex> hold(lock_);
+    --busy_;
+    prompt_tokens_ += result.prompt_tokens;
+    generated_tokens_ += result.tokens.size();
+    ffn_.Add(own_ffn);
+  }
   {
     std::lock_guard<std::mutex> hold(j.lock);
-    if (slot.generation) {
-      j.result = std::move(slot.generation->result());
-      j.result.decode_steps = slot.steps;
-    }
+    j.result = std::move(result);
     j.error = error;
-    j.own_ffn = slot.session.ffn_total();
+    j.stopped = stopped;
+    j.own_ffn = own_ffn;
     j.done = Clock::now();
     j.finished = true;
     j.changed.notify_all();
@@ -227,8 +251,6 @@ void Scheduler::Finish(Slot& slot, const std::string& error) {
   slot.generation.reset();
   slot.sampler.reset();
   slot.decoding = false;
-  std::lock_guard<std::mutex> hold(lock_);
-  --busy_;
 }
 
 }  // namespace zeroskip::serve

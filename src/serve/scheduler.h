@@ -48,6 +48,7 @@ struct Job {
   std::string text;                 // generated text not yet taken by the reader
   bool finished = false;
   std::string error;                // set when the job failed (then finished)
+  bool stopped = false;             // it failed because Scheduler::Stop ended it
   GenerateResult result;            // complete once finished (text: all of it)
   Clock::time_point admitted, first_token, done;
   double prefill_seconds = 0;
@@ -64,6 +65,9 @@ struct SchedulerStatus {
   int slots = 0, busy = 0;
   int64_t queued = 0;
   uint64_t decode_steps = 0, decoded_tokens = 0;  // since start: passes and tokens they ran
+  // Since start, of the jobs that ended (counted before their reader hears of the end):
+  uint64_t prompt_tokens = 0, generated_tokens = 0;
+  FfnLayerStats ffn;  // their FFN statistics, every layer, prompt and decode
 };
 
 class Scheduler {
@@ -76,8 +80,10 @@ class Scheduler {
   // Queues a job; null when the queue is full. Throws Error if the request's FFN settings
   // cannot run on this model (checked here, before any reply is sent).
   std::shared_ptr<Job> Submit(JobRequest request);
-  // Fails every queued and running job ("the server is shutting down") and joins the thread.
+  // Fails every queued and running job ("the server is shutting down", `stopped`) and joins
+  // the thread.
   void Stop();
+  bool Stopping();
   SchedulerStatus Status();
 
   // Longest prompt chunk one turn runs: a long prompt delays the other slots' next token by
@@ -90,7 +96,7 @@ class Scheduler {
   void Admit(Slot& slot, std::shared_ptr<Job> job);
   void PrefillChunk(Slot& slot);
   void DecodeStep();
-  void Finish(Slot& slot, const std::string& error = {});
+  void Finish(Slot& slot, const std::string& error = {}, bool stopped = false);
   // After a token: its text is already with the job; ends the slot if generation ended.
   void Advance(Slot& slot, int next);
 
@@ -110,6 +116,8 @@ class Scheduler {
   bool stopping_ = false;
   int busy_ = 0;
   uint64_t decode_steps_ = 0, decoded_tokens_ = 0;
+  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0;
+  FfnLayerStats ffn_;
   std::thread thread_;
 };
 

@@ -1,20 +1,19 @@
 // The HTTP half of `zeroskip serve`: requests in, OpenAI-shaped JSON and server-sent events out.
-// Generation itself happens in the Scheduler's thread; a handler thread validates a request,
-// submits it and relays the job's text as it arrives.
+// Generation itself happens in the Scheduler's thread; a connection's thread (connections.h)
+// validates a request, submits it and relays the job's text as it arrives.
 #include "zeroskip/server.h"
 
-#include <dirent.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <ctime>
 #include <httplib.h>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 
+#include "serve/connections.h"
 #include "serve/scheduler.h"
 #include "zeroskip/chat.h"
 #include "zeroskip/error.h"
@@ -40,15 +39,20 @@ struct HttpError {
   std::string type = "invalid_request_error";
 };
 
-void SendError(httplib::Response& res, const HttpError& e) {
-  res.status = e.status;
+std::string ErrorBody(const HttpError& e) {
   json error = {{"message", e.message}, {"type", e.type}, {"code", e.status}};
   error["param"] = e.param.empty() ? json(nullptr) : json(e.param);
   // The message may quote the client's bytes (a JSON parse error does): invalid UTF-8 in them
   // is replaced, or dumping would throw and the answer become a 500.
-  res.set_content(json{{"error", error}}.dump(-1, ' ', false, json::error_handler_t::replace),
-                  "application/json");
+  return json{{"error", error}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
+
+void SendError(httplib::Response& res, const HttpError& e) {
+  res.status = e.status;
+  res.set_content(ErrorBody(e), "application/json");
+}
+
+const HttpError kShuttingDown{503, "the server is shutting down", "", "server_shutting_down"};
 
 // ---- request fields, each checked for its type and range --------------------------------------
 
@@ -119,31 +123,12 @@ std::vector<std::string> StopStrings(const json& body) {
 
 // ---- the connection a handler answers -----------------------------------------------------------
 
-// Whether the client of a request has gone. cpp-httplib 0.11 (Debian 12) tells a handler nothing
-// of its connection, so this finds the socket by the request's two endpoints and peeks at it: a
-// peer that closed reads as end-of-stream. Without it a non-streaming request would generate to
-// its end for nobody, holding a slot.
+// Whether the client of the request this thread answers has gone: a peer that closed reads as
+// end-of-stream. Without it a non-streaming request would generate to its end for nobody,
+// holding a slot.
 class ConnectionProbe {
  public:
-  explicit ConnectionProbe(const httplib::Request& req) {
-    DIR* dir = opendir("/proc/self/fd");
-    if (dir == nullptr) return;
-    while (const dirent* entry = readdir(dir)) {
-      const int fd = std::atoi(entry->d_name);
-      if (fd <= 2) continue;
-      sockaddr_storage local{}, peer{};
-      socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-      if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
-          getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
-        continue;
-      }
-      if (Port(local) == req.local_port && Port(peer) == req.remote_port) {
-        fd_ = fd;
-        break;
-      }
-    }
-    closedir(dir);
-  }
+  ConnectionProbe() : fd_(serve::HttpServer::CurrentSocket()) {}
 
   bool Closed() const {
     if (fd_ < 0) return false;
@@ -153,12 +138,7 @@ class ConnectionProbe {
   }
 
  private:
-  static int Port(const sockaddr_storage& a) {
-    if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
-    if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
-    return -1;
-  }
-  int fd_ = -1;
+  int fd_;
 };
 
 std::string FinishReason(const Job& job) {
@@ -179,6 +159,40 @@ double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+// The `endpoint` label of /metrics: the routes, and "other" for any other path (a label per
+// path a client makes up would grow without bound).
+std::string EndpointLabel(const std::string& path) {
+  for (const char* route :
+       {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"}) {
+    if (path == route) return route;
+  }
+  if (path.starts_with("/v1/models/")) return "/v1/models/{id}";
+  return "other";
+}
+
+std::chrono::milliseconds Milliseconds(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+}
+
+serve::ConnectionLimits Limits(const ServeOptions& o) {
+  serve::ConnectionLimits limits;
+  limits.max_connections = o.max_connections;
+  limits.idle = Milliseconds(o.idle_timeout);
+  limits.headers = Milliseconds(o.header_timeout);
+  limits.body = Milliseconds(o.body_timeout);
+  const std::string body =
+      ErrorBody({503, "too many open connections; retry later", "", "server_busy"});
+  limits.refusal =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\nRetry-After: 1\r\nConnection: close\r\n";
+  if (!o.cors_origin.empty()) {
+    limits.refusal += "Access-Control-Allow-Origin: " + o.cors_origin + "\r\n";
+  }
+  limits.refusal += "\r\n" + body;
+  return limits;
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -187,7 +201,8 @@ struct Server::Impl {
         options(o),
         engine(m, WithBatch(o.engine, o)),
         scheduler(engine, o.session, o.parallel, o.queue),
-        chat(o.chat_template.empty() ? ChatTemplate::ForModel(m) : Template(o.chat_template)) {
+        chat(o.chat_template.empty() ? ChatTemplate::ForModel(m) : Template(o.chat_template)),
+        http(Limits(o)) {
     const std::string& path = m.file().path();
     const size_t slash = path.find_last_of('/');
     model_id = path.substr(slash == std::string::npos ? 0 : slash + 1);
@@ -220,6 +235,7 @@ struct Server::Impl {
                    bool* include_usage, uint64_t* seed) const;
   json Usage(const Job& job) const;
   json Timings(const Job& job) const;
+  std::string Metrics();
 
   const Model& model;
   ServeOptions options;
@@ -228,9 +244,11 @@ struct Server::Impl {
   ChatTemplate chat;
   std::string model_id;
   int64_t context;
-  httplib::Server http;
+  serve::HttpServer http;
   int port = -1;
   std::atomic<uint64_t> next_id{1};
+  std::mutex answers_lock;
+  std::map<std::pair<std::string, int>, uint64_t> answers;  // (endpoint, status) -> count
 };
 
 bool Server::Impl::Authorized(const httplib::Request& req, httplib::Response& res) const {
@@ -432,6 +450,7 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
   }
   const std::optional<std::string> raw = ReadBody(res, content);
   if (!raw) return;
+  serve::HttpServer::BodyRead();  // generating may take long: no read deadline meanwhile
   std::string echo;
   bool stream = false, include_usage = false;
   uint64_t seed = 0;
@@ -454,6 +473,10 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
     return;
   }
   if (!job) {
+    if (scheduler.Stopping()) {
+      SendError(res, kShuttingDown);
+      return;
+    }
     res.set_header("Retry-After", "1");
     SendError(res, {503, "every slot is busy and the queue is full; retry later", "",
                     "server_busy"});
@@ -478,7 +501,7 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
   };
 
   if (!stream) {
-    const ConnectionProbe probe(req);
+    const ConnectionProbe probe;
     bool finished = false;
     while (!finished) {
       job->Take(std::chrono::milliseconds(50), &finished);
@@ -488,6 +511,10 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
       }
     }
     std::lock_guard<std::mutex> hold(job->lock);
+    if (job->stopped) {  // queued or generating when the server was stopped
+      SendError(res, kShuttingDown);
+      return;
+    }
     if (!job->error.empty()) {
       SendError(res, {500, job->error, "", "server_error"});
       return;
@@ -506,7 +533,7 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
   }
 
   const std::string chunk_object = chat_api ? "chat.completion.chunk" : "text_completion";
-  auto probe = std::make_shared<ConnectionProbe>(req);
+  auto probe = std::make_shared<ConnectionProbe>();
   auto started = std::make_shared<bool>(false);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
@@ -554,8 +581,91 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
       });
 }
 
+// The Prometheus text exposition format (version 0.0.4): HELP and TYPE before each family.
+std::string Server::Impl::Metrics() {
+  const serve::SchedulerStatus s = scheduler.Status();
+  const serve::ConnectionStats c = http.Stats();
+  std::string out;
+  const auto family = [&out](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  const auto sample = [&out](const std::string& name, auto value) {
+    char number[32];
+    if constexpr (std::is_floating_point_v<decltype(value)>) {
+      std::snprintf(number, sizeof(number), "%.9g", value);
+    } else {
+      std::snprintf(number, sizeof(number), "%lld", static_cast<long long>(value));
+    }
+    out += name + " " + number + "\n";
+  };
+  family("zeroskip_requests_total", "counter",
+         "Answers by endpoint and HTTP status (counted as each is sent).");
+  {
+    std::lock_guard<std::mutex> hold(answers_lock);
+    for (const auto& [key, count] : answers) {
+      sample("zeroskip_requests_total{endpoint=\"" + key.first + "\",status=\"" +
+                 std::to_string(key.second) + "\"}",
+             count);
+    }
+  }
+  family("zeroskip_prompt_tokens_total", "counter", "Prompt tokens of finished generations.");
+  sample("zeroskip_prompt_tokens_total", s.prompt_tokens);
+  family("zeroskip_generated_tokens_total", "counter", "Tokens generated.");
+  sample("zeroskip_generated_tokens_total", s.generated_tokens);
+  family("zeroskip_decode_steps_total", "counter",
+         "Decode passes; each ran one token of every generating slot.");
+  sample("zeroskip_decode_steps_total", s.decode_steps);
+  family("zeroskip_decoded_tokens_total", "counter", "Tokens the decode passes ran.");
+  sample("zeroskip_decoded_tokens_total", s.decoded_tokens);
+  family("zeroskip_queue_depth", "gauge", "Requests waiting for a slot.");
+  sample("zeroskip_queue_depth", s.queued);
+  family("zeroskip_slots_busy", "gauge", "Slots running a request.");
+  sample("zeroskip_slots_busy", s.busy);
+  family("zeroskip_slots", "gauge", "Slots (--parallel).");
+  sample("zeroskip_slots", s.slots);
+  family("zeroskip_connections_open", "gauge", "Open client connections.");
+  sample("zeroskip_connections_open", c.open);
+  family("zeroskip_connections_accepted_total", "counter", "Connections given a thread.");
+  sample("zeroskip_connections_accepted_total", c.accepted);
+  family("zeroskip_connections_refused_total", "counter",
+         "Connections answered 503 and closed: --max-connections were open.");
+  sample("zeroskip_connections_refused_total", c.refused);
+  family("zeroskip_connections_timed_out_total", "counter",
+         "Connections closed because a request's headers or body missed their deadline.");
+  sample("zeroskip_connections_timed_out_total", c.timed_out);
+  family("zeroskip_ffn_neurons_total", "counter",
+         "FFN neurons evaluated (tokens x FFN width x layers) for finished generations.");
+  sample("zeroskip_ffn_neurons_total", s.ffn.neurons);
+  family("zeroskip_ffn_zero_neurons_total", "counter",
+         "Those whose activation was exactly zero: their up and down rows were skipped.");
+  sample("zeroskip_ffn_zero_neurons_total", s.ffn.zero_neurons);
+  family("zeroskip_ffn_zero_fraction", "gauge",
+         "zeroskip_ffn_zero_neurons_total / zeroskip_ffn_neurons_total (0 before any).");
+  sample("zeroskip_ffn_zero_fraction", s.ffn.zero_fraction());
+  return out;
+}
+
 void Server::Impl::Routes() {
   http.set_payload_max_length(options.max_body_bytes);
+  http.OnAnswer([this](const httplib::Request& req, const httplib::Response& res) {
+    std::lock_guard<std::mutex> hold(answers_lock);
+    ++answers[{EndpointLabel(req.path), res.status}];
+  });
+  if (!options.cors_origin.empty()) {
+    // On every answer (errors too: a browser shows its page nothing without it), and the
+    // preflight of a request with an Authorization or Content-Type header answered.
+    httplib::Headers cors = {{"Access-Control-Allow-Origin", options.cors_origin}};
+    if (options.cors_origin != "*") cors.emplace("Vary", "Origin");
+    http.set_default_headers(cors);
+    http.Options(".*", [](const httplib::Request& req, httplib::Response& res) {
+      res.status = 204;
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+      res.set_header("Access-Control-Allow-Headers",
+                     asked.empty() ? "Authorization, Content-Type" : asked);
+      res.set_header("Access-Control-Max-Age", "86400");
+    });
+  }
   // Errors cpp-httplib answers itself (413, 404, 400 for a malformed request line) get a body.
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -590,6 +700,10 @@ void Server::Impl::Routes() {
                         .dump(),
                     "application/json");
   });
+  // Open like /health: what a monitor scrapes (no request or model content in it).
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(Metrics(), "text/plain; version=0.0.4; charset=utf-8");
+  });
   http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     if (!Authorized(req, res)) return;
     const ModelConfig& c = model.config();
@@ -619,10 +733,6 @@ Server::Server(const Model& model, const ServeOptions& options)
     : impl_(std::make_unique<Impl>(model, options)) {
   Impl& s = *impl_;
   s.Routes();
-  // Every slot and queued request holds a handler thread while it waits; a few more answer
-  // /health, errors and 503s meanwhile.
-  const size_t threads = static_cast<size_t>(options.parallel + options.queue + 8);
-  s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   int listener = -1;
   s.http.set_socket_options([&listener](socket_t fd) {
     listener = fd;
@@ -647,8 +757,10 @@ int Server::port() const { return impl_->port; }
 void Server::Run() { impl_->http.listen_after_bind(); }
 
 void Server::Stop() {
+  // Every queued and running job fails first, so each open request is answered (503, or a
+  // stream's error event and [DONE]) within moments; the drain bounds clients that do not read.
   impl_->scheduler.Stop();
-  impl_->http.stop();
+  impl_->http.Shutdown(std::chrono::seconds(5));
 }
 
 }  // namespace zeroskip

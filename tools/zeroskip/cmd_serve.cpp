@@ -1,8 +1,10 @@
 // serve: the OpenAI-compatible HTTP server (docs/SERVER.md).
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <csignal>
 #include <cstdio>
+#include <string>
 #include <thread>
 
 #include "commands.h"
@@ -10,6 +12,28 @@
 #include "zeroskip/server.h"
 
 namespace zeroskip::cli {
+
+namespace {
+
+// Each connection holds a descriptor, and the usual soft limit (1024) is below what
+// --max-connections may ask for: raised up to the hard limit, refused past it.
+void RaiseOpenFileLimit(int64_t connections) {
+  const rlim_t need = static_cast<rlim_t>(connections) + 64;  // the model, logs, listener
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY ||
+      limit.rlim_cur >= need) {
+    return;
+  }
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < need) {
+    throw Error("", "--max-connections " + std::to_string(connections) + " needs " +
+                        std::to_string(need) + " open files but the limit is " +
+                        std::to_string(limit.rlim_max) + " (ulimit -Hn)");
+  }
+  limit.rlim_cur = need;
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+}  // namespace
 
 void AddServe(CLI::App& app) {
   struct Flags {
@@ -40,6 +64,28 @@ void AddServe(CLI::App& app) {
   cmd->add_option("--max-body", f->serve.max_body_bytes,
                   "largest request body in bytes, 413 past it (default 1 MiB)")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30));
+  cmd->add_option("--max-connections", f->serve.max_connections,
+                  "open connections at once; past them a connection gets 503 (default 512)")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  cmd->add_option("--idle-timeout", f->serve.idle_timeout,
+                  "seconds a connection may wait for its next request (default 5)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--header-timeout", f->serve.header_timeout,
+                  "seconds for a request's line and headers, from the first byte (default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--body-timeout", f->serve.body_timeout,
+                  "seconds for a request's body, from the end of its headers (default 60)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--cors", f->serve.cors_origin,
+                  "allow browser pages from ORIGIN ('*': any) to call the API (default: none)")
+      ->type_name("ORIGIN")
+      ->check([](const std::string& origin) -> std::string {
+        // It goes into a header line as it is.
+        for (const char c : origin) {
+          if (c <= ' ' || c == 0x7f) return "an origin is printable ASCII without spaces";
+        }
+        return origin.empty() ? "an origin such as https://example.org, or '*'" : "";
+      });
   SamplerOptions& sampler = f->serve.sampler;
   AddSamplerFlags(cmd, &sampler);
   cmd->callback([f] {
@@ -50,6 +96,7 @@ void AddServe(CLI::App& app) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+    RaiseOpenFileLimit(f->serve.max_connections);
     const auto model = Model::Load(f->compute.model);
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     ServeOptions options = f->serve;
