@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""`zeroskip serve` driven by real clients (http.client, raw sockets, curl, headless Chromium).
+"""`zeroskip serve` driven by real clients (http.client, raw sockets, curl, headless Chromium,
+the official OpenAI Node SDK).
 
     /usr/bin/python3 tests/serve/serve_test.py ZEROSKIP_BIN WORK_DIR \
-        [prepare|api|params|load|page]
+        [prepare|api|params|load|page|sdk]
 
 Starts servers on ephemeral loopback ports. Two models: the shipped demo (converted into
 WORK_DIR; its text is compared with `zeroskip run`) and a slower synthetic one (tools/synth,
@@ -11,7 +12,8 @@ cases; `prepare` makes both (ctest runs it first, once). `api` checks every endp
 status, `params` each OpenAI parameter at its limit and one past (values against `zeroskip
 score` and `zeroskip eval`), `load` runs 50 concurrent clients mixing good, malformed and
 disconnecting requests, `page` the chat page in headless Chromium (SKIPPED when Chromium is not
-installed: `.ci/install-deps --browser`).
+installed: `.ci/install-deps --browser`), `sdk` tests/serve/sdk/sdk_test.mjs with the OpenAI SDK
+(SKIPPED without Node.js or the SDK: `.ci/install-deps --sdk`).
 """
 import base64
 import fcntl
@@ -869,14 +871,40 @@ class Page(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
 
+class Sdk(unittest.TestCase):
+    """The official OpenAI Node SDK (tests/serve/sdk: its version pinned by package-lock.json,
+    installed by `.ci/install-deps --sdk`) runs tests/serve/sdk/sdk_test.mjs against a server."""
+
+    def test_openai_node_sdk(self):
+        sdk = os.path.join(ROOT, "tests", "serve", "sdk")
+        node = shutil.which("node")
+        if not node:
+            self.skipTest("Node.js is not installed (.ci/install-deps --sdk)")
+        if not os.path.exists(os.path.join(sdk, "node_modules", "openai", "package.json")):
+            self.skipTest("the OpenAI SDK is not installed (.ci/install-deps --sdk)")
+        demo, slow = prepare_models()
+        server, slow_server = Server(demo, "--parallel", "4"), Server(slow, "--parallel", "1")
+        try:
+            env = dict(os.environ, ZEROSKIP_URL=f"http://127.0.0.1:{server.port}/v1",
+                       ZEROSKIP_SLOW_URL=f"http://127.0.0.1:{slow_server.port}/v1",
+                       ZEROSKIP_BIN=BIN, ZEROSKIP_MODEL=demo)
+            r = subprocess.run([node, os.path.join(sdk, "sdk_test.mjs")], env=env,
+                               capture_output=True, text=True, timeout=600)
+            print(r.stdout + r.stderr)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        finally:
+            self.assertEqual(server.stop(), 0)
+            self.assertEqual(slow_server.stop(), 0)
+
+
 if __name__ == "__main__":
     BIN, WORK = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     os.makedirs(WORK, exist_ok=True)
     if sys.argv[3:] == ["prepare"]:
         prepare_models()
         sys.exit(0)
-    suite = {"api": Api, "params": Params, "load": Load,
-             "page": Page}[sys.argv[3]] if len(sys.argv) > 3 else None
+    suite = {"api": Api, "params": Params, "load": Load, "page": Page,
+             "sdk": Sdk}[sys.argv[3]] if len(sys.argv) > 3 else None
     tests = unittest.defaultTestLoader.loadTestsFromTestCase(suite) if suite else \
         unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
     result = unittest.TextTestRunner(verbosity=2).run(tests)
