@@ -33,6 +33,20 @@ TEST(ChatTemplate, RendersEachFormatExactly) {
   EXPECT_EQ(ChatTemplate::ByName("dialogue")->stop_strings(), std::vector<std::string>{"\n\n"});
 }
 
+// A tool's result in the history: its own turn where the template has roles, an instruction turn
+// in llama2 (which has none: rendered as an assistant reply it would close the turn wrongly).
+TEST(ChatTemplate, RendersAToolResult) {
+  const std::vector<ChatMessage> history = {
+      {"user", "Weather?"}, {"assistant", ""}, {"tool", "sunny"}};
+  EXPECT_EQ(ChatTemplate::ByName("llama2")->Render(history, true),
+            "[INST] Weather? [/INST]  </s><s>[INST] sunny [/INST]");
+  EXPECT_EQ(ChatTemplate::ByName("chatml")->Render(history, false),
+            "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
+            "<|im_start|>tool\nsunny<|im_end|>\n");
+  EXPECT_EQ(ChatTemplate::ByName("dialogue")->Render(history, false),
+            "USER:\nWeather?\n\nASSISTANT:\n\n\nTOOL:\nsunny\n\n");
+}
+
 // Every way of cutting the text into pieces gives the same emitted text.
 TEST(StopStringFilter, HoldsBackPrefixesAndCutsAtTheFirstStop) {
   const std::string text = "one <|im_e two <|im_end|> three";

@@ -353,6 +353,33 @@ TEST(Session, SessionsSharingAnEngineKeepTheirOwnSequences) {
   }
 }
 
+// A session that copies another's prompt continues it as if it had run it: its logits, and its
+// next tokens, are the reference's (a request's n choices share one prefill this way). Its own
+// earlier sequence, longer than the copy, must not leak into what follows.
+TEST(Session, CopyFromContinuesTheOtherSessionsSequence) {
+  const auto fixture = nlohmann::json::parse(
+      testing::ReadFile(testing::SourceDir() + "/tests/data/golden/scoring.json"));
+  const Model& m = testing::LoadedModel(fixture["checkpoint"]);
+  const auto& sequence = fixture["sequences"][0];
+  const auto ids = sequence["ids"].get<std::vector<int>>();
+  ASSERT_GE(ids.size(), 4u);
+  const size_t k = ids.size() / 2;
+  Engine engine(m, {.threads = 2});
+  Session leader(engine), follower(engine);
+  const auto other = fixture["sequences"][1]["ids"].get<std::vector<int>>();
+  follower.Forward(other);
+  // All logits of the prompt: logits() is still the last row's.
+  leader.Forward(std::span<const int>(ids).first(k), /*all_logits=*/true);
+  testing::ExpectNearReference(leader.logits(), sequence["logits"][k - 1], "leader");
+  follower.CopyFrom(leader);
+  EXPECT_EQ(follower.position(), static_cast<int64_t>(k));
+  testing::ExpectNearReference(follower.logits(), sequence["logits"][k - 1], "copied");
+  for (size_t pos = k; pos < ids.size(); ++pos) {
+    testing::ExpectNearReference(follower.Forward({&ids[pos], 1}), sequence["logits"][pos],
+                                 "follower position " + std::to_string(pos));
+  }
+}
+
 // A KV cache of f16 or bf16 rounds keys and values when they are stored; the logits stay near
 // the float64 reference (measured worst |Δlogit| / max |logit| over the fixture: see the
 // tolerances) but are not those of the f32 cache, so the narrow type is really in use.

@@ -7,6 +7,8 @@
 #include <limits>
 #include <numeric>
 
+#include "zeroskip/error.h"
+
 namespace zeroskip {
 namespace {
 
@@ -289,6 +291,52 @@ TEST(Sampler, RepetitionPenaltyLooksOnlyAtTheLastNTokens) {
   EXPECT_EQ(all.Sample(m.data(), short_history), 4);
   EXPECT_FLOAT_EQ(m[1], 1.5f);
   EXPECT_FLOAT_EQ(m[3], -2.0f);
+}
+
+TEST(Sampler, LogitBiasIsAddedFirst) {
+  // {1, 3, 2, -1, 2.9, 0} + {0: +2.5, 1: -100}: token 0 (3.5) beats 4 (2.9) under greedy.
+  Sampler s({.temperature = 0.0f, .logit_bias = {{0, 2.5f}, {1, -100.0f}}}, 6);
+  auto l = Logits();
+  EXPECT_EQ(s.Sample(l.data(), {}), 0);
+  EXPECT_FLOAT_EQ(l[0], 3.5f);
+  EXPECT_FLOAT_EQ(l[1], -97.0f);
+  EXPECT_FLOAT_EQ(l[2], 2.0f);
+}
+
+TEST(Sampler, PresenceAndFrequencyPenaltiesFollowOpenAi) {
+  // logit -= count * 0.3 + (count > 0) * 0.5 over the tokens picked, not the prompt {1, 1, 1}:
+  // picks 1 (3.0); then 1 is 2.2 < 2.9: 4; then 1 2.2 > 4 2.1 > 2 2.0: 1; then 1 1.9 < 4 2.1: 4;
+  // then 1 1.9, 4 1.8 < 2 2.0: 2.
+  Sampler s({.temperature = 0.0f, .presence_penalty = 0.5f, .frequency_penalty = 0.3f}, 6);
+  const std::vector<int> prompt = {1, 1, 1};
+  std::vector<int> picks;
+  std::vector<float> l;
+  for (int i = 0; i < 5; ++i) {
+    l = Logits();
+    picks.push_back(s.Sample(l.data(), prompt));
+  }
+  EXPECT_EQ(picks, (std::vector<int>{1, 4, 1, 4, 2}));
+  EXPECT_FLOAT_EQ(l[1], 3.0f - 2 * 0.3f - 0.5f);
+  EXPECT_FLOAT_EQ(l[4], 2.9f - 2 * 0.3f - 0.5f);
+  EXPECT_FLOAT_EQ(l[0], 1.0f);  // never picked
+  // A negative presence penalty rewards repeating: token 1 forever.
+  Sampler again({.temperature = 0.0f, .presence_penalty = -2.0f}, 6);
+  for (int i = 0; i < 4; ++i) {
+    l = Logits();
+    EXPECT_EQ(again.Sample(l.data(), {}), 1);
+  }
+  EXPECT_FLOAT_EQ(l[1], 5.0f);
+}
+
+TEST(Sampler, RefusesPenaltiesAndBiasesOutOfRange) {
+  EXPECT_NO_THROW(Sampler({.presence_penalty = 2.0f, .frequency_penalty = -2.0f}, 6));
+  EXPECT_THROW(Sampler({.presence_penalty = 2.01f}, 6), Error);
+  EXPECT_THROW(Sampler({.frequency_penalty = -2.01f}, 6), Error);
+  EXPECT_THROW(Sampler({.presence_penalty = std::nanf("")}, 6), Error);
+  EXPECT_NO_THROW(Sampler({.logit_bias = {{5, 100.0f}}}, 6));
+  EXPECT_THROW(Sampler({.logit_bias = {{6, 1.0f}}}, 6), Error);
+  EXPECT_THROW(Sampler({.logit_bias = {{-1, 1.0f}}}, 6), Error);
+  EXPECT_THROW(Sampler({.logit_bias = {{0, std::numeric_limits<float>::infinity()}}}, 6), Error);
 }
 
 }  // namespace

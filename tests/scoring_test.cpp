@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
+#include "zeroskip/score.h"
 
 namespace zeroskip {
 namespace {
@@ -73,6 +74,23 @@ json RunJson(std::vector<std::string> args) {
 // Both ways the CLI runs a model: one batched pass (auto), and token by token through the sparse
 // decode path (--ffn sparse).
 const char* const kPaths[] = {"auto", "sparse"};
+
+// Hand-computed: logits {1, 3, 2, 3} have log-sum-exp 3 + ln(2 + e^-1 + e^-2).
+TEST(ScoreToken, LogSoftmaxAndTheMostLikelyTokensTiesByLowerId) {
+  const std::vector<float> logits = {1, 3, 2, 3};
+  const double lse = 3 + std::log(2 + std::exp(-1.0) + std::exp(-2.0));
+  const TokenLogProb t = ScoreToken(logits, 2, 3);
+  EXPECT_EQ(t.id, 2);
+  EXPECT_NEAR(t.logprob, 2 - lse, 1e-12);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[0].first, 1);  // tied with 3: the lower id first
+  EXPECT_EQ(t.top[1].first, 3);
+  EXPECT_EQ(t.top[2].first, 2);
+  EXPECT_NEAR(t.top[0].second, 3 - lse, 1e-12);
+  EXPECT_NEAR(t.top[2].second, 2 - lse, 1e-12);
+  EXPECT_TRUE(ScoreToken(logits, 0).top.empty());
+  EXPECT_EQ(ScoreToken(logits, 0, 10).top.size(), 4u);  // at most the vocabulary
+}
 
 TEST(Scoring, ScoreIsTheSumOfReferenceLogProbsFromThePreviousPosition) {
   const std::vector<int> ids = Ids(Fixture()["sequences"][0]);

@@ -14,7 +14,7 @@ namespace zeroskip {
 class Model;
 
 struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant"
+  std::string role;  // "system", "user", "assistant" or "tool" (a tool call's result)
   std::string content;
 };
 

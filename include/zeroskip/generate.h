@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "zeroskip/sampler.h"
+#include "zeroskip/score.h"
 #include "zeroskip/session.h"
 #include "zeroskip/tokenizer.h"
 
@@ -53,10 +54,15 @@ struct GenerateConfig {
   std::function<bool()> should_stop;
   // Generation ends where one of these strings appears in the text; it is not part of the text.
   std::vector<std::string> stop_strings;
+  // >= 0: record each generated token's log-probability and its `logprobs` most likely
+  // alternatives (result.logprobs), of the model's distribution: before the sampler's penalties,
+  // bias, temperature and truncation.
+  int logprobs = -1;
 };
 
 struct GenerateResult {
   std::vector<int> tokens;  // generated ids (without the stopping EOS)
+  std::vector<TokenLogProb> logprobs;  // [tokens] when GenerateConfig::logprobs >= 0
   std::string text;         // their text, complete UTF-8
   StopReason stop = StopReason::kLength;
   double prefill_seconds = 0, decode_seconds = 0;

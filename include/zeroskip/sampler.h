@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace zeroskip {
@@ -20,6 +21,13 @@ struct SamplerOptions {
   float repeat_penalty = 1.0f;
   int repeat_last_n = 64;
   uint64_t seed = 0;
+  // OpenAI's, in [-2, 2], over the tokens this sampler has picked (never the prompt): a token
+  // picked c times so far has its logit lowered by c * frequency_penalty + (c > 0) *
+  // presence_penalty before anything below.
+  float presence_penalty = 0;
+  float frequency_penalty = 0;
+  // OpenAI's logit_bias: (id, bias) added to the token's logit first; ids must be in the vocab.
+  std::vector<std::pair<int, float>> logit_bias = {};
 };
 
 class Sampler {
@@ -30,10 +38,13 @@ class Sampler {
   int Sample(float* logits, std::span<const int> history);
 
  private:
+  int Choose(float* logits, std::span<const int> history);
+
   SamplerOptions options_;
   int64_t vocab_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int>> candidates_;  // [vocab]
+  std::vector<int> picked_;  // [vocab] times each token was picked (with a penalty only)
 };
 
 }  // namespace zeroskip

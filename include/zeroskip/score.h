@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "zeroskip/session.h"
@@ -14,6 +15,16 @@ namespace zeroskip {
 
 // Called with (tokens done, tokens in total) as the work goes on.
 using ProgressFn = std::function<void(size_t done, size_t total)>;
+
+// One position's log-probabilities under the model's distribution (log softmax of the raw logits,
+// in double precision): the chosen token's and the `top` most likely tokens' (most likely first,
+// ties by lower id). What `score` sums and a server reports as logprobs.
+struct TokenLogProb {
+  int id = -1;
+  double logprob = 0;
+  std::vector<std::pair<int, double>> top;  // (id, logprob)
+};
+TokenLogProb ScoreToken(std::span<const float> logits, int id, int top = 0);
 
 // log p(ids[i + 1] | ids[0..i]) for i in [0, n - 1), in double precision, running `ids` from the
 // session's current position. One batched pass, or one token at a time when `token_by_token`

@@ -66,6 +66,11 @@ class Session {
   static void DecodeBatch(std::span<Session* const> sessions, std::span<const int> tokens,
                           std::vector<FfnLayerStats>* batch_stats = nullptr);
 
+  // Becomes a copy of `other` (on the same engine, with the same context and KV type): its cache
+  // up to other's position, that position and its last logits. Sequences that share a prompt
+  // run it once (a server's `n` choices). The FFN settings and statistics stay this session's.
+  void CopyFrom(const Session& other);
+
   void Reset() { Rewind(0); }  // back to position 0 (the cache is overwritten, not cleared)
   // Back to an earlier position, keeping the cache before it (a chat whose new prompt shares a
   // prefix with what was run). Throws Error past the current position.

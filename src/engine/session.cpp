@@ -1,5 +1,6 @@
 #include "zeroskip/session.h"
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <stdexcept>
@@ -122,6 +123,27 @@ void Session::Rewind(int64_t position) {
   position_ = position;
 }
 
+void Session::CopyFrom(const Session& other) {
+  if (&other.engine_ != &engine_ || other.context_ != context_ ||
+      other.state_->kv_type != state_->kv_type) {
+    throw std::logic_error("Session::CopyFrom: the sessions differ in engine, context or KV type");
+  }
+  // [layers, kv_heads, context, head_dim]: the first position_ rows of every (layer, head).
+  const ModelConfig& c = model().config();
+  const uint64_t row = DTypeBytes(state_->kv_type, static_cast<uint64_t>(c.head_dim));
+  const uint64_t block = row * static_cast<uint64_t>(context_);
+  const uint64_t used = row * static_cast<uint64_t>(other.position_);
+  for (const auto cache : {&SequenceState::k_cache, &SequenceState::v_cache}) {
+    const std::vector<uint8_t>& from = (*other.state_).*cache;
+    std::vector<uint8_t>& to = (*state_).*cache;
+    for (uint64_t b = 0; b < static_cast<uint64_t>(c.layers * c.kv_heads); ++b) {
+      std::copy_n(from.begin() + b * block, used, to.begin() + b * block);
+    }
+  }
+  state_->logits = other.state_->logits;
+  position_ = other.position_;
+}
+
 void Session::CheckTokens(std::span<const int> tokens) const {
   const std::string& path = model().file().path();
   for (int id : tokens) {
@@ -172,6 +194,7 @@ std::span<const float> Session::Forward(std::span<const int> tokens, bool all_lo
   std::span<const float> logits(ws.logits.data(), vocab);
   if (all_logits) {
     logits = {ws.logits.data(), static_cast<size_t>(n) * vocab};
+    state_->logits.assign(logits.end() - vocab, logits.end());  // logits() is the last row
   } else {
     // The session's own copy: another session's pass may reuse the engine's buffer at once.
     state_->logits.assign(logits.begin(), logits.end());

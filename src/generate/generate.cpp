@@ -113,6 +113,7 @@ int Generation::Next(std::span<const float> logits, bool context_full) {
   }
   const size_t i = result_.tokens.size();
   result_.tokens.push_back(id);
+  if (config_.logprobs >= 0) result_.logprobs.push_back(ScoreToken(logits, id, config_.logprobs));
   history_.push_back(id);
   std::string bytes = model_.tokenizer().PieceBytes(id);
   if (i == 0 && config_.drop_leading_space && !bytes.empty() && bytes[0] == ' ') {

@@ -8,15 +8,29 @@
 namespace zeroskip {
 namespace {
 
-// log softmax(row)[next], in double precision.
 double LogProb(const float* row, size_t vocab, int next) {
-  const float max = *std::max_element(row, row + vocab);
-  double sum = 0;
-  for (size_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - max);
-  return double(row[next]) - max - std::log(sum);
+  return ScoreToken({row, vocab}, next).logprob;
 }
 
 }  // namespace
+
+TokenLogProb ScoreToken(std::span<const float> logits, int id, int top) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (const float l : logits) sum += std::exp(double(l) - max);
+  const double log_sum = std::log(sum);
+  const auto log_prob = [&](int v) { return double(logits[v]) - max - log_sum; };
+  TokenLogProb out{id, log_prob(id), {}};
+  const size_t k = std::min(static_cast<size_t>(std::max(top, 0)), logits.size());
+  if (k == 0) return out;
+  std::vector<int> order(logits.size());
+  for (size_t v = 0; v < order.size(); ++v) order[v] = static_cast<int>(v);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (size_t i = 0; i < k; ++i) out.top.emplace_back(order[i], log_prob(order[i]));
+  return out;
+}
 
 std::vector<double> NextTokenLogProbs(Session& session, std::span<const int> ids,
                                       bool token_by_token, const ProgressFn& progress) {

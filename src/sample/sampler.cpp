@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "zeroskip/error.h"
 
@@ -18,10 +19,35 @@ Sampler::Sampler(const SamplerOptions& options, int64_t vocab)
   if (!in(options.repeat_penalty, 1e-30f, 1e30f)) {
     throw Error("", "the repetition penalty must be > 0");
   }
+  for (const float p : {options.presence_penalty, options.frequency_penalty}) {
+    if (!in(p, -2.0f, 2.0f)) throw Error("", "presence and frequency penalties must be in [-2, 2]");
+  }
+  for (const auto& [id, bias] : options.logit_bias) {
+    if (id < 0 || id >= vocab) {
+      throw Error("", "logit bias for token " + std::to_string(id) +
+                          ", outside the vocabulary of " + std::to_string(vocab));
+    }
+    if (!std::isfinite(bias)) throw Error("", "a logit bias must be finite");
+  }
   candidates_.reserve(static_cast<size_t>(vocab));
+  if (options.presence_penalty != 0 || options.frequency_penalty != 0) picked_.resize(vocab);
 }
 
 int Sampler::Sample(float* logits, std::span<const int> history) {
+  for (const auto& [id, bias] : options_.logit_bias) logits[id] += bias;
+  if (!picked_.empty()) {
+    for (int64_t i = 0; i < vocab_; ++i) {
+      if (picked_[i] > 0) {
+        logits[i] -= picked_[i] * options_.frequency_penalty + options_.presence_penalty;
+      }
+    }
+  }
+  const int id = Choose(logits, history);
+  if (!picked_.empty()) ++picked_[id];
+  return id;
+}
+
+int Sampler::Choose(float* logits, std::span<const int> history) {
   // A broken model can produce NaN; it must never be picked nor poison the sort.
   for (int64_t i = 0; i < vocab_; ++i) {
     if (std::isnan(logits[i])) logits[i] = -std::numeric_limits<float>::infinity();

@@ -22,6 +22,7 @@ struct Scheduler::Slot {
   std::unique_ptr<Generation> generation;
   size_t prefilled = 0;   // prompt tokens run so far
   bool decoding = false;  // the prompt is in; `next` is the token to run
+  bool waiting = false;   // for the leader's prompt (SharePrompt), not reading its own
   int next = -1;
   int64_t steps = 0;      // decode steps run
 };
@@ -34,19 +35,26 @@ Scheduler::Scheduler(Engine& engine, const SessionOptions& base, int slots, int6
 
 Scheduler::~Scheduler() { Stop(); }
 
-std::shared_ptr<Job> Scheduler::Submit(JobRequest request) {
-  Session::CheckFfn(engine_.model(), request.ffn, request.gate, request.activation);
-  auto job = std::make_shared<Job>(std::move(request));
+std::vector<std::shared_ptr<Job>> Scheduler::Submit(std::vector<JobRequest> requests) {
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (JobRequest& r : requests) {
+    Session::CheckFfn(engine_.model(), r.ffn, r.gate, r.activation);
+    const int leader = r.shares_prompt_of;
+    jobs.push_back(std::make_shared<Job>(std::move(r)));
+    if (leader >= 0 && leader + 1 < static_cast<int>(jobs.size()))
+      jobs.back()->leader = jobs[leader];
+  }
   {
     std::lock_guard<std::mutex> hold(lock_);
     const int64_t free_slots = static_cast<int64_t>(slots_.size()) - busy_;
-    if (stopping_ || static_cast<int64_t>(queue_.size()) >= queue_limit_ + free_slots) {
-      return nullptr;
+    if (stopping_ ||
+        static_cast<int64_t>(queue_.size() + jobs.size()) > queue_limit_ + free_slots) {
+      return {};
     }
-    queue_.push_back(job);
+    queue_.insert(queue_.end(), jobs.begin(), jobs.end());
   }
   wake_.notify_all();
-  return job;
+  return jobs;
 }
 
 SchedulerStatus Scheduler::Status() {
@@ -112,7 +120,8 @@ void Scheduler::Loop() {
       if (slot->job->cancel.load()) {
         slot->generation->Cancel();
         Finish(*slot);
-      } else if (!slot->decoding && (!reading || slot->job->admitted < reading->job->admitted)) {
+      } else if (!slot->decoding && !slot->waiting &&
+                 (!reading || slot->job->admitted < reading->job->admitted)) {
         reading = slot.get();
       }
     }
@@ -126,6 +135,13 @@ void Scheduler::Admit(Slot& slot, std::shared_ptr<Job> job) {
   slot.prefilled = 0;
   slot.decoding = false;
   slot.steps = 0;
+  // Copy the leader's prompt if it is still reading it; otherwise read our own.
+  slot.waiting = false;
+  for (auto& other : slots_) {
+    if (slot.job->leader && other->job == slot.job->leader && !other->decoding) {
+      slot.waiting = true;
+    }
+  }
   Job& j = *slot.job;
   j.admitted = Clock::now();
   const JobRequest& r = j.request;
@@ -143,6 +159,7 @@ void Scheduler::Admit(Slot& slot, std::shared_ptr<Job> job) {
   config.stop_at_eos = r.stop_at_eos;
   config.drop_leading_space = r.drop_leading_space;
   config.stop_strings = r.stop_strings;
+  config.logprobs = r.logprobs;
   config.on_token = [&j](int, std::string_view text) {
     std::lock_guard<std::mutex> hold(j.lock);
     if (j.first_token == Clock::time_point{}) j.first_token = Clock::now();
@@ -151,15 +168,24 @@ void Scheduler::Admit(Slot& slot, std::shared_ptr<Job> job) {
     return true;
   };
   slot.generation = std::make_unique<Generation>(engine_.model(), *slot.sampler, r.prompt, config);
-  if (slot.generation->finished()) Finish(slot);  // nothing to generate (max_tokens 0)
+  // Nothing to generate (max_tokens 0) and no prompt to score.
+  if (slot.generation->finished() && r.prompt_logprobs < 0) Finish(slot);
 }
 
 void Scheduler::PrefillChunk(Slot& slot) {
   const std::vector<int>& prompt = slot.job->request.prompt;
   const size_t n = std::min<size_t>(kPrefillChunk, prompt.size() - slot.prefilled);
   const auto t0 = Clock::now();
+  const int top = slot.job->request.prompt_logprobs;
   try {
-    slot.session.Forward(std::span<const int>(prompt).subspan(slot.prefilled, n));
+    const auto logits =
+        slot.session.Forward(std::span<const int>(prompt).subspan(slot.prefilled, n), top >= 0);
+    // Row i predicts prompt[prefilled + i + 1]; the last row of the prompt predicts what follows.
+    const size_t vocab = logits.size() / (top >= 0 ? n : 1);
+    for (size_t i = 0; top >= 0 && slot.prefilled + i + 1 < prompt.size() && i < n; ++i) {
+      slot.job->prompt_logprobs.push_back(
+          ScoreToken(logits.subspan(i * vocab, vocab), prompt[slot.prefilled + i + 1], top));
+    }
   } catch (const Error& e) {
     Finish(slot, e.what());
     return;
@@ -170,9 +196,23 @@ void Scheduler::PrefillChunk(Slot& slot) {
   }
   slot.prefilled += n;
   if (slot.prefilled < prompt.size()) return;
+  SharePrompt(slot);
   slot.decoding = true;
   Advance(slot, slot.generation->Next(slot.session.logits(),
                                       slot.session.position() >= slot.session.context()));
+}
+
+void Scheduler::SharePrompt(Slot& slot) {
+  for (auto& other : slots_) {
+    if (!other->waiting || other->job->leader != slot.job) continue;
+    other->waiting = false;
+    other->session.CopyFrom(slot.session);
+    other->prefilled = other->job->request.prompt.size();
+    other->job->prompt_logprobs = slot.job->prompt_logprobs;
+    other->decoding = true;
+    Advance(*other, other->generation->Next(other->session.logits(),
+                                            other->session.position() >= other->session.context()));
+  }
 }
 
 void Scheduler::DecodeStep() {
@@ -247,10 +287,15 @@ void Scheduler::Finish(Slot& slot, const std::string& error, bool stopped) {
     j.finished = true;
     j.changed.notify_all();
   }
+  // Whoever waited for this prompt reads its own.
+  for (auto& other : slots_) {
+    if (other->waiting && other->job->leader == slot.job) other->waiting = false;
+  }
   slot.job.reset();
   slot.generation.reset();
   slot.sampler.reset();
   slot.decoding = false;
+  slot.waiting = false;
 }
 
 }  // namespace zeroskip::serve

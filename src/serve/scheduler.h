@@ -24,7 +24,8 @@ namespace zeroskip::serve {
 
 using Clock = std::chrono::steady_clock;
 
-// What one request asks to generate.
+// What one request asks to generate (one choice of it: a request with n choices or several
+// prompts submits a job per choice).
 struct JobRequest {
   std::vector<int> prompt;  // token ids, BOS included
   SamplerOptions sampler;
@@ -35,12 +36,18 @@ struct JobRequest {
   FfnMode ffn = FfnMode::kAuto;
   GateMode gate = GateMode::kAuto;
   ActivationOptions activation;
+  int logprobs = -1;         // >= 0: each generated token's logprob and that many alternatives
+  int prompt_logprobs = -1;  // >= 0: the same for each prompt token after the first
+  // The index, in the same Submit, of a job with the same prompt and FFN settings whose prefill
+  // this one copies instead of running its own (when both are in slots at once); -1: none.
+  int shares_prompt_of = -1;
 };
 
 // A submitted request: the scheduler writes, the HTTP thread reads (under `lock`).
 struct Job {
   explicit Job(JobRequest r) : request(std::move(r)) {}
   const JobRequest request;
+  std::shared_ptr<Job> leader;  // request.shares_prompt_of's job
   Clock::time_point submitted = Clock::now();
 
   std::mutex lock;
@@ -50,6 +57,8 @@ struct Job {
   std::string error;                // set when the job failed (then finished)
   bool stopped = false;             // it failed because Scheduler::Stop ended it
   GenerateResult result;            // complete once finished (text: all of it)
+  // prompt[1..]'s log-probabilities when request.prompt_logprobs >= 0, complete once finished.
+  std::vector<TokenLogProb> prompt_logprobs;
   Clock::time_point admitted, first_token, done;
   double prefill_seconds = 0;
   FfnLayerStats own_ffn;   // this job's tokens: their zeros
@@ -77,9 +86,10 @@ class Scheduler {
   Scheduler(Engine& engine, const SessionOptions& base, int slots, int64_t queue_limit);
   ~Scheduler();  // Stop()
 
-  // Queues a job; null when the queue is full. Throws Error if the request's FFN settings
-  // cannot run on this model (checked here, before any reply is sent).
-  std::shared_ptr<Job> Submit(JobRequest request);
+  // Queues the jobs of one request, all or none: empty when the queue cannot take them all.
+  // Throws Error if a request's FFN settings cannot run on this model (checked here, before any
+  // reply is sent).
+  std::vector<std::shared_ptr<Job>> Submit(std::vector<JobRequest> requests);
   // Fails every queued and running job ("the server is shutting down", `stopped`) and joins
   // the thread.
   void Stop();
@@ -95,6 +105,8 @@ class Scheduler {
   void Loop();
   void Admit(Slot& slot, std::shared_ptr<Job> job);
   void PrefillChunk(Slot& slot);
+  // The prompt of `slot` is in: slots waiting for it copy its session and start decoding.
+  void SharePrompt(Slot& slot);
   void DecodeStep();
   void Finish(Slot& slot, const std::string& error = {}, bool stopped = false);
   // After a token: its text is already with the job; ends the slot if generation ended.

@@ -37,11 +37,14 @@ struct HttpError {
   std::string message;
   std::string param = {};
   std::string type = "invalid_request_error";
+  std::string code = {};  // OpenAI's: a string ("context_length_exceeded") or null
 };
 
+json OrNull(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
 std::string ErrorBody(const HttpError& e) {
-  json error = {{"message", e.message}, {"type", e.type}, {"code", e.status}};
-  error["param"] = e.param.empty() ? json(nullptr) : json(e.param);
+  json error = {{"message", e.message}, {"type", e.type}, {"code", OrNull(e.code)}};
+  error["param"] = OrNull(e.param);
   // The message may quote the client's bytes (a JSON parse error does): invalid UTF-8 in them
   // is replaced, or dumping would throw and the answer become a 500.
   return json{{"error", error}}.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -155,6 +158,45 @@ std::string FinishReason(const Job& job) {
   return "stop";
 }
 
+// The prompts of a completion request: a string, an array of strings, an array of token ids or
+// an array of such arrays. Token ids run as given (the client includes BOS); text gets the
+// model's BOS. Each prompt is {tokens, whether BOS was added, its text}.
+struct Prompt {
+  std::vector<int> tokens;
+  bool added_bos = false;
+  std::string text;
+};
+
+std::vector<int> TokenIds(const json& ids, int64_t vocab) {
+  std::vector<int> out;
+  for (const json& id : ids) {
+    if (!id.is_number_integer()) {
+      throw HttpError{400,
+                      "'prompt' must be a string, an array of strings, an array of token ids "
+                      "or an array of arrays of token ids",
+                      "prompt"};
+    }
+    const int64_t v = id.is_number_unsigned() && id.get<uint64_t>() > uint64_t(INT64_MAX)
+                          ? -1
+                          : id.get<int64_t>();
+    if (v < 0 || v >= vocab) {
+      throw HttpError{400,
+                      "token id " + std::to_string(v) +
+                          " in 'prompt' is outside the vocabulary [0, " +
+                          std::to_string(vocab) + ")",
+                      "prompt"};
+    }
+    out.push_back(static_cast<int>(v));
+  }
+  if (out.empty()) throw HttpError{400, "a prompt of token ids must not be empty", "prompt"};
+  return out;
+}
+
+// The names of a chat request's parameters that ask for what a plain text model cannot do.
+constexpr const char* kUnsupportedChat[] = {"tools",           "functions",  "function_call",
+                                            "audio",           "prediction", "web_search_options",
+                                            "reasoning_effort"};
+
 double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
@@ -231,9 +273,23 @@ struct Server::Impl {
   // nullopt with the error already set on `res`.
   std::optional<std::string> ReadBody(httplib::Response& res,
                                       const httplib::ContentReader& content) const;
-  JobRequest Parse(const json& body, bool chat_api, std::string* prompt_text, bool* stream,
-                   bool* include_usage, uint64_t* seed) const;
-  json Usage(const Job& job) const;
+  // A request as the scheduler's jobs (prompts x n choices, in choice order) and how to answer.
+  struct Request {
+    std::vector<JobRequest> jobs;
+    std::vector<std::string> echo;  // [jobs] the prompt text to echo ("" without echo)
+    std::vector<size_t> skip;       // [jobs] leading prompt tokens the server added (BOS)
+    int logprobs = -1;              // alternatives per token; -1: no logprobs
+    bool stream = false, include_usage = false;
+    uint64_t seed = 0;
+    int64_t clamped = -1;  // >= 0: max_tokens exceeded the context's room; this many instead
+  };
+  // Most choices (n) of one request, and most alternatives per token (logprobs).
+  static constexpr int64_t kMaxChoices = 16;
+  static constexpr int64_t kMaxTopLogprobs = 20;
+  Request Parse(const json& body, bool chat_api) const;
+  json Usage(const std::vector<std::shared_ptr<Job>>& jobs) const;
+  json CompletionLogprobs(const Job& job, const std::string& echo, size_t skip) const;
+  json ChatLogprobs(const Job& job) const;
   json Timings(const Job& job) const;
   std::string Metrics();
 
@@ -263,82 +319,136 @@ bool Server::Impl::Authorized(const httplib::Request& req, httplib::Response& re
   }
   if (diff == 0) return true;
   SendError(res, {401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "",
-                  "authentication_error"});
+                  "authentication_error", "invalid_api_key"});
   return false;
 }
 
-JobRequest Server::Impl::Parse(const json& body, bool chat_api, std::string* prompt_text,
-                               bool* stream, bool* include_usage, uint64_t* seed) const {
+Server::Impl::Request Server::Impl::Parse(const json& body, bool chat_api) const {
   if (!body.is_object()) throw HttpError{400, "the request body must be a JSON object"};
+  Request out;
   JobRequest r;
-  std::string text;
+  std::vector<Prompt> prompts;
+  const int64_t vocab = model.config().vocab;
+  const auto text_prompt = [&](std::string text) {
+    Prompt p;
+    p.added_bos = model.config().bos_id >= 0;
+    p.text = std::move(text);
+    return p;
+  };
   if (chat_api) {
+    for (const char* name : kUnsupportedChat) {
+      if (Field(body, name)) {
+        throw HttpError{400,
+                        std::string("'") + name +
+                            "' is not supported: the server runs a "
+                            "plain text model (no tool calls, audio or predicted outputs)",
+                        name};
+      }
+    }
+    if (const json* v = Field(body, "tool_choice"); v && *v != "none") {
+      throw HttpError{400, "'tool_choice' must be \"none\": tool calls are not supported",
+                      "tool_choice"};
+    }
+    if (const json* v = Field(body, "modalities"); v && *v != json::array({"text"})) {
+      throw HttpError{400, "'modalities' must be [\"text\"]", "modalities"};
+    }
     const json* messages = Field(body, "messages");
     if (!messages || !messages->is_array() || messages->empty()) {
       throw HttpError{400, "'messages' must be a non-empty array", "messages"};
     }
     std::vector<ChatMessage> conversation;
     for (const json& m : *messages) {
-      if (!m.is_object() || !m.contains("role") || !m.contains("content")) {
+      if (!m.is_object() || !m.contains("role")) {
         throw HttpError{400, "each message needs a 'role' and a 'content'", "messages"};
       }
       ChatMessage message{Text(m["role"], "role"), ""};
-      if (message.role != "system" && message.role != "user" && message.role != "assistant") {
-        throw HttpError{400, "a message's role must be system, user or assistant", "messages"};
+      // OpenAI's newer name for the system prompt.
+      if (message.role == "developer") message.role = "system";
+      if (message.role != "system" && message.role != "user" && message.role != "assistant" &&
+          message.role != "tool") {
+        throw HttpError{400, "a message's role must be system, developer, user, assistant or tool",
+                        "messages"};
       }
-      const json& content = m["content"];
-      if (content.is_array()) {  // content parts: only text ones
-        for (const json& part : content) {
+      // An assistant turn that called tools has no content.
+      const bool may_be_empty = message.role == "assistant";
+      const auto content = m.find("content");
+      if (content == m.end() || content->is_null()) {
+        if (!may_be_empty) {
+          throw HttpError{400, "each message needs a 'role' and a 'content'", "messages"};
+        }
+      } else if (content->is_array()) {  // content parts: only text ones
+        for (const json& part : *content) {
           if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text")) {
             throw HttpError{400, "only text content parts are supported", "messages"};
           }
           message.content += Text(part["text"], "text");
         }
       } else {
-        message.content = Text(content, "content");
+        message.content = Text(*content, "content");
       }
       conversation.push_back(std::move(message));
     }
-    text = chat.Render(conversation, /*add_generation_prompt=*/true);
+    prompts.push_back(text_prompt(chat.Render(conversation, /*add_generation_prompt=*/true)));
     r.stop_strings = chat.stop_strings();
   } else {
     const json* p = Field(body, "prompt");
     if (!p) throw HttpError{400, "'prompt' is required", "prompt"};
-    if (p->is_array()) {
-      if (p->size() != 1) throw HttpError{400, "'prompt' must be one string", "prompt"};
-      text = Text((*p)[0], "prompt");
+    if (p->is_string()) {
+      prompts.push_back(text_prompt(Text(*p, "prompt")));
+    } else if (p->is_array() && !p->empty() && (*p)[0].is_number()) {
+      prompts.push_back({TokenIds(*p, vocab), false, {}});
+    } else if (p->is_array() && !p->empty()) {
+      for (const json& one : *p) {
+        if (one.is_array()) {
+          prompts.push_back({TokenIds(one, vocab), false, {}});
+        } else {
+          prompts.push_back(text_prompt(Text(one, "prompt")));
+        }
+      }
     } else {
-      text = Text(*p, "prompt");
+      throw HttpError{400,
+                      "'prompt' must be a string, an array of strings, an array of token ids "
+                      "or an array of arrays of token ids",
+                      "prompt"};
     }
-    r.drop_leading_space = text.empty();
+    if (const json* v = Field(body, "suffix"); v && *v != "") {
+      throw HttpError{400, "'suffix' (insertion) is not supported", "suffix"};
+    }
   }
-  if (Integer(body, "n", 1, 1, 1) != 1) throw HttpError{400, "'n' must be 1", "n"};
-  if (const json* lp = Field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>())) {
-    throw HttpError{400, "'logprobs' is not supported", "logprobs"};
+  const int64_t n = Integer(body, "n", 1, kMaxChoices, 1);
+  if (const int64_t best_of = Integer(body, "best_of", 1, kMaxChoices, n); best_of != n) {
+    throw HttpError{400, "'best_of' must equal 'n' (choices are not ranked)", "best_of"};
+  }
+  const int64_t choices = n * static_cast<int64_t>(prompts.size());
+  if (choices > options.parallel + options.queue) {
+    throw HttpError{400,
+                    std::to_string(choices) +
+                        " choices (prompts x n) exceed what this server "
+                        "holds at once (--parallel + --queue = " +
+                        std::to_string(options.parallel + options.queue) + ")",
+                    prompts.size() > 1 ? "prompt" : "n"};
   }
   for (auto& s : StopStrings(body)) r.stop_strings.push_back(std::move(s));
 
-  // The prompt must leave room for at least one token; bounded before tokenizing (megabytes of
-  // prompt would take seconds to tokenize).
-  const auto too_long = [&](const std::string& tokens) {
-    return HttpError{400,
-                     "the prompt is " + tokens + " tokens but the context is " +
-                         std::to_string(context),
-                     chat_api ? "messages" : "prompt", "context_length_exceeded"};
-  };
-  if (const int64_t least = model.tokenizer().MinTokens(text); least >= context) {
-    throw too_long("at least " + std::to_string(least));
+  // Logprobs: completions' "logprobs": N, chat's "logprobs": true with "top_logprobs": N.
+  int logprobs = -1;
+  if (chat_api) {
+    const int64_t top = Integer(body, "top_logprobs", 0, kMaxTopLogprobs, -1);
+    if (Boolean(body, "logprobs", false)) {
+      logprobs = static_cast<int>(std::max<int64_t>(top, 0));
+    } else if (top >= 0) {
+      throw HttpError{400, "'top_logprobs' needs 'logprobs': true", "top_logprobs"};
+    }
+  } else {
+    logprobs = static_cast<int>(Integer(body, "logprobs", 0, kMaxTopLogprobs, -1));
   }
-  if (model.config().bos_id >= 0) r.prompt.push_back(static_cast<int>(model.config().bos_id));
-  for (int id : model.tokenizer().Encode(text)) r.prompt.push_back(id);
-  if (r.prompt.empty()) throw HttpError{400, "the prompt is empty and the model has no BOS token"};
-  if (static_cast<int64_t>(r.prompt.size()) >= context) {
-    throw too_long(std::to_string(r.prompt.size()));
+  out.logprobs = logprobs;
+  out.stream = Boolean(body, "stream", false);
+  if (out.stream && logprobs >= 0) {
+    throw HttpError{400, "'logprobs' is not supported with 'stream'", "logprobs"};
   }
-  const int64_t room = context - static_cast<int64_t>(r.prompt.size());
-  // OpenAI's newer name for it wins where both are given.
-  const char* budget = Field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-  r.max_tokens = std::min(room, Integer(body, budget, 0, INT64_MAX, room));
+  const bool echo = Boolean(body, "echo", false);
+  if (echo && chat_api) throw HttpError{400, "'echo' applies to completions only", "echo"};
 
   const SamplerOptions& d = options.sampler;
   r.sampler.temperature = static_cast<float>(Number(body, "temperature", 0, 100, d.temperature));
@@ -349,14 +459,36 @@ JobRequest Server::Impl::Parse(const json& body, bool chat_api, std::string* pro
       static_cast<float>(Number(body, "repeat_penalty", 0.01, 100, d.repeat_penalty));
   r.sampler.repeat_last_n =
       static_cast<int>(Integer(body, "repeat_last_n", 0, 1 << 22, d.repeat_last_n));
-  // No seed: a fresh one, reported in the answer so the request can be repeated exactly.
+  r.sampler.presence_penalty = static_cast<float>(Number(body, "presence_penalty", -2, 2, 0));
+  r.sampler.frequency_penalty = static_cast<float>(Number(body, "frequency_penalty", -2, 2, 0));
+  if (const json* bias = Field(body, "logit_bias")) {
+    if (!bias->is_object()) throw HttpError{400, "'logit_bias' must be an object", "logit_bias"};
+    for (const auto& [key, value] : bias->items()) {
+      // OpenAI's keys are token ids as strings: all digits, in the vocabulary.
+      const bool digits = !key.empty() && key.size() <= 10 &&
+                          key.find_first_not_of("0123456789") == std::string::npos;
+      if (!digits || std::stoll(key) >= vocab) {
+        throw HttpError{400,
+                        "'logit_bias' key '" + key + "' is not a token id in [0, " +
+                            std::to_string(vocab) + ")",
+                        "logit_bias"};
+      }
+      if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
+        throw HttpError{400, "'logit_bias' values must be numbers in [-100, 100]", "logit_bias"};
+      }
+      r.sampler.logit_bias.emplace_back(std::stoi(key), value.get<float>());
+    }
+  }
+  // No seed: a fresh one below 2^53 (a JavaScript number holds it exactly), reported in the
+  // answer so the request can be repeated. Choice i samples with seed + i.
   if (const json* v = Field(body, "seed")) {
     if (!v->is_number_integer()) throw HttpError{400, "'seed' must be an integer", "seed"};
-    *seed = v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());
+    out.seed =
+        v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());
   } else {
-    *seed = std::random_device{}() * 0x9E3779B97F4A7C15ull ^ std::random_device{}();
+    std::random_device random;
+    out.seed = ((uint64_t(random()) << 32) ^ random()) & ((uint64_t(1) << 53) - 1);
   }
-  r.sampler.seed = *seed;
   r.stop_at_eos = !Boolean(body, "ignore_eos", false);
 
   // zeroskip's own: how the FFN runs.
@@ -373,24 +505,148 @@ JobRequest Server::Impl::Parse(const json& body, bool chat_api, std::string* pro
     throw HttpError{400, "'act' must be model, relu, silu or stoch", "act"};
   }
   r.activation.stoch_p = static_cast<float>(Number(body, "stoch_p", 0, 1, r.activation.stoch_p));
-  r.activation.seed = *seed;
+  r.logprobs = logprobs;
+  r.prompt_logprobs = echo ? logprobs : -1;
 
-  *stream = Boolean(body, "stream", false);
-  *include_usage = false;
+  out.include_usage = false;
   if (const json* so = Field(body, "stream_options")) {
     if (!so->is_object()) throw HttpError{400, "'stream_options' must be an object", "stream_options"};
-    *include_usage = Boolean(*so, "include_usage", false);
+    out.include_usage = Boolean(*so, "include_usage", false);
   }
-  if (Boolean(body, "echo", false)) {
-    if (chat_api) throw HttpError{400, "'echo' applies to completions only", "echo"};
-    *prompt_text = text;
+
+  // OpenAI's newer name for it wins where both are given.
+  const char* budget =
+      Field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  const int64_t asked = Integer(body, budget, 0, INT64_MAX, -1);
+  for (Prompt& p : prompts) {
+    // The prompt must leave room for at least one token; bounded before tokenizing (megabytes
+    // of prompt would take seconds to tokenize).
+    const auto too_long = [&](const std::string& tokens) {
+      return HttpError{
+          400, "the prompt is " + tokens + " tokens but the context is " + std::to_string(context),
+          chat_api ? "messages" : "prompt", "invalid_request_error", "context_length_exceeded"};
+    };
+    JobRequest job = r;
+    if (p.tokens.empty()) {
+      if (const int64_t least = model.tokenizer().MinTokens(p.text); least >= context) {
+        throw too_long("at least " + std::to_string(least));
+      }
+      if (p.added_bos) job.prompt.push_back(static_cast<int>(model.config().bos_id));
+      for (int id : model.tokenizer().Encode(p.text)) job.prompt.push_back(id);
+      if (job.prompt.empty()) {
+        throw HttpError{400, "the prompt is empty and the model has no BOS token", "prompt"};
+      }
+      job.drop_leading_space = p.text.empty();
+    } else {
+      job.prompt = p.tokens;
+      p.text = model.tokenizer().Decode(p.tokens);
+      job.drop_leading_space = p.text.empty();
+    }
+    if (static_cast<int64_t>(job.prompt.size()) >= context) {
+      throw too_long(std::to_string(job.prompt.size()));
+    }
+    const int64_t room = context - static_cast<int64_t>(job.prompt.size());
+    job.max_tokens = asked < 0 ? room : std::min(room, asked);
+    if (asked > room) {
+      out.clamped = out.clamped < 0 ? room : std::min(out.clamped, room);
+    }
+    const int leader = static_cast<int>(out.jobs.size());
+    for (int64_t i = 0; i < n; ++i) {
+      JobRequest choice = job;
+      choice.sampler.seed = out.seed + static_cast<uint64_t>(i);
+      choice.activation.seed = choice.sampler.seed;
+      // A stochastic activation draws from each choice's own seed, in the prompt too.
+      const bool own_prompt = i == 0 || r.activation.kind == FfnActivation::kStochastic;
+      choice.shares_prompt_of = own_prompt ? -1 : leader;
+      out.jobs.push_back(std::move(choice));
+      out.skip.push_back(p.added_bos ? 1 : 0);
+      out.echo.push_back(echo ? p.text : std::string());
+    }
   }
-  return r;
+  return out;
 }
 
-json Server::Impl::Usage(const Job& job) const {
-  const auto prompt = job.result.prompt_tokens;
-  const auto completion = static_cast<int64_t>(job.result.tokens.size());
+namespace {
+
+// A token as OpenAI shows it: its text (invalid UTF-8 of a partial character replaced when
+// dumped) and its bytes.
+json TokenBytes(const std::string& piece) {
+  json bytes = json::array();
+  for (const unsigned char c : piece) bytes.push_back(c);
+  return bytes;
+}
+
+}  // namespace
+
+// Completions' logprobs object: the echoed prompt's tokens (without a BOS the server added; the
+// first token of the sequence has no logprob: null), then the generated ones.
+json Server::Impl::CompletionLogprobs(const Job& job, const std::string& echo, size_t skip) const {
+  const Tokenizer& tok = model.tokenizer();
+  json tokens = json::array(), values = json::array(), tops = json::array(),
+       offsets = json::array();
+  // Text offsets are bytes into the choice's text, which lacks the first token's dummy-prefix
+  // space when the echoed text or the generation (drop_leading_space) begins without it.
+  size_t offset = 0;
+  bool drop_space = echo.empty() ? job.request.drop_leading_space : echo[0] != ' ';
+  const auto add = [&](int id, const TokenLogProb* lp) {
+    const std::string piece = tok.PieceBytes(id);
+    offsets.push_back(offset);
+    offset += piece.size() - (drop_space && !piece.empty() && piece[0] == ' ' ? 1 : 0);
+    drop_space = false;
+    tokens.push_back(piece);
+    if (lp == nullptr) {
+      values.push_back(nullptr);
+      tops.push_back(nullptr);
+      return;
+    }
+    values.push_back(lp->logprob);
+    json top = json::object();
+    // Two ids may show as the same text: the likelier one is listed.
+    for (const auto& [alt, value] : lp->top) top.emplace(tok.PieceBytes(alt), value);
+    tops.push_back(top);
+  };
+  const std::vector<int>& prompt = job.request.prompt;
+  for (size_t i = echo.empty() ? prompt.size() : skip; i < prompt.size(); ++i) {
+    add(prompt[i], i == 0 ? nullptr : &job.prompt_logprobs[i - 1]);
+  }
+  offset = echo.size();
+  drop_space = echo.empty() && job.request.drop_leading_space;
+  for (size_t i = 0; i < job.result.logprobs.size(); ++i) {
+    add(job.result.tokens[i], &job.result.logprobs[i]);
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", values},
+          {"top_logprobs", tops},
+          {"text_offset", offsets}};
+}
+
+// Chat's logprobs object: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}.
+json Server::Impl::ChatLogprobs(const Job& job) const {
+  const Tokenizer& tok = model.tokenizer();
+  json content = json::array();
+  for (size_t i = 0; i < job.result.logprobs.size(); ++i) {
+    const TokenLogProb& lp = job.result.logprobs[i];
+    const std::string piece = tok.PieceBytes(job.result.tokens[i]);
+    json top = json::array();
+    for (const auto& [alt, value] : lp.top) {
+      const std::string alt_piece = tok.PieceBytes(alt);
+      top.push_back({{"token", alt_piece}, {"logprob", value}, {"bytes", TokenBytes(alt_piece)}});
+    }
+    content.push_back({{"token", piece},
+                       {"logprob", lp.logprob},
+                       {"bytes", TokenBytes(piece)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+json Server::Impl::Usage(const std::vector<std::shared_ptr<Job>>& jobs) const {
+  int64_t prompt = 0, completion = 0;
+  for (const auto& job : jobs) {
+    // A prompt shared by n choices counts once.
+    if (job->request.shares_prompt_of < 0) prompt += job->result.prompt_tokens;
+    completion += static_cast<int64_t>(job->result.tokens.size());
+  }
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion}};
@@ -451,14 +707,12 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
   const std::optional<std::string> raw = ReadBody(res, content);
   if (!raw) return;
   serve::HttpServer::BodyRead();  // generating may take long: no read deadline meanwhile
-  std::string echo;
-  bool stream = false, include_usage = false;
-  uint64_t seed = 0;
-  std::shared_ptr<Job> job;
+  Request request;
+  std::vector<std::shared_ptr<Job>> jobs;
   try {
     const json body = json::parse(*raw);  // throws on malformed JSON
-    JobRequest request = Parse(body, chat_api, &echo, &stream, &include_usage, &seed);
-    job = scheduler.Submit(std::move(request));
+    request = Parse(body, chat_api);
+    jobs = scheduler.Submit(request.jobs);
   } catch (const json::parse_error& e) {
     SendError(res, {400, std::string("malformed JSON: ") + e.what()});
     return;
@@ -472,7 +726,7 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
     SendError(res, {400, e.reason()});
     return;
   }
-  if (!job) {
+  if (jobs.empty()) {
     if (scheduler.Stopping()) {
       SendError(res, kShuttingDown);
       return;
@@ -482,11 +736,14 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
                     "server_busy"});
     return;
   }
+  // max_tokens past the room the context leaves: what each choice may generate instead.
+  if (request.clamped >= 0) res.set_header("X-Max-Tokens-Clamped", std::to_string(request.clamped));
   const std::string id = (chat_api ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
   const auto created = static_cast<int64_t>(std::time(nullptr));
   const std::string object = chat_api ? "chat.completion" : "text_completion";
-  const auto choice = [chat_api](const std::string& text, const json& finish, bool delta) {
-    json c = {{"index", 0}, {"finish_reason", finish}};
+  const auto choice = [chat_api](size_t index, const std::string& text, const json& finish,
+                                 bool delta) {
+    json c = {{"index", index}, {"finish_reason", finish}};
     if (!chat_api) {
       c["text"] = text;
       c["logprobs"] = nullptr;
@@ -496,88 +753,138 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
                                                     : json{{"content", text}};
     } else {
       c["message"] = {{"role", "assistant"}, {"content", text}};
+      c["logprobs"] = nullptr;
     }
     return c;
   };
+  const auto cancel_all = [jobs] {
+    for (const auto& job : jobs) job->cancel = true;
+  };
+  // Called with every job finished and locked.
+  const auto extras = [this, request, jobs](json& answer) {
+    answer["timings"] = Timings(*jobs[0]);
+    answer["seed"] = request.seed;
+    if (request.clamped >= 0) answer["max_tokens_clamped"] = request.clamped;
+  };
 
-  if (!stream) {
+  if (!request.stream) {
     const ConnectionProbe probe;
-    bool finished = false;
-    while (!finished) {
-      job->Take(std::chrono::milliseconds(50), &finished);
-      if (!finished && probe.Closed()) {
-        job->cancel = true;  // nobody to answer: free the slot
-        return;
+    for (const auto& job : jobs) {
+      for (bool finished = false; !finished;) {
+        job->Take(std::chrono::milliseconds(50), &finished);
+        if (!finished && probe.Closed()) {
+          cancel_all();  // nobody to answer: free the slots
+          return;
+        }
       }
     }
-    std::lock_guard<std::mutex> hold(job->lock);
-    if (job->stopped) {  // queued or generating when the server was stopped
-      SendError(res, kShuttingDown);
-      return;
+    std::vector<std::unique_lock<std::mutex>> hold;
+    for (const auto& job : jobs) hold.emplace_back(job->lock);
+    json choices = json::array();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const Job& job = *jobs[i];
+      if (job.stopped) {  // queued or generating when the server was stopped
+        SendError(res, kShuttingDown);
+        return;
+      }
+      if (!job.error.empty()) {
+        SendError(res, {500, job.error, "", "server_error"});
+        return;
+      }
+      json c = choice(i, request.echo[i] + job.result.text, FinishReason(job), false);
+      if (request.logprobs >= 0) {
+        c["logprobs"] = chat_api ? ChatLogprobs(job)
+                                 : CompletionLogprobs(job, request.echo[i], request.skip[i]);
+      }
+      choices.push_back(std::move(c));
     }
-    if (!job->error.empty()) {
-      SendError(res, {500, job->error, "", "server_error"});
-      return;
-    }
-    json answer = {{"id", id},
-                   {"object", object},
-                   {"created", created},
-                   {"model", model_id},
-                   {"choices", json::array({choice(echo + job->result.text,
-                                                   FinishReason(*job), false)})},
-                   {"usage", Usage(*job)},
-                   {"timings", Timings(*job)},
-                   {"seed", seed}};
-    res.set_content(answer.dump(), "application/json");
+    json answer = {{"id", id},          {"object", object},   {"created", created},
+                   {"model", model_id}, {"choices", choices}, {"usage", Usage(jobs)}};
+    extras(answer);
+    res.set_content(answer.dump(-1, ' ', false, json::error_handler_t::replace),
+                    "application/json");
     return;
   }
 
   const std::string chunk_object = chat_api ? "chat.completion.chunk" : "text_completion";
   auto probe = std::make_shared<ConnectionProbe>();
   auto started = std::make_shared<bool>(false);
+  auto ended = std::make_shared<std::vector<bool>>(jobs.size(), false);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
       [=, this](size_t, httplib::DataSink& sink) {
         const auto send = [&](const json& j) {
-          const std::string event = "data: " + j.dump() + "\n\n";
+          const std::string event =
+              "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
           return sink.write(event.data(), event.size());
         };
-        const auto chunk = [&](const std::string& text, const json& finish) {
+        const auto chunk = [&](size_t index, const std::string& text, const json& finish) {
           return json{{"id", id},
                       {"object", chunk_object},
                       {"created", created},
                       {"model", model_id},
-                      {"choices", json::array({choice(text, finish, true)})}};
+                      {"choices", json::array({choice(index, text, finish, true)})}};
         };
         if (!*started) {
           *started = true;
           // Chat streams open with the assistant's role; echoed completions with the prompt.
-          if (chat_api && !send(chunk("", nullptr))) return false;
-          if (!echo.empty() && !send(chunk(echo, nullptr))) return false;
+          for (size_t i = 0; i < jobs.size(); ++i) {
+            if (chat_api && !send(chunk(i, "", nullptr))) return false;
+            if (!request.echo[i].empty() && !send(chunk(i, request.echo[i], nullptr))) return false;
+          }
         }
-        bool finished = false;
-        const std::string text = job->Take(std::chrono::milliseconds(50), &finished);
-        if (!text.empty() && !send(chunk(text, nullptr))) return false;
-        if (!finished) return !probe->Closed();
-        std::lock_guard<std::mutex> hold(job->lock);
-        if (!job->error.empty()) {
-          send({{"error", {{"message", job->error}, {"type", "server_error"}, {"code", 500}}}});
-        } else {
-          json last = chunk("", FinishReason(*job));
-          if (chat_api) last["choices"][0]["delta"] = json::object();
-          last["timings"] = Timings(*job);
-          last["seed"] = seed;
-          if (include_usage) last["usage"] = Usage(*job);
-          send(last);
+        // One wait shared among the choices still running.
+        const auto wait =
+            std::chrono::milliseconds(std::max<int64_t>(5, 50 / int64_t(jobs.size())));
+        bool all_ended = true;
+        for (size_t i = 0; i < jobs.size(); ++i) {
+          if ((*ended)[i]) continue;
+          bool finished = false;
+          const std::string text = jobs[i]->Take(wait, &finished);
+          if (!text.empty() && !send(chunk(i, text, nullptr))) return false;
+          if (!finished) {
+            all_ended = false;
+            continue;
+          }
+          (*ended)[i] = true;
+          std::lock_guard<std::mutex> hold(jobs[i]->lock);
+          if (!jobs[i]->error.empty()) {
+            send({{"error",
+                   {{"message", jobs[i]->error}, {"type", "server_error"}, {"code", nullptr}}}});
+            cancel_all();
+            const std::string done = "data: [DONE]\n\n";
+            sink.write(done.data(), done.size());
+            sink.done();
+            return true;
+          }
+          if (jobs.size() > 1) {  // one choice alone ends in the last event
+            json last = chunk(i, "", FinishReason(*jobs[i]));
+            if (chat_api) last["choices"][0]["delta"] = json::object();
+            if (!send(last)) return false;
+          }
         }
+        if (!all_ended) return !probe->Closed();
+        // The last event: one choice's end with the request's usage and timings.
+        std::vector<std::unique_lock<std::mutex>> hold;
+        for (const auto& job : jobs) hold.emplace_back(job->lock);
+        json last = jobs.size() > 1 ? json{{"id", id},
+                                           {"object", chunk_object},
+                                           {"created", created},
+                                           {"model", model_id},
+                                           {"choices", json::array()}}
+                                    : chunk(0, "", FinishReason(*jobs[0]));
+        if (chat_api && jobs.size() == 1) last["choices"][0]["delta"] = json::object();
+        extras(last);
+        if (request.include_usage) last["usage"] = Usage(jobs);
+        send(last);
         const std::string done = "data: [DONE]\n\n";
         sink.write(done.data(), done.size());
         sink.done();
         return true;
       },
-      [job](bool success) {
-        if (!success) job->cancel = true;  // the client went away mid-stream
+      [cancel_all](bool success) {
+        if (!success) cancel_all();  // the client went away mid-stream
       });
 }
 
@@ -704,20 +1011,31 @@ void Server::Impl::Routes() {
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(Metrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-    if (!Authorized(req, res)) return;
+  const auto model_object = [this] {
     const ModelConfig& c = model.config();
     json meta = {{"n_ctx", context},      {"n_vocab", c.vocab},  {"n_layer", c.layers},
                  {"n_embd", c.hidden},    {"n_ffn", c.ffn},      {"chat_template", chat.name()},
                  {"slots", options.parallel}};
-    res.set_content(json{{"object", "list"},
-                         {"data", json::array({{{"id", model_id},
-                                                {"object", "model"},
-                                                {"created", 0},
-                                                {"owned_by", "zeroskip"},
-                                                {"meta", meta}}})}}
-                        .dump(),
+    return json{{"id", model_id},
+                {"object", "model"},
+                {"created", 0},
+                {"owned_by", "zeroskip"},
+                {"meta", meta}};
+  };
+  http.Get("/v1/models", [this, model_object](const httplib::Request& req, httplib::Response& res) {
+    if (!Authorized(req, res)) return;
+    res.set_content(json{{"object", "list"}, {"data", json::array({model_object()})}}.dump(),
                     "application/json");
+  });
+  http.Get(R"(/v1/models/(.+))", [this, model_object](const httplib::Request& req,
+                                                      httplib::Response& res) {
+    if (!Authorized(req, res)) return;
+    if (req.matches[1] != model_id) {
+      SendError(res, {404, "the model '" + std::string(req.matches[1]) + "' does not exist",
+                      "model", "invalid_request_error", "model_not_found"});
+      return;
+    }
+    res.set_content(model_object().dump(), "application/json");
   });
   // With a content reader the body is read by Complete, after the API key is checked and under
   // the --max-body cap (cpp-httplib caps only bodies that declare a Content-Length).

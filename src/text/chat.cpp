@@ -62,7 +62,7 @@ std::string ChatTemplate::Render(std::span<const ChatMessage> messages,
     for (const auto& m : messages) {
       if (m.role == "system") {
         system = "<<SYS>>\n" + m.content + "\n<</SYS>>\n\n";
-      } else if (m.role == "user") {
+      } else if (m.role != "assistant") {  // user, or a tool's result: the next instruction
         out += std::string(out.empty() ? "" : "<s>") + "[INST] " + system + m.content + " [/INST]";
         system.clear();
       } else {

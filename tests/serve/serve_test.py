@@ -1,21 +1,27 @@
 #!/usr/bin/python3
-"""`zeroskip serve` driven by real clients (http.client, raw sockets, curl, headless Chromium).
+"""`zeroskip serve` driven by real clients (http.client, raw sockets, curl, headless Chromium,
+the official OpenAI Node SDK).
 
-    /usr/bin/python3 tests/serve/serve_test.py ZEROSKIP_BIN WORK_DIR [prepare|api|conn|load|page]
+    /usr/bin/python3 tests/serve/serve_test.py ZEROSKIP_BIN WORK_DIR \
+        [prepare|api|conn|params|load|page|sdk]
 
 Starts servers on ephemeral loopback ports. Two models: the shipped demo (converted into
 WORK_DIR; its text is compared with `zeroskip run`) and a slower synthetic one (tools/synth,
 context 4096) whose generations outlast a client's patience, for the cancel, queue and shutdown
 cases; `prepare` makes both (ctest runs it first, once). `api` checks every endpoint and error
 status, `conn` the connection model (idle, trickling and surplus connections, the queue bound
-with keep-alive clients, shutdown, /metrics, CORS), `load` runs 50 concurrent clients mixing good,
-malformed and disconnecting requests, `page` the chat page in headless Chromium (SKIPPED when
-Chromium is not installed: `.ci/install-deps --browser`).
+with keep-alive clients, shutdown, /metrics, CORS), `params` each OpenAI parameter at its limit
+and one past (values against `zeroskip score` and `zeroskip eval`), `load` runs 50 concurrent
+clients mixing good, malformed and disconnecting requests, `page` the chat page in headless
+Chromium (SKIPPED when Chromium is not installed: `.ci/install-deps --browser`), `sdk`
+tests/serve/sdk/sdk_test.mjs with the OpenAI SDK (SKIPPED without Node.js or the SDK:
+`.ci/install-deps --sdk`).
 """
 import base64
 import fcntl
 import http.client
 import json
+import math
 import os
 import re
 import resource
@@ -371,11 +377,11 @@ class Api(unittest.TestCase):
             ("/v1/completions", {"prompt": "a", "stream": "yes"}, 400, "stream"),
             ("/v1/completions", {"prompt": "a", "stop": [1]}, 400, "stop"),
             ("/v1/completions", {"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
-            ("/v1/completions", {"prompt": "a", "n": 2}, 400, "n"),
+            ("/v1/completions", {"prompt": "a", "n": 17}, 400, "n"),
             ("/v1/completions", {"prompt": "a", "seed": "x"}, 400, "seed"),
             ("/v1/completions", {"prompt": "a", "ffn": "fast"}, 400, "ffn"),
             ("/v1/completions", {"prompt": "a", "act": "silu", "ffn": "sparse"}, 400, None),
-            ("/v1/completions", {"prompt": "a", "logprobs": 3}, 400, "logprobs"),
+            ("/v1/completions", {"prompt": "a", "logprobs": 21}, 400, "logprobs"),
             ("/v1/completions", {"prompt": "word " * 400}, 400, "prompt"),
             ("/v1/chat/completions", {"messages": []}, 400, "messages"),
             ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400,
@@ -387,11 +393,14 @@ class Api(unittest.TestCase):
             status, _, answer = post(path, body)
             self.assertEqual(status, want, (body, answer))
             self.assertIn("message", answer["error"], body)
-            self.assertEqual(answer["error"]["code"], want)
+            # OpenAI's code is a string or null, never the status (a client matches on it).
+            self.assertIn(answer["error"]["code"], (None, "context_length_exceeded"), body)
             if param:
                 self.assertEqual(answer["error"]["param"], param, body)
         too_long = post("/v1/completions", {"prompt": "word " * 400})[2]["error"]
         self.assertIn("context", too_long["message"])
+        self.assertEqual((too_long["type"], too_long["code"]),
+                         ("invalid_request_error", "context_length_exceeded"))
         status, _, raw = self.server.request("POST", "/v1/completions", b"x" * (2 << 20))
         self.assertEqual(status, 413)
         self.assertIn("too large", json.loads(raw)["error"]["message"])
@@ -399,7 +408,7 @@ class Api(unittest.TestCase):
         # buffered), and a body in chunks under it is a request like any other.
         status, answer = raw_post(self.server.port, b"Transfer-Encoding: chunked\r\n\r\n",
                                   chunked(2 << 20))
-        self.assertEqual((status, answer["error"]["code"]), (413, 413), answer)
+        self.assertEqual((status, answer["error"]["code"]), (413, None), answer)
         self.assertIn("too large", answer["error"]["message"])
         small = json.dumps({"prompt": "A", "max_tokens": 1}).encode()
         status, answer = raw_post(self.server.port, b"Transfer-Encoding: chunked\r\n\r\n",
@@ -472,7 +481,8 @@ class Api(unittest.TestCase):
             status, headers, answer = server.post("/v1/completions", {"prompt": "x"})
             self.assertEqual(status, 503)
             self.assertEqual(headers.get("Retry-After"), "1")
-            self.assertEqual(answer["error"]["code"], 503)
+            self.assertEqual((answer["error"]["type"], answer["error"]["code"]),
+                             ("server_busy", None))
             # SIGTERM with a generation running: the server ends it and exits 0 (stop() kills it
             # after 30 s, which fails this).
             self.assertEqual(server.stop(), 0)
@@ -722,7 +732,7 @@ class Connections(unittest.TestCase):
             status, _, body = read_response(queued, 5)
             self.assertEqual(status, 503)
             error = json.loads(body)["error"]
-            self.assertEqual((error["type"], error["code"]), ("server_shutting_down", 503))
+            self.assertEqual((error["type"], error["code"]), ("server_shutting_down", None))
             _, _, events = read_response(streaming, 5)
             blocks = events.decode().split("\n\n")
             self.assertEqual(blocks[-2:], ["data: [DONE]", ""])
@@ -843,6 +853,272 @@ class Connections(unittest.TestCase):
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         self.assertIn("--max-connections 512 needs 576 open files but the limit is 256",
                       r.stderr)
+
+
+def run_json(*args):
+    return json.loads(subprocess.run([BIN, *args, "--json"], check=True, capture_output=True,
+                                     text=True).stdout.strip().splitlines()[-1])
+
+
+def prompt_ids(model, text):
+    """The token ids `zeroskip run` feeds the model for `text` (BOS included)."""
+    return run_json("run", "-m", model, "-p", text, "-n", "0")["prompt_tokens"]
+
+
+def eval_logits(model, ids, vocab):
+    """Every next-token logit after `ids`, from `zeroskip eval` (not the server): {id: logit}."""
+    top = run_json("eval", "-m", model, "--tokens", ",".join(map(str, ids)), "--top", str(vocab))
+    return {e["id"]: e["logit"] for e in top["top"]}
+
+
+def log_softmax(logits):
+    m = max(logits.values())
+    lse = m + math.log(sum(math.exp(v - m) for v in logits.values()))
+    return {i: v - lse for i, v in logits.items()}
+
+
+def argmax(scores):
+    return max(sorted(scores), key=lambda i: scores[i])  # ties: the lower id, as the sampler
+
+
+class Params(unittest.TestCase):
+    """Each OpenAI parameter at its limit and one past, its values against an independent
+    reference: `zeroskip score` and `zeroskip eval`'s raw logits, with the formulas in Python."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.demo, _ = prepare_models()
+        cls.server = Server(cls.demo, "--parallel", "2", "--queue", "14")
+        meta = json.loads(cls.server.request("GET", "/v1/models")[2])["data"][0]["meta"]
+        cls.vocab, cls.context = meta["n_vocab"], meta["n_ctx"]
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.server.stop() == 0
+
+    def complete(self, body, want=200, chat=False):
+        status, headers, answer = self.server.post(
+            "/v1/chat/completions" if chat else "/v1/completions", body)
+        self.assertEqual(status, want, (body, answer))
+        if want != 200:
+            self.assertEqual(answer["error"]["type"], "invalid_request_error")
+            self.assertIsNone(answer["error"]["code"])
+        return answer, headers
+
+    def assert_close(self, got, want):
+        self.assertEqual(len(got), len(want))
+        for g, w in zip(got, want):
+            self.assertAlmostEqual(g, w, delta=1e-4)
+
+    def refused(self, body, param, chat=False):
+        answer, _ = self.complete(body, 400, chat)
+        self.assertEqual(answer["error"]["param"], param, body)
+
+    def piece(self, token_id):
+        """How the server shows a token (its logprobs' token string)."""
+        answer, _ = self.complete({"prompt": [token_id], "echo": True, "max_tokens": 0,
+                                   "logprobs": 0})
+        return answer["choices"][0]["logprobs"]["tokens"][0]
+
+    def test_echo_logprobs_equal_score_and_eval(self):
+        ids = prompt_ids(self.demo, "ROMEO:\nWhat light through yonder window")
+        answer, _ = self.complete({"prompt": ids, "echo": True, "max_tokens": 0, "logprobs": 5})
+        lp = answer["choices"][0]["logprobs"]
+        self.assertEqual(len(lp["token_logprobs"]), len(ids))
+        self.assertIsNone(lp["token_logprobs"][0])
+        self.assertIsNone(lp["top_logprobs"][0])
+        for start in (1, 4):
+            want = run_json("score", "-m", self.demo, "--tokens", ",".join(map(str, ids)),
+                            "--from", str(start))["log_likelihood"]
+            self.assertAlmostEqual(sum(lp["token_logprobs"][start:]), want, delta=1e-4)
+        # Each position against the raw logits of `zeroskip eval`: the token's logprob and the
+        # five most likely tokens' (as the server names them).
+        for k in (1, 5, len(ids) - 1):
+            ref = log_softmax(eval_logits(self.demo, ids[:k], self.vocab))
+            self.assertAlmostEqual(lp["token_logprobs"][k], ref[ids[k]], delta=1e-4)
+            best = sorted(ref, key=lambda i: -ref[i])[:5]
+            self.assert_close(sorted(lp["top_logprobs"][k].values(), reverse=True),
+                              [ref[i] for i in best])
+        # A text prompt: the BOS the server adds is not listed; the echoed text is the prompt.
+        text, _ = self.complete({"prompt": "ROMEO:", "echo": True, "max_tokens": 0,
+                                 "logprobs": 1})
+        c = text["choices"][0]
+        self.assertEqual(c["text"], "ROMEO:")
+        self.assertEqual(len(c["logprobs"]["tokens"]), len(prompt_ids(self.demo, "ROMEO:")) - 1)
+        self.assertEqual("".join(c["logprobs"]["tokens"]).lstrip(" "), "ROMEO:")
+        self.assertEqual(c["logprobs"]["text_offset"][0], 0)
+
+    def test_generated_logprobs_are_the_models(self):
+        ids = prompt_ids(self.demo, "JULIET:")
+        # Sampled at temperature 1.5 with a bias: the logprobs stay the model's own.
+        answer, _ = self.complete({"prompt": ids, "max_tokens": 4, "logprobs": 2, "seed": 9,
+                                   "temperature": 1.5, "logit_bias": {"5": 3}})
+        lp = answer["choices"][0]["logprobs"]
+        self.assertEqual(len(lp["tokens"]), 4)
+        context = list(ids)
+        for i in range(4):
+            ref = log_softmax(eval_logits(self.demo, context, self.vocab))
+            top = sorted(ref, key=lambda t: -ref[t])[:2]
+            self.assert_close(sorted(lp["top_logprobs"][i].values(), reverse=True),
+                              [ref[t] for t in top])
+            # The sampled token: one with the logprob reported, shown as the token reported.
+            token = next(t for t in ref if abs(ref[t] - lp["token_logprobs"][i]) < 1e-4 and
+                         self.piece(t) == lp["tokens"][i])
+            context.append(token)
+        # Chat's shape: logprobs true with top_logprobs.
+        chat, _ = self.complete({"messages": [{"role": "user", "content": "Speak."}],
+                                 "max_tokens": 3, "temperature": 0, "logprobs": True,
+                                 "top_logprobs": 20}, chat=True)
+        content = chat["choices"][0]["logprobs"]["content"]
+        self.assertEqual(len(content), chat["usage"]["completion_tokens"])
+        for t in content:
+            self.assertEqual(len(t["top_logprobs"]), 20)
+            self.assertEqual(t["logprob"], t["top_logprobs"][0]["logprob"])  # greedy
+            self.assertEqual(bytes(t["bytes"]).decode(errors="replace"), t["token"])
+
+    def test_logprobs_limits(self):
+        self.complete({"prompt": "A", "max_tokens": 1, "logprobs": 20})
+        self.refused({"prompt": "A", "max_tokens": 1, "logprobs": 21}, "logprobs")
+        self.refused({"prompt": "A", "max_tokens": 1, "logprobs": -1}, "logprobs")
+        chat = {"messages": [{"role": "user", "content": "A"}], "max_tokens": 1}
+        self.complete(dict(chat, logprobs=True, top_logprobs=20), chat=True)
+        self.refused(dict(chat, logprobs=True, top_logprobs=21), "top_logprobs", chat=True)
+        self.refused(dict(chat, top_logprobs=2), "top_logprobs", chat=True)
+        self.refused({"prompt": "A", "logprobs": 1, "stream": True}, "logprobs")
+
+    def test_logit_bias(self):
+        ids = prompt_ids(self.demo, "ROMEO:")
+        logits = eval_logits(self.demo, ids, self.vocab)
+        greedy = argmax(logits)
+        forced = 7 if greedy != 7 else 8
+        # +100 on one token forces it under greedy; every step (the logprobs name the tokens).
+        answer, _ = self.complete({"prompt": ids, "max_tokens": 3, "temperature": 0,
+                                   "logprobs": 0, "logit_bias": {str(forced): 100}})
+        self.assertEqual(answer["choices"][0]["logprobs"]["tokens"], [self.piece(forced)] * 3)
+        # -100 on the greedy token: the runner-up of eval's logits.
+        answer, _ = self.complete({"prompt": ids, "max_tokens": 1, "temperature": 0,
+                                   "logprobs": 0, "logit_bias": {str(greedy): -100}})
+        runner_up = argmax({i: v for i, v in logits.items() if i != greedy})
+        self.assertEqual(answer["choices"][0]["logprobs"]["tokens"], [self.piece(runner_up)])
+        base = {"prompt": "A", "max_tokens": 1}
+        for bias in ({"0": 100}, {"0": -100}, {str(self.vocab - 1): 1.5}):
+            self.complete(dict(base, logit_bias=bias))
+        for bias in ({"0": 100.5}, {"0": -101}, {str(self.vocab): 1}, {"-1": 1}, {"x": 1},
+                     {"0": "1"}, [1]):
+            self.refused(dict(base, logit_bias=bias), "logit_bias")
+
+    def test_presence_and_frequency_penalties(self):
+        # The first token's logit at the second step is 2.7 below the best: only the negative
+        # penalties (rewards) summing past that flip it, the positive ones must not.
+        ids = prompt_ids(self.demo, "ROMEO:\nO")
+        first = argmax(eval_logits(self.demo, ids, self.vocab))
+        second = eval_logits(self.demo, ids + [first], self.vocab)
+        # After one `first`, OpenAI's formula lowers its logit by frequency + presence.
+        flipped = 0
+        for presence, frequency in ((2, 0), (0, 2), (-2, 0), (0.6, 0.7), (2, 2), (-2, -2),
+                                    (-1.5, -1.5), (-1, -1)):
+            want = argmax({i: v - (presence + frequency) * (i == first)
+                           for i, v in second.items()})
+            flipped += want != argmax(second)
+            answer, _ = self.complete({"prompt": ids, "max_tokens": 2, "temperature": 0,
+                                       "logprobs": 0, "presence_penalty": presence,
+                                       "frequency_penalty": frequency})
+            self.assertEqual(answer["choices"][0]["logprobs"]["tokens"],
+                             [self.piece(first), self.piece(want)], (presence, frequency))
+        self.assertGreater(flipped, 0, "no penalty changed the token: the check proves nothing")
+        for name in ("presence_penalty", "frequency_penalty"):
+            for bad in (2.01, -2.01, "1"):
+                self.refused({"prompt": "A", "max_tokens": 1, name: bad}, name)
+
+    def test_n_shares_the_prompt(self):
+        # Greedy: every choice is `zeroskip run`'s text, whether it copied the first choice's
+        # prompt (slots 0 and 1) or read it itself (the third, queued behind them).
+        want = run_text(self.demo, "ROMEO:", 12, "--temp", "0")
+        answer, _ = self.complete({"prompt": "ROMEO:", "max_tokens": 12, "temperature": 0,
+                                   "n": 3})
+        self.assertEqual([c["index"] for c in answer["choices"]], [0, 1, 2])
+        self.assertEqual([c["text"] for c in answer["choices"]], [want] * 3)
+        self.assertEqual(answer["usage"]["prompt_tokens"], len(prompt_ids(self.demo, "ROMEO:")))
+        self.assertEqual(answer["usage"]["completion_tokens"], 36)
+        # Sampled: choice i is the request alone with seed + i.
+        body = {"prompt": "JULIET:", "max_tokens": 10, "temperature": 1.0, "seed": 77}
+        many, _ = self.complete(dict(body, n=4))
+        for c in many["choices"]:
+            alone, _ = self.complete(dict(body, seed=77 + c["index"]))
+            self.assertEqual(c["text"], alone["choices"][0]["text"])
+        # Streamed: each choice's text and its own finish reason.
+        events = self.server.stream("/v1/completions", dict(body, n=2, stream_options={
+            "include_usage": True}))
+        for c in many["choices"][:2]:
+            got = "".join(e["choices"][0]["text"] for e in events
+                          if e["choices"] and e["choices"][0]["index"] == c["index"])
+            self.assertEqual(got, c["text"])
+        self.assertEqual(events[-1]["usage"]["completion_tokens"], 20)
+        self.assertTrue(self.server.wait_idle(10))  # n = 16 needs every slot and queue place
+        self.complete({"prompt": "A", "max_tokens": 1, "n": 16})
+        self.refused({"prompt": "A", "max_tokens": 1, "n": 17}, "n")
+        self.refused({"prompt": "A", "max_tokens": 1, "n": 0}, "n")
+        self.refused({"prompt": "A", "max_tokens": 1, "n": 2, "best_of": 3}, "best_of")
+
+    def test_prompt_forms(self):
+        want = {p: run_text(self.demo, p, 8, "--temp", "0") for p in ("ROMEO:", "JULIET:")}
+        base = {"max_tokens": 8, "temperature": 0}
+        answer, _ = self.complete(dict(base, prompt=["ROMEO:", "JULIET:"]))
+        self.assertEqual([(c["index"], c["text"]) for c in answer["choices"]],
+                         [(0, want["ROMEO:"]), (1, want["JULIET:"])])
+        ids = {p: prompt_ids(self.demo, p) for p in want}
+        answer, _ = self.complete(dict(base, prompt=ids["JULIET:"]))
+        self.assertEqual(answer["choices"][0]["text"], want["JULIET:"])
+        answer, _ = self.complete(dict(base, prompt=[ids["ROMEO:"], ids["JULIET:"]], n=2))
+        self.assertEqual([c["text"] for c in answer["choices"]],
+                         [want["ROMEO:"]] * 2 + [want["JULIET:"]] * 2)
+        self.assertEqual(answer["usage"]["prompt_tokens"],
+                         len(ids["ROMEO:"]) + len(ids["JULIET:"]))
+        self.complete(dict(base, prompt=[self.vocab - 1]))
+        for bad in ([], [self.vocab], [-1], [[]], [[1], 2], [1.5], [None], {"a": 1}):
+            self.refused(dict(base, prompt=bad), "prompt")
+        self.refused(dict(base, prompt=["a"] * 17), "prompt")  # more than --parallel + --queue
+
+    def test_models_retrieve(self):
+        status, _, raw = self.server.request("GET", "/v1/models/relu-ft")
+        self.assertEqual((status, json.loads(raw)["id"]), (200, "relu-ft"))
+        status, _, raw = self.server.request("GET", "/v1/models/gpt-4")
+        error = json.loads(raw)["error"]
+        self.assertEqual((status, error["code"], error["param"]), (404, "model_not_found", "model"))
+
+    def test_chat_history_roles(self):
+        def chat(messages, **extra):
+            return dict({"messages": messages, "max_tokens": 6, "temperature": 0}, **extra)
+        user = {"role": "user", "content": "Good morrow."}
+        system, _ = self.complete(chat([{"role": "system", "content": "A play."}, user]), chat=True)
+        developer, _ = self.complete(chat([{"role": "developer", "content": "A play."}, user]),
+                                     chat=True)
+        self.assertEqual(developer["choices"][0]["message"], system["choices"][0]["message"])
+        history = [user, {"role": "assistant", "content": None,
+                          "tool_calls": [{"id": "c1", "type": "function",
+                                          "function": {"name": "f", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+        self.complete(chat(history), chat=True)
+        self.refused(chat([user], tools=[{"type": "function", "function": {"name": "f"}}]),
+                     "tools", chat=True)
+        self.refused(chat([user], tool_choice="auto"), "tool_choice", chat=True)
+        self.complete(chat([user], tool_choice="none"), chat=True)
+        self.refused(chat([{"role": "user", "content": None}]), "messages", chat=True)
+
+    def test_seeds_and_clamp(self):
+        for _ in range(20):
+            answer, _ = self.complete({"prompt": "A", "max_tokens": 1})
+            self.assertLess(answer["seed"], 2 ** 53)
+        ids = prompt_ids(self.demo, "ROMEO:")
+        room = self.context - len(ids)
+        answer, headers = self.complete({"prompt": "ROMEO:", "max_tokens": room, "stream": False,
+                                         "temperature": 0, "stop": ["\n"]})
+        self.assertNotIn("X-Max-Tokens-Clamped", headers)
+        self.assertNotIn("max_tokens_clamped", answer)
+        answer, headers = self.complete({"prompt": "ROMEO:", "max_tokens": room + 1,
+                                         "temperature": 0, "stop": ["\n"]})
+        self.assertEqual(headers.get("X-Max-Tokens-Clamped"), str(room))
+        self.assertEqual(answer["max_tokens_clamped"], room)
 
 
 class Load(unittest.TestCase):
@@ -1057,13 +1333,40 @@ class Page(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
 
+class Sdk(unittest.TestCase):
+    """The official OpenAI Node SDK (tests/serve/sdk: its version pinned by package-lock.json,
+    installed by `.ci/install-deps --sdk`) runs tests/serve/sdk/sdk_test.mjs against a server."""
+
+    def test_openai_node_sdk(self):
+        sdk = os.path.join(ROOT, "tests", "serve", "sdk")
+        node = shutil.which("node")
+        if not node:
+            self.skipTest("Node.js is not installed (.ci/install-deps --sdk)")
+        if not os.path.exists(os.path.join(sdk, "node_modules", "openai", "package.json")):
+            self.skipTest("the OpenAI SDK is not installed (.ci/install-deps --sdk)")
+        demo, slow = prepare_models()
+        server, slow_server = Server(demo, "--parallel", "4"), Server(slow, "--parallel", "1")
+        try:
+            env = dict(os.environ, ZEROSKIP_URL=f"http://127.0.0.1:{server.port}/v1",
+                       ZEROSKIP_SLOW_URL=f"http://127.0.0.1:{slow_server.port}/v1",
+                       ZEROSKIP_BIN=BIN, ZEROSKIP_MODEL=demo)
+            r = subprocess.run([node, os.path.join(sdk, "sdk_test.mjs")], env=env,
+                               capture_output=True, text=True, timeout=600)
+            print(r.stdout + r.stderr)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        finally:
+            self.assertEqual(server.stop(), 0)
+            self.assertEqual(slow_server.stop(), 0)
+
+
 if __name__ == "__main__":
     BIN, WORK = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     os.makedirs(WORK, exist_ok=True)
     if sys.argv[3:] == ["prepare"]:
         prepare_models()
         sys.exit(0)
-    suite = {"api": Api, "conn": Connections, "load": Load, "page": Page}[sys.argv[3]] if len(sys.argv) > 3 else None
+    suite = {"api": Api, "conn": Connections, "params": Params, "load": Load, "page": Page,
+             "sdk": Sdk}[sys.argv[3]] if len(sys.argv) > 3 else None
     tests = unittest.defaultTestLoader.loadTestsFromTestCase(suite) if suite else \
         unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
     result = unittest.TextTestRunner(verbosity=2).run(tests)
