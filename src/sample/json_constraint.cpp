@@ -34,7 +34,7 @@ enum NumberSub : uint8_t { kSign, kZero, kInt, kDot, kFrac, kE, kESign, kExp };
 constexpr uint8_t kAllTypes = 0x7f;
 constexpr size_t kMaxStack = 64;  // nested containers
 constexpr int kMaxNumberBytes = 24;
-constexpr int kIndentPerLevel = 4;     // spaces or tabs after a newline, per open container
+constexpr int kIndentPerLevel = 4;  // spaces or tabs after a newline, per open container
 constexpr int kMaxIndent = 20;
 constexpr size_t kMaxCandidates = 64;  // enum values, properties of an object (bit sets)
 
@@ -99,9 +99,9 @@ class SchemaCompiler {
       const auto is = [&key](const char* k) { return key == k; };
       if (std::any_of(std::begin(kAnnotations), std::end(kAnnotations), is)) continue;
       if (std::none_of(std::begin(kKeywords), std::end(kKeywords), is)) {
-        Fail(where, "the keyword '" + key +
-                        "' is not supported (JSON mode supports type, properties, required, "
-                        "additionalProperties: false, items, minItems, maxItems, enum, const)");
+        throw Error("", "response_format: the keyword '" + key + "' (at " + where +
+                            ") is not supported; JSON mode supports type, properties, required, "
+                            "additionalProperties: false, items, minItems, maxItems, enum, const");
       }
     }
     if (std::none_of(std::begin(kKeywords), std::end(kKeywords),

@@ -131,6 +131,7 @@ void Scheduler::Admit(Slot& slot, std::shared_ptr<Job> job) {
   config.stop_at_eos = r.stop_at_eos;
   config.drop_leading_space = r.drop_leading_space;
   config.stop_strings = r.stop_strings;
+  if (r.constraint) config.constraint = r.constraint();
   config.on_token = [&j](int, std::string_view text) {
     std::lock_guard<std::mutex> hold(j.lock);
     if (j.first_token == Clock::time_point{}) j.first_token = Clock::now();

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,6 +36,10 @@ struct JobRequest {
   FfnMode ffn = FfnMode::kAuto;
   GateMode gate = GateMode::kAuto;
   ActivationOptions activation;
+  // Makes each generation's token constraint (JSON mode: response_format); empty: none.
+  std::function<std::shared_ptr<TokenConstraint>()> constraint;
+  // Chat messages the server dropped to fit the context ("fit_context"), for the answer.
+  int64_t dropped_messages = 0;
 };
 
 // A submitted request: the scheduler writes, the HTTP thread reads (under `lock`).

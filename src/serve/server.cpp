@@ -10,7 +10,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
+#include <functional>
 #include <httplib.h>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -18,6 +20,7 @@
 #include "serve/scheduler.h"
 #include "zeroskip/chat.h"
 #include "zeroskip/error.h"
+#include "zeroskip/json_constraint.h"
 #include "zeroskip/tokenizer.h"
 
 namespace zeroskip {
@@ -218,6 +221,11 @@ struct Server::Impl {
                                       const httplib::ContentReader& content) const;
   JobRequest Parse(const json& body, bool chat_api, std::string* prompt_text, bool* stream,
                    bool* include_usage, uint64_t* seed) const;
+  // "response_format": null for text, else what makes each generation's JSON constraint.
+  std::function<std::shared_ptr<TokenConstraint>()> ResponseFormat(const json& format) const;
+  // "fit_context": drops the oldest turns until the prompt leaves room for the reply; returns
+  // how many messages went.
+  int64_t FitContext(const json& body, std::vector<ChatMessage>* messages) const;
   json Usage(const Job& job) const;
   json Timings(const Job& job) const;
 
@@ -231,6 +239,9 @@ struct Server::Impl {
   httplib::Server http;
   int port = -1;
   std::atomic<uint64_t> next_id{1};
+  // The model's pieces for JSON mode, built by the first request that uses it.
+  mutable std::once_flag json_vocabulary_once;
+  mutable std::shared_ptr<const JsonVocabulary> json_vocabulary;
 };
 
 bool Server::Impl::Authorized(const httplib::Request& req, httplib::Response& res) const {
@@ -281,6 +292,7 @@ JobRequest Server::Impl::Parse(const json& body, bool chat_api, std::string* pro
       }
       conversation.push_back(std::move(message));
     }
+    if (Boolean(body, "fit_context", false)) r.dropped_messages = FitContext(body, &conversation);
     text = chat.Render(conversation, /*add_generation_prompt=*/true);
     r.stop_strings = chat.stop_strings();
   } else {
@@ -297,6 +309,11 @@ JobRequest Server::Impl::Parse(const json& body, bool chat_api, std::string* pro
   if (Integer(body, "n", 1, 1, 1) != 1) throw HttpError{400, "'n' must be 1", "n"};
   if (const json* lp = Field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>())) {
     throw HttpError{400, "'logprobs' is not supported", "logprobs"};
+  }
+  if (const json* format = Field(body, "response_format")) {
+    r.constraint = ResponseFormat(*format);
+    // The JSON value's end ends the reply; the template's stop strings could cut a string in it.
+    if (r.constraint) r.stop_strings.clear();
   }
   for (auto& s : StopStrings(body)) r.stop_strings.push_back(std::move(s));
 
@@ -368,6 +385,75 @@ JobRequest Server::Impl::Parse(const json& body, bool chat_api, std::string* pro
     *prompt_text = text;
   }
   return r;
+}
+
+std::function<std::shared_ptr<TokenConstraint>()> Server::Impl::ResponseFormat(
+    const json& format) const {
+  const auto refuse = [](const std::string& message) {
+    return HttpError{400, message, "response_format"};
+  };
+  const json* type = format.is_object() ? Field(format, "type") : nullptr;
+  if (!type || !type->is_string()) {
+    throw refuse("'response_format' must be an object with a 'type'");
+  }
+  std::shared_ptr<const JsonGrammar> grammar;
+  if (*type == "text") return {};
+  if (*type == "json_object") {
+    grammar = JsonGrammar::AnyObject();
+  } else if (*type == "json_schema") {
+    const json* spec = Field(format, "json_schema");
+    if (!spec || !spec->is_object()) {
+      throw refuse("'response_format.json_schema' must be an object");
+    }
+    if (const json* name = Field(*spec, "name"); !name || !name->is_string()) {
+      throw refuse("'response_format.json_schema.name' must be a string");
+    }
+    if (const json* strict = Field(*spec, "strict"); strict && !strict->is_boolean()) {
+      throw refuse("'response_format.json_schema.strict' must be a boolean");
+    }
+    const json* schema = Field(*spec, "schema");
+    if (!schema) throw refuse("'response_format.json_schema.schema' is required");
+    try {
+      grammar = JsonGrammar::FromSchema(schema->dump());
+    } catch (const Error& e) {
+      throw refuse(e.reason());
+    }
+  } else {
+    throw refuse("'response_format.type' must be text, json_object or json_schema");
+  }
+  std::call_once(json_vocabulary_once, [this] {
+    json_vocabulary = JsonVocabulary::FromTokenizer(model.tokenizer(), model.config().vocab,
+                                                    model.config().eos_id);
+  });
+  return [grammar, vocabulary = json_vocabulary] {
+    return std::make_shared<JsonConstraint>(grammar, vocabulary);
+  };
+}
+
+int64_t Server::Impl::FitContext(const json& body, std::vector<ChatMessage>* messages) const {
+  // `zeroskip chat`'s policy: the reply keeps min(max_tokens, context / 2) tokens of room, and
+  // the oldest exchange (two messages) after the leading system messages goes first.
+  const char* budget =
+      Field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  const int64_t room = std::min(Integer(body, budget, 0, INT64_MAX, context), context / 2);
+  const int64_t bos = model.config().bos_id >= 0 ? 1 : 0;
+  const Tokenizer& tokenizer = model.tokenizer();
+  size_t first = 0;
+  while (first < messages->size() && (*messages)[first].role == "system") ++first;
+  int64_t dropped = 0;
+  for (;;) {
+    const std::string text = chat.Render(*messages, /*add_generation_prompt=*/true);
+    if (tokenizer.MinTokens(text) + bos + room <= context &&
+        static_cast<int64_t>(tokenizer.Encode(text).size()) + bos + room <= context) {
+      break;
+    }
+    if (messages->size() <= first + 1) break;  // only the newest is left: too long, as usual
+    const size_t n = std::min<size_t>(2, messages->size() - first - 1);
+    messages->erase(messages->begin() + static_cast<std::ptrdiff_t>(first),
+                    messages->begin() + static_cast<std::ptrdiff_t>(first + n));
+    dropped += static_cast<int64_t>(n);
+  }
+  return dropped;
 }
 
 json Server::Impl::Usage(const Job& job) const {
@@ -501,6 +587,9 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
                    {"usage", Usage(*job)},
                    {"timings", Timings(*job)},
                    {"seed", seed}};
+    if (job->request.dropped_messages > 0) {
+      answer["dropped_messages"] = job->request.dropped_messages;
+    }
     res.set_content(answer.dump(), "application/json");
     return;
   }
@@ -541,6 +630,9 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
           if (chat_api) last["choices"][0]["delta"] = json::object();
           last["timings"] = Timings(*job);
           last["seed"] = seed;
+          if (job->request.dropped_messages > 0) {
+            last["dropped_messages"] = job->request.dropped_messages;
+          }
           if (include_usage) last["usage"] = Usage(*job);
           send(last);
         }
