@@ -85,6 +85,12 @@ class JsonMatcher {
   bool Complete() const;
   // The value is complete and no byte may follow.
   bool Finished() const { return stack_.empty(); }
+  // Takes `other`'s state (same grammar) without touching the grammar's reference count: the
+  // trie walk copies a matcher per node.
+  void AssignState(const JsonMatcher& other) {
+    stack_ = other.stack_;
+    ws_ = other.ws_;
+  }
 
   // One level of the parse: a value not yet begun, or one being read.
   struct Frame {
@@ -118,7 +124,8 @@ class JsonVocabulary {
                                                              int64_t vocab, int64_t eos_id);
 
   // allowed[id] = 1 for each token whose bytes `matcher` accepts, and EOS when the value is
-  // complete; `scratch` holds the walk's matchers (reused between calls).
+  // complete; `scratch` holds the walk's matchers, reused between calls with matchers of the
+  // same grammar.
   void Allowed(const JsonMatcher& matcher, std::vector<JsonMatcher>* scratch,
                std::vector<uint8_t>* allowed) const;
   std::vector<int> AllowedTokens(const JsonMatcher& matcher) const;  // sorted ids (tests)

@@ -648,7 +648,7 @@ void JsonVocabulary::Walk(uint32_t node, size_t depth, std::vector<JsonMatcher>*
                           std::vector<uint8_t>* allowed) const {
   for (uint32_t child = trie_[node].first_child; child != 0; child = trie_[child].next_sibling) {
     JsonMatcher& m = (*scratch)[depth + 1];
-    m = (*scratch)[depth];
+    m.AssignState((*scratch)[depth]);
     if (!m.Push(trie_[child].byte)) continue;
     const TrieNode& t = trie_[child];
     for (uint32_t i = t.tokens_begin; i < t.tokens_end; ++i) (*allowed)[size_t(tokens_[i])] = 1;
