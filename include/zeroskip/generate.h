@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -41,6 +42,18 @@ class StopStringFilter {
   bool stopped_ = false;
 };
 
+// Restricts which tokens may come next (JSON mode: json_constraint.h). Stateful: one per
+// generation.
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  // Sets to -inf the logit of every token that may not come next; EOS stays only where the text
+  // may end. False when no token may come next.
+  virtual bool Mask(std::span<float> logits) = 0;
+  virtual void Accept(int id) = 0;    // the token chosen
+  virtual bool Finished() const = 0;  // the text is complete and nothing may follow
+};
+
 struct GenerateConfig {
   int64_t max_tokens = 128;
   bool stop_at_eos = true;
@@ -58,6 +71,9 @@ struct GenerateConfig {
   // alternatives (result.logprobs), of the model's distribution: before the sampler's penalties,
   // bias, temperature and truncation.
   int logprobs = -1;
+  // Null: any token. Else sampling only picks what it allows; EOS then always ends the text (the
+  // constraint allows it only where the text is complete), and so does Finished().
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 struct GenerateResult {

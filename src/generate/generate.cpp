@@ -106,8 +106,14 @@ int Generation::Next(std::span<const float> logits, bool context_full) {
     return -1;
   }
   std::copy(logits.begin(), logits.end(), scratch_.begin());
+  TokenConstraint* constraint = config_.constraint.get();
+  // No token can continue the text (a vocabulary without a needed byte): it stays incomplete.
+  if (constraint && !constraint->Mask(scratch_)) {
+    Finish(StopReason::kLength);
+    return -1;
+  }
   const int id = sampler_.Sample(scratch_.data(), history_);
-  if (config_.stop_at_eos && id == model_.config().eos_id) {
+  if ((config_.stop_at_eos || constraint) && id == model_.config().eos_id) {
     Finish(StopReason::kEos);
     return -1;
   }
@@ -122,6 +128,13 @@ int Generation::Next(std::span<const float> logits, bool context_full) {
   if (!Emit(id, stream_.Push(bytes))) {
     Finish(stops_.stopped() ? StopReason::kStopString : StopReason::kCancelled);
     return -1;
+  }
+  if (constraint) {
+    constraint->Accept(id);
+    if (constraint->Finished()) {  // as if EOS came next: nothing else may
+      Finish(StopReason::kEos);
+      return -1;
+    }
   }
   if (i + 1 == budget_) {
     Finish(StopReason::kLength);

@@ -95,6 +95,9 @@ int Sampler::Choose(float* logits, std::span<const int> history) {
                      : std::exp((value - max_logit) / options_.temperature);
     total += value;
   }
+  // Tokens with probability 0 (a -inf logit: masked in JSON mode) are never drawn, not even by
+  // the rounding fallback at the end.
+  while (candidates_.size() > 1 && candidates_.back().first == 0) candidates_.pop_back();
   if (options_.top_p < 1.0f) {
     double cumulative = 0;
     size_t cut = 0;

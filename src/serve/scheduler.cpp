@@ -160,6 +160,7 @@ void Scheduler::Admit(Slot& slot, std::shared_ptr<Job> job) {
   config.drop_leading_space = r.drop_leading_space;
   config.stop_strings = r.stop_strings;
   config.logprobs = r.logprobs;
+  if (r.constraint) config.constraint = r.constraint();
   config.on_token = [&j](int, std::string_view text) {
     std::lock_guard<std::mutex> hold(j.lock);
     if (j.first_token == Clock::time_point{}) j.first_token = Clock::now();

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +42,10 @@ struct JobRequest {
   // The index, in the same Submit, of a job with the same prompt and FFN settings whose prefill
   // this one copies instead of running its own (when both are in slots at once); -1: none.
   int shares_prompt_of = -1;
+  // Makes each generation's token constraint (JSON mode: response_format); empty: none.
+  std::function<std::shared_ptr<TokenConstraint>()> constraint;
+  // Chat messages the server dropped to fit the context ("fit_context"), for the answer.
+  int64_t dropped_messages = 0;
 };
 
 // A submitted request: the scheduler writes, the HTTP thread reads (under `lock`).

@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <ctime>
+#include <functional>
 #include <httplib.h>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -17,6 +19,7 @@
 #include "serve/scheduler.h"
 #include "zeroskip/chat.h"
 #include "zeroskip/error.h"
+#include "zeroskip/json_constraint.h"
 #include "zeroskip/tokenizer.h"
 
 namespace zeroskip {
@@ -290,6 +293,11 @@ struct Server::Impl {
   json Usage(const std::vector<std::shared_ptr<Job>>& jobs) const;
   json CompletionLogprobs(const Job& job, const std::string& echo, size_t skip) const;
   json ChatLogprobs(const Job& job) const;
+  // "response_format": null for text, else what makes each generation's JSON constraint.
+  std::function<std::shared_ptr<TokenConstraint>()> ResponseFormat(const json& format) const;
+  // "fit_context": drops the oldest turns until the prompt leaves room for the reply; returns
+  // how many messages went.
+  int64_t FitContext(const json& body, std::vector<ChatMessage>* messages) const;
   json Timings(const Job& job) const;
   std::string Metrics();
 
@@ -305,6 +313,9 @@ struct Server::Impl {
   std::atomic<uint64_t> next_id{1};
   std::mutex answers_lock;
   std::map<std::pair<std::string, int>, uint64_t> answers;  // (endpoint, status) -> count
+  // The model's pieces for JSON mode, built by the first request that uses it.
+  mutable std::once_flag json_vocabulary_once;
+  mutable std::shared_ptr<const JsonVocabulary> json_vocabulary;
 };
 
 bool Server::Impl::Authorized(const httplib::Request& req, httplib::Response& res) const {
@@ -388,6 +399,7 @@ Server::Impl::Request Server::Impl::Parse(const json& body, bool chat_api) const
       }
       conversation.push_back(std::move(message));
     }
+    if (Boolean(body, "fit_context", false)) r.dropped_messages = FitContext(body, &conversation);
     prompts.push_back(text_prompt(chat.Render(conversation, /*add_generation_prompt=*/true)));
     r.stop_strings = chat.stop_strings();
   } else {
@@ -427,6 +439,11 @@ Server::Impl::Request Server::Impl::Parse(const json& body, bool chat_api) const
                         "holds at once (--parallel + --queue = " +
                         std::to_string(options.parallel + options.queue) + ")",
                     prompts.size() > 1 ? "prompt" : "n"};
+  }
+  if (const json* format = Field(body, "response_format")) {
+    r.constraint = ResponseFormat(*format);
+    // The JSON value's end ends the reply; the template's stop strings could cut a string in it.
+    if (r.constraint) r.stop_strings.clear();
   }
   for (auto& s : StopStrings(body)) r.stop_strings.push_back(std::move(s));
 
@@ -564,6 +581,75 @@ Server::Impl::Request Server::Impl::Parse(const json& body, bool chat_api) const
     }
   }
   return out;
+}
+
+std::function<std::shared_ptr<TokenConstraint>()> Server::Impl::ResponseFormat(
+    const json& format) const {
+  const auto refuse = [](const std::string& message) {
+    return HttpError{400, message, "response_format"};
+  };
+  const json* type = format.is_object() ? Field(format, "type") : nullptr;
+  if (!type || !type->is_string()) {
+    throw refuse("'response_format' must be an object with a 'type'");
+  }
+  std::shared_ptr<const JsonGrammar> grammar;
+  if (*type == "text") return {};
+  if (*type == "json_object") {
+    grammar = JsonGrammar::AnyObject();
+  } else if (*type == "json_schema") {
+    const json* spec = Field(format, "json_schema");
+    if (!spec || !spec->is_object()) {
+      throw refuse("'response_format.json_schema' must be an object");
+    }
+    if (const json* name = Field(*spec, "name"); !name || !name->is_string()) {
+      throw refuse("'response_format.json_schema.name' must be a string");
+    }
+    if (const json* strict = Field(*spec, "strict"); strict && !strict->is_boolean()) {
+      throw refuse("'response_format.json_schema.strict' must be a boolean");
+    }
+    const json* schema = Field(*spec, "schema");
+    if (!schema) throw refuse("'response_format.json_schema.schema' is required");
+    try {
+      grammar = JsonGrammar::FromSchema(schema->dump());
+    } catch (const Error& e) {
+      throw refuse(e.reason());
+    }
+  } else {
+    throw refuse("'response_format.type' must be text, json_object or json_schema");
+  }
+  std::call_once(json_vocabulary_once, [this] {
+    json_vocabulary = JsonVocabulary::FromTokenizer(model.tokenizer(), model.config().vocab,
+                                                    model.config().eos_id);
+  });
+  return [grammar, vocabulary = json_vocabulary] {
+    return std::make_shared<JsonConstraint>(grammar, vocabulary);
+  };
+}
+
+int64_t Server::Impl::FitContext(const json& body, std::vector<ChatMessage>* messages) const {
+  // `zeroskip chat`'s policy: the reply keeps min(max_tokens, context / 2) tokens of room, and
+  // the oldest exchange (two messages) after the leading system messages goes first.
+  const char* budget =
+      Field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  const int64_t room = std::min(Integer(body, budget, 0, INT64_MAX, context), context / 2);
+  const int64_t bos = model.config().bos_id >= 0 ? 1 : 0;
+  const Tokenizer& tokenizer = model.tokenizer();
+  size_t first = 0;
+  while (first < messages->size() && (*messages)[first].role == "system") ++first;
+  int64_t dropped = 0;
+  for (;;) {
+    const std::string text = chat.Render(*messages, /*add_generation_prompt=*/true);
+    if (tokenizer.MinTokens(text) + bos + room <= context &&
+        static_cast<int64_t>(tokenizer.Encode(text).size()) + bos + room <= context) {
+      break;
+    }
+    if (messages->size() <= first + 1) break;  // only the newest is left: too long, as usual
+    const size_t n = std::min<size_t>(2, messages->size() - first - 1);
+    messages->erase(messages->begin() + static_cast<std::ptrdiff_t>(first),
+                    messages->begin() + static_cast<std::ptrdiff_t>(first + n));
+    dropped += static_cast<int64_t>(n);
+  }
+  return dropped;
 }
 
 namespace {
@@ -765,6 +851,10 @@ void Server::Impl::Complete(const httplib::Request& req, httplib::Response& res,
     answer["timings"] = Timings(*jobs[0]);
     answer["seed"] = request.seed;
     if (request.clamped >= 0) answer["max_tokens_clamped"] = request.clamped;
+    // Chat messages "fit_context" dropped (the same for every choice of the request).
+    if (jobs[0]->request.dropped_messages > 0) {
+      answer["dropped_messages"] = jobs[0]->request.dropped_messages;
+    }
   };
 
   if (!request.stream) {

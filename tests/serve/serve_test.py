@@ -491,6 +491,37 @@ class Api(unittest.TestCase):
         finally:
             server.stop()
 
+    def test_fit_context_drops_the_oldest_turns(self):
+        # A system message, 12 exchanges and a question: far past the demo's 256 tokens.
+        system = [{"role": "system", "content": "You are the nurse."}]
+        turns = []
+        for i in range(12):
+            turns += [{"role": "user", "content": f"Tell me, nurse, of the feud, part {i}."},
+                      {"role": "assistant", "content": "The houses quarrel in the streets, sir."}]
+        question = [{"role": "user", "content": "And Juliet?"}]
+        body = {"messages": system + turns + question, "max_tokens": 40, "seed": 1}
+        status, _, answer = self.server.post("/v1/chat/completions", body)
+        self.assertEqual(status, 400)  # without fit_context
+        status, _, answer = self.server.post("/v1/chat/completions", dict(body, fit_context=True))
+        self.assertEqual(status, 200, answer)
+        dropped = answer["dropped_messages"]
+        self.assertEqual(dropped % 2, 0)
+        self.assertEqual(answer["choices"][0]["message"]["role"], "assistant")
+
+        def prompt_tokens(messages):
+            status, _, a = self.server.post("/v1/chat/completions",
+                                            {"messages": messages, "max_tokens": 0})
+            return a["usage"]["prompt_tokens"] if status == 200 else 10**9
+
+        # What was kept leaves the reply its 40 tokens; one exchange more would not have.
+        kept = system + turns[dropped:] + question
+        self.assertEqual(prompt_tokens(kept), answer["usage"]["prompt_tokens"])
+        self.assertLessEqual(prompt_tokens(kept) + 40, 256)
+        self.assertGreater(prompt_tokens(system + turns[dropped - 2:] + question) + 40, 256)
+        # Streamed, the last chunk says it.
+        events = self.server.stream("/v1/chat/completions", dict(body, fit_context=True))
+        self.assertEqual(events[-1]["dropped_messages"], dropped)
+
 
 class Connections(unittest.TestCase):
     """The connection model: idle and slow clients cost no worker that a request or /health
@@ -1328,6 +1359,40 @@ class Page(unittest.TestCase):
                              "Good morrow, cousin. What news from Verona?")
             if os.environ.get("ZEROSKIP_SCREENSHOT"):
                 browser.screenshot(os.environ["ZEROSKIP_SCREENSHOT"])
+        finally:
+            browser.close()
+            self.assertEqual(server.stop(), 0)
+
+    def test_chat_page_drops_the_oldest_turns(self):
+        # The demo model's context is 256 tokens: without dropping turns, the 8th message failed.
+        binary = shutil.which("chromium")
+        if not binary:
+            self.skipTest("chromium is not installed (.ci/install-deps --browser installs it)")
+        demo, _ = prepare_models()
+        server = Server(demo)
+        browser = Browser(binary, os.path.join(WORK, "chromium-profile-turns"))
+        try:
+            browser.open(f"http://127.0.0.1:{server.port}/")
+            browser.js("document.getElementById('seed').value = '4'")
+            idle = "!document.getElementById('send').disabled"
+            for turn in range(1, 23):
+                browser.js("document.getElementById('input').focus()")
+                browser.type(f"Speak, good nurse, of the {turn} houses of Verona and their feud.")
+                browser.press_enter()
+                replies = f"document.querySelectorAll('.msg.assistant').length === {turn}"
+                self.assertTrue(browser.wait_for(f"{replies} && {idle}", 120), f"turn {turn}")
+                text = browser.js("[...document.querySelectorAll('.msg.assistant span')].pop()"
+                                  ".textContent")
+                self.assertNotIn("[error", text, f"turn {turn}")
+            note = browser.js("document.getElementById('note').textContent")
+            self.assertRegex(note, r"^\d+ oldest turns? dropped to fit the context$")
+            dropped = int(note.split()[0])
+            self.assertGreater(dropped, 1)
+            # The dropped turns are greyed out: a user message and its reply each.
+            self.assertEqual(browser.js("document.querySelectorAll('.msg.user.dropped').length"),
+                             dropped)
+            self.assertEqual(browser.js("document.querySelectorAll('.msg.dropped').length"),
+                             2 * dropped)
         finally:
             browser.close()
             self.assertEqual(server.stop(), 0)
