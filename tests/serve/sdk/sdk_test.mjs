@@ -145,6 +145,39 @@ test("chat logprobs", async () => {
   }
 });
 
+test("JSON mode: a schema's reply parses and holds to it; what the subset lacks is a 400", async () => {
+  const schema = {
+    type: "object",
+    properties: { mood: { enum: ["merry", "sad"] }, count: { type: "integer" },
+                  tags: { type: "array", items: { type: "boolean" }, maxItems: 3 } },
+    required: ["mood", "count", "tags"],
+    additionalProperties: false,
+  };
+  for (const seed of [1, 2, 3]) {
+    const r = await client.chat.completions.create({
+      model: "m", max_tokens: 96, temperature: 1, seed,
+      messages: [{ role: "user", content: "Report." }],
+      response_format: { type: "json_schema", json_schema: { name: "report", schema, strict: true } },
+    });
+    assert.equal(r.choices[0].finish_reason, "stop", r.choices[0].message.content);
+    const v = JSON.parse(r.choices[0].message.content);
+    assert.deepEqual(Object.keys(v).sort(), ["count", "mood", "tags"]);
+    assert.ok(["merry", "sad"].includes(v.mood), v.mood);
+    assert.ok(Number.isInteger(v.count), String(v.count));
+    assert.ok(Array.isArray(v.tags) && v.tags.length <= 3 && v.tags.every((t) => typeof t === "boolean"));
+  }
+  await assert.rejects(client.chat.completions.create({
+    model: "m", max_tokens: 4, messages: [{ role: "user", content: "x" }],
+    response_format: { type: "json_schema",
+                       json_schema: { name: "p", schema: { type: "string", pattern: "^a" } } },
+  }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal(e.param, "response_format");
+    assert.match(e.message, /pattern/);
+    return true;
+  });
+});
+
 test("lm-eval's loglikelihood request equals zeroskip score", async () => {
   const context = zeroskip("run", "-m", modelPath, "-p", "ROMEO:\nWhat light", "-n", "0").prompt_tokens;
   const whole = zeroskip("run", "-m", modelPath, "-p", "ROMEO:\nWhat light through yonder window",
