@@ -703,8 +703,18 @@ class Connections(unittest.TestCase):
                 self.assertLess(refused, 200, "the cap did not free a place")
             for s in held:
                 s.close()
-            self.assertTrue(self.wait_for(
-                lambda: self.metrics(server)[("zeroskip_connections_open", ())] == 1, 30))
+
+            def only_this_one_open():
+                # Until the server has seen the closes, it is still at the cap: a 503, counted.
+                nonlocal refused
+                status, _, raw = server.request("GET", "/metrics", timeout=5)
+                if status == 503:
+                    refused += 1
+                    return False
+                self.assertEqual(status, 200)
+                return parse_metrics(raw.decode())[("zeroskip_connections_open", ())] == 1
+
+            self.assertTrue(self.wait_for(only_this_one_open, 30))
             self.assertEqual(self.metrics(server)[("zeroskip_connections_refused_total", ())],
                              refused)
         finally:
