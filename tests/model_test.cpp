@@ -12,7 +12,10 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <utility>
 
 #include "ops/norm.h"
 #include "test_util.h"
@@ -266,6 +269,95 @@ TEST(ContextGuard, CliEvalOneTokenPastTheContextIsAClearError) {
     EXPECT_EQ(r.exit_code, 1) << r.err;
     EXPECT_EQ(r.err, "zeroskip: error: " + model + ": 5 tokens do not fit the context of 4\n");
   }
+}
+
+// ------------------------------------------------------------------------ batched decode guards
+
+constexpr int kVocab = 384;  // VOCAB in tests/data/make_checkpoints.py
+
+// The reason DecodeBatch refuses `tokens` on `sessions` with ("" if it runs them).
+std::string DecodeBatchRefusal(std::vector<Session*> sessions, std::vector<int> tokens) {
+  try {
+    Session::DecodeBatch(sessions, tokens);
+  } catch (const Error& e) {
+    return e.reason();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A session's position and logits, to see that a refused step ran nothing on it.
+std::pair<int64_t, std::vector<float>> StateOf(const Session& s) {
+  return {s.position(), {s.logits().begin(), s.logits().end()}};
+}
+
+// DecodeBatch checks every session before it runs any: the last session of a batch one past its
+// context, or the second one's id one past either end of [0, vocab), is refused and no session
+// moves (neither those before it nor those of another FFN pass). At the edges (the last position
+// of a context; ids 0 and vocab - 1) the step runs, and gives what a lone decode step gives.
+// Catches a guard off by one (it would write past the KV cache or the embedding table) and a
+// guard that looks at the first session or token instead of each.
+TEST(DecodeBatchGuard, EachSessionsContextAndTokenAreCheckedAtTheirEdges) {
+  const Model& m = testing::LoadedModel(kModel);
+  ASSERT_EQ(m.config().vocab, kVocab);
+  Engine& engine = TwoThreads(m);
+  // a: sparse, one position left of 4; b: dense (its own pass), empty; c: sparse, context 8.
+  Session a(engine, WithContext(4, FfnMode::kSparse)), b(engine, WithContext(4, FfnMode::kDense)),
+      c(engine, WithContext(8, FfnMode::kSparse));
+  a.Forward(Tokens(3));
+  c.Forward(Tokens(3));
+  EXPECT_EQ(DecodeBatchRefusal({&b, &c, &a}, {kVocab - 1, 0, 7}), "");
+  EXPECT_EQ(a.position(), 4);
+  EXPECT_EQ(b.position(), 1);
+  EXPECT_EQ(c.position(), 4);
+  // The same steps alone (each copied before the next overwrites the engine's logits).
+  const auto alone = [](Session& s, std::vector<int> ids) {
+    const int last = ids.back();
+    ids.pop_back();
+    if (!ids.empty()) s.Forward(ids);
+    const auto l = s.Forward({&last, 1});
+    return nlohmann::json(std::vector<float>(l.begin(), l.end()));
+  };
+  Session lone_a(engine, WithContext(4, FfnMode::kSparse));
+  Session lone_b(engine, WithContext(4, FfnMode::kDense));
+  auto prompt = Tokens(3);
+  prompt.push_back(7);
+  testing::ExpectNearReference(a.logits(), alone(lone_a, prompt), "a");
+  testing::ExpectNearReference(b.logits(), alone(lone_b, {kVocab - 1}), "b");
+
+  const auto before = std::vector{StateOf(a), StateOf(b), StateOf(c)};
+  const auto unmoved = [&](const std::string& where) {
+    EXPECT_EQ((std::vector{StateOf(a), StateOf(b), StateOf(c)}), before) << where;
+  };
+  const std::string full = "5 tokens do not fit the context of 4";
+  EXPECT_EQ(DecodeBatchRefusal({&b, &c, &a}, {5, 5, 5}), full);
+  unmoved("a full, last");
+  EXPECT_EQ(DecodeBatchRefusal({&a, &b}, {5, 5}), full);
+  unmoved("a full, first");
+  const std::string outside = " is outside the vocabulary [0, 384)";
+  EXPECT_EQ(DecodeBatchRefusal({&b, &c}, {5, kVocab}), "token id 384" + outside);
+  unmoved("id vocab, second");
+  EXPECT_EQ(DecodeBatchRefusal({&b, &c}, {5, -1}), "token id -1" + outside);
+  unmoved("id -1, second");
+  EXPECT_EQ(DecodeBatchRefusal({&c, &b}, {kVocab, 5}), "token id 384" + outside);
+  unmoved("id vocab, first");
+
+  // A token per session, one engine, and each session once (twice would run two rows at one
+  // position and advance it by two: past the context from its last position).
+  EXPECT_EQ(DecodeBatchRefusal({&b, &c}, {5}), "DecodeBatch: one token per session");
+  EXPECT_EQ(DecodeBatchRefusal({&b}, {5, 5}), "DecodeBatch: one token per session");
+  Engine other(m, {.threads = 1});
+  Session d(other, WithContext(8, FfnMode::kSparse));
+  EXPECT_EQ(DecodeBatchRefusal({&b, &d}, {5, 5}), "DecodeBatch: sessions of two engines");
+  EXPECT_EQ(DecodeBatchRefusal({&c, &b, &c}, {5, 5, 5}), "DecodeBatch: a session twice");
+  unmoved("two engines, a session twice");
+  EXPECT_EQ(d.position(), 0);
+
+  // Both edges of the vocabulary in one step, on the second session too.
+  EXPECT_EQ(DecodeBatchRefusal({&b, &c}, {0, kVocab - 1}), "");
+  EXPECT_EQ(b.position(), 2);
+  EXPECT_EQ(c.position(), 5);
 }
 
 // ------------------------------------------------------------------------ chunked prefill

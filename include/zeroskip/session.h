@@ -62,7 +62,8 @@ class Session {
   // the batched arithmetic of a prompt. Adds each pass's FFN statistics per layer to
   // *batch_stats when given; each session's own statistics count its own token's zeros.
   // Throws Error (and runs nothing) if a token does not fit its session's context or is out
-  // of the vocabulary.
+  // of the vocabulary; std::invalid_argument if the sizes differ, the sessions are of two
+  // engines or one is there twice.
   static void DecodeBatch(std::span<Session* const> sessions, std::span<const int> tokens,
                           std::vector<FfnLayerStats>* batch_stats = nullptr);
 

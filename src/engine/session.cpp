@@ -216,6 +216,10 @@ void Session::DecodeBatch(std::span<Session* const> sessions, std::span<const in
   for (size_t i = 0; i < sessions.size(); ++i) {
     Session& s = *sessions[i];
     if (&s.engine_ != &engine) throw std::invalid_argument("DecodeBatch: sessions of two engines");
+    // Twice in one step would run two rows at one position and advance it by two.
+    if (std::find(sessions.begin(), sessions.begin() + i, &s) != sessions.begin() + i) {
+      throw std::invalid_argument("DecodeBatch: a session twice");
+    }
     if (s.position_ + 1 > s.context_) {
       throw Error(s.model().file().path(), std::to_string(s.position_ + 1) +
                                                " tokens do not fit the context of " +
