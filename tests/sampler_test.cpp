@@ -293,6 +293,35 @@ TEST(Sampler, RepetitionPenaltyLooksOnlyAtTheLastNTokens) {
   EXPECT_FLOAT_EQ(m[3], -2.0f);
 }
 
+// History ids at both edges of the vocabulary (0 and vocab - 1) are penalized; ids one past them
+// (-1 and vocab: a client's or a broken prompt's) are skipped, not written: the logits sit between
+// two sentinels that must stay as they are. Catches a bounds check off by one at either end.
+TEST(Sampler, RepetitionPenaltyHistoryIdsAtTheVocabularyEdges) {
+  Sampler s({.temperature = 0.0f, .repeat_penalty = 2.0f}, 6);
+  std::vector<float> buffer = {4.0f, 1.0f, 3.0f, 2.0f, -1.0f, 2.9f, -0.5f, 4.0f};
+  const std::vector<int> history = {-1, 0, 6, 5, 6, -1};
+  EXPECT_EQ(s.Sample(buffer.data() + 1, history), 1);
+  const std::vector<float> want = {4.0f, 0.5f, 3.0f, 2.0f, -1.0f, 2.9f, -1.0f, 4.0f};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_FLOAT_EQ(buffer[i], want[i]) << "slot " << i;
+}
+
+// Presence and frequency penalties reach the first and the last id: greedy over
+// {2.9, 0, 0, 0, 0, 3.0} with presence 1.5 and frequency 0.5 alternates between them
+// (5: 3.0; 0: 2.9 > 5's 1.0; 5: 1.0 > 0's 0.9; 0: 0.9 > 5's 3.0 - 2 * 0.5 - 1.5 = 0.5), and
+// tokens never picked keep their logits.
+TEST(Sampler, PresenceAndFrequencyPenaltiesReachBothEndsOfTheVocabulary) {
+  Sampler s({.temperature = 0.0f, .presence_penalty = 1.5f, .frequency_penalty = 0.5f}, 6);
+  std::vector<int> picks;
+  std::vector<float> l;
+  for (int i = 0; i < 4; ++i) {
+    l = {2.9f, 0.0f, 0.0f, 0.0f, 0.0f, 3.0f};
+    picks.push_back(s.Sample(l.data(), {}));
+  }
+  EXPECT_EQ(picks, (std::vector<int>{5, 0, 5, 0}));
+  const std::vector<float> want = {0.9f, 0.0f, 0.0f, 0.0f, 0.0f, 0.5f};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_FLOAT_EQ(l[i], want[i]) << "token " << i;
+}
+
 TEST(Sampler, LogitBiasIsAddedFirst) {
   // {1, 3, 2, -1, 2.9, 0} + {0: +2.5, 1: -100}: token 0 (3.5) beats 4 (2.9) under greedy.
   Sampler s({.temperature = 0.0f, .logit_bias = {{0, 2.5f}, {1, -100.0f}}}, 6);
