@@ -7,7 +7,11 @@
 
 #include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
 
+#include "format/gguf.h"
 #include "format/gguf.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
@@ -153,6 +157,172 @@ TEST(Gguf, ActivationFromMetadataOrAct) {
     EXPECT_NE(e.reason().find("pass --act"), std::string::npos) << e.reason();
   }
   EXPECT_THROW(ConvertGgufFile(dir, "llama_gqa_hd64_relu_f32_f32.gguf", {}, "silu"), Error);
+}
+
+// ------------------------------------------------------------------------ config defaults
+
+GgufValue UInt(uint64_t u) {
+  GgufValue v;
+  v.u = u;
+  return v;
+}
+GgufValue Float(double f) {
+  GgufValue v;
+  v.type = GgufValue::Type::kFloat;
+  v.f = f;
+  return v;
+}
+GgufValue Text(std::string s) {
+  GgufValue v;
+  v.type = GgufValue::Type::kString;
+  v.s = std::move(s);
+  return v;
+}
+GgufValue ArrayOf(GgufValue::Type element) {
+  GgufValue v;
+  v.type = GgufValue::Type::kArray;
+  v.element = element;
+  return v;
+}
+
+// The keys every GGUF must have: hidden 256 over 4 heads (a head of 64), 10 tokens.
+GgufHeader MinimalHeader() {
+  GgufHeader h;
+  h.version = 3;
+  auto& m = h.metadata;
+  m["general.architecture"] = Text("llama");
+  m["llama.embedding_length"] = UInt(256);
+  m["llama.feed_forward_length"] = UInt(200);
+  m["llama.block_count"] = UInt(2);
+  m["llama.attention.head_count"] = UInt(4);
+  m["llama.context_length"] = UInt(64);
+  m["llama.attention.layer_norm_rms_epsilon"] = Float(1e-5);
+  GgufValue tokens = ArrayOf(GgufValue::Type::kString);
+  for (int i = 0; i < 10; ++i) tokens.strings.push_back(std::string("t").append(std::to_string(i)));
+  m["tokenizer.ggml.tokens"] = tokens;
+  return h;
+}
+
+nlohmann::json ConfigOf(const GgufHeader& h, const std::string& act = "relu") {
+  return nlohmann::json::parse(GgufConfigJson(h, "x.gguf", act));
+}
+
+std::string RefusalOf(const GgufHeader& h, const std::string& act = "relu") {
+  try {
+    GgufConfigJson(h, "x.gguf", act);
+  } catch (const Error& e) {
+    return e.reason();
+  }
+  return "";
+}
+
+// Every optional key absent: exactly the required ones, the vocabulary counted from the tokens,
+// tied (no output.weight), --act's activation. Then each present, and each contradicting another
+// (or --act) is refused by name. The expected configs are written out here, not derived.
+TEST(GgufConfig, OptionalKeysAbsentPresentAndContradictory) {
+  const nlohmann::json bare = {{"architectures", {"LlamaForCausalLM"}},
+                               {"model_type", "llama"},
+                               {"hidden_size", 256},
+                               {"intermediate_size", 200},
+                               {"num_hidden_layers", 2},
+                               {"num_attention_heads", 4},
+                               {"max_position_embeddings", 64},
+                               {"rms_norm_eps", 1e-5},
+                               {"vocab_size", 10},
+                               {"tie_word_embeddings", true},
+                               {"hidden_act", "relu"}};
+  EXPECT_EQ(ConfigOf(MinimalHeader()), bare);
+  EXPECT_EQ(ConfigOf(MinimalHeader(), "silu")["hidden_act"], "silu");
+  EXPECT_NE(RefusalOf(MinimalHeader(), "").find("pass --act"), std::string::npos);
+
+  GgufHeader full = MinimalHeader();
+  auto& m = full.metadata;
+  m["llama.attention.head_count_kv"] = UInt(2);
+  m["llama.attention.key_length"] = UInt(64);
+  m["llama.attention.value_length"] = UInt(64);
+  m["llama.rope.dimension_count"] = UInt(64);
+  m["llama.rope.freq_base"] = Float(500000.0);
+  m["llama.rope.scaling.type"] = Text("none");
+  m["llama.vocab_size"] = UInt(10);
+  m["tokenizer.ggml.bos_token_id"] = UInt(1);
+  m["tokenizer.ggml.eos_token_id"] = UInt(2);
+  m["llama.hidden_act"] = Text("fatrelu");
+  m["llama.hidden_act_param"] = Float(0.25);
+  full.tensors.emplace_back();
+  full.tensors.back().name = "output.weight";
+  nlohmann::json want = bare;
+  want.update({{"num_key_value_heads", 2},
+               {"head_dim", 64},
+               {"rope_theta", 500000.0},
+               {"bos_token_id", 1},
+               {"eos_token_id", 2},
+               {"tie_word_embeddings", false},
+               {"hidden_act", "fatrelu"},
+               {"hidden_act_param", 0.25}});
+  EXPECT_EQ(ConfigOf(full, ""), want);
+  EXPECT_EQ(ConfigOf(full, "fatrelu"), want);
+
+  // A head size from key_length, not hidden / heads: the rotary dimension must match it.
+  GgufHeader wide = MinimalHeader();
+  wide.metadata["llama.attention.key_length"] = UInt(80);
+  wide.metadata["llama.rope.dimension_count"] = UInt(80);
+  EXPECT_EQ(ConfigOf(wide)["head_dim"], 80);
+
+  const auto refused = [](GgufHeader h, const std::string& key, GgufValue v, const std::string& act,
+                          const std::string& reason) {
+    h.metadata[key] = std::move(v);
+    EXPECT_EQ(RefusalOf(h, act), reason) << key;
+  };
+  const std::string rope = "llama.rope.dimension_count differs from the head size";
+  refused(MinimalHeader(), "llama.rope.dimension_count", UInt(63), "relu", rope);
+  refused(MinimalHeader(), "llama.rope.dimension_count", UInt(65), "relu", rope);
+  refused(wide, "llama.rope.dimension_count", UInt(64), "relu", rope);
+  refused(full, "llama.attention.value_length", UInt(63), "",
+          "llama.attention.value_length differs from key_length (not supported)");
+  const std::string vocab = "llama.vocab_size differs from the number of tokenizer.ggml.tokens";
+  refused(full, "llama.vocab_size", UInt(9), "", vocab);
+  refused(full, "llama.vocab_size", UInt(11), "", vocab);
+  refused(full, "llama.rope.scaling.type", Text("linear"), "",
+          "llama.rope.scaling.type is not supported (rope scaling)");
+  refused(full, "llama.hidden_act", Text("fatrelu"), "relu",
+          "llama.hidden_act is 'fatrelu' but --act says 'relu'");
+}
+
+// The tokenizer's optional keys: scores and types default (0, normal), ids must name a token
+// (the last one does, one past it does not), types are sentencepiece's 1..6.
+TEST(GgufConfig, TokenizerIdsAndTypesAtTheirEdges) {
+  GgufHeader h = MinimalHeader();
+  h.metadata["tokenizer.ggml.model"] = Text("llama");
+  const auto refusal = [](GgufHeader h) -> std::string {
+    try {
+      GgufTokenizerModel(h, "x.gguf");
+    } catch (const Error& e) {
+      return e.reason();
+    }
+    return "";
+  };
+  EXPECT_EQ(refusal(h), "");
+  for (const char* key : {"tokenizer.ggml.unknown_token_id", "tokenizer.ggml.bos_token_id",
+                          "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id"}) {
+    GgufHeader edge = h;
+    edge.metadata[key] = UInt(9);
+    EXPECT_EQ(refusal(edge), "") << key;
+    edge.metadata[key] = UInt(10);
+    EXPECT_EQ(refusal(edge), std::string(key) + " is out of range");
+  }
+  GgufValue types = ArrayOf(GgufValue::Type::kUInt);
+  types.numbers.assign(10, 1.0);
+  types.numbers[9] = 6;
+  h.metadata["tokenizer.ggml.token_type"] = types;
+  EXPECT_EQ(refusal(h), "");
+  for (double bad : {0.0, 7.0, 1.5}) {
+    types.numbers[9] = bad;
+    h.metadata["tokenizer.ggml.token_type"] = types;
+    EXPECT_EQ(refusal(h), "tokenizer.ggml.token_type[9] is not a token type (1-6)") << bad;
+  }
+  types.numbers.assign(9, 1.0);
+  h.metadata["tokenizer.ggml.token_type"] = types;
+  EXPECT_EQ(refusal(h), "tokenizer.ggml.scores / token_type do not have one entry per token");
 }
 
 }  // namespace
