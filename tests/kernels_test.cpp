@@ -450,11 +450,13 @@ TEST_P(KernelIsaTest, QuantMatmulEqualsDotRowsBitForBit) {
 }
 
 // The batch kernels (attention's) are dot_rows and axpy_rows per vector, bit for bit, and within
-// the summation bound of the float64 reference: every float type, vectors not a multiple of the
-// tile (1 to 9), rows not a multiple of four, rows, vectors and outputs read and written through
-// leading dimensions wider than they are (padding must stay untouched). A table with bf16 products
-// keeps its bf16 dot_rows; its batch kernels widen exactly, as its widening sibling's (avx512vnni,
-// of which it is a copy) dot_rows does.
+// the summation bound of the float64 reference: every float type, every length up to a vector and
+// one past it (1..17: AVX2's 8 lanes, AVX-512's 16), at and one either side of a block of column
+// vectors (AVX2's 16 columns, AVX-512's 64), vectors not a multiple of the tile (1 to 9), rows not
+// a multiple of four, rows, vectors and outputs read and written through leading dimensions wider
+// than they are (padding must stay untouched). A table with bf16 products keeps its bf16
+// dot_rows; its batch kernels widen exactly, as its widening sibling's (avx512vnni, of which it
+// is a copy) dot_rows does.
 TEST_P(KernelIsaTest, BatchKernelsEqualRowKernelsBitForBit) {
   std::mt19937 rng(7);
   const Isa isa = GetParam();
@@ -462,7 +464,8 @@ TEST_P(KernelIsaTest, BatchKernelsEqualRowKernelsBitForBit) {
   for (DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
     const KernelTable& widening =
         k.bf16_products && type == DType::kBF16 ? *KernelsFor(Isa::kAvx512Vnni) : k;
-    for (int64_t cols : {1, 7, 16, 17, 40, 64, 100, 128, 257}) {
+    for (int64_t cols : {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,  12,  13, 14,
+                         15, 16, 17, 31, 32, 33, 40, 63, 64, 65, 100, 128, 257}) {
       const int64_t ld = cols + 3;
       for (int64_t n : {0, 1, 3, 4, 5, 9, 67}) {
         const Matrix w = RandomMatrix(type, n, ld, rng);
