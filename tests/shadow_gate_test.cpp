@@ -90,6 +90,39 @@ TEST(ShadowGate, CertifiesExactlyAtTheBoundary) {
   EXPECT_EQ(CertifyRows(ShadowBound{}, err, norm, 2, again, uncertain), 2);
 }
 
+// The coefficients against docs/SHADOW_GATE.md's formula, evaluated here in long double, for an
+// x the shadow quantizes exactly (every element 32767 / 1024: block scale 2^-10, level 32767, so
+// ‖δ‖ = 0) and ‖x‖ = 8 · 32767 / 1024 exact: α = ‖x‖ + s, β = s + dense + η, η = 2^-100·(1 + ‖x‖),
+// s = γ·‖x‖, γ = n·u / (1 − n·u), dense = γ·‖x‖ (f32) or (2^-8 + 2γ)·‖x‖ (bf16 products). Each
+// stored coefficient is at least its value (the bound must not shrink) and within 2^-19 of it
+// (the evaluation's slack and the rounding up to f32). Catches γ over n - 1 terms, the full
+// gate's own error or the bf16 rounding of x left out.
+TEST(ShadowGate, CoefficientsFollowTheDocumentedBound) {
+  constexpr int64_t kHidden = 64;
+  const float element = 32767.0f / 1024.0f;
+  const std::vector<float> x(kHidden, element);
+  std::vector<int16_t> xq(kHidden);
+  std::vector<float> xd(kHidden / 32);
+  const long double nx = 8.0L * element, u = 0x1p-24L;
+  const long double gamma = kHidden * u / (1 - kHidden * u), s = gamma * nx;
+  const long double eta = 0x1p-100L * (1 + nx);
+  const auto expect_within = [](float got, long double want, const char* what) {
+    EXPECT_GE(static_cast<long double>(got), want) << what;
+    EXPECT_LE(static_cast<long double>(got), want * (1 + 0x1p-19L)) << what;
+  };
+  for (const bool bf16 : {false, true}) {
+    const ShadowBound b = PrepareShadowInput(x.data(), kHidden, bf16 ? DType::kBF16 : DType::kF32,
+                                             bf16, xq.data(), xd.data());
+    ASSERT_TRUE(b.usable);
+    EXPECT_EQ(xq[5], 32767);
+    EXPECT_EQ(xd[1], 0x1p-10f);
+    const long double dense = bf16 ? (0x1p-8L + 2 * gamma) * nx : gamma * nx;
+    expect_within(b.a, nx + s, bf16 ? "a, bf16" : "a");
+    expect_within(b.c, s + dense + eta, bf16 ? "c, bf16" : "c");
+    expect_within(b.d, eta, bf16 ? "d, bf16" : "d");
+  }
+}
+
 // NaN or Inf anywhere in x, or an x too large to bound, certifies nothing.
 TEST(ShadowGate, NonFiniteOrHugeInputCertifiesNothing) {
   std::vector<int16_t> xq(64);
