@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "zeroskip/error.h"
@@ -155,10 +156,33 @@ TEST(JsonMatcherTest, WhitespaceIsBounded) {
   EXPECT_FALSE(Accepts(any, "[1  ]"));
 }
 
+std::string Repeat(std::string_view piece, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += piece;
+  return out;
+}
+
+// 64 nested containers, arrays or objects, and not 65.
 TEST(JsonMatcherTest, NestingIsBounded) {
   const auto any = JsonGrammar::AnyValue();
   EXPECT_TRUE(Accepts(any, std::string(64, '[') + std::string(64, ']')));
   EXPECT_FALSE(Accepts(any, std::string(65, '[') + std::string(65, ']')));
+  EXPECT_TRUE(Accepts(any, Repeat("{\"a\":", 64) + "1" + std::string(64, '}')));
+  EXPECT_FALSE(Accepts(any, Repeat("{\"a\":", 65) + "1" + std::string(65, '}')));
+}
+
+// A number of 24 characters and not 25, whichever character ends it; the 24th may not leave it
+// unfinished.
+TEST(JsonMatcherTest, NumberLengthIsBounded) {
+  const auto any = JsonGrammar::AnyValue();
+  EXPECT_TRUE(Accepts(any, std::string(24, '7')));
+  EXPECT_FALSE(Accepts(any, std::string(25, '7')));
+  EXPECT_TRUE(Accepts(any, std::string("-").append(23, '7')));
+  EXPECT_TRUE(Accepts(any, std::string(22, '7') + ".5"));
+  JsonMatcher unfinished(any);  // the '.' would need a digit past the limit
+  EXPECT_TRUE(unfinished.Push(std::string(23, '7')));
+  EXPECT_FALSE(unfinished.Push("."));
+  EXPECT_FALSE(Accepts(any, std::string(23, '7') + ".5"));
 }
 
 // ---- schemas ----------------------------------------------------------------------------------
@@ -214,6 +238,42 @@ TEST(JsonSchemaTest, AcceptsInstancesAndRejectsTheRest) {
       EXPECT_FALSE(Accepts(g, text)) << c.schema << " should reject " << text;
     }
   }
+}
+
+// An enum of 64 values and an object of 64 properties compile (the candidates are bit sets of
+// 64), 65 are refused; so is a schema nesting 33 levels below the root, not one of 32.
+TEST(JsonSchemaTest, CandidateAndNestingLimits) {
+  const auto values = [](int n) {
+    nlohmann::json e = nlohmann::json::array();
+    for (int i = 0; i < n; ++i) e.push_back(i);
+    return nlohmann::json{{"enum", e}}.dump();
+  };
+  const auto properties = [](int n) {
+    nlohmann::json p = nlohmann::json::object();
+    for (int i = 0; i < n; ++i) p[std::string("p").append(std::to_string(i))] = {{"type", "integer"}};
+    return nlohmann::json{{"type", "object"}, {"properties", p}, {"required", {"p63"}}}.dump();
+  };
+  const auto nested = [](int levels) {
+    nlohmann::json s = {{"type", "integer"}};
+    for (int i = 0; i < levels; ++i) s = {{"type", "array"}, {"items", s}};
+    return s.dump();
+  };
+  const auto refusal = [](const std::string& schema) -> std::string {
+    try {
+      JsonGrammar::FromSchema(schema);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(refusal(values(64)), "");
+  EXPECT_TRUE(Accepts(JsonGrammar::FromSchema(values(64)), "63"));
+  EXPECT_NE(refusal(values(65)).find("more than 64 values"), std::string::npos);
+  EXPECT_EQ(refusal(properties(64)), "");
+  EXPECT_NE(refusal(properties(65)).find("more than 64 properties"), std::string::npos);
+  EXPECT_EQ(refusal(nested(32)), "");
+  EXPECT_TRUE(Accepts(JsonGrammar::FromSchema(nested(32)), std::string(32, '[') + std::string(32, ']')));
+  EXPECT_NE(refusal(nested(33)).find("nests more than 32 levels"), std::string::npos);
 }
 
 TEST(JsonSchemaTest, RefusesWhatTheSubsetDoesNotCover) {
