@@ -1120,6 +1120,15 @@ class Params(unittest.TestCase):
             self.refused(dict(base, prompt=bad), "prompt")
         self.refused(dict(base, prompt=["a"] * 17), "prompt")  # more than --parallel + --queue
 
+    def test_prompt_at_the_context(self):
+        # context - 1 prompt tokens leave room for one more: answered, with at most that one;
+        # context tokens leave none: refused as context_length_exceeded, naming the prompt.
+        answer, _ = self.complete({"prompt": [100] * (self.context - 1), "temperature": 0})
+        self.assertLessEqual(answer["usage"]["completion_tokens"], 1)
+        status, _, answer = self.server.post("/v1/completions", {"prompt": [100] * self.context})
+        self.assertEqual((status, answer["error"]["param"], answer["error"]["code"]),
+                         (400, "prompt", "context_length_exceeded"), answer)
+
     def test_models_retrieve(self):
         status, _, raw = self.server.request("GET", "/v1/models/relu-ft")
         self.assertEqual((status, json.loads(raw)["id"]), (200, "relu-ft"))
