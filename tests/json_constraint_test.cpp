@@ -276,6 +276,18 @@ TEST(JsonSchemaTest, CandidateAndNestingLimits) {
   EXPECT_NE(refusal(nested(33)).find("nests more than 32 levels"), std::string::npos);
 }
 
+// maxItems is enforced at the comma: after the last item allowed, a ',' is refused (it could
+// only lead to a dead end, which the token mask would then offer).
+TEST(JsonSchemaTest, NoCommaAfterMaxItems) {
+  const auto three = JsonGrammar::FromSchema(R"({"type": "array", "maxItems": 3})");
+  JsonMatcher m(three);
+  EXPECT_TRUE(m.Push("[1, 2"));
+  EXPECT_TRUE(m.Push(","));
+  EXPECT_TRUE(m.Push(" 3"));
+  EXPECT_FALSE(m.Push(","));
+  EXPECT_TRUE(Accepts(three, "[1, 2, 3]"));
+}
+
 TEST(JsonSchemaTest, RefusesWhatTheSubsetDoesNotCover) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"type": "string", "pattern": "^a"})", "'pattern'"},
