@@ -628,6 +628,8 @@ class Connections(unittest.TestCase):
             for i, (closed, seconds) in outcome.items():
                 self.assertTrue(closed, f"trickler {i} was answered or not closed")
                 self.assertLess(seconds, 60, f"trickler {i} was never cut")
+                # The cut comes from --header-timeout (10 s), not the idle deadline (5 s).
+                self.assertGreaterEqual(seconds, 9.9, f"trickler {i} cut before its 10 s")
             print(f"  tricklers cut after {min(s for _, s in outcome.values()):.1f}-"
                   f"{max(s for _, s in outcome.values()):.1f} s", file=sys.stderr)
             self.assertEqual(self.metrics(server)[("zeroskip_connections_timed_out_total", ())], 12)
