@@ -40,7 +40,8 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 CATEGORIES = [  # (path prefix, category), first match wins
     ("src/format/", "format"), ("src/model/", "model"), ("src/ffn/", "ffn"),
     ("kernels/", "kernels"), ("src/sample/", "sampler"), ("src/text/", "text"),
-    ("tools/zeroskip/", "cli"),
+    ("tools/zeroskip/", "cli"), ("src/serve/", "serve"), ("src/engine/", "engine"),
+    ("src/ops/", "ops"), ("src/arch/", "arch"), ("src/generate/", "generate"),
 ]
 
 
