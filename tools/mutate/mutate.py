@@ -25,6 +25,7 @@ The repository itself is never modified. Results go to REPORT.md and report.json
 import argparse
 import datetime
 import filecmp
+import hashlib
 import json
 import os
 import re
@@ -69,6 +70,11 @@ class Mutation:
 
 
 def parse_list(path):
+    with open(path, encoding="utf-8") as f:
+        return parse_list_text(f.read(), path)
+
+
+def parse_list_text(text, path):
     """The list format (see the head of mutations.txt): blocks opened by `=== id`, `key: value`
     lines, then `--- original` and `--- mutant` each followed by a verbatim snippet, closed by
     `--- end`."""
@@ -82,32 +88,61 @@ def parse_list(path):
             setattr(current, section, "\n".join(lines))
         lines = []
 
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, 1):
-            line = raw.rstrip("\n")
-            if line.startswith("=== "):
-                flush_section()
-                section = None
-                current = Mutation(line[4:].strip(), number)
-                mutations.append(current)
-            elif current is None or (section is None and (not line.strip() or line.startswith("#"))):
-                continue
-            elif line in ("--- original", "--- mutant"):
-                flush_section()
-                section = line[4:]
-            elif line == "--- end":
-                flush_section()
-                section = None
-                current.closed = current.mutant is not None
-            elif section is None:
-                key, sep, value = line.partition(":")
-                if not sep:
-                    raise SystemExit(f"{path}:{number}: expected 'key: value', got {line!r}")
-                current.fields[key.strip()] = value.strip()
-            else:
-                lines.append(line)
-        flush_section()
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.startswith("=== "):
+            flush_section()
+            section = None
+            current = Mutation(line[4:].strip(), number)
+            mutations.append(current)
+        elif current is None or (section is None and (not line.strip() or line.startswith("#"))):
+            continue
+        elif line in ("--- original", "--- mutant"):
+            flush_section()
+            section = line[4:]
+        elif line == "--- end":
+            flush_section()
+            section = None
+            current.closed = current.mutant is not None
+        elif section is None:
+            key, sep, value = line.partition(":")
+            if not sep:
+                raise SystemExit(f"{path}:{number}: expected 'key: value', got {line!r}")
+            current.fields[key.strip()] = value.strip()
+        else:
+            lines.append(line)
+    flush_section()
     return mutations
+
+
+def git(*cmd):
+    """-> git's stdout, or None when it fails (e.g. a commit this clone does not have)."""
+    out = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def changed_since(mutations, rev, list_path):
+    """The mutations whose file differs between rev and the working tree, or whose entry in the
+    list is new or different since rev; None when rev is unknown here."""
+    names = git("diff", "--name-only", rev, "--")
+    if names is None:
+        return None
+    changed = set(names.split())
+    old_text = git("show", f"{rev}:{os.path.relpath(list_path, ROOT)}") or ""
+    old = {m.id: m for m in parse_list_text(old_text, f"{rev}:list")}
+
+    def same_entry(m):
+        o = old.get(m.id)
+        return o is not None and (o.fields, o.original, o.mutant) == (m.fields, m.original,
+                                                                        m.mutant)
+    return [m for m in mutations if m.file in changed or not same_entry(m)]
+
+
+def fixed_sample(mutations, n, seed):
+    """n of the mutations, the same n for the same seed (the commit), in list order."""
+    def key(m):
+        return hashlib.sha256(f"{seed}:{m.id}".encode()).hexdigest()
+    chosen = {m.id for m in sorted(mutations, key=key)[:n]}
+    return [m for m in mutations if m.id in chosen]
 
 
 def validate(mutations, root):
@@ -374,6 +409,14 @@ def main():
                                                    "zeroskip-mutate"))
     ap.add_argument("--only", help="comma-separated mutation ids (or regexes of ids)")
     ap.add_argument("--check", action="store_true", help="validate the list and exit")
+    ap.add_argument("--changed-since", metavar="REV",
+                    help="only the mutations whose file or list entry changed since REV, "
+                    "leaving out those marked equivalent; 'report': the commit of the last "
+                    "full run (report.json)")
+    ap.add_argument("--sample", type=int, metavar="N",
+                    help="at most N of the selected mutations: a fixed choice per commit")
+    ap.add_argument("--fail-on-survivor", action="store_true",
+                    help="exit 1 when a mutant not marked equivalent survives (CI)")
     ap.add_argument("--jobs", type=int, default=2, help="build and ctest parallelism (2)")
     ap.add_argument("--test-timeout", type=int, default=300, help="per test, seconds (300)")
     ap.add_argument("--suite-timeout", type=int, default=3600, help="per ctest run (3600)")
@@ -417,7 +460,27 @@ def main():
         mutations = [m for m in mutations if any(re.fullmatch(w, m.id) for w in wanted)]
         if not mutations:
             raise SystemExit("--only matches no mutation")
-    report_dir = args.report_dir or (args.work if args.only else HERE)
+    head = (git("rev-parse", "--short", "HEAD") or "").strip()
+    if args.changed_since:
+        rev = args.changed_since
+        if rev == "report":
+            with open(os.path.join(HERE, "report.json")) as f:
+                rev = json.load(f)["meta"]["commit"]
+        selected = changed_since(mutations, rev, args.list)
+        if selected is None:
+            print(f"commit {rev} is not in this clone: sampling from every mutation", flush=True)
+            selected = mutations
+        else:
+            print(f"{len(selected)} mutations touch what changed since {rev}", flush=True)
+        mutations = [m for m in selected if not m.fields.get("equivalent")]
+    if args.sample is not None and len(mutations) > args.sample:
+        mutations = fixed_sample(mutations, args.sample, head)
+        print(f"running a fixed sample of {len(mutations)} (seeded by commit {head})", flush=True)
+    partial = args.only or args.changed_since or args.sample is not None
+    report_dir = args.report_dir or (args.work if partial else HERE)
+    if not mutations:
+        print("no mutation to run")
+        return
 
     args.src_dir = os.path.join(args.work, "src")
     args.build_dir = os.path.join(args.work, "build")
@@ -428,10 +491,8 @@ def main():
 
     started = time.monotonic()
     # What was tested: the tree as mirrored now (later edits to the repository do not count).
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip())
+    commit = head
+    dirty = bool((git("status", "--porcelain") or "").strip())
     print(f"mirroring {ROOT} into {args.src_dir}: "
           f"{sync_tree(ROOT, args.src_dir)} files updated; log: {log}", flush=True)
     configure(args, log)
@@ -467,6 +528,11 @@ def main():
     caught = sum(r["status"] == "caught" for r in results)
     built = sum(r["status"] != "did not build" for r in results)
     print(f"{caught}/{built} built mutants caught; report: {report_dir}/REPORT.md")
+    unexplained = [r["id"] for r in results
+                   if r["status"] == "survived" and not r["equivalent"]]
+    if args.fail_on_survivor and unexplained:
+        raise SystemExit("survived, not marked equivalent (a test is missing): "
+                         + ", ".join(unexplained))
 
 
 if __name__ == "__main__":
