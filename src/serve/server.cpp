@@ -995,6 +995,10 @@ std::string Server::Impl::Metrics() {
     }
     out += name + " " + number + "\n";
   };
+  const auto metric = [&](const char* name, const char* type, auto value, const char* help) {
+    family(name, type, help);
+    sample(name, value);
+  };
   family("zeroskip_requests_total", "counter",
          "Answers by endpoint and HTTP status (counted as each is sent).");
   {
@@ -1005,40 +1009,29 @@ std::string Server::Impl::Metrics() {
              count);
     }
   }
-  family("zeroskip_prompt_tokens_total", "counter", "Prompt tokens of finished generations.");
-  sample("zeroskip_prompt_tokens_total", s.prompt_tokens);
-  family("zeroskip_generated_tokens_total", "counter", "Tokens generated.");
-  sample("zeroskip_generated_tokens_total", s.generated_tokens);
-  family("zeroskip_decode_steps_total", "counter",
+  metric("zeroskip_prompt_tokens_total", "counter", s.prompt_tokens,
+         "Prompt tokens of finished generations.");
+  metric("zeroskip_generated_tokens_total", "counter", s.generated_tokens, "Tokens generated.");
+  metric("zeroskip_decode_steps_total", "counter", s.decode_steps,
          "Decode passes; each ran one token of every generating slot.");
-  sample("zeroskip_decode_steps_total", s.decode_steps);
-  family("zeroskip_decoded_tokens_total", "counter", "Tokens the decode passes ran.");
-  sample("zeroskip_decoded_tokens_total", s.decoded_tokens);
-  family("zeroskip_queue_depth", "gauge", "Requests waiting for a slot.");
-  sample("zeroskip_queue_depth", s.queued);
-  family("zeroskip_slots_busy", "gauge", "Slots running a request.");
-  sample("zeroskip_slots_busy", s.busy);
-  family("zeroskip_slots", "gauge", "Slots (--parallel).");
-  sample("zeroskip_slots", s.slots);
-  family("zeroskip_connections_open", "gauge", "Open client connections.");
-  sample("zeroskip_connections_open", c.open);
-  family("zeroskip_connections_accepted_total", "counter", "Connections given a thread.");
-  sample("zeroskip_connections_accepted_total", c.accepted);
-  family("zeroskip_connections_refused_total", "counter",
+  metric("zeroskip_decoded_tokens_total", "counter", s.decoded_tokens,
+         "Tokens the decode passes ran.");
+  metric("zeroskip_queue_depth", "gauge", s.queued, "Requests waiting for a slot.");
+  metric("zeroskip_slots_busy", "gauge", s.busy, "Slots running a request.");
+  metric("zeroskip_slots", "gauge", s.slots, "Slots (--parallel).");
+  metric("zeroskip_connections_open", "gauge", c.open, "Open client connections.");
+  metric("zeroskip_connections_accepted_total", "counter", c.accepted,
+         "Connections given a thread.");
+  metric("zeroskip_connections_refused_total", "counter", c.refused,
          "Connections answered 503 and closed: --max-connections were open.");
-  sample("zeroskip_connections_refused_total", c.refused);
-  family("zeroskip_connections_timed_out_total", "counter",
+  metric("zeroskip_connections_timed_out_total", "counter", c.timed_out,
          "Connections closed because a request's headers or body missed their deadline.");
-  sample("zeroskip_connections_timed_out_total", c.timed_out);
-  family("zeroskip_ffn_neurons_total", "counter",
+  metric("zeroskip_ffn_neurons_total", "counter", s.ffn.neurons,
          "FFN neurons evaluated (tokens x FFN width x layers) for finished generations.");
-  sample("zeroskip_ffn_neurons_total", s.ffn.neurons);
-  family("zeroskip_ffn_zero_neurons_total", "counter",
+  metric("zeroskip_ffn_zero_neurons_total", "counter", s.ffn.zero_neurons,
          "Those whose activation was exactly zero: their up and down rows were skipped.");
-  sample("zeroskip_ffn_zero_neurons_total", s.ffn.zero_neurons);
-  family("zeroskip_ffn_zero_fraction", "gauge",
+  metric("zeroskip_ffn_zero_fraction", "gauge", s.ffn.zero_fraction(),
          "zeroskip_ffn_zero_neurons_total / zeroskip_ffn_neurons_total (0 before any).");
-  sample("zeroskip_ffn_zero_fraction", s.ffn.zero_fraction());
   return out;
 }
 
