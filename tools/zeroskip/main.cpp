@@ -27,10 +27,10 @@ namespace {
 // quiet machine the wake-up at every region: 1000 polls of a pause instruction are 20-40 us
 // (19 ns a pause on this machine's EPYC, ~40 on Intel since Skylake), the order of the pool's own
 // 50 us spin. Measured against passive waiting and longer spins in docs/BENCHMARKS.md ("Threads on
-// shared cores"). libgomp reads its settings once, in its own constructor, before main() (a
-// setenv from this program's .preinit_array did not reach it under glibc 2.36), so the program
-// runs itself again with the spin count set. The user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT
-// wins.
+// shared cores"). libgomp reads its settings once, in its own constructor, before main(). A
+// setenv from this program's .preinit_array runs earlier but is lost: glibc's own initializer,
+// which runs after it, points environ back at the block the kernel passed. So the program runs
+// itself again with the spin count set. The user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
 void RerunWithBoundedOpenMpSpin(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) {
     return;
