@@ -516,7 +516,11 @@ def main():
                   f"(build {r['build_s']:.0f} s, tests {r.get('test_s', 0):.0f} s) {detail}",
                   flush=True)
     except KeyboardInterrupt:
-        print("interrupted: the scratch copy is restored; reporting what ran", file=sys.stderr)
+        # A part of the list is no full run: it must not replace the committed report (CI starts
+        # from that report's commit).
+        report_dir = args.report_dir or args.work
+        print(f"interrupted: the scratch copy is restored; reporting what ran in {report_dir}",
+              file=sys.stderr)
     finally:
         # Leave the scratch build matching the unmutated tree for the next run.
         build(args, log)
