@@ -640,7 +640,10 @@ class Connections(unittest.TestCase):
             self.assertEqual(server.stop(), 0)
 
     def test_trickling_body_is_cut_and_a_slow_request_is_not(self):
-        server = Server(self.demo, "--body-timeout", "1", "--header-timeout", "2")
+        # The body's deadline longer than the headers': a body given the headers' would be cut
+        # early, which the cut's lower bound below notices (a lower bound: a loaded machine can
+        # only make the cut later).
+        server = Server(self.demo, "--body-timeout", "3", "--header-timeout", "1")
         try:
             body = json.dumps({"prompt": "ROMEO:", "max_tokens": 3}).encode()
             head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
@@ -667,9 +670,11 @@ class Connections(unittest.TestCase):
                 if select.select([s], [], [], 0.2)[0]:
                     cut = closed_by_peer(s, 5)
                     break
+            seconds = time.monotonic() - start
             s.close()
             self.assertTrue(cut, "a trickled body was answered or never cut")
-            print(f"\n  trickled body cut after {time.monotonic() - start:.1f} s", file=sys.stderr)
+            self.assertGreaterEqual(seconds, 2.9, "the body was cut before its 3 s")
+            print(f"\n  trickled body cut after {seconds:.1f} s", file=sys.stderr)
             self.assertEqual(self.metrics(server)[("zeroskip_connections_timed_out_total", ())], 1)
         finally:
             self.assertEqual(server.stop(), 0)
