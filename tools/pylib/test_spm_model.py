@@ -2,6 +2,7 @@
 (no module needed), and every tokenizer.model in the repository against sentencepiece itself
 when python3-sentencepiece is installed."""
 import glob
+import json
 import os
 import unittest
 
@@ -43,6 +44,20 @@ class PinnedTest(unittest.TestCase):
         m = spm_model.SpmModel(data)
         self.assertEqual([p[0] for p in m.pieces], ["<unk>", "[B]", "x"])
         self.assertEqual((m.unk_id, m.bos_id, m.eos_id), (0, 1, -1))
+
+    def test_encode_matches_sentencepiece_golden(self):
+        # tests/data/golden/tokenizer.json: python sentencepiece's ids for the test tokenizer
+        # (ASCII, double and leading spaces, newline and tab by byte fallback, digits, accents).
+        root = os.path.join(ROOT, "tests", "data")
+        golden = json.load(open(os.path.join(root, "golden", "tokenizer.json")))
+        m = spm_model.load(os.path.join(root, "tokenizer.model"))
+        for case in golden["cases"]:
+            self.assertEqual(m.encode(case["text"]), case["ids"], case["text"])
+        # Word by word (the cached path) is the same as merging over the whole text.
+        whole = spm_model.load(os.path.join(root, "tokenizer.model"))
+        whole._by_word = False
+        for case in golden["cases"]:
+            self.assertEqual(whole.encode(case["text"]), case["ids"], case["text"])
 
 
 @unittest.skipIf(spm is None, "missing module: sentencepiece (the pinned test above still ran)")
