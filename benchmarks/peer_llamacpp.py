@@ -4,11 +4,13 @@
     peer_llamacpp.py run --hf HF_DIR --models MODELS_DIR --llama-bin DIR --zeroskip BIN
                          --out RESULTS.json [--repeats 3 --threads 2 --n-decode 96
                          --decode-prompt 25 --prefill-prompt 3,16,64,256 --long-prompt 2048
-                         --lock FILE --meta JSON]
-    peer_llamacpp.py table RESULTS.json          # print the Markdown table again
+                         --types bf16,q8_0 --lock FILE --meta JSON]
+    peer_llamacpp.py merge RESULTS.json PART.json...  # one file of runs made type by type
+    peer_llamacpp.py table RESULTS.json          # print the Markdown tables again
 
 MODELS_DIR holds what the shell script converted: llama-<type>.gguf for type in f32 bf16 q8_0
-q4_0 and zeroskip-<type>.zsk for f32 bf16 q8 q4 (a missing file is reported "not available").
+q4_0 Q4_K_M and zeroskip-<type>.zsk for f32 bf16 q8 q4 q4k (a missing file is reported "not
+available"); --types limits the run to some of llama.cpp's types (and ours beside them).
 Each repeat runs, for each weight type, llama.cpp then zeroskip --ffn sparse then --ffn dense:
 first the decode runs (a ~25-token prompt, then exactly n_decode tokens, EOS ignored, greedy),
 then the prefill runs (one per prompt length of --prefill-prompt, one token generated). Decode
@@ -21,7 +23,10 @@ engine also decodes n_decode tokens after an N-token prompt, both with an f16 KV
 (llama.cpp's default; zeroskip's --kv-type f16), for a third table: decode at long context.
 Both prompts are made from one fixed text with the checkpoint's own tokenizer.model, so the two
 engines get the same token ids (checked: both report the prompt length they ran).
-Needs python3 and sentencepiece (prompt lengths); standard library otherwise.
+Every run's peak resident memory (the child's ru_maxrss from wait4, which counts the mapped
+weights it touched) goes into the JSON; the largest per engine and type fills a memory table.
+Needs python3; sentencepiece cuts the prompts (without it, benchmarks/spm_standin's BPE encoder,
+exact for this ASCII text); standard library otherwise.
 """
 import argparse
 import contextlib
@@ -33,9 +38,13 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 
-LLAMA_TYPES = ["f32", "bf16", "q8_0", "q4_0"]
-ZEROSKIP_TYPE = {"f32": "f32", "bf16": "bf16", "q8_0": "q8", "q4_0": "q4"}  # ours by theirs
+HERE = os.path.dirname(os.path.abspath(__file__))
+LLAMA_TYPES = ["f32", "bf16", "q8_0", "q4_0", "Q4_K_M"]
+ZEROSKIP_TYPE = {"f32": "f32", "bf16": "bf16", "q8_0": "q8", "q4_0": "q4",
+                 "Q4_K_M": "q4k"}  # ours by theirs
+ZEROSKIP_LABELS = ("zeroskip sparse", "zeroskip dense")
 TEXT = ("the king of rome and all his men came to the city and the queen of the north sat by the "
         "river while the old man told the children a story about the sea the ships and the long "
         "road home through the hills where the winter wind blows over the fields of grain and the "
@@ -45,7 +54,11 @@ TEXT = ("the king of rome and all his men came to the city and the queen of the 
 def make_prompt(tokenizer_model, n_tokens):
     """The longest prefix of TEXT, repeated as often as needed (whole words, then characters),
     whose ids, BOS included, number at most n_tokens; returns (text, token count)."""
-    import sentencepiece
+    try:
+        import sentencepiece
+    except ImportError:
+        sys.path.insert(0, os.path.join(HERE, "spm_standin"))
+        import sentencepiece
     sp = sentencepiece.SentencePieceProcessor(model_file=tokenizer_model)
     count = lambda s: 1 + len(sp.encode(s))  # noqa: E731  (BOS + pieces, as both engines add BOS)
     words, text = (TEXT.split() * (1 + n_tokens // 32)), ""
@@ -82,21 +95,34 @@ def context(args):
     return max(256, max(args.prefill_lengths + [args.long_prompt]) + args.n_decode + 8)
 
 
+def run_measured(cmd):
+    """Runs cmd (stdin closed) -> (exit status, stdout, stderr, peak RSS in MB). The peak is the
+    child's own ru_maxrss (os.wait4), so measuring it costs the child nothing."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        text = lambda f: f.read().decode("utf-8", "replace")  # noqa: E731
+        return p.returncode, text(out), text(err), usage.ru_maxrss / 1024  # Linux: KiB
+
+
 def run_llama(args, gguf, prompt, n_predict, extra=()):
     cmd = [os.path.join(args.llama_bin, "llama-cli"), *extra, "-m", gguf, "-p", prompt, "-n",
            str(n_predict), "-t", str(args.threads), "-c", str(context(args)), "--temp", "0",
            "--ignore-eos",
            "-no-cnv", "--no-display-prompt"]
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       errors="replace")
-    if p.returncode != 0:
-        raise RuntimeError(f"llama-cli failed ({p.returncode}): {p.stderr[-2000:]}")
-    prompt_m = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", p.stderr)
-    eval_m = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", p.stderr)
+    status, _, stderr, rss_mb = run_measured(cmd)
+    if status != 0:
+        raise RuntimeError(f"llama-cli failed ({status}): {stderr[-2000:]}")
+    prompt_m = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", stderr)
+    eval_m = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", stderr)
     if not prompt_m:
-        raise RuntimeError("llama-cli printed no 'prompt eval time' line:\n" + p.stderr[-2000:])
+        raise RuntimeError("llama-cli printed no 'prompt eval time' line:\n" + stderr[-2000:])
     prompt_ms, prompt_tokens = float(prompt_m.group(1)), int(prompt_m.group(2))
-    out = {"prompt_tokens": prompt_tokens, "prefill_tok_s": prompt_tokens / (prompt_ms / 1e3)}
+    out = {"prompt_tokens": prompt_tokens, "prefill_tok_s": prompt_tokens / (prompt_ms / 1e3),
+           "max_rss_mb": rss_mb}
     if eval_m and int(eval_m.group(2)) > 0 and float(eval_m.group(1)) > 0:
         out["decode_steps"] = int(eval_m.group(2))
         out["decode_tok_s"] = int(eval_m.group(2)) / (float(eval_m.group(1)) / 1e3)
@@ -108,15 +134,14 @@ def run_zeroskip(args, zsk, ffn, prompt, n_predict, extra=()):
            str(args.threads), "--ctx", str(context(args)), "--temp", "0", "--ignore-eos", "--ffn",
            ffn,
            "--no-echo", "--json"]
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       errors="replace")
-    if p.returncode != 0:
-        raise RuntimeError(f"zeroskip run failed ({p.returncode}): {p.stderr[-2000:]}")
-    j = json.loads([line for line in p.stdout.splitlines() if line.startswith("{")][-1])
+    status, stdout, stderr, rss_mb = run_measured(cmd)
+    if status != 0:
+        raise RuntimeError(f"zeroskip run failed ({status}): {stderr[-2000:]}")
+    j = json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
     return {"prompt_tokens": len(j["prompt_tokens"]), "prefill_tok_s": j["prefill_tok_s"],
             "decode_steps": len(j["tokens"]) - 1, "decode_tok_s": j["decode_tok_s"],
             "ffn_zero_fraction": j["ffn_zero_fraction"], "ffn_path": j["ffn_path"],
-            "isa": j["isa"]}
+            "isa": j["isa"], "max_rss_mb": rss_mb}
 
 
 def warm_page_cache(paths):
@@ -130,7 +155,7 @@ def warm_page_cache(paths):
 def engines(args):
     """(label, weight type, kind, path, ffn) for every file present, in run order per type."""
     rows, missing = [], []
-    for t in LLAMA_TYPES:
+    for t in args.types:
         ours = ZEROSKIP_TYPE[t]
         gguf = os.path.join(args.models, f"llama-{t}.gguf")
         zsk = os.path.join(args.models, f"zeroskip-{ours}.zsk")
@@ -155,7 +180,7 @@ def main_length(args):
 def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, samples):
     """Per weight type: the decode runs of every engine, then their prefill runs per length."""
     warm_page_cache([r[3] for r in rows])
-    for t in LLAMA_TYPES:
+    for t in args.types:
         mine = [r for r in rows if r[1] in (t, ZEROSKIP_TYPE[t])]
         decode = {}
         for label, wtype, kind, path, ffn in mine:
@@ -185,10 +210,12 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, sam
                       "prefill": {str(n): {"prompt_tokens": q["prompt_tokens"],
                                            "prefill_tok_s": q["prefill_tok_s"],
                                            "ttft_s": q["prompt_tokens"] / q["prefill_tok_s"]}
-                                  for n, q in prefill.items()}}
+                                  for n, q in prefill.items()},
+                      "max_rss_mb": max(q["max_rss_mb"] for q in [d, *prefill.values()])}
             if long:
                 sample.update(long_prompt_tokens=long["prompt_tokens"],
-                              long_decode_tok_s=long["decode_tok_s"])
+                              long_decode_tok_s=long["decode_tok_s"],
+                              long_max_rss_mb=long["max_rss_mb"])
             if "ffn_zero_fraction" in d:
                 sample.update(ffn_zero_fraction=d["ffn_zero_fraction"], ffn_path=d["ffn_path"],
                               isa=d["isa"])
@@ -217,20 +244,22 @@ def cmd_run(args):
              "decode_tok_s": statistics.median(x["decode_tok_s"] for x in s),
              "prefill_tok_s": statistics.median(x["prefill_tok_s"] for x in s),
              "ttft_s": {n: statistics.median(x["prefill"][n]["ttft_s"] for x in s)
-                        for n in s[0]["prefill"]}}
+                        for n in s[0]["prefill"]},
+             "max_rss_mb": max(x["max_rss_mb"] for x in s)}
         if "long_decode_tok_s" in s[0]:
             r["long_decode_tok_s"] = statistics.median(x["long_decode_tok_s"] for x in s)
             r["long_prompt_tokens"] = s[0]["long_prompt_tokens"]
+            r["long_max_rss_mb"] = max(x["long_max_rss_mb"] for x in s)
         if "ffn_zero_fraction" in s[0]:
             r["ffn_zero_fraction"] = statistics.median(x["ffn_zero_fraction"] for x in s)
         results.append(r)
     for label, wtype in missing:
         results.append({"engine": label, "weight_type": wtype, "available": False})
+    # Both engines, and the tokenizer that cut the prompts, must count the same tokens.
     counts = {(x["decode_prompt_tokens"], x["prefill_prompt_tokens"])
-              for s in samples.values() for x in s}
+              for s in samples.values() for x in s} | {(decode_len, prefill_len)}
     if len(counts) > 1:
-        print(f"warning: the engines ran prompts of different lengths: {sorted(counts)}",
-              file=sys.stderr)
+        print(f"warning: the prompts ran at different lengths: {sorted(counts)}", file=sys.stderr)
     meta = json.loads(args.meta) if args.meta else {}
     doc = {"benchmark": "peer_llamacpp", "date_utc": datetime.datetime.utcnow().strftime(
                "%Y-%m-%d %H:%M"), "threads": args.threads, "repeats": args.repeats,
@@ -239,6 +268,25 @@ def cmd_run(args):
            "prefill_prompt_tokens": prefill_len, "prompt_lengths_match": len(counts) == 1,
            "prefill_lengths": args.prefill_lengths, "long_prompt": args.long_prompt,
            **meta, "results": results}
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, args.out)
+    print(table(doc))
+
+
+def cmd_merge(args):
+    """One results file from runs made type by type (the shell script's per-type stages): the
+    first part's settings, every part's results, file sizes and "not available" reasons."""
+    parts = [json.load(open(p)) for p in args.parts]
+    doc = dict(parts[0])
+    doc["results"] = [r for p in parts for r in p["results"]]
+    for key in ("files_bytes", "not_available"):
+        if any(key in p for p in parts):
+            doc[key] = {k: v for p in parts for k, v in p.get(key, {}).items()}
+    doc["prompt_lengths_match"] = all(p.get("prompt_lengths_match", True) for p in parts)
+    doc["date_utc"] = parts[-1]["date_utc"]
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=1)
@@ -271,7 +319,7 @@ def table(doc):
             lines.append(f"| {label} | {wtype} | {value('decode_tok_s')} | "
                          f"{value('prefill_tok_s')} | {ratio('decode_tok_s')} | "
                          f"{ratio('prefill_tok_s')} |")
-    return "\n".join(lines) + ttft_table(doc, by) + long_table(doc, by)
+    return "\n".join(lines) + ttft_table(doc, by) + long_table(doc, by) + memory_table(doc, by)
 
 
 def long_table(doc, by):
@@ -292,6 +340,29 @@ def long_table(doc, by):
             lines.append(f"| {label} | {wtype} | {r['long_decode_tok_s']:.1f} "
                          f"({r['long_prompt_tokens']} tokens) | "
                          f"{r['long_decode_tok_s'] / r['decode_tok_s']:.2f} | {vs_peer} |")
+    return "\n".join(lines)
+
+
+def memory_table(doc, by):
+    """Each engine's file and peak resident memory (the largest over its runs, in MB)."""
+    rows = [by.get(key) for t in LLAMA_TYPES for key in [
+        ("llama.cpp", t), *((label, ZEROSKIP_TYPE[t]) for label in ZEROSKIP_LABELS)]]
+    rows = [r for r in rows if r and "max_rss_mb" in r]
+    if not rows:
+        return ""
+    files = doc.get("files_bytes", {})
+    long = any("long_max_rss_mb" in r for r in rows)
+    lines = ["", "", "| engine | weights | file MB | peak RSS MB" + (
+        f" | peak RSS MB after ~{doc['long_prompt']} tokens" if long else "") + " |",
+        "|---|---|---|---|" + ("---|" if long else "")]
+    for r in rows:
+        name = (f"llama-{r['weight_type']}.gguf" if r["engine"] == "llama.cpp"
+                else f"zeroskip-{r['weight_type']}.zsk")
+        size = f"{files[name] / 1e6:.0f}" if name in files else "–"
+        cells = [r["engine"], r["weight_type"], size, f"{r['max_rss_mb']:.0f}"]
+        if long:
+            cells.append(f"{r['long_max_rss_mb']:.0f}" if "long_max_rss_mb" in r else "–")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -337,14 +408,25 @@ def main():
                    help="comma-separated prompt lengths in tokens, BOS included")
     r.add_argument("--long-prompt", type=int, default=0,
                    help="also decode after a prompt of this many tokens (0: skip)")
+    r.add_argument("--types", default=",".join(LLAMA_TYPES),
+                   help="llama.cpp weight types to run (with ours beside each), comma-separated")
     r.add_argument("--lock", default="", help="hold flock FILE during each repeat")
     r.add_argument("--meta", default="", help="JSON object merged into the results file")
+    m = sub.add_parser("merge")
+    m.add_argument("out")
+    m.add_argument("parts", nargs="+")
     t = sub.add_parser("table")
     t.add_argument("results")
     args = ap.parse_args()
     if args.cmd == "run":
         args.prefill_lengths = [int(n) for n in args.prefill_prompt.split(",")]
+        args.types = args.types.split(",")
+        unknown = sorted(set(args.types) - set(LLAMA_TYPES))
+        if unknown:
+            ap.error(f"--types: {', '.join(unknown)} not in {{{','.join(LLAMA_TYPES)}}}")
         cmd_run(args)
+    elif args.cmd == "merge":
+        cmd_merge(args)
     else:
         print(table(json.load(open(args.results))))
 

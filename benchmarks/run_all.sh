@@ -40,9 +40,9 @@ TINYSHAKESPEARE=${TINYSHAKESPEARE:-../shared/data/tinyshakespeare.txt}
 build/zeroskip_kernel_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
   --benchmark_out="$OUT/kernels.json" --benchmark_out_format=json
 
-# Peer: llama.cpp at f32, bf16, q8_0, q4_0 against zeroskip (docs/BENCHMARKS.md, "Peer: llama.cpp").
-# Optional: runs only when LLAMA_CPP_DIR names a llama.cpp source tree you fetched (not a
-# dependency; the script prints "skipped" otherwise). PEER_HF is the checkpoint it converts
+# Peer: llama.cpp at f32, bf16, q8_0, q4_0, Q4_K_M against zeroskip (docs/BENCHMARKS.md, "Peer:
+# llama.cpp"). Optional: runs only when LLAMA_CPP_DIR names a llama.cpp source tree you fetched
+# (not a dependency; the script prints "skipped" otherwise). PEER_HF is the checkpoint it converts
 # (default: the 0.74 B one that section makes with tools/synth, beside the checkout).
 PEER_HF=${PEER_HF:-../synth/peer-0.74b-bf16-s90}
 OUT="$OUT/peer_llamacpp.json" benchmarks/peer_llamacpp.sh "$PEER_HF"
