@@ -152,8 +152,32 @@ TEST(ZskWriter, AbandonedWriteLeavesNothing) {
 // n elements of `dtype` at `p`, widened (dequantized) to f32 by the test's own oracle.
 std::vector<float> Widened(const uint8_t* p, DType dtype, uint64_t n) {
   std::vector<float> out(n);
+  auto half = [](const uint8_t* b) {
+    return testing::HalfBitsToFloat(static_cast<uint16_t>(b[0] | b[1] << 8));
+  };
   for (uint64_t i = 0; i < n; ++i) {
-    if (IsQuantized(dtype)) {
+    const uint64_t e = i % 256;
+    if (dtype == DType::kQ4K) {
+      // Blocks of 256: d, dmin, 12 bytes of 6-bit scales/mins, nibbles (docs/FORMAT.md).
+      const uint8_t* block = p + (i / 256) * 144;
+      const uint8_t* sm = block + 4;
+      const uint64_t j = e / 32;
+      const int sc = j < 4 ? sm[j] & 63 : (sm[j + 4] & 15) | (sm[j - 4] >> 6) << 4;
+      const int m = j < 4 ? sm[j + 4] & 63 : (sm[j + 4] >> 4) | (sm[j] >> 6) << 4;
+      const uint8_t byte = block[16 + 32 * (e / 64) + e % 32];
+      const int level = e % 64 < 32 ? byte & 15 : byte >> 4;
+      out[i] = half(block) * static_cast<float>(sc) * static_cast<float>(level) -
+               half(block + 2) * static_cast<float>(m);
+    } else if (dtype == DType::kQ6K) {
+      // Blocks of 256: ql[128], qh[64], int8 scales[16], d (docs/FORMAT.md).
+      const uint8_t* block = p + (i / 256) * 210;
+      const uint64_t h = e / 128, k = e % 128 / 32, c = e % 32;
+      const int low = block[64 * h + 32 * (k % 2) + c] >> (k < 2 ? 0 : 4) & 15;
+      const int high = block[128 + 32 * h + c] >> 2 * k & 3;
+      const auto sc = static_cast<int8_t>(block[192 + e / 16]);
+      out[i] =
+          half(block + 208) * static_cast<float>(sc) * static_cast<float>((low | high << 4) - 32);
+    } else if (IsQuantized(dtype)) {
       // Blocks of 32: f16 scale, then q8 int8 levels; q4 byte j = level j | level j + 16 << 4.
       const uint8_t* block = p + (i / 32) * (dtype == DType::kQ8 ? 34 : 18);
       const float d = testing::HalfBitsToFloat(static_cast<uint16_t>(block[0] | block[1] << 8));
@@ -246,7 +270,25 @@ DType StoredType(const TensorDef& def, DType source, std::optional<DType> reques
   if (!IsQuantized(want)) return want;
   if (def.stored_shape().back() % 32 != 0) return DType::kBF16;
   const bool vocab = def.name == "tok_embeddings" || def.name == "output";
-  return want == DType::kQ4 && vocab ? DType::kQ8 : want;
+  if (want == DType::kQ4 && vocab) return DType::kQ8;
+  const DType k = want == DType::kQ4K && vocab ? DType::kQ6K : want;
+  return IsKQuant(k) && def.stored_shape().back() % 256 != 0 ? DType::kQ8 : k;
+}
+
+// The K-quants' search is pinned on hand-made blocks (Quantize.KQuantBlocksByHand); on a whole
+// checkpoint, each stored super-block's error against the source stays within what 4 or 6
+// bits allow: relative RMS at most 1/8 (q4k) or 1/32 (q6k) of the block's.
+void ExpectWithinKQuantError(const std::vector<float>& got, const std::vector<float>& want,
+                             DType type, const std::string& name) {
+  const double bound = type == DType::kQ4K ? 1.0 / 8 : 1.0 / 32;
+  for (size_t b = 0; b < want.size(); b += 256) {
+    double err = 0, sum = 0;
+    for (size_t i = b; i < b + 256; ++i) {
+      err += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      sum += double(want[i]) * want[i];
+    }
+    ASSERT_LE(std::sqrt(err), bound * std::sqrt(sum)) << name << " block " << b / 256;
+  }
 }
 
 class ConvertRoundTrip : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {};
@@ -280,6 +322,10 @@ TEST_P(ConvertRoundTrip, TensorsAreExactOrExactlyRounded) {
         want[at] =
             IsQuantized(want_type) ? src[r * cols + c] : Rounded(src[r * cols + c], want_type);
       }
+    }
+    if (IsKQuant(want_type)) {
+      ExpectWithinKQuantError(got, want, want_type, def.name);
+      continue;
     }
     if (IsQuantized(want_type)) want = QuantizedRows(want, want_type);
     for (size_t i = 0; i < want.size(); ++i) {
@@ -384,6 +430,88 @@ TEST(Quantize, BlocksByHand) {
   EXPECT_TRUE(QuantizeBlock(huge, DType::kQ8, out));
   huge[0] = 127.0f * 65504.0f;
   EXPECT_FALSE(QuantizeBlock(huge, DType::kQ8, out));
+}
+
+// K-quant blocks made by hand, with the values llama.cpp's own numpy dequantizer (gguf-py,
+// gguf.quants.dequantize) gives for them; tools/reference/test_quant.py pins the same.
+std::vector<uint8_t> HandQ4KBlock() {
+  std::vector<uint8_t> b = {0x00, 0x3c, 0x00, 0x38, 0x41, 0x82, 0xC3, 0x04,
+                            0x85, 0x46, 0xC7, 0x08, 0x21, 0x43, 0x65, 0x87};
+  for (int i = 0; i < 128; ++i) b.push_back(static_cast<uint8_t>((i * 37 + 11) % 256));
+  return b;
+}
+
+std::vector<uint8_t> HandQ6KBlock() {
+  std::vector<uint8_t> b;
+  for (int i = 0; i < 128; ++i) b.push_back(static_cast<uint8_t>((i * 29 + 7) % 256));
+  for (int i = 0; i < 64; ++i) b.push_back(static_cast<uint8_t>((i * 53 + 3) % 256));
+  for (int s : {-128, -3, 5, 127, 1, -1, 64, -64, 2, 3, -7, 11, -13, 17, 100, -100}) {
+    b.push_back(static_cast<uint8_t>(s));
+  }
+  b.push_back(0x00);
+  b.push_back(0x2e);  // d = 0.09375
+  return b;
+}
+
+TEST(Quantize, KQuantBlocksDequantizeAsGgml) {
+  const int picks[] = {0, 31, 32, 63, 64, 100, 130, 160, 200, 224, 255};
+  // e.g. q4k element 130: sub-block 4, scale 17 and min 34 (their top bits packed in bytes 0
+  // and 4), low nibble 5 of byte 16 + 66: 1.0 * 17 * 5 - 0.5 * 34 = 68.
+  const float q4k[] = {8.5f, 3.5f, -3.0f, 13.0f, 29.5f, 8.0f, 68.0f, 130.0f, 132.0f, 94.0f, 38.0f};
+  const float q6k[] = {-276.0f,  -2.8125f,  -11.71875f, 309.5625f, -3.0f,  102.0f,
+                       -2.8125f, 16.40625f, 36.5625f,   131.25f,   243.75f};
+  float v[256];
+  DequantizeBlock(HandQ4KBlock().data(), DType::kQ4K, v);
+  for (size_t k = 0; k < std::size(picks); ++k) EXPECT_EQ(v[picks[k]], q4k[k]) << picks[k];
+  DequantizeBlock(HandQ6KBlock().data(), DType::kQ6K, v);
+  for (size_t k = 0; k < std::size(picks); ++k) EXPECT_EQ(v[picks[k]], q6k[k]) << picks[k];
+}
+
+TEST(Quantize, KQuantBlocksByHand) {
+  // q4k: sub-block j holds x = L - 8, L = (i + j) % 16: scale 1 and min 8 fit exactly, so
+  // d = f16(1/63) = 0x2410, dmin = f16(8/63) = 0x3010, every 6-bit scale and min 63 (bytes
+  // 0-7 0xff: 63 | top bits of 63 << 6; bytes 8-11 0xff: low nibbles of 63 and 63).
+  float v[256], back[256];
+  int levels[256];
+  for (int i = 0; i < 256; ++i) {
+    levels[i] = (i % 32 + i / 32) % 16;
+    v[i] = static_cast<float>(levels[i] - 8);
+  }
+  uint8_t out[210];
+  EXPECT_FALSE(QuantizeBlock(v, DType::kQ4K, out));
+  EXPECT_EQ(Hex(out, 16), "10241030" + std::string(24, 'f'));
+  EXPECT_EQ(out[16], 0x10);       // elements 0 (low nibble) and 32 (high nibble)
+  EXPECT_EQ(out[16 + 32], 0x32);  // elements 64 and 96
+  DequantizeBlock(out, DType::kQ4K, back);
+  const float ds = 0.015869140625f * 63, dm = 0.126953125f * 63;
+  for (int i = 0; i < 256; ++i) EXPECT_EQ(back[i], ds * static_cast<float>(levels[i]) - dm) << i;
+  // q6k: each group of 16 holds 0.5 * l, l = -32 first: scale 0.5 fits exactly, so
+  // d = f16(0.5 / -128) = 0x9c00, every scale -128, q = l + 32.
+  for (int i = 0; i < 256; ++i) {
+    levels[i] = i % 16 == 0 ? -32 : (i * 7) % 64 - 32;
+    v[i] = 0.5f * static_cast<float>(levels[i]);
+  }
+  EXPECT_FALSE(QuantizeBlock(v, DType::kQ6K, out));
+  std::string scales_and_d;
+  for (int g = 0; g < 16; ++g) scales_and_d += "80";
+  EXPECT_EQ(Hex(out + 192, 18), scales_and_d + "009c");
+  auto q = [&](int i) { return levels[i] + 32; };
+  EXPECT_EQ(out[0], (q(0) & 15) | (q(64) & 15) << 4);
+  EXPECT_EQ(out[32], (q(32) & 15) | (q(96) & 15) << 4);
+  EXPECT_EQ(out[128], q(0) >> 4 | q(32) >> 4 << 2 | q(64) >> 4 << 4 | q(96) >> 4 << 6);
+  DequantizeBlock(out, DType::kQ6K, back);
+  for (int i = 0; i < 256; ++i) EXPECT_EQ(back[i], v[i]) << i;
+  // All zero, and a scale past f16.
+  const float zero[256] = {};
+  EXPECT_FALSE(QuantizeBlock(zero, DType::kQ6K, out));
+  EXPECT_EQ(Hex(out, 210), std::string(420, '0'));
+  EXPECT_FALSE(QuantizeBlock(zero, DType::kQ4K, out));
+  DequantizeBlock(out, DType::kQ4K, back);
+  for (float x : back) EXPECT_EQ(x, 0.0f);
+  float huge[256];
+  std::fill(std::begin(huge), std::end(huge), 1e9f);
+  EXPECT_TRUE(QuantizeBlock(huge, DType::kQ4K, out));
+  EXPECT_TRUE(QuantizeBlock(huge, DType::kQ6K, out));
 }
 
 // One-layer HF checkpoint of `c` with random weights (and the test tokenizer), written by hand.
@@ -511,7 +639,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values("llama_gqa_hd64_relu_f32", "llama_mha_hd64_relu_bf16",
                                          "llama_gqa_hd64_relu_f16_sharded",
                                          "llama_mqa_hd128_silu_tied_f32"),
-                       ::testing::Values("keep", "f32", "bf16", "f16", "q8", "q4")));
+                       ::testing::Values("keep", "f32", "bf16", "f16", "q8", "q4", "q4k", "q6k")));
 
 }  // namespace
 }  // namespace zeroskip

@@ -187,8 +187,8 @@ TEST(ZskHostile, NonZeroReservedHeaderBytesAreRefused) {
 
 TEST(ZskHostile, UnknownDTypeAndLayoutCodesAreRefused) {
   ZskImage code = Original();
-  code.Put32(code.Record("layers.0.ffn_up") + 96, 5);  // after q4
-  EXPECT_EQ(LoadReason(code), "tensor 'layers.0.ffn_up': unknown dtype code 5");
+  code.Put32(code.Record("layers.0.ffn_up") + 96, 7);  // after q6k
+  EXPECT_EQ(LoadReason(code), "tensor 'layers.0.ffn_up': unknown dtype code 7");
   ZskImage layout = Original();
   layout.SetLayout("layers.0.ffn_up", 2);
   EXPECT_EQ(LoadReason(layout), "tensor 'layers.0.ffn_up': unknown layout code 2");

@@ -24,18 +24,26 @@
 
 namespace zeroskip {
 
-// Values are part of the file format. q8 and q4 are quantized in blocks (see below).
-enum class DType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8 = 3, kQ4 = 4 };
+// Values are part of the file format. q8, q4, q4k and q6k are quantized in blocks (see below).
+enum class DType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8 = 3, kQ4 = 4, kQ4K = 5, kQ6K = 6 };
 
-// The quantized types store each run of kQuantBlock consecutive elements of a row as one block
-// (docs/FORMAT.md): q8 {f16 scale d, int8 q[32]}, value d * q; q4 {f16 scale d, 16 bytes of
-// 4-bit q}, value d * (q - 8). A quantized matrix's rows are whole blocks (cols a multiple of
-// kQuantBlock). Float types are blocks of one element.
+// The quantized types store each run of consecutive elements of a row as one block
+// (docs/FORMAT.md): q8 and q4 blocks of kQuantBlock, q8 {f16 scale d, int8 q[32]}, value d * q;
+// q4 {f16 scale d, 16 bytes of 4-bit q}, value d * (q - 8). q4k and q6k (llama.cpp's K-quants)
+// are super-blocks of kSuperBlock: eight sub-blocks of 32 with 6-bit scales and mins (q4k), or
+// sixteen groups of 16 with int8 scales (q6k). A quantized matrix's rows are whole blocks (cols a
+// multiple of DTypeBlockElements). Float types are blocks of one element.
 inline constexpr uint64_t kQuantBlock = 32;
+inline constexpr uint64_t kSuperBlock = 256;
 
-constexpr bool IsQuantized(DType dtype) { return dtype == DType::kQ8 || dtype == DType::kQ4; }
-// Elements per block: kQuantBlock for quantized types, 1 for float types.
-constexpr uint64_t DTypeBlockElements(DType dtype) { return IsQuantized(dtype) ? kQuantBlock : 1; }
+constexpr bool IsKQuant(DType dtype) { return dtype == DType::kQ4K || dtype == DType::kQ6K; }
+constexpr bool IsQuantized(DType dtype) {
+  return dtype == DType::kQ8 || dtype == DType::kQ4 || IsKQuant(dtype);
+}
+// Elements per block: kQuantBlock for q8 and q4, kSuperBlock for the K-quants, 1 for float types.
+constexpr uint64_t DTypeBlockElements(DType dtype) {
+  return IsKQuant(dtype) ? kSuperBlock : IsQuantized(dtype) ? kQuantBlock : 1;
+}
 // Bytes per block (0 for a code that is not a DType).
 constexpr uint64_t DTypeBlockBytes(DType dtype) {
   switch (dtype) {
@@ -48,15 +56,31 @@ constexpr uint64_t DTypeBlockBytes(DType dtype) {
       return 2 + kQuantBlock;
     case DType::kQ4:
       return 2 + kQuantBlock / 2;
+    case DType::kQ4K:  // d, dmin, 12 bytes of 6-bit scales and mins, 4-bit q
+      return 2 + 2 + 12 + kSuperBlock / 2;
+    case DType::kQ6K:  // 4 low bits, 2 high bits, 16 int8 scales, d
+      return kSuperBlock / 2 + kSuperBlock / 4 + kSuperBlock / 16 + 2;
   }
   return 0;
+}
+// Sub-block j's (0..7) 6-bit scale and min from a q4k block's 12 packed bytes (at byte 4 of the
+// block): j < 4 in the low 6 bits of bytes j and j + 4; j >= 4 their low 4 bits in byte j + 4,
+// their top 2 bits in the top bits of bytes j - 4 and j.
+constexpr void Q4KScaleMin(const uint8_t* packed, int j, int* scale, int* min) {
+  if (j < 4) {
+    *scale = packed[j] & 63;
+    *min = packed[j + 4] & 63;
+  } else {
+    *scale = (packed[j + 4] & 15) | (packed[j - 4] >> 6) << 4;
+    *min = (packed[j + 4] >> 4) | (packed[j] >> 6) << 4;
+  }
 }
 // Bytes of `elements` consecutive elements of one row; `elements` a multiple of the block.
 constexpr uint64_t DTypeBytes(DType dtype, uint64_t elements) {
   return elements / DTypeBlockElements(dtype) * DTypeBlockBytes(dtype);
 }
 
-std::string_view DTypeName(DType dtype);  // "f32", "f16", "bf16", "q8", "q4"
+std::string_view DTypeName(DType dtype);  // "f32", "f16", "bf16", "q8", "q4", "q4k", "q6k"
 std::optional<DType> ParseDTypeName(std::string_view name);
 
 // How a matrix sits in the file relative to the Hugging Face tensor of the same role.

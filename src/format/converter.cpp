@@ -35,16 +35,20 @@ void RefuseOutputThatIsAnInput(const std::string& out, const std::vector<std::st
 }
 
 // The dtype a tensor is stored in (docs/FORMAT.md, "Weight types"): norms f32; the requested
-// dtype, or the checkpoint's; a quantized type only for matrices whose stored rows are whole
-// blocks (others bf16), and under q4 the vocabulary matrices q8 (the LM head reads them in
-// full every token and is where 4 bits cost the most perplexity).
+// dtype, or the checkpoint's; under q4 the vocabulary matrices q8 and under --dtype q4k q6k (the LM
+// head reads them in full every token and is where 4 bits cost the most perplexity); a quantized
+// type only for matrices whose stored rows are whole blocks of it: a K-quant falls back to q8 (rows
+// of 32), anything else to bf16.
 DType StoredDType(const TensorDef& def, DType source, std::optional<DType> requested) {
   if (def.always_f32) return DType::kF32;
-  const DType dtype = requested.value_or(source);
+  DType dtype = requested.value_or(source);
   if (!IsQuantized(dtype)) return dtype;
+  if (def.vocab_matrix && dtype == DType::kQ4) dtype = DType::kQ8;
+  // A K-quant source (a GGUF's) is kept as it is unless --dtype asks.
+  if (def.vocab_matrix && dtype == DType::kQ4K && requested) dtype = DType::kQ6K;
   const std::vector<uint64_t> shape = def.stored_shape();
   if (shape.size() != 2 || shape[1] % kQuantBlock != 0) return DType::kBF16;
-  return dtype == DType::kQ4 && def.vocab_matrix ? DType::kQ8 : dtype;
+  return shape[1] % DTypeBlockElements(dtype) != 0 ? DType::kQ8 : dtype;
 }
 
 }  // namespace
@@ -208,8 +212,9 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
   uint64_t max_widened = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
     if (IsQuantized(sources[i]->dtype)) {
-      max_widened = std::max(max_widened, sources[i]->nbytes / DTypeBlockBytes(sources[i]->dtype) *
-                                              kQuantBlock * sizeof(float));
+      max_widened =
+          std::max(max_widened, sources[i]->nbytes / DTypeBlockBytes(sources[i]->dtype) *
+                                    DTypeBlockElements(sources[i]->dtype) * sizeof(float));
     }
   }
   std::vector<uint8_t> src(max_src), dst(max_dst), widened(max_widened);

@@ -21,10 +21,12 @@ namespace zeroskip {
 uint64_t ConvertMatrix(const uint8_t* src, DType src_type, uint64_t rows, uint64_t cols,
                        bool transpose, uint8_t* dst, DType dst_type);
 
-// One block of kQuantBlock values to q8 or q4 (docs/FORMAT.md), DTypeBlockBytes(type) bytes at
-// `out`. Returns true if the block's scale overflows f16 (values beyond ~8e6 for q8).
+// One block of DTypeBlockElements(type) values to a quantized type (docs/FORMAT.md),
+// DTypeBlockBytes(type) bytes at `out`. Returns true if a scale of the block overflows f16
+// (values beyond ~8e6 for q8).
 bool QuantizeBlock(const float* v, DType type, uint8_t* out);
-// The kQuantBlock values of a q8 or q4 block (exact: d * q fits f32).
+// The DTypeBlockElements(type) values of a quantized block (q8, q4, q6k: exact, d · q fits f32;
+// q4k: d·sc·q − dmin·m, one f32 rounding, as ggml computes it).
 void DequantizeBlock(const uint8_t* in, DType type, float* v);
 
 // How many of the n elements at `data` are NaN or Inf (a damaged or diverged checkpoint).

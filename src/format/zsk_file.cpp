@@ -154,7 +154,8 @@ ZskWriter::ZskWriter(std::string path, const ModelConfig& config, std::string so
     t.dtype = spec.dtype;
     t.layout = spec.layout;
     t.shape = std::move(spec.shape);
-    if (IsQuantized(t.dtype) && (t.shape.empty() || t.shape.back() % kQuantBlock != 0)) {
+    if (IsQuantized(t.dtype) &&
+        (t.shape.empty() || t.shape.back() % DTypeBlockElements(t.dtype) != 0)) {
       throw Error(path_, "tensor '" + t.name + "': rows are not whole " +
                              std::string(DTypeName(t.dtype)) + " blocks");
     }

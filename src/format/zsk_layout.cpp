@@ -150,7 +150,7 @@ std::vector<TensorInfo> DecodeTensorTable(const uint8_t* base, const ZskHeader& 
     }
     const std::string tw = "tensor '" + t.name + "'";
     const uint32_t dtype = LoadLe32(r + 96), layout = LoadLe32(r + 100), ndim = LoadLe32(r + 104);
-    if (dtype > static_cast<uint32_t>(DType::kQ4)) {
+    if (dtype > static_cast<uint32_t>(DType::kQ6K)) {
       throw Error(path, tw + ": unknown dtype code " + std::to_string(dtype));
     }
     if (layout > static_cast<uint32_t>(Layout::kTransposed)) {

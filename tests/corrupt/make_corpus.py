@@ -944,11 +944,11 @@ def _(d):
     write_gguf(d, meta, tensors)
 
 
-@case("gguf_unsupported_type", GGUF_CONVERT, GGUF, "ggml type Q4_K (12) is not supported",
-      "blk.0.ffn_up.weight says ggml type 12 (Q4_K), which zeroskip does not read")
+@case("gguf_unsupported_type", GGUF_CONVERT, GGUF, "ggml type Q5_K (13) is not supported",
+      "blk.0.ffn_up.weight says ggml type 13 (Q5_K), which zeroskip does not read")
 def _(d):
     meta, tensors = gguf_parts(d)
-    tensors = [(n, dims, 12 if n == "blk.0.ffn_up.weight" else t, data)
+    tensors = [(n, dims, 13 if n == "blk.0.ffn_up.weight" else t, data)
                for n, dims, t, data in tensors]
     write_gguf(d, meta, tensors)
 
@@ -1318,11 +1318,11 @@ def _(d):
     write_zsk(d, z.reseal())
 
 
-@case("zsk_unknown_dtype_code", INFO, ZSK, "unknown dtype code 5",
-      "a tensor record's dtype code is 5 (the first after q4) (checksum recomputed)")
+@case("zsk_unknown_dtype_code", INFO, ZSK, "unknown dtype code 7",
+      "a tensor record's dtype code is 7 (the first after q6k) (checksum recomputed)")
 def _(d):
     z = good()
-    z.rset(z.find("output_norm"), "dtype", 5)
+    z.rset(z.find("output_norm"), "dtype", 7)
     write_zsk(d, z.reseal())
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Self-checks of tools/reference/quant.py, the numpy definition of q8/q4 (docs/FORMAT.md).
+"""Self-checks of tools/reference/quant.py, the numpy definition of q8/q4/q4k/q6k
+(docs/FORMAT.md).
 
     /usr/bin/python3 -m unittest discover -s tools/reference -p 'test_quant.py' -v
 
@@ -71,6 +72,88 @@ class Blocks(unittest.TestCase):
             down = t["model.layers.0.mlp.down_proj.weight"]
             want = quant.dequantize(*quant.quantize(down.T, dtype)).T
             np.testing.assert_array_equal(out["model.layers.0.mlp.down_proj.weight"], want)
+
+
+# K-quant blocks: hand-made bytes whose values llama.cpp's own numpy dequantizer (gguf-py,
+# gguf.quants.dequantize) gives as pinned here, and blocks whose quantization is worked out by
+# hand (tests/format_test.cpp pins the same on the C++ converter).
+Q4K_BYTES = bytes([0x00, 0x3c, 0x00, 0x38, 0x41, 0x82, 0xC3, 0x04, 0x85, 0x46, 0xC7, 0x08,
+                   0x21, 0x43, 0x65, 0x87] + [(i * 37 + 11) % 256 for i in range(128)])
+Q6K_BYTES = bytes([(i * 29 + 7) % 256 for i in range(128)] +
+                  [(i * 53 + 3) % 256 for i in range(64)] +
+                  [v % 256 for v in (-128, -3, 5, 127, 1, -1, 64, -64, 2, 3, -7, 11, -13, 17,
+                                     100, -100)] + [0x00, 0x2e])
+K_PICKS = [0, 31, 32, 63, 64, 100, 130, 160, 200, 224, 255]
+Q4K_AT_PICKS = [8.5, 3.5, -3.0, 13.0, 29.5, 8.0, 68.0, 130.0, 132.0, 94.0, 38.0]
+Q6K_AT_PICKS = [-276.0, -2.8125, -11.71875, 309.5625, -3.0, 102.0, -2.8125, 16.40625, 36.5625,
+                131.25, 243.75]
+
+
+def k_block(raw):
+    return np.frombuffer(raw, np.uint8).reshape(1, 1, -1)
+
+
+class KQuants(unittest.TestCase):
+    def test_dequantize_as_ggml(self):
+        # e.g. element 130 of q4k: sub-block 4, scale 17 and min 34 from the packed high bits,
+        # low nibble 5 of byte 16 + 66: 1.0 * 17 * 5 - 0.5 * 34 = 68.
+        self.assertEqual(quant.dequantize_k(k_block(Q4K_BYTES), "q4k")[0, K_PICKS].tolist(),
+                         Q4K_AT_PICKS)
+        self.assertEqual(quant.dequantize_k(k_block(Q6K_BYTES), "q6k")[0, K_PICKS].tolist(),
+                         Q6K_AT_PICKS)
+
+    def test_q4k_by_hand(self):
+        # Every sub-block j holds x = L - 8 with L = (i + j) % 16: scale 1, min 8 fit exactly, so
+        # d = f16(1/63) = 0x2410, dmin = f16(8/63) = 0x3010, every scale and min 63.
+        i = np.arange(256)
+        levels = (i % 32 + i // 32) % 16
+        raw = quant.quantize_k((levels - 8).astype(np.float32)[None], "q4k").tobytes()
+        self.assertEqual(raw[:16].hex(), "1024" "1030" + "ff" * 8 + "ff" * 4)
+        # byte 16 + 32c + k: element 64c + k (low nibble) and 64c + 32 + k (high nibble)
+        self.assertEqual(raw[16], 0x10)
+        self.assertEqual(raw[16 + 32], 0x32)
+        ds, dm = np.float32(0.015869140625 * 63), np.float32(0.126953125 * 63)
+        want = ds * levels.astype(np.float32) - dm
+        np.testing.assert_array_equal(quant.dequantize_k(k_block(raw), "q4k")[0], want)
+
+    def test_q6k_by_hand(self):
+        # Each group of 16 holds 0.5 * l with l = -32 first: scale 0.5 fits exactly, so
+        # d = f16(0.5 / -128) = 0x9c00 and every scale -128 (0x80); q = l + 32.
+        i = np.arange(256)
+        lv = (i * 7) % 64 - 32
+        lv[::16] = -32
+        raw = quant.quantize_k((0.5 * lv).astype(np.float32)[None], "q6k").tobytes()
+        self.assertEqual(raw[192:].hex(), "80" * 16 + "009c")
+        q = lv + 32
+        self.assertEqual(raw[0], (q[0] & 15) | (q[64] & 15) << 4)
+        self.assertEqual(raw[32], (q[32] & 15) | (q[96] & 15) << 4)
+        self.assertEqual(raw[128], q[0] >> 4 | (q[32] >> 4) << 2 | (q[64] >> 4) << 4 |
+                         (q[96] >> 4) << 6)
+        np.testing.assert_array_equal(quant.dequantize_k(k_block(raw), "q6k")[0], 0.5 * lv)
+
+    def test_zero_and_overflow(self):
+        zero = np.zeros((1, 256), np.float32)
+        self.assertEqual(quant.quantize_k(zero, "q6k").tobytes(), bytes(210))
+        self.assertEqual(quant.dequantize_k(quant.quantize_k(zero, "q4k"), "q4k").tolist(),
+                         zero.tolist())
+        for dtype in ("q4k", "q6k"):
+            with self.assertRaises(OverflowError):
+                quant.quantize_k(np.full((1, 256), 1e9, np.float32), dtype)
+
+    def test_error_is_small(self):
+        rng = np.random.default_rng(3)
+        rows = rng.normal(0, 0.05, (8, 512)).astype(np.float32)
+        for dtype, bound in (("q4k", 0.09), ("q6k", 0.025)):
+            back = quant.dequantize_k(quant.quantize_k(rows, dtype), dtype)
+            rel = np.sqrt(((back - rows) ** 2).mean() / (rows ** 2).mean())
+            self.assertLess(rel, bound, dtype)
+
+    def test_conversion_policy(self):
+        self.assertEqual(quant.stored_dtype("model.embed_tokens.weight", (4, 256), "q4k"), "q6k")
+        self.assertEqual(quant.stored_dtype("lm_head.weight", (4, 256), "q6k"), "q6k")
+        self.assertEqual(quant.stored_dtype("x.o_proj.weight", (4, 256), "q4k"), "q4k")
+        self.assertEqual(quant.stored_dtype("x.o_proj.weight", (4, 96), "q4k"), "q8")
+        self.assertEqual(quant.stored_dtype("x.o_proj.weight", (4, 24), "q6k"), "bf16")
 
 
 class Activations(unittest.TestCase):

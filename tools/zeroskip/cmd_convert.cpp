@@ -46,8 +46,9 @@ void AddConvert(CLI::App& app) {
       ->required();
   cmd->add_option("-o,--output", flags->out, "output .zsk file (written atomically)")->required();
   cmd->add_option("--dtype", flags->dtype,
-                  "weight dtype: keep|f32|f16|bf16|q8|q4 (q4 keeps embeddings and LM head q8)")
-      ->check(CLI::IsMember({"keep", "f32", "f16", "bf16", "q8", "q4"}));
+                  "weight dtype: keep|f32|f16|bf16|q8|q4|q4k|q6k (q4 keeps embeddings and LM head "
+                  "q8, q4k keeps them q6k)")
+      ->check(CLI::IsMember({"keep", "f32", "f16", "bf16", "q8", "q4", "q4k", "q6k"}));
   cmd->add_option("--act", flags->act,
                   "GGUF input: the FFN activation when the metadata has no llama.hidden_act")
       ->check(CLI::IsMember({"relu", "silu"}));
