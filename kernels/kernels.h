@@ -5,14 +5,16 @@
 // version per SIMD ISA (kernels/<isa>, each compiled with its own flags, the drivers shared in
 // kernels/simd/drivers.h). The ISAs compiled in are listed once (AllIsas); an Engine picks one
 // table at start-up (the best the CPU runs, or `--isa`). Weight matrices are f32, bf16 or f16
-// (bit patterns as uint16_t), or q8 / q4 blocks (docs/FORMAT.md); activations are always f32 in
-// memory. Every table widens 16-bit weights exactly and computes in f32, except where
+// (bit patterns as uint16_t), or q8 / q4 / q4k / q6k blocks (docs/FORMAT.md); activations are
+// always f32 in memory. Every table widens 16-bit weights exactly and computes in f32, except where
 // `bf16_products` says otherwise.
 //
 // Quantized weights are multiplied with activations quantized the same way: x is cut into
 // blocks of 32, each stored as int8 with an f32 scale (QuantizeActivations), so a block's dot
 // product is exact integer arithmetic times the product of the two scales. This adds at most
-// |w|·amax_b/254 of error per block, amax_b the largest |x| of that block of x.
+// |w|·amax_b/254 of error per block, amax_b the largest |x| of that block of x. The K-quants'
+// sub-blocks of 32 (q4k: a scale and a min; q6k: two scales of 16) line up with those blocks: a
+// q4k sub-block adds d·sc·d_x·Σ n·q_x − dmin·m·d_x·Σ q_x.
 #pragma once
 
 #include <array>
@@ -32,7 +34,7 @@ enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3, kAvx512Bf
 // The weight types the kernels read, in the order of KernelTable::weight_ops. A new type is one
 // entry here and in WeightElem, plus its loads in the reference and the SIMD drivers.
 inline constexpr std::array kWeightDTypes = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8,
-                                             DType::kQ4};
+                                             DType::kQ4,  DType::kQ4K, DType::kQ6K};
 
 // How one weight element is stored; quantized types are streams of bytes (blocks).
 template <DType T>
@@ -41,7 +43,8 @@ using WeightElem = std::conditional_t<T == DType::kF32, float,
 
 // Rows of a weight matrix as the kernels see it: row r starts at element r * ld of `data`
 // (elements of the op's dtype). Quantized types: ld, cols and every column offset are whole
-// blocks (multiples of kQuantBlock), so row r starts at byte DTypeBytes(dtype, r * ld).
+// blocks (multiples of DTypeBlockElements: 32, or 256 for q4k and q6k), so row r starts at byte
+// DTypeBytes(dtype, r * ld).
 struct WeightRows {
   const void* data = nullptr;
   int64_t ld = 0;

@@ -54,10 +54,11 @@ struct RandomFfn {
         }
       }
       if (IsQuantized(dtype)) {
-        for (int64_t b = 0; b < hidden * ffn / int64_t{kQuantBlock}; ++b) {
+        const auto elements = static_cast<int64_t>(DTypeBlockElements(dtype));
+        for (int64_t b = 0; b < hidden * ffn / elements; ++b) {
           uint8_t* block = &bytes[b * DTypeBlockBytes(dtype)];
-          QuantizeBlock(&values[b * kQuantBlock], dtype, block);
-          DequantizeBlock(block, dtype, &values[b * kQuantBlock]);
+          QuantizeBlock(&values[b * elements], dtype, block);
+          DequantizeBlock(block, dtype, &values[b * elements]);
         }
       }
     };
@@ -193,10 +194,12 @@ void ExpectWithinReferences(const std::vector<Reference>& want, const std::vecto
   EXPECT_NEAR(static_cast<int64_t>(st.neurons - st.zero_neurons), active, ambiguous) << where;
 }
 
-const DType kDTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8, DType::kQ4};
+const DType kDTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8,
+                         DType::kQ4,  DType::kQ4K,  DType::kQ6K};
 
 // (hidden, ffn) pairs with odd sizes; quantized rows are whole blocks.
 std::vector<std::pair<int64_t, int64_t>> Shapes(DType dtype) {
+  if (IsKQuant(dtype)) return {{256, 75}, {512, 17}};
   if (IsQuantized(dtype)) return {{96, 75}, {64, 200}, {32, 17}};
   return {{100, 75}, {64, 200}, {33, 17}};
 }

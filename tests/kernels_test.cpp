@@ -44,14 +44,18 @@ Matrix RandomMatrix(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
   m.bytes.resize(DTypeBytes(type, n));
   if (IsQuantized(type)) {
     // Every byte value (q8's -128 included, which the converter never writes but a file may
-    // hold) and scales of either sign across binades.
-    const uint64_t block_bytes = DTypeBlockBytes(type);
-    for (size_t b = 0; b < n / kQuantBlock; ++b) {
+    // hold) and scales of either sign across binades (q4k: d and dmin; q6k: d at its end).
+    const uint64_t block_bytes = DTypeBlockBytes(type), elements = DTypeBlockElements(type);
+    for (size_t b = 0; b < n / elements; ++b) {
       uint8_t* block = &m.bytes[b * block_bytes];
-      const Eigen::half d(std::ldexp(dist(rng), static_cast<int>(rng() % 9) - 8));
-      std::memcpy(block, &d, 2);
-      for (uint64_t i = 2; i < block_bytes; ++i) block[i] = static_cast<uint8_t>(rng());
-      DequantizeBlock(block, type, &m.values[b * kQuantBlock]);
+      for (uint64_t i = 0; i < block_bytes; ++i) block[i] = static_cast<uint8_t>(rng());
+      for (uint64_t at : type == DType::kQ4K   ? std::vector<uint64_t>{0, 2}
+                         : type == DType::kQ6K ? std::vector<uint64_t>{208}
+                                               : std::vector<uint64_t>{0}) {
+        const Eigen::half d(std::ldexp(dist(rng), static_cast<int>(rng() % 9) - 8));
+        std::memcpy(block + at, &d, 2);
+      }
+      DequantizeBlock(block, type, &m.values[b * elements]);
     }
     return m;
   }
@@ -101,11 +105,13 @@ double RoundingOfX(const KernelTable& k, DType type, double abs_sum) {
   return k.bf16_products && type == DType::kBF16 ? std::ldexp(abs_sum, -8) : 0.0;
 }
 
-const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8, DType::kQ4};
+const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8,
+                        DType::kQ4,  DType::kQ4K, DType::kQ6K};
 const int64_t kRows[] = {0, 1, 3, 4, 5, 9, 67};
 
 // Row lengths with every kind of tail; quantized rows are whole blocks.
 std::vector<int64_t> Cols(DType type) {
+  if (IsKQuant(type)) return {256, 512, 768, 2304};
   if (IsQuantized(type)) return {32, 64, 96, 160, 288};
   return {1, 7, 8, 15, 16, 17, 33, 64, 100, 257};
 }
@@ -164,7 +170,7 @@ TEST(Kernels, IsaListIsConsistent) {
 
 // A dtype without kernels is a caller's bug (files are validated on load): abort, do not throw.
 TEST(KernelsDeathTest, OpsForAnUnknownDtypeAborts) {
-  EXPECT_DEATH(ScalarKernels().ops(static_cast<DType>(7)), "no kernels for weight type 7");
+  EXPECT_DEATH(ScalarKernels().ops(static_cast<DType>(9)), "no kernels for weight type 9");
 }
 
 TEST_P(KernelIsaTest, DotRowsMatchesReference) {
@@ -240,7 +246,8 @@ TEST_P(KernelIsaTest, SparseUpDownMatchesReference) {
   const Isa isa = GetParam();
   const KernelTable& k = this->kernels();
   for (DType type : kTypes) {
-    const std::vector<int64_t> hiddens = IsQuantized(type)
+    const std::vector<int64_t> hiddens = IsKQuant(type) ? std::vector<int64_t>{256, 768}
+                                         : IsQuantized(type)
                                              ? std::vector<int64_t>{32, 64, 96, 288}
                                              : std::vector<int64_t>{1, 17, 64, 100, 257};
     for (int64_t hidden : hiddens) {
@@ -367,7 +374,8 @@ TEST_P(KernelIsaTest, LongRowsMatchReference) {
   const KernelTable& k = this->kernels();
   for (DType type : kTypes) {
     // Quantized rows are whole blocks (and within one chunk of quantized x for the sparse step).
-    const std::vector<int64_t> lengths = IsQuantized(type)
+    const std::vector<int64_t> lengths = IsKQuant(type) ? std::vector<int64_t>{16384, 40192}
+                                         : IsQuantized(type)
                                              ? std::vector<int64_t>{16384, 40000}
                                              : std::vector<int64_t>{16384, 16417, 40000};
     for (int64_t cols : lengths) {
@@ -405,6 +413,34 @@ TEST_P(KernelIsaTest, LongRowsMatchReference) {
   }
 }
 
+// The reference's K-quant loads against the format's dequantizer (src/format/dtype.cpp, pinned on
+// llama.cpp's values in format_test): axpy_rows of one row with coefficient 1 into zeros is the
+// row's values exactly, and dot_rows is Σ value·x̂ over the quantized activations.
+TEST(Kernels, ReferenceKQuantsReadTheFormatsValues) {
+  std::mt19937 rng(9);
+  for (DType type : {DType::kQ4K, DType::kQ6K}) {
+    const int64_t rows = 3, cols = 512;
+    const Matrix w = RandomMatrix(type, rows, cols, rng);
+    const std::vector<float> x = RandomX(cols, rng), xr = AsRead(type, x);
+    std::vector<float> dots(rows);
+    ScalarKernels().ops(type).dot_rows({w.bytes.data(), cols}, nullptr, rows, cols, x.data(),
+                                       dots.data());
+    for (int32_t r = 0; r < rows; ++r) {
+      std::vector<float> y(cols, 0.0f);
+      const float one = 1.0f;
+      ScalarKernels().ops(type).axpy_rows({w.bytes.data(), cols}, &r, &one, 1, cols, y.data());
+      double want = 0, abs_sum = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(y[c], w.values[r * cols + c]) << DTypeName(type) << " row " << r << " col " << c;
+        want += double(w.values[r * cols + c]) * xr[c];
+        abs_sum += std::abs(double(w.values[r * cols + c]) * xr[c]);
+      }
+      // q4k's two scale products per unit round apart from the value's own rounding.
+      EXPECT_NEAR(dots[r], want, Tolerance(cols, abs_sum) + 1e-6 * abs_sum) << DTypeName(type);
+    }
+  }
+}
+
 // The batched quantized product is dot_rows, token by token, bit for bit (so a prompt computes the
 // same logits in one batch as token by token), on activations quantized by the table's
 // quantize_activations, which is ref::QuantizeActivations bit for bit. Rows are read through a
@@ -413,10 +449,13 @@ TEST_P(KernelIsaTest, QuantMatmulEqualsDotRowsBitForBit) {
   std::mt19937 rng(6);
   const Isa isa = GetParam();
   const KernelTable& k = this->kernels();
-  for (DType type : {DType::kQ8, DType::kQ4}) {
+  for (DType type : {DType::kQ8, DType::kQ4, DType::kQ4K, DType::kQ6K}) {
     EXPECT_EQ(ScalarKernels().ops(DType::kF32).quant_matmul, nullptr);
-    for (int64_t cols : {int64_t{32}, int64_t{96}, int64_t{256}, int64_t{288}, int64_t{800}}) {
-      const int64_t ld = cols + 64, blocks = cols / 32;
+    const std::vector<int64_t> widths = IsKQuant(type)
+                                            ? std::vector<int64_t>{256, 768}
+                                            : std::vector<int64_t>{32, 96, 256, 288, 800};
+    for (int64_t cols : widths) {
+      const int64_t ld = cols + (IsKQuant(type) ? 256 : 64), blocks = cols / 32;
       for (int64_t rows : {1, 3, 4, 5, 9, 67}) {
         const Matrix w = RandomMatrix(type, rows, ld, rng);
         for (int64_t n : {1, 2, 4, 5, 7, 9}) {

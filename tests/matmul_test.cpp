@@ -46,10 +46,10 @@ std::vector<float> Input(int64_t n, uint32_t seed) {
 
 TEST(DenseMatmul, QuantizedBatchesMatchTheirDefinition) {
   const KernelTable& kernels = *KernelsFor(BestIsa());
-  for (DType dtype : {DType::kQ8, DType::kQ4}) {
+  for (DType dtype : {DType::kQ8, DType::kQ4, DType::kQ4K, DType::kQ6K}) {
     for (int threads : {1, 2}) {
       DenseMatmul mm(kernels, threads);
-      const int64_t out = 72, in = 96;
+      const int64_t out = 72, in = IsKQuant(dtype) ? 256 : 96;
       const Quantized w = RandomQuantized(dtype, out, in, 1);    // [out, in]
       const Quantized w_t = RandomQuantized(dtype, out, in, 2);  // [in', out'] = [72, 96]
       for (int64_t n : {int64_t{5}, kSmallBatch + 4, int64_t{37}}) {

@@ -35,8 +35,10 @@ long double Norm(const std::vector<long double>& v) {
 // value), the two norms swapped, and an error measured against anything but the stored shadow.
 TEST(ShadowGate, NormsAreTightUpperBounds) {
   std::mt19937 rng(3);
-  const int64_t rows = 40, cols = 96;
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8, DType::kQ4}) {
+  const int64_t rows = 40;
+  for (DType dtype :
+       {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8, DType::kQ4, DType::kQ4K, DType::kQ6K}) {
+    const int64_t cols = IsKQuant(dtype) ? 256 : 96;
     std::vector<float> values(rows * cols);
     for (int64_t r = 0; r < rows; ++r) {
       // Magnitudes from 1e-3 to 1e3, so scales and norms cover many binades.

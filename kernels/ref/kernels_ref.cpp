@@ -34,10 +34,52 @@ int BlockLevel(const uint8_t* block, int64_t i) {
   }
 }
 
-// Element i of a matrix of T (for quantized types, its dequantized value: exact in f32).
+// K-quants: a block of 256 is eight units of 32 elements, each lined up with one block of
+// quantized activations. Element i of a block's level: q4k its nibble 0..15 (the unit's min comes
+// off separately), q6k its 6 bits - 32 (docs/FORMAT.md).
+template <DType T>
+int KLevel(const uint8_t* block, int64_t i) {
+  if constexpr (T == DType::kQ4K) {
+    const uint8_t byte = block[16 + 32 * (i / 64) + i % 32];
+    return i % 64 < 32 ? byte & 15 : byte >> 4;
+  } else {
+    static_assert(T == DType::kQ6K);
+    const int64_t h = i / 128, k = i % 128 / 32, c = i % 32;
+    const int low = block[64 * h + 32 * (k % 2) + c] >> 4 * (k / 2) & 15;
+    const int high = block[128 + 32 * h + c] >> 2 * k & 3;
+    return (low | high << 4) - 32;
+  }
+}
+
+// q4k unit u's scale d·sc and min dmin·m (exact in f32).
+void Q4KUnitScales(const uint8_t* block, int64_t u, float* scale, float* min) {
+  int sc, m;
+  Q4KScaleMin(block + 4, static_cast<int>(u), &sc, &m);
+  *scale = HalfToFloat(static_cast<uint16_t>(block[0] | block[1] << 8)) * static_cast<float>(sc);
+  *min = HalfToFloat(static_cast<uint16_t>(block[2] | block[3] << 8)) * static_cast<float>(m);
+}
+
+// q6k group g's (16 elements) scale d·sc[g] (exact in f32).
+float Q6KGroupScale(const uint8_t* block, int64_t g) {
+  return HalfToFloat(static_cast<uint16_t>(block[208] | block[209] << 8)) *
+         static_cast<float>(static_cast<int8_t>(block[192 + g]));
+}
+
+// Element i of a matrix of T (for quantized types, its dequantized value: exact in f32, except
+// q4k's d·sc·n − dmin·m, which rounds once, as docs/FORMAT.md defines it).
 template <DType T>
 float Load(const void* w, int64_t i) {
-  if constexpr (IsQuantized(T)) {
+  if constexpr (IsKQuant(T)) {
+    const auto* block = static_cast<const uint8_t*>(w) + DTypeBytes(T, i - i % kSuperBlock);
+    const int64_t e = i % kSuperBlock;
+    if constexpr (T == DType::kQ4K) {
+      float scale, min;
+      Q4KUnitScales(block, e / 32, &scale, &min);
+      return scale * static_cast<float>(KLevel<T>(block, e)) - min;
+    } else {
+      return Q6KGroupScale(block, e / 16) * static_cast<float>(KLevel<T>(block, e));
+    }
+  } else if constexpr (IsQuantized(T)) {
     const auto* block = static_cast<const uint8_t*>(w) + DTypeBytes(T, i - i % kQuantBlock);
     return BlockScale<T>(block) * static_cast<float>(BlockLevel<T>(block, i % kQuantBlock));
   } else if constexpr (T == DType::kF32) {
@@ -58,9 +100,36 @@ float Load(const void* w, int64_t i) {
 // The dot product of a quantized row with prepared activations (levels q, scales d), block by
 // block: the exact integer dot product of the levels, times the product of the weight's and the
 // activations' scales (rounded to f32, as every ISA computes it).
+// K-quants, unit by unit: q4k's exact integer sums Σ n·q and Σ q times d·sc·d_x and dmin·m·d_x;
+// q6k's two groups of 16, each Σ level·q times d·sc·d_x (the scale products rounded to f32).
 template <DType T>
 float QuantRowDot(const uint8_t* row, int64_t cols, const int8_t* q, const float* d) {
   double acc = 0;
+  if constexpr (IsKQuant(T)) {
+    for (int64_t c = 0; c < cols; c += kQuantBlock) {
+      const uint8_t* block = row + DTypeBytes(T, c - c % kSuperBlock);
+      const int64_t e = c % kSuperBlock;
+      const float dx = d[c / kQuantBlock];
+      if constexpr (T == DType::kQ4K) {
+        int64_t levels = 0, sum = 0;
+        for (int64_t i = 0; i < int64_t{kQuantBlock}; ++i) {
+          levels += KLevel<T>(block, e + i) * q[c + i];
+          sum += q[c + i];
+        }
+        float scale, min;
+        Q4KUnitScales(block, e / 32, &scale, &min);
+        acc += double(levels) * double(scale * dx) - double(sum) * double(min * dx);
+      } else {
+        for (int64_t g = 0; g < 2; ++g) {
+          int64_t levels = 0;
+          for (int64_t i = 16 * g; i < 16 * g + 16; ++i)
+            levels += KLevel<T>(block, e + i) * q[c + i];
+          acc += double(levels) * double(Q6KGroupScale(block, e / 16 + g) * dx);
+        }
+      }
+    }
+    return static_cast<float>(acc);
+  }
   for (int64_t c = 0; c < cols; c += kQuantBlock) {
     const uint8_t* block = row + DTypeBytes(T, c);
     int64_t levels = 0;

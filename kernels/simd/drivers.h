@@ -3,7 +3,7 @@
 // supplies (see VectorTraits). The arithmetic order is fixed here, so every ISA adds the same
 // terms in the same order up to its vector width.
 //
-// Quantized weights (q8, q4) take the same drivers: their x is quantized per block first
+// Quantized weights (q8, q4, q4k, q6k) take the same drivers: their x is quantized per block first
 // (Activations), and a block of 32 weights is one 256-bit integer vector on every SIMD ISA here
 // (each has AVX2), so the block arithmetic below is written with AVX2 intrinsics once; V
 // supplies what differs, the u8 x s8 dot product (maddubs or vpdpbusd) and int8 to f32.
@@ -279,6 +279,129 @@ void QuantAxpyBlock(const uint8_t* const* r, const float* coef, int64_t cols, fl
   }
 }
 
+// ---------------------------------------------------------------- K-quant blocks
+
+// K-quants (q4k, q6k) are blocks of 256: eight units of 32 elements, unit u lined up with one
+// block of the activations. Unit u of a block as the u8 x s8 product takes it: q4k its nibbles
+// 0..15 (the min comes off separately), q6k its 6-bit levels 0..63 (level + 32, whose offset
+// 32·Σx comes off each lane afterwards). Layouts: docs/FORMAT.md.
+template <DType T>
+__m256i KUnitLevels(const uint8_t* block, int u) {
+  const __m256i nibble = _mm256_set1_epi8(15);
+  auto load = [](const uint8_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  };
+  // Shifts within 16-bit lanes; the masks keep each byte's own bits.
+  auto low_nibbles = [&](__m256i v) { return _mm256_and_si256(v, nibble); };
+  auto high_nibbles = [&](__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble); };
+  if constexpr (T == DType::kQ4K) {
+    const __m256i bytes = load(block + 16 + 32 * (u / 2));
+    return u % 2 == 0 ? low_nibbles(bytes) : high_nibbles(bytes);
+  } else {
+    static_assert(T == DType::kQ6K);
+    const int h = u / 4, k = u % 4;
+    const __m256i bytes = load(block + 64 * h + 32 * (k % 2));
+    const __m256i low = k < 2 ? low_nibbles(bytes) : high_nibbles(bytes);
+    const __m256i high =
+        _mm256_and_si256(_mm256_srl_epi16(load(block + 128 + 32 * h), _mm_cvtsi32_si128(2 * k)),
+                         _mm256_set1_epi8(3));
+    return _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+  }
+}
+
+// A K-quant block's scales in f32 (exact): q4k d·sc of its 8 units, then dmin·m of them; q6k
+// d·sc of its 16 groups of 16.
+template <DType T>
+void KBlockScales(const uint8_t* block, float (&scale)[16]) {
+  if constexpr (T == DType::kQ4K) {
+    const float d = BlockScale(block), dmin = BlockScale(block + 2);
+    for (int u = 0; u < 8; ++u) {
+      int sc, m;
+      Q4KScaleMin(block + 4, u, &sc, &m);
+      scale[u] = d * static_cast<float>(sc);
+      scale[8 + u] = dmin * static_cast<float>(m);
+    }
+  } else {
+    const float d = BlockScale(block + 208);
+    for (int g = 0; g < 16; ++g)
+      scale[g] = d * static_cast<float>(static_cast<int8_t>(block[192 + g]));
+  }
+}
+
+// Dot products of R K-quant rows with quantized activations (levels q, scales d), unit by unit
+// (ref's QuantRowDot): q4k adds Σn·q·(d·sc·d_x) and takes Σq·(dmin·m·d_x) off, per lane; q6k's
+// lanes 0-3 are one group of 16 and lanes 4-7 the next, each times its own d·sc·d_x.
+template <VectorTraits V, DType T, int R>
+void KQuantDotBlock(const uint8_t* const* r, int64_t cols, const int8_t* q, const float* d,
+                    float* out) {
+  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  __m256 acc[R];
+  for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t s = 0; s < cols / static_cast<int64_t>(kSuperBlock); ++s) {
+    float scale[R][16];
+    for (int j = 0; j < R; ++j) KBlockScales<T>(r[j] + s * kBytes, scale[j]);
+    for (int u = 0; u < 8; ++u) {
+      const int64_t b = 8 * s + u;
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q) + b);
+      const float dx = d[b];
+      if constexpr (T == DType::kQ4K) {
+        const __m256 sum_x = _mm256_cvtepi32_ps(V::DotU8S8(_mm256_set1_epi8(1), xv));
+        for (int j = 0; j < R; ++j) {
+          const __m256i dot = V::DotU8S8(KUnitLevels<T>(r[j] + s * kBytes, u), xv);
+          acc[j] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale[j][u] * dx), acc[j]);
+          acc[j] = _mm256_fnmadd_ps(sum_x, _mm256_set1_ps(scale[j][8 + u] * dx), acc[j]);
+        }
+      } else {
+        const __m256i offset = V::DotU8S8(_mm256_set1_epi8(32), xv);
+        for (int j = 0; j < R; ++j) {
+          const __m256i dot =
+              _mm256_sub_epi32(V::DotU8S8(KUnitLevels<T>(r[j] + s * kBytes, u), xv), offset);
+          const __m256 sv = _mm256_set_m128(_mm_set1_ps(scale[j][2 * u + 1] * dx),
+                                            _mm_set1_ps(scale[j][2 * u] * dx));
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sv, acc[j]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < R; ++j) out[j] = SumLanes(acc[j]);
+}
+
+// y += sum_j coef[j] * row_j for R K-quant rows, unit by unit: q4k's values d·sc·n − dmin·m (one
+// rounding, the dequantized value exactly) times coef; q6k's levels times coef·d·sc.
+template <VectorTraits V, DType T, int R>
+void KQuantAxpyBlock(const uint8_t* const* r, const float* coef, int64_t cols, float* y) {
+  static_assert(V::kLanes <= 16);  // a vector never straddles two of q6k's groups
+  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  for (int64_t s = 0; s < cols / static_cast<int64_t>(kSuperBlock); ++s) {
+    float scale[R][16];
+    for (int j = 0; j < R; ++j) KBlockScales<T>(r[j] + s * kBytes, scale[j]);
+    for (int u = 0; u < 8; ++u) {
+      alignas(32) int8_t levels[R][32];
+      for (int j = 0; j < R; ++j) {
+        __m256i l = KUnitLevels<T>(r[j] + s * kBytes, u);
+        if constexpr (T == DType::kQ6K) l = _mm256_sub_epi8(l, _mm256_set1_epi8(32));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(levels[j]), l);
+      }
+      float* yb = y + s * int64_t{kSuperBlock} + 32 * u;
+      for (int64_t c = 0; c < 32; c += V::kLanes) {
+        typename V::Vec yv = V::Load(yb + c);
+        for (int j = 0; j < R; ++j) {
+          const typename V::Vec n = V::I8ToF32(levels[j] + c);
+          if constexpr (T == DType::kQ4K) {
+            const typename V::Vec value =
+                V::Fma(V::Broadcast(scale[j][u]), n, V::Broadcast(-scale[j][8 + u]));
+            yv = V::Fma(V::Broadcast(coef[j]), value, yv);
+          } else {
+            yv = V::Fma(V::Broadcast(coef[j] * scale[j][2 * u + c / 16]), n, yv);
+          }
+        }
+        V::Store(yb + c, yv);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- the drivers
 
 // kLanes 16-bit weights of type T widened exactly to f32.
@@ -351,7 +474,9 @@ void FloatAxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t co
 // Dot products of R rows with the prepared activations.
 template <VectorTraits V, DType T, int R>
 void DotBlock(const WeightElem<T>* const* r, int64_t cols, const Activations<T>& a, float* out) {
-  if constexpr (IsQuantized(T)) {
+  if constexpr (IsKQuant(T)) {
+    KQuantDotBlock<V, T, R>(r, cols, a.q, a.d, out);
+  } else if constexpr (IsQuantized(T)) {
     QuantDotBlock<V, T, R>(r, cols, a, out);
   } else {
     FloatDotBlock<V, T, R>(r, cols, a.x, out);
@@ -361,7 +486,9 @@ void DotBlock(const WeightElem<T>* const* r, int64_t cols, const Activations<T>&
 // y[0:cols] += sum_j coef[j] * row_j.
 template <VectorTraits V, DType T, int R>
 void AxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t cols, float* y) {
-  if constexpr (IsQuantized(T)) {
+  if constexpr (IsKQuant(T)) {
+    KQuantAxpyBlock<V, T, R>(r, coef, cols, y);
+  } else if constexpr (IsQuantized(T)) {
     QuantAxpyBlock<V, T, R>(r, coef, cols, y);
   } else {
     FloatAxpyBlock<V, T, R>(r, coef, cols, y);
@@ -747,12 +874,29 @@ void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, cons
   }
 }
 
+// quant_matmul for the K-quants: dot_rows' arithmetic row by row and token by token (so bit for
+// bit its results), each row read from L1 by every token. Not tiled yet.
+template <VectorTraits V, DType T>
+void KQuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, const float* d,
+                  int64_t n, float* y, int64_t ldy) {
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const int64_t blocks = cols / static_cast<int64_t>(kQuantBlock);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row[1] = {base + DTypeBytes(T, static_cast<uint64_t>(r * w.ld))};
+    for (int64_t t = 0; t < n; ++t) {
+      KQuantDotBlock<V, T, 1>(row, cols, q + t * cols, d + t * blocks, y + t * ldy + r);
+    }
+  }
+}
+
 // The weight ops of one ISA, for MakeWeightOps.
 template <VectorTraits V>
 struct SimdKernels {
   template <DType T>
   static constexpr WeightOps Ops() {
-    if constexpr (IsQuantized(T)) {
+    if constexpr (IsKQuant(T)) {
+      return {DotRows<V, T>, AxpyRows<V, T>, SparseUpDown<V, T>, KQuantMatmul<V, T>};
+    } else if constexpr (IsQuantized(T)) {
       return {DotRows<V, T>, AxpyRows<V, T>, SparseUpDown<V, T>, QuantMatmul<V, T>};
     } else {
       return {DotRows<V, T>,      AxpyRows<V, T>,      SparseUpDown<V, T>, nullptr,

@@ -78,10 +78,6 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
     if (def.always_f32 && t->dtype != DType::kF32) {
       throw Error(path, "tensor '" + name + "' must be f32");
     }
-    if (IsKQuant(t->dtype)) {
-      throw Error(path, "tensor '" + name + "': the kernels do not read " +
-                            std::string(DTypeName(t->dtype)) + " yet");
-    }
     bound.insert(name);
     return WeightView{.data = file.data(*t),
                       .dtype = t->dtype,
