@@ -1,7 +1,7 @@
 // GGUF input: a checkpoint converted from its Hugging Face directory and from a GGUF written by
 // tests/data/make_gguf.py (llama.cpp's layout: ggml names and dim order, q/k rows permuted for
 // ggml's rotary, tokenizer as tokenizer.ggml.* arrays) gives bit-identical logits at f32, and the
-// same tokenization; q8_0/q4_0/f16/bf16 blocks pass through unchanged. Hostile GGUF files are in
+// same tokenization; q8_0/q4_0/q4_K/q6_K/f16/bf16 blocks pass through unchanged. Hostile GGUF files are in
 // tests/corrupt (make_corpus.py) and the fuzz target tests/fuzz/fuzz_gguf.cpp.
 #include <gtest/gtest.h>
 
@@ -99,15 +99,19 @@ TEST(Gguf, SameLogitsAsTheHuggingFaceCheckpointAtF32) {
   }
 }
 
-// f16, bf16, q8_0 and q4_0 GGUFs converted with the same --dtype as the Hugging Face checkpoint:
-// every tensor stored in its GGUF type and layout is the same bytes (ggml's q8_0/q4_0 blocks are
-// ours); the rest (ffn_down, transposed; q4's embeddings, kept q8) went through f32 and load.
-// f16/bf16 files are then wholly identical: the same logits. Catches a swapped type code, a
-// wrong block size and a permutation that moves bytes inside a row.
+// f16, bf16, q8_0, q4_0, q4_K and q6_K GGUFs converted with the same --dtype as the Hugging Face
+// checkpoint: every tensor stored in its GGUF type and layout is the same bytes (ggml's blocks
+// are ours; the GGUF's K-quant blocks come from tools/reference/quant.py, whose bytes equal the
+// C++ converter's and whose values equal ggml's own dequantizer's, test_quant.py); the rest
+// (ffn_down, transposed, or f32 in the GGUF when its rows are not whole blocks of 256; q4's
+// embeddings, kept q8; q4k's, kept q6k) went through f32 and load. f16/bf16 files are then wholly
+// identical: the same logits. Catches a swapped type code, a wrong block size and a permutation
+// that moves bytes inside a row.
 TEST(Gguf, WeightTypesPassThroughLosslessly) {
   testing::TempDir dir;
-  const std::map<std::string, DType> kinds = {
-      {"f16", DType::kF16}, {"bf16", DType::kBF16}, {"q8_0", DType::kQ8}, {"q4_0", DType::kQ4}};
+  const std::map<std::string, DType> kinds = {{"f16", DType::kF16},  {"bf16", DType::kBF16},
+                                              {"q8_0", DType::kQ8},  {"q4_0", DType::kQ4},
+                                              {"q4_k", DType::kQ4K}, {"q6_k", DType::kQ6K}};
   for (const auto& [kind, dtype] : kinds) {
     const std::string checkpoint = "llama_gqa_hd64_relu_f32";
     const auto from_gguf =
@@ -124,9 +128,9 @@ TEST(Gguf, WeightTypesPassThroughLosslessly) {
       const bool same = g->nbytes == t.nbytes &&
                         std::memcmp(from_gguf->file().data(*g), from_hf.file().data(t),
                                     t.nbytes) == 0;
-      const bool through_f32 = t.name.ends_with("ffn_down") ||
-                               (dtype == DType::kQ4 && t.name == "tok_embeddings") ||
-                               (dtype == DType::kQ4 && t.name == "output");
+      const bool vocab = t.name == "tok_embeddings" || t.name == "output";
+      const bool through_f32 =
+          t.name.ends_with("ffn_down") || ((dtype == DType::kQ4 || dtype == DType::kQ4K) && vocab);
       if (!through_f32 || !IsQuantized(dtype)) {
         EXPECT_TRUE(same) << kind << " " << t.name;
       }

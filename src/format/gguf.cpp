@@ -47,6 +47,10 @@ std::optional<DType> DTypeOfGgml(uint32_t t) {
     case 1: return DType::kF16;
     case 2: return DType::kQ4;
     case 8: return DType::kQ8;
+    case 12:
+      return DType::kQ4K;
+    case 14:
+      return DType::kQ6K;
     case 30: return DType::kBF16;
     default: return std::nullopt;
   }
@@ -483,15 +487,16 @@ GgufHeader ParseGgufHeader(const ByteSource& source, const std::string& path) {
     if (!dtype) {
       c.Fail(what + ": ggml type " + GgmlTypeName(t.ggml_type) + " (" +
              std::to_string(t.ggml_type) +
-             ") is not supported (f32, f16, bf16, q8_0, q4_0; requantize with llama-quantize)");
+             ") is not supported (f32, f16, bf16, q8_0, q4_0, q4_K, q6_K; requantize with "
+             "llama-quantize)");
     }
     t.dtype = *dtype;
-    if (IsQuantized(t.dtype) && t.dims[0] % kQuantBlock != 0) {
-      c.Fail(what + ": rows of " + std::to_string(t.dims[0]) + " are not whole blocks of 32");
+    const uint64_t block = DTypeBlockElements(t.dtype);
+    if (t.dims[0] % block != 0) {
+      c.Fail(what + ": rows of " + std::to_string(t.dims[0]) + " are not whole blocks of " +
+             std::to_string(block));
     }
-    t.nbytes = IsQuantized(t.dtype)
-                   ? CheckedMul(elements / kQuantBlock, DTypeBlockBytes(t.dtype), path, what)
-                   : CheckedMul(elements, DTypeBytes(t.dtype, 1), path, what);
+    t.nbytes = CheckedMul(elements / block, DTypeBlockBytes(t.dtype), path, what);
     t.offset = c.U64(what);
     h.tensors.push_back(std::move(t));
   }

@@ -2,7 +2,8 @@
 """Writes a llama-architecture GGUF from a Hugging Face test checkpoint, as llama.cpp's
 convert_hf_to_gguf.py lays one out (numpy only, deterministic).
 
-    /usr/bin/python3 tests/data/make_gguf.py HF_DIR OUT.gguf [--dtype f32|f16|bf16|q8_0|q4_0]
+    /usr/bin/python3 tests/data/make_gguf.py HF_DIR OUT.gguf
+                                            [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q6_k]
                                             [--no-act] [--version 2|3]
 
 GGUF v3, little-endian, alignment 32. Metadata: general.architecture "llama", the llama.* sizes,
@@ -11,8 +12,9 @@ read from tokenizer.model (tools/pylib/spm_model.py: no sentencepiece module nee
 --no-act) llama.hidden_act (and llama.hidden_act_param), the keys zeroskip reads for the
 activation. Tensors under llama.cpp's names (token_embd, blk.N.attn_q, ..., output), dims in ggml
 order (fastest first); the rows of attn_q and attn_k permuted as llama.cpp does for its rotary
-layout; norms f32, matrices in --dtype (q8_0/q4_0 blocks from tools/reference/quant.py, ggml's
-layout; f32 for a matrix whose rows are not whole blocks of 32). The same input always gives the
+layout; norms f32, matrices in --dtype (q8_0/q4_0/q4_K/q6_K blocks from
+tools/reference/quant.py, ggml's layout; f32 for a matrix whose rows are not whole blocks of 32,
+or of 256 for the K-quants). The same input always gives the
 same bytes. Test code: trusts its input.
 """
 import argparse
@@ -32,7 +34,7 @@ import spm_model  # noqa: E402
 
 ALIGN = 32
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
-GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_k": 12, "q6_k": 14, "bf16": 30}
 
 
 def s(text):
@@ -65,6 +67,8 @@ def encode(t, dtype):
     if dtype == "bf16":
         return hfio.encode(t, "BF16")
     rows = t.reshape(-1, t.shape[-1])
+    if dtype in ("q4_k", "q6_k"):
+        return quant.quantize_k(rows, dtype.replace("_", "")).tobytes()
     d, levels = quant.quantize(rows, dtype[:2])
     return quant.to_bytes(d, levels, dtype[:2])
 
@@ -138,7 +142,7 @@ def build(hf_dir, dtype="f32", with_act=True):
         if n_head:
             t = permute(t, n_head)
         tdtype = "f32" if t.ndim == 1 else dtype
-        if tdtype.startswith("q") and t.shape[-1] % 32:
+        if tdtype.startswith("q") and t.shape[-1] % (256 if tdtype.endswith("_k") else 32):
             tdtype = "f32"  # rows not whole blocks: llama.cpp falls back to another type too
         out.append((g, list(reversed(t.shape)), GGML[tdtype], encode(t, tdtype)))
     return meta, out
