@@ -62,11 +62,12 @@ using AxpyRowsFn = void (*)(WeightRows w, const int32_t* rows, const float* coef
 using SparseUpDownFn = void (*)(WeightRows w_up, WeightRows w_down_t, int64_t hidden,
                                 const int32_t* rows, const float* gate_act, int64_t n,
                                 const float* x, float* y);
-// Batched products with quantized (q8, q4) weights, on activations quantized once per token by
-// the table's quantize_activations: y[t * ldy + r] = dot(W[r, 0:cols), x̂_t) for r in [0, rows),
-// t in [0, n), x̂_t given as q[t * cols + c] (levels) and d[t * cols / kQuantBlock + b] (scales).
-// Each result is bit-identical to dot_rows on token t's x under the same table, so a prompt in
-// one batch computes what it computes token by token. Float types have none (nullptr).
+// Batched products with quantized (q8, q4, q4k, q6k) weights, on activations quantized once per
+// token by the table's quantize_activations: y[t * ldy + r] = dot(W[r, 0:cols), x̂_t) for
+// r in [0, rows), t in [0, n), x̂_t given as q[t * cols + c] (levels) and
+// d[t * cols / kQuantBlock + b] (scales). Each result is bit-identical to dot_rows on token t's x
+// under the same table, so a prompt in one batch computes what it computes token by token. Float
+// types have none (nullptr).
 using QuantMatmulFn = void (*)(WeightRows w, int64_t rows, int64_t cols, const int8_t* q,
                                const float* d, int64_t n, float* y, int64_t ldy);
 // x[0 : blocks * kQuantBlock) quantized per block as ref::QuantizeActivations defines, bit for bit.

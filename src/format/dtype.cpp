@@ -235,6 +235,7 @@ bool QuantizeQ4K(const float* v, uint8_t* out) {
   }
   const float d = StoreHalf(max_scale / 63.0f, out);
   const float dmin = StoreHalf(max_min / 63.0f, out + 2);
+  if (!std::isfinite(d) || !std::isfinite(dmin)) return true;  // refused: no levels to round
   const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
   const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
   uint8_t* packed = out + 4;
@@ -264,7 +265,7 @@ bool QuantizeQ4K(const float* v, uint8_t* out) {
           static_cast<uint8_t>(levels[64 * c + i] | levels[64 * c + 32 + i] << 4);
     }
   }
-  return !std::isfinite(d) || !std::isfinite(dmin);
+  return false;
 }
 
 // q6k: 256 values -> {ql[128], qh[64], int8 scales[16], d}.
@@ -278,6 +279,7 @@ bool QuantizeQ6K(const float* v, uint8_t* out) {
   if (std::abs(extreme) < kZeroGroup) return false;  // all zero: d = 0
   const float inv = -128.0f / extreme;
   const float d = StoreHalf(1.0f / inv, out + 208);
+  if (!std::isfinite(d)) return true;  // refused: no levels to round
   uint8_t levels[256];
   for (int g = 0; g < 16; ++g) {
     const auto sc = static_cast<int8_t>(Level(inv * scales[g], -128.0f, 127.0f));
@@ -299,7 +301,7 @@ bool QuantizeQ6K(const float* v, uint8_t* out) {
                                                    l[c + 64] >> 4 << 4 | l[c + 96] >> 4 << 6);
     }
   }
-  return !std::isfinite(d);
+  return false;
 }
 
 }  // namespace

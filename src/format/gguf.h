@@ -6,8 +6,8 @@
 // out: a config.json text built from the `llama.*` metadata (then parsed by ParseHfConfig like any
 // other), a sentencepiece ModelProto rebuilt from `tokenizer.ggml.*`, and the tensors under their
 // Hugging Face names, shapes and row order (llama.cpp's converter permutes the rows of q and k for
-// its rotary layout; they are permuted back). The weight blocks are not touched: ggml's q8_0 and
-// q4_0 are our q8 and q4 byte for byte. Knows nothing of the .zsk format.
+// its rotary layout; they are permuted back). The weight blocks are not touched: ggml's q8_0,
+// q4_0, q4_K and q6_K are our q8, q4, q4k and q6k byte for byte. Knows nothing of the .zsk format.
 #pragma once
 
 #include <cstdint>
