@@ -226,6 +226,15 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, sam
                   f"({p['prompt_tokens']} tokens)", file=sys.stderr, flush=True)
 
 
+def write_results(doc, out):
+    """Writes the results file atomically (a .tmp renamed over it) and prints its tables."""
+    with open(out + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.replace(out + ".tmp", out)
+    print(table(doc))
+
+
 def cmd_run(args):
     tok = os.path.join(args.hf, "tokenizer.model")
     decode_prompt, decode_len = make_prompt(tok, args.decode_prompt)
@@ -268,12 +277,7 @@ def cmd_run(args):
            "prefill_prompt_tokens": prefill_len, "prompt_lengths_match": len(counts) == 1,
            "prefill_lengths": args.prefill_lengths, "long_prompt": args.long_prompt,
            **meta, "results": results}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, args.out)
-    print(table(doc))
+    write_results(doc, args.out)
 
 
 def cmd_merge(args):
@@ -287,12 +291,7 @@ def cmd_merge(args):
             doc[key] = {k: v for p in parts for k, v in p.get(key, {}).items()}
     doc["prompt_lengths_match"] = all(p.get("prompt_lengths_match", True) for p in parts)
     doc["date_utc"] = parts[-1]["date_utc"]
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, args.out)
-    print(table(doc))
+    write_results(doc, args.out)
 
 
 def table(doc):
