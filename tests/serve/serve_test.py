@@ -659,8 +659,10 @@ class Connections(unittest.TestCase):
             self.assertEqual(answer[0], 200, answer)
             # A body trickled past --body-timeout: cut without an answer.
             s = socket.create_connection(("127.0.0.1", server.port))
-            s.sendall(head)
+            # The clock starts before the headers go: the server's body deadline cannot start
+            # earlier, however late this thread runs after sending them.
             start, cut = time.monotonic(), False
+            s.sendall(head)
             for byte in body:
                 try:
                     s.send(bytes([byte]))
