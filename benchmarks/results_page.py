@@ -462,9 +462,10 @@ def block_kld(bench):
     if t is None:
         return pending("transcribed.json", [CMD_KLD]), None
     lines, plot = kld_table(t)
-    return ([f"From {t['kl_divergence']['source']}; copied into `docs/bench/transcribed.json`. "
-             "The Q4_K and Q6_K blocks of these files are byte for byte zeroskip's q4k and q6k "
-             "blocks.", "", *lines, "", *sh(CMD_KLD)], plot)
+    k = t["kl_divergence"]
+    return ([f"{k['date']}, from {k['source']}; copied into `docs/bench/transcribed.json`. The "
+             "Q4_K and Q6_K blocks of these files are byte for byte zeroskip's q4k and q6k "
+             f"blocks. Machine: {AMD}.", "", *lines, "", *sh(CMD_KLD)], plot)
 
 
 def pending(name, commands):
@@ -536,8 +537,9 @@ def summary(bench):
     ffn_bf16 = load(bench, "ffn_7b_bf16_t2.json")
     if ffn and ffn_bf16:
         at = lambda d: next(x["speedup"] for x in d["results"] if x["sparsity"] == 0.9)  # noqa
-        out.append(f"- **At 7B shape** only the FFN step is measured: {at(ffn):.2f}x oneDNN's "
-                   f"dense step in f32, {at(ffn_bf16):.2f}x in bf16, at 90% zeros (2 threads).")
+        out.append("- **At 7B shape** only the FFN step is measured (on the Intel Cascade Lake "
+                   f"VM): {at(ffn):.2f}x oneDNN's dense step in f32, {at(ffn_bf16):.2f}x in bf16, "
+                   "at 90% zeros (2 threads).")
     missing = ["the Llama-2-7B side by side with llama.cpp (its command is below)",
                "q4k against Q4_K_M for speed", "peak memory of both engines in one run"]
     if load(bench, "peer_llamacpp_7b.json"):
