@@ -245,6 +245,17 @@ class SourcesTest(unittest.TestCase):
                 change = 100 * (float(r[key]) / float(rows[base][key]) - 1)
                 self.assertEqual(f"{change:+.{digits}f}%", printed, (r["weights"], key))
 
+    def test_the_readme_quotes_the_page(self):
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        results = readme[readme.index("## Results"):readme.index("## Reporting a problem")]
+        with open(os.path.join(ROOT, "docs", "RESULTS.md"), encoding="utf-8") as f:
+            page = f.read()
+        numbers = re.findall(r"[+]?\d+(?:\.\d+)?(?:x|%)", results)
+        self.assertGreater(len(numbers), 8)
+        for n in numbers:
+            self.assertIn(n, page)
+
     def test_the_page_is_up_to_date(self):
         with contextlib.redirect_stdout(io.StringIO()):
             self.assertEqual(rp.main(["check"]), 0,
