@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Runs the test_*.py files of one directory for ctest, so that skips are visible there.
 
-    /usr/bin/python3 tools/pylib/run_unittests.py DIR
+    /usr/bin/python3 tools/pylib/run_unittests.py DIR [PATTERN]
+
+PATTERN (default test_*.py) picks the files, so one directory can hold tests that need an
+optional module apart from those that do not.
 
 Exit status: 0 when every test ran and passed; 1 on any failure or error; 77 (ctest's
 SKIP_RETURN_CODE for these tests) when nothing failed but some tests skipped because an optional
@@ -17,9 +20,10 @@ MISSING_MODULE = "missing module"
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    suite = unittest.defaultTestLoader.discover(sys.argv[1], pattern="test_*.py")
+    pattern = sys.argv[2] if len(sys.argv) == 3 else "test_*.py"
+    suite = unittest.defaultTestLoader.discover(sys.argv[1], pattern=pattern)
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     if not result.wasSuccessful():
         return 1
