@@ -244,7 +244,8 @@ def build(args, log):
 
 def ctest(args, log, regex=None, stop_on_failure=True):
     """-> (failed test names, passed count, seconds)."""
-    junit = os.path.join(args.work, "junit.xml")
+    # Absolute: ctest writes a relative --output-junit path under --test-dir, not here.
+    junit = os.path.abspath(os.path.join(args.work, "junit.xml"))
     if os.path.exists(junit):
         os.remove(junit)
     cmd = ["ctest", "--test-dir", args.build_dir, "-j", str(args.jobs), "--timeout",
