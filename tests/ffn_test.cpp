@@ -6,12 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <random>
 
 #include "engine/workspace.h"
 #include "format/dtype.h"
+#include "format/shadow_gate.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/kernels_ref.h"
 #include "test_util.h"
@@ -19,20 +21,27 @@
 namespace zeroskip {
 namespace {
 
+// The dtypes of gate, up and down, in that order.
+using FfnDTypes = std::array<DType, 3>;
+
 struct RandomFfn {
   ModelConfig config;
   std::vector<uint8_t> gate, up, down;
   std::vector<float> gate_f, up_f, down_f;  // [ffn, hidden] the stored values, widened
   FfnWeights weights;
 
-  RandomFfn(int64_t hidden, int64_t ffn, DType dtype, float gate_shift, uint32_t seed) {
+  RandomFfn(int64_t hidden, int64_t ffn, DType dtype, float gate_shift, uint32_t seed)
+      : RandomFfn(hidden, ffn, FfnDTypes{dtype, dtype, dtype}, gate_shift, seed) {}
+  // Quantized values are the format's dequantization of their blocks (DequantizeBlock).
+  RandomFfn(int64_t hidden, int64_t ffn, FfnDTypes dtypes, float gate_shift, uint32_t seed) {
     config.hidden = hidden;
     config.ffn = ffn;
     config.layers = 1;
     config.activation = Activation::kReLU;
     std::mt19937 rng(seed);
     std::normal_distribution<float> dist(0.0f, 1.0f / std::sqrt(float(hidden)));
-    auto fill = [&](std::vector<uint8_t>& bytes, std::vector<float>& values, float shift_per_row) {
+    auto fill = [&](std::vector<uint8_t>& bytes, std::vector<float>& values, DType dtype,
+                    float shift_per_row) {
       bytes.resize(static_cast<size_t>(ffn) * DTypeBytes(dtype, hidden));
       values.resize(static_cast<size_t>(hidden * ffn));
       for (int64_t i = 0; i < hidden * ffn; ++i) {
@@ -62,15 +71,15 @@ struct RandomFfn {
         }
       }
     };
-    fill(gate, gate_f, gate_shift);
-    fill(up, up_f, 0.0f);
-    fill(down, down_f, 0.0f);
-    auto view = [&](const std::vector<uint8_t>& b) {
+    fill(gate, gate_f, dtypes[0], gate_shift);
+    fill(up, up_f, dtypes[1], 0.0f);
+    fill(down, down_f, dtypes[2], 0.0f);
+    auto view = [&](const std::vector<uint8_t>& b, DType dtype) {
       return WeightView{.data = b.data(), .dtype = dtype, .rows = ffn, .cols = hidden};
     };
-    weights.gate = view(gate);
-    weights.up = view(up);
-    weights.down_t = view(down);
+    weights.gate = view(gate, dtypes[0]);
+    weights.up = view(up, dtypes[1]);
+    weights.down_t = view(down, dtypes[2]);
   }
 };
 
@@ -117,34 +126,37 @@ struct Reference {
 };
 
 //
-// The gate and up dot products see x as the kernels feed it: x itself, or x rounded to bf16 for a
-// table with bf16_products on bf16 weights (whose products of two bf16 are exact in f32, so the
-// same float bound holds around a reference computed from the rounded x).
+// The gate and up dot products see x as the kernels feed it, each as its own weight type asks:
+// x itself, or x rounded to bf16 for a table with bf16_products on bf16 weights (whose products of
+// two bf16 are exact in f32, so the same float bound holds around a reference computed from the
+// rounded x), or x quantized for quantized weights.
 // With f.config's FATReLU threshold and dReLU (relu on up) when set.
-Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_in,
-                       bool bf16_products) {
-  std::vector<float> x_dots = x_in;
-  if (bf16_products && f.weights.gate.dtype == DType::kBF16) {
-    for (float& v : x_dots) v = testing::RoundToBf16(v);
-  }
+Reference ReferenceFfn(const RandomFfn& f, const std::vector<float>& x_in, bool bf16_products) {
   const double t = f.config.activation == Activation::kFatReLU ? f.config.activation_threshold : 0;
   const int64_t hidden = f.config.hidden, ffn = f.config.ffn;
-  std::vector<float> x = x_dots;
-  if (IsQuantized(f.weights.gate.dtype)) {
-    std::vector<int8_t> q(hidden);
-    std::vector<float> d(hidden / kQuantBlock);
-    ref::QuantizeActivations(x_dots.data(), hidden / kQuantBlock, q.data(), d.data());
-    for (int64_t i = 0; i < hidden; ++i) x[i] = d[i / kQuantBlock] * q[i];
-  }
+  auto seen_by = [&](DType dtype) {
+    std::vector<float> x = x_in;
+    if (bf16_products && dtype == DType::kBF16) {
+      for (float& v : x) v = testing::RoundToBf16(v);
+    }
+    if (IsQuantized(dtype)) {
+      std::vector<int8_t> q(hidden);
+      std::vector<float> d(hidden / kQuantBlock);
+      ref::QuantizeActivations(x_in.data(), hidden / kQuantBlock, q.data(), d.data());
+      for (int64_t i = 0; i < hidden; ++i) x[i] = d[i / kQuantBlock] * q[i];
+    }
+    return x;
+  };
+  const std::vector<float> x = seen_by(f.weights.gate.dtype), xu = seen_by(f.weights.up.dtype);
   Reference r{std::vector<double>(hidden, 0.0), std::vector<double>(hidden, 0.0)};
   const double unit = 4.0 * static_cast<double>(hidden + ffn) * std::ldexp(1.0, -24);
   for (int64_t i = 0; i < ffn; ++i) {
     double g = 0, u = 0, g_abs = 0, u_abs = 0;
     for (int64_t d = 0; d < hidden; ++d) {
       g += double(f.gate_f[i * hidden + d]) * x[d];
-      u += double(f.up_f[i * hidden + d]) * x[d];
+      u += double(f.up_f[i * hidden + d]) * xu[d];
       g_abs += std::abs(double(f.gate_f[i * hidden + d]) * x[d]);
-      u_abs += std::abs(double(f.up_f[i * hidden + d]) * x[d]);
+      u_abs += std::abs(double(f.up_f[i * hidden + d]) * xu[d]);
     }
     r.active += g > t;
     r.ambiguous += std::abs(g - t) <= unit * g_abs;
@@ -441,6 +453,151 @@ TEST_P(FfnIsaTest, UngatedFfnMatchesFloat64ReferenceAndSparseEqualsDense) {
                 ASSERT_EQ(y, y_sparse) << where << ": sparse and dense decode differ";
               }
             }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Layers whose gate, up and down have different weight types (llama.cpp's Q4_K_M keeps some down
+// projections in q6k and the rest in q4k), against the float64 reference on each matrix as the
+// format dequantizes it.
+const FfnDTypes kMixes[] = {
+    {DType::kQ4K, DType::kQ8, DType::kQ6K},  {DType::kQ4K, DType::kQ4K, DType::kQ6K},
+    {DType::kBF16, DType::kQ4K, DType::kQ8}, {DType::kQ6K, DType::kBF16, DType::kF32},
+    {DType::kF16, DType::kQ4, DType::kQ4K},  {DType::kQ8, DType::kQ6K, DType::kBF16}};
+
+std::string MixName(const FfnDTypes& d) {
+  return std::string(DTypeName(d[0])) + "/" + std::string(DTypeName(d[1])) + "/" +
+         std::string(DTypeName(d[2]));
+}
+
+// Every path of a mixed layer: decode (sparse, dense, and the shadow gate, which must give the
+// dense gate's output bit for bit) and batches (sparse, dense), with ReLU, FATReLU and dReLU,
+// 1 and 3 threads; the statistics count each matrix's own row bytes. Catches a matrix read with
+// another's kernels (the fused kernel on rows of two types, up read as down's type or the
+// reverse), a row or column offset in another matrix's type, and bytes counted in the gate's.
+TEST_P(FfnIsaTest, MixedDTypesMatchFloat64Reference) {
+  const Isa isa = GetParam();
+  const bool bf16_products = kernels().bf16_products;
+  for (const FfnDTypes& dtypes : kMixes) {
+    const int64_t hidden = 256, ffn = 75;  // rows of whole K-quant blocks
+    const uint64_t g_row = DTypeBytes(dtypes[0], hidden), u_row = DTypeBytes(dtypes[1], hidden),
+                   d_row = DTypeBytes(dtypes[2], hidden);
+    for (const char* act : {"relu", "fatrelu", "drelu"}) {
+      for (float shift : {0.0f, -1.3f}) {
+        RandomFfn f(hidden, ffn, dtypes, shift, 91);
+        if (act == std::string("fatrelu")) {
+          f.config.activation = Activation::kFatReLU;
+          f.config.activation_threshold = 0.3f;
+        }
+        f.config.relu_up = act == std::string("drelu");
+        for (int64_t n : {int64_t{1}, int64_t{3}, kSmallBatch + 5}) {
+          const ReferenceBatch batch(f, n, 92, bf16_products);
+          for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
+            // As in BatchMatchesFloat64Reference: oneDNN's bf16 rounding of down's input.
+            if (n > 1 && mode == FfnMode::kDense && bf16_products && dtypes[2] == DType::kBF16) {
+              continue;
+            }
+            for (int threads : {1, 3}) {
+              Ffn rt(f.config, mode, threads, n, kernels());
+              std::vector<float> y(n * hidden, std::numeric_limits<float>::quiet_NaN());
+              rt.Forward(f.weights, batch.x.data(), n, y.data());
+              const std::string where = std::string(IsaName(isa)) + " " + MixName(dtypes) + " " +
+                                        act + " " + std::string(FfnModeName(mode)) + " n " +
+                                        std::to_string(n) + " threads " + std::to_string(threads) +
+                                        " shift " + std::to_string(shift);
+              const FfnLayerStats& st = rt.stats;
+              ExpectWithinReferences(batch.want, y, st, where);
+              const auto active = static_cast<uint64_t>(st.neurons - st.zero_neurons);
+              if (mode == FfnMode::kDense) {
+                EXPECT_EQ(st.weight_bytes_read, ffn * (g_row + u_row + d_row)) << where;
+              } else if (n == 1) {
+                EXPECT_EQ(st.weight_bytes_read,
+                          ffn * g_row + active * (u_row + d_row) - st.up_zero_neurons * d_row)
+                    << where;
+              } else {
+                EXPECT_EQ(st.weight_bytes_read, ffn * g_row + st.pass_rows_read * (u_row + d_row))
+                    << where;
+              }
+            }
+          }
+        }
+        if (act != std::string("relu")) continue;
+        // The shadow gate bounds the gate alone, whatever up and down are.
+        std::vector<uint8_t> shadow(ffn * DTypeBytes(DType::kQ8, hidden));
+        std::vector<float> norms(2 * ffn);
+        ASSERT_EQ(
+            BuildShadowGate(f.gate.data(), dtypes[0], ffn, hidden, shadow.data(), norms.data()),
+            0u);
+        f.weights.gate_shadow = {
+            .data = shadow.data(), .dtype = DType::kQ8, .rows = ffn, .cols = hidden};
+        f.weights.gate_shadow_norms = norms.data();
+        const auto x = Input(hidden, 93);
+        std::vector<float> dense_y(hidden), shadow_y(hidden);
+        DenseMatmul matmul(kernels(), 2);
+        FfnRuntime runtime(f.config, kernels(), matmul, 2, 1);
+        FfnLayerStats dense_stats, shadow_stats;
+        runtime.Forward(FfnSettings::Resolve(f.config, FfnMode::kSparse, {}, GateMode::kDense), 0,
+                        f.weights, x.data(), 1, dense_y.data(), 0, &dense_stats);
+        runtime.Forward(FfnSettings::Resolve(f.config, FfnMode::kSparse, {}, GateMode::kShadow), 0,
+                        f.weights, x.data(), 1, shadow_y.data(), 0, &shadow_stats);
+        EXPECT_EQ(shadow_y, dense_y) << IsaName(isa) << " " << MixName(dtypes) << " shadow";
+        EXPECT_EQ(shadow_stats.shadow_rows, static_cast<uint64_t>(ffn));
+        EXPECT_EQ(shadow_stats.zero_neurons, dense_stats.zero_neurons);
+      }
+    }
+  }
+}
+
+// An ungated FFN whose fc1 and fc2 have different weight types, against UngatedReference; the
+// sparse decode reads fc1 whole and one fc2 row (in fc2's type) per active neuron.
+TEST_P(FfnIsaTest, MixedUngatedFfnMatchesFloat64Reference) {
+  const Isa isa = GetParam();
+  for (const FfnDTypes& dtypes : kMixes) {
+    const int64_t hidden = 256, ffn = 75;
+    RandomFfn f(hidden, ffn, dtypes, -0.5f, 94);
+    f.config.gated_ffn = false;
+    f.weights.up = {};
+    std::mt19937 rng(95);
+    std::normal_distribution<float> dist(0.0f, 0.5f);
+    std::vector<float> bias1(ffn), bias2(hidden);
+    for (float& b : bias1) b = dist(rng) - 0.2f;
+    for (float& b : bias2) b = dist(rng);
+    f.weights.gate_bias = bias1.data();
+    f.weights.down_bias = bias2.data();
+    const bool bf16_x = kernels().bf16_products && dtypes[0] == DType::kBF16;
+    for (int64_t n : {int64_t{1}, int64_t{3}, kSmallBatch + 5}) {
+      std::vector<float> x;
+      std::vector<Reference> want;
+      for (int64_t k = 0; k < n; ++k) {
+        auto xk = Input(hidden, 96 + static_cast<uint32_t>(k));
+        x.insert(x.end(), xk.begin(), xk.end());
+        if (bf16_x) {
+          for (float& v : xk) v = testing::RoundToBf16(v);
+        }
+        want.push_back(UngatedReference(f, bias1, bias2, xk, IsQuantized(dtypes[0])));
+      }
+      for (FfnMode mode : {FfnMode::kSparse, FfnMode::kDense}) {
+        if (n > 1 && mode == FfnMode::kDense && kernels().bf16_products &&
+            (dtypes[0] == DType::kBF16 || dtypes[2] == DType::kBF16)) {
+          continue;  // oneDNN's bf16 rounding
+        }
+        for (int threads : {1, 3}) {
+          Ffn rt(f.config, mode, threads, n, kernels());
+          std::vector<float> y(n * hidden, std::numeric_limits<float>::quiet_NaN());
+          rt.Forward(f.weights, x.data(), n, y.data());
+          const std::string where = std::string(IsaName(isa)) + " " + MixName(dtypes) + " " +
+                                    std::string(FfnModeName(mode)) + " n " + std::to_string(n) +
+                                    " threads " + std::to_string(threads);
+          const FfnLayerStats& st = rt.stats;
+          ExpectWithinReferences(want, y, st, where);
+          const auto active = static_cast<uint64_t>(st.neurons - st.zero_neurons);
+          if (n == 1 && mode == FfnMode::kSparse) {
+            EXPECT_EQ(st.weight_bytes_read,
+                      ffn * DTypeBytes(dtypes[0], hidden) + active * DTypeBytes(dtypes[2], hidden))
+                << where;
           }
         }
       }

@@ -3,16 +3,19 @@
 // ggml's rotary, tokenizer as tokenizer.ggml.* arrays) gives bit-identical logits at f32, and the
 // same tokenization; q8_0/q4_0/q4_K/q6_K/f16/bf16 blocks pass through unchanged. Hostile GGUF files are in
 // tests/corrupt (make_corpus.py) and the fuzz target tests/fuzz/fuzz_gguf.cpp.
+#include "format/gguf.h"
+
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 
-#include "format/gguf.h"
-#include "format/gguf.h"
+#include "arch/architectures.h"
+#include "format/checkpoint_reader.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
@@ -129,8 +132,10 @@ TEST(Gguf, WeightTypesPassThroughLosslessly) {
                         std::memcmp(from_gguf->file().data(*g), from_hf.file().data(t),
                                     t.nbytes) == 0;
       const bool vocab = t.name == "tok_embeddings" || t.name == "output";
-      const bool through_f32 =
-          t.name.ends_with("ffn_down") || ((dtype == DType::kQ4 || dtype == DType::kQ4K) && vocab);
+      // q4k: also the q6k attn_v of the layers llama.cpp's Q4_K_M gives more bits.
+      const bool through_f32 = t.name.ends_with("ffn_down") ||
+                               ((dtype == DType::kQ4 || dtype == DType::kQ4K) && vocab) ||
+                               (dtype == DType::kQ4K && t.dtype == DType::kQ6K);
       if (!through_f32 || !IsQuantized(dtype)) {
         EXPECT_TRUE(same) << kind << " " << t.name;
       }
@@ -139,6 +144,83 @@ TEST(Gguf, WeightTypesPassThroughLosslessly) {
     EXPECT_GT(identical, 10) << kind;
     if (!IsQuantized(dtype)) ExpectSameLogits(from_hf, *from_gguf, kind);
     EXPECT_EQ(header.version, 3u);
+  }
+}
+
+// A GGUF mixing types as llama.cpp's Q4_K_M does (make_gguf.py's q4_k_m: q6_K attn_v and output
+// in the use_more_bits layers, q4_K elsewhere; ffn_down f32, its rows of 200 not whole blocks of
+// 256, beside q4_K gate and up) converts as it is: every tensor in its GGUF type, every one stored
+// in the GGUF's layout the reader's bytes exactly, the transposed ffn_down its exact transpose.
+// --dtype q4k gives the same blocks (its recipe keeps Q4_K_M's q6k attn_v), the ffn_downs
+// quantized from f32 to q4k. Catches a mix refused, converted to one type, or a block requantized
+// that could have been copied.
+TEST(Gguf, MixedTypesOfQ4KMKeepTheirBlocks) {
+  testing::TempDir dir;
+  const std::string name = "llama_gqa_hd64_relu_f32_q4_k_m.gguf";
+  const auto kept = Model::Load(ConvertGgufFile(dir, name));
+  const auto reader = OpenGgufCheckpoint(Gguf(name), ReadGgufHeader(Gguf(name)));
+  const TensorTable table = ArchitectureTensors(kept->config());
+  ASSERT_EQ(kept->config().layers, 2);
+  std::map<DType, int> types;
+  for (const TensorDef& def : table.stored()) {
+    const CheckpointTensor& src = *reader->Find(def.hf_name);
+    const TensorInfo& t = *kept->file().Find(def.name);
+    ASSERT_EQ(t.dtype, src.dtype) << def.name;
+    ++types[t.dtype];
+    std::vector<uint8_t> bytes(src.nbytes);
+    reader->Read(src, bytes.data());
+    const auto* stored = static_cast<const uint8_t*>(kept->file().data(t));
+    if (def.layout == Layout::kRowMajor) {
+      ASSERT_EQ(t.nbytes, src.nbytes) << def.name;
+      EXPECT_EQ(std::memcmp(stored, bytes.data(), src.nbytes), 0) << def.name;
+      continue;
+    }
+    ASSERT_EQ(src.dtype, DType::kF32) << def.name;
+    const uint64_t rows = src.shape[0], cols = src.shape[1];
+    const auto* in = reinterpret_cast<const float*>(bytes.data());
+    const auto* out = reinterpret_cast<const float*>(stored);
+    for (uint64_t r = 0; r < rows; ++r) {
+      for (uint64_t c = 0; c < cols; ++c)
+        ASSERT_EQ(out[c * rows + r], in[r * cols + c]) << def.name;
+    }
+  }
+  EXPECT_GT(types[DType::kQ4K], 0);
+  EXPECT_GT(types[DType::kQ6K], 0);
+  EXPECT_EQ(kept->layer(0).v.dtype, DType::kQ4K);
+  EXPECT_EQ(kept->layer(1).v.dtype, DType::kQ6K);
+  EXPECT_EQ(kept->layer(0).ffn.gate.dtype, DType::kQ4K);
+  EXPECT_EQ(kept->layer(0).ffn.down_t.dtype, DType::kF32);
+
+  const auto q4k = Model::Load(ConvertGgufFile(dir, name, DType::kQ4K));
+  for (const TensorInfo& t : kept->file().tensors()) {
+    const TensorInfo& r = *q4k->file().Find(t.name);
+    if (t.name.ends_with("ffn_down") || t.name == "tok_embeddings") continue;
+    ASSERT_EQ(r.dtype, t.dtype) << t.name;
+    EXPECT_EQ(std::memcmp(q4k->file().data(r), kept->file().data(t), t.nbytes), 0) << t.name;
+  }
+  EXPECT_EQ(q4k->layer(0).ffn.down_t.dtype, DType::kQ4K);
+  // The more-bits rule is --dtype q4k's: a q4_K GGUF converted as it is keeps every type.
+  const std::string plain = "llama_gqa_hd64_relu_f32_q4_k.gguf";
+  const auto plain_kept = Model::Load(ConvertGgufFile(dir, plain));
+  const auto plain_reader = OpenGgufCheckpoint(Gguf(plain), ReadGgufHeader(Gguf(plain)));
+  for (const TensorDef& def : table.stored()) {
+    EXPECT_EQ(plain_kept->file().Find(def.name)->dtype, plain_reader->Find(def.hf_name)->dtype)
+        << plain << " " << def.name;
+  }
+  EXPECT_EQ(q4k->layer(1).ffn.down_t.dtype, DType::kQ4K);
+  // Both run, the sparse decode matching the dense one.
+  for (const Model* m : {kept.get(), q4k.get()}) {
+    Engine e(*m, {.threads = 2});
+    Session sparse(e, {.ffn = FfnMode::kSparse}), dense(e, {.ffn = FfnMode::kDense});
+    for (int id : {1, 17, 42, 300}) {
+      const auto ls = sparse.Forward({&id, 1});
+      const std::vector<float> want(ls.begin(), ls.end());
+      const auto ld = dense.Forward({&id, 1});
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(want[i]));
+        ASSERT_NEAR(ld[i], want[i], 1e-3f * (1 + std::abs(want[i])));
+      }
+    }
   }
 }
 

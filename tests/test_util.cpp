@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -15,8 +17,9 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <gtest/gtest.h>
-
+#include "checkpoint_edit.h"
+#include "format/file_io.h"
+#include "format/safetensors.h"
 #include "zeroskip/convert.h"
 
 extern char** environ;
@@ -227,6 +230,31 @@ void IsaTest::SetUp() {
   if (KernelsFor(GetParam()) == nullptr) {
     GTEST_SKIP() << "this CPU cannot run " << IsaName(GetParam()) << " kernels";
   }
+}
+
+void StoreAsBf16(const std::string& file, const std::vector<std::string>& names) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const SafetensorsTensor& t : ReadSafetensorsHeader(file).tensors) {
+    ASSERT_EQ(t.dtype, DType::kF32) << t.name;
+    std::string bytes(t.end - t.begin, '\0');
+    InputFile(file).ReadAt(t.begin, bytes.data(), bytes.size());
+    const bool bf16 = std::find(names.begin(), names.end(), t.name) != names.end();
+    if (bf16) {
+      std::string half(bytes.size() / 2, '\0');
+      for (size_t i = 0; i < half.size(); i += 2) half.replace(i, 2, bytes, 2 * i + 2, 2);
+      bytes = half;
+    }
+    header[t.name] = {{"dtype", bf16 ? "BF16" : "F32"},
+                      {"shape", t.shape},
+                      {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+    data += bytes;
+  }
+  const std::string json = header.dump();
+  std::string length(8, '\0');
+  const uint64_t n = json.size();
+  std::memcpy(length.data(), &n, 8);  // little-endian host, as the format
+  WriteFile(file, length + json + data);
 }
 
 }  // namespace zeroskip::testing

@@ -237,8 +237,10 @@ void Session::DecodeBatch(std::span<Session* const> sessions, std::span<const in
   // batched token costs what a lone one does, plus the batched path's extra work (measured: two
   // q8 sessions in one pass ran at 0.7x the tokens per second of one; docs/BENCHMARKS.md,
   // "Server").
-  const int64_t pass_limit =
-      IsQuantized(engine.model().layer(0).ffn.gate.dtype) ? 1 : engine.max_batch();
+  const FfnWeights& ffn0 = engine.model().layer(0).ffn;
+  const bool quantized = IsQuantized(ffn0.gate.dtype) || IsQuantized(ffn0.down_t.dtype) ||
+                         (ffn0.up.data != nullptr && IsQuantized(ffn0.up.dtype));
+  const int64_t pass_limit = quantized ? 1 : engine.max_batch();
   std::vector<bool> done(sessions.size(), false);
   std::vector<SequenceRows> rows;
   std::vector<int> ids;

@@ -195,8 +195,9 @@ struct FfnRuntime::Call {
   int64_t layer;
   const FfnWeights& w;
   int64_t position;
-  size_t row_bytes;  // one row of any of the three matrices
-  bool gated;        // false: fc1 (the gate) and fc2 (down) only, with biases (OPT)
+  // Bytes of one row of each matrix (all three are [ffn, hidden]; each has its own dtype).
+  size_t gate_row, up_row, down_row;  // up_row 0 when ungated
+  bool gated;          // false: fc1 (the gate) and fc2 (down) only, with biases (OPT)
   ShadowBound shadow;  // usable only when this call goes through the shadow gate
   bool uses_shadow = false;
 };
@@ -239,6 +240,8 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
                   w,
                   position,
                   DTypeBytes(w.gate.dtype, config_.hidden),
+                  w.up.data != nullptr ? DTypeBytes(w.up.dtype, config_.hidden) : 0,
+                  DTypeBytes(w.down_t.dtype, config_.hidden),
                   w.up.data != nullptr,
                   shadow
                       ? PrepareShadowInput(x, config_.hidden, w.gate.dtype, kernels_.bf16_products,
@@ -258,7 +261,7 @@ void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {
     return;
   }
   const int64_t hidden = config_.hidden;
-  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.row_bytes;
+  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.gate_row;
   kernels_.ops(call.w.gate.dtype).dot_rows({gate, hidden}, nullptr, s.rows, hidden, x, s.g);
   if (call.w.gate_bias != nullptr) {
     for (int64_t i = 0; i < s.rows; ++i) s.g[i] += call.w.gate_bias[s.r0 + i];
@@ -280,7 +283,7 @@ void FfnRuntime::ShadowGateRows(const Call& call, Slice& s, const float* x) {
   // The full gate for the uncertain rows, in row order: the same values, compacted in the same
   // order, as the dense gate gives them.
   float* full = active_g_.data() + s.r0;
-  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.row_bytes;
+  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.gate_row;
   kernels_.ops(call.w.gate.dtype).dot_rows({gate, hidden}, uncertain, s.uncertain, hidden, x, full);
   for (int64_t k = 0; k < s.uncertain; ++k) s.g[uncertain[k]] = full[k];
 }
@@ -308,16 +311,15 @@ void FfnRuntime::ActivateRows(const Call& call, Slice& s) {
 
 void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y) {
   const int64_t hidden = config_.hidden;
-  const WeightOps& ops = kernels_.ops(call.w.down_t.dtype);
-  const auto* up = static_cast<const uint8_t*>(call.w.up.data) + s.r0 * call.row_bytes;
-  const auto* down = static_cast<const uint8_t*>(call.w.down_t.data) + s.r0 * call.row_bytes;
+  const WeightOps& down_ops = kernels_.ops(call.w.down_t.dtype);
+  const auto* down = static_cast<const uint8_t*>(call.w.down_t.data) + s.r0 * call.down_row;
   float* u = up_.data() + s.r0;
   if (!call.gated) {
     // y += act(g_i) · down_i: sparse over the active rows only, dense over every row (adding
     // 0 · row where act(g_i) = 0, which leaves the same sums).
     if (call.settings.sparse_decode) {
-      ops.axpy_rows({down, hidden}, active_.data() + s.r0, active_g_.data() + s.r0, s.active,
-                    hidden, partial_y);
+      down_ops.axpy_rows({down, hidden}, active_.data() + s.r0, active_g_.data() + s.r0, s.active,
+                         hidden, partial_y);
       return;
     }
     const bool stochastic = call.settings.act == FfnActivation::kStochastic;
@@ -327,40 +329,45 @@ void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* p
       s.picked += stochastic && s.g[i] < 0.0f && a != 0.0f;
       s.g[i] = a;
     }
-    ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
+    down_ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
     return;
   }
-  if (call.settings.sparse_decode && call.settings.relu_up) {
-    // dReLU: up for the active rows, then keep (in place, in row order) those whose up is
-    // positive, with coefficient act(g) * u; only their down rows are read.
+  const WeightOps& up_ops = kernels_.ops(call.w.up.dtype);
+  const auto* up = static_cast<const uint8_t*>(call.w.up.data) + s.r0 * call.up_row;
+  // The fused kernel reads up and down with one weight type; a layer that mixes types (llama.cpp's
+  // Q4_K_M: some down projections q6k) runs its two halves one after the other.
+  const bool fused = call.w.up.dtype == call.w.down_t.dtype && !call.settings.relu_up;
+  if (call.settings.sparse_decode && fused) {
+    down_ops.sparse_up_down({up, hidden}, {down, hidden}, hidden, active_.data() + s.r0,
+                            active_g_.data() + s.r0, s.active, x, partial_y);
+    return;
+  }
+  if (call.settings.sparse_decode) {
+    // Up for the active rows, then the coefficients act(g) * u in place; dReLU keeps (in row
+    // order) only the rows whose up is positive, so only their down rows are read.
     int32_t* active = active_.data() + s.r0;
     float* coef = active_g_.data() + s.r0;
-    ops.dot_rows({up, hidden}, active, s.active, hidden, x, u);
+    up_ops.dot_rows({up, hidden}, active, s.active, hidden, x, u);
     int64_t kept = 0;
     for (int64_t k = 0; k < s.active; ++k) {
-      if (u[k] > 0.0f) {
+      if (!call.settings.relu_up || u[k] > 0.0f) {
         active[kept] = active[k];
         coef[kept++] = coef[k] * u[k];
       }
     }
     s.up_zeros = s.active - kept;
-    ops.axpy_rows({down, hidden}, active, coef, kept, hidden, partial_y);
-    return;
-  }
-  if (call.settings.sparse_decode) {
-    ops.sparse_up_down({up, hidden}, {down, hidden}, hidden, active_.data() + s.r0,
-                       active_g_.data() + s.r0, s.active, x, partial_y);
+    down_ops.axpy_rows({down, hidden}, active, coef, kept, hidden, partial_y);
     return;
   }
   const bool stochastic = call.settings.act == FfnActivation::kStochastic;
-  ops.dot_rows({up, hidden}, nullptr, s.rows, hidden, x, u);
+  up_ops.dot_rows({up, hidden}, nullptr, s.rows, hidden, x, u);
   for (int64_t i = 0; i < s.rows; ++i) {
     const float a = ActivateNeuron(call.settings, s.g[i], call.position, call.layer, s.r0 + i);
     s.active += a != 0.0f;
     s.picked += stochastic && s.g[i] < 0.0f && a != 0.0f;
     s.g[i] = a * (call.settings.relu_up ? std::max(u[i], 0.0f) : u[i]);
   }
-  ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
+  down_ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
 }
 
 FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y) {
@@ -413,8 +420,11 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   step.up_zero_neurons = up_zeros;
   const uint64_t active_elems = static_cast<uint64_t>(hidden) * rows_read;
   step.flops_done = sparse ? 2 * (hf + active_elems) : step.flops_dense;
-  step.weight_bytes_read =
-      static_cast<uint64_t>(sparse ? ffn + rows_read : Matrices() * ffn) * call.row_bytes;
+  // Sparse: up and down of each active neuron (ungated: up_row is 0), less the skipped downs.
+  step.weight_bytes_read = sparse ? ffn * call.gate_row +
+                                        active_total * (call.up_row + call.down_row) -
+                                        up_zeros * call.down_row
+                                  : ffn * (call.gate_row + call.up_row + call.down_row);
   step.pass_rows = ffn;
   step.pass_rows_read = sparse ? active_total : ffn;
   if (call.uses_shadow) {
@@ -425,7 +435,7 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
     step.certified_rows = certified;
     step.flops_done += 2 * static_cast<uint64_t>(hidden) * uncertain;
     step.weight_bytes_read += rows * (DTypeBytes(DType::kQ8, hidden) + 2 * sizeof(float));
-    step.weight_bytes_read -= certified * call.row_bytes;
+    step.weight_bytes_read -= certified * call.gate_row;
   }
   return step;
 }
@@ -525,15 +535,16 @@ FfnLayerStats FfnRuntime::BatchedDense(const Call& call, const float* x, int64_t
   FfnLayerStats batch = CallStats(n, BatchZeros(n), counts.negatives, counts.picked);
   batch.flops_done = batch.flops_dense;
   // The batch reads each weight once for all n tokens.
-  batch.weight_bytes_read = Matrices() * static_cast<uint64_t>(ffn) * call.row_bytes;
+  batch.weight_bytes_read = ffn * (call.gate_row + call.up_row + call.down_row);
   batch.pass_rows = batch.pass_rows_read = ffn;
   return batch;
 }
 
 FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_t n, float* y) {
   const int64_t hidden = config_.hidden, ffn = config_.ffn;
-  const DType dtype = call.w.down_t.dtype;
-  const WeightOps& ops = kernels_.ops(dtype);
+  const DType down_dtype = call.w.down_t.dtype;
+  const WeightOps& down_ops = kernels_.ops(down_dtype);
+  const WeightOps& up_ops = kernels_.ops(call.w.up.dtype);  // ungated: unused
   float* h = batch_gate_.data();  // [n, ffn]: gate, then act(gate), then act(gate) * up
   matmul_.Linear(call.w.gate, x, n, h);
   AddGateBias(call, h, n);
@@ -565,7 +576,7 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
     ActivateBlock(call, h, 0, n, r0, r1, counts);
     int64_t read_here = 0;
     for (int64_t i0 = r0; i0 < r1; i0 += kBatchNeurons) {
-      const WeightRows block{up + i0 * call.row_bytes, hidden};
+      const WeightRows block{up + i0 * call.up_row, hidden};
       std::array<bool, kBatchNeurons> read{};
       for (int64_t k = 0; k < n; ++k) {
         const int64_t count = active_of(i0, k, rows, coef);
@@ -575,7 +586,7 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
           continue;
         }
         float u[kBatchNeurons];
-        ops.dot_rows(block, rows, count, hidden, x + k * hidden, u);
+        up_ops.dot_rows(block, rows, count, hidden, x + k * hidden, u);
         // dReLU: a zero product here drops the neuron from this token's down projection.
         if (call.settings.relu_up) {
           for (int64_t j = 0; j < count; ++j) u[j] = std::max(u[j], 0.0f);
@@ -594,15 +605,17 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
   matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
     int32_t rows[kBatchNeurons];
     float coef[kBatchNeurons];
-    const auto align = static_cast<int64_t>(std::max<uint64_t>(16, DTypeBlockElements(dtype)));
+    const auto align = static_cast<int64_t>(std::max<uint64_t>(16, DTypeBlockElements(down_dtype)));
     const auto [c0, c1] = ThreadSlice(hidden, static_cast<int>(chunk), threads_, align);
     for (int64_t k = 0; k < n; ++k) std::fill(y + k * hidden + c0, y + k * hidden + c1, 0.0f);
     if (c1 > c0) {
       for (int64_t i0 = 0; i0 < ffn; i0 += kBatchNeurons) {
-        const WeightRows block{down + i0 * call.row_bytes + DTypeBytes(dtype, c0), hidden};
+        const WeightRows block{down + i0 * call.down_row + DTypeBytes(down_dtype, c0), hidden};
         for (int64_t k = 0; k < n; ++k) {
           const int64_t count = active_of(i0, k, rows, coef);
-          if (count > 0) ops.axpy_rows(block, rows, coef, count, c1 - c0, y + k * hidden + c0);
+          if (count > 0) {
+            down_ops.axpy_rows(block, rows, coef, count, c1 - c0, y + k * hidden + c0);
+          }
         }
       }
     }
@@ -614,10 +627,9 @@ FfnLayerStats FfnRuntime::BatchedSparse(const Call& call, const float* x, int64_
   FfnLayerStats batch = CallStats(n, zeros, counts.negatives, counts.picked);
   const uint64_t hf = static_cast<uint64_t>(hidden) * ffn;
   const uint64_t active = static_cast<uint64_t>(n * ffn - zeros);
-  const uint64_t rows_per_neuron = Matrices() - 1;  // up and down, or fc2 alone
-  batch.flops_done = 2 * hf * n + 2 * rows_per_neuron * static_cast<uint64_t>(hidden) * active;
-  batch.weight_bytes_read =
-      static_cast<uint64_t>(ffn + rows_per_neuron * rows_read) * call.row_bytes;
+  batch.flops_done = 2 * hf * n + 2 * (Matrices() - 1) * static_cast<uint64_t>(hidden) * active;
+  // Up and down of each neuron read, or fc2 alone (up_row 0).
+  batch.weight_bytes_read = ffn * call.gate_row + rows_read * (call.up_row + call.down_row);
   batch.pass_rows = ffn;
   batch.pass_rows_read = rows_read;
   return batch;

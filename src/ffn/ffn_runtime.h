@@ -10,9 +10,10 @@
 //                  does not certify as zero (the certified ones get g = 0)
 //   activate       act(gate) per neuron; the sparse path compacts the nonzero ones into
 //                  (row, coefficient) lists, the dense path keeps every row
-//   up/down        sparse: the fused up+down kernel over the active rows only (dReLU: up for
-//                  the active rows, then down only for those whose up is positive); dense: up
-//                  for every row, then the down projection weighted by act(gate) ⊙ up
+//   up/down        sparse: the fused up+down kernel over the active rows only (dReLU, or up
+//                  and down of different weight types: up for the active rows, then down for
+//                  them, dReLU only for those whose up is positive); dense: up for every row,
+//                  then the down projection weighted by act(gate) ⊙ up
 //   reduce         the slices' private [hidden] accumulators summed into y in slice order
 //                  by the caller (no atomics, no second phase)
 // A batch (prefill) runs the gate as one batched matmul. The sparse path then works neuron by

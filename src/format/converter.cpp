@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "arch/architectures.h"
 #include "format/checkpoint_reader.h"
 #include "format/dtype.h"
 #include "format/file_io.h"
 #include "format/gguf.h"
+#include "format/q4k_recipe.h"
 #include "format/safetensors.h"
 #include "format/shadow_gate.h"
 #include "text/tokenizer_check.h"
@@ -38,17 +40,31 @@ void RefuseOutputThatIsAnInput(const std::string& out, const std::vector<std::st
 // dtype, or the checkpoint's; under q4 the vocabulary matrices q8 and under --dtype q4k q6k (the LM
 // head reads them in full every token and is where 4 bits cost the most perplexity); a quantized
 // type only for matrices whose stored rows are whole blocks of it: a K-quant falls back to q8 (rows
-// of 32), anything else to bf16.
-DType StoredDType(const TensorDef& def, DType source, std::optional<DType> requested) {
+// of 32), anything else to bf16. `more_bits`: a tensor --dtype q4k stores in q6k (MoreBitsTensors).
+DType StoredDType(const TensorDef& def, DType source, std::optional<DType> requested,
+                  bool more_bits) {
   if (def.always_f32) return DType::kF32;
   DType dtype = requested.value_or(source);
   if (!IsQuantized(dtype)) return dtype;
+  if (more_bits && requested == DType::kQ4K) dtype = DType::kQ6K;
   if (def.vocab_matrix && dtype == DType::kQ4) dtype = DType::kQ8;
   // A K-quant source (a GGUF's) is kept as it is unless --dtype asks.
   if (def.vocab_matrix && dtype == DType::kQ4K && requested) dtype = DType::kQ6K;
   const std::vector<uint64_t> shape = def.stored_shape();
   if (shape.size() != 2 || shape[1] % kQuantBlock != 0) return DType::kBF16;
   return shape[1] % DTypeBlockElements(dtype) != 0 ? DType::kQ8 : dtype;
+}
+
+// The tensors --dtype q4k stores in q6k: attn_v of the layers llama.cpp's Q4_K_M gives more bits.
+// Q4_K_M also keeps their down projections in q6k, which bought nothing on the demo model for
+// 3.6% more bytes, and down rows are half of what sparse decode reads (docs/BENCHMARKS.md,
+// "K-quants").
+std::set<std::string, std::less<>> MoreBitsTensors(const ModelConfig& config) {
+  std::set<std::string, std::less<>> names;
+  for (int64_t l = 0; l < config.layers; ++l) {
+    if (Q4KMoreBits(l, config.layers)) names.insert(LayerTensorName(l, "attn_v"));
+  }
+  return names;
 }
 
 }  // namespace
@@ -76,6 +92,10 @@ ConvertResult ConvertGguf(const ConvertOptions& opt) {
 }
 
 }  // namespace
+
+bool Q4KMoreBits(int64_t layer, int64_t layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
   CheckOutputPath(opt.out_path);  // fail before reading gigabytes, not after
@@ -160,27 +180,6 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
     warnings.push_back("skipping tensor '" + t.name + "' (" + *skip + ")");
   }
 
-  // The sparse kernels read gate, up and down of a layer with one weight type.
-  auto source = [&](int64_t layer, const char* role) {
-    return ckpt->Find(table.at(LayerTensorName(layer, role)).hf_name);
-  };
-  for (int64_t l = 0; l < config.layers && !opt.dtype; ++l) {
-    if (!config.gated_ffn) {
-      if (source(l, "ffn_fc1")->dtype != source(l, "ffn_fc2")->dtype) {
-        throw Error(source(l, "ffn_fc1")->path,
-                    "layer " + std::to_string(l) + ": fc1 and fc2 have different dtypes " +
-                        "(pass --dtype to convert them to one)");
-      }
-      continue;
-    }
-    const DType gate = source(l, "ffn_gate")->dtype;
-    if (source(l, "ffn_up")->dtype != gate || source(l, "ffn_down")->dtype != gate) {
-      throw Error(source(l, "ffn_gate")->path,
-                  "layer " + std::to_string(l) + ": gate_proj, up_proj and down_proj have " +
-                      "different dtypes (pass --dtype to convert them to one)");
-    }
-  }
-
   // --shadow: each layer's gate is followed by its shadow (docs/SHADOW_GATE.md).
   std::map<std::string, int64_t, std::less<>> gate_layer;
   if (opt.shadow_gate) {
@@ -188,11 +187,13 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
     for (int64_t l = 0; l < config.layers; ++l) gate_layer[LayerTensorName(l, "ffn_gate")] = l;
   }
 
+  const std::set<std::string, std::less<>> more_bits = MoreBitsTensors(config);
   std::vector<TensorSpec> specs;
   uint64_t max_src = 0, max_dst = 0, parameters = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
     const TensorDef& def = table.stored()[i];
-    const DType dtype = StoredDType(def, sources[i]->dtype, opt.dtype);
+    const DType dtype =
+        StoredDType(def, sources[i]->dtype, opt.dtype, more_bits.contains(def.name));
     TensorSpec spec{def.name, dtype, def.layout, def.stored_shape()};
     uint64_t elements = 1;
     for (auto d : spec.shape) elements *= d;  // bounded by the config limits

@@ -124,13 +124,6 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
       l.ffn.down_bias = vector(name("ffn_fc2_bias"));
     }
   }
-  for (int64_t i = 0; i < c.layers; ++i) {
-    const FfnWeights& ffn = model->layers_[i].ffn;
-    if ((c.gated_ffn && ffn.up.dtype != ffn.gate.dtype) || ffn.down_t.dtype != ffn.gate.dtype) {
-      throw Error(path, "layer " + std::to_string(i) +
-                            ": ffn_gate, ffn_up and ffn_down must share one dtype");
-    }
-  }
   // OPT-350m style post-norm models have no final norm.
   model->output_norm_ = optional_vector("output_norm");
   model->output_norm_bias_ = optional_vector("output_norm_bias");

@@ -227,7 +227,7 @@ def write_checkpoint(out_dir, name):
 # GGUF files (tests/data/make_gguf.py) of some checkpoints, for tests/gguf_test.cpp:
 # OUT_DIR/gguf/<checkpoint>_<dtype>.gguf, and <checkpoint>_noact.gguf without llama.hidden_act.
 GGUFS = [("llama_gqa_hd64_relu_f32",
-          ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "noact"]),
+          ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_k_m", "noact"]),
          ("llama_mqa_hd128_silu_tied_f32", ["f32"]),
          ("prosparse_gqa_hd56_fatrelu_f32", ["f32"])]
 

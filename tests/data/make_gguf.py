@@ -3,7 +3,7 @@
 convert_hf_to_gguf.py lays one out (numpy only, deterministic).
 
     /usr/bin/python3 tests/data/make_gguf.py HF_DIR OUT.gguf
-                                            [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q6_k]
+                                            [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q6_k|q4_k_m]
                                             [--no-act] [--version 2|3]
 
 GGUF v3, little-endian, alignment 32. Metadata: general.architecture "llama", the llama.* sizes,
@@ -14,7 +14,9 @@ activation. Tensors under llama.cpp's names (token_embd, blk.N.attn_q, ..., outp
 order (fastest first); the rows of attn_q and attn_k permuted as llama.cpp does for its rotary
 layout; norms f32, matrices in --dtype (q8_0/q4_0/q4_K/q6_K blocks from
 tools/reference/quant.py, ggml's layout; f32 for a matrix whose rows are not whole blocks of 32,
-or of 256 for the K-quants). The same input always gives the
+or of 256 for the K-quants). q4_k_m mixes types as llama.cpp's Q4_K_M does: q6_K for attn_v,
+ffn_down and output.weight of its use_more_bits layers, q4_K for the other matrices. The same input
+always gives the
 same bytes. Test code: trusts its input.
 """
 import argparse
@@ -51,6 +53,20 @@ def value(vtype, v):
     fmt = {U8: "B", I8: "b", U16: "H", I16: "h", U32: "I", I32: "i", F32: "f", BOOL: "?",
            U64: "Q", I64: "q", F64: "d"}[vtype]
     return struct.pack("<" + fmt, v)
+
+
+def use_more_bits(layer, layers):
+    """llama.cpp's (src/llama-quant.cpp): the layers whose attn_v and ffn_down Q4_K_M keeps Q6_K."""
+    return layer < layers // 8 or layer >= 7 * layers // 8 or (layer - layers // 8) % 3 == 2
+
+
+def q4_k_m_type(ggml_name, layers):
+    parts = ggml_name.split(".")
+    if ggml_name == "output.weight" or (
+            parts[0] == "blk" and parts[2] in ("attn_v", "ffn_down")
+            and use_more_bits(int(parts[1]), layers)):
+        return "q6_k"
+    return "q4_k"
 
 
 def permute(w, n_head):
@@ -142,6 +158,8 @@ def build(hf_dir, dtype="f32", with_act=True):
         if n_head:
             t = permute(t, n_head)
         tdtype = "f32" if t.ndim == 1 else dtype
+        if tdtype == "q4_k_m":
+            tdtype = q4_k_m_type(g, cfg["num_hidden_layers"])
         if tdtype.startswith("q") and t.shape[-1] % (256 if tdtype.endswith("_k") else 32):
             tdtype = "f32"  # rows not whole blocks: llama.cpp falls back to another type too
         out.append((g, list(reversed(t.shape)), GGML[tdtype], encode(t, tdtype)))
@@ -170,7 +188,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("hf_dir")
     ap.add_argument("out")
-    ap.add_argument("--dtype", default="f32", choices=sorted(GGML))
+    ap.add_argument("--dtype", default="f32", choices=sorted(GGML) + ["q4_k_m"])
     ap.add_argument("--no-act", action="store_true", help="leave out llama.hidden_act")
     ap.add_argument("--version", type=int, default=3, choices=[2, 3])
     args = ap.parse_args()

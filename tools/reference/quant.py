@@ -19,6 +19,7 @@ everything else the requested type. The FFN down projection is
 stored transposed ([ffn, hidden]), so its blocks run along the Hugging Face tensor's first axis.
 """
 import os
+import re
 import sys
 
 import numpy as np
@@ -94,12 +95,25 @@ def to_bytes(d, levels, dtype):
     return np.concatenate([scale, body], axis=-1).tobytes()
 
 
-def stored_dtype(name, stored_shape, dtype):
-    """The dtype `convert --dtype` gives the HF tensor `name` (stored shape: as in the .zsk)."""
+def more_bits(name, layers):
+    """Whether --dtype q4k stores `name` in q6k: v_proj of llama.cpp's Q4_K_M use_more_bits
+    layers, the first and last eighth and every third (Q4_K_M also keeps their down_proj Q6_K)."""
+    m = re.search(r"layers\.(\d+)\.self_attn\.v_proj\.weight$", name)
+    if not m:
+        return False
+    i = int(m.group(1))
+    return i < layers // 8 or i >= 7 * layers // 8 or (i - layers // 8) % 3 == 2
+
+
+def stored_dtype(name, stored_shape, dtype, layers=0):
+    """The dtype `convert --dtype` gives the HF tensor `name` (stored shape: as in the .zsk) of a
+    model of `layers` layers."""
     if len(stored_shape) != 2:
         return "f32"  # norms
     if name in ("model.embed_tokens.weight", "lm_head.weight"):
         dtype = {"q4": "q8", "q4k": "q6k"}.get(dtype, dtype)
+    if dtype == "q4k" and more_bits(name, layers):
+        dtype = "q6k"
     if stored_shape[1] % BLOCK:
         return "bf16"
     if dtype in K_BLOCK_BYTES and stored_shape[1] % SUPER:
@@ -111,11 +125,13 @@ def as_converted(tensors, dtype):
     """HF tensors (name -> float32 array) with the values a conversion to `dtype` stores, and
     the names of those stored quantized."""
     out, quantized = {}, set()
+    layers = 1 + max((int(m.group(1)) for m in map(re.compile(r"layers\.(\d+)\.").search, tensors)
+                      if m), default=-1)
     for name, t in tensors.items():
         t = np.asarray(t, dtype=np.float32)
         transposed = name.endswith("mlp.down_proj.weight")
         stored = t.T if transposed else t
-        kind = stored_dtype(name, stored.shape, dtype)
+        kind = stored_dtype(name, stored.shape, dtype, layers)
         if kind == "f32":
             values = stored
         elif kind == "bf16":

@@ -154,6 +154,22 @@ class KQuants(unittest.TestCase):
         self.assertEqual(quant.stored_dtype("x.o_proj.weight", (4, 256), "q4k"), "q4k")
         self.assertEqual(quant.stored_dtype("x.o_proj.weight", (4, 96), "q4k"), "q8")
         self.assertEqual(quant.stored_dtype("x.o_proj.weight", (4, 24), "q6k"), "bf16")
+        # q4k as llama.cpp's Q4_K_M: of 16 layers, 0, 1, 4, 7, 10, 13, 14 and 15 keep v_proj in
+        # q6k (and not, unlike Q4_K_M, their down projection).
+        more = [i for i in range(16)
+                if quant.stored_dtype(f"model.layers.{i}.self_attn.v_proj.weight", (4, 256), "q4k",
+                                      16) == "q6k"]
+        self.assertEqual(more, [0, 1, 4, 7, 10, 13, 14, 15])
+        self.assertEqual(quant.stored_dtype("model.layers.0.mlp.down_proj.weight", (4, 256), "q4k",
+                                            16), "q4k")
+        self.assertEqual(quant.stored_dtype("model.layers.1.self_attn.v_proj.weight", (4, 256),
+                                            "q4k", 2), "q6k")
+        self.assertEqual(quant.stored_dtype("model.layers.0.self_attn.v_proj.weight", (4, 256),
+                                            "q4k", 2), "q4k")
+        self.assertEqual(quant.stored_dtype("model.layers.1.mlp.up_proj.weight", (4, 256), "q4k",
+                                            2), "q4k")
+        self.assertEqual(quant.stored_dtype("model.layers.1.self_attn.v_proj.weight", (4, 256),
+                                            "q4", 2), "q4")
 
 
 class Activations(unittest.TestCase):
