@@ -1,8 +1,9 @@
 // GGUF input: a checkpoint converted from its Hugging Face directory and from a GGUF written by
 // tests/data/make_gguf.py (llama.cpp's layout: ggml names and dim order, q/k rows permuted for
 // ggml's rotary, tokenizer as tokenizer.ggml.* arrays) gives bit-identical logits at f32, and the
-// same tokenization; q8_0/q4_0/q4_K/q6_K/f16/bf16 blocks pass through unchanged. Hostile GGUF files are in
-// tests/corrupt (make_corpus.py) and the fuzz target tests/fuzz/fuzz_gguf.cpp.
+// same tokenization; q8_0/q4_0/q4_K/q6_K/f16/bf16 blocks pass through unchanged; ggml's other
+// types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K) read as the values ggml gives them. Hostile
+// GGUF files are in tests/corrupt (make_corpus.py) and the fuzz target tests/fuzz/fuzz_gguf.cpp.
 #include "format/gguf.h"
 
 #include <gtest/gtest.h>
@@ -16,6 +17,8 @@
 
 #include "arch/architectures.h"
 #include "format/checkpoint_reader.h"
+#include "format/dtype.h"
+#include "format/file_io.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/error.h"
@@ -221,6 +224,286 @@ TEST(Gguf, MixedTypesOfQ4KMKeepTheirBlocks) {
         ASSERT_NEAR(ld[i], want[i], 1e-3f * (1 + std::abs(want[i])));
       }
     }
+  }
+}
+
+// ------------------------------------------------------------- ggml's other block types
+
+// i * a + b mod 256, n bytes: filler that reaches every bit pattern of the levels.
+std::vector<uint8_t> Pattern(int n, int a, int b) {
+  std::vector<uint8_t> out;
+  for (int i = 0; i < n; ++i) out.push_back(static_cast<uint8_t>((i * a + b) % 256));
+  return out;
+}
+
+std::vector<uint8_t> Concat(std::initializer_list<std::vector<uint8_t>> parts) {
+  std::vector<uint8_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// One hand-made block of each type, with the values llama.cpp's own numpy dequantizer (gguf-py,
+// gguf.quants.dequantize) gives for it: at some elements, and Σ (i + 1)·v_i (exact in double).
+// The blocks hold negative mins, extreme levels (0, 15, 31) and 6-bit scales of 63;
+// tools/reference/test_ggml_quants.py pins the same on the numpy reference.
+struct HandBlock {
+  uint32_t ggml_type;
+  DType native;
+  bool as_f32;
+  std::vector<uint8_t> bytes;
+  std::vector<std::pair<int, float>> at;
+  double weighted_sum;
+};
+
+std::vector<HandBlock> HandBlocks() {
+  return {
+      // d 0.5, m -3.25
+      {3,
+       DType::kQ8,
+       true,
+       Concat({{0x00, 0x38, 0x80, 0xC2, 0x0F, 0xF0, 0xFF, 0x00}, Pattern(12, 37, 11)}),
+       {{0, 4.25f}, {1, -3.25f}, {2, 4.25f}, {15, -2.25f}, {16, -3.25f}, {17, 4.25f}, {31, 1.75f}},
+       105.5},
+      // d -0.25, q 0..31 both present: d·(q − 16)
+      {6,
+       DType::kQ8,
+       false,
+       Concat({{0x00, 0xB4, 0x01, 0x80, 0xFF, 0x5A, 0x0F, 0xF0, 0xFF, 0x00}, Pattern(12, 29, 7)}),
+       {{0, -3.75f}, {1, 4.0f}, {2, 0.25f}, {15, -1.5f}, {16, 0.0f}, {17, -3.75f}, {31, 3.0f}},
+       40.25},
+      // d 0.125, m -1.5
+      {7,
+       DType::kQ8,
+       true,
+       Concat({{0x00, 0x30, 0x00, 0xBE, 0xFF, 0x00, 0xA5, 0x81, 0xFF, 0x00, 0xF0, 0x0F},
+               Pattern(12, 53, 3)}),
+       {{0, 2.375f}, {1, 0.5f}, {2, 0.5f}, {15, -0.25f}, {16, 2.375f}, {17, -1.5f}, {31, 1.0f}},
+       -20.625},
+      // d -0.5, levels 0 (-127) and 15 (113) among the nibbles
+      {20,
+       DType::kQ8,
+       false,
+       Concat({{0x00, 0xB8, 0x0F, 0xF0, 0xFF, 0x00}, Pattern(12, 37, 11)}),
+       {{0, -56.5f}, {1, 63.5f}, {2, -56.5f}, {15, 41.5f}, {16, 63.5f}, {17, -56.5f}, {31, -12.5f}},
+       3934.0},
+      // scale/min bytes 0xFF, 0x0F, 0xF0, 0x00 first; d 0.5, dmin -0.25
+      {10,
+       DType::kQ4K,
+       true,
+       Concat({{0xFF, 0x0F, 0xF0, 0x00},
+               Pattern(12, 37, 11),
+               {0xFF, 0x00, 0xE4, 0x1B},
+               Pattern(60, 29, 7),
+               {0x00, 0x38, 0x00, 0xB4}}),
+       {{0, 26.25f},
+        {15, 18.75f},
+        {16, 22.5f},
+        {31, 15.0f},
+        {32, 3.75f},
+        {63, 0.0f},
+        {64, 16.5f},
+        {100, 1.25f},
+        {130, 9.75f},
+        {160, 3.5f},
+        {200, 2.25f},
+        {224, 1.75f},
+        {255, 4.5f}},
+       246255.0},
+      // 6-bit scales 63 (31) and 0 (-32) among them; d -0.0625
+      {11,
+       DType::kQ6K,
+       false,
+       Concat({{0xFF, 0x00},
+               Pattern(30, 53, 3),
+               {0xFF, 0x00, 0xE4, 0x1B},
+               Pattern(60, 37, 11),
+               {0xFF, 0x00, 0x3F, 0xF0, 0x12, 0x34, 0x56, 0x78, 0xFF, 0x00, 0x9A, 0xBC},
+               {0x00, 0xAC}}),
+       {{0, -5.8125f},
+        {15, 3.875f},
+        {16, 6.0f},
+        {31, -4.0f},
+        {32, -2.8125f},
+        {63, -8.0f},
+        {64, -3.375f},
+        {100, 0.0f},
+        {130, 5.8125f},
+        {160, 0.8125f},
+        {200, -3.1875f},
+        {224, 0.0f},
+        {255, 0.875f}},
+       5086.0},
+      // d 1, dmin -0.5, sub-block 0 scale 63 and min 63, level 31 at element 0
+      {13,
+       DType::kQ6K,
+       true,
+       Concat({{0x00, 0x3C, 0x00, 0xB8, 0xFF, 0x82, 0xC3, 0x04, 0xFF, 0x46, 0xC7, 0x08, 0x21, 0x43,
+                0x65, 0xF7, 0xFF, 0x00},
+               Pattern(30, 29, 7),
+               {0xFF, 0x00},
+               Pattern(126, 37, 11)}),
+       {{0, 1984.5f},
+        {15, 787.5f},
+        {16, 1102.5f},
+        {31, 787.5f},
+        {32, 65.0f},
+        {63, 9.0f},
+        {64, 54.5f},
+        {100, 64.0f},
+        {130, 564.0f},
+        {160, 570.0f},
+        {200, 504.0f},
+        {224, 189.5f},
+        {255, 14.5f}},
+       13939876.0},
+  };
+}
+
+// Catches a wrong nibble or bit order, a scale or min read from the wrong byte, a min added
+// instead of subtracted, a Q3_K level offset or scale bias off, and Q5_0/Q3_K rewritten into
+// blocks of other values (checked through the native dequantizer).
+TEST(GgufTypes, HandBlocksDequantizeAsGgml) {
+  for (const HandBlock& b : HandBlocks()) {
+    const uint64_t n = b.bytes.size() > 24 ? kSuperBlock : kQuantBlock;
+    std::vector<uint8_t> out(b.as_f32 ? n * 4 : DTypeBlockBytes(b.native));
+    ReadGgmlBlocks(b.bytes.data(), b.ggml_type, 1, out.data());
+    std::vector<float> v(n);
+    if (b.as_f32) {
+      std::memcpy(v.data(), out.data(), n * 4);
+    } else {
+      ASSERT_EQ(DTypeBlockElements(b.native), n);
+      DequantizeBlock(out.data(), b.native, v.data());
+    }
+    for (const auto& [i, want] : b.at) EXPECT_EQ(v[i], want) << b.ggml_type << " at " << i;
+    double sum = 0;
+    for (uint64_t i = 0; i < n; ++i) sum += static_cast<double>(i + 1) * v[i];
+    EXPECT_EQ(sum, b.weighted_sum) << b.ggml_type;
+  }
+}
+
+// An Inf or NaN in any f16 scale of a block (d, and m or dmin) makes every value of the block
+// non-finite as read, which the converter refuses (CountNonFinite). Catches a scale read from
+// the wrong offset and a rewrite that drops the scale's exponent.
+TEST(GgufTypes, NonFiniteScalesMakeEveryValueNonFinite) {
+  const std::map<uint32_t, std::vector<int>> scales = {
+      {3, {0, 2}}, {6, {0}}, {7, {0, 2}}, {20, {0}}, {10, {80, 82}}, {11, {108}}, {13, {0, 2}}};
+  for (const HandBlock& b : HandBlocks()) {
+    const uint64_t n = b.bytes.size() > 24 ? kSuperBlock : kQuantBlock;
+    const DType read = b.as_f32 ? DType::kF32 : b.native;
+    for (int at : scales.at(b.ggml_type)) {
+      for (uint16_t bits : {0x7c00, 0xfc00, 0x7e00}) {  // +Inf, -Inf, NaN
+        std::vector<uint8_t> bad = b.bytes;
+        bad[at] = static_cast<uint8_t>(bits);
+        bad[at + 1] = static_cast<uint8_t>(bits >> 8);
+        std::vector<uint8_t> out(DTypeBytes(read, n));
+        ReadGgmlBlocks(bad.data(), b.ggml_type, 1, out.data());
+        EXPECT_EQ(CountNonFinite(out.data(), read, n), n) << b.ggml_type << " at " << at;
+      }
+    }
+  }
+}
+
+struct OtherType {
+  const char* kind;  // the fixture's --dtype
+  DType native;
+  bool read_f32;
+};
+constexpr OtherType kOtherTypes[] = {{"q4_1", DType::kQ8, true},  {"q5_0", DType::kQ8, false},
+                                     {"q5_1", DType::kQ8, true},  {"iq4_nl", DType::kQ8, false},
+                                     {"q2_k", DType::kQ4K, true}, {"q3_k", DType::kQ6K, false},
+                                     {"q5_k", DType::kQ6K, true}};
+
+// A tensor of a checkpoint view as f32 values (native blocks dequantized).
+std::vector<float> ReadValues(const CheckpointReader& ckpt, const CheckpointTensor& t) {
+  std::vector<uint8_t> raw(t.nbytes);
+  ckpt.Read(t, raw.data());
+  uint64_t elements = 1;
+  for (uint64_t d : t.shape) elements *= d;
+  std::vector<float> v(elements);
+  ConvertMatrix(raw.data(), t.read_type(), 1, elements, false, reinterpret_cast<uint8_t*>(v.data()),
+                DType::kF32);
+  return v;
+}
+
+// Each type's GGUF (blocks from tools/reference/ggml_quants.py's quantizer, every matrix whose
+// rows are whole blocks) read through the checkpoint view gives, bit for bit, the f32 values
+// ggml_quants.py's dequantizer wrote into the _values GGUF, q/k rows un-permuted alike; each
+// tensor says the native type of the mapping and whether it is read as f32. Catches a
+// mapping changed, Q5_0 or Q3_K rewritten inexactly, and rows permuted by the size of the
+// file's blocks instead of the blocks read.
+TEST(GgufTypes, FixturesReadAsTheirValues) {
+  const std::string ck = "llama_gqa_hd64_relu_f32_";
+  for (const OtherType& o : kOtherTypes) {
+    const std::string kind = o.kind;
+    const auto quant =
+        OpenGgufCheckpoint(Gguf(ck + kind + ".gguf"), ReadGgufHeader(Gguf(ck + kind + ".gguf")));
+    const auto values = OpenGgufCheckpoint(Gguf(ck + kind + "_values.gguf"),
+                                           ReadGgufHeader(Gguf(ck + kind + "_values.gguf")));
+    int mapped = 0;
+    for (const CheckpointTensor& t : quant->tensors()) {
+      const CheckpointTensor* v = values->Find(t.name);
+      ASSERT_NE(v, nullptr) << t.name;
+      if (t.dtype != DType::kF32) {
+        EXPECT_EQ(t.dtype, o.native) << kind << " " << t.name;
+        EXPECT_EQ(t.read_f32, o.read_f32) << kind << " " << t.name;
+        ++mapped;
+      }
+      const std::vector<float> got = ReadValues(*quant, t), want = ReadValues(*values, *v);
+      ASSERT_EQ(got.size(), want.size()) << kind << " " << t.name;
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << kind << " " << t.name;
+    }
+    EXPECT_GE(mapped, 8) << kind;  // embeddings, q, k, v, o, gate, up of two layers...
+  }
+}
+
+// The largest error a stored block may have against values it quantized: half a q8 step (d /
+// 2, d = f16(max / 127) may round below max / 127 by 2⁻¹¹), 1.5 levels of a q4k sub-block or a
+// q6k group (their least-squares fits may leave the extremes outside the levels' range).
+float BlockErrorBound(const uint8_t* block, DType type, uint64_t i) {
+  if (type == DType::kQ8) return 0.5f * (1 + 1e-3f) * std::abs(HalfToFloat(LoadLe16(block)));
+  if (type == DType::kQ6K) {
+    return 1.5f * std::abs(HalfToFloat(LoadLe16(block + 208)) *
+                           static_cast<float>(static_cast<int8_t>(block[192 + i / 16])));
+  }
+  int sc, m;
+  Q4KScaleMin(block + 4, static_cast<int>(i / 32), &sc, &m);
+  return 1.5f * HalfToFloat(LoadLe16(block)) * static_cast<float>(sc);
+}
+
+// Converted with --dtype the mapping's type, every tensor whose GGUF type is one of these is
+// stored in it: Q5_0, IQ4_NL and Q3_K with the GGUF's values bit for bit (their blocks copied),
+// Q4_1, Q5_1, Q2_K and Q5_K quantized once from the exact values, each element within its stored
+// block's bound. Catches an inexact type copied or requantized twice, and values lost.
+TEST(GgufTypes, ConvertedExactlyOrWithinABlockStep) {
+  testing::TempDir dir;
+  const std::string ck = "llama_gqa_hd64_relu_f32_";
+  for (const OtherType& o : kOtherTypes) {
+    const std::string kind = o.kind;
+    const auto quant = Model::Load(ConvertGgufFile(dir, ck + kind + ".gguf", o.native));
+    const auto exact = Model::Load(ConvertGgufFile(dir, ck + kind + "_values.gguf", DType::kF32));
+    int checked = 0;
+    for (const TensorInfo& t : quant->file().tensors()) {
+      if (t.layout != Layout::kRowMajor || t.dtype == DType::kF32) continue;
+      const TensorInfo* x = exact->file().Find(t.name);
+      ASSERT_NE(x, nullptr) << t.name;
+      const auto* bytes = static_cast<const uint8_t*>(quant->file().data(t));
+      std::vector<float> got(t.elements());
+      ConvertMatrix(bytes, t.dtype, 1, t.elements(), false, reinterpret_cast<uint8_t*>(got.data()),
+                    DType::kF32);
+      const auto* want = static_cast<const float*>(exact->file().data(*x));
+      const uint64_t block = DTypeBlockElements(t.dtype);
+      for (uint64_t i = 0; i < got.size(); ++i) {
+        if (o.read_f32) {
+          const uint8_t* b = bytes + i / block * DTypeBlockBytes(t.dtype);
+          ASSERT_LE(std::abs(got[i] - want[i]), BlockErrorBound(b, t.dtype, i % block))
+              << kind << " " << t.name << " " << i;
+        } else {
+          ASSERT_EQ(got[i], want[i]) << kind << " " << t.name << " " << i;
+        }
+      }
+      ++checked;
+    }
+    EXPECT_GE(checked, 8) << kind;
   }
 }
 

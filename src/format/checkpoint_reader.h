@@ -21,8 +21,13 @@ struct CheckpointTensor {
   std::string name;  // as the checkpoint names it: "model.layers.0.mlp.up_proj.weight"
   DType dtype = DType::kF32;
   std::vector<uint64_t> shape;  // row-major, last index fastest
-  uint64_t nbytes = 0;          // dtype size x elements
+  uint64_t nbytes = 0;          // read_type() size x elements: what Read gives
   std::string path;             // the file that holds it, for messages
+  // Read gives its values as f32 (exact) and `dtype` is the type they map to but which cannot
+  // hold them exactly: the converter quantizes them once (a GGUF's Q4_1, Q5_1, Q5_K, Q2_K).
+  bool read_f32 = false;
+
+  DType read_type() const { return read_f32 ? DType::kF32 : dtype; }
 };
 
 class CheckpointReader {
@@ -37,7 +42,7 @@ class CheckpointReader {
   // Every tensor, sorted by name.
   virtual const std::vector<CheckpointTensor>& tensors() const = 0;
   // Reads the bytes of `tensor` (one of tensors()) into `out`, which holds tensor.nbytes:
-  // elements of tensor.dtype, little-endian, row-major.
+  // elements of tensor.read_type(), little-endian, row-major.
   virtual void Read(const CheckpointTensor& tensor, void* out) const = 0;
 
   // The tensor named `name`, or nullptr.

@@ -212,10 +212,10 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
   // A quantized source (a GGUF's q8_0/q4_0) stored another way goes through f32.
   uint64_t max_widened = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
-    if (IsQuantized(sources[i]->dtype)) {
-      max_widened =
-          std::max(max_widened, sources[i]->nbytes / DTypeBlockBytes(sources[i]->dtype) *
-                                    DTypeBlockElements(sources[i]->dtype) * sizeof(float));
+    const DType read = sources[i]->read_type();
+    if (IsQuantized(read)) {
+      max_widened = std::max(max_widened, sources[i]->nbytes / DTypeBlockBytes(read) *
+                                              DTypeBlockElements(read) * sizeof(float));
     }
   }
   std::vector<uint8_t> src(max_src), dst(max_dst), widened(max_widened);
@@ -230,21 +230,22 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
     ckpt->Read(s, src.data());
     uint64_t elements = 1;
     for (uint64_t d : s.shape) elements *= d;  // the reader checked the product
-    if (const uint64_t bad = CountNonFinite(src.data(), s.dtype, elements)) {
+    const DType read = s.read_type();
+    if (const uint64_t bad = CountNonFinite(src.data(), read, elements)) {
       throw Error(s.path, "tensor '" + s.name + "': " + std::to_string(bad) +
                               " values are NaN or Inf (the checkpoint is damaged)");
     }
     const uint64_t rows = s.shape.size() == 2 ? s.shape[0] : 1;
     const uint64_t cols = s.shape.size() == 2 ? s.shape[1] : s.shape[0];
-    if (!transpose && out.dtype == s.dtype) {
+    if (!transpose && out.dtype == read) {
       writer.WriteNext({src.data(), s.nbytes});
     } else {
       const uint8_t* from = src.data();
-      DType from_type = s.dtype;
-      if (IsQuantized(s.dtype)) {
+      DType from_type = read;
+      if (IsQuantized(read)) {
         // Dequantize (exact), then transpose (blocks run along the rows, which transposing turns
         // into columns) and quantize again when the output is quantized (docs/FORMAT.md, GGUF).
-        ConvertMatrix(src.data(), s.dtype, rows, cols, false, widened.data(), DType::kF32);
+        ConvertMatrix(src.data(), read, rows, cols, false, widened.data(), DType::kF32);
         from = widened.data();
         from_type = DType::kF32;
       }

@@ -41,6 +41,10 @@ std::optional<DType> ParseDTypeName(std::string_view name) {
   return std::nullopt;
 }
 
+float HalfToFloat(uint16_t bits) {
+  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+}
+
 namespace {
 
 float LoadElement(const uint8_t* p, DType type) {
@@ -104,10 +108,6 @@ uint64_t QuantizeRows(const float* v, uint64_t rows, uint64_t cols, uint8_t* dst
     overflows += QuantizeBlock(v + b * block, type, dst + b * block_bytes) ? block : 0;
   }
   return overflows;
-}
-
-float HalfToFloat(uint16_t bits) {
-  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
 }
 
 // Stores f16(v) little-endian at p; returns that f16 widened.

@@ -29,6 +29,9 @@ bool QuantizeBlock(const float* v, DType type, uint8_t* out);
 // q4k: d·sc·q − dmin·m, one f32 rounding, as ggml computes it).
 void DequantizeBlock(const uint8_t* in, DType type, float* v);
 
+// An f16's value (exact).
+float HalfToFloat(uint16_t bits);
+
 // How many of the n elements at `data` are NaN or Inf (a damaged or diverged checkpoint).
 uint64_t CountNonFinite(const uint8_t* data, DType type, uint64_t n);
 

@@ -40,20 +40,176 @@ const char* GgmlTypeName(uint32_t t) {
   return t < std::size(kNames) ? kNames[t] : "unknown";
 }
 
-// ggml types that are ours byte for byte.
-std::optional<DType> DTypeOfGgml(uint32_t t) {
+// What zeroskip reads of ggml's block types: each one's block, and the native type it maps to
+// (docs/FORMAT.md, "GGUF input"). `rewrite`: blocks rewritten into the native type's with the same
+// values; `exact` false: the native type cannot hold the values (they carry an offset), which
+// are read as f32 and quantized once by the converter.
+struct GgmlType {
+  uint32_t code;
+  uint64_t block_elements, block_bytes;
+  DType native;
+  bool rewrite, exact;
+};
+
+constexpr uint32_t kGgmlQ4_1 = 3, kGgmlQ5_0 = 6, kGgmlQ5_1 = 7, kGgmlQ2K = 10, kGgmlQ3K = 11,
+                   kGgmlQ5K = 13, kGgmlIQ4NL = 20;
+
+// IQ4_NL's 16 levels (int8, so q8 holds them).
+constexpr int8_t kIQ4NLLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
+
+std::optional<GgmlType> GgmlTypeOf(uint32_t t) {
+  const auto same = [t](DType d) {
+    return GgmlType{t, DTypeBlockElements(d), DTypeBlockBytes(d), d, false, true};
+  };
   switch (t) {
-    case 0: return DType::kF32;
-    case 1: return DType::kF16;
-    case 2: return DType::kQ4;
-    case 8: return DType::kQ8;
+    case 0:
+      return same(DType::kF32);
+    case 1:
+      return same(DType::kF16);
+    case 2:
+      return same(DType::kQ4);
+    case 8:
+      return same(DType::kQ8);
     case 12:
-      return DType::kQ4K;
+      return same(DType::kQ4K);
     case 14:
-      return DType::kQ6K;
-    case 30: return DType::kBF16;
-    default: return std::nullopt;
+      return same(DType::kQ6K);
+    case 30:
+      return same(DType::kBF16);
+    // {f16 d, f16 m, 16 bytes of 4-bit q}: d·q + m
+    case kGgmlQ4_1:
+      return GgmlType{t, kQuantBlock, 20, DType::kQ8, false, false};
+    // {f16 d, 32 high bits, 16 bytes of low nibbles}: d·(q − 16), q8 with the same d
+    case kGgmlQ5_0:
+      return GgmlType{t, kQuantBlock, 22, DType::kQ8, true, true};
+    // {f16 d, f16 m, 32 high bits, 16 bytes of low nibbles}: d·q + m
+    case kGgmlQ5_1:
+      return GgmlType{t, kQuantBlock, 24, DType::kQ8, false, false};
+    // {16 bytes of 4-bit scale and min, 64 bytes of 2-bit q, f16 d, f16 dmin}
+    case kGgmlQ2K:
+      return GgmlType{t, kSuperBlock, 84, DType::kQ4K, false, false};
+    // {32 bytes of high bits, 64 bytes of 2-bit q, 12 bytes of 6-bit scales, f16 d}: q6k's
+    // groups of 16 with int8 scales sc − 32 and levels q + 32
+    case kGgmlQ3K:
+      return GgmlType{t, kSuperBlock, 110, DType::kQ6K, true, true};
+    // {f16 d, 16 bytes of nibbles as q4's}: d·level[q] of a fixed table of int8 levels, q8
+    // with the same d (llama.cpp's fallback for Q2_K and Q3_K rows that are not whole 256-blocks)
+    case kGgmlIQ4NL:
+      return GgmlType{t, kQuantBlock, 18, DType::kQ8, true, true};
+    // {f16 d, f16 dmin, q4k's 12 bytes of scales and mins, 32 bytes of high bits, 128 of nibbles}
+    case kGgmlQ5K:
+      return GgmlType{t, kSuperBlock, 176, DType::kQ6K, false, false};
+    default:
+      return std::nullopt;
   }
+}
+
+float Half(const uint8_t* p) { return HalfToFloat(LoadLe16(p)); }
+
+// Sub-block j's (0..15) 6-bit Q3_K scale from its 12 packed bytes: the low 4 bits in byte j
+// (j < 8) or the high nibble of byte j − 8, the top 2 bits in byte 8 + j % 4 at bit 2·(j / 4).
+int Q3KScale(const uint8_t* packed, int j) {
+  const int low = j < 8 ? packed[j] & 15 : packed[j - 8] >> 4;
+  return low | (packed[8 + j % 4] >> 2 * (j / 4) & 3) << 4;
+}
+
+// Element i of a 256-block's 2-bit levels (Q2_K, Q3_K): each half of 128 values reads 32 bytes,
+// value 32·s + r of a half from bits 2s..2s+1 of byte r.
+int TwoBitLevel(const uint8_t* qs, int i) {
+  return qs[32 * (i / 128) + i % 32] >> 2 * (i % 128 / 32) & 3;
+}
+
+// The 32 levels of a Q5_0/Q5_1 block: the low nibbles as q4's (element i < 16 low, i + 16 high
+// nibble of byte i), bit i of the little-endian 32-bit word its fifth bit.
+void FiveBitLevels(const uint8_t* qh, const uint8_t* qs, int* q) {
+  const uint32_t high = LoadLe32(qh);
+  for (int i = 0; i < 16; ++i) {
+    q[i] = (qs[i] & 15) | (high >> i & 1) << 4;
+    q[i + 16] = (qs[i] >> 4) | (high >> (i + 16) & 1) << 4;
+  }
+}
+
+// One block of an inexact type (Q4_1, Q5_1, Q2_K, Q5_K) to f32, as ggml dequantizes it (each
+// scale product exact, one rounding for the offset).
+void DequantizeOne(const uint8_t* in, uint32_t type, float* v) {
+  int q[32];
+  switch (type) {
+    case kGgmlQ4_1:
+    case kGgmlQ5_1: {
+      const float d = Half(in), m = Half(in + 2);
+      if (type == kGgmlQ4_1) {
+        for (int i = 0; i < 16; ++i) {
+          q[i] = in[4 + i] & 15;
+          q[i + 16] = in[4 + i] >> 4;
+        }
+      } else {
+        FiveBitLevels(in + 4, in + 8, q);
+      }
+      for (int i = 0; i < 32; ++i) v[i] = d * static_cast<float>(q[i]) + m;
+      return;
+    }
+    case kGgmlQ2K: {
+      const float d = Half(in + 80), dmin = Half(in + 82);
+      for (int i = 0; i < 256; ++i) {
+        const uint8_t sm = in[i / 16];
+        const float ds = d * static_cast<float>(sm & 15), dm = dmin * static_cast<float>(sm >> 4);
+        v[i] = ds * static_cast<float>(TwoBitLevel(in + 16, i)) - dm;
+      }
+      return;
+    }
+    case kGgmlQ5K: {
+      const float d = Half(in), dmin = Half(in + 2);
+      for (int i = 0; i < 256; ++i) {
+        const int j = i / 32, l = i % 32;
+        int sc, m;
+        Q4KScaleMin(in + 4, j, &sc, &m);
+        const int low = in[48 + 32 * (j / 2) + l] >> 4 * (j % 2) & 15;
+        const int level = low | (in[16 + l] >> j & 1) << 4;
+        const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(m);
+        v[i] = ds * static_cast<float>(level) - dm;
+      }
+      return;
+    }
+  }
+}
+
+// One block of a rewritten type into its native block (same values, bit for bit).
+void RewriteOne(const uint8_t* in, uint32_t type, uint8_t* out) {
+  if (type == kGgmlQ5_0) {  // q8 {d, int8 q − 16}
+    int q[32];
+    FiveBitLevels(in + 2, in + 6, q);
+    out[0] = in[0];
+    out[1] = in[1];
+    for (int i = 0; i < 32; ++i) out[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(q[i] - 16));
+    return;
+  }
+  if (type == kGgmlIQ4NL) {  // q8 {d, the table's level}
+    out[0] = in[0];
+    out[1] = in[1];
+    for (int i = 0; i < 16; ++i) {
+      out[2 + i] = static_cast<uint8_t>(kIQ4NLLevels[in[2 + i] & 15]);
+      out[18 + i] = static_cast<uint8_t>(kIQ4NLLevels[in[2 + i] >> 4]);
+    }
+    return;
+  }
+  // Q3_K -> q6k: level q − (high bit ? 0 : 4) in −4..3, stored 6-bit as level + 32.
+  int8_t levels[256];
+  for (int i = 0; i < 256; ++i) {
+    const int high = in[i % 32] >> (4 * (i / 128) + i % 128 / 32) & 1;
+    levels[i] = static_cast<int8_t>(TwoBitLevel(in + 32, i) - (high ? 0 : 4));
+  }
+  std::memset(out, 0, DTypeBlockBytes(DType::kQ6K));
+  // q6k: each half of 128 values, 64 bytes of low nibbles (values c, c+64 and c+32, c+96 share a
+  // byte) and 32 bytes of top 2 bits (values c, c+32, c+64, c+96); int8 scales; d.
+  for (int i = 0; i < 256; ++i) {
+    const int n = levels[i] + 32, h = i / 128, k = i % 128 / 32, c = i % 32;
+    out[64 * h + 32 * (k % 2) + c] |= static_cast<uint8_t>((n & 15) << 4 * (k / 2));
+    out[128 + 32 * h + c] |= static_cast<uint8_t>((n >> 4) << 2 * k);
+  }
+  for (int g = 0; g < 16; ++g) out[192 + g] = static_cast<uint8_t>(Q3KScale(in + 96, g) - 32);
+  out[208] = in[108];
+  out[209] = in[109];
 }
 
 class Cursor {
@@ -384,8 +540,13 @@ class GgufCheckpoint : public CheckpointReader {
       CheckpointTensor t;
       t.name = hf.name;
       t.dtype = g.dtype;
+      t.read_f32 = g.read_f32;
       t.shape.assign(g.dims.rbegin(), g.dims.rend());
-      t.nbytes = g.nbytes;
+      const GgmlType type = *GgmlTypeOf(g.ggml_type);
+      const uint64_t blocks = g.nbytes / type.block_bytes;
+      t.nbytes = CheckedMul(
+          blocks, g.read_f32 ? type.block_elements * sizeof(float) : DTypeBlockBytes(g.dtype),
+          path_, "tensor '" + g.name + "' as read");
       t.path = path_;
       if (!seen.insert(t.name).second) throw Error(path_, "two tensors map to '" + t.name + "'");
       const int64_t h = hf.permute == 1 ? heads : hf.permute == 2 ? kv_heads : 0;
@@ -411,16 +572,29 @@ class GgufCheckpoint : public CheckpointReader {
   void Read(const CheckpointTensor& tensor, void* out) const override {
     const size_t k = static_cast<size_t>(&tensor - tensors_.data());
     const Entry& e = entries_.at(k);
-    if (e.heads == 0) {
+    const GgmlType type = *GgmlTypeOf(e.info->ggml_type);
+    const bool same = !type.rewrite && type.exact;
+    if (e.heads == 0 && same) {
       source_.Read(e.info->offset, out, e.info->nbytes);
       return;
     }
+    std::vector<uint8_t> raw(e.info->nbytes), rows;
+    source_.Read(e.info->offset, raw.data(), raw.size());
+    if (!same) {
+      // The rows permuted below are the native blocks', or the f32 values'.
+      rows.resize(tensor.nbytes);
+      ReadGgmlBlocks(raw.data(), type.code, raw.size() / type.block_bytes, rows.data());
+      if (e.heads == 0) {
+        std::memcpy(out, rows.data(), rows.size());
+        return;
+      }
+    } else {
+      rows = std::move(raw);
+    }
     // Undo llama.cpp's permutation: its row h*hd + 2i + j is row h*hd + j*hd/2 + i of the
     // Hugging Face tensor (i < hd/2, j in {0, 1}). Whole rows move, blocks untouched.
-    std::vector<uint8_t> rows(e.info->nbytes);
-    source_.Read(e.info->offset, rows.data(), rows.size());
     const uint64_t n = tensor.shape[0], hd = n / static_cast<uint64_t>(e.heads);
-    const uint64_t row_bytes = e.info->nbytes / n;
+    const uint64_t row_bytes = tensor.nbytes / n;
     auto* dst = static_cast<uint8_t*>(out);
     for (uint64_t h = 0; h < static_cast<uint64_t>(e.heads); ++h) {
       for (uint64_t i = 0; i < hd / 2; ++i) {
@@ -446,6 +620,25 @@ class GgufCheckpoint : public CheckpointReader {
 };
 
 }  // namespace
+
+void ReadGgmlBlocks(const uint8_t* in, uint32_t ggml_type, uint64_t blocks, uint8_t* out) {
+  const GgmlType type = *GgmlTypeOf(ggml_type);
+  if (!type.exact) {
+    float v[kSuperBlock];
+    for (uint64_t b = 0; b < blocks; ++b) {
+      DequantizeOne(in + b * type.block_bytes, ggml_type, v);
+      std::memcpy(out + b * type.block_elements * sizeof(float), v,
+                  type.block_elements * sizeof(float));
+    }
+  } else if (type.rewrite) {
+    const uint64_t native = DTypeBlockBytes(type.native);
+    for (uint64_t b = 0; b < blocks; ++b) {
+      RewriteOne(in + b * type.block_bytes, ggml_type, out + b * native);
+    }
+  } else {
+    std::memcpy(out, in, blocks * type.block_bytes);
+  }
+}
 
 GgufHeader ParseGgufHeader(const ByteSource& source, const std::string& path) {
   Cursor c(source, path);
@@ -483,20 +676,21 @@ GgufHeader ParseGgufHeader(const ByteSource& source, const std::string& path) {
       elements = CheckedMul(elements, dim, path, what + " element count");
     }
     t.ggml_type = c.U32(what);
-    const std::optional<DType> dtype = DTypeOfGgml(t.ggml_type);
-    if (!dtype) {
+    const std::optional<GgmlType> type = GgmlTypeOf(t.ggml_type);
+    if (!type) {
       c.Fail(what + ": ggml type " + GgmlTypeName(t.ggml_type) + " (" +
              std::to_string(t.ggml_type) +
-             ") is not supported (f32, f16, bf16, q8_0, q4_0, q4_K, q6_K; requantize with "
-             "llama-quantize)");
+             ") is not supported (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_K, "
+             "q3_K, q4_K, q5_K, q6_K; requantize with llama-quantize)");
     }
-    t.dtype = *dtype;
-    const uint64_t block = DTypeBlockElements(t.dtype);
+    t.dtype = type->native;
+    t.read_f32 = !type->exact;
+    const uint64_t block = type->block_elements;
     if (t.dims[0] % block != 0) {
       c.Fail(what + ": rows of " + std::to_string(t.dims[0]) + " are not whole blocks of " +
              std::to_string(block));
     }
-    t.nbytes = CheckedMul(elements / block, DTypeBlockBytes(t.dtype), path, what);
+    t.nbytes = CheckedMul(elements / block, type->block_bytes, path, what);
     t.offset = c.U64(what);
     h.tensors.push_back(std::move(t));
   }

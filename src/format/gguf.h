@@ -6,8 +6,11 @@
 // out: a config.json text built from the `llama.*` metadata (then parsed by ParseHfConfig like any
 // other), a sentencepiece ModelProto rebuilt from `tokenizer.ggml.*`, and the tensors under their
 // Hugging Face names, shapes and row order (llama.cpp's converter permutes the rows of q and k for
-// its rotary layout; they are permuted back). The weight blocks are not touched: ggml's q8_0,
-// q4_0, q4_K and q6_K are our q8, q4, q4k and q6k byte for byte. Knows nothing of the .zsk format.
+// its rotary layout; they are permuted back). ggml's q8_0, q4_0, q4_K and q6_K blocks are our q8,
+// q4, q4k and q6k byte for byte and pass untouched; Q5_0, IQ4_NL and Q3_K are rewritten as q8, q8
+// and q6k blocks of the same values; Q4_1, Q5_1, Q2_K and Q5_K (values with an offset) are read as
+// exact f32 for the converter to quantize into q8, q8, q4k and q6k (docs/FORMAT.md, "GGUF input").
+// Knows nothing of the .zsk format.
 #pragma once
 
 #include <cstdint>
@@ -41,8 +44,9 @@ struct GgufTensorInfo {
   uint32_t ggml_type = 0;
   std::vector<uint64_t> dims;  // ggml order: dims[0] is the fastest (columns)
   uint64_t offset = 0;         // absolute, in the file
-  uint64_t nbytes = 0;
-  DType dtype = DType::kF32;
+  uint64_t nbytes = 0;         // in the file
+  DType dtype = DType::kF32;   // the native type its ggml type maps to
+  bool read_f32 = false;       // dtype cannot hold its values exactly: read as f32
 };
 
 struct GgufHeader {
@@ -78,6 +82,12 @@ std::string GgufTokenizerModel(const GgufHeader& header, const std::string& path
 // The checkpoint view of a GGUF file: tensors under Hugging Face names (unknown names kept as
 // they are, so the converter refuses them by name). `header` must come from this file.
 std::unique_ptr<CheckpointReader> OpenGgufCheckpoint(const std::string& path, GgufHeader header);
+
+// `blocks` blocks of ggml type `ggml_type` (any type ParseGgufHeader accepts) at `in`, as the
+// checkpoint view reads them into `out`: unchanged when they are a native type's, rewritten
+// into the native blocks of the same values (Q5_0, IQ4_NL: q8; Q3_K: q6k), or as the f32 values
+// ggml's dequantizer gives (Q4_1, Q5_1, Q2_K, Q5_K).
+void ReadGgmlBlocks(const uint8_t* in, uint32_t ggml_type, uint64_t blocks, uint8_t* out);
 
 // ParseGgufHeader on the file at `path`.
 GgufHeader ReadGgufHeader(const std::string& path);

@@ -944,8 +944,18 @@ def _(d):
     write_gguf(d, meta, tensors)
 
 
-@case("gguf_unsupported_type", GGUF_CONVERT, GGUF, "ggml type Q5_K (13) is not supported",
-      "blk.0.ffn_up.weight says ggml type 13 (Q5_K), which zeroskip does not read")
+@case("gguf_unsupported_type", GGUF_CONVERT, GGUF, "ggml type IQ2_XXS (16) is not supported",
+      "blk.0.ffn_up.weight says ggml type 16 (IQ2_XXS), which zeroskip does not read")
+def _(d):
+    meta, tensors = gguf_parts(d)
+    tensors = [(n, dims, 16 if n == "blk.0.ffn_up.weight" else t, data)
+               for n, dims, t, data in tensors]
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_q5_k_rows_not_blocks", GGUF_CONVERT, GGUF,
+      "rows of 32 are not whole blocks of 256",
+      "blk.0.ffn_up.weight says Q5_K (super-blocks of 256) for rows of 32 values")
 def _(d):
     meta, tensors = gguf_parts(d)
     tensors = [(n, dims, 13 if n == "blk.0.ffn_up.weight" else t, data)
@@ -1045,6 +1055,24 @@ def _(d):
     meta, tensors = gguf_parts(d, dtype="q8_0")
     tensors = [(n, dims, t, (b"\xff\x7f" + data[2:]) if n == "token_embd.weight" else data)
                for n, dims, t, data in tensors]
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_nan_q5_0_scale", GGUF_CONVERT + ["--dtype", "q8"], GGUF, "values are NaN or Inf",
+      "a Q5_0 block of token_embd.weight has a NaN scale (Q5_0 is rewritten as q8 with its d)")
+def _(d):
+    meta, tensors = gguf_parts(d, dtype="q5_0")
+    tensors = [(n, dims, t, (b"\xff\x7f" + data[2:]) if n == "token_embd.weight" else data)
+               for n, dims, t, data in tensors]
+    write_gguf(d, meta, tensors)
+
+
+@case("gguf_inf_q4_1_min", GGUF_CONVERT + ["--dtype", "q8"], GGUF, "values are NaN or Inf",
+      "a Q4_1 block of blk.0.attn_q.weight has an infinite min (read as f32 before quantizing)")
+def _(d):
+    meta, tensors = gguf_parts(d, dtype="q4_1")
+    tensors = [(n, dims, t, (data[:2] + b"\x00\x7c" + data[4:]) if n == "blk.0.attn_q.weight"
+                else data) for n, dims, t, data in tensors]
     write_gguf(d, meta, tensors)
 
 

@@ -225,9 +225,12 @@ def write_checkpoint(out_dir, name):
 
 
 # GGUF files (tests/data/make_gguf.py) of some checkpoints, for tests/gguf_test.cpp:
-# OUT_DIR/gguf/<checkpoint>_<dtype>.gguf, and <checkpoint>_noact.gguf without llama.hidden_act.
+# OUT_DIR/gguf/<checkpoint>_<dtype>.gguf, <checkpoint>_noact.gguf without llama.hidden_act, and
+# <checkpoint>_<dtype>_values.gguf: the f32 values of the <dtype> file's blocks.
+GGML_OTHER = ["q4_1", "q5_0", "q5_1", "iq4_nl", "q2_k", "q3_k", "q5_k"]
 GGUFS = [("llama_gqa_hd64_relu_f32",
-          ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_k_m", "noact"]),
+          ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_k_m", "noact"] + GGML_OTHER +
+          [k + "_values" for k in GGML_OTHER]),
          ("llama_mqa_hd128_silu_tied_f32", ["f32"]),
          ("prosparse_gqa_hd56_fatrelu_f32", ["f32"])]
 
@@ -239,9 +242,10 @@ def write_ggufs(out_dir):
     for name, kinds in GGUFS:
         for kind in kinds:
             out = os.path.join(out_dir, "gguf", f"{name}_{kind}.gguf")
-            dtype = "f32" if kind == "noact" else kind
+            dtype = "f32" if kind == "noact" else kind.removesuffix("_values")
             paths.append(make_gguf.make_gguf(os.path.join(out_dir, name), out, dtype,
-                                             with_act=kind != "noact"))
+                                             with_act=kind != "noact",
+                                             values=kind.endswith("_values")))
     return paths
 
 

@@ -3,8 +3,9 @@
 convert_hf_to_gguf.py lays one out (numpy only, deterministic).
 
     /usr/bin/python3 tests/data/make_gguf.py HF_DIR OUT.gguf
-                                            [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q6_k|q4_k_m]
-                                            [--no-act] [--version 2|3]
+                                            [--dtype f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|
+                                                     iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m]
+                                            [--values] [--no-act] [--version 2|3]
 
 GGUF v3, little-endian, alignment 32. Metadata: general.architecture "llama", the llama.* sizes,
 rope and norm keys, tokenizer.ggml.{model "llama", tokens, scores, token_type, bos/eos/unknown ids}
@@ -13,11 +14,13 @@ read from tokenizer.model (tools/pylib/spm_model.py: no sentencepiece module nee
 activation. Tensors under llama.cpp's names (token_embd, blk.N.attn_q, ..., output), dims in ggml
 order (fastest first); the rows of attn_q and attn_k permuted as llama.cpp does for its rotary
 layout; norms f32, matrices in --dtype (q8_0/q4_0/q4_K/q6_K blocks from
-tools/reference/quant.py, ggml's layout; f32 for a matrix whose rows are not whole blocks of 32,
-or of 256 for the K-quants). q4_k_m mixes types as llama.cpp's Q4_K_M does: q6_K for attn_v,
-ffn_down and output.weight of its use_more_bits layers, q4_K for the other matrices. The same input
-always gives the
-same bytes. Test code: trusts its input.
+tools/reference/quant.py, ggml's layout; the other ggml types from
+tools/reference/ggml_quants.py's plain quantizer; f32 for a matrix whose rows are not whole blocks
+of 32, or of 256 for the K-quants). q4_k_m mixes types as llama.cpp's Q4_K_M does: q6_K for
+attn_v, ffn_down and output.weight of its use_more_bits layers, q4_K for the other matrices.
+--values writes, in f32, the values those blocks hold (ggml_quants.py's dequantization): what
+converting the quantized file must read. The same input always gives the same bytes. Test code:
+trusts its input.
 """
 import argparse
 import json
@@ -30,13 +33,15 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "pylib"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "reference"))
+import ggml_quants  # noqa: E402
 import hfio  # noqa: E402
 import quant  # noqa: E402
 import spm_model  # noqa: E402
 
 ALIGN = 32
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
-GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_k": 12, "q6_k": 14, "bf16": 30}
+GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_k": 12, "q6_k": 14, "bf16": 30,
+        **ggml_quants.GGML_CODES}
 
 
 def s(text):
@@ -83,6 +88,8 @@ def encode(t, dtype):
     if dtype == "bf16":
         return hfio.encode(t, "BF16")
     rows = t.reshape(-1, t.shape[-1])
+    if dtype in ggml_quants.GGML_CODES:
+        return ggml_quants.quantize(rows, dtype)
     if dtype in ("q4_k", "q6_k"):
         return quant.quantize_k(rows, dtype.replace("_", "")).tobytes()
     d, levels = quant.quantize(rows, dtype[:2])
@@ -106,15 +113,16 @@ def tokenizer_metadata(path):
     return meta
 
 
-def make_gguf(hf_dir, out, dtype="f32", with_act=True, version=3):
-    meta, tensors = build(hf_dir, dtype, with_act)
+def make_gguf(hf_dir, out, dtype="f32", with_act=True, version=3, values=False):
+    meta, tensors = build(hf_dir, dtype, with_act, values)
     with open(out, "wb") as f:
         f.write(serialize(meta, tensors, version))
     return out
 
 
-def build(hf_dir, dtype="f32", with_act=True):
-    """-> (metadata [(key, type, value)], tensors [(name, dims, ggml type, data bytes)])."""
+def build(hf_dir, dtype="f32", with_act=True, values=False):
+    """-> (metadata [(key, type, value)], tensors [(name, dims, ggml type, data bytes)]).
+    values: the matrices as the f32 values of dtype's blocks (ggml_quants.py's types only)."""
     cfg, tensors = hfio.read_hf_dir(hf_dir)
     h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or heads
@@ -160,9 +168,13 @@ def build(hf_dir, dtype="f32", with_act=True):
         tdtype = "f32" if t.ndim == 1 else dtype
         if tdtype == "q4_k_m":
             tdtype = q4_k_m_type(g, cfg["num_hidden_layers"])
-        if tdtype.startswith("q") and t.shape[-1] % (256 if tdtype.endswith("_k") else 32):
+        block = 256 if tdtype.endswith("_k") else 32
+        if tdtype not in ("f32", "f16", "bf16") and t.shape[-1] % block:
             tdtype = "f32"  # rows not whole blocks: llama.cpp falls back to another type too
-        out.append((g, list(reversed(t.shape)), GGML[tdtype], encode(t, tdtype)))
+        data = encode(t, tdtype)
+        if values and tdtype in ggml_quants.GGML_CODES:
+            tdtype, data = "f32", ggml_quants.dequantize(data, tdtype).astype("<f4").tobytes()
+        out.append((g, list(reversed(t.shape)), GGML[tdtype], data))
     return meta, out
 
 
@@ -189,10 +201,13 @@ def main():
     ap.add_argument("hf_dir")
     ap.add_argument("out")
     ap.add_argument("--dtype", default="f32", choices=sorted(GGML) + ["q4_k_m"])
+    ap.add_argument("--values", action="store_true",
+                    help="the f32 values of --dtype's blocks instead of the blocks")
     ap.add_argument("--no-act", action="store_true", help="leave out llama.hidden_act")
     ap.add_argument("--version", type=int, default=3, choices=[2, 3])
     args = ap.parse_args()
-    print(make_gguf(args.hf_dir, args.out, args.dtype, not args.no_act, args.version))
+    print(make_gguf(args.hf_dir, args.out, args.dtype, not args.no_act, args.version,
+                    args.values))
 
 
 if __name__ == "__main__":

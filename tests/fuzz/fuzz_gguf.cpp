@@ -2,7 +2,8 @@
 //
 //  1. ParseGgufHeader on the fuzzer's own buffer (an exact-size heap copy, so ASan flags any
 //     read past the image). Oracles on an accepted header: 1-4 dims each >= 1, every tensor's
-//     bytes inside the file, none overlapping, names unique, quantized rows whole blocks.
+//     bytes inside the file, none overlapping, names unique, rows whole blocks of its ggml type
+//     and its bytes that type's blocks.
 //  2. What the converter derives from it: the config.json text (without and with --act relu),
 //     which must then parse or fail with zeroskip::Error; the sentencepiece model bytes, checked
 //     as the converter checks them (CheckTokenizerModel).
@@ -11,11 +12,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
-#include "format/dtype.h"
 #include "format/gguf.h"
 #include "fuzz_util.h"
 #include "text/tokenizer_check.h"
@@ -52,12 +53,15 @@ void CheckHeader(const zeroskip::GgufHeader& h, uint64_t size) {
       FUZZ_CHECK(d >= 1);
       elements *= d;  // the reader checked the product does not overflow
     }
-    if (zeroskip::IsQuantized(t.dtype)) {
-      FUZZ_CHECK(t.dims[0] % zeroskip::kQuantBlock == 0);
-      FUZZ_CHECK(t.nbytes == elements / zeroskip::kQuantBlock * zeroskip::DTypeBlockBytes(t.dtype));
-    } else {
-      FUZZ_CHECK(t.nbytes == elements * zeroskip::DTypeBytes(t.dtype, 1));
-    }
+    // ggml's {type: (values, bytes) per block} (ggml-common.h), written out independently.
+    static const std::map<uint32_t, std::pair<uint64_t, uint64_t>> kBlocks = {
+        {0, {1, 4}},      {1, {1, 2}},      {30, {1, 2}},     {2, {32, 18}},   {3, {32, 20}},
+        {6, {32, 22}},    {7, {32, 24}},    {8, {32, 34}},    {20, {32, 18}},  {10, {256, 84}},
+        {11, {256, 110}}, {12, {256, 144}}, {13, {256, 176}}, {14, {256, 210}}};
+    const auto block = kBlocks.find(t.ggml_type);
+    FUZZ_CHECK(block != kBlocks.end());
+    FUZZ_CHECK(t.dims[0] % block->second.first == 0);
+    FUZZ_CHECK(t.nbytes == elements / block->second.first * block->second.second);
     FUZZ_CHECK(t.offset <= size && t.nbytes <= size - t.offset);
     spans.emplace_back(t.offset, t.nbytes);
   }

@@ -228,6 +228,19 @@ def gguf_seeds():
         # q8_0 blocks: the embedding rows are 16 long, so pad a 32-wide matrix in by hand.
         tensors.append(("blk.0.extra.weight", [32, 2], 8, bytes(2 * 34)))
         write("gguf", "seed-tiny-q8-extra.gguf", g.serialize(meta, tensors))
+        # One block of each type read by rewriting or dequantizing (ggml_quants.py's blocks of a
+        # ramp) in place of attn_v, so the checkpoint view reads it.
+        import ggml_quants
+        import numpy as np
+        for kind, code in ggml_quants.GGML_CODES.items():
+            n = ggml_quants.BLOCK[kind][0]
+            ramp = np.linspace(-1, 1, 2 * n, dtype=np.float32).reshape(2, n)
+            blocks = ggml_quants.quantize(ramp, kind)
+            other = [(name, [n, 2] if name == "blk.0.attn_v.weight" else dims,
+                      code if name == "blk.0.attn_v.weight" else t,
+                      blocks if name == "blk.0.attn_v.weight" else data)
+                     for name, dims, t, data in tensors[:-1]]
+            write("gguf", f"seed-tiny-{kind}.gguf", g.serialize(meta, other))
     # Large metadata arrays (read in blocks, not one read per element: 8 MiB of u8 took 21 s):
     # 256 Ki u8 elements, and 8 Ki token strings with u32 token types and i32 scores (integer
     # widths llama.cpp's writers use).
