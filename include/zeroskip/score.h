@@ -41,7 +41,10 @@ struct PerplexityResult {
 // Perplexity of `text_ids` over non-overlapping windows of the session's context, each window
 // [BOS] (when the model has one) + the next chunk of text, predicting every text token in it.
 // Resets the session for each window. Throws Error if the text is too short to predict anything.
+// `on_position`, if given, sees every scored position in order: the logits there ([vocab]) and
+// the token that follows.
+using PositionFn = std::function<void(std::span<const float> logits, int next)>;
 PerplexityResult Perplexity(Session& session, std::span<const int> text_ids, bool token_by_token,
-                            const ProgressFn& progress = {});
+                            const ProgressFn& progress = {}, const PositionFn& on_position = {});
 
 }  // namespace zeroskip

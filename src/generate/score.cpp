@@ -8,8 +8,23 @@
 namespace zeroskip {
 namespace {
 
-double LogProb(const float* row, size_t vocab, int next) {
-  return ScoreToken({row, vocab}, next).logprob;
+double LogProb(std::span<const float> row, int next) { return ScoreToken(row, next).logprob; }
+
+// Calls fn(logits, ids[i + 1]) for i in [0, n - 1): one batched pass, or one token at a time.
+void ForEachNextToken(Session& session, std::span<const int> ids, bool token_by_token,
+                      const PositionFn& fn, const ProgressFn& progress) {
+  const size_t vocab = static_cast<size_t>(session.model().config().vocab);
+  if (ids.size() < 2) return;
+  if (!token_by_token) {
+    const auto logits = session.Forward(ids, /*all_logits=*/true);
+    for (size_t i = 0; i + 1 < ids.size(); ++i) fn(logits.subspan(i * vocab, vocab), ids[i + 1]);
+    if (progress) progress(ids.size(), ids.size());
+    return;
+  }
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    fn(session.Forward(ids.subspan(i, 1)), ids[i + 1]);
+    if (progress) progress(i + 1, ids.size());
+  }
 }
 
 }  // namespace
@@ -34,28 +49,17 @@ TokenLogProb ScoreToken(std::span<const float> logits, int id, int top) {
 
 std::vector<double> NextTokenLogProbs(Session& session, std::span<const int> ids,
                                       bool token_by_token, const ProgressFn& progress) {
-  const size_t vocab = static_cast<size_t>(session.model().config().vocab);
   std::vector<double> out;
-  if (ids.size() < 2) return out;
-  out.reserve(ids.size() - 1);
-  if (!token_by_token) {
-    const auto logits = session.Forward(ids, /*all_logits=*/true);
-    for (size_t i = 0; i + 1 < ids.size(); ++i) {
-      out.push_back(LogProb(logits.data() + i * vocab, vocab, ids[i + 1]));
-    }
-    if (progress) progress(ids.size(), ids.size());
-    return out;
-  }
-  for (size_t i = 0; i + 1 < ids.size(); ++i) {
-    const auto logits = session.Forward(ids.subspan(i, 1));
-    out.push_back(LogProb(logits.data(), vocab, ids[i + 1]));
-    if (progress) progress(i + 1, ids.size());
-  }
+  if (ids.size() >= 2) out.reserve(ids.size() - 1);
+  ForEachNextToken(
+      session, ids, token_by_token,
+      [&](std::span<const float> logits, int next) { out.push_back(LogProb(logits, next)); },
+      progress);
   return out;
 }
 
 PerplexityResult Perplexity(Session& session, std::span<const int> text_ids, bool token_by_token,
-                            const ProgressFn& progress) {
+                            const ProgressFn& progress, const PositionFn& on_position) {
   const ModelConfig& c = session.model().config();
   const bool bos = c.bos_id >= 0;
   const int64_t chunk = session.context() - (bos ? 1 : 0);
@@ -72,10 +76,13 @@ PerplexityResult Perplexity(Session& session, std::span<const int> text_ids, boo
     window.insert(window.end(), text_ids.begin() + start, text_ids.begin() + end);
     if (window.size() < 2) break;
     session.Reset();
-    for (const double lp : NextTokenLogProbs(session, window, token_by_token)) {
-      nll -= lp;
-      ++result.tokens;
-    }
+    ForEachNextToken(session, window, token_by_token,
+                     [&](std::span<const float> logits, int next) {
+                       nll -= LogProb(logits, next);
+                       ++result.tokens;
+                       if (on_position) on_position(logits, next);
+                     },
+                     {});
     if (progress) progress(end, text_ids.size());
   }
   result.perplexity = std::exp(nll / result.tokens);

@@ -365,6 +365,26 @@ def tokenizer_seeds():
             hard_vocab_limit=False, split_digits=False))
 
 
+# ---------------------------------------------------------------- kl_base
+# docs/FORMAT.md, "The KL divergence base file": header, token ids, f32 rows, xxh64 of it all.
+
+def kl_base_image(vocab, context, bos, ids, rows):
+    body = b"ZSKLBASE" + struct.pack("<IIIiQQ", 1, vocab, context, bos, len(ids), len(rows))
+    body += b"".join(struct.pack("<I", i) for i in ids)
+    body += b"".join(struct.pack("<%df" % vocab, *row) for row in rows)
+    return body + struct.pack("<Q", xxh64(body))
+
+
+def kl_base_seeds():
+    rows = [[-0.25, -1.5, -3.0, -2.0], [-1.0, -1.0, -2.5, -1.0], [-0.1, -4.0, -5.0, -3.0]]
+    good = kl_base_image(4, 3, 1, [2, 3, 0], rows)
+    write("kl_base", "seed-bos.klb", good)
+    write("kl_base", "seed-no-bos.klb", kl_base_image(4, 2, -1, [2, 3, 0], rows[:2]))
+    write("kl_base", "seed-truncated.klb", good[:-5])
+    write("kl_base", "seed-positive-log-prob.klb", kl_base_image(4, 3, 1, [2, 3, 0],
+                                                                 rows[:2] + [[0.5, -1, -2, -3]]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zeroskip", help="the zeroskip CLI, to convert a tiny checkpoint")
@@ -374,6 +394,7 @@ def main():
     zsk_seeds()
     tokenizer_seeds()
     gguf_seeds()
+    kl_base_seeds()
     if args.zeroskip:
         converted_seeds(args.zeroskip)
 

@@ -10,6 +10,7 @@
 #include "zeroskip/error.h"
 #include "zeroskip/files.h"
 #include "zeroskip/generate.h"
+#include "zeroskip/kl_divergence.h"
 #include "zeroskip/sampler.h"
 #include "zeroskip/score.h"
 #include "zeroskip/session.h"
@@ -295,15 +296,62 @@ void AddEval(CLI::App& app) {
   });
 }
 
+namespace {
+
+json KlJson(const KlDivergenceSummary& k) {
+  return {{"positions", k.positions},
+          {"kld_mean", k.kld_mean},
+          {"kld_mean_se", k.kld_mean_se},
+          {"kld_median", k.kld_median},
+          {"kld_p99", k.kld_p99},
+          {"kld_p999", k.kld_p999},
+          {"kld_max", k.kld_max},
+          {"same_top", k.same_top},
+          {"same_top_se", k.same_top_se},
+          {"ppl_base", k.ppl_base},
+          {"ppl_ratio", k.ppl_ratio},
+          {"ln_ppl_ratio", k.ln_ppl_ratio},
+          {"ln_ppl_ratio_se", k.ln_ppl_ratio_se},
+          {"delta_p_mean", k.delta_p_mean},
+          {"delta_p_mean_se", k.delta_p_mean_se},
+          {"delta_p_rms", k.delta_p_rms}};
+}
+
+// As llama-perplexity's summary, in its units (nats; percentages for probabilities).
+void PrintKl(const std::string& base, const KlDivergenceSummary& k) {
+  std::printf("KL divergence against %s over %lld positions:\n", base.c_str(),
+              static_cast<long long>(k.positions));
+  std::printf("  mean KLD      %10.6f ± %.6f\n", k.kld_mean, k.kld_mean_se);
+  std::printf("  median KLD    %10.6f\n", k.kld_median);
+  std::printf("  99.0%% KLD     %10.6f\n", k.kld_p99);
+  std::printf("  99.9%% KLD     %10.6f\n", k.kld_p999);
+  std::printf("  max KLD       %10.6f\n", k.kld_max);
+  std::printf("  same top      %10.3f ± %.3f %%\n", 100 * k.same_top, 100 * k.same_top_se);
+  std::printf("  PPL(base)     %10.4f\n", k.ppl_base);
+  std::printf("  PPL ratio     %10.6f (ln %.6f ± %.6f)\n", k.ppl_ratio, k.ln_ppl_ratio,
+              k.ln_ppl_ratio_se);
+  std::printf("  mean Δp       %10.3f ± %.3f %%\n", 100 * k.delta_p_mean, 100 * k.delta_p_mean_se);
+  std::printf("  RMS Δp        %10.3f %%\n", 100 * k.delta_p_rms);
+}
+
+}  // namespace
+
 void AddPerplexity(CLI::App& app) {
   struct Flags {
     ComputeFlags compute;
-    std::string file;
+    std::string file, kl_base, kl_divergence;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("perplexity", "Perplexity of a text over non-overlapping windows");
   AddComputeFlags(cmd, &f->compute);
   cmd->add_option("-f,--file", f->file, "UTF-8 text file")->required();
+  auto* base = cmd->add_option("--kl-base", f->kl_base,
+                               "write this model's next-token distributions at every scored "
+                               "position to FILE (the reference of --kl-divergence)");
+  cmd->add_option("--kl-divergence", f->kl_divergence,
+                  "compare with the distributions in FILE (written by --kl-base on the same "
+                  "text, --ctx and vocabulary): KL divergence, same top token, Δp")
+      ->excludes(base);
   cmd->callback([f] {
     const auto model = Model::Load(f->compute.model);
     ComputeOptions co = ApplyComputeFlags(f->compute, *model);
@@ -314,10 +362,21 @@ void AddPerplexity(CLI::App& app) {
     Session session(engine, co.session);
     Progress progress("perplexity", Progress::Unit::kTokens);
     const auto t0 = Clock::now();
+    const bool token_by_token = co.session.ffn == FfnMode::kSparse;
+    const auto update = [&](size_t done, size_t total) { progress.Update(done, total); };
     PerplexityResult result;
+    KlDivergenceSummary kl;
     try {
-      result = Perplexity(session, text_ids, co.session.ffn == FfnMode::kSparse,
-                          [&](size_t done, size_t total) { progress.Update(done, total); });
+      if (!f->kl_divergence.empty()) {
+        const KlDivergenceResult r =
+            PerplexityKlDivergence(session, text_ids, token_by_token, f->kl_divergence, update);
+        result = r.perplexity;
+        kl = r.kl;
+      } else if (!f->kl_base.empty()) {
+        result = PerplexityWriteKlBase(session, text_ids, token_by_token, f->kl_base, update);
+      } else {
+        result = Perplexity(session, text_ids, token_by_token, update);
+      }
     } catch (const Error& e) {
       if (!e.path().empty()) throw;
       throw Error(f->file, e.reason());  // what was too short: the file
@@ -329,15 +388,18 @@ void AddPerplexity(CLI::App& app) {
     const double tok_s = counted / seconds;
     const double zeros = session.ffn_total().zero_fraction();
     if (f->compute.json) {
-      std::cout << json{{"perplexity", ppl},
-                        {"tokens", counted},
-                        {"tok_s", tok_s},
-                        {"ffn_zero_fraction", zeros}}
-                       .dump()
-                << "\n";
+      json j = {
+          {"perplexity", ppl}, {"tokens", counted}, {"tok_s", tok_s}, {"ffn_zero_fraction", zeros}};
+      if (!f->kl_divergence.empty()) j["kl_divergence"] = KlJson(kl);
+      std::cout << j.dump() << "\n";
     } else {
       std::printf("perplexity %.4f over %lld tokens (%.1f tok/s, ffn zeros %.1f%%)\n", ppl,
                   static_cast<long long>(counted), tok_s, 100 * zeros);
+      if (!f->kl_divergence.empty()) PrintKl(f->kl_divergence, kl);
+    }
+    if (!f->kl_base.empty()) {
+      std::fprintf(stderr, "zeroskip: wrote the distributions at %lld positions to %s\n",
+                   static_cast<long long>(counted), f->kl_base.c_str());
     }
   });
 }
