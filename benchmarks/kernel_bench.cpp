@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -22,32 +23,23 @@ namespace {
 
 constexpr int64_t kHidden = 4096, kFfn = 11008;
 
-// One [kFfn, kHidden] matrix in f32, and the same values in bf16, q8 and q4.
+// One [kFfn, kHidden] matrix in f32, and the same values in every other weight type measured.
 struct Matrix {
   std::vector<float> f32;
-  std::vector<uint8_t> bf16, q8, q4;
+  std::map<DType, std::vector<uint8_t>> converted;
   explicit Matrix(uint32_t seed) : f32(kFfn * kHidden) {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<float> dist(-0.03f, 0.03f);
     for (auto& v : f32) v = dist(rng);
-    for (auto [type, bytes] :
-         {std::pair{DType::kBF16, &bf16}, {DType::kQ8, &q8}, {DType::kQ4, &q4}}) {
-      bytes->resize(DTypeBytes(type, f32.size()));
+    for (DType type : {DType::kBF16, DType::kQ8, DType::kQ4, DType::kQ4K, DType::kQ6K}) {
+      std::vector<uint8_t>& bytes = converted[type];
+      bytes.resize(DTypeBytes(type, f32.size()));
       ConvertMatrix(reinterpret_cast<const uint8_t*>(f32.data()), DType::kF32, kFfn, kHidden, false,
-                    bytes->data(), type);
+                    bytes.data(), type);
     }
   }
   const void* data(DType t) const {
-    switch (t) {
-      case DType::kBF16:
-        return bf16.data();
-      case DType::kQ8:
-        return q8.data();
-      case DType::kQ4:
-        return q4.data();
-      default:
-        return f32.data();
-    }
+    return t == DType::kF32 ? static_cast<const void*>(f32.data()) : converted.at(t).data();
   }
 };
 
@@ -88,6 +80,22 @@ void BM_DenseGemv(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   Counters(state, double(kFfn) * DTypeBytes(type, kHidden), 2.0 * kFfn * kHidden);
+}
+
+// The same GEMV on its first kL2Rows rows, which stay in L2 from one pass to the next: the kernel's
+// arithmetic rate, apart from memory (one thread; args isa, weight type).
+constexpr int64_t kL2Rows = 192;
+void BM_DenseGemvL2(benchmark::State& state) {
+  const auto* k = KernelsFor(static_cast<Isa>(state.range(0)));
+  if (k == nullptr) return state.SkipWithError("ISA not supported by this CPU");
+  const auto type = static_cast<DType>(state.range(1));
+  std::vector<float> y(kL2Rows);
+  const auto* w = static_cast<const uint8_t*>(W().data(type));
+  for (auto _ : state) {
+    k->ops(type).dot_rows({w, kHidden}, nullptr, kL2Rows, kHidden, W().x.data(), y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  Counters(state, double(kL2Rows) * DTypeBytes(type, kHidden), 2.0 * kL2Rows * kHidden);
 }
 
 // The same GEMV through oneDNN matmul, weights packed once (the dense baseline): args weight type,
@@ -260,14 +268,20 @@ void BM_CompactPositive(benchmark::State& state) {
 }
 
 constexpr int kF32 = int(DType::kF32), kF16 = int(DType::kF16), kBF16 = int(DType::kBF16),
-              kQ8 = int(DType::kQ8), kQ4 = int(DType::kQ4);
+              kQ8 = int(DType::kQ8), kQ4 = int(DType::kQ4), kQ4K = int(DType::kQ4K),
+              kQ6K = int(DType::kQ6K);
 constexpr int kAvx2 = int(Isa::kAvx2), kAvx512 = int(Isa::kAvx512),
               kAvx512Vnni = int(Isa::kAvx512Vnni);
 
 BENCHMARK(BM_DenseGemv)
     ->ArgNames({"isa", "type", "threads"})
     ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kBF16}, {1, 2}})
-    ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4}, {1, 2}})
+    ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4, kQ4K, kQ6K}, {1, 2}})
+    ->UseRealTime();
+BENCHMARK(BM_DenseGemvL2)
+    ->ArgNames({"isa", "type"})
+    ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kBF16}})
+    ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4, kQ4K, kQ6K}})
     ->UseRealTime();
 BENCHMARK(BM_DenseGemvOneDnn)
     ->ArgNames({"type", "threads"})
@@ -277,7 +291,7 @@ BENCHMARK(BM_DenseGemvEigen)->UseRealTime();
 BENCHMARK(BM_SparseUpDown)
     ->ArgNames({"isa", "type", "sparsity", "threads"})
     ->ArgsProduct({{kAvx2, kAvx512}, {kF32, kBF16}, {50, 90, 99}, {1, 2}})
-    ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4}, {90}, {1, 2}})
+    ->ArgsProduct({{kAvx2, kAvx512, kAvx512Vnni}, {kQ8, kQ4, kQ4K, kQ6K}, {90}, {1, 2}})
     ->UseRealTime();
 BENCHMARK(BM_QuantMatmul)
     ->ArgNames({"isa", "type", "tokens", "threads"})

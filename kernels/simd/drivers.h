@@ -141,7 +141,8 @@ inline void QuantizeActivations(const float* x, int64_t blocks, int8_t* q, float
 
 // x as the dot products with weights of type T read it, kChunk columns at a time: float types
 // read x itself (one chunk); quantized types its blocks quantized (the buffer sits on the stack
-// of the kernel that prepares it: 66 KiB, the largest hidden size the config allows).
+// of the kernel that prepares it: 66 KiB for the largest hidden size the config allows, 130 KiB
+// with the extras of q4 and the K-quants).
 template <DType T, bool = IsQuantized(T)>
 struct Activations {
   static constexpr int64_t kChunk = int64_t{1} << 62;
@@ -149,19 +150,67 @@ struct Activations {
   void Prepare(const float* from, int64_t /*cols*/) { x = from; }
 };
 
+// The 8 int32 lanes of each of v[0..7] added: lane k of the result is v[k]'s sum (exact).
+inline __m256i SumLanes8(const __m256i (&v)[8]) {
+  // hadd adds neighbours within 128-bit halves: u0 holds v0..v3's sums over lanes 0-3 in its low
+  // half and over lanes 4-7 in its high half, u1 the same for v4..v7.
+  const __m256i u0 =
+      _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  const __m256i u1 =
+      _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
+                          _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+// Σx of each of the 8 blocks of activation levels from block b on (blocks past `blocks`: 0).
+inline __m256i BlockSums8(const int8_t* q, int64_t b, int64_t blocks) {
+  __m256i v[8];
+  for (int k = 0; k < 8; ++k) {
+    v[k] = b + k < blocks ? MaddubsDot::DotU8S8(
+                                _mm256_set1_epi8(1),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q) + b + k))
+                          : _mm256_setzero_si256();
+  }
+  return SumLanes8(v);
+}
+
+// What a block of activations' levels xv contributes to a q6k unit's dot product besides the
+// u8 x s8 products, per lane: the levels' offset 32·Σx, which comes off (exact integers, so the
+// same from every ISA's DotU8S8).
+inline __m256i Q6KOffset(__m256i xv) { return MaddubsDot::DotU8S8(_mm256_set1_epi8(32), xv); }
+
 template <DType T>
 struct Activations<T, true> {
   static constexpr int64_t kChunk = 1 << 16;
+  static constexpr int64_t kBlocks = kChunk / kQuantBlock;
+  // Computed once per x, not once per row that reads it: q4 and q4k Σx per block (q4's nibble
+  // offset, q4k's mins multiply it), q6k its offsets per lane; q8 needs neither.
+  static constexpr bool kSums = T == DType::kQ4 || T == DType::kQ4K, kOffsets = T == DType::kQ6K;
   alignas(32) int8_t q[kChunk];
-  float d[kChunk / kQuantBlock];
+  float d[kBlocks];
+  alignas(32) int32_t sums[kSums ? kBlocks + 8 : 1];
+  __m256i offsets[kOffsets ? kBlocks : 1];
   void Prepare(const float* from, int64_t cols) {
-    QuantizeActivations(from, cols / static_cast<int64_t>(kQuantBlock), q, d);
+    const int64_t blocks = cols / static_cast<int64_t>(kQuantBlock);
+    QuantizeActivations(from, blocks, q, d);
+    if constexpr (kSums) {
+      for (int64_t b = 0; b < blocks; b += 8) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sums + b), BlockSums8(q, b, blocks));
+      }
+    }
+    if constexpr (kOffsets) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        offsets[b] = Q6KOffset(_mm256_load_si256(reinterpret_cast<const __m256i*>(q) + b));
+      }
+    }
   }
+  const int32_t* block_sums() const { return kSums ? sums : nullptr; }
+  const __m256i* q6k_offsets() const { return kOffsets ? offsets : nullptr; }
 };
 
 // A weight block as the u8 x s8 product takes it. q8: u = |level|, with the levels kept to move
 // their signs onto x (so u <= 128, q8's -128 included); q4: u = the nibbles 0..15 (level + 8),
-// whose offset 8·Σx comes off the product afterwards.
+// whose offset 8·Σx comes off the block's sum afterwards.
 template <DType T>
 struct BlockLevels {
   __m256i u, levels;
@@ -178,26 +227,15 @@ BlockLevels<T> LoadBlockLevels(const uint8_t* block) {
   }
 }
 
-// What a block of activations' levels xv contributes besides its products: for q4, the nibbles'
-// offset, 8·Σx per lane (once per activation block, whatever the number of rows).
+// The u8 x s8 products of a block's levels with the activations' levels xv, as 8 int32 lanes
+// (lane i: elements 4i..4i+3; exact, no saturation at these ranges). q4's nibble offset is not
+// taken off here.
 template <VectorTraits V, DType T>
-__m256i ActivationOffset(__m256i xv) {
-  if constexpr (T == DType::kQ4) {
-    return V::DotU8S8(_mm256_set1_epi8(8), xv);
-  } else {
-    return _mm256_setzero_si256();
-  }
-}
-
-// The exact integer dot product of a block's levels with the activations' levels xv, as 8 int32
-// lanes (lane i: elements 4i..4i+3). Every form is exact (no saturation at these ranges), so the
-// lanes do not depend on how they are computed.
-template <VectorTraits V, DType T>
-__m256i BlockIntDot(const BlockLevels<T>& w, __m256i xv, __m256i offset) {
+__m256i BlockProducts(const BlockLevels<T>& w, __m256i xv) {
   if constexpr (T == DType::kQ8) {
     return V::DotU8S8(w.u, _mm256_sign_epi8(xv, w.levels));
   } else {
-    return _mm256_sub_epi32(V::DotU8S8(w.u, xv), offset);
+    return V::DotU8S8(w.u, xv);
   }
 }
 
@@ -210,39 +248,77 @@ __m256 GroupScales(const uint8_t* first) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bits)));
 }
 
-// Dot products of R quantized rows with prepared activations, block by block: each block's
-// exact integer dot product (BlockIntDot) times the product of the two scales, the scales taken
-// 8 blocks at a time.
+// Dot products of RM quantized rows with RN tokens' quantized activations (levels q[j], block
+// scales d[j], block sums sums[j] or null to compute them), each (row, token) into
+// out[j * ldo + i]: every weight block is loaded (and a q4 block unpacked) once for the RN tokens.
+// Blocks go 8 at a time (the last group padded with empty blocks): their exact integer dot
+// products reduced to one int32 per block (q4: less the nibbles' offset 8·Σx), converted to f32
+// once, times the 8 scale products, added to the row's accumulator by one FMA. (One FMA per
+// block chained on the accumulator was bound by the FMA's latency for a single streamed row.)
+// The order depends on the block index only, never on RM or RN, so every row blocking gives the
+// same bits.
+template <VectorTraits V, DType T, int RM, int RN>
+void QuantDotTile(const uint8_t* const (&r)[RM], const int8_t* const (&q)[RN],
+                  const float* const (&d)[RN], const int32_t* const (&sums)[RN], int64_t blocks,
+                  float* out, int64_t ldo) {
+  constexpr int64_t kBytes = DTypeBlockBytes(T);
+  __m256 acc[RM][RN];
+  for (int i = 0; i < RM; ++i)
+    for (int j = 0; j < RN; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; b += 8) {
+    const int n = static_cast<int>(std::min<int64_t>(8, blocks - b));
+    __m256 dw[RM], dx[RN];
+    __m256i offset[RN];  // q4: 8·Σx per block
+    if (n == 8) {
+      for (int i = 0; i < RM; ++i) dw[i] = GroupScales<T>(r[i] + b * kBytes);
+      for (int j = 0; j < RN; ++j) dx[j] = _mm256_loadu_ps(d[j] + b);
+    } else {
+      alignas(32) float w_scale[RM][8] = {}, x_scale[RN][8] = {};
+      for (int k = 0; k < n; ++k) {
+        for (int i = 0; i < RM; ++i) w_scale[i][k] = BlockScale(r[i] + (b + k) * kBytes);
+        for (int j = 0; j < RN; ++j) x_scale[j][k] = d[j][b + k];
+      }
+      for (int i = 0; i < RM; ++i) dw[i] = _mm256_load_ps(w_scale[i]);
+      for (int j = 0; j < RN; ++j) dx[j] = _mm256_load_ps(x_scale[j]);
+    }
+    if constexpr (T == DType::kQ4) {
+      for (int j = 0; j < RN; ++j) {
+        const __m256i s = sums[j] ? _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[j] + b))
+                                  : BlockSums8(q[j], b, blocks);
+        offset[j] = _mm256_slli_epi32(s, 3);
+      }
+    }
+    for (int i = 0; i < RM; ++i) {
+      BlockLevels<T> w[8];
+      for (int k = 0; k < n; ++k) w[k] = LoadBlockLevels<T>(r[i] + (b + k) * kBytes);
+      for (int j = 0; j < RN; ++j) {
+        __m256i p[8];
+        for (int k = 0; k < 8; ++k) {
+          p[k] = k < n
+                     ? BlockProducts<V, T>(
+                           w[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[j]) + b + k))
+                     : _mm256_setzero_si256();
+        }
+        __m256i total = SumLanes8(p);
+        if constexpr (T == DType::kQ4) total = _mm256_sub_epi32(total, offset[j]);
+        acc[i][j] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dw[i], dx[j]), acc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < RM; ++i)
+    for (int j = 0; j < RN; ++j) out[j * ldo + i] = SumLanes(acc[i][j]);
+}
+
+// Dot products of R quantized rows with prepared activations: a tile of one token.
 template <VectorTraits V, DType T, int R>
 void QuantDotBlock(const uint8_t* const* r, int64_t cols, const Activations<T>& a, float* out) {
-  constexpr int64_t kBytes = DTypeBlockBytes(T);
-  const int64_t blocks = cols / static_cast<int64_t>(kQuantBlock);
-  __m256 acc[R];
-  for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
-  auto block = [&](int64_t b, const float* scale, int64_t stride) {
-    const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q) + b);
-    const __m256i offset = ActivationOffset<V, T>(xv);
-    for (int j = 0; j < R; ++j) {
-      const __m256i sum = BlockIntDot<V, T>(LoadBlockLevels<T>(r[j] + b * kBytes), xv, offset);
-      acc[j] =
-          _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_broadcast_ss(scale + j * stride), acc[j]);
-    }
-  };
-  int64_t b = 0;
-  for (; b + 8 <= blocks; b += 8) {
-    alignas(32) float scale[R][8];  // weight scale x activation scale
-    const __m256 dx = _mm256_loadu_ps(a.d + b);
-    for (int j = 0; j < R; ++j) {
-      _mm256_store_ps(scale[j], _mm256_mul_ps(GroupScales<T>(r[j] + b * kBytes), dx));
-    }
-    for (int i = 0; i < 8; ++i) block(b + i, &scale[0][i], 8);
-  }
-  for (; b < blocks; ++b) {
-    float scale[R];
-    for (int j = 0; j < R; ++j) scale[j] = BlockScale(r[j] + b * kBytes) * a.d[b];
-    block(b, scale, 1);
-  }
-  for (int j = 0; j < R; ++j) out[j] = SumLanes(acc[j]);
+  const uint8_t* rows[R];
+  std::copy(r, r + R, rows);
+  const int8_t* const q[1] = {a.q};
+  const float* const d[1] = {a.d};
+  const int32_t* const sums[1] = {a.block_sums()};
+  QuantDotTile<V, T, R, 1>(rows, q, d, sums, cols / static_cast<int64_t>(kQuantBlock), out, 0);
 }
 
 // y += sum_j coef[j] * row_j for R quantized rows: each block's levels widened to f32 and
@@ -328,38 +404,65 @@ void KBlockScales(const uint8_t* block, float (&scale)[16]) {
   }
 }
 
-// Dot products of R K-quant rows with quantized activations (levels q, scales d), unit by unit
-// (ref's QuantRowDot): q4k adds Σn·q·(d·sc·d_x) and takes Σq·(dmin·m·d_x) off, per lane; q6k's
-// lanes 0-3 are one group of 16 and lanes 4-7 the next, each times its own d·sc·d_x.
+// Dot products of R K-quant rows with quantized activations (levels q, scales d; sums: Σx per
+// block for q4k, offsets: Q6KOffset per block for q6k, each null to compute them here), a
+// super-block at a time: the exact integer products of its 8 units (unit u lined up with
+// activation block u) reduced to one int32 per unit (q4k) or per group of 16 (q6k), converted to
+// f32 once and multiplied by the scale products, so the row's accumulator takes one or two FMAs
+// per 256 weights. q4k adds Σn·q·(d·sc·d_x) and takes Σq·(dmin·m·d_x) off per unit; q6k's group g
+// is Σ(n − 32)·q times d·sc_g·d_x.
 template <VectorTraits V, DType T, int R>
 void KQuantDotBlock(const uint8_t* const* r, int64_t cols, const int8_t* q, const float* d,
-                    float* out) {
+                    const int32_t* sums, const __m256i* offsets, float* out) {
   constexpr int64_t kBytes = DTypeBlockBytes(T);
   __m256 acc[R];
   for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
-  for (int64_t s = 0; s < cols / static_cast<int64_t>(kSuperBlock); ++s) {
-    float scale[R][16];
-    for (int j = 0; j < R; ++j) KBlockScales<T>(r[j] + s * kBytes, scale[j]);
+  const int64_t superblocks = cols / static_cast<int64_t>(kSuperBlock);
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const int64_t b = 8 * s;
+    const __m256 dx = _mm256_loadu_ps(d + b);
+    __m256i xv[8];
     for (int u = 0; u < 8; ++u) {
-      const int64_t b = 8 * s + u;
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q) + b);
-      const float dx = d[b];
+      xv[u] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q) + b + u);
+    }
+    [[maybe_unused]] __m256 sum_x;
+    [[maybe_unused]] __m256i offset[8];
+    if constexpr (T == DType::kQ4K) {
+      sum_x =
+          _mm256_cvtepi32_ps(sums ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + b))
+                                  : BlockSums8(q, b, b + 8));
+    } else {
+      for (int u = 0; u < 8; ++u) offset[u] = offsets ? offsets[b + u] : Q6KOffset(xv[u]);
+    }
+    for (int j = 0; j < R; ++j) {
+      const uint8_t* block = r[j] + s * kBytes;
+      alignas(32) float scale[16];
+      KBlockScales<T>(block, scale);
+      __m256i p[8];
+      for (int u = 0; u < 8; ++u) {
+        p[u] = V::DotU8S8(KUnitLevels<T>(block, u), xv[u]);
+        if constexpr (T == DType::kQ6K) p[u] = _mm256_sub_epi32(p[u], offset[u]);
+      }
       if constexpr (T == DType::kQ4K) {
-        const __m256 sum_x = _mm256_cvtepi32_ps(V::DotU8S8(_mm256_set1_epi8(1), xv));
-        for (int j = 0; j < R; ++j) {
-          const __m256i dot = V::DotU8S8(KUnitLevels<T>(r[j] + s * kBytes, u), xv);
-          acc[j] =
-              _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale[j][u] * dx), acc[j]);
-          acc[j] = _mm256_fnmadd_ps(sum_x, _mm256_set1_ps(scale[j][8 + u] * dx), acc[j]);
-        }
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(SumLanes8(p)),
+                                 _mm256_mul_ps(_mm256_load_ps(scale), dx), acc[j]);
+        acc[j] = _mm256_fnmadd_ps(sum_x, _mm256_mul_ps(_mm256_load_ps(scale + 8), dx), acc[j]);
       } else {
-        const __m256i offset = V::DotU8S8(_mm256_set1_epi8(32), xv);
-        for (int j = 0; j < R; ++j) {
-          const __m256i dot =
-              _mm256_sub_epi32(V::DotU8S8(KUnitLevels<T>(r[j] + s * kBytes, u), xv), offset);
-          const __m256 sv = _mm256_set_m128(_mm_set1_ps(scale[j][2 * u + 1] * dx),
-                                            _mm_set1_ps(scale[j][2 * u] * dx));
-          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sv, acc[j]);
+        // Lanes 0-3 of each unit are its first group of 16, lanes 4-7 its second: halves[h]
+        // holds units 4h..4h+3's first groups in its low half and their second groups in its
+        // high half, so groups 8h + (0, 2, 4, 6, 1, 3, 5, 7) and the units' scales 4h + (0-3).
+        const __m256i halves[2] = {
+            _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])),
+            _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]))};
+        const __m256i groups = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        for (int h = 0; h < 2; ++h) {
+          const __m256 group_scale =
+              _mm256_permutevar8x32_ps(_mm256_load_ps(scale + 8 * h), groups);
+          const __m256 unit_dx = _mm256_permutevar8x32_ps(
+              dx, _mm256_add_epi32(_mm256_set1_epi32(4 * h),
+                                   _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3)));
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(halves[h]),
+                                   _mm256_mul_ps(group_scale, unit_dx), acc[j]);
         }
       }
     }
@@ -475,7 +578,7 @@ void FloatAxpyBlock(const WeightElem<T>* const* r, const float* coef, int64_t co
 template <VectorTraits V, DType T, int R>
 void DotBlock(const WeightElem<T>* const* r, int64_t cols, const Activations<T>& a, float* out) {
   if constexpr (IsKQuant(T)) {
-    KQuantDotBlock<V, T, R>(r, cols, a.q, a.d, out);
+    KQuantDotBlock<V, T, R>(r, cols, a.q, a.d, a.block_sums(), a.q6k_offsets(), out);
   } else if constexpr (IsQuantized(T)) {
     QuantDotBlock<V, T, R>(r, cols, a, out);
   } else {
@@ -792,51 +895,6 @@ void SparseUpDown(WeightRows w_up, WeightRows w_down_t, int64_t hidden, const in
 
 // ---------------------------------------------------------------- batched quantized products
 
-// A tile of RM rows times RN tokens: each weight block is loaded (and a q4 block unpacked) once
-// for the RN tokens, each token's block once for the RM rows. Per (row, token) the arithmetic is
-// QuantDotBlock's, operation for operation (the same block products, scale products and FMAs
-// into 8 lanes, the same final sum), so the results equal dot_rows' bit for bit.
-template <VectorTraits V, DType T, int RM, int RN>
-void QuantTile(const uint8_t* const (&r)[RM], const int8_t* const (&q)[RN],
-               const float* const (&d)[RN], int64_t blocks, float* y, int64_t ldy) {
-  constexpr int64_t kBytes = DTypeBlockBytes(T);
-  __m256 acc[RM][RN];
-  for (int i = 0; i < RM; ++i)
-    for (int j = 0; j < RN; ++j) acc[i][j] = _mm256_setzero_ps();
-  auto block = [&](int64_t b, auto scale_of) {
-    BlockLevels<T> w[RM];
-    for (int i = 0; i < RM; ++i) w[i] = LoadBlockLevels<T>(r[i] + b * kBytes);
-    for (int j = 0; j < RN; ++j) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[j]) + b);
-      const __m256i offset = ActivationOffset<V, T>(xv);
-      for (int i = 0; i < RM; ++i) {
-        const __m256i sum = BlockIntDot<V, T>(w[i], xv, offset);
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale_of(i, j), acc[i][j]);
-      }
-    }
-  };
-  int64_t b = 0;
-  for (; b + 8 <= blocks; b += 8) {
-    alignas(32) float scale[RM][RN][8];  // weight scale x activation scale, 8 blocks
-    __m256 dw[RM];
-    for (int i = 0; i < RM; ++i) dw[i] = GroupScales<T>(r[i] + b * kBytes);
-    for (int j = 0; j < RN; ++j) {
-      const __m256 dx = _mm256_loadu_ps(d[j] + b);
-      for (int i = 0; i < RM; ++i) _mm256_store_ps(scale[i][j], _mm256_mul_ps(dw[i], dx));
-    }
-    for (int k = 0; k < 8; ++k) {
-      block(b + k, [&](int i, int j) { return _mm256_broadcast_ss(&scale[i][j][k]); });
-    }
-  }
-  for (; b < blocks; ++b) {
-    block(b, [&](int i, int j) {
-      return _mm256_set1_ps(BlockScale(r[i] + b * kBytes) * d[j][b]);
-    });
-  }
-  for (int i = 0; i < RM; ++i)
-    for (int j = 0; j < RN; ++j) y[j * ldy + i] = SumLanes(acc[i][j]);
-}
-
 // Rows per tile, tokens per tile, and rows per band (a band's weights stay in L2 while every
 // tile of tokens passes over them).
 constexpr int kTileRows = 4, kTileTokens = 4;
@@ -860,6 +918,7 @@ void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, cons
       constexpr int RN = decltype(tokens)::value;
       const int8_t* qt[RN];
       const float* dt[RN];
+      const int32_t* const no_sums[RN] = {};  // computed per tile: amortized over its rows
       for (int j = 0; j < RN; ++j) {
         qt[j] = q + (t + j) * cols;
         dt[j] = d + (t + j) * blocks;
@@ -868,7 +927,7 @@ void QuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, cons
         constexpr int RM = decltype(tile)::value;
         const uint8_t* rt[RM];
         for (int i = 0; i < RM; ++i) rt[i] = base + DTypeBytes(T, (r0 + k + i) * w.ld);
-        QuantTile<V, T, RM, RN>(rt, qt, dt, blocks, y + t * ldy + r0 + k, ldy);
+        QuantDotTile<V, T, RM, RN>(rt, qt, dt, no_sums, blocks, y + t * ldy + r0 + k, ldy);
       });
     });
   }
@@ -884,7 +943,8 @@ void KQuantMatmul(WeightRows w, int64_t rows, int64_t cols, const int8_t* q, con
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row[1] = {base + DTypeBytes(T, static_cast<uint64_t>(r * w.ld))};
     for (int64_t t = 0; t < n; ++t) {
-      KQuantDotBlock<V, T, 1>(row, cols, q + t * cols, d + t * blocks, y + t * ldy + r);
+      KQuantDotBlock<V, T, 1>(row, cols, q + t * cols, d + t * blocks, nullptr, nullptr,
+                              y + t * ldy + r);
     }
   }
 }
