@@ -141,8 +141,8 @@ inline void QuantizeActivations(const float* x, int64_t blocks, int8_t* q, float
 
 // x as the dot products with weights of type T read it, kChunk columns at a time: float types
 // read x itself (one chunk); quantized types its blocks quantized (the buffer sits on the stack
-// of the kernel that prepares it: 66 KiB for the largest hidden size the config allows, 130 KiB
-// with the extras of q4 and the K-quants).
+// of the kernel that prepares it: 66 KiB for the largest hidden size the config allows, 74 KiB
+// with q4's and q4k's block sums, 130 KiB with q6k's offsets).
 template <DType T, bool = IsQuantized(T)>
 struct Activations {
   static constexpr int64_t kChunk = int64_t{1} << 62;
