@@ -4,6 +4,7 @@
 // are widened and rounded by the independent oracle of test_util.h, not by ConvertMatrix.
 #include "zeroskip/format.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -269,14 +270,17 @@ std::vector<float> QuantizedRows(const std::vector<float>& v, DType to) {
 
 // Whether --dtype q4k stores tensor `name` of a model of `layers` layers in q6k: attn_v of the
 // layers in the first or last eighth, and of every third layer between them (llama.cpp's Q4_K_M
-// rule; it also keeps their ffn_down in Q6_K, which ours does not).
+// rule; it also keeps their ffn_down in Q6_K), and attn_v and ffn_down of the first eighth of the
+// layers, never fewer than one.
 bool GetsMoreBitsUnderQ4K(const std::string& name, int64_t layers) {
   long layer = -1;
   char role[32] = {};
   if (std::sscanf(name.c_str(), "layers.%ld.%31s", &layer, role) != 2) return false;
   const std::string r = role;
+  const bool first = layer < std::max<int64_t>(1, layers / 8);
+  if (r == "ffn_down") return first;
   if (r != "attn_v") return false;
-  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+  return first || layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
 }
 
 // What convert stores a tensor as (docs/FORMAT.md, "Weight types").
@@ -388,6 +392,72 @@ TEST(Convert, FfnMatricesOfOneLayerKeepTheirOwnDTypes) {
   }
 }
 
+// --tensor-type: a role names that tensor of every layer, a stored name one tensor, a later
+// override wins over an earlier one and over --dtype's recipe (q4k on 2 layers: attn_v of both
+// layers and layer 0's ffn_down in q6k), and an overridden tensor holds the same bytes as a
+// whole-file conversion to its type. Catches an override ignored, applied to the wrong tensors,
+// or applied in reverse order.
+TEST(Convert, TensorTypesOverrideTheDTypeAndItsRecipe) {
+  testing::TempDir dir;
+  ConvertOptions opt;
+  opt.hf_dir = testing::TestDataDir() + "/llama_gqa_hd64_relu_f32";  // hidden 256, 2 layers
+  opt.out_path = dir / "mix.zsk";
+  opt.dtype = DType::kQ4K;
+  opt.tensor_types = {{"ffn_up", DType::kQ8},
+                      {"layers.1.ffn_up", DType::kQ6K},
+                      {"layers.1.attn_v", DType::kQ4K},
+                      {"layers.0.ffn_down", DType::kQ4K},
+                      {"output", DType::kBF16}};
+  ConvertHfCheckpoint(opt);
+  const auto mix = ZskFile::Open(opt.out_path);
+  const std::map<std::string, DType> want = {
+      {"layers.0.ffn_up", DType::kQ8},    {"layers.1.ffn_up", DType::kQ6K},
+      {"layers.0.attn_v", DType::kQ6K},   {"layers.1.attn_v", DType::kQ4K},
+      {"layers.0.ffn_down", DType::kQ4K}, {"layers.1.ffn_down", DType::kQ4K},
+      {"output", DType::kBF16},           {"tok_embeddings", DType::kQ6K},
+      {"layers.0.ffn_gate", DType::kQ4K}, {"layers.1.attn_norm", DType::kF32}};
+  for (const auto& [name, type] : want) EXPECT_EQ(mix->Find(name)->dtype, type) << name;
+  Model::Load(opt.out_path);
+  for (const auto& [name, type] : std::map<std::string, DType>{
+           {"layers.0.ffn_up", DType::kQ8}, {"layers.1.ffn_up", DType::kQ6K}}) {
+    opt.out_path = dir / (std::string(DTypeName(type)) + ".zsk");
+    opt.dtype = type;
+    opt.tensor_types.clear();
+    ConvertHfCheckpoint(opt);
+    const auto whole = ZskFile::Open(opt.out_path);
+    const TensorInfo &a = *mix->Find(name), &b = *whole->Find(name);
+    ASSERT_EQ(a.nbytes, b.nbytes) << name;
+    EXPECT_EQ(std::memcmp(mix->data(a), whole->data(b), a.nbytes), 0) << name;
+  }
+}
+
+// An override the model cannot take is one error line before anything is written: a name that
+// is no tensor, a norm, a type whose blocks do not divide the rows (hidden 192: no q4k rows).
+TEST(Convert, TensorTypesThatCannotApplyAreRefused) {
+  testing::TempDir dir;
+  ConvertOptions opt;
+  opt.out_path = dir / "m.zsk";
+  const std::vector<std::tuple<std::string, std::pair<std::string, DType>, std::string>> cases = {
+      {"llama_gqa_hd64_relu_f32", {"ffn_dwn", DType::kQ8}, "names no tensor of this model"},
+      {"llama_gqa_hd64_relu_f32", {"layers.2.ffn_down", DType::kQ8}, "names no tensor"},
+      {"llama_gqa_hd64_relu_f32", {"attn_norm", DType::kQ8}, "is a norm, always stored f32"},
+      {"mistral_headdim_relu_f32",
+       {"ffn_gate", DType::kQ4K},
+       "layers.0.ffn_gate has rows of 192 values, not whole blocks of 256"}};
+  for (const auto& [ckpt, override, message] : cases) {
+    opt.hf_dir = testing::TestDataDir() + "/" + ckpt;
+    opt.tensor_types = {override};
+    try {
+      ConvertHfCheckpoint(opt);
+      ADD_FAILURE() << override.first << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(message)) << override.first;
+      EXPECT_THAT(e.what(), ::testing::StartsWith("--tensor-type " + override.first + "="));
+    }
+    EXPECT_FALSE(fs::exists(opt.out_path)) << override.first;
+  }
+}
+
 // The layers whose attn_v (and ffn_down) llama-quantize's Q4_K_M stores in Q6_K: 8 layers as it
 // quantized the synthetic checkpoint of docs/BENCHMARKS.md ("K-quants"), the others worked out
 // by hand from use_more_bits (32: Llama-2-7B). Catches any clause of the rule changed.
@@ -405,6 +475,17 @@ TEST(Convert, Q4KGivesTheLayersOfLlamaCppsQ4KMMoreBits) {
       if (Q4KMoreBits(l, layers)) got.push_back(l);
     }
     EXPECT_EQ(got, more) << layers << " layers";
+  }
+}
+
+// The layers whose attn_v and ffn_down --dtype q4k stores in q6k whatever use_more_bits says:
+// the first eighth, never none. Catches the floor of one dropped (4 layers would get none).
+TEST(Convert, Q4KGivesTheFirstEighthOfTheLayersMoreBits) {
+  for (const auto& [layers, first] : std::map<int64_t, int64_t>{
+           {1, 1}, {4, 1}, {8, 1}, {15, 1}, {16, 2}, {22, 2}, {32, 4}, {80, 10}}) {
+    for (int64_t l = 0; l < layers; ++l) {
+      EXPECT_EQ(Q4KFirstLayers(l, layers), l < first) << "layer " << l << " of " << layers;
+    }
   }
 }
 

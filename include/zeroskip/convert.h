@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "zeroskip/format.h"
@@ -28,6 +29,11 @@ struct ConvertOptions {
   std::string hf_dir;
   std::string out_path;
   std::optional<DType> dtype;  // nullopt: keep each tensor's dtype (norms are always f32)
+  // --tensor-type: (pattern, dtype) pairs applied after `dtype` and its recipe, in order (a later
+  // match wins). A pattern is a stored name ("layers.3.ffn_down", "output") or a layer role
+  // ("ffn_down": that tensor of every layer). A pattern that names no matrix, or a quantized
+  // dtype whose blocks do not divide the matched tensor's rows, is refused before any write.
+  std::vector<std::pair<std::string, DType>> tensor_types;
   bool shadow_gate = false;    // add each layer's shadow gate (docs/SHADOW_GATE.md)
   // GGUF input only: the activation (relu|silu|fatrelu) when the metadata has no
   // llama.hidden_act; empty: the metadata must say it.

@@ -55,16 +55,50 @@ DType StoredDType(const TensorDef& def, DType source, std::optional<DType> reque
   return shape[1] % DTypeBlockElements(dtype) != 0 ? DType::kQ8 : dtype;
 }
 
-// The tensors --dtype q4k stores in q6k: attn_v of the layers llama.cpp's Q4_K_M gives more bits.
-// Q4_K_M also keeps their down projections in q6k, which bought nothing on the demo model for
-// 3.6% more bytes, and down rows are half of what sparse decode reads (docs/BENCHMARKS.md,
-// "K-quants").
+// The tensors --dtype q4k stores in q6k: attn_v of the layers llama.cpp's Q4_K_M gives more bits
+// and of the first layers, and ffn_down of the first layers only. Q4_K_M keeps ffn_down in q6k on
+// all its more-bits layers; past the first layers that bought little KL divergence on the demo
+// model for its bytes, and down rows are half of what sparse decode reads per active neuron
+// (docs/BENCHMARKS.md, "q4k's recipe").
 std::set<std::string, std::less<>> MoreBitsTensors(const ModelConfig& config) {
   std::set<std::string, std::less<>> names;
   for (int64_t l = 0; l < config.layers; ++l) {
-    if (Q4KMoreBits(l, config.layers)) names.insert(LayerTensorName(l, "attn_v"));
+    const bool first = Q4KFirstLayers(l, config.layers);
+    if (first || Q4KMoreBits(l, config.layers)) names.insert(LayerTensorName(l, "attn_v"));
+    if (first) names.insert(LayerTensorName(l, "ffn_down"));
   }
   return names;
+}
+
+// Whether a --tensor-type pattern names `name`: the stored name itself, or its role in a layer.
+bool TensorTypeMatches(std::string_view pattern, std::string_view name) {
+  if (pattern == name) return true;
+  if (!name.starts_with("layers.")) return false;
+  const size_t role = name.find('.', 7);
+  return role != std::string_view::npos && name.substr(role + 1) == pattern;
+}
+
+// `dtype` after the --tensor-type overrides that name `def` (in order: a later one wins); marks
+// each override that matched in `used`. An override the tensor cannot take is refused, not
+// quietly replaced by a fallback: the user asked for that type by name.
+DType WithTensorTypes(const TensorDef& def, DType dtype,
+                      const std::vector<std::pair<std::string, DType>>& overrides,
+                      std::vector<bool>& used) {
+  for (size_t k = 0; k < overrides.size(); ++k) {
+    const auto& [pattern, type] = overrides[k];
+    if (!TensorTypeMatches(pattern, def.name)) continue;
+    const std::string flag = "--tensor-type " + pattern + "=" + std::string(DTypeName(type));
+    if (def.always_f32) throw Error(flag, def.name + " is a norm, always stored f32");
+    const std::vector<uint64_t> shape = def.stored_shape();
+    if (IsQuantized(type) && (shape.size() != 2 || shape[1] % DTypeBlockElements(type) != 0)) {
+      throw Error(flag, def.name + " has rows of " + std::to_string(shape.back()) +
+                            " values, not whole blocks of " +
+                            std::to_string(DTypeBlockElements(type)));
+    }
+    dtype = type;
+    used[k] = true;
+  }
+  return dtype;
 }
 
 }  // namespace
@@ -95,6 +129,10 @@ ConvertResult ConvertGguf(const ConvertOptions& opt) {
 
 bool Q4KMoreBits(int64_t layer, int64_t layers) {
   return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+
+bool Q4KFirstLayers(int64_t layer, int64_t layers) {
+  return layer < std::max<int64_t>(1, layers / 8);
 }
 
 ConvertResult ConvertHfCheckpoint(const ConvertOptions& opt) {
@@ -188,12 +226,14 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
   }
 
   const std::set<std::string, std::less<>> more_bits = MoreBitsTensors(config);
+  std::vector<bool> tensor_type_used(opt.tensor_types.size());
   std::vector<TensorSpec> specs;
   uint64_t max_src = 0, max_dst = 0, parameters = 0;
   for (size_t i = 0; i < sources.size(); ++i) {
     const TensorDef& def = table.stored()[i];
-    const DType dtype =
-        StoredDType(def, sources[i]->dtype, opt.dtype, more_bits.contains(def.name));
+    const DType dtype = WithTensorTypes(
+        def, StoredDType(def, sources[i]->dtype, opt.dtype, more_bits.contains(def.name)),
+        opt.tensor_types, tensor_type_used);
     TensorSpec spec{def.name, dtype, def.layout, def.stored_shape()};
     uint64_t elements = 1;
     for (auto d : spec.shape) elements *= d;  // bounded by the config limits
@@ -206,6 +246,14 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
         specs.push_back(std::move(s));
       }
     }
+  }
+
+  for (size_t k = 0; k < opt.tensor_types.size(); ++k) {
+    if (tensor_type_used[k]) continue;
+    const auto& [pattern, type] = opt.tensor_types[k];
+    throw Error("--tensor-type " + pattern + "=" + std::string(DTypeName(type)),
+                "names no tensor of this model (a stored name such as layers.0.ffn_down or "
+                "output, or a layer role such as ffn_down)");
   }
 
   ZskWriter writer(opt.out_path, config, config_text, std::move(tokenizer), std::move(specs));

@@ -35,6 +35,7 @@ bool ReportBeforeCommit(const std::string& summary) {
 void AddConvert(CLI::App& app) {
   struct Flags {
     std::string hf_dir, out, dtype = "keep", act;
+    std::vector<std::string> tensor_types;
     bool shadow = false;
   };
   auto flags = std::make_shared<Flags>();
@@ -49,6 +50,10 @@ void AddConvert(CLI::App& app) {
                   "weight dtype: keep|f32|f16|bf16|q8|q4|q4k|q6k (q4 keeps embeddings and LM head "
                   "q8, q4k keeps them q6k)")
       ->check(CLI::IsMember({"keep", "f32", "f16", "bf16", "q8", "q4", "q4k", "q6k"}));
+  cmd->add_option("--tensor-type", flags->tensor_types,
+                  "NAME=DTYPE: store a tensor (layers.3.ffn_down, output) or a role of every layer "
+                  "(ffn_down) in DTYPE, after --dtype and its recipe; repeatable, a later one wins")
+      ->allow_extra_args(false);  // one NAME=DTYPE per flag: never swallow HF_DIR
   cmd->add_option("--act", flags->act,
                   "GGUF input: the FFN activation when the metadata has no llama.hidden_act")
       ->check(CLI::IsMember({"relu", "silu"}));
@@ -61,6 +66,16 @@ void AddConvert(CLI::App& app) {
     opt.shadow_gate = flags->shadow;
     opt.act = flags->act;
     if (flags->dtype != "keep") opt.dtype = ParseDTypeName(flags->dtype);
+    for (const std::string& arg : flags->tensor_types) {
+      const size_t eq = arg.find('=');
+      const std::optional<DType> type =
+          eq == std::string::npos ? std::nullopt : ParseDTypeName(arg.substr(eq + 1));
+      if (!type) {
+        throw Error("--tensor-type " + arg,
+                    "expected NAME=DTYPE with DTYPE one of f32, f16, bf16, q8, q4, q4k, q6k");
+      }
+      opt.tensor_types.emplace_back(arg.substr(0, eq), *type);
+    }
     Progress bar("converting", Progress::Unit::kBytes);
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
     bool reader_gone = false;
