@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "kernels/kernels.h"
@@ -386,6 +387,29 @@ TEST(Cli, ConvertDtypeFlagConvertsTheWeights) {
       out[i] = run.out;
     }
     EXPECT_EQ(out[0], out[1]) << dtype;
+  }
+}
+
+// --tensor-type reaches the converter from the command line, one NAME=DTYPE per flag (a second
+// value after it would swallow HF_DIR), and a malformed or inapplicable one is one error line with
+// no file left behind. Catches the flag dropped between the parser and ConvertOptions.
+TEST(Cli, ConvertTensorTypeFlag) {
+  testing::TempDir dir;
+  const std::string hf = testing::TestDataDir() + "/" + kModel;
+  ASSERT_EQ(RunCli({"convert", "--tensor-type", "ffn_down=q8", hf, "-o", dir / "m.zsk",
+                    "--tensor-type", "layers.1.ffn_down=bf16"})
+                .exit_code,
+            0);
+  const json j = json::parse(RunCli({"info", dir / "m.zsk", "--json"}).out);
+  EXPECT_EQ(j["dtypes"]["q8"], 256 * 200);  // layer 0's ffn_down only: a later flag wins
+  EXPECT_EQ(j["dtypes"]["bf16"], 256 * 200);
+  for (const auto& [flag, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"ffn_down", "expected NAME=DTYPE"},
+           {"ffn_down=q5", "expected NAME=DTYPE"},
+           {"ffn_dwn=q8", "names no tensor of this model"}}) {
+    ExpectOneErrorLine(RunCli({"convert", hf, "-o", dir / "bad.zsk", "--tensor-type", flag}),
+                       needle);
+    EXPECT_FALSE(std::filesystem::exists(dir / "bad.zsk")) << flag;
   }
 }
 
