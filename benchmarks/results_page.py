@@ -516,7 +516,9 @@ def block_quality(bench):
     return ([f"`{p['model']}` (4 M parameters, 95.2% FFN zeros), `zeroskip perplexity` over "
              f"{p['full_text']}; and over {p['short_text']}. From {p['source']}, copied into "
              f"`docs/bench/transcribed.json`. Machine: {AMD}.", "",
-             *lines, "", *sh(CMD_PPL_FULL, CMD_PPL_KQUANT)], plot)
+             *lines, "", "q4k's row is the KL divergence table's (its run above); the commands "
+             "below convert with today's recipe too:", "",
+             *sh(CMD_PPL_FULL, CMD_PPL_KQUANT)], plot)
 
 
 def block_kld(bench):
@@ -632,10 +634,15 @@ def summary(bench):
     t = load(bench, "transcribed.json")
     if t:
         rows = {r["weights"]: r for r in t["perplexity"]["rows"]}
+        kld, size, ours, theirs = q4k_against_q4km(t["kl_divergence"])
         out.append(f"- **What quantizing costs** (perplexity of the 4 M-parameter demo model; "
                    f"expect more on real models): q8 {rows['q8']['full_delta']}, q4 "
                    f"{rows['q4']['full_delta']} against f32; on another text q4k "
-                   f"{rows['q4k']['short_delta']}, q4 {rows['q4']['short_delta']} against bf16.")
+                   f"{rows['q4k']['short_delta']}, q4 {rows['q4']['short_delta']} against bf16. "
+                   f"On that text, under ReLU, q4k's KL divergence from f32 is {kld} than "
+                   f"llama.cpp's Q4_K_M's in a {size} file ({ours['mean_kld']} against "
+                   f"{theirs['mean_kld']}; {ours['file_bytes']} against {theirs['file_bytes']} "
+                   "bytes).")
     ffn = load(bench, "ffn_7b_f32_t2.json")
     ffn_bf16 = load(bench, "ffn_7b_bf16_t2.json")
     if ffn and ffn_bf16:
@@ -644,7 +651,7 @@ def summary(bench):
                    f"VM): {at(ffn):.2f}x oneDNN's dense step in f32, {at(ffn_bf16):.2f}x in bf16, "
                    "at 90% zeros (2 threads).")
     missing = ["the Llama-2-7B side by side with llama.cpp (its command is below)",
-               "q4k against Q4_K_M for speed", "peak memory of both engines in one run"]
+               "q4k against Q4_K_M for speed (their quality is measured: below)", "peak memory of both engines in one run"]
     if load(bench, "peer_llamacpp_7b.json"):
         missing = missing[1:]
     out.append("- **Not measured yet**: " + "; ".join(missing) + ".")

@@ -246,7 +246,8 @@ class SourcesTest(unittest.TestCase):
         sections = [self.transcribed[k]["rows"] for k in ("perplexity", "kl_divergence",
                                                          "kl_divergence_synth", "peak_rss")]
         values = [v for rows in sections for row in rows for k, v in row.items()
-                  if k not in ("weights", "model", "ours", "engine", "stores") and v != "—"]
+                  if k not in ("weights", "model", "ours", "engine", "stores", "computed",
+                               *row.get("computed", [])) and v != "—"]
         self.assertGreater(len(values), 30)
         for v in values:
             self.assertRegex(self.notebook, r"(?<![\d.,])" + re.escape(v) + r"(?![\d])")
@@ -303,6 +304,20 @@ class SourcesTest(unittest.TestCase):
                 digits = len(printed.split(".")[1].rstrip("%"))
                 change = 100 * (float(r[key]) / float(rows[base][key]) - 1)
                 self.assertEqual(f"{change:+.{digits}f}%", printed, (r["weights"], key))
+
+    def test_only_deltas_are_computed(self):
+        for r in self.transcribed["perplexity"]["rows"]:
+            for key in r.get("computed", []):
+                self.assertTrue(key.endswith("_delta"), (r["weights"], key))
+
+    def test_the_perplexity_tables_q4k_is_the_kl_tables(self):
+        """The held-out text's perplexities of q4k and its base are the KL run's (a recipe change
+        that updates one table and not the other fails)."""
+        short = {r["weights"]: r for r in self.transcribed["perplexity"]["rows"] if "short" in r}
+        for weights in ("bf16", "q4k"):
+            kl = rp.kl_row(self.transcribed["kl_divergence"], "zeroskip", weights)
+            self.assertEqual((short[weights]["short"], short[weights]["file_bytes"]),
+                             (kl["perplexity"], kl["file_bytes"]), weights)
 
     def test_the_readme_quotes_the_page(self):
         with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
