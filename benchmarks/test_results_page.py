@@ -130,6 +130,29 @@ class TableTest(unittest.TestCase):
         self.assertEqual(plot["series"][0], ("41,735 tokens, vs f32", [0.0, 0.0, 0.195]))
 
 
+    def test_kl_rows_keep_each_value_in_its_column(self):
+        row = lambda engine, weights, n, **extra: dict(  # noqa: E731
+            engine=engine, weights=weights, file_bytes=f"{n},000", perplexity=f"30.{n}",
+            mean_kld=f"0.00{n}", kld_se=f"{n}e-05", kld_99=f"0.0{n}", same_top=f"9{n}.00",
+            same_top_se=f"0.{n}", **extra)
+        section = {"not_measured": ["llama.cpp Q4_K_M"], "rows": [
+            row("zeroskip", "f32", 1), row("zeroskip", "q4k", 2, stores="q6k: embeddings"),
+            row("zeroskip", "q4", 3), row("llama.cpp", "Q4_0", 4, ours="q4")]}
+        lines, plot = rp.kl_table(section, "title")
+        self.assertEqual(lines, [
+            "| weights | file bytes | perplexity | mean KLD ± SE | 99% KLD | same top % ± SE |",
+            "|---|---:|---:|---:|---:|---:|",
+            "| f32 | 1,000 | 30.1 | 0.001 ± 1e-05 | 0.01 | 91.00 ± 0.1 |",
+            "| q4k (q6k: embeddings) | 2,000 | 30.2 | 0.002 ± 2e-05 | 0.02 | 92.00 ± 0.2 |",
+            "| q4 | 3,000 | 30.3 | 0.003 ± 3e-05 | 0.03 | 93.00 ± 0.3 |",
+            "| llama.cpp Q4_0 | 4,000 | 30.4 | 0.004 ± 4e-05 | 0.04 | 94.00 ± 0.4 |",
+            "| llama.cpp Q4_K_M | not measured on this checkpoint | | | | |"])
+        # The f32 base is not a bar; llama.cpp's file stands beside the type it pairs with.
+        self.assertEqual(plot["groups"], ["q4k", "q4 / Q4_0"])
+        self.assertEqual(plot["series"], [("zeroskip", [0.002, 0.003]),
+                                          ("llama.cpp's file, run by zeroskip", [None, 0.004])])
+
+
 class PageTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
@@ -221,12 +244,55 @@ class SourcesTest(unittest.TestCase):
 
     def test_transcribed_values_are_printed_in_the_notebook(self):
         sections = [self.transcribed[k]["rows"] for k in ("perplexity", "kl_divergence",
-                                                         "peak_rss")]
+                                                         "kl_divergence_synth", "peak_rss")]
         values = [v for rows in sections for row in rows for k, v in row.items()
-                  if k not in ("weights", "model", "ours") and v != "—"]
+                  if k not in ("weights", "model", "ours", "engine", "stores", "computed",
+                               *row.get("computed", [])) and v != "—"]
         self.assertGreater(len(values), 30)
         for v in values:
             self.assertRegex(self.notebook, r"(?<![\d.,])" + re.escape(v) + r"(?![\d])")
+
+    def test_kl_rows_are_rows_of_the_notebooks_tables(self):
+        """Each KL row's values stand in one row of BENCHMARKS' table of that model, each in its
+        column (a value copied from a neighbouring row or column fails)."""
+        header = ("| weights | .zsk bytes | perplexity | mean KLD | median | 99% | 99.9% | max | "
+                  "same top % | PPL ratio | mean Δp % |")
+        for key, start, end in (("kl_divergence", "### The demo model", "### The synthetic"),
+                                ("kl_divergence_synth", "### The synthetic 0.74 B checkpoint",
+                                 "## Quantized dot products")):
+            part = self.notebook[self.notebook.index(start):self.notebook.index(end)]
+            self.assertEqual(part.count(header), 1, key)
+            rows = [[c.strip().replace("**", "") for c in line.split("|")[1:-1]]
+                    for line in part.splitlines() if line.startswith("| ")]
+            for r in self.transcribed[key]["rows"]:
+                want = [r["file_bytes"], r["perplexity"], f"{r['mean_kld']} ± {r['kld_se']}",
+                        r["kld_99"], f"{r['same_top']} ± {r['same_top_se']}"]
+                got = [[c[1], c[2], c[3], c[5], c[8]] for c in rows if c[1] == r["file_bytes"]]
+                self.assertEqual(got, [want], (key, r["weights"]))
+
+    def test_the_page_shows_each_kl_value_in_its_column(self):
+        """The rendered tables, read back by their header, against the JSON."""
+        for key in ("kl_divergence", "kl_divergence_synth"):
+            lines, _ = rp.kl_table(self.transcribed[key], "")
+            names = [c.strip() for c in lines[0].split("|")[1:-1]]
+            shown = {c[0]: c for c in ([x.strip() for x in line.split("|")[1:-1]]
+                                       for line in lines[2:])}
+            for r in self.transcribed[key]["rows"]:
+                cells = dict(zip(names, shown[rp.kl_label(r)]))
+                self.assertEqual(cells, {
+                    "weights": rp.kl_label(r), "file bytes": r["file_bytes"],
+                    "perplexity": r["perplexity"],
+                    "mean KLD ± SE": f"{r['mean_kld']} ± {r['kld_se']}",
+                    "99% KLD": r["kld_99"],
+                    "same top % ± SE": f"{r['same_top']} ± {r['same_top_se']}"}, r["weights"])
+            self.assertEqual(len(lines) - 2, len(self.transcribed[key]["rows"]) +
+                             len(self.transcribed[key].get("not_measured", [])))
+
+    def test_q4k_against_q4km_in_the_notebooks_words(self):
+        kld, size, ours, theirs = rp.q4k_against_q4km(self.transcribed["kl_divergence"])
+        self.assertEqual((ours["file_bytes"], theirs["file_bytes"]), ("2,671,232", "2,984,320"))
+        self.assertIn(f"q4k now has {kld} KL divergence than Q4_K_M", self.notebook)
+        self.assertIn(f"in a file {size} (2,671,232 bytes against 2,984,320)", self.notebook)
 
     def test_transcribed_deltas_match_their_perplexities(self):
         rows = {r["weights"]: r for r in self.transcribed["perplexity"]["rows"]}
@@ -238,6 +304,20 @@ class SourcesTest(unittest.TestCase):
                 digits = len(printed.split(".")[1].rstrip("%"))
                 change = 100 * (float(r[key]) / float(rows[base][key]) - 1)
                 self.assertEqual(f"{change:+.{digits}f}%", printed, (r["weights"], key))
+
+    def test_only_deltas_are_computed(self):
+        for r in self.transcribed["perplexity"]["rows"]:
+            for key in r.get("computed", []):
+                self.assertTrue(key.endswith("_delta"), (r["weights"], key))
+
+    def test_the_perplexity_tables_q4k_is_the_kl_tables(self):
+        """The held-out text's perplexities of q4k and its base are the KL run's (a recipe change
+        that updates one table and not the other fails)."""
+        short = {r["weights"]: r for r in self.transcribed["perplexity"]["rows"] if "short" in r}
+        for weights in ("bf16", "q4k"):
+            kl = rp.kl_row(self.transcribed["kl_divergence"], "zeroskip", weights)
+            self.assertEqual((short[weights]["short"], short[weights]["file_bytes"]),
+                             (kl["perplexity"], kl["file_bytes"]), weights)
 
     def test_the_readme_quotes_the_page(self):
         with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
