@@ -274,7 +274,8 @@ TEST(Cli, PerplexityJson) {
 }
 
 // bench prefill: one row per requested length, in order, with positive times and tok/s that
-// are the length over the time; a length past the context is one clear error.
+// are the length over the time, and the model's weight types; a length past the context is one
+// clear error.
 TEST(Cli, BenchPrefillReportsEveryLength) {
   const auto r = RunCli({"bench", "prefill", "-m", testing::ConvertedModel(kModel), "--lengths",
                          "1,5,20", "--reps", "2", "-t", "2", "--json"});
@@ -298,6 +299,13 @@ TEST(Cli, BenchPrefillReportsEveryLength) {
   ExpectOneErrorLine(RunCli({"bench", "prefill", "-m", testing::ConvertedModel(kModel),
                              "--lengths", "65"}),
                      "exceeds the context of 64");
+  // "weights" names every matrix type, most parameters first: q4k's recipe keeps the vocabulary
+  // matrices, layer 0's ffn_down and both attn_v in q6k (313,344 of 897,024 matrix parameters).
+  EXPECT_EQ(j["weights"], "f32");
+  const auto q4k = RunCli({"bench", "prefill", "-m", testing::ConvertedModel(kModel + "@q4k"),
+                           "--lengths", "1", "--reps", "1", "--json"});
+  ASSERT_EQ(q4k.exit_code, 0) << q4k.err;
+  EXPECT_EQ(json::parse(q4k.out)["weights"], "q4k+q6k");
 }
 
 TEST(Cli, ScoreSumsLogLikelihoodFromTheGivenIndex) {

@@ -68,15 +68,6 @@ std::vector<Scored> ScoredPositions(const std::vector<int>& text, size_t ctx) {
   return out;
 }
 
-std::string Join(const std::vector<int>& ids) {
-  std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (i > 0) s += ',';
-    s += std::to_string(ids[i]);
-  }
-  return s;
-}
-
 uint64_t Le(const std::string& bytes, size_t at, size_t n) {
   uint64_t v = 0;
   for (size_t i = 0; i < n; ++i) v |= uint64_t(uint8_t(bytes[at + i])) << (8 * i);
@@ -224,7 +215,7 @@ TEST_F(KlCli, AQuantizedModelAgainstTheBaseMatchesTheComparisonRecomputedHere) {
   const json got = Compare(q4, WriteBase());
   Expected want;
   for (const Scored& p : ScoredPositions(Fixture()["text_ids"], std::stoul(ctx_))) {
-    const auto r = RunCli({"eval", "-m", testing::ConvertedModel(q4), "--tokens", Join(p.prefix),
+    const auto r = RunCli({"eval", "-m", testing::ConvertedModel(q4), "--tokens", testing::JoinIds(p.prefix),
                            "--top", "1000000", "--json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const json top = json::parse(r.out)["top"];

@@ -55,15 +55,6 @@ const json& ReferenceRow(const std::vector<int>& prefix) {
   return none;
 }
 
-std::string Join(const std::vector<int>& ids) {
-  std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (i > 0) s += ',';
-    s += std::to_string(ids[i]);
-  }
-  return s;
-}
-
 json RunJson(std::vector<std::string> args) {
   args.insert(args.begin() + 1, {"-m", ModelPath(), "--json"});
   const auto r = RunCli(args);
@@ -102,7 +93,7 @@ TEST(Scoring, ScoreIsTheSumOfReferenceLogProbsFromThePreviousPosition) {
         want += LogSoftmax(ReferenceRow({ids.begin(), ids.begin() + i}), ids[i]);
       }
       const json got =
-          RunJson({"score", "--tokens", Join(ids), "--from", std::to_string(from), "--ffn", ffn});
+          RunJson({"score", "--tokens", testing::JoinIds(ids), "--from", std::to_string(from), "--ffn", ffn});
       const double n = static_cast<double>(ids.size() - from);
       EXPECT_EQ(got["tokens"], ids.size() - from);
       EXPECT_NEAR(got["log_likelihood"].get<double>(), want, kLogProbTolerance * n)
@@ -165,7 +156,7 @@ TEST(Scoring, EvalPrintsEveryReferenceLogitInOrder) {
     for (const auto& s : {sequences[0], sequences[1]}) {
       const std::vector<int> ids = Ids(s);
       const json& want = s["logits"].back();
-      const json got = RunJson({"eval", "--tokens", Join(ids), "--top", "100000", "--ffn", ffn});
+      const json got = RunJson({"eval", "--tokens", testing::JoinIds(ids), "--top", "100000", "--ffn", ffn});
       ASSERT_EQ(got["top"].size(), want.size());
       double max_ref = 0;
       for (const auto& v : want) max_ref = std::max(max_ref, std::abs(v.get<double>()));

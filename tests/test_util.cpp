@@ -182,6 +182,15 @@ std::vector<std::string> Lines(const std::string& text) {
   return lines;
 }
 
+std::string JoinIds(const std::vector<int>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(ids[i]);
+  }
+  return s;
+}
+
 CliResult RunCli(const std::vector<std::string>& args) {
   TempDir io;
   const std::string out_path = io / "out", err_path = io / "err";

@@ -60,6 +60,8 @@ struct CliResult {
 };
 // Runs the zeroskip binary with `args` (no shell involved).
 CliResult RunCli(const std::vector<std::string>& args);
+// Token ids as the CLI's --tokens takes them: "1,5,9".
+std::string JoinIds(const std::vector<int>& ids);
 
 // IEEE binary16 and bfloat16 bit patterns to float, built from sign, exponent and mantissa with
 // std::ldexp: an independent oracle for the engine's widening (which goes through Eigen or SIMD).

@@ -18,6 +18,21 @@
 namespace zeroskip::cli {
 namespace {
 
+// The model's matrix types, most parameters first ("q4k+q6k" for the q4k recipe): a model may
+// mix types, so no single tensor's type names it.
+std::string WeightTypes(const Model& model) {
+  std::map<DType, uint64_t> params;
+  for (const TensorInfo& t : model.file().tensors()) {
+    if (t.shape.size() == 2) params[t.dtype] += t.elements();
+  }
+  std::vector<std::pair<uint64_t, DType>> order;
+  for (const auto& [type, n] : params) order.emplace_back(n, type);
+  std::sort(order.rbegin(), order.rend());
+  std::string label;
+  for (const auto& [n, type] : order) label += (label.empty() ? "" : "+") + std::string(DTypeName(type));
+  return label;
+}
+
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
@@ -380,7 +395,7 @@ void AddBenchPrefill(CLI::App* bench) {
     }
     const std::string what = std::to_string(sparse.threads()) + " threads, " +
                              std::string(engine.isa()) + ", " +
-                             std::string(DTypeName(model->layer(0).ffn.gate.dtype));
+                             WeightTypes(*model);
     if (plot) {
       Plot(*plot, "prompt processing (" + what + ")", "prompt tokens",
            "prompt tok/s (median of " + std::to_string(f->reps) + ")",
@@ -390,7 +405,7 @@ void AddBenchPrefill(CLI::App* bench) {
       std::cout << json{{"model", f->compute.model},
                         {"threads", sparse.threads()},
                         {"isa", std::string(engine.isa())},
-                        {"weights", std::string(DTypeName(model->layer(0).ffn.gate.dtype))},
+                        {"weights", WeightTypes(*model)},
                         {"reps", f->reps},
                         {"prompts", rows}}
                        .dump(2)
