@@ -108,8 +108,9 @@ def run_measured(cmd):
         return p.returncode, text(out), text(err), usage.ru_maxrss / 1024  # Linux: KiB
 
 
-def run_llama(args, gguf, prompt, n_predict, extra=()):
-    cmd = [os.path.join(args.llama_bin, "llama-cli"), *extra, "-m", gguf, "-p", prompt, "-n",
+def run_llama(args, gguf, prompt, n_predict, extra=(), prefix=()):
+    """`prefix`: a command the run goes through (mem_limit.py's cgroup entry)."""
+    cmd = [*prefix, os.path.join(args.llama_bin, "llama-cli"), *extra, "-m", gguf, "-p", prompt, "-n",
            str(n_predict), "-t", str(args.threads), "-c", str(context(args)), "--temp", "0",
            "--ignore-eos",
            "-no-cnv", "--no-display-prompt"]
@@ -129,8 +130,8 @@ def run_llama(args, gguf, prompt, n_predict, extra=()):
     return out
 
 
-def run_zeroskip(args, zsk, ffn, prompt, n_predict, extra=()):
-    cmd = [args.zeroskip, "run", *extra, "-m", zsk, "-p", prompt, "-n", str(n_predict), "-t",
+def run_zeroskip(args, zsk, ffn, prompt, n_predict, extra=(), prefix=()):
+    cmd = [*prefix, args.zeroskip, "run", *extra, "-m", zsk, "-p", prompt, "-n", str(n_predict), "-t",
            str(args.threads), "--ctx", str(context(args)), "--temp", "0", "--ignore-eos", "--ffn",
            ffn,
            "--no-echo", "--json"]

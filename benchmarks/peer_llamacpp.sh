@@ -44,6 +44,8 @@
 #   SHAPE             tiny|0.7b|7b: synthesize (or reuse) that checkpoint, see above  [none]
 #   TYPES             llama.cpp types to run        [f32 bf16 q8_0 q4_0 Q4_K_M; SHAPE: no f32]
 #   KEEP_MODELS       with SHAPE: 1 keeps each type's converted files (for a rerun)   [0]
+#   SYNTH_ARGS        with SHAPE: more synth.py options, e.g. its calibration's
+#                     "--calib-seqs 2 --calib-len 64 --no-check" (7b: ~20 min, not ~80)  [none]
 #   ZEROSKIP          the zeroskip binary                                       [build/zeroskip]
 #   OUT               results JSON                                              [docs/bench/peer_llamacpp.json]
 #   REPEATS [3]  THREADS [2]  N_DECODE [96]  DECODE_PROMPT [25]
@@ -59,6 +61,7 @@ set -euo pipefail
 HF_DIR=${1:-}
 LLAMA_CPP_DIR=${2:-${LLAMA_CPP_DIR:-}}
 SHAPE=${SHAPE:-}
+SYNTH_ARGS=${SYNTH_ARGS:-}
 WORK_DIR=${WORK_DIR:-/tmp/zeroskip-peer}
 PYTHON=${PYTHON:-/usr/bin/python3}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -87,8 +90,10 @@ print(i["shape"], i["dtype"], i["sparsity_target"])' "$HF_DIR/synth_info.json")
   else
     say "synthesizing the $SHAPE checkpoint (bf16, 90% zeros) into $HF_DIR (log: $HF_DIR.log)"
     mkdir -p "$(dirname "$HF_DIR")"
+    # shellcheck disable=SC2086  # SYNTH_ARGS is a list of options
     "$PYTHON" "$HERE/../tools/synth/synth.py" "$HF_DIR" --shape "$SHAPE" --dtype BF16 \
-        --sparsity 0.9 > "$HF_DIR.log" 2>&1 || { say "synth.py failed: $HF_DIR.log"; exit 1; }
+        --sparsity 0.9 $SYNTH_ARGS > "$HF_DIR.log" 2>&1 \
+      || { say "synth.py failed: $HF_DIR.log"; exit 1; }
   fi
   disk
 fi
