@@ -23,7 +23,9 @@ engine also decodes n_decode tokens after an N-token prompt, both with an f16 KV
 (llama.cpp's default; zeroskip's --kv-type f16), for a third table: decode at long context.
 Both prompts are made from one fixed text with the checkpoint's own tokenizer.model, so the two
 engines get the same token ids (checked: both report the prompt length they ran).
-Every run's peak resident memory (the child's ru_maxrss from wait4, which counts the mapped
+Before every run its own model file is read into the page cache and the other engines' files are
+dropped from it (posix_fadvise DONTNEED), so no run reads weights from disk and none pays for
+another's pages. Every run's peak resident memory (the child's ru_maxrss from wait4, which counts the mapped
 weights it touched) goes into the JSON; the largest per engine and type fills a memory table.
 Needs python3; sentencepiece cuts the prompts (without it, benchmarks/spm_standin's BPE encoder,
 exact for this ASCII text); standard library otherwise.
@@ -153,6 +155,23 @@ def warm_page_cache(paths):
                 pass
 
 
+def own_page_cache(path, files):
+    """Each run starts with its own model file in the page cache and the other engines' `files` out
+    of it. At 7B bf16 two 13.5 GB files do not fit in 24 GB together: pages the other engine used
+    last then push this run's out while it loads, and a fresh zeroskip process reads its weights
+    from disk again during its prompt (llama-cli's untimed warm-up pass hides the same effect), so
+    the time to first token measured the page cache, not the engine."""
+    for other in files:
+        if other == path:
+            continue
+        fd = os.open(other, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    warm_page_cache([path])
+
+
 def engines(args):
     """(label, weight type, kind, path, ffn) for every file present, in run order per type."""
     rows, missing = [], []
@@ -180,11 +199,12 @@ def main_length(args):
 
 def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, samples):
     """Per weight type: the decode runs of every engine, then their prefill runs per length."""
-    warm_page_cache([r[3] for r in rows])
+    files = sorted({r[3] for r in rows})
     for t in args.types:
         mine = [r for r in rows if r[1] in (t, ZEROSKIP_TYPE[t])]
         decode = {}
         for label, wtype, kind, path, ffn in mine:
+            own_page_cache(path, files)
             if kind == "llama":
                 decode[label] = run_llama(args, path, decode_prompt, args.n_decode)
             else:
@@ -192,6 +212,7 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, sam
         for label, wtype, kind, path, ffn in mine:
             prefill = {}
             for length, prompt in prefill_prompts.items():
+                own_page_cache(path, files)
                 if kind == "llama":
                     prefill[length] = run_llama(args, path, prompt, 1)
                 else:
@@ -200,6 +221,7 @@ def one_repeat(args, rows, rep, decode_prompt, prefill_prompts, long_prompt, sam
             d = decode[label]
             long = None
             if long_prompt:
+                own_page_cache(path, files)
                 if kind == "llama":
                     long = run_llama(args, path, long_prompt, args.n_decode, ("-ctk", "f16", "-ctv", "f16"))
                 else:
