@@ -508,7 +508,9 @@ def block_7b(bench):
         tables.insert(2, lambda d: long_table(d)[0])
     for build in tables:
         out += [*build(doc), ""]
-    return out + sh(CMD_7B), decode_table(doc)[1]
+    plot = decode_table(doc)[1]
+    plot["title"] = "Llama-2-7B shape: decode after a 25-token prompt"
+    return out + sh(CMD_7B), plot
 
 
 def block_quality(bench):
