@@ -501,14 +501,13 @@ def block_7b(bench):
     doc = load(bench, "peer_llamacpp_7b.json")
     if doc is None:
         return pending("peer_llamacpp_7b.json", [CMD_7B]), None
-    out = [peer_source("peer_llamacpp_7b.json", doc), ""]
-    tables = [lambda d: decode_table(d)[0], lambda d: ttft_table(d)[0],
-              lambda d: memory_table(d, None)[0]]
+    decode, plot = decode_table(doc)
+    tables = [decode, ttft_table(doc)[0], memory_table(doc, None)[0]]
     if doc.get("long_prompt"):  # a run without the long prompt has no long-context table
-        tables.insert(2, lambda d: long_table(d)[0])
-    for build in tables:
-        out += [*build(doc), ""]
-    plot = decode_table(doc)[1]
+        tables.insert(2, long_table(doc)[0])
+    out = [peer_source("peer_llamacpp_7b.json", doc), ""]
+    for lines in tables:
+        out += [*lines, ""]
     plot["title"] = "Llama-2-7B shape: decode after a 25-token prompt"
     return out + sh(CMD_7B), plot
 

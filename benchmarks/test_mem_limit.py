@@ -30,6 +30,13 @@ class DiskStat(unittest.TestCase):
                 self.skipTest(f"{stat} does not exist here")
             self.assertGreaterEqual(mem_limit.sectors_read(stat), 0)
 
+    def test_sectors_read_is_the_third_field(self):
+        # /sys/dev/block/*/stat: reads, reads merged, sectors read, ms reading, writes, ...
+        with tempfile.NamedTemporaryFile("w", suffix="stat") as f:
+            f.write("   12345      678   9876543    4321        5        6        7        8\n")
+            f.flush()
+            self.assertEqual(mem_limit.sectors_read(f.name), 9876543)
+
 
 class Table(unittest.TestCase):
     def test_each_value_in_its_column(self):

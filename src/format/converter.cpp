@@ -78,6 +78,11 @@ bool TensorTypeMatches(std::string_view pattern, std::string_view name) {
   return role != std::string_view::npos && name.substr(role + 1) == pattern;
 }
 
+// How an override is named in messages: the flag as the user gave it.
+std::string TensorTypeFlag(const std::string& pattern, DType type) {
+  return "--tensor-type " + pattern + "=" + std::string(DTypeName(type));
+}
+
 // `dtype` after the --tensor-type overrides that name `def` (in order: a later one wins); marks
 // each override that matched in `used`. An override the tensor cannot take is refused, not
 // quietly replaced by a fallback: the user asked for that type by name.
@@ -87,7 +92,7 @@ DType WithTensorTypes(const TensorDef& def, DType dtype,
   for (size_t k = 0; k < overrides.size(); ++k) {
     const auto& [pattern, type] = overrides[k];
     if (!TensorTypeMatches(pattern, def.name)) continue;
-    const std::string flag = "--tensor-type " + pattern + "=" + std::string(DTypeName(type));
+    const std::string flag = TensorTypeFlag(pattern, type);
     if (def.always_f32) throw Error(flag, def.name + " is a norm, always stored f32");
     const std::vector<uint64_t> shape = def.stored_shape();
     if (IsQuantized(type) && (shape.size() != 2 || shape[1] % DTypeBlockElements(type) != 0)) {
@@ -251,7 +256,7 @@ ConvertResult ConvertCheckpoint(const ConvertOptions& opt, const std::string& co
   for (size_t k = 0; k < opt.tensor_types.size(); ++k) {
     if (tensor_type_used[k]) continue;
     const auto& [pattern, type] = opt.tensor_types[k];
-    throw Error("--tensor-type " + pattern + "=" + std::string(DTypeName(type)),
+    throw Error(TensorTypeFlag(pattern, type),
                 "names no tensor of this model (a stored name such as layers.0.ffn_down or "
                 "output, or a layer role such as ffn_down)");
   }

@@ -29,7 +29,9 @@ std::string WeightTypes(const Model& model) {
   for (const auto& [type, n] : params) order.emplace_back(n, type);
   std::sort(order.rbegin(), order.rend());
   std::string label;
-  for (const auto& [n, type] : order) label += (label.empty() ? "" : "+") + std::string(DTypeName(type));
+  for (const auto& [n, type] : order) {
+    label += (label.empty() ? "" : "+") + std::string(DTypeName(type));
+  }
   return label;
 }
 
