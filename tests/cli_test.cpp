@@ -145,6 +145,45 @@ TEST(Cli, ShadowCommandAndGateFlag) {
   }
 }
 
+TEST(Cli, NeuronsCommandAndMemoryBudget) {
+  testing::TempDir dir;
+  const std::string model = dir / "m.zsk";
+  std::filesystem::copy_file(testing::ConvertedModel(kModel + std::string(testing::kShadowSuffix)),
+                             model);
+  const auto wrote = RunCli({"neurons", model});
+  ASSERT_EQ(wrote.exit_code, 0) << wrote.err;
+  // 2 layers x 200 neurons of 3 f32 rows of 256 (3 KiB, in 4 KiB), after a 4 KiB header.
+  EXPECT_EQ(wrote.out, "wrote " + model + ".neurons: 2 layers x 200 neurons, " +
+                           std::to_string(4096 + 2 * 200 * 4096) + " bytes\n");
+  // The smallest budget, as the refusal of a smaller one states it.
+  const auto small = RunCli({"run", "-m", model, "-p", "Anna", "-n", "1", "--mem-budget", "1K"});
+  ExpectOneErrorLine(small, "a memory budget of 1024 bytes is too small: it needs at least ");
+  const std::string least = small.err.substr(small.err.find("at least ") + 9);
+  const std::vector<std::string> common = {
+      "run", "-m", model, "-p", "Anna reads", "-n", "12", "--temp", "0", "--ignore-eos", "--json"};
+  const auto in_memory = RunCli(common);
+  ASSERT_EQ(in_memory.exit_code, 0) << in_memory.err;
+  for (const char* io : {"direct", "cached"}) {
+    std::vector<std::string> args = common;
+    args.insert(args.end(), {"--mem-budget", least.substr(0, least.find(' ')), "--neuron-io", io});
+    const auto r = RunCli(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json got = json::parse(r.out), want = json::parse(in_memory.out);
+    EXPECT_EQ(got["tokens"], want["tokens"]) << io;
+    EXPECT_EQ(got["neuron_io"], std::string("io_uring, ") +
+                                    (std::string(io) == "direct" ? "O_DIRECT" : "page cache"));
+    EXPECT_GT(got["neuron_reads"].get<uint64_t>(), 0u);
+    EXPECT_FALSE(want.contains("neuron_reads"));
+    EXPECT_NE(r.err.find("zeroskip: memory budget "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("into a cache of 200 neurons"), std::string::npos) << r.err;
+  }
+  ExpectOneErrorLine(RunCli({"neurons", testing::ConvertedModel(kModel + std::string("@q8"))}),
+                     "a neuron file bundles f32, f16 and bf16 FFN rows only");
+  std::filesystem::remove(model + ".neurons");
+  ExpectOneErrorLine(RunCli({"run", "-m", model, "-p", "Anna", "-n", "1", "--mem-budget", "1M"}),
+                     "has no neuron file " + model + ".neurons to read its FFN from");
+}
+
 TEST(Cli, ZeroTokensGeneratesNothing) {
   const json j = RunJson({"-p", "Anna reads", "-n", "0"});
   EXPECT_TRUE(j["tokens"].empty());

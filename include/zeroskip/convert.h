@@ -59,4 +59,16 @@ struct ShadowOptions {
 };
 ConvertResult AddShadowGate(const ShadowOptions& options);
 
+// Writes the neuron file of `model` (docs/FORMAT.md, "Neuron file"; by default
+// `<model>.neurons`, where loading looks for it): its gated FFN's rows regrouped neuron by
+// neuron, so a memory budget smaller than the model reads one bundle per active neuron. Written
+// atomically from the .zsk's bytes, each FFN tensor's checksum checked as it streams past. Throws
+// Error naming the model if its FFN cannot be bundled (ungated, or quantized).
+struct NeuronFileOptions {
+  std::string out_path;
+  std::function<void(uint64_t layers_done, uint64_t layers)> progress{};
+  std::function<void(uint64_t file_bytes)> before_commit{};  // as ConvertOptions'
+};
+void WriteNeuronFile(const ZskFile& model, const NeuronFileOptions& options);
+
 }  // namespace zeroskip

@@ -39,6 +39,9 @@ class Engine {
   int threads() const { return threads_; }
   int64_t max_batch() const { return max_batch_; }
   std::string_view isa() const;  // the kernels in use, e.g. "avx512"
+  // How FFN rows are read from the model's neuron file ("io_uring, O_DIRECT"); "" when the
+  // model is all in memory.
+  std::string neuron_io() const;
 
   Workspace& workspace() { return *workspace_; }  // for sessions and architectures
 
@@ -64,5 +67,8 @@ int PhysicalCores();
 uint64_t PhysicalMemoryBytes();
 // What can be allocated without swapping or the OOM killer: MemAvailable, else all of RAM.
 uint64_t AvailableMemoryBytes();
+// What this process may use: AvailableMemoryBytes, or less where its memory cgroup (v1 or v2)
+// sets a lower limit.
+uint64_t ProcessMemoryLimitBytes();
 
 }  // namespace zeroskip

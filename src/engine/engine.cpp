@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -44,6 +45,53 @@ uint64_t AvailableMemoryBytes() {
     if (line.rfind("MemAvailable:", 0) == 0) return std::stoull(line.substr(13)) * 1024;  // kB
   }
   return PhysicalMemoryBytes();
+}
+
+namespace {
+
+// The first line of a small file, or "" if it cannot be read.
+std::string FirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// This process's memory cgroup limit in bytes, or 0 where none is set or none can be read.
+uint64_t CgroupMemoryLimit() {
+  std::ifstream cgroups("/proc/self/cgroup");
+  std::string line;
+  uint64_t limit = 0;
+  const auto consider = [&](const std::string& file) {
+    const std::string text = FirstLine(file);
+    if (text.empty() || text == "max") return;
+    uint64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    // cgroup v1 says "no limit" with a page-rounded 2^63 - 1.
+    if (ec == std::errc() && value > 0 && value < (uint64_t{1} << 62)) {
+      limit = limit == 0 ? value : std::min(limit, value);
+    }
+  };
+  while (std::getline(cgroups, line)) {
+    // "0::/path" (v2) or "N:memory:/path" (v1; the controller list may name several).
+    const auto first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1);
+    const std::string group = line.substr(second + 1);
+    if (controllers.empty()) {
+      consider("/sys/fs/cgroup" + group + "/memory.max");
+    } else if (("," + controllers + ",").find(",memory,") != std::string::npos) {
+      consider("/sys/fs/cgroup/memory" + group + "/memory.limit_in_bytes");
+    }
+  }
+  return limit;
+}
+
+}  // namespace
+
+uint64_t ProcessMemoryLimitBytes() {
+  const uint64_t available = AvailableMemoryBytes(), cgroup = CgroupMemoryLimit();
+  return cgroup > 0 ? std::min(available, cgroup) : available;
 }
 
 std::vector<std::string_view> IsaNames() {
@@ -173,6 +221,12 @@ Engine::Engine(const Model& model, const EngineOptions& options)
     workspace_->matmul.ReserveWiden(batch.widened);
     workspace_->matmul.ReserveBf16Inputs(batch.bf16_inputs);
     workspace_->matmul.ReserveQuantInputs(batch.quant_inputs);
+    if (const MemoryPlan& m = model.memory(); m.offloaded) {
+      workspace_->neurons =
+          std::make_unique<NeuronCache>(*model.neuron_layout(), m.neuron_file, model.neuron_fd(),
+                                        m.cache_slots, m.direct_io, m.io_uring);
+      workspace_->ffn.UseNeuronCache(workspace_->neurons.get());
+    }
   } catch (const std::bad_alloc&) {
     throw too_big();  // the estimate above missed: still name the file and the cause
   }
@@ -181,5 +235,9 @@ Engine::Engine(const Model& model, const EngineOptions& options)
 Engine::~Engine() = default;
 
 std::string_view Engine::isa() const { return IsaName(workspace_->kernels.isa); }
+
+std::string Engine::neuron_io() const {
+  return workspace_->neurons ? workspace_->neurons->io_description() : "";
+}
 
 }  // namespace zeroskip

@@ -3,11 +3,13 @@
 // Only one forward pass uses it at a time (`lock`).
 #pragma once
 
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "ffn/ffn_runtime.h"
+#include "ffn/neuron_cache.h"
 #include "kernels/kernels.h"
 #include "model/matmul.h"
 
@@ -27,6 +29,8 @@ struct Workspace {
   const KernelTable& kernels;
   DenseMatmul matmul;
   FfnRuntime ffn;
+  // The FFN rows decode reads from the model's neuron file (null: the model is all in memory).
+  std::unique_ptr<NeuronCache> neurons;
 
   std::vector<float> x;       // [max_batch, hidden] residual stream
   std::vector<float> xn;      // [max_batch, hidden] normalized

@@ -1,5 +1,3 @@
-#include "ffn/ffn_runtime.h"
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -7,6 +5,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "ffn/ffn_runtime.h"
+#include "ffn/neuron_cache.h"
 #include "ffn/shadow_bound.h"
 #include "kernels/kernels.h"
 #include "model/matmul.h"
@@ -124,6 +124,9 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   up_zero_neurons += o.up_zero_neurons;
   pass_rows += o.pass_rows;
   pass_rows_read += o.pass_rows_read;
+  neuron_fetches += o.neuron_fetches;
+  neuron_reads += o.neuron_reads;
+  neuron_bytes_read += o.neuron_bytes_read;
 }
 
 FfnSettings FfnSettings::Resolve(const ModelConfig& config, FfnMode mode,
@@ -202,16 +205,6 @@ struct FfnRuntime::Call {
   bool uses_shadow = false;
 };
 
-struct FfnRuntime::Slice {
-  int64_t r0 = 0, rows = 0;  // neurons [r0, r0 + rows)
-  float* g = nullptr;        // [rows] gate pre-activations, then (dense) coefficients
-  int64_t active = 0;        // neurons with act(g) != 0
-  int64_t negatives = 0;     // stochastic: gates < 0 ...
-  int64_t picked = 0;        // ... kept as SiLU(g)
-  int64_t uncertain = 0;     // shadow gate: rows whose full gate row was read
-  int64_t up_zeros = 0;      // dReLU, sparse: active neurons whose up was not positive
-};
-
 FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, DenseMatmul& matmul,
                        int threads, int64_t max_tokens)
     : config_(config), kernels_(kernels), matmul_(matmul), threads_(threads) {
@@ -224,6 +217,11 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
   uncertain_.resize(f);
   shadow_xq_.resize(h);
   shadow_xd_.resize(h / kQuantBlock);
+  slices_.resize(static_cast<size_t>(threads));
+  fetch_.resize(f);
+  fetch_slots_.resize(f);
+  neuron_slot_.resize(f);
+  slot_rows_.resize(f);
   row_zeros_.resize(static_cast<size_t>(std::max<int64_t>(max_tokens, 1)));
   if (max_tokens > 1) {
     batch_gate_.resize(static_cast<size_t>(max_tokens) * f);
@@ -249,7 +247,8 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
                       : ShadowBound{},
                   shadow};
   if (n == 1) {
-    stats->Add(DecodeStep(call, x, y));
+    const bool from_cache = neurons_ != nullptr && call.gated && settings.sparse_decode;
+    stats->Add(from_cache ? DecodeStepFromCache(call, x, y) : DecodeStep(call, x, y));
   } else {
     stats->Add(settings.sparse_decode ? BatchedSparse(call, x, n, y) : BatchedDense(call, x, n, y));
   }
@@ -272,19 +271,29 @@ void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {
 }
 
 void FfnRuntime::ShadowGateRows(const Call& call, Slice& s, const float* x) {
+  CertifyShadowRows(call, s);
+  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.gate_row;
+  FullGateRows(call, s, x, {gate, config_.hidden}, uncertain_.data() + s.r0);
+}
+
+void FfnRuntime::CertifyShadowRows(const Call& call, Slice& s) {
   const int64_t hidden = config_.hidden;
   const auto* shadow =
       static_cast<const uint8_t*>(call.w.gate_shadow.data) + s.r0 * DTypeBytes(DType::kQ8, hidden);
   kernels_.shadow_dot_rows(shadow, s.rows, hidden, shadow_xq_.data(), shadow_xd_.data(), s.g);
   const float* err = call.w.gate_shadow_norms + s.r0;
   const float* norm = call.w.gate_shadow_norms + config_.ffn + s.r0;
-  int32_t* uncertain = uncertain_.data() + s.r0;
-  s.uncertain = CertifyRows(call.shadow, err, norm, s.rows, s.g, uncertain);
+  s.uncertain = CertifyRows(call.shadow, err, norm, s.rows, s.g, uncertain_.data() + s.r0);
+}
+
+void FfnRuntime::FullGateRows(const Call& call, Slice& s, const float* x, WeightRows gate,
+                              const int32_t* rows) {
   // The full gate for the uncertain rows, in row order: the same values, compacted in the same
   // order, as the dense gate gives them.
+  const int64_t hidden = config_.hidden;
   float* full = active_g_.data() + s.r0;
-  const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.gate_row;
-  kernels_.ops(call.w.gate.dtype).dot_rows({gate, hidden}, uncertain, s.uncertain, hidden, x, full);
+  kernels_.ops(call.w.gate.dtype).dot_rows(gate, rows, s.uncertain, hidden, x, full);
+  const int32_t* uncertain = uncertain_.data() + s.r0;
   for (int64_t k = 0; k < s.uncertain; ++k) s.g[uncertain[k]] = full[k];
 }
 
@@ -334,29 +343,8 @@ void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* p
   }
   const WeightOps& up_ops = kernels_.ops(call.w.up.dtype);
   const auto* up = static_cast<const uint8_t*>(call.w.up.data) + s.r0 * call.up_row;
-  // The fused kernel reads up and down with one weight type; a layer that mixes types (llama.cpp's
-  // Q4_K_M: some down projections q6k) runs its two halves one after the other.
-  const bool fused = call.w.up.dtype == call.w.down_t.dtype && !call.settings.relu_up;
-  if (call.settings.sparse_decode && fused) {
-    down_ops.sparse_up_down({up, hidden}, {down, hidden}, hidden, active_.data() + s.r0,
-                            active_g_.data() + s.r0, s.active, x, partial_y);
-    return;
-  }
   if (call.settings.sparse_decode) {
-    // Up for the active rows, then the coefficients act(g) * u in place; dReLU keeps (in row
-    // order) only the rows whose up is positive, so only their down rows are read.
-    int32_t* active = active_.data() + s.r0;
-    float* coef = active_g_.data() + s.r0;
-    up_ops.dot_rows({up, hidden}, active, s.active, hidden, x, u);
-    int64_t kept = 0;
-    for (int64_t k = 0; k < s.active; ++k) {
-      if (!call.settings.relu_up || u[k] > 0.0f) {
-        active[kept] = active[k];
-        coef[kept++] = coef[k] * u[k];
-      }
-    }
-    s.up_zeros = s.active - kept;
-    down_ops.axpy_rows({down, hidden}, active, coef, kept, hidden, partial_y);
+    UpDownActive(call, s, x, partial_y, {{up, hidden}, {down, hidden}, active_.data() + s.r0});
     return;
   }
   const bool stochastic = call.settings.act == FfnActivation::kStochastic;
@@ -370,34 +358,133 @@ void FfnRuntime::UpDownRows(const Call& call, Slice& s, const float* x, float* p
   down_ops.axpy_rows({down, hidden}, nullptr, s.g, s.rows, hidden, partial_y);
 }
 
+void FfnRuntime::UpDownActive(const Call& call, Slice& s, const float* x, float* partial_y,
+                              const ActiveRows& r) {
+  const int64_t hidden = config_.hidden;
+  const WeightOps& up_ops = kernels_.ops(call.w.up.dtype);
+  const WeightOps& down_ops = kernels_.ops(call.w.down_t.dtype);
+  float* coef = active_g_.data() + s.r0;
+  // The fused kernel reads up and down with one weight type; a layer that mixes types (llama.cpp's
+  // Q4_K_M: some down projections q6k) runs its two halves one after the other.
+  if (call.w.up.dtype == call.w.down_t.dtype && !call.settings.relu_up) {
+    down_ops.sparse_up_down(r.up, r.down, hidden, r.rows, coef, s.active, x, partial_y);
+    return;
+  }
+  // Up for the active rows, then the coefficients act(g) * u in place; dReLU keeps (in row
+  // order) only the rows whose up is positive, so only their down rows are read.
+  float* u = up_.data() + s.r0;
+  up_ops.dot_rows(r.up, r.rows, s.active, hidden, x, u);
+  int64_t kept = 0;
+  for (int64_t k = 0; k < s.active; ++k) {
+    if (!call.settings.relu_up || u[k] > 0.0f) {
+      r.rows[kept] = r.rows[k];
+      coef[kept++] = coef[k] * u[k];
+    }
+  }
+  s.up_zeros = s.active - kept;
+  down_ops.axpy_rows(r.down, r.rows, coef, kept, hidden, partial_y);
+}
+
 FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y) {
-  const int64_t hidden = config_.hidden, ffn = config_.ffn;
-  std::atomic<int64_t> active_sum = 0, negative_sum = 0, picked_sum = 0, uncertain_sum = 0,
-                       up_zero_sum = 0;
   // One phase: chunk t is the slice thread t of threads_ would take (the same sums whichever
-  // thread runs it), accumulated privately and reduced below without a second phase.
+  // thread runs it), accumulated privately and reduced after it without a second phase.
   matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
-    const int t = static_cast<int>(chunk);
-    const auto [r0, r1] = ThreadSlice(ffn, t, threads_, kNeuronAlign);
-    Slice s;
-    s.r0 = r0;
-    s.rows = r1 - r0;
-    s.g = gate_.data() + r0;
-    float* partial_y = partial_y_.data() + static_cast<size_t>(t) * hidden;
-    std::memset(partial_y, 0, sizeof(float) * hidden);
+    Slice& s = StartSlice(static_cast<int>(chunk));
+    float* partial_y = PartialY(static_cast<int>(chunk));
     if (s.rows > 0) {
       GateRows(call, s, x);
       ActivateRows(call, s);
       UpDownRows(call, s, x, partial_y);
     }
-    active_sum += s.active;
-    negative_sum += s.negatives;
-    picked_sum += s.picked;
-    uncertain_sum += s.uncertain;
-    up_zero_sum += s.up_zeros;
   });
-  const int64_t active_total = active_sum, negatives = negative_sum, picked = picked_sum,
-                uncertain = uncertain_sum, up_zeros = up_zero_sum;
+  return FinishDecodeStep(call, y);
+}
+
+FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, float* y) {
+  const NeuronLayout& l = neurons_->layout();
+  // First what each slice needs: with the shadow gate, the rows it cannot certify (their gate
+  // rows are in the bundles too); without, the gate over every row (resident) and its active
+  // rows.
+  matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+    Slice& s = StartSlice(static_cast<int>(chunk));
+    if (s.rows == 0) return;
+    if (call.uses_shadow) {
+      CertifyShadowRows(call, s);
+    } else {
+      GateRows(call, s, x);
+      ActivateRows(call, s);
+    }
+  });
+  // Their bundles, fetched in one request (in neuron order, slice after slice).
+  int64_t n = 0;
+  for (int t = 0; t < threads_; ++t) {
+    const Slice& s = slices_[t];
+    const int32_t* rows = (call.uses_shadow ? uncertain_ : active_).data() + s.r0;
+    const int64_t count = call.uses_shadow ? s.uncertain : s.active;
+    for (int64_t k = 0; k < count; ++k) fetch_[n++] = static_cast<int32_t>(s.r0 + rows[k]);
+  }
+  const NeuronCache::Stats before = neurons_->stats();
+  neurons_->Fetch(call.layer, fetch_.data(), n, call.uses_shadow, fetch_slots_.data());
+  for (int64_t k = 0; k < n; ++k) neuron_slot_[fetch_[k]] = fetch_slots_[k];
+  // Then the same kernels as in memory, on the slots: row k of a matrix is the slot's row.
+  const uint8_t* pool = neurons_->pool();
+  const auto ld = [&](DType dtype) {
+    return static_cast<int64_t>(l.stride / DTypeBytes(dtype, 1));
+  };
+  const ActiveRows from_pool{{pool, ld(l.up)}, {pool + l.up_bytes, ld(l.down)}, nullptr};
+  const WeightRows gate_rows{pool + l.up_bytes + l.down_bytes, ld(l.gate)};
+  matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+    Slice& s = slices_[chunk];
+    float* partial_y = PartialY(static_cast<int>(chunk));
+    if (s.rows == 0) return;
+    int32_t* slots = slot_rows_.data() + s.r0;
+    const int32_t* slot_of = neuron_slot_.data() + s.r0;
+    if (call.uses_shadow) {
+      const int32_t* uncertain = uncertain_.data() + s.r0;
+      for (int64_t k = 0; k < s.uncertain; ++k) slots[k] = slot_of[uncertain[k]];
+      FullGateRows(call, s, x, gate_rows, slots);
+      ActivateRows(call, s);
+    }
+    const int32_t* active = active_.data() + s.r0;
+    for (int64_t k = 0; k < s.active; ++k) slots[k] = slot_of[active[k]];
+    ActiveRows rows = from_pool;
+    rows.rows = slots;
+    UpDownActive(call, s, x, partial_y, rows);
+  });
+  FfnLayerStats step = FinishDecodeStep(call, y);
+  const NeuronCache::Stats& after = neurons_->stats();
+  step.neuron_fetches = static_cast<uint64_t>(n);
+  step.neuron_reads = after.misses - before.misses;
+  step.neuron_bytes_read = after.bytes_read - before.bytes_read;
+  return step;
+}
+
+FfnRuntime::Slice& FfnRuntime::StartSlice(int t) {
+  const auto [r0, r1] = ThreadSlice(config_.ffn, t, threads_, kNeuronAlign);
+  Slice& s = slices_[t];
+  s = Slice{};
+  s.r0 = r0;
+  s.rows = r1 - r0;
+  s.g = gate_.data() + r0;
+  return s;
+}
+
+float* FfnRuntime::PartialY(int t) {
+  float* partial_y = partial_y_.data() + static_cast<size_t>(t) * config_.hidden;
+  std::memset(partial_y, 0, sizeof(float) * config_.hidden);
+  return partial_y;
+}
+
+FfnLayerStats FfnRuntime::FinishDecodeStep(const Call& call, float* y) {
+  const int64_t hidden = config_.hidden, ffn = config_.ffn;
+  int64_t active_total = 0, negatives = 0, picked = 0, uncertain = 0, up_zeros = 0;
+  for (const Slice& s : slices_) {
+    active_total += s.active;
+    negatives += s.negatives;
+    picked += s.picked;
+    uncertain += s.uncertain;
+    up_zeros += s.up_zeros;
+  }
   // The private accumulators summed in chunk order; [threads, hidden] is small next to the
   // weights, so one thread does it rather than another phase.
   std::fill(y, y + hidden, 0.0f);

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/kernels.h"
 #include "zeroskip/config.h"
 #include "zeroskip/ffn.h"
 #include "zeroskip/weights.h"
@@ -38,7 +39,7 @@
 namespace zeroskip {
 
 class DenseMatmul;
-struct KernelTable;
+class NeuronCache;
 
 // How one sequence runs its FFN, resolved against the model.
 struct FfnSettings {
@@ -77,16 +78,43 @@ class FfnRuntime {
   void Forward(const FfnSettings& settings, int64_t layer, const FfnWeights& w, const float* x,
                int64_t n, float* y, int64_t position, FfnLayerStats* stats);
 
+  // Decode steps of the sparse gated FFN read their up, down and (with the shadow gate) gate rows
+  // through `cache` (docs/FORMAT.md, "Neuron file"), into the same kernels, so they compute
+  // what they compute in memory bit for bit. Null: every row from the weights' own memory.
+  void UseNeuronCache(NeuronCache* cache) { neurons_ = cache; }
+
   // The statistics of rows [row, row + rows) of the last Forward on their own: their zeros and
   // the work they alone would need (the weights the call read are in its own statistics).
   FfnLayerStats RowStats(const FfnSettings& settings, int64_t row, int64_t rows) const;
 
  private:
-  // One thread's share of a decode step: neurons [begin, end) and its scratch.
-  struct Slice;
+  // One thread's share of a decode step: neurons [r0, r0 + rows) and its scratch.
+  struct Slice {
+    int64_t r0 = 0, rows = 0;  // neurons [r0, r0 + rows)
+    float* g = nullptr;        // [rows] gate pre-activations, then (dense) coefficients
+    int64_t active = 0;        // neurons with act(g) != 0
+    int64_t negatives = 0;     // stochastic: gates < 0 ...
+    int64_t picked = 0;        // ... kept as SiLU(g)
+    int64_t uncertain = 0;     // shadow gate: rows whose full gate row was read
+    int64_t up_zeros = 0;      // dReLU, sparse: active neurons whose up was not positive
+  };
   struct Call;
 
+  // Where the active rows of a slice are: each matrix's rows, and their indices in both.
+  struct ActiveRows {
+    WeightRows up, down;
+    int32_t* rows;  // [slice's active] (dReLU compacts them in place)
+  };
+
   FfnLayerStats DecodeStep(const Call& call, const float* x, float* y);
+  // A decode step whose FFN rows come from the neuron cache: a phase for what each slice needs,
+  // one fetch for all of them, then a phase of the usual kernels over the cache's slots.
+  FfnLayerStats DecodeStepFromCache(const Call& call, const float* x, float* y);
+  // Slice t of a decode step, reset; and its private accumulator, zeroed.
+  Slice& StartSlice(int t);
+  float* PartialY(int t);
+  // The slices' accumulators summed into y, and the step's statistics.
+  FfnLayerStats FinishDecodeStep(const Call& call, float* y);
   FfnLayerStats BatchedDense(const Call& call, const float* x, int64_t n, float* y);
   FfnLayerStats BatchedSparse(const Call& call, const float* x, int64_t n, float* y);
   // The stochastic activation's counts over a batch, added to by every chunk.
@@ -104,8 +132,16 @@ class FfnRuntime {
   // The phases of a decode step, run by each thread on its slice.
   void GateRows(const Call& call, Slice& s, const float* x);
   void ShadowGateRows(const Call& call, Slice& s, const float* x);
+  // The shadow gate's two halves: the rows it cannot certify, then their full gate rows from
+  // `gate` (row rows[k] for the k-th uncertain row).
+  void CertifyShadowRows(const Call& call, Slice& s);
+  void FullGateRows(const Call& call, Slice& s, const float* x, WeightRows gate,
+                    const int32_t* rows);
   void ActivateRows(const Call& call, Slice& s);
   void UpDownRows(const Call& call, Slice& s, const float* x, float* partial_y);
+  // The sparse gated FFN's up and down over a slice's active rows.
+  void UpDownActive(const Call& call, Slice& s, const float* x, float* partial_y,
+                    const ActiveRows& rows);
 
   // Weight matrices per layer: 3 (gate, up, down), or 2 for an ungated FFN (fc1, fc2).
   uint64_t Matrices() const;
@@ -129,6 +165,13 @@ class FfnRuntime {
   std::vector<int32_t> uncertain_;  // [ffn] shadow: rows the bound did not certify, per slice
   std::vector<int16_t> shadow_xq_;  // [hidden] shadow: x as int16 levels ...
   std::vector<float> shadow_xd_;    // [hidden / 32] ... and their block scales
+  std::vector<Slice> slices_;       // [threads] the last decode step's slices
+  // Decode from the neuron cache (null: none).
+  NeuronCache* neurons_ = nullptr;
+  std::vector<int32_t> fetch_;        // [ffn] the neurons a step fetches, in order ...
+  std::vector<int32_t> fetch_slots_;  // [ffn] ... the slots they are in ...
+  std::vector<int32_t> neuron_slot_;  // [ffn] ... and by neuron
+  std::vector<int32_t> slot_rows_;    // [ffn] each slice's rows as slots
   // Batched scratch.
   std::vector<float> batch_gate_;  // [max_tokens, ffn]
   std::vector<float> batch_up_;    // [max_tokens, ffn]

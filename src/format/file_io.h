@@ -40,6 +40,8 @@ bool FileExists(const std::string& path);
 uint16_t LoadLe16(const uint8_t* p);
 uint32_t LoadLe32(const uint8_t* p);
 uint64_t LoadLe64(const uint8_t* p);
+void StoreLe32(uint8_t* p, uint32_t v);
+void StoreLe64(uint8_t* p, uint64_t v);
 
 // a * b and a + b, throwing Error(path, what + " overflows") instead of wrapping.
 uint64_t CheckedMul(uint64_t a, uint64_t b, const std::string& path, const std::string& what);

@@ -27,13 +27,6 @@ constexpr uint64_t kMaxVocab = uint64_t{1} << 24;
 constexpr uint64_t kMaxContext = uint64_t{1} << 22;
 constexpr size_t kHashChunk = size_t{1} << 20;
 
-void Store32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Store64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
 uint64_t RowBytes(const KlBaseInfo& info) { return 4 * static_cast<uint64_t>(info.vocab); }
 
 uint64_t RowsOffset(const KlBaseInfo& info) {
@@ -81,7 +74,7 @@ KlBaseWriter::KlBaseWriter(std::string path, KlBaseInfo info) {
   impl_ = std::make_unique<Impl>(std::move(path), std::move(info));
   const std::vector<int>& ids = impl_->info.text_ids;
   std::vector<uint8_t> bytes(4 * ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) Store32(&bytes[4 * i], static_cast<uint32_t>(ids[i]));
+  for (size_t i = 0; i < ids.size(); ++i) StoreLe32(&bytes[4 * i], static_cast<uint32_t>(ids[i]));
   impl_->out.WriteAt(kHeaderBytes, bytes.data(), bytes.size());
   impl_->end = RowsOffset(impl_->info);
 }
@@ -103,15 +96,15 @@ void KlBaseWriter::Commit() {
   const KlBaseInfo& info = impl_->info;
   uint8_t h[kHeaderBytes];
   std::memcpy(h, kMagic, sizeof(kMagic));
-  Store32(h + 8, kVersion);
-  Store32(h + 12, static_cast<uint32_t>(info.vocab));
-  Store32(h + 16, static_cast<uint32_t>(info.context));
-  Store32(h + 20, static_cast<uint32_t>(static_cast<int32_t>(info.bos_id)));
-  Store64(h + 24, info.text_ids.size());
-  Store64(h + 32, info.positions);
+  StoreLe32(h + 8, kVersion);
+  StoreLe32(h + 12, static_cast<uint32_t>(info.vocab));
+  StoreLe32(h + 16, static_cast<uint32_t>(info.context));
+  StoreLe32(h + 20, static_cast<uint32_t>(static_cast<int32_t>(info.bos_id)));
+  StoreLe64(h + 24, info.text_ids.size());
+  StoreLe64(h + 32, info.positions);
   impl_->out.WriteAt(0, h, sizeof(h));
   uint8_t checksum[kChecksumBytes];
-  Store64(checksum, HashPrefix(impl_->out.fd(), impl_->end, impl_->out.tmp_path()));
+  StoreLe64(checksum, HashPrefix(impl_->out.fd(), impl_->end, impl_->out.tmp_path()));
   impl_->out.WriteAt(impl_->end, checksum, sizeof(checksum));
   impl_->end += sizeof(checksum);
   impl_->out.Commit();

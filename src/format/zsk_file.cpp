@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -55,12 +56,33 @@ std::unique_ptr<ZskFile> ZskFile::Open(const std::string& path) {
   return file;
 }
 
-void ZskFile::Prefault() const {
-  // MADV_POPULATE_READ (Linux 5.14) maps the pages in one call; elsewhere, read a byte per page.
-  if (::madvise(const_cast<uint8_t*>(base_), size_, MADV_POPULATE_READ) == 0) return;
+void ZskFile::Prefault(const std::function<bool(const TensorInfo&)>& skip) const {
   const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  volatile uint8_t sink = 0;
-  for (uint64_t i = 0; i < size_; i += page) sink = sink + base_[i];
+  const auto populate = [&](uint64_t begin, uint64_t end) {
+    begin = begin / page * page;
+    end = std::min(size_, (end + page - 1) / page * page);
+    if (begin >= end) return;
+    // MADV_POPULATE_READ (Linux 5.14) maps the pages in one call; elsewhere, read a byte per page.
+    if (::madvise(const_cast<uint8_t*>(base_ + begin), end - begin, MADV_POPULATE_READ) == 0)
+      return;
+    volatile uint8_t sink = 0;
+    for (uint64_t i = begin; i < end; i += page) sink = sink + base_[i];
+  };
+  if (!skip) {
+    populate(0, size_);
+    return;
+  }
+  for (const TensorInfo& t : tensors_) {
+    if (!skip(t)) {
+      populate(t.offset, t.offset + t.nbytes);
+      continue;
+    }
+    // Pages wholly inside a skipped tensor: no readahead, so a pass that reads some of its rows
+    // through the mapping (a prompt's batch) faults in those rows and not their neighbours.
+    const uint64_t begin = (t.offset + page - 1) / page * page,
+                   end = (t.offset + t.nbytes) / page * page;
+    if (begin < end) ::madvise(const_cast<uint8_t*>(base_ + begin), end - begin, MADV_RANDOM);
+  }
 }
 
 ZskFile::~ZskFile() {

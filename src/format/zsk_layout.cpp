@@ -11,13 +11,6 @@
 namespace zeroskip {
 namespace {
 
-void Store32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Store64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
 // A region [offset, offset + size) must lie inside [lo, file_size).
 void CheckRegion(uint64_t offset, uint64_t size, uint64_t lo, uint64_t file_size,
                  const std::string& path, const char* what) {
@@ -98,17 +91,17 @@ ZskHeader DecodeZskHeader(const uint8_t* base, uint64_t size, const std::string&
 void EncodeZskHeader(const ZskHeader& h, uint8_t out[kZskHeaderBytes]) {
   std::memset(out, 0, kZskHeaderBytes);
   std::memcpy(out, kZskMagic, sizeof(kZskMagic));
-  Store32(out + 8, h.version);
-  Store32(out + 12, static_cast<uint32_t>(kZskHeaderBytes));
-  Store64(out + 16, h.file_size);
-  Store64(out + 24, h.metadata_offset);
-  Store64(out + 32, h.metadata_size);
-  Store64(out + 40, h.tokenizer_offset);
-  Store64(out + 48, h.tokenizer_size);
-  Store64(out + 56, h.table_offset);
-  Store64(out + 64, h.tensor_count);
-  Store64(out + 72, h.data_offset);
-  Store64(out + kZskChecksumFieldOffset, h.header_checksum);
+  StoreLe32(out + 8, h.version);
+  StoreLe32(out + 12, static_cast<uint32_t>(kZskHeaderBytes));
+  StoreLe64(out + 16, h.file_size);
+  StoreLe64(out + 24, h.metadata_offset);
+  StoreLe64(out + 32, h.metadata_size);
+  StoreLe64(out + 40, h.tokenizer_offset);
+  StoreLe64(out + 48, h.tokenizer_size);
+  StoreLe64(out + 56, h.table_offset);
+  StoreLe64(out + 64, h.tensor_count);
+  StoreLe64(out + 72, h.data_offset);
+  StoreLe64(out + kZskChecksumFieldOffset, h.header_checksum);
 }
 
 uint64_t ZskHeaderChecksum(const uint8_t header[kZskHeaderBytes], std::string_view metadata,
@@ -214,13 +207,13 @@ std::vector<TensorInfo> DecodeTensorTable(const uint8_t* base, const ZskHeader& 
 void EncodeTensorRecord(const TensorInfo& t, uint8_t out[kZskTensorRecordBytes]) {
   std::memset(out, 0, kZskTensorRecordBytes);
   std::memcpy(out, t.name.data(), std::min<size_t>(t.name.size(), kZskMaxNameBytes));
-  Store32(out + 96, static_cast<uint32_t>(t.dtype));
-  Store32(out + 100, static_cast<uint32_t>(t.layout));
-  Store32(out + 104, static_cast<uint32_t>(t.shape.size()));
-  for (size_t d = 0; d < t.shape.size(); ++d) Store64(out + 112 + 8 * d, t.shape[d]);
-  Store64(out + 144, t.offset);
-  Store64(out + 152, t.nbytes);
-  Store64(out + 160, t.checksum);
+  StoreLe32(out + 96, static_cast<uint32_t>(t.dtype));
+  StoreLe32(out + 100, static_cast<uint32_t>(t.layout));
+  StoreLe32(out + 104, static_cast<uint32_t>(t.shape.size()));
+  for (size_t d = 0; d < t.shape.size(); ++d) StoreLe64(out + 112 + 8 * d, t.shape[d]);
+  StoreLe64(out + 144, t.offset);
+  StoreLe64(out + 152, t.nbytes);
+  StoreLe64(out + 160, t.checksum);
 }
 
 }  // namespace zeroskip

@@ -1,10 +1,16 @@
 #include "zeroskip/model.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <limits>
 #include <set>
 
 #include "arch/architectures.h"
+#include "format/file_io.h"
+#include "format/neuron_file.h"
 #include "format/shadow_gate.h"
+#include "zeroskip/engine.h"
 #include "zeroskip/error.h"
 
 namespace zeroskip {
@@ -47,7 +53,7 @@ void BindShadowGate(const ZskFile& file, int64_t layer, std::set<std::string>* b
 
 }  // namespace
 
-std::unique_ptr<Model> Model::Load(const std::string& path) {
+std::unique_ptr<Model> Model::Load(const std::string& path, const LoadOptions& options) {
   auto model = std::unique_ptr<Model>(new Model());
   model->file_ = ZskFile::Open(path);
   const ZskFile& file = *model->file_;
@@ -139,8 +145,68 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
   if (model->tokenizer_->vocab_size() > c.vocab) {
     throw Error(path, "tokenizer has more pieces than the model's vocab_size");
   }
-  model->file_->Prefault();
+  model->PlanMemory(options);
   return model;
+}
+
+Model::~Model() {
+  if (neuron_fd_ >= 0) ::close(neuron_fd_);
+}
+
+void Model::PlanMemory(const LoadOptions& options) {
+  const ZskFile& file = *file_;
+  const ModelConfig& c = file.config();
+  memory_.direct_io = options.direct_io;
+  memory_.io_uring = options.io_uring;
+  const bool automatic = options.mem_budget == 0;
+  memory_.budget = automatic ? ProcessMemoryLimitBytes() / 100 * 85 : options.mem_budget;
+  memory_.resident_bytes = file.file_size();
+  const std::string neuron_path = NeuronFilePath(file.path());
+  if ((file.file_size() <= memory_.budget && !options.always_offload) ||
+      (automatic && (!c.gated_ffn || !FileExists(neuron_path)))) {
+    file.Prefault();
+    return;
+  }
+  if (!FileExists(neuron_path)) {
+    throw Error(file.path(), "has no neuron file " + neuron_path + " to read its FFN from (it is " +
+                                 std::to_string(file.file_size()) +
+                                 " bytes; the memory budget is " + std::to_string(memory_.budget) +
+                                 ")");
+  }
+  // What decode reads a neuron at a time: up and down, and the gate where a shadow stands in.
+  // Not resident, and not counted in the budget: the embeddings' rows, faulted in as used.
+  std::set<const void*> offloaded;
+  for (const LayerWeights& l : layers_) {
+    offloaded.insert(l.ffn.up.data);
+    offloaded.insert(l.ffn.down_t.data);
+    if (l.ffn.gate_shadow.data != nullptr) offloaded.insert(l.ffn.gate.data);
+  }
+  // A token reads one row of the embeddings (all of them only when they are the LM head too).
+  if (embeddings_.data != lm_head_.data) offloaded.insert(embeddings_.data);
+  const auto is_offloaded = [&](const TensorInfo& t) { return offloaded.count(file.data(t)) > 0; };
+  uint64_t resident = file.file_size();
+  for (const TensorInfo& t : file.tensors()) resident -= is_offloaded(t) ? t.nbytes : 0;
+  uint64_t size = 0;
+  neuron_fd_ = OpenRegularFile(neuron_path, &size);  // refuses a missing file with its name
+  neuron_layout_ =
+      std::make_unique<NeuronLayout>(ReadNeuronFileHeader(neuron_path, neuron_fd_, size, file));
+  const NeuronLayout& l = *neuron_layout_;
+  // The cache holds at least one layer's neurons, so any token's request for a layer fits.
+  const uint64_t least = resident + static_cast<uint64_t>(l.ffn) * l.stride;
+  if (memory_.budget < least) {
+    throw Error(file.path(), "a memory budget of " + std::to_string(memory_.budget) +
+                                 " bytes is too small: it needs at least " + std::to_string(least) +
+                                 " (" + std::to_string(resident) + " resident, " +
+                                 std::to_string(least - resident) +
+                                 " for one layer's neurons in the cache)");
+  }
+  memory_.offloaded = true;
+  memory_.resident_bytes = resident;
+  memory_.neuron_file = neuron_path;
+  memory_.bundle_bytes = l.stride;
+  memory_.cache_slots = std::min<uint64_t>((memory_.budget - resident) / l.stride,
+                                           static_cast<uint64_t>(l.layers) * l.ffn);
+  file.Prefault(is_offloaded);
 }
 
 uint64_t Model::parameter_count() const {

@@ -247,6 +247,20 @@ def out_is_device_node(w):
 
 
 @case
+def neurons_out_is_device_node(w):
+    if os.geteuid() != 0:
+        raise Skipped("needs root to make a device node")
+    out = w.fresh_dir("neurons-dev")
+    dev = os.path.join(out, "null")
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    line = expect_error(w.run(["neurons", w.zsk(), "-o", dev]), names=dev,
+                        reason="not a regular file")
+    if not stat.S_ISCHR(os.stat(dev).st_mode):
+        raise Failure("the device node was replaced")
+    return line
+
+
+@case
 def out_is_directory(w):
     out = w.fresh_dir("out-dir")
     return expect_error(w.run(["convert", w.hf(), "-o", out]), names=out, reason="is a directory")
@@ -374,6 +388,10 @@ bad_flag_case("seed_past_2_64", "--seed", "18446744073709551616")
 bad_flag_case("threads_zero", "--threads", "0", "eval")
 bad_flag_case("n_predict_negative", "--n-predict", "-1")
 bad_flag_case("isa_unknown", "--isa", "sse2", "eval")
+bad_flag_case("mem_budget_zero", "--mem-budget", "0")
+bad_flag_case("mem_budget_negative", "--mem-budget", "-1G")
+bad_flag_case("mem_budget_unknown_suffix", "--mem-budget", "6X")
+bad_flag_case("mem_budget_past_2_64", "--mem-budget", "17179869184G")
 
 
 def newline_flag_case(name, flag, command="run"):

@@ -240,7 +240,7 @@ void AddBenchDecode(CLI::App* bench) {
                   "0,512,1024,2048; filled by a batched prefill)");
   cmd->add_option("--plot", f->plot, "write a PNG of decode tok/s against --ctx-fill");
   cmd->callback([f] {
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const std::vector<int64_t> fills =
         ParseNumberList<int64_t>(f->ctx_fill, "--ctx-fill", 0, int64_t{1} << 22);
@@ -344,7 +344,7 @@ void AddBenchPrefill(CLI::App* bench) {
   cmd->add_option("--reps", f->reps, "rounds per length (medians)")->check(CLI::Range(1, 1000));
   cmd->add_option("--plot", f->plot, "write a PNG of prompt tok/s against the prompt length");
   cmd->callback([f] {
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const std::vector<int64_t> lengths =
         ParseNumberList<int64_t>(f->lengths, "--lengths", 1, int64_t{1} << 22);

@@ -68,7 +68,7 @@ void AddChat(CLI::App& app) {
     }
     // Before the model is loaded, so the message names the flag, not the model's tokenizer.
     if (!IsValidUtf8(f->system)) throw Error("--system", "is not valid UTF-8");
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const ChatTemplate tmpl = chosen ? *chosen : ChatTemplate::ForModel(*model);
     Engine engine(*model, co.engine);

@@ -114,6 +114,38 @@ void AddShadow(CLI::App& app) {
   });
 }
 
+void AddNeurons(CLI::App& app) {
+  struct Flags {
+    std::string in, out;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd =
+      app.add_subcommand("neurons",
+                         "Write a model's neuron file, so it runs in less memory than it needs "
+                         "(--mem-budget)");
+  cmd->add_option("MODEL", f->in, ".zsk file")->required();
+  cmd->add_option("-o,--output", f->out,
+                  "output file (written atomically; default MODEL.neurons, where loading looks)");
+  cmd->callback([f] {
+    // Load first, as `shadow` does: its checks, and a budget that keeps the FFN unmapped.
+    const auto model = Model::Load(f->in);
+    NeuronFileOptions opt;
+    opt.out_path = f->out.empty() ? f->in + ".neurons" : f->out;
+    Progress bar("bundling", Progress::Unit::kLayers);
+    opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
+    bool reader_gone = false;
+    opt.before_commit = [&](uint64_t bytes) {
+      bar.Done();
+      const ModelConfig& c = model->config();
+      reader_gone = ReportBeforeCommit("wrote " + opt.out_path + ": " + std::to_string(c.layers) +
+                                       " layers x " + std::to_string(c.ffn) + " neurons, " +
+                                       std::to_string(bytes) + " bytes\n");
+    };
+    WriteNeuronFile(model->file(), opt);
+    if (reader_gone) throw StdoutClosed{};
+  });
+}
+
 void AddInfo(CLI::App& app) {
   struct Flags {
     std::string file;

@@ -98,6 +98,31 @@ void AddComputeFlags(CLI::App* cmd, ComputeFlags* f) {
   cmd->add_option("--seed", f->seed, "random seed (sampling and stochastic activations)")
       ->check(Unsigned64());
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
+  cmd->add_option("--mem-budget", f->mem_budget,
+                  "bytes the weights may take (suffix K, M, G, T: powers of 1024); a larger model "
+                  "reads its FFN rows from its neuron file (`zeroskip neurons`). Default: 85% of "
+                  "the memory available to this process")
+      ->transform(ByteSize());
+  cmd->add_option("--neuron-io", f->neuron_io,
+                  "with a neuron file: direct (O_DIRECT, default)|cached (through the page cache)")
+      ->check(CLI::IsMember({"direct", "cached"}));
+}
+
+std::unique_ptr<Model> LoadModel(const ComputeFlags& f) {
+  LoadOptions options;
+  options.mem_budget = f.mem_budget;
+  options.direct_io = f.neuron_io == "direct";
+  auto model = Model::Load(f.model, options);
+  if (const MemoryPlan& m = model->memory(); m.offloaded) {
+    const auto mb = [](uint64_t bytes) { return std::to_string((bytes + (1 << 19)) >> 20); };
+    std::fprintf(stderr,
+                 "zeroskip: memory budget %s MiB: %s MiB resident, FFN rows from %s into a cache "
+                 "of %llu neurons (%s MiB)\n",
+                 mb(m.budget).c_str(), mb(m.resident_bytes).c_str(), m.neuron_file.c_str(),
+                 static_cast<unsigned long long>(m.cache_slots),
+                 mb(m.cache_slots * m.bundle_bytes).c_str());
+  }
+  return model;
 }
 
 void AddIsaOption(CLI::App* cmd, std::string* isa) {
@@ -167,7 +192,7 @@ void AddRun(CLI::App& app) {
   cmd->add_flag("--stats-layers", f->stats_layers, "print per-layer FFN statistics on stderr");
   cmd->callback([f] {
     f->sampler.seed = f->compute.seed;
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const std::string prompt = f->prompt_file.empty() ? f->prompt : ReadTextFile(f->prompt_file);
     const std::string prompt_source = f->prompt_file.empty() ? "--prompt" : f->prompt_file;
@@ -233,6 +258,12 @@ void AddRun(CLI::App& app) {
           {"isa", isa},
           {"threads", session.threads()},
           {"kv_type", std::string(DTypeName(session.kv_type()))}};
+      if (!engine.neuron_io().empty()) {
+        j["neuron_io"] = engine.neuron_io();
+        j["neuron_fetches"] = total.neuron_fetches;
+        j["neuron_reads"] = total.neuron_reads;
+        j["neuron_bytes_read"] = total.neuron_bytes_read;
+      }
       if (f->stats_layers) j["layers"] = LayerStatsJson(session);
       std::cout << j.dump() << "\n";
     }
@@ -242,6 +273,16 @@ void AddRun(CLI::App& app) {
                  prompt_ids.size(), r.prefill_tok_s(), r.decode_tok_s(),
                  100 * total.zero_fraction(), ffn_path.c_str(), act.c_str(), gate.c_str(),
                  isa.c_str(), session.threads());
+    if (!engine.neuron_io().empty()) {
+      std::fprintf(
+          stderr, "zeroskip: neurons fetched %llu, read %llu (%.1f MB, %s); the cache had %.1f%%\n",
+          static_cast<unsigned long long>(total.neuron_fetches),
+          static_cast<unsigned long long>(total.neuron_reads), total.neuron_bytes_read / 1e6,
+          engine.neuron_io().c_str(),
+          total.neuron_fetches
+              ? 100.0 * (total.neuron_fetches - total.neuron_reads) / total.neuron_fetches
+              : 0.0);
+    }
     if (f->stats_layers) PrintLayerTable(session);
   });
 }
@@ -260,7 +301,7 @@ void AddEval(CLI::App& app) {
   cmd->add_option("--top", f->top, "how many (id, logit) pairs")->check(CLI::Range(1, 1 << 22));
   cmd->callback([f] {
     const std::vector<int> ids = ParseNumberList<int>(f->tokens, "--tokens", 0, INT32_MAX);
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     Engine engine(*model, co.engine);
     Session session(engine, co.session);
@@ -353,7 +394,7 @@ void AddPerplexity(CLI::App& app) {
                   "text, --ctx and vocabulary): KL divergence, same top token, Δp")
       ->excludes(base);
   cmd->callback([f] {
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const std::vector<int> text_ids = model->tokenizer().Encode(ReadTextFile(f->file));
     // Every window runs as one batch, so the batch is the context.
@@ -423,7 +464,7 @@ void AddScore(CLI::App& app) {
     if (static_cast<size_t>(f->from) >= ids.size()) {
       throw Error("", "--from leaves nothing to score");
     }
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     co.engine.max_batch = static_cast<int64_t>(ids.size());
     Engine engine(*model, co.engine);

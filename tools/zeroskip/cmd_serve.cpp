@@ -97,7 +97,7 @@ void AddServe(CLI::App& app) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     RaiseOpenFileLimit(f->serve.max_connections);
-    const auto model = Model::Load(f->compute.model);
+    const auto model = LoadModel(f->compute);
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     ServeOptions options = f->serve;
     options.engine = co.engine;

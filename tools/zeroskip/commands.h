@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "zeroskip/error.h"
+#include "zeroskip/model.h"
 #include "zeroskip/sampler.h"
 #include "zeroskip/session.h"
 
@@ -18,6 +20,7 @@ namespace zeroskip::cli {
 
 void AddConvert(CLI::App& app);
 void AddShadow(CLI::App& app);
+void AddNeurons(CLI::App& app);
 void AddInfo(CLI::App& app);
 void AddVerify(CLI::App& app);
 void AddRun(CLI::App& app);
@@ -91,6 +94,31 @@ inline CLI::Validator Unsigned64() {
       "0..2^64-1");
 }
 
+// A byte count: digits with an optional K, M, G or T (powers of 1024; "6G", "512M"), turned into
+// the plain number of bytes; 0, overflow and anything else are refused.
+inline CLI::Validator ByteSize() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        uint64_t value = 0;
+        const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        const std::string_view suffix(ptr, text.data() + text.size() - ptr);
+        int shift = -1;
+        if (suffix.empty()) shift = 0;
+        for (int k = 0; k < 4; ++k) {
+          if (suffix.size() == 1 && (suffix[0] == "KMGT"[k] || suffix[0] == "kmgt"[k])) {
+            shift = 10 * (k + 1);
+          }
+        }
+        if (ec != std::errc() || ptr == text.data() || shift < 0 || value == 0 ||
+            value > (~uint64_t{0} >> shift)) {
+          return "'" + text + "' is not a size in bytes (a positive integer, or with K, M, G, T)";
+        }
+        text = std::to_string(value << shift);
+        return {};
+      },
+      "SIZE");
+}
+
 // Flags shared by every command that runs a model.
 struct ComputeFlags {
   std::string model;
@@ -104,12 +132,18 @@ struct ComputeFlags {
   float stoch_p = 0.5f;
   uint64_t seed = 0;  // sampling and stochastic activations
   bool json = false;
+  uint64_t mem_budget = 0;  // 0: automatic
+  std::string neuron_io = "direct";
 };
 void AddComputeFlags(CLI::App* cmd, ComputeFlags* flags);
 // --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n.
 void AddSamplerFlags(CLI::App* cmd, SamplerOptions* sampler);
 // BOS (when the model has one) followed by `ids`.
 std::vector<int> WithBos(const Model& model, const std::vector<int>& ids);
+
+// Loads --model under --mem-budget and --neuron-io; when its FFN is read from its neuron file,
+// says so on stderr (the budget, what stays resident, the cache and how it reads).
+std::unique_ptr<Model> LoadModel(const ComputeFlags& flags);
 
 // What the compute flags ask for: the engine (threads, kernels) and each session on it.
 struct ComputeOptions {

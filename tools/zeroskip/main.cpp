@@ -124,6 +124,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   zeroskip::cli::AddConvert(app);
   zeroskip::cli::AddShadow(app);
+  zeroskip::cli::AddNeurons(app);
   zeroskip::cli::AddInfo(app);
   zeroskip::cli::AddVerify(app);
   zeroskip::cli::AddRun(app);

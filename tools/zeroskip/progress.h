@@ -13,7 +13,7 @@ namespace zeroskip::cli {
 
 class Progress {
  public:
-  enum class Unit { kBytes, kTensors, kTokens };
+  enum class Unit { kBytes, kTensors, kLayers, kTokens };
   Progress(const char* label, Unit unit)
       : label_(label), unit_(unit), enabled_(isatty(STDERR_FILENO)), start_(Clock::now()) {}
   ~Progress() { Done(); }
@@ -43,6 +43,10 @@ class Progress {
         break;
       case Unit::kTensors:
         std::fprintf(stderr, "%llu/%llu tensors", static_cast<unsigned long long>(done),
+                     static_cast<unsigned long long>(total));
+        break;
+      case Unit::kLayers:
+        std::fprintf(stderr, "%llu/%llu layers", static_cast<unsigned long long>(done),
                      static_cast<unsigned long long>(total));
         break;
       case Unit::kTokens:

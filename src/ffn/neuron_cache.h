@@ -1,0 +1,87 @@
+// The neurons of a model decoded with less memory than it needs (docs/FORMAT.md, "Neuron file"):
+// a pool of slots, each holding one neuron's bundle (up row, down row, gate row) read from the
+// model's neuron file when a token's gate activates it and no slot holds it.
+//
+// Reads go out together, a layer's misses at a time: io_uring keeps up to kQueueDepth of them in
+// flight (a virtual disk serves random 16 KiB reads ~5x faster at depth 32 than one by one), with
+// O_DIRECT unless asked not to, so the page cache does not hold a second copy of what the pool
+// holds; where io_uring is unavailable (a container's seccomp filter), pread one at a time.
+//
+// Which slot a miss takes: CLOCK with a small count per slot. A hit adds one (up to 3), the hand
+// takes one off each slot it passes and evicts the first at zero, never a slot the current
+// layer uses. A neuron active in most recent tokens thus stays, one active once leaves within a
+// sweep: the frequency over a recent window, at O(1) a miss. The pool holds at least one layer's
+// neurons, so a layer's request always fits.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "format/neuron_file.h"
+
+namespace zeroskip {
+
+class NeuronCache {
+ public:
+  // `fd` is the checked neuron file (ReadNeuronFileHeader): the cache opens `path` again for its
+  // reads (with O_DIRECT when `direct_io`) and refuses a file that is not the same one.
+  // slots >= layout.ffn.
+  NeuronCache(const NeuronLayout& layout, const std::string& path, int fd, uint64_t slots,
+              bool direct_io, bool io_uring);
+  ~NeuronCache();
+  NeuronCache(const NeuronCache&) = delete;
+  NeuronCache& operator=(const NeuronCache&) = delete;
+
+  // Makes the bundles of neurons[0, n) of `layer` resident and writes each one's slot to
+  // slots[k]: with the gate row when `with_gate`, else up and down only. Throws Error naming the
+  // file if a read fails. n <= the layout's ffn; the slots stay valid until the next call.
+  void Fetch(int64_t layer, const int32_t* neurons, int64_t n, bool with_gate, int32_t* slots);
+
+  // Slot s's bundle starts at pool() + s * layout().stride.
+  const uint8_t* pool() const { return pool_.get(); }
+  const NeuronLayout& layout() const { return layout_; }
+  uint64_t slots() const { return slots_; }
+  // How reads are made, e.g. "io_uring, O_DIRECT" or "pread (io_uring: ...), page cache".
+  const std::string& io_description() const { return io_description_; }
+
+  struct Stats {
+    uint64_t hits = 0, misses = 0, bytes_read = 0;
+  };
+  const Stats& stats() const { return stats_; }
+
+ private:
+  struct Read {
+    uint64_t offset;
+    uint8_t* buffer;
+    uint64_t bytes;
+  };
+  int32_t TakeSlot();
+  void ReadAll();
+  void ReadWithUring();
+  void ReadWithPread();
+
+  NeuronLayout layout_;
+  std::string path_;
+  int fd_ = -1;
+  uint64_t slots_;
+  struct FreeAligned {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t[], FreeAligned> pool_;
+  std::vector<int32_t> slot_of_;   // [layers * ffn] the neuron's slot, or -1
+  std::vector<int64_t> key_of_;    // [slots] layer * ffn + neuron held, or -1
+  std::vector<uint8_t> count_;     // [slots] CLOCK counts
+  std::vector<uint8_t> has_gate_;  // [slots] the gate row was read too
+  std::vector<uint64_t> used_in_;  // [slots] the Fetch call that last used it
+  uint64_t call_ = 0;
+  uint64_t hand_ = 0;
+  std::vector<Read> reads_;  // this call's misses
+  struct Ring;
+  std::unique_ptr<Ring> ring_;  // null: pread
+  std::string io_description_;
+  Stats stats_;
+};
+
+}  // namespace zeroskip

@@ -1,0 +1,258 @@
+// A model decoded with less memory than it needs (docs/FORMAT.md, "Neuron file"): the neuron
+// file's bytes against the Hugging Face checkpoint it came from, its refusals, the memory budget's
+// refusal, and decode from the neuron cache against decode in memory, bit for bit, on every ISA.
+#include "format/neuron_file.h"
+
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+#include "zeroskip/convert.h"
+#include "zeroskip/engine.h"
+#include "zeroskip/error.h"
+#include "zeroskip/session.h"
+
+namespace zeroskip {
+namespace {
+
+using testing::ConvertedModel;
+using testing::ReadFile;
+using testing::SourceDir;
+using testing::TempDir;
+using testing::WriteFile;
+
+// `zsk` copied into `dir` with its neuron file beside it; returns the copy's path.
+std::string WithNeuronFile(const TempDir& dir, const std::string& zsk, const std::string& name) {
+  const std::string path = dir / name;
+  std::filesystem::copy_file(zsk, path);
+  WriteNeuronFile(*ZskFile::Open(path), {.out_path = NeuronFilePath(path)});
+  return path;
+}
+
+std::string ErrorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// The smallest budget that loads `path` from its neuron file (its resident part and one layer's
+// neurons), as the refusal of a budget of 1 byte states it.
+uint64_t LeastBudget(const std::string& path) {
+  const std::string error =
+      ErrorOf([&] { Model::Load(path, {.mem_budget = 1, .always_offload = true}); });
+  const std::string says = "it needs at least ";
+  const size_t at = error.find(says);
+  EXPECT_NE(at, std::string::npos) << error;
+  return at == std::string::npos ? 0 : std::stoull(error.substr(at + says.size()));
+}
+
+// The HF checkpoint's tensor `name` as raw bytes and shape, read with nothing of zeroskip's.
+struct RawTensor {
+  std::string dtype;
+  std::vector<uint64_t> shape;
+  std::string bytes;
+};
+RawTensor ReadHfTensor(const std::string& file, const std::string& name) {
+  const std::string data = ReadFile(file);
+  uint64_t n = 0;
+  std::memcpy(&n, data.data(), 8);
+  const auto header = nlohmann::json::parse(data.substr(8, n));
+  const auto& t = header.at(name);
+  const uint64_t begin = t["data_offsets"][0], end = t["data_offsets"][1];
+  return {t["dtype"], t["shape"], data.substr(8 + n + begin, end - begin)};
+}
+
+TEST(NeuronFile, BundlesHoldTheCheckpointsRowsNeuronByNeuron) {
+  TempDir dir;
+  const std::string path = WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16"), "m.zsk");
+  const std::string hf = SourceDir() + "/models/relu-ft/model.safetensors";
+  const std::string file = ReadFile(NeuronFilePath(path));
+  // 4 layers of 704 neurons, each bundle three bf16 rows of 256 (1,536 bytes) in a 4 KiB block,
+  // after a 4 KiB header.
+  ASSERT_EQ(file.size(), 4096u + 4u * 704u * 4096u);
+  EXPECT_EQ(file.substr(0, 8), "ZSKNEURN");
+  for (int layer = 0; layer < 4; ++layer) {
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".mlp.";
+    const RawTensor up = ReadHfTensor(hf, prefix + "up_proj.weight");
+    const RawTensor down = ReadHfTensor(hf, prefix + "down_proj.weight");
+    const RawTensor gate = ReadHfTensor(hf, prefix + "gate_proj.weight");
+    ASSERT_EQ(up.dtype, "BF16");
+    ASSERT_EQ(down.shape, (std::vector<uint64_t>{256, 704}));
+    for (int i = 0; i < 704; ++i) {
+      const char* bundle = file.data() + 4096 + (layer * 704 + i) * 4096;
+      ASSERT_EQ(std::memcmp(bundle, up.bytes.data() + i * 512, 512), 0) << layer << " " << i;
+      // The down row is column i of the HF [hidden, ffn] matrix.
+      for (int c = 0; c < 256; ++c) {
+        ASSERT_EQ(std::memcmp(bundle + 512 + 2 * c, down.bytes.data() + (c * 704 + i) * 2, 2), 0)
+            << layer << " " << i << " " << c;
+      }
+      ASSERT_EQ(std::memcmp(bundle + 1024, gate.bytes.data() + i * 512, 512), 0);
+      ASSERT_EQ(std::string(bundle + 1536, 4096 - 1536), std::string(4096 - 1536, '\0'));
+    }
+  }
+}
+
+TEST(NeuronFile, DamagedOrForeignFilesAreRefused) {
+  TempDir dir;
+  const std::string path = WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16"), "m.zsk");
+  const std::string good = ReadFile(NeuronFilePath(path));
+  const uint64_t budget = std::filesystem::file_size(path) - 1;
+  const auto load_with = [&](const std::string& bytes) {
+    WriteFile(NeuronFilePath(path), bytes);
+    return ErrorOf([&] { Model::Load(path, {.mem_budget = budget}); });
+  };
+  std::string bad = good;
+  bad[3] = 'X';
+  EXPECT_NE(load_with(bad).find("not a neuron file (bad magic)"), std::string::npos);
+  bad = good;
+  bad[20] ^= 1;  // the layer count, under the header checksum
+  EXPECT_NE(load_with(bad).find("header checksum mismatch"), std::string::npos);
+  EXPECT_NE(load_with(good.substr(0, good.size() - 4096)).find("its header implies"),
+            std::string::npos);
+  EXPECT_NE(load_with(good.substr(0, 40)).find("too short for its header"), std::string::npos);
+  // Another model's neuron file (the same shapes, other weights) beside this one.
+  const std::string other = WithNeuronFile(dir, ConvertedModel("models/relu-ft@f16"), "o.zsk");
+  (void)other;
+  const std::string f16 = ReadFile(NeuronFilePath(dir / "o.zsk"));
+  EXPECT_NE(load_with(f16).find("was written for another model"), std::string::npos);
+  std::filesystem::remove(NeuronFilePath(path));
+  EXPECT_NE(ErrorOf([&] { Model::Load(path, {.mem_budget = budget}); }).find("has no neuron file"),
+            std::string::npos);
+  // The automatic budget never refuses a model for lacking one: it maps it as a whole.
+  EXPECT_FALSE(Model::Load(path)->memory().offloaded);
+}
+
+TEST(NeuronFile, QuantizedAndUngatedFfnsCannotBeBundled) {
+  TempDir dir;
+  EXPECT_NE(ErrorOf([&] {
+              WriteNeuronFile(*ZskFile::Open(ConvertedModel("models/relu-ft@q8")),
+                              {.out_path = dir / "q8.neurons"});
+            }).find("is q8; a neuron file bundles f32, f16 and bf16 FFN rows only"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf([&] {
+              WriteNeuronFile(*ZskFile::Open(ConvertedModel("opt_prenorm_f32")),
+                              {.out_path = dir / "opt.neurons"});
+            }).find("ungated FFN"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir / "q8.neurons"));
+}
+
+TEST(MemoryBudget, TooSmallABudgetSaysWhatItNeeds) {
+  TempDir dir;
+  const std::string path =
+      WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16+shadow"), "m.zsk");
+  const uint64_t least = LeastBudget(path);
+  // Resident: everything but up, down and the shadowed gates (3 x 4 x 704 x 256 x 2 bytes);
+  // the cache: 704 bundles of 4 KiB.
+  const uint64_t resident = std::filesystem::file_size(path) - 3u * 4 * 704 * 256 * 2;
+  EXPECT_EQ(least, resident + 704u * 4096);
+  const std::string error = ErrorOf([&] { Model::Load(path, {.mem_budget = least - 1}); });
+  EXPECT_NE(error.find("a memory budget of " + std::to_string(least - 1) +
+                       " bytes is too small: it needs at least " + std::to_string(least)),
+            std::string::npos)
+      << error;
+  const auto model = Model::Load(path, {.mem_budget = least});
+  EXPECT_TRUE(model->memory().offloaded);
+  EXPECT_EQ(model->memory().cache_slots, 704u);
+  // A budget the whole file fits in maps it all, neuron file or not.
+  EXPECT_FALSE(
+      Model::Load(path, {.mem_budget = std::filesystem::file_size(path)})->memory().offloaded);
+}
+
+struct DecodeCase {
+  std::string model;  // a ConvertedModel name
+  // Whether a cache of one layer's neurons must evict in this run: the test checkpoints' random
+  // gates activate about half of the neurons, the demo model's a few percent (its cache of one
+  // layer then holds every neuron the run uses).
+  bool evicts = true;
+  FfnActivation act = FfnActivation::kModel;
+  bool direct_io = true, io_uring = true;
+};
+
+void PrintTo(const DecodeCase& c, std::ostream* os) {
+  *os << c.model << (c.act == FfnActivation::kStochastic ? " stoch" : "")
+      << (c.direct_io ? "" : " cached") << (c.io_uring ? "" : " pread");
+}
+
+struct Decoded {
+  std::vector<std::vector<float>> logits;  // every step's
+  FfnLayerStats ffn;
+  std::string neuron_io;
+};
+
+// Greedy decode of `steps` tokens after a prompt.
+Decoded Decode(const Model& model, Isa isa, FfnActivation act, int steps) {
+  Engine engine(model, {.threads = 2, .isa = std::string(IsaName(isa))});
+  SessionOptions options;
+  options.activation.kind = act;
+  options.activation.seed = 7;
+  Session session(engine, options);
+  Decoded out;
+  std::vector<int> tokens = {1, 17, 30, 42, 5};
+  for (int step = 0; step < steps; ++step) {
+    const auto logits = session.Forward(tokens);
+    out.logits.emplace_back(logits.begin(), logits.end());
+    tokens = {static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin())};
+  }
+  out.ffn = session.ffn_total();
+  out.neuron_io = engine.neuron_io();
+  return out;
+}
+
+class NeuronCacheDecodeTest : public ::testing::TestWithParam<std::tuple<Isa, DecodeCase>> {};
+
+TEST_P(NeuronCacheDecodeTest, DecodesBitForBitAsInMemoryWithACacheOfOneLayer) {
+  const auto& [isa, c] = GetParam();
+  if (KernelsFor(isa) == nullptr) GTEST_SKIP() << "this CPU cannot run " << IsaName(isa);
+  TempDir dir;
+  const std::string path = WithNeuronFile(dir, ConvertedModel(c.model), "m.zsk");
+  const auto in_memory = Model::Load(path, {.mem_budget = std::filesystem::file_size(path)});
+  const auto offloaded = Model::Load(path, {.mem_budget = LeastBudget(path),
+                                            .direct_io = c.direct_io,
+                                            .io_uring = c.io_uring,
+                                            .always_offload = true});
+  ASSERT_TRUE(offloaded->memory().offloaded);
+  ASSERT_EQ(offloaded->memory().cache_slots, static_cast<uint64_t>(offloaded->config().ffn));
+  constexpr int kSteps = 40;
+  const Decoded want = Decode(*in_memory, isa, c.act, kSteps);
+  const Decoded got = Decode(*offloaded, isa, c.act, kSteps);
+  for (int step = 0; step < kSteps; ++step) {
+    ASSERT_EQ(std::memcmp(got.logits[step].data(), want.logits[step].data(),
+                          want.logits[step].size() * sizeof(float)),
+              0)
+        << "step " << step;
+  }
+  EXPECT_EQ(want.ffn.neuron_fetches, 0u);
+  EXPECT_GT(got.ffn.neuron_reads, 0u);
+  if (c.evicts) {
+    // More bundles were read than the cache holds: slots were taken back and filled again.
+    EXPECT_GT(got.ffn.neuron_reads, offloaded->memory().cache_slots);
+  } else {
+    EXPECT_LT(got.ffn.neuron_reads, got.ffn.neuron_fetches);  // the cache served some
+  }
+  EXPECT_EQ(got.neuron_io, std::string(c.io_uring ? "io_uring" : "pread") +
+                               (c.direct_io ? ", O_DIRECT" : ", page cache"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, NeuronCacheDecodeTest,
+    ::testing::Combine(
+        ::testing::ValuesIn(testing::AllIsaValues()),
+        ::testing::Values(
+            DecodeCase{"models/relu-ft@bf16+shadow", false},  // gate rows from the cache
+            DecodeCase{"models/relu-ft@bf16", false},         // the gate resident
+            DecodeCase{"models/relu-ft@bf16", true, FfnActivation::kStochastic},
+            DecodeCase{"llama_gqa_hd64_relu_f32+shadow"},   // f32 rows, the shadow evicting
+            DecodeCase{"llama_gqa_hd64_relu_f16_sharded"},  // f16 rows
+            DecodeCase{"prosparse_gqa_hd56_fatrelu_f32"},   // FATReLU's threshold
+            DecodeCase{"bamboo_gqa_drelu_f32"},             // dReLU: up, then down
+            DecodeCase{"llama_gqa_hd64_relu_f32+shadow", true, FfnActivation::kModel, false,
+                       false})));
+
+}  // namespace
+}  // namespace zeroskip
