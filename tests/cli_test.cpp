@@ -152,9 +152,9 @@ TEST(Cli, NeuronsCommandAndMemoryBudget) {
                              model);
   const auto wrote = RunCli({"neurons", model});
   ASSERT_EQ(wrote.exit_code, 0) << wrote.err;
-  // 2 layers x 200 neurons of 3 f32 rows of 256 (3 KiB, in 4 KiB), after a 4 KiB header.
+  // 2 layers x 200 neurons of three f32 rows of 256 (1 KiB each), after a 4 KiB header.
   EXPECT_EQ(wrote.out, "wrote " + model + ".neurons: 2 layers x 200 neurons, " +
-                           std::to_string(4096 + 2 * 200 * 4096) + " bytes\n");
+                           std::to_string(4096 + 2 * 200 * 3072) + " bytes\n");
   // The smallest budget, as the refusal of a smaller one states it.
   const auto small = RunCli({"run", "-m", model, "-p", "Anna", "-n", "1", "--mem-budget", "1K"});
   ExpectOneErrorLine(small, "a memory budget of 1024 bytes is too small: it needs at least ");

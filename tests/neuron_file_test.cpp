@@ -72,9 +72,9 @@ TEST(NeuronFile, BundlesHoldTheCheckpointsRowsNeuronByNeuron) {
   const std::string path = WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16"), "m.zsk");
   const std::string hf = SourceDir() + "/models/relu-ft/model.safetensors";
   const std::string file = ReadFile(NeuronFilePath(path));
-  // 4 layers of 704 neurons, each bundle three bf16 rows of 256 (1,536 bytes) in a 4 KiB block,
-  // after a 4 KiB header.
-  ASSERT_EQ(file.size(), 4096u + 4u * 704u * 4096u);
+  // 4 layers of 704 neurons after a 4 KiB header; a bundle is the gate, up and down rows (512
+  // bytes of bf16 each, so every part is whole blocks of 512 already).
+  ASSERT_EQ(file.size(), 4096u + 4u * 704u * 1536u);
   EXPECT_EQ(file.substr(0, 8), "ZSKNEURN");
   for (int layer = 0; layer < 4; ++layer) {
     const std::string prefix = "model.layers." + std::to_string(layer) + ".mlp.";
@@ -84,17 +84,34 @@ TEST(NeuronFile, BundlesHoldTheCheckpointsRowsNeuronByNeuron) {
     ASSERT_EQ(up.dtype, "BF16");
     ASSERT_EQ(down.shape, (std::vector<uint64_t>{256, 704}));
     for (int i = 0; i < 704; ++i) {
-      const char* bundle = file.data() + 4096 + (layer * 704 + i) * 4096;
-      ASSERT_EQ(std::memcmp(bundle, up.bytes.data() + i * 512, 512), 0) << layer << " " << i;
+      const char* bundle = file.data() + 4096 + (layer * 704 + i) * 1536;
+      ASSERT_EQ(std::memcmp(bundle, gate.bytes.data() + i * 512, 512), 0) << layer << " " << i;
+      ASSERT_EQ(std::memcmp(bundle + 512, up.bytes.data() + i * 512, 512), 0);
       // The down row is column i of the HF [hidden, ffn] matrix.
       for (int c = 0; c < 256; ++c) {
-        ASSERT_EQ(std::memcmp(bundle + 512 + 2 * c, down.bytes.data() + (c * 704 + i) * 2, 2), 0)
+        ASSERT_EQ(std::memcmp(bundle + 1024 + 2 * c, down.bytes.data() + (c * 704 + i) * 2, 2), 0)
             << layer << " " << i << " " << c;
       }
-      ASSERT_EQ(std::memcmp(bundle + 1024, gate.bytes.data() + i * 512, 512), 0);
-      ASSERT_EQ(std::string(bundle + 1536, 4096 - 1536), std::string(4096 - 1536, '\0'));
     }
   }
+}
+
+TEST(NeuronFile, PartsArePaddedToWholeBlocks) {
+  // hd56: f32 rows of 224 elements (896 bytes): the gate part rounds up to 1,024 bytes, up and
+  // down (1,792) to 2,048; the padding is zeros.
+  TempDir dir;
+  const std::string path =
+      WithNeuronFile(dir, ConvertedModel("prosparse_gqa_hd56_fatrelu_f32"), "m.zsk");
+  const std::string file = ReadFile(NeuronFilePath(path));
+  ASSERT_EQ(file.size(), 4096u + 2u * 328u * 3072u);
+  const auto zsk = ZskFile::Open(path);
+  const auto* gate = static_cast<const char*>(zsk->data(*zsk->Find("layers.1.ffn_gate")));
+  const auto* down = static_cast<const char*>(zsk->data(*zsk->Find("layers.1.ffn_down")));
+  const char* bundle = file.data() + 4096 + (328 + 5) * 3072;
+  EXPECT_EQ(std::memcmp(bundle, gate + 5 * 896, 896), 0);
+  EXPECT_EQ(std::string(bundle + 896, 128), std::string(128, '\0'));
+  EXPECT_EQ(std::memcmp(bundle + 1024 + 896, down + 5 * 896, 896), 0);
+  EXPECT_EQ(std::string(bundle + 1024 + 1792, 256), std::string(256, '\0'));
 }
 
 TEST(NeuronFile, DamagedOrForeignFilesAreRefused) {
@@ -112,7 +129,7 @@ TEST(NeuronFile, DamagedOrForeignFilesAreRefused) {
   bad = good;
   bad[20] ^= 1;  // the layer count, under the header checksum
   EXPECT_NE(load_with(bad).find("header checksum mismatch"), std::string::npos);
-  EXPECT_NE(load_with(good.substr(0, good.size() - 4096)).find("its header implies"),
+  EXPECT_NE(load_with(good.substr(0, good.size() - 1536)).find("its header implies"),
             std::string::npos);
   EXPECT_NE(load_with(good.substr(0, 40)).find("too short for its header"), std::string::npos);
   // Another model's neuron file (the same shapes, other weights) beside this one.
@@ -148,9 +165,9 @@ TEST(MemoryBudget, TooSmallABudgetSaysWhatItNeeds) {
       WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16+shadow"), "m.zsk");
   const uint64_t least = LeastBudget(path);
   // Resident: everything but up, down and the shadowed gates (3 x 4 x 704 x 256 x 2 bytes);
-  // the cache: 704 bundles of 4 KiB.
+  // the cache: 704 bundles of 1,536 bytes.
   const uint64_t resident = std::filesystem::file_size(path) - 3u * 4 * 704 * 256 * 2;
-  EXPECT_EQ(least, resident + 704u * 4096);
+  EXPECT_EQ(least, resident + 704u * 1536);
   const std::string error = ErrorOf([&] { Model::Load(path, {.mem_budget = least - 1}); });
   EXPECT_NE(error.find("a memory budget of " + std::to_string(least - 1) +
                        " bytes is too small: it needs at least " + std::to_string(least)),

@@ -59,8 +59,9 @@ struct FfnLayerStats {
   uint64_t pass_rows = 0;       // neurons per call, summed over calls ...
   uint64_t pass_rows_read = 0;  // ... and those whose up/down rows a call read: in a batch, the
                                 // neurons active for at least one of its tokens
-  // Decoding from a neuron file (a memory budget smaller than the model): the bundles decode
-  // steps needed, those of them read from the file (the rest were cached), and the bytes read.
+  // Decoding from a neuron file (a memory budget smaller than the model): the parts of bundles
+  // decode steps needed (an uncertain row's gate row, an active row's up and down rows), those
+  // of them read from the file (the rest were cached), and the bytes read.
   uint64_t neuron_fetches = 0, neuron_reads = 0, neuron_bytes_read = 0;
 
   double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }

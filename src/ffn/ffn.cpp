@@ -402,9 +402,10 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
 
 FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, float* y) {
   const NeuronLayout& l = neurons_->layout();
-  // First what each slice needs: with the shadow gate, the rows it cannot certify (their gate
-  // rows are in the bundles too); without, the gate over every row (resident) and its active
-  // rows.
+  const NeuronCache::Stats before = neurons_->stats();
+  neurons_->StartLayer();
+  // First what each slice needs: with the shadow gate, the rows it cannot certify; without, the
+  // gate over every row (resident) and the active rows.
   matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
     Slice& s = StartSlice(static_cast<int>(chunk));
     if (s.rows == 0) return;
@@ -415,48 +416,59 @@ FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, 
       ActivateRows(call, s);
     }
   });
-  // Their bundles, fetched in one request (in neuron order, slice after slice).
-  int64_t n = 0;
-  for (int t = 0; t < threads_; ++t) {
-    const Slice& s = slices_[t];
-    const int32_t* rows = (call.uses_shadow ? uncertain_ : active_).data() + s.r0;
-    const int64_t count = call.uses_shadow ? s.uncertain : s.active;
-    for (int64_t k = 0; k < count; ++k) fetch_[n++] = static_cast<int32_t>(s.r0 + rows[k]);
-  }
-  const NeuronCache::Stats before = neurons_->stats();
-  neurons_->Fetch(call.layer, fetch_.data(), n, call.uses_shadow, fetch_slots_.data());
-  for (int64_t k = 0; k < n; ++k) neuron_slot_[fetch_[k]] = fetch_slots_[k];
-  // Then the same kernels as in memory, on the slots: row k of a matrix is the slot's row.
   const uint8_t* pool = neurons_->pool();
   const auto ld = [&](DType dtype) {
     return static_cast<int64_t>(l.stride / DTypeBytes(dtype, 1));
   };
-  const ActiveRows from_pool{{pool, ld(l.up)}, {pool + l.up_bytes, ld(l.down)}, nullptr};
-  const WeightRows gate_rows{pool + l.up_bytes + l.down_bytes, ld(l.gate)};
+  int64_t fetched = 0;
+  if (call.uses_shadow) {
+    // The uncertain rows' gate rows, then the same gate values as in memory from them.
+    fetched += FetchRows(call, uncertain_, &Slice::uncertain, NeuronCache::Part::kGate);
+    matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+      Slice& s = slices_[chunk];
+      if (s.rows == 0) return;
+      int32_t* slots = SlotsOf(s, uncertain_.data() + s.r0, s.uncertain);
+      FullGateRows(call, s, x, {pool, ld(l.gate)}, slots);
+      ActivateRows(call, s);
+    });
+  }
+  // The active rows' up and down rows, then the usual kernels on the cache's slots.
+  fetched += FetchRows(call, active_, &Slice::active, NeuronCache::Part::kUpDown);
+  const ActiveRows from_pool{
+      {pool + l.gate_read, ld(l.up)}, {pool + l.gate_read + l.up_bytes, ld(l.down)}, nullptr};
   matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
     Slice& s = slices_[chunk];
     float* partial_y = PartialY(static_cast<int>(chunk));
     if (s.rows == 0) return;
-    int32_t* slots = slot_rows_.data() + s.r0;
-    const int32_t* slot_of = neuron_slot_.data() + s.r0;
-    if (call.uses_shadow) {
-      const int32_t* uncertain = uncertain_.data() + s.r0;
-      for (int64_t k = 0; k < s.uncertain; ++k) slots[k] = slot_of[uncertain[k]];
-      FullGateRows(call, s, x, gate_rows, slots);
-      ActivateRows(call, s);
-    }
-    const int32_t* active = active_.data() + s.r0;
-    for (int64_t k = 0; k < s.active; ++k) slots[k] = slot_of[active[k]];
     ActiveRows rows = from_pool;
-    rows.rows = slots;
+    rows.rows = SlotsOf(s, active_.data() + s.r0, s.active);
     UpDownActive(call, s, x, partial_y, rows);
   });
   FfnLayerStats step = FinishDecodeStep(call, y);
   const NeuronCache::Stats& after = neurons_->stats();
-  step.neuron_fetches = static_cast<uint64_t>(n);
+  step.neuron_fetches = static_cast<uint64_t>(fetched);
   step.neuron_reads = after.misses - before.misses;
   step.neuron_bytes_read = after.bytes_read - before.bytes_read;
   return step;
+}
+
+int64_t FfnRuntime::FetchRows(const Call& call, const std::vector<int32_t>& rows,
+                              int64_t Slice::*count, NeuronCache::Part part) {
+  // One request for all slices, in neuron order.
+  int64_t n = 0;
+  for (const Slice& s : slices_) {
+    for (int64_t k = 0; k < s.*count; ++k)
+      fetch_[n++] = static_cast<int32_t>(s.r0 + rows[s.r0 + k]);
+  }
+  neurons_->Fetch(call.layer, fetch_.data(), n, part, fetch_slots_.data());
+  for (int64_t k = 0; k < n; ++k) neuron_slot_[fetch_[k]] = fetch_slots_[k];
+  return n;
+}
+
+int32_t* FfnRuntime::SlotsOf(const Slice& s, const int32_t* rows, int64_t n) {
+  int32_t* slots = slot_rows_.data() + s.r0;
+  for (int64_t k = 0; k < n; ++k) slots[k] = neuron_slot_[s.r0 + rows[k]];
+  return slots;
 }
 
 FfnRuntime::Slice& FfnRuntime::StartSlice(int t) {

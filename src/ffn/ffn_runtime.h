@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ffn/neuron_cache.h"
 #include "kernels/kernels.h"
 #include "zeroskip/config.h"
 #include "zeroskip/ffn.h"
@@ -39,7 +40,6 @@
 namespace zeroskip {
 
 class DenseMatmul;
-class NeuronCache;
 
 // How one sequence runs its FFN, resolved against the model.
 struct FfnSettings {
@@ -108,8 +108,15 @@ class FfnRuntime {
 
   FfnLayerStats DecodeStep(const Call& call, const float* x, float* y);
   // A decode step whose FFN rows come from the neuron cache: a phase for what each slice needs,
-  // one fetch for all of them, then a phase of the usual kernels over the cache's slots.
+  // then for each part of the bundles it reads (the uncertain rows' gate rows, the active rows'
+  // up and down rows) one fetch for all slices and a phase of the usual kernels on the slots.
   FfnLayerStats DecodeStepFromCache(const Call& call, const float* x, float* y);
+  // Fetches `part` of the neurons each slice lists in `rows` (its first s.*count, slice-relative)
+  // and records their slots in neuron_slot_; returns how many.
+  int64_t FetchRows(const Call& call, const std::vector<int32_t>& rows, int64_t Slice::*count,
+                    NeuronCache::Part part);
+  // The slots of a slice's rows[0, n) (slice-relative neurons), in its part of slot_rows_.
+  int32_t* SlotsOf(const Slice& s, const int32_t* rows, int64_t n);
   // Slice t of a decode step, reset; and its private accumulator, zeroed.
   Slice& StartSlice(int t);
   float* PartialY(int t);

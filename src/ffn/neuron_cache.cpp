@@ -3,13 +3,16 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <vector>
 
 #include "zeroskip/error.h"
 
@@ -24,8 +27,31 @@ constexpr uint8_t kMaxCount = 3;
 
 struct NeuronCache::Ring {
   io_uring ring{};
+  // The file and the pool registered with the kernel once, so a read neither looks up the
+  // descriptor nor pins its buffer's pages (measured with fio here: 2.1 against 1.5 GB/s for
+  // random 24 KiB reads at depth 64). The pool in pieces of at most 1 GiB, the most one
+  // registered buffer may be; registering can fail (locked-memory limits): then plain reads.
+  bool fixed = false;
+  uint64_t slots_per_buffer = 0;
   ~Ring() { io_uring_queue_exit(&ring); }
 };
+
+void NeuronCache::RegisterWithRing(Ring& ring) {
+  constexpr uint64_t kMaxBuffer = uint64_t{1} << 30;
+  ring.slots_per_buffer = std::max<uint64_t>(1, kMaxBuffer / layout_.stride);
+  std::vector<iovec> buffers;
+  for (uint64_t s = 0; s < slots_; s += ring.slots_per_buffer) {
+    const uint64_t n = std::min(ring.slots_per_buffer, slots_ - s);
+    buffers.push_back({pool_.get() + s * layout_.stride, n * layout_.stride});
+  }
+  if (io_uring_register_files(&ring.ring, &fd_, 1) != 0) return;
+  if (io_uring_register_buffers(&ring.ring, buffers.data(),
+                                static_cast<unsigned>(buffers.size())) != 0) {
+    io_uring_unregister_files(&ring.ring);
+    return;
+  }
+  ring.fixed = true;
+}
 
 void NeuronCache::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
 
@@ -49,22 +75,31 @@ NeuronCache::NeuronCache(const NeuronLayout& layout, const std::string& path, in
     ::close(fd_);
     throw Error(path, "was replaced while the model loaded");
   }
-  void* pool = std::aligned_alloc(kBundleAlign, slots * layout.stride);
+  void* pool = std::aligned_alloc(4096, slots * layout.stride);
   if (pool == nullptr) {
     ::close(fd_);
     throw std::bad_alloc();
   }
   pool_.reset(static_cast<uint8_t*>(pool));
+  // A device whose logical block is larger than a bundle part's alignment refuses such reads with
+  // O_DIRECT (EINVAL): find out with one, and read through the page cache there.
+  if (direct && !DirectReadWorks()) {
+    ::close(fd_);
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw Error(path, std::string("cannot open: ") + std::strerror(errno));
+    direct = false;
+  }
   slot_of_.assign(static_cast<size_t>(layout.layers * layout.ffn), -1);
   key_of_.assign(slots, -1);
   count_.assign(slots, 0);
-  has_gate_.assign(slots, 0);
+  has_.assign(slots, 0);
   used_in_.assign(slots, 0);
   std::string how = "pread";
   if (io_uring) {
     auto ring = std::make_unique<Ring>();
     const int error = io_uring_queue_init(kQueueDepth, &ring->ring, 0);
     if (error == 0) {
+      RegisterWithRing(*ring);
       ring_ = std::move(ring);
       how = "io_uring";
     } else {
@@ -73,6 +108,16 @@ NeuronCache::NeuronCache(const NeuronLayout& layout, const std::string& path, in
     }
   }
   io_description_ = how + (direct ? ", O_DIRECT" : ", page cache");
+}
+
+bool NeuronCache::DirectReadWorks() const {
+  uint8_t* buffer = pool_.get() + kBundleAlign;  // aligned to a part, not more
+  for (;;) {
+    const ssize_t got =
+        ::pread(fd_, buffer, kBundleAlign, static_cast<off_t>(kNeuronHeaderBytes - kBundleAlign));
+    if (got < 0 && errno == EINTR) continue;
+    return got == static_cast<ssize_t>(kBundleAlign);
+  }
 }
 
 NeuronCache::~NeuronCache() {
@@ -84,7 +129,7 @@ int32_t NeuronCache::TakeSlot() {
   for (;;) {
     const uint64_t s = hand_;
     hand_ = hand_ + 1 == slots_ ? 0 : hand_ + 1;
-    if (used_in_[s] == call_) continue;  // this layer needs it
+    if (used_in_[s] == step_) continue;  // this layer step uses it
     if (count_[s] > 0) {
       --count_[s];
       continue;
@@ -94,15 +139,16 @@ int32_t NeuronCache::TakeSlot() {
   }
 }
 
-void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, int64_t n, bool with_gate,
+void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part part,
                         int32_t* slots) {
-  ++call_;
   reads_.clear();
-  const uint64_t read_bytes = with_gate ? layout_.stride : layout_.up_down_read;
+  const uint8_t bit = uint8_t{1} << static_cast<int>(part);
+  const uint64_t at = part == Part::kGate ? 0 : layout_.gate_read;
+  const uint64_t bytes = part == Part::kGate ? layout_.gate_read : layout_.up_down_read;
   for (int64_t k = 0; k < n; ++k) {
     const int64_t key = layer * layout_.ffn + neurons[k];
     int32_t s = slot_of_[static_cast<size_t>(key)];
-    if (s >= 0 && (has_gate_[s] || !with_gate)) {
+    if (s >= 0 && (has_[s] & bit)) {
       ++stats_.hits;
       if (count_[s] < kMaxCount) ++count_[s];
     } else {
@@ -112,13 +158,14 @@ void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, int64_t n, bool w
         key_of_[s] = key;
         slot_of_[static_cast<size_t>(key)] = s;
         count_[s] = 1;
+        has_[s] = 0;
       }
-      has_gate_[s] = with_gate;
-      reads_.push_back(
-          {layout_.BundleOffset(layer, neurons[k]), pool_.get() + s * layout_.stride, read_bytes});
-      stats_.bytes_read += read_bytes;
+      has_[s] |= bit;
+      uint8_t* slot = pool_.get() + s * layout_.stride;
+      reads_.push_back({layout_.BundleOffset(layer, neurons[k]) + at, slot + at, bytes});
+      stats_.bytes_read += bytes;
     }
-    used_in_[s] = call_;
+    used_in_[s] = step_;
     slots[k] = s;
   }
   ReadAll();
@@ -128,11 +175,12 @@ void NeuronCache::ReadAll() {
   try {
     ring_ ? ReadWithUring() : ReadWithPread();
   } catch (...) {
-    // The slots taken for this call hold no bundle: forget them, so a later call reads again.
+    // What this call was reading is unknown: forget its slots, so a later call reads again.
     for (uint64_t s = 0; s < slots_; ++s) {
-      if (used_in_[s] == call_ && key_of_[s] >= 0) {
+      if (used_in_[s] == step_ && key_of_[s] >= 0) {
         slot_of_[static_cast<size_t>(key_of_[s])] = -1;
         key_of_[s] = -1;
+        has_[s] = 0;
       }
     }
     throw;
@@ -164,7 +212,14 @@ void NeuronCache::ReadWithUring() {
       io_uring_sqe* sqe = io_uring_get_sqe(&ring);
       if (sqe == nullptr) break;
       const Read& r = reads_[next];
-      io_uring_prep_read(sqe, fd_, r.buffer, static_cast<unsigned>(r.bytes), r.offset);
+      if (ring_->fixed) {
+        const auto slot = static_cast<uint64_t>(r.buffer - pool_.get()) / layout_.stride;
+        io_uring_prep_read_fixed(sqe, 0, r.buffer, static_cast<unsigned>(r.bytes), r.offset,
+                                 static_cast<int>(slot / ring_->slots_per_buffer));
+        sqe->flags |= IOSQE_FIXED_FILE;
+      } else {
+        io_uring_prep_read(sqe, fd_, r.buffer, static_cast<unsigned>(r.bytes), r.offset);
+      }
       io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(static_cast<uintptr_t>(next)));
       ++next;
       ++in_flight;

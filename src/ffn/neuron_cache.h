@@ -34,10 +34,15 @@ class NeuronCache {
   NeuronCache(const NeuronCache&) = delete;
   NeuronCache& operator=(const NeuronCache&) = delete;
 
-  // Makes the bundles of neurons[0, n) of `layer` resident and writes each one's slot to
-  // slots[k]: with the gate row when `with_gate`, else up and down only. Throws Error naming the
-  // file if a read fails. n <= the layout's ffn; the slots stay valid until the next call.
-  void Fetch(int64_t layer, const int32_t* neurons, int64_t n, bool with_gate, int32_t* slots);
+  // The two parts of a bundle a fetch reads (a slot keeps what it has read of its neuron).
+  enum class Part { kGate, kUpDown };
+  // Starts a layer's decode step: the slots its fetches use stay until the next StartLayer.
+  void StartLayer() { ++step_; }
+  // Makes `part` of the bundles of neurons[0, n) of `layer` resident and writes each one's slot
+  // to slots[k]. Throws Error naming the file if a read fails. The neurons of all fetches since
+  // StartLayer must be at most the layout's ffn (a layer's gate rows, then its active rows, a
+  // subset of them).
+  void Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part part, int32_t* slots);
 
   // Slot s's bundle starts at pool() + s * layout().stride.
   const uint8_t* pool() const { return pool_.get(); }
@@ -57,7 +62,10 @@ class NeuronCache {
     uint8_t* buffer;
     uint64_t bytes;
   };
+  struct Ring;
+  void RegisterWithRing(Ring& ring);
   int32_t TakeSlot();
+  bool DirectReadWorks() const;
   void ReadAll();
   void ReadWithUring();
   void ReadWithPread();
@@ -73,12 +81,11 @@ class NeuronCache {
   std::vector<int32_t> slot_of_;   // [layers * ffn] the neuron's slot, or -1
   std::vector<int64_t> key_of_;    // [slots] layer * ffn + neuron held, or -1
   std::vector<uint8_t> count_;     // [slots] CLOCK counts
-  std::vector<uint8_t> has_gate_;  // [slots] the gate row was read too
-  std::vector<uint64_t> used_in_;  // [slots] the Fetch call that last used it
-  uint64_t call_ = 0;
+  std::vector<uint8_t> has_;       // [slots] bit 1 << Part: that part was read
+  std::vector<uint64_t> used_in_;  // [slots] the layer step that last used it
+  uint64_t step_ = 0;              // layer steps so far (StartLayer)
   uint64_t hand_ = 0;
-  std::vector<Read> reads_;  // this call's misses
-  struct Ring;
+  std::vector<Read> reads_;     // this call's misses
   std::unique_ptr<Ring> ring_;  // null: pread
   std::string io_description_;
   Stats stats_;

@@ -27,10 +27,10 @@ constexpr int64_t kWriteNeurons = 64;
 
 uint64_t RoundUp(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
-// The three FFN tensors of a layer, in bundle order (up, down, gate).
+// The three FFN tensors of a layer, in bundle order (gate, up, down).
 std::array<const TensorInfo*, 3> FfnTensors(const ZskFile& model, int64_t layer) {
   std::array<const TensorInfo*, 3> t{};
-  const char* roles[3] = {"ffn_up", "ffn_down", "ffn_gate"};
+  const char* roles[3] = {"ffn_gate", "ffn_up", "ffn_down"};
   for (int k = 0; k < 3; ++k) {
     t[k] = model.Find(LayerTensorName(layer, roles[k]));
     if (t[k] == nullptr) {
@@ -41,18 +41,18 @@ std::array<const TensorInfo*, 3> FfnTensors(const ZskFile& model, int64_t layer)
   return t;
 }
 
-std::array<uint8_t, kBundleAlign> EncodeHeader(const NeuronLayout& l) {
-  std::array<uint8_t, kBundleAlign> h{};
+std::array<uint8_t, kNeuronHeaderBytes> EncodeHeader(const NeuronLayout& l) {
+  std::array<uint8_t, kNeuronHeaderBytes> h{};
   std::memcpy(h.data(), kMagic, sizeof(kMagic));
   StoreLe32(h.data() + 8, kVersion);
   StoreLe64(h.data() + 16, static_cast<uint64_t>(l.layers));
   StoreLe64(h.data() + 24, static_cast<uint64_t>(l.ffn));
   StoreLe64(h.data() + 32, static_cast<uint64_t>(l.hidden));
-  StoreLe32(h.data() + 40, static_cast<uint32_t>(l.up));
-  StoreLe32(h.data() + 44, static_cast<uint32_t>(l.down));
-  StoreLe32(h.data() + 48, static_cast<uint32_t>(l.gate));
+  StoreLe32(h.data() + 40, static_cast<uint32_t>(l.gate));
+  StoreLe32(h.data() + 44, static_cast<uint32_t>(l.up));
+  StoreLe32(h.data() + 48, static_cast<uint32_t>(l.down));
   StoreLe64(h.data() + 56, l.stride);
-  StoreLe64(h.data() + 64, kBundleAlign);  // where the first bundle starts
+  StoreLe64(h.data() + 64, kNeuronHeaderBytes);  // where the first bundle starts
   StoreLe64(h.data() + 72, l.source_digest);
   StoreLe64(h.data() + kChecksumOffset, XXH64(h.data(), kChecksumOffset, 0));
   return h;
@@ -85,7 +85,7 @@ NeuronLayout PlanNeuronFile(const ZskFile& model) {
                                       std::string(DTypeName(t[k]->dtype)) +
                                       "; a neuron file bundles f32, f16 and bf16 FFN rows only");
       }
-      DType* dtype = k == 0 ? &l.up : k == 1 ? &l.down : &l.gate;
+      DType* dtype = k == 0 ? &l.gate : k == 1 ? &l.up : &l.down;
       if (i == 0) {
         *dtype = t[k]->dtype;
       } else if (*dtype != t[k]->dtype) {
@@ -97,16 +97,15 @@ NeuronLayout PlanNeuronFile(const ZskFile& model) {
       checksums.insert(checksums.end(), sum, sum + 8);
     }
   }
+  l.gate_bytes = DTypeBytes(l.gate, c.hidden);
   l.up_bytes = DTypeBytes(l.up, c.hidden);
   l.down_bytes = DTypeBytes(l.down, c.hidden);
-  l.gate_bytes = DTypeBytes(l.gate, c.hidden);
+  l.gate_read = RoundUp(l.gate_bytes, kBundleAlign);
   l.up_down_read = RoundUp(l.up_bytes + l.down_bytes, kBundleAlign);
-  l.stride = RoundUp(l.up_bytes + l.down_bytes + l.gate_bytes, kBundleAlign);
-  // Each row must start on its own element: a row of bf16 after an f32 row always does, but an
-  // f32 row after an odd number of 16-bit elements would not.
-  if (l.up_bytes % DTypeBytes(l.down, 1) != 0 ||
-      (l.up_bytes + l.down_bytes) % DTypeBytes(l.gate, 1) != 0 ||
-      l.stride % DTypeBytes(l.up, 1) != 0) {
+  l.stride = l.gate_read + l.up_down_read;
+  // The down row must start on an element of its type (an f32 row after an odd number of 16-bit
+  // elements would not); the others start on a multiple of kBundleAlign.
+  if (l.up_bytes % DTypeBytes(l.down, 1) != 0) {
     throw Error(model.path(), "its FFN rows cannot be bundled at element boundaries");
   }
   l.source_digest = XXH64(checksums.data(), checksums.size(), 0);
@@ -120,8 +119,8 @@ void WriteNeuronFile(const ZskFile& model, const NeuronFileOptions& options) {
   const auto header = EncodeHeader(l);
   out.WriteAt(0, header.data(), header.size());
   std::vector<uint8_t> chunk(static_cast<size_t>(kWriteNeurons * l.stride));
-  const uint64_t row_bytes[3] = {l.up_bytes, l.down_bytes, l.gate_bytes};
-  const uint64_t at_in_bundle[3] = {0, l.up_bytes, l.up_bytes + l.down_bytes};
+  const uint64_t row_bytes[3] = {l.gate_bytes, l.up_bytes, l.down_bytes};
+  const uint64_t at_in_bundle[3] = {0, l.gate_read, l.gate_read + l.up_bytes};
   XXH64_state_t* states[3] = {XXH64_createState(), XXH64_createState(), XXH64_createState()};
   struct FreeStates {
     XXH64_state_t** s;

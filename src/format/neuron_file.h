@@ -1,10 +1,10 @@
 // The neuron file (docs/FORMAT.md, "Neuron file"): a model's gated FFN rearranged for decoding
 // with less memory than the model needs. Each neuron's up row, down row (a column of the HF down
-// projection) and gate row sit together in one bundle, so a neuron the gate activates costs one
-// aligned read. Written beside the .zsk (`model.zsk.neurons`) from the .zsk's own bytes and tied
-// to them by a digest of their checksums. This file plans and checks it (the writer is
-// WriteNeuronFile in zeroskip/convert.h); reading bundles at run time is the FFN runtime's
-// (src/ffn/neuron_cache.h).
+// projection) and gate row sit together in one bundle, so a neuron costs one aligned read of its
+// gate row when the shadow gate cannot certify it, and one of its up and down rows when active.
+// Written beside the .zsk (`model.zsk.neurons`) from the .zsk's own bytes and tied to them by a
+// digest of their checksums. This file plans and checks it (the writer is WriteNeuronFile in
+// zeroskip/convert.h); reading bundles at run time is the FFN runtime's (src/ffn/neuron_cache.h).
 #pragma once
 
 #include <cstdint>
@@ -14,21 +14,25 @@
 
 namespace zeroskip {
 
-// Bundles start at multiples of this, and the header takes one such block: reads with O_DIRECT
-// need offsets, sizes and buffers aligned to the device's block, which 4 KiB covers.
-inline constexpr uint64_t kBundleAlign = 4096;
+// Bundle parts start and end at multiples of this: reads with O_DIRECT need offsets, sizes and
+// buffers aligned to the device's logical block, 512 bytes on most (the cache falls back to the
+// page cache where a device needs more). The header takes 4 KiB.
+inline constexpr uint64_t kBundleAlign = 512;
+inline constexpr uint64_t kNeuronHeaderBytes = 4096;
 
 struct NeuronLayout {
   int64_t layers = 0, ffn = 0, hidden = 0;
-  DType up = DType::kF32, down = DType::kF32, gate = DType::kF32;
-  // One row of each, stored in this order at the start of a bundle.
-  uint64_t up_bytes = 0, down_bytes = 0, gate_bytes = 0;
-  uint64_t stride = 0;         // bytes per bundle: the three rows rounded up to kBundleAlign
-  uint64_t up_down_read = 0;   // up and down rounded up to kBundleAlign: a read without the gate
+  DType gate = DType::kF32, up = DType::kF32, down = DType::kF32;
+  uint64_t gate_bytes = 0, up_bytes = 0, down_bytes = 0;  // one row of each
+  // A bundle: the gate row, rounded up to kBundleAlign (gate_read bytes, read alone for a row
+  // the shadow gate cannot certify), then the up and down rows, rounded up the same way
+  // (up_down_read bytes, read for an active neuron).
+  uint64_t gate_read = 0, up_down_read = 0;
+  uint64_t stride = 0;         // gate_read + up_down_read
   uint64_t source_digest = 0;  // XXH64 of the FFN tensors' checksums, layer by layer
 
   uint64_t BundleOffset(int64_t layer, int64_t neuron) const {
-    return kBundleAlign + (static_cast<uint64_t>(layer) * ffn + neuron) * stride;
+    return kNeuronHeaderBytes + (static_cast<uint64_t>(layer) * ffn + neuron) * stride;
   }
   uint64_t FileBytes() const { return BundleOffset(layers, 0); }
 };
