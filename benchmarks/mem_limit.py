@@ -2,8 +2,8 @@
 """Decode under a memory limit against decode in RAM, both engines (issue 33's baseline).
 
     mem_limit.py --zsk MODEL.zsk --tokenizer tokenizer.model [--gguf MODEL.gguf --llama-bin DIR]
-                 [--zeroskip build/zeroskip] [--limit 6G] [--n-decode 8] [--prompt 25]
-                 [--threads 2] [--fio] [--out RESULTS.json]
+                 [--zeroskip build/zeroskip] [--limit 6G] [--mem-budget 5632M] [--no-dense]
+                 [--n-decode 8] [--prompt 25] [--threads 2] [--fio] [--out RESULTS.json]
 
 Each engine (llama.cpp when --gguf is given, zeroskip --ffn sparse and --ffn dense) runs twice:
 in RAM (its file read into the page cache first, no limit) and inside a memory cgroup limited to
@@ -20,6 +20,10 @@ tokenizer.model the checkpoint came with).
 sequential 1 MiB reads with O_DIRECT and through the page cache, and random O_DIRECT reads of
 16 KiB (a bf16 7B neuron's up row and down column: 2 x 4096 x 2 bytes) and 64 KiB at queue depth
 32, and 16 KiB at depth 1; without fio installed it says so and goes on.
+
+--mem-budget gives zeroskip sparse's limited run that budget (`run --mem-budget`: the model's FFN
+rows read from its neuron file, `zeroskip neurons`); the result then records whether it generated
+the same tokens as in RAM, and its neuron reads. --no-dense skips zeroskip --ffn dense.
 
 Needs root and a cgroup memory controller (v1 memory.limit_in_bytes or v2 memory.max). Writes
 OUT (JSON, atomically) and prints a Markdown table. Standard library only.
@@ -123,8 +127,10 @@ def one_run(args, engine, path, ffn, prompt, limited):
         if engine == "llama.cpp":
             r = peer_llamacpp.run_llama(run_args, path, prompt, args.n_decode, prefix=prefix)
         else:
+            budget = ("--mem-budget", str(args.mem_budget)) if limited and args.mem_budget and \
+                ffn == "sparse" else ()
             r = peer_llamacpp.run_zeroskip(run_args, path, ffn, prompt, args.n_decode,
-                                           prefix=prefix)
+                                           extra=budget, prefix=prefix)
         read = (sectors_read(stat) - before) * 512
         r["disk_bytes_read"] = read
         r["disk_bytes_per_pass"] = read / (1 + r.get("decode_steps", 0))
@@ -164,13 +170,14 @@ def table(doc):
     gb = lambda b: f"{b / 1e9:.2f}" if b is not None else "–"  # noqa: E731
     lines = [f"| engine | in RAM tok/s | under {doc['limit_bytes'] / (1 << 30):g} GiB tok/s | "
              "limited / in RAM | GB read from disk per forward pass (limited) | cgroup peak GB "
-             "| peak RSS GB (in RAM) |", "|---|---|---|---|---|---|---|"]
+             "| peak RSS GB (in RAM) | same tokens |", "|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         ram, lim = r["in_ram"], r["limited"]
+        same = "–" if "tokens" not in ram else "yes" if ram["tokens"] == lim["tokens"] else "NO"
         lines.append(f"| {r['engine']} | {ram['decode_tok_s']:.2f} | {lim['decode_tok_s']:.3f} | "
                      f"{lim['decode_tok_s'] / ram['decode_tok_s']:.1%} | "
                      f"{gb(lim['disk_bytes_per_pass'])} | {gb(lim.get('cgroup_peak_bytes'))} | "
-                     f"{ram['max_rss_mb'] / 1e3:.2f} |")
+                     f"{ram['max_rss_mb'] / 1e3:.2f} | {same} |")
     if doc.get("disk"):
         lines += ["", "| disk read (fio, on the model file) | MB/s | IOPS |", "|---|---|---|"]
         lines += [f"| {d['job']} | {d['MB_s']:.0f} | {d['iops']:.0f} |" for d in doc["disk"]]
@@ -185,6 +192,9 @@ def main():
     ap.add_argument("--llama-bin", default="", help="llama.cpp build's bin directory")
     ap.add_argument("--zeroskip", default="build/zeroskip")
     ap.add_argument("--limit", type=parse_bytes, default=parse_bytes("6G"))
+    ap.add_argument("--mem-budget", type=parse_bytes, default=0,
+                    help="zeroskip sparse's limited run: --mem-budget (needs the neuron file)")
+    ap.add_argument("--no-dense", action="store_true", help="skip zeroskip --ffn dense")
     ap.add_argument("--n-decode", type=int, default=8)
     ap.add_argument("--prompt", type=int, default=25, help="prompt tokens, BOS included")
     ap.add_argument("--threads", type=int, default=2)
@@ -197,7 +207,8 @@ def main():
         ap.error("--gguf needs --llama-bin, the directory holding llama-cli")
     prompt, prompt_tokens = peer_llamacpp.make_prompt(args.tokenizer, args.prompt)
     runs = ([("llama.cpp", args.gguf, None)] if args.gguf else []) + \
-        [("zeroskip sparse", args.zsk, "sparse"), ("zeroskip dense", args.zsk, "dense")]
+        [("zeroskip sparse", args.zsk, "sparse")] + \
+        ([] if args.no_dense else [("zeroskip dense", args.zsk, "dense")])
     results = []
     for engine, path, ffn in runs:
         r = {"engine": engine, "file": os.path.basename(path), "file_bytes": os.path.getsize(path)}
@@ -207,7 +218,8 @@ def main():
         results.append(r)
     doc = {"benchmark": "mem_limit",
            "date_utc": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
-           "limit_bytes": args.limit, "threads": args.threads, "n_decode": args.n_decode,
+           "limit_bytes": args.limit, "mem_budget_bytes": args.mem_budget,
+           "threads": args.threads, "n_decode": args.n_decode,
            "prompt_tokens": prompt_tokens, "mem_total_bytes": os.sysconf("SC_PHYS_PAGES") *
            os.sysconf("SC_PAGE_SIZE"), "results": results,
            "disk": fio_bandwidth(args.zsk) if args.fio else None}

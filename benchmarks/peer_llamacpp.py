@@ -141,10 +141,14 @@ def run_zeroskip(args, zsk, ffn, prompt, n_predict, extra=(), prefix=()):
     if status != 0:
         raise RuntimeError(f"zeroskip run failed ({status}): {stderr[-2000:]}")
     j = json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
-    return {"prompt_tokens": len(j["prompt_tokens"]), "prefill_tok_s": j["prefill_tok_s"],
-            "decode_steps": len(j["tokens"]) - 1, "decode_tok_s": j["decode_tok_s"],
-            "ffn_zero_fraction": j["ffn_zero_fraction"], "ffn_path": j["ffn_path"],
-            "isa": j["isa"], "max_rss_mb": rss_mb}
+    r = {"prompt_tokens": len(j["prompt_tokens"]), "prefill_tok_s": j["prefill_tok_s"],
+         "decode_steps": len(j["tokens"]) - 1, "decode_tok_s": j["decode_tok_s"],
+         "ffn_zero_fraction": j["ffn_zero_fraction"], "ffn_path": j["ffn_path"],
+         "isa": j["isa"], "max_rss_mb": rss_mb, "tokens": j["tokens"]}
+    # With a memory budget the model is smaller than: how its FFN rows were read.
+    r.update({k: j[k] for k in ("neuron_io", "neuron_fetches", "neuron_reads",
+                                "neuron_bytes_read") if k in j})
+    return r
 
 
 def warm_page_cache(paths):

@@ -40,19 +40,25 @@ class DiskStat(unittest.TestCase):
 
 class Table(unittest.TestCase):
     def test_each_value_in_its_column(self):
-        run = lambda tok_s, rss, disk=None, peak=None: {  # noqa: E731
+        run = lambda tok_s, rss, disk=None, peak=None, tokens=None: {  # noqa: E731
             "decode_tok_s": tok_s, "max_rss_mb": rss, "disk_bytes_per_pass": disk,
-            "cgroup_peak_bytes": peak}
+            "cgroup_peak_bytes": peak, **({"tokens": tokens} if tokens else {})}
         doc = {"limit_bytes": 6 << 30, "results": [
             {"engine": "llama.cpp", "in_ram": run(2.0, 13500), "limited": run(0.125, 6000, 12.5e9,
                                                                                 6.4e9)},
-            {"engine": "zeroskip sparse", "in_ram": run(4.0, 9000), "limited": run(1.0, 5000,
-                                                                                   3e9, None)}],
+            {"engine": "zeroskip sparse", "in_ram": run(4.0, 9000, tokens=[3, 4]),
+             "limited": run(1.0, 5000, 3e9, None, tokens=[3, 4])},
+            {"engine": "zeroskip dense", "in_ram": run(1.0, 9000, tokens=[3, 4]),
+             "limited": run(0.1, 5000, 3e9, None, tokens=[3, 5])}],
             "disk": [{"job": "sequential 1 MiB, O_DIRECT, QD 8", "MB_s": 1234.4, "iops": 1177.2}]}
         lines = mem_limit.table(doc).splitlines()
         self.assertEqual(lines[0].split(" | ")[2], "under 6 GiB tok/s")
-        self.assertEqual(lines[2], "| llama.cpp | 2.00 | 0.125 | 6.2% | 12.50 | 6.40 | 13.50 |")
-        self.assertEqual(lines[3], "| zeroskip sparse | 4.00 | 1.000 | 25.0% | 3.00 | – | 9.00 |")
+        self.assertEqual(lines[2],
+                         "| llama.cpp | 2.00 | 0.125 | 6.2% | 12.50 | 6.40 | 13.50 | – |")
+        self.assertEqual(lines[3],
+                         "| zeroskip sparse | 4.00 | 1.000 | 25.0% | 3.00 | – | 9.00 | yes |")
+        self.assertEqual(lines[4],
+                         "| zeroskip dense | 1.00 | 0.100 | 10.0% | 3.00 | – | 9.00 | NO |")
         self.assertEqual(lines[-1], "| sequential 1 MiB, O_DIRECT, QD 8 | 1234 | 1177 |")
 
 

@@ -59,7 +59,8 @@ class RunTest(unittest.TestCase):
             self.assertGreater(got.pop("max_rss_mb"), 1)
             self.assertEqual(got, {"prompt_tokens": 25, "prefill_tok_s": 80.0,
                                    "decode_steps": 95, "decode_tok_s": 40.0,
-                                   "ffn_zero_fraction": 0.9, "ffn_path": "sparse", "isa": "avx2"})
+                                   "ffn_zero_fraction": 0.9, "ffn_path": "sparse", "isa": "avx2",
+                                   "tokens": [5] * 96})
 
 
 def result(engine, wtype, decode, rss, long_rss=None):

@@ -134,8 +134,7 @@ class ZskFile {
 
   // Maps every page of the file now, as a loader that reads the file would: the first forward
   // pass then does not take a page fault per 4 KiB of weights (measured: ~30 ms per GB here).
-  // `skip`: the tensors to leave unmapped, read on demand (from elsewhere, or a row at a time
-  // through the mapping without readahead).
+  // `skip`: the tensors to leave unmapped (read on demand, or from elsewhere).
   void Prefault(const std::function<bool(const TensorInfo&)>& skip = {}) const;
   // Recomputes every tensor checksum; throws Error naming the first tensor that mismatches.
   void VerifyChecksums(const std::function<void(size_t done, size_t total)>& progress = {}) const;

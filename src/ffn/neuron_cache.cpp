@@ -127,8 +127,11 @@ NeuronCache::~NeuronCache() {
 
 int32_t NeuronCache::TakeSlot() {
   for (;;) {
-    const uint64_t s = hand_;
-    hand_ = hand_ + 1 == slots_ ? 0 : hand_ + 1;
+    // xorshift64: the next slot to look at, anywhere in the pool.
+    probe_ ^= probe_ << 13;
+    probe_ ^= probe_ >> 7;
+    probe_ ^= probe_ << 17;
+    const uint64_t s = probe_ % slots_;
     if (used_in_[s] == step_) continue;  // this layer step uses it
     if (count_[s] > 0) {
       --count_[s];

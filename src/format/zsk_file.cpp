@@ -73,15 +73,7 @@ void ZskFile::Prefault(const std::function<bool(const TensorInfo&)>& skip) const
     return;
   }
   for (const TensorInfo& t : tensors_) {
-    if (!skip(t)) {
-      populate(t.offset, t.offset + t.nbytes);
-      continue;
-    }
-    // Pages wholly inside a skipped tensor: no readahead, so a pass that reads some of its rows
-    // through the mapping (a prompt's batch) faults in those rows and not their neighbours.
-    const uint64_t begin = (t.offset + page - 1) / page * page,
-                   end = (t.offset + t.nbytes) / page * page;
-    if (begin < end) ::madvise(const_cast<uint8_t*>(base_ + begin), end - begin, MADV_RANDOM);
+    if (!skip(t)) populate(t.offset, t.offset + t.nbytes);
   }
 }
 
