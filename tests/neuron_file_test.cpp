@@ -3,11 +3,17 @@
 // refusal, and decode from the neuron cache against decode in memory, bit for bit, on every ISA.
 #include "format/neuron_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
+#include "ffn/neuron_cache.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/engine.h"
@@ -38,6 +44,16 @@ std::string ErrorOf(const std::function<void()>& f) {
     return e.what();
   }
   return "(no error)";
+}
+
+NeuronLayout ReadNeuronLayout(const std::string& path) {
+  const auto zsk = ZskFile::Open(path);
+  const std::string neurons = NeuronFilePath(path);
+  const int fd = ::open(neurons.c_str(), O_RDONLY | O_CLOEXEC);
+  const NeuronLayout l =
+      ReadNeuronFileHeader(neurons, fd, std::filesystem::file_size(neurons), *zsk);
+  ::close(fd);
+  return l;
 }
 
 // The smallest budget that loads `path` from its neuron file (its resident part and one layer's
@@ -186,6 +202,62 @@ TEST(MemoryBudget, TooSmallABudgetSaysWhatItNeeds) {
       Model::Load(path, {.mem_budget = std::filesystem::file_size(path)})->memory().offloaded);
 }
 
+TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
+  TempDir dir;
+  const std::string path = WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16"), "m.zsk");
+  const std::string neurons = NeuronFilePath(path);
+  const std::string file = ReadFile(neurons);
+  const NeuronLayout l = ReadNeuronLayout(path);
+  const int fd = ::open(neurons.c_str(), O_RDONLY | O_CLOEXEC);
+  NeuronCache cache(l, neurons, fd, 704 + 64, true, true);
+  ::close(fd);
+  // Each token, every layer asks for 300 of its neurons 100-703 in turn (each comes back about
+  // every other token), and layer 2 first for its 32 hot neurons 0-31 (back every token).
+  const auto fetch_and_check = [&](int layer, const std::vector<int32_t>& ask) {
+    std::vector<int32_t> slots(ask.size());
+    cache.Fetch(layer, ask.data(), static_cast<int64_t>(ask.size()), NeuronCache::Part::kUpDown,
+                slots.data());
+    // Every slot holds its neuron's up and down rows as the file has them.
+    for (size_t k = 0; k < ask.size(); ++k) {
+      const uint8_t* slot = cache.pool() + slots[k] * l.stride;
+      ASSERT_EQ(
+          std::memcmp(slot + l.gate_read, file.data() + l.BundleOffset(layer, ask[k]) + l.gate_read,
+                      l.up_down_read),
+          0)
+          << "layer " << layer << " neuron " << ask[k];
+    }
+  };
+  uint64_t hot_hits_late = 0;
+  int32_t turn[4] = {};
+  for (int token = 0; token < 24; ++token) {
+    for (int layer = 0; layer < 4; ++layer) {
+      cache.StartLayer();
+      if (layer == 2) {
+        std::vector<int32_t> hot(32);
+        std::iota(hot.begin(), hot.end(), 0);
+        const uint64_t hits = cache.stats().hits;
+        fetch_and_check(layer, hot);
+        if (token >= 16) hot_hits_late += cache.stats().hits - hits;
+      }
+      std::vector<int32_t> ask;
+      for (int k = 0; k < 300; ++k) ask.push_back(100 + (turn[layer]++ % 604));
+      std::sort(ask.begin(), ask.end());
+      fetch_and_check(layer, ask);
+    }
+  }
+  // The hot neurons are in the cache well before token 16, and the others never evict them.
+  EXPECT_EQ(hot_hits_late, 8u * 32u);
+  // Gate rows too, into the same slots.
+  std::vector<int32_t> ask = {0, 5, 700}, slots(3);
+  cache.StartLayer();
+  cache.Fetch(3, ask.data(), 3, NeuronCache::Part::kGate, slots.data());
+  for (size_t k = 0; k < ask.size(); ++k) {
+    EXPECT_EQ(std::memcmp(cache.pool() + slots[k] * l.stride,
+                          file.data() + l.BundleOffset(3, ask[k]), l.gate_read),
+              0);
+  }
+}
+
 struct DecodeCase {
   std::string model;  // a ConvertedModel name
   // Whether a cache of one layer's neurons must evict in this run: the test checkpoints' random
@@ -194,11 +266,15 @@ struct DecodeCase {
   bool evicts = true;
   FfnActivation act = FfnActivation::kModel;
   bool direct_io = true, io_uring = true;
+  // Slots beyond the one layer of scratch: a cache that admits the more frequent neurons and
+  // evicts the others (0: scratch only).
+  uint64_t cache_slots = 0;
 };
 
 void PrintTo(const DecodeCase& c, std::ostream* os) {
   *os << c.model << (c.act == FfnActivation::kStochastic ? " stoch" : "")
       << (c.direct_io ? "" : " cached") << (c.io_uring ? "" : " pread");
+  if (c.cache_slots > 0) *os << " cache " << c.cache_slots;
 }
 
 struct Decoded {
@@ -234,12 +310,15 @@ TEST_P(NeuronCacheDecodeTest, DecodesBitForBitAsInMemoryWithACacheOfOneLayer) {
   TempDir dir;
   const std::string path = WithNeuronFile(dir, ConvertedModel(c.model), "m.zsk");
   const auto in_memory = Model::Load(path, {.mem_budget = std::filesystem::file_size(path)});
-  const auto offloaded = Model::Load(path, {.mem_budget = LeastBudget(path),
-                                            .direct_io = c.direct_io,
-                                            .io_uring = c.io_uring,
-                                            .always_offload = true});
+  const uint64_t bundle = ReadNeuronLayout(path).stride;
+  const auto offloaded =
+      Model::Load(path, {.mem_budget = LeastBudget(path) + c.cache_slots * bundle,
+                         .direct_io = c.direct_io,
+                         .io_uring = c.io_uring,
+                         .always_offload = true});
   ASSERT_TRUE(offloaded->memory().offloaded);
-  ASSERT_EQ(offloaded->memory().cache_slots, static_cast<uint64_t>(offloaded->config().ffn));
+  ASSERT_EQ(offloaded->memory().cache_slots,
+            static_cast<uint64_t>(offloaded->config().ffn) + c.cache_slots);
   constexpr int kSteps = 40;
   const Decoded want = Decode(*in_memory, isa, c.act, kSteps);
   const Decoded got = Decode(*offloaded, isa, c.act, kSteps);
@@ -252,7 +331,7 @@ TEST_P(NeuronCacheDecodeTest, DecodesBitForBitAsInMemoryWithACacheOfOneLayer) {
   EXPECT_EQ(want.ffn.neuron_fetches, 0u);
   EXPECT_GT(got.ffn.neuron_reads, 0u);
   if (c.evicts) {
-    // More bundles were read than the cache holds: slots were taken back and filled again.
+    // More bundles were read than the pool holds: slots were taken back and filled again.
     EXPECT_GT(got.ffn.neuron_reads, offloaded->memory().cache_slots);
   } else {
     EXPECT_LT(got.ffn.neuron_reads, got.ffn.neuron_fetches);  // the cache served some
@@ -273,8 +352,10 @@ INSTANTIATE_TEST_SUITE_P(
             DecodeCase{"llama_gqa_hd64_relu_f16_sharded"},  // f16 rows
             DecodeCase{"prosparse_gqa_hd56_fatrelu_f32"},   // FATReLU's threshold
             DecodeCase{"bamboo_gqa_drelu_f32"},             // dReLU: up, then down
-            DecodeCase{"llama_gqa_hd64_relu_f32+shadow", true, FfnActivation::kModel, false,
-                       false})));
+            DecodeCase{"llama_gqa_hd64_relu_f32+shadow", true, FfnActivation::kModel, false, false},
+            DecodeCase{"llama_gqa_hd64_relu_f32+shadow", true, FfnActivation::kModel, true, true,
+                       64},
+            DecodeCase{"models/relu-ft@bf16", true, FfnActivation::kStochastic, true, true, 500})));
 
 }  // namespace
 }  // namespace zeroskip

@@ -21,7 +21,9 @@ namespace {
 
 // Reads in flight at once: past the depth where this VM's disk stops getting faster (32).
 constexpr unsigned kQueueDepth = 64;
-constexpr uint8_t kMaxCount = 3;
+// The frequency window, and how many cache slots a miss compares itself with.
+constexpr uint64_t kWindowTokens = 8;
+constexpr int kCandidates = 4;
 
 }  // namespace
 
@@ -91,7 +93,7 @@ NeuronCache::NeuronCache(const NeuronLayout& layout, const std::string& path, in
   }
   slot_of_.assign(static_cast<size_t>(layout.layers * layout.ffn), -1);
   key_of_.assign(slots, -1);
-  count_.assign(slots, 0);
+  frequency_.assign(static_cast<size_t>(layout.layers * layout.ffn), 0);
   has_.assign(slots, 0);
   used_in_.assign(slots, 0);
   std::string how = "pread";
@@ -125,21 +127,43 @@ NeuronCache::~NeuronCache() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-int32_t NeuronCache::TakeSlot() {
-  for (;;) {
-    // xorshift64: the next slot to look at, anywhere in the pool.
+void NeuronCache::StartLayer() {
+  ++step_;
+  next_scratch_ = 0;
+  // Every kWindowTokens tokens (a token is `layers` steps), the window moves on.
+  if (step_ % (kWindowTokens * static_cast<uint64_t>(layout_.layers)) == 0) {
+    for (uint8_t& f : frequency_) f >>= 1;
+  }
+}
+
+int32_t NeuronCache::TakeSlot(int64_t key) {
+  const uint64_t scratch = static_cast<uint64_t>(layout_.ffn);
+  int64_t victim = -1;
+  for (int c = 0; c < kCandidates && slots_ > scratch; ++c) {
+    // xorshift64: a random cache slot.
     probe_ ^= probe_ << 13;
     probe_ ^= probe_ >> 7;
     probe_ ^= probe_ << 17;
-    const uint64_t s = probe_ % slots_;
+    const uint64_t s = scratch + probe_ % (slots_ - scratch);
     if (used_in_[s] == step_) continue;  // this layer step uses it
-    if (count_[s] > 0) {
-      --count_[s];
-      continue;
+    if (key_of_[s] < 0) {
+      victim = static_cast<int64_t>(s);
+      break;
     }
-    if (key_of_[s] >= 0) slot_of_[static_cast<size_t>(key_of_[s])] = -1;
-    return static_cast<int32_t>(s);
+    if (victim < 0 || frequency_[static_cast<size_t>(key_of_[s])] <
+                          frequency_[static_cast<size_t>(key_of_[victim])]) {
+      victim = static_cast<int64_t>(s);
+    }
   }
+  const bool admitted =
+      victim >= 0 && (key_of_[victim] < 0 || frequency_[static_cast<size_t>(key_of_[victim])] <
+                                                 frequency_[static_cast<size_t>(key)]);
+  // Scratch slots this step already uses (hits on neurons left there before) are skipped: the
+  // step's requests, at most ffn, then always leave one.
+  while (!admitted && used_in_[next_scratch_] == step_) ++next_scratch_;
+  const uint64_t s = admitted ? static_cast<uint64_t>(victim) : next_scratch_++;
+  if (key_of_[s] >= 0) slot_of_[static_cast<size_t>(key_of_[s])] = -1;
+  return static_cast<int32_t>(s);
 }
 
 void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part part,
@@ -150,17 +174,17 @@ void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part p
   const uint64_t bytes = part == Part::kGate ? layout_.gate_read : layout_.up_down_read;
   for (int64_t k = 0; k < n; ++k) {
     const int64_t key = layer * layout_.ffn + neurons[k];
+    uint8_t& frequency = frequency_[static_cast<size_t>(key)];
+    if (frequency < 255) ++frequency;
     int32_t s = slot_of_[static_cast<size_t>(key)];
     if (s >= 0 && (has_[s] & bit)) {
       ++stats_.hits;
-      if (count_[s] < kMaxCount) ++count_[s];
     } else {
       ++stats_.misses;
       if (s < 0) {
-        s = TakeSlot();
+        s = TakeSlot(key);
         key_of_[s] = key;
         slot_of_[static_cast<size_t>(key)] = s;
-        count_[s] = 1;
         has_[s] = 0;
       }
       has_[s] |= bit;

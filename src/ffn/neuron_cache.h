@@ -7,13 +7,15 @@
 // O_DIRECT unless asked not to, so the page cache does not hold a second copy of what the pool
 // holds; where io_uring is unavailable (a container's seccomp filter), pread one at a time.
 //
-// Which slot a miss takes: a small count per slot, and probes at random slots. A hit adds one
-// (up to 3); a probe takes one off the slot it finds and takes the first at zero, never one the
-// current layer uses. A neuron active in most recent tokens thus stays, one active once leaves
-// soon: the frequency over a recent window, at O(1) a miss. Probing in order instead (CLOCK) was
-// measured to hit 0% at 7B: a token's layers ask for more neurons than the pool holds, in the
-// same order every token, so a sweep always evicts the next layer's. The pool holds at least one
-// layer's neurons, so a layer's request always fits.
+// Which slot a miss takes: the pool's first `ffn` slots are scratch, the rest the cache. Every
+// request counts toward its neuron's frequency, halved every kWindowTokens tokens (the frequency
+// over a recent window). A miss goes to the cache if a slot there is free or holds a neuron less
+// frequent than it (the least frequent of kCandidates random slots that the current layer step
+// does not use); else to the next scratch slot, which the layer's next step reuses. Hot neurons
+// thus stay and one-off ones pass through scratch without evicting them. (A sweep over the pool
+// instead, CLOCK, was measured to hit 0% at 7B: a token's layers ask for more neurons than the
+// pool holds, in the same order every token, so the sweep always evicted the next layer's.) A
+// layer step asks for at most ffn neurons, so scratch always has room.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +41,7 @@ class NeuronCache {
   // The two parts of a bundle a fetch reads (a slot keeps what it has read of its neuron).
   enum class Part { kGate, kUpDown };
   // Starts a layer's decode step: the slots its fetches use stay until the next StartLayer.
-  void StartLayer() { ++step_; }
+  void StartLayer();
   // Makes `part` of the bundles of neurons[0, n) of `layer` resident and writes each one's slot
   // to slots[k]. Throws Error naming the file if a read fails. The neurons of all fetches since
   // StartLayer must be at most the layout's ffn (a layer's gate rows, then its active rows, a
@@ -66,7 +68,8 @@ class NeuronCache {
   };
   struct Ring;
   void RegisterWithRing(Ring& ring);
-  int32_t TakeSlot();
+  // A slot for the neuron `key` that missed: from the cache if it is admitted, else scratch.
+  int32_t TakeSlot(int64_t key);
   bool DirectReadWorks() const;
   void ReadAll();
   void ReadWithUring();
@@ -82,10 +85,11 @@ class NeuronCache {
   std::unique_ptr<uint8_t[], FreeAligned> pool_;
   std::vector<int32_t> slot_of_;   // [layers * ffn] the neuron's slot, or -1
   std::vector<int64_t> key_of_;    // [slots] layer * ffn + neuron held, or -1
-  std::vector<uint8_t> count_;     // [slots] CLOCK counts
+  std::vector<uint8_t> frequency_;  // [layers * ffn] requests in the recent window
   std::vector<uint8_t> has_;       // [slots] bit 1 << Part: that part was read
   std::vector<uint64_t> used_in_;  // [slots] the layer step that last used it
   uint64_t step_ = 0;              // layer steps so far (StartLayer)
+  uint64_t next_scratch_ = 0;      // this layer step's next scratch slot
   uint64_t probe_ = 0x9E3779B97F4A7C15ull;  // TakeSlot's random state (fixed: runs repeat)
   std::vector<Read> reads_;     // this call's misses
   std::unique_ptr<Ring> ring_;  // null: pread
