@@ -37,14 +37,7 @@ std::string WithNeuronFile(const TempDir& dir, const std::string& zsk, const std
   return path;
 }
 
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::ErrorText;
 
 NeuronLayout ReadNeuronLayout(const std::string& path) {
   const auto zsk = ZskFile::Open(path);
@@ -60,7 +53,7 @@ NeuronLayout ReadNeuronLayout(const std::string& path) {
 // neurons), as the refusal of a budget of 1 byte states it.
 uint64_t LeastBudget(const std::string& path) {
   const std::string error =
-      ErrorOf([&] { Model::Load(path, {.mem_budget = 1, .always_offload = true}); });
+      ErrorText([&] { Model::Load(path, {.mem_budget = 1, .always_offload = true}); });
   const std::string says = "it needs at least ";
   const size_t at = error.find(says);
   EXPECT_NE(at, std::string::npos) << error;
@@ -137,7 +130,7 @@ TEST(NeuronFile, DamagedOrForeignFilesAreRefused) {
   const uint64_t budget = std::filesystem::file_size(path) - 1;
   const auto load_with = [&](const std::string& bytes) {
     WriteFile(NeuronFilePath(path), bytes);
-    return ErrorOf([&] { Model::Load(path, {.mem_budget = budget}); });
+    return ErrorText([&] { Model::Load(path, {.mem_budget = budget}); });
   };
   std::string bad = good;
   bad[3] = 'X';
@@ -159,20 +152,21 @@ TEST(NeuronFile, DamagedOrForeignFilesAreRefused) {
     std::filesystem::remove(NeuronFilePath(copy));
   }
   std::filesystem::remove(NeuronFilePath(path));
-  EXPECT_NE(ErrorOf([&] { Model::Load(path, {.mem_budget = budget}); }).find("has no neuron file"),
-            std::string::npos);
+  EXPECT_NE(
+      ErrorText([&] { Model::Load(path, {.mem_budget = budget}); }).find("has no neuron file"),
+      std::string::npos);
   // The automatic budget never refuses a model for lacking one: it maps it as a whole.
   EXPECT_FALSE(Model::Load(path)->memory().offloaded);
 }
 
 TEST(NeuronFile, QuantizedAndUngatedFfnsCannotBeBundled) {
   TempDir dir;
-  EXPECT_NE(ErrorOf([&] {
+  EXPECT_NE(ErrorText([&] {
               WriteNeuronFile(*ZskFile::Open(ConvertedModel("models/relu-ft@q8")),
                               {.out_path = dir / "q8.neurons"});
             }).find("is q8; a neuron file bundles f32, f16 and bf16 FFN rows only"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] {
+  EXPECT_NE(ErrorText([&] {
               WriteNeuronFile(*ZskFile::Open(ConvertedModel("opt_prenorm_f32")),
                               {.out_path = dir / "opt.neurons"});
             }).find("ungated FFN"),
@@ -189,7 +183,7 @@ TEST(MemoryBudget, TooSmallABudgetSaysWhatItNeeds) {
   // the cache: 704 bundles of 1,536 bytes.
   const uint64_t resident = std::filesystem::file_size(path) - 3u * 4 * 704 * 256 * 2;
   EXPECT_EQ(least, resident + 704u * 1536);
-  const std::string error = ErrorOf([&] { Model::Load(path, {.mem_budget = least - 1}); });
+  const std::string error = ErrorText([&] { Model::Load(path, {.mem_budget = least - 1}); });
   EXPECT_NE(error.find("a memory budget of " + std::to_string(least - 1) +
                        " bytes is too small: it needs at least " + std::to_string(least)),
             std::string::npos)

@@ -21,6 +21,7 @@
 #include "format/file_io.h"
 #include "format/safetensors.h"
 #include "zeroskip/convert.h"
+#include "zeroskip/error.h"
 
 extern char** environ;
 
@@ -135,6 +136,15 @@ float HalfBitsToFloat(uint16_t bits) {
 
 float Bf16BitsToFloat(uint16_t bits) {
   return FromFields(bits >> 15, (bits >> 7) & 0xff, bits & 0x7f, 7, 8);
+}
+
+std::string ErrorText(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
 }
 
 std::string ReadFile(const std::string& path) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -93,6 +94,8 @@ class IsaTest : public ::testing::TestWithParam<Isa> {
 ModelConfig TinyConfig();
 
 std::string ReadFile(const std::string& path);
+// What the zeroskip::Error `fn` throws says, or "(accepted)" when it throws nothing.
+std::string ErrorText(const std::function<void()>& fn);
 void WriteFile(const std::string& path, const std::string& bytes);
 std::vector<std::string> Lines(const std::string& text);
 

@@ -121,15 +121,7 @@ std::string TestModel() {
   return testing::ReadFile(testing::SourceDir() + "/tests/data/tokenizer.model");
 }
 
-// What the Error says, or a marker when nothing was thrown.
-std::string ErrorText(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(accepted)";
-}
+using testing::ErrorText;
 
 std::string LoadError(const std::string& model) {
   return ErrorText([&] { Tokenizer(model, "m.zsk"); });

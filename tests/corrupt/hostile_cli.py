@@ -232,32 +232,24 @@ def out_is_fifo(w):
     return line
 
 
-@case
-def out_is_device_node(w):
-    if os.geteuid() != 0:
-        raise Skipped("needs root to make a device node")
-    out = w.fresh_dir("out-dev")
-    dev = os.path.join(out, "null")
-    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a private copy of /dev/null
-    line = expect_error(w.run(["convert", w.hf(), "-o", dev]), names=dev,
-                        reason="not a regular file")
-    if not stat.S_ISCHR(os.stat(dev).st_mode):
-        raise Failure("the device node was replaced")
-    return line
+def out_is_device_node_case(name, command):
+    """`command(w)`: the command line up to its output path."""
+    def fn(w):
+        if os.geteuid() != 0:
+            raise Skipped("needs root to make a device node")
+        dev = os.path.join(w.fresh_dir(name), "null")
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a private copy of /dev/null
+        line = expect_error(w.run(command(w) + ["-o", dev]), names=dev,
+                            reason="not a regular file")
+        if not stat.S_ISCHR(os.stat(dev).st_mode):
+            raise Failure("the device node was replaced")
+        return line
+    fn.__name__ = name
+    case(fn)
 
 
-@case
-def neurons_out_is_device_node(w):
-    if os.geteuid() != 0:
-        raise Skipped("needs root to make a device node")
-    out = w.fresh_dir("neurons-dev")
-    dev = os.path.join(out, "null")
-    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    line = expect_error(w.run(["neurons", w.zsk(), "-o", dev]), names=dev,
-                        reason="not a regular file")
-    if not stat.S_ISCHR(os.stat(dev).st_mode):
-        raise Failure("the device node was replaced")
-    return line
+out_is_device_node_case("out_is_device_node", lambda w: ["convert", w.hf()])
+out_is_device_node_case("neurons_out_is_device_node", lambda w: ["neurons", w.zsk()])
 
 
 @case
