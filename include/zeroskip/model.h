@@ -35,7 +35,8 @@ struct NeuronLayout;
 // every token reads (attention, norms, embeddings, LM head, shadow gates, and the gate of a layer
 // without one) and reads the FFN's up and down rows (and a shadowed gate's rows) from its neuron
 // file (`model.zsk.neurons`, docs/FORMAT.md) into a cache of the rest of the budget, a neuron at
-// a time: the output is the same, bit for bit. The KV cache and scratch come on top.
+// a time: the output is the same, bit for bit. The KV cache and scratch come on top, and each
+// Engine on the model has a cache of its own.
 struct LoadOptions {
   // 0: 85% of the memory available to this process (MemAvailable, or its memory cgroup's limit
   // when lower), and a model larger than that without a neuron file is mapped as a whole.

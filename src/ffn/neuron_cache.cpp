@@ -77,7 +77,8 @@ NeuronCache::NeuronCache(const NeuronLayout& layout, const std::string& path, in
     ::close(fd_);
     throw Error(path, "was replaced while the model loaded");
   }
-  void* pool = std::aligned_alloc(4096, slots * layout.stride);
+  // aligned_alloc wants a size that is a multiple of the alignment.
+  void* pool = std::aligned_alloc(4096, (slots * layout.stride + 4095) / 4096 * 4096);
   if (pool == nullptr) {
     ::close(fd_);
     throw std::bad_alloc();
