@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 
 #include "engine/workspace.h"
 #include "ffn/shadow_bound.h"
@@ -93,12 +95,15 @@ TEST(ShadowGate, CertifiesExactlyAtTheBoundary) {
 }
 
 // The coefficients against docs/SHADOW_GATE.md's formula, evaluated here in long double, for an
-// x the shadow quantizes exactly (every element 32767 / 1024: block scale 2^-10, level 32767, so
-// ‖δ‖ = 0) and ‖x‖ = 8 · 32767 / 1024 exact: α = ‖x‖ + s, β = s + dense + η, η = 2^-100·(1 + ‖x‖),
-// s = γ·‖x‖, γ = n·u / (1 − n·u), dense = γ·‖x‖ (f32) or (2^-8 + 2γ)·‖x‖ (bf16 products). Each
-// stored coefficient is at least its value (the bound must not shrink) and within 2^-19 of it
-// (the evaluation's slack and the rounding up to f32). Catches γ over n - 1 terms, the full
-// gate's own error or the bf16 rounding of x left out.
+// x of equal elements e = 32767 / 1024 (‖x‖ = 8·e exact) and each way a gate kernel can see it:
+// v = e (f32 gates; bf16 gates without bf16 products), v = bf16(e) = 32 (bf16 products: x rounded
+// to nearest even), v = d·127 with d = f32(e / 127) (quantized gates: x in int8 blocks). The
+// shadow quantizes v: every level 32767, scale v / 32767 in f32, ‖δ‖ = ‖v − d·q‖ (0 for v = e).
+// α = ‖v‖ + s, β = s + γ·‖v‖ + η, η = 2^-100·(1 + max(‖x‖, ‖v‖)), s = ‖δ‖ + γ·(‖v‖ + ‖δ‖),
+// γ = n·u / (1 − n·u). Each stored coefficient is at least its value (the bound must not shrink)
+// and within 2^-19 of it (the evaluation's slack and the rounding up to f32). Catches γ over
+// n - 1 terms, the full gate's own error left out, and the shadow quantizing anything but the
+// kernel's view of x (x where the kernel rounds to bf16, or bf16 where it does not: α off by 3e-5).
 TEST(ShadowGate, CoefficientsFollowTheDocumentedBound) {
   constexpr int64_t kHidden = 64;
   const float element = 32767.0f / 1024.0f;
@@ -106,22 +111,38 @@ TEST(ShadowGate, CoefficientsFollowTheDocumentedBound) {
   std::vector<int16_t> xq(kHidden);
   std::vector<float> xd(kHidden / 32);
   const long double nx = 8.0L * element, u = 0x1p-24L;
-  const long double gamma = kHidden * u / (1 - kHidden * u), s = gamma * nx;
-  const long double eta = 0x1p-100L * (1 + nx);
-  const auto expect_within = [](float got, long double want, const char* what) {
+  const long double gamma = kHidden * u / (1 - kHidden * u);
+  const auto expect_within = [](float got, long double want, const std::string& what) {
     EXPECT_GE(static_cast<long double>(got), want) << what;
     EXPECT_LE(static_cast<long double>(got), want * (1 + 0x1p-19L)) << what;
   };
-  for (const bool bf16 : {false, true}) {
-    const ShadowBound b = PrepareShadowInput(x.data(), kHidden, bf16 ? DType::kBF16 : DType::kF32,
-                                             bf16, xq.data(), xd.data());
-    ASSERT_TRUE(b.usable);
-    EXPECT_EQ(xq[5], 32767);
-    EXPECT_EQ(xd[1], 0x1p-10f);
-    const long double dense = bf16 ? (0x1p-8L + 2 * gamma) * nx : gamma * nx;
-    expect_within(b.a, nx + s, bf16 ? "a, bf16" : "a");
-    expect_within(b.c, s + dense + eta, bf16 ? "c, bf16" : "c");
-    expect_within(b.d, eta, bf16 ? "d, bf16" : "d");
+  struct Case {
+    DType gate;
+    bool bf16_products;
+    long double view;  // every element of x as the gate's kernel multiplies it
+  };
+  const Case cases[] = {
+      {DType::kF32, false, element},
+      {DType::kF32, true, element},
+      {DType::kBF16, false, element},
+      {DType::kBF16, true, 32.0L},
+      {DType::kQ8, false, static_cast<long double>(element / 127.0f) * 127},
+  };
+  for (const Case& k : cases) {
+    const std::string what =
+        std::string(DTypeName(k.gate)) + (k.bf16_products ? ", bf16 products" : "");
+    const ShadowBound b =
+        PrepareShadowInput(x.data(), kHidden, k.gate, k.bf16_products, xq.data(), xd.data());
+    ASSERT_TRUE(b.usable) << what;
+    EXPECT_EQ(xq[5], 32767) << what;
+    EXPECT_EQ(xd[1], static_cast<float>(k.view) / 32767.0f) << what;
+    const long double nv = 8 * k.view;
+    const long double delta = 8 * std::abs(k.view - static_cast<long double>(xd[1]) * 32767);
+    const long double s = delta + gamma * (nv + delta);
+    const long double eta = 0x1p-100L * (1 + std::max(nx, nv));
+    expect_within(b.a, nv + s, "a, " + what);
+    expect_within(b.c, s + gamma * nv + eta, "c, " + what);
+    expect_within(b.d, eta, "d, " + what);
   }
 }
 
@@ -193,15 +214,18 @@ double Dot(const std::vector<double>& a, const std::vector<double>& b) {
   return s;
 }
 
-// A gate of f32 rows with its shadow, and the FFN around it.
+// A gate of f32 or bf16 rows (the given values, rounded to bf16 for bf16) with its shadow, and the
+// FFN around it.
 struct ShadowFfn {
   ModelConfig config;
-  std::vector<float> gate, up, down;  // [kFfn, kHidden]
+  std::vector<float> gate, up, down;  // [kFfn, kHidden]; gate: the values as stored
+  std::vector<uint16_t> gate_bf16;    // the gate's bits, for a bf16 gate
   std::vector<uint8_t> shadow;
   std::vector<float> norms;
   FfnWeights weights;
 
-  explicit ShadowFfn(const std::vector<float>& gate_rows) : gate(gate_rows) {
+  explicit ShadowFfn(const std::vector<float>& gate_rows, DType gate_dtype = DType::kF32)
+      : gate(gate_rows) {
     config.hidden = kHidden;
     config.ffn = kFfn;
     config.layers = 1;
@@ -212,14 +236,23 @@ struct ShadowFfn {
       m->resize(kFfn * kHidden);
       for (float& v : *m) v = dist(rng);
     }
+    const void* gate_data = gate.data();
+    if (gate_dtype == DType::kBF16) {
+      for (float& v : gate) {
+        const Eigen::bfloat16 b(v);
+        gate_bf16.push_back(Eigen::numext::bit_cast<uint16_t>(b));
+        v = static_cast<float>(b);
+      }
+      gate_data = gate_bf16.data();
+    }
     shadow.resize(kFfn * DTypeBytes(DType::kQ8, kHidden));
     norms.resize(2 * kFfn);
-    BuildShadowGate(reinterpret_cast<const uint8_t*>(gate.data()), DType::kF32, kFfn, kHidden,
+    BuildShadowGate(static_cast<const uint8_t*>(gate_data), gate_dtype, kFfn, kHidden,
                     shadow.data(), norms.data());
     auto view = [](const std::vector<float>& m) {
       return WeightView{.data = m.data(), .dtype = DType::kF32, .rows = kFfn, .cols = kHidden};
     };
-    weights.gate = view(gate);
+    weights.gate = {.data = gate_data, .dtype = gate_dtype, .rows = kFfn, .cols = kHidden};
     weights.up = view(up);
     weights.down_t = view(down);
     weights.gate_shadow = {
@@ -350,6 +383,67 @@ TEST_P(ShadowGateIsaTest, NeuronJustInsideTheBoundIsCertified) {
   int32_t uncertain;
   EXPECT_EQ(CertifyRows(bound, &f.norms[1], &f.norms[kFfn + 1], 1, &est, &uncertain), 0);
   EXPECT_GE(ExpectShadowMatchesDense(f, x, kernels()).certified_rows, 1u);
+}
+
+// Under bf16 products the full gate is Σ w·bf16(x), not Σ w·x. Row 0 holds exact q8 values in a
+// bf16 gate (its shadow has no error) and x = b − 0.45·ulp(b)·sign(w), b on the bf16 grid of
+// [1.25, 1.75) in magnitude, so bf16(x) = b: the kernel's gate Σ w·b is a small positive number
+// (the neuron fires) while Σ w·x is about 0.45·2^-7·‖w‖₁ lower, far below zero next to a bound
+// without bf16 rounding in it. Catches a shadow that estimates Σ w·x (x quantized instead of the
+// kernel's bf16(x)) with no room for the rounding: it certifies row 0 and drops a neuron that
+// fires. Only kernel tables with bf16 products compute this gate; the others skip.
+TEST_P(ShadowGateIsaTest, Bf16ProductsNeuronThatFiresOnlyAfterRoundingIsNotCertified) {
+  if (!kernels().bf16_products) GTEST_SKIP() << "no bf16 products on " << IsaName(GetParam());
+  std::mt19937 rng(23);
+  std::normal_distribution<float> dist(0.0f, 0.125f);
+  std::vector<float> rows(kFfn * kHidden);
+  for (float& v : rows) v = dist(rng);
+  std::uniform_int_distribution<int> level(-127, 127);
+  for (int64_t i = 0; i < kHidden; ++i) {
+    rows[i] = std::ldexp(static_cast<float>(i % kQuantBlock == 0 ? 127 : level(rng)), -7);
+  }
+  const ShadowFfn f(rows, DType::kBF16);
+  ASSERT_EQ(f.norms[0], 0.0f);
+  const std::vector<double> w = f.GateRow(0);
+  // b: magnitudes (160 + k)·2^-7, k random in [0, 64), each sign chosen to pull the partial sum
+  // of w·b toward 0; then coordinate steps of 2^-7 move Σ w·b into [0.02, 0.05] (a step changes
+  // it by at most 2^-7).
+  std::vector<double> b(kHidden);
+  std::uniform_int_distribution<int> step(0, 63);
+  double sum = 0;
+  for (int64_t i = 0; i < kHidden; ++i) {
+    b[i] = ((sum > 0) == (w[i] > 0) ? -1 : 1) * std::ldexp(160 + step(rng), -7);
+    sum += w[i] * b[i];
+  }
+  const auto in_window = [&] { return sum >= 0.02 && sum <= 0.05; };
+  for (int pass = 0; pass < 64 && !in_window(); ++pass) {
+    for (int64_t i = 0; i < kHidden && !in_window(); ++i) {
+      const double next = b[i] + std::ldexp((sum < 0.02) == (w[i] > 0) ? 1.0 : -1.0, -7);
+      if (w[i] != 0 && std::abs(next) >= 1.25 && std::abs(next) < 1.75) {
+        b[i] = next;
+        sum = Dot(w, b);
+      }
+    }
+  }
+  ASSERT_TRUE(sum >= 0.02 && sum <= 0.05) << sum;
+  std::vector<float> x(kHidden);
+  for (int64_t i = 0; i < kHidden; ++i) {
+    x[i] = static_cast<float>(b[i] - 0.45 * 0x1p-7 * (w[i] > 0 ? 1 : w[i] < 0 ? -1 : 0));
+    ASSERT_EQ(static_cast<double>(static_cast<float>(Eigen::bfloat16(x[i]))), b[i]);
+  }
+  // The premises: the exact gate is clearly negative, the kernel's clearly positive.
+  ASSERT_LT(Dot(w, Widen(x)), -0.05);
+
+  const FfnLayerStats st = ExpectShadowMatchesDense(f, x, kernels());
+  EXPECT_LT(st.zero_neurons, st.neurons);  // row 0 fires
+  std::vector<int16_t> xq(kHidden);
+  std::vector<float> scales(kHidden / kQuantBlock);
+  const ShadowBound bound =
+      PrepareShadowInput(x.data(), kHidden, DType::kBF16, true, xq.data(), scales.data());
+  float est;
+  kernels().shadow_dot_rows(f.shadow.data(), 1, kHidden, xq.data(), scales.data(), &est);
+  int32_t uncertain;
+  EXPECT_EQ(CertifyRows(bound, &f.norms[0], &f.norms[kFfn], 1, &est, &uncertain), 1);
 }
 
 // A NaN in x: nothing is certified and the full gate decides, as the dense gate would.

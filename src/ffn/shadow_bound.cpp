@@ -1,5 +1,6 @@
 #include "ffn/shadow_bound.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -28,40 +29,61 @@ float RoundedUp(double v) {
   return f;
 }
 
-// ‖x − x̂‖ for x̂ the activations as the q8/q4 dot products quantize them (the reference and
-// every ISA quantize bit for bit alike).
-double ActivationQuantizationError(const float* x, int64_t hidden) {
-  double sum = 0;
-  for (int64_t c = 0; c < hidden; c += kQuantBlock) {
-    int8_t q[kQuantBlock];
-    float d;
-    ref::QuantizeActivations(x + c, 1, q, &d);
-    for (uint64_t i = 0; i < kQuantBlock; ++i) {
-      const double delta = double(x[c + i]) - double(d) * q[i];
-      sum += delta * delta;
+// x as the full gate's kernel multiplies it, exactly (in double), block by block: int8-quantized
+// for quantized gates (ref::QuantizeActivations, bit-identical on every ISA), rounded to bf16
+// (nearest even) for bf16 gates under bf16_products, x itself otherwise. The kernels flush
+// subnormal bf16 x to zero where this keeps it; the bound's underflow slack covers that.
+class KernelView {
+ public:
+  KernelView(DType gate_dtype, bool bf16_products)
+      : quantized_(IsQuantized(gate_dtype)), bf16_(gate_dtype == DType::kBF16 && bf16_products) {}
+
+  void Block(const float* x, double* view) const {
+    if (quantized_) {
+      int8_t q[kQuantBlock];
+      float d;
+      ref::QuantizeActivations(x, 1, q, &d);
+      for (uint64_t i = 0; i < kQuantBlock; ++i) view[i] = double(d) * q[i];
+    } else if (bf16_) {
+      for (uint64_t i = 0; i < kQuantBlock; ++i) {
+        view[i] = static_cast<float>(Eigen::bfloat16(x[i]));
+      }
+    } else {
+      for (uint64_t i = 0; i < kQuantBlock; ++i) view[i] = x[i];
     }
   }
-  return std::sqrt(sum) * kDoubleSlack;
-}
 
-// Quantizes x to int16 levels per block and returns ‖x − x̂‖ (x̂ = d·q, exact in double).
-double QuantizeForShadow(const float* x, int64_t hidden, int16_t* xq, float* xd) {
+ private:
+  bool quantized_, bf16_;
+};
+
+// Quantizes the kernel's view of x to int16 levels per block (d = amax / 32767, q = round(v / d)),
+// and returns ‖v‖ and ‖v − v̂‖ (v̂ = d·q; both sums of exact squares in double).
+struct ShadowInputNorms {
+  double view, quantization;
+};
+ShadowInputNorms QuantizeForShadow(const float* x, int64_t hidden, const KernelView& kernel,
+                                   int16_t* xq, float* xd) {
   constexpr float kLevels = 32767.0f;
-  double sum = 0;
+  double view_sum = 0, delta_sum = 0;
   for (int64_t c = 0; c < hidden; c += kQuantBlock) {
+    double v[kQuantBlock];
+    kernel.Block(x + c, v);
     float amax = 0.0f;
-    for (uint64_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::abs(x[c + i]));
+    for (double e : v) amax = std::max(amax, static_cast<float>(std::abs(e)));
     const bool tiny = amax < 0x1p-100f;  // (also keeps kLevels / amax finite)
     const float d = tiny ? 0.0f : amax / kLevels, inv = tiny ? 0.0f : kLevels / amax;
     xd[c / kQuantBlock] = d;
     for (uint64_t i = 0; i < kQuantBlock; ++i) {
-      const float q = std::clamp(std::nearbyint(x[c + i] * inv), -kLevels, kLevels);
+      // A level clamped at 32767 (amax rounded down to f32) only adds to the δ accounted below.
+      const float q = std::clamp(std::nearbyint(static_cast<float>(v[i]) * inv), -kLevels, kLevels);
       xq[c + i] = static_cast<int16_t>(q);
-      const double delta = double(x[c + i]) - double(d) * q;
-      sum += delta * delta;
+      const double delta = v[i] - double(d) * q;
+      view_sum += v[i] * v[i];
+      delta_sum += delta * delta;
     }
   }
-  return std::sqrt(sum) * kDoubleSlack;
+  return {std::sqrt(view_sum) * kDoubleSlack, std::sqrt(delta_sum) * kDoubleSlack};
 }
 
 }  // namespace
@@ -73,33 +95,26 @@ ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype,
   const double nx = std::sqrt(sum) * kDoubleSlack;
   ShadowBound b;
   if (!(nx <= kLargestNorm)) return b;  // NaN and Inf fail this too
-  // ‖x − x̂‖ of the shadow's input.
-  const double nq = QuantizeForShadow(x, hidden, xq, xd);
+  // The shadow estimates the product the full gate's kernel computes, Σ w·v with v its view of
+  // x, so the rounding or quantization of x that the kernel does costs the bound nothing.
+  const ShadowInputNorms norms =
+      QuantizeForShadow(x, hidden, KernelView(gate_dtype, bf16_products), xq, xd);
+  const double nv = norms.view, nq = norms.quantization;
   // γ_n = n·u / (1 − n·u) bounds the relative error of an f32 dot product of n terms in any
   // order (each term passes through at most n roundings): the shadow's and the full gate's.
   const double n = static_cast<double>(hidden);
   const double gamma = n * kUnit / (1 - n * kUnit);
-  // The full gate's own error, per unit of ‖w_i‖.
-  double dense;
-  if (IsQuantized(gate_dtype)) {
-    // x quantized to int8: Σ w·(x − x̃) <= ‖w‖·‖x − x̃‖, then the rounding of Σ w·x̃.
-    const double nd = ActivationQuantizationError(x, hidden);
-    dense = nd + gamma * (nx + nd);
-  } else if (gate_dtype == DType::kBF16 && bf16_products) {
-    // x rounded to bf16 (relative error 2^-8 per element), then summed in f32.
-    dense = (0x1p-8 + 2 * gamma) * nx;
-  } else {
-    dense = gamma * nx;
-  }
-  // With ŵ = w − e the shadow's weights and x̂ = x − δ its input (‖x̂‖ <= ‖x‖ + ‖δ‖):
-  //   est − Σ w·x = (est − Σ ŵ·x̂) − Σ ŵ·δ − Σ e·x
-  //   |·| <= γ·‖ŵ‖·‖x̂‖ + ‖ŵ‖·‖δ‖ + ‖e‖·‖x‖,  and ‖ŵ‖ <= ‖w‖ + ‖e‖, so
-  //   B = ‖e‖·(‖x‖ + (‖δ‖ + γ·(‖x‖ + ‖δ‖))) + ‖w‖·(‖δ‖ + γ·(‖x‖ + ‖δ‖) + dense) + underflow.
+  // With ŵ = w − e the shadow's weights and v̂ = v − δ its input (‖v̂‖ <= ‖v‖ + ‖δ‖):
+  //   est − Σ w·v = (est − Σ ŵ·v̂) − Σ ŵ·δ − Σ e·v
+  //   |·| <= γ·‖ŵ‖·‖v̂‖ + ‖ŵ‖·‖δ‖ + ‖e‖·‖v‖,  and ‖ŵ‖ <= ‖w‖ + ‖e‖; the full gate is within
+  //   γ·‖w‖·‖v‖ of Σ w·v, so
+  //   B = ‖e‖·(‖v‖ + (‖δ‖ + γ·(‖v‖ + ‖δ‖))) + ‖w‖·(‖δ‖ + γ·(‖v‖ + ‖δ‖) + γ·‖v‖) + underflow.
   // The factor covers the f32 rounding of B's own evaluation in CertifyRows (4 operations).
   constexpr double kEvaluation = 1.0 + 0x1p-20;
-  const double shadow = nq + gamma * (nx + nq);
-  const double slack = kUnderflow * (1 + nx);
-  b.a = RoundedUp((nx + shadow) * kEvaluation);
+  const double shadow = nq + gamma * (nv + nq);
+  const double dense = gamma * nv;
+  const double slack = kUnderflow * (1 + std::max(nx, nv));
+  b.a = RoundedUp((nv + shadow) * kEvaluation);
   b.c = RoundedUp((shadow + dense + slack) * kEvaluation);
   b.d = RoundedUp(slack * kEvaluation);
   b.usable = true;

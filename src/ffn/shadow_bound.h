@@ -19,10 +19,11 @@ struct ShadowBound {
   float a = 0, c = 0, d = 0;
 };
 
-// Quantizes x [hidden] for the shadow's product (shadow_dot_rows) into xq [hidden] and xd
-// [hidden / 32]: per block of 32, d = amax / 32767 and q = round(x / d) in [-32767, 32767] (q = 0
-// where amax < 2^-100). Returns the per-token coefficients of the bound for a full gate of
-// `gate_dtype` under kernels with `bf16_products` (bf16 gates multiplied with x rounded to bf16).
+// Quantizes x, as the full gate's kernel sees it (int8-quantized for a quantized gate, rounded to
+// bf16 for a bf16 gate under kernels with `bf16_products`, x otherwise), for the shadow's product
+// (shadow_dot_rows) into xq [hidden] and xd [hidden / 32]: per block of 32, d = amax / 32767 and
+// q = round(v / d) in [-32767, 32767] (q = 0 where amax < 2^-100). Returns the per-token
+// coefficients of the bound against the full gate as that kernel computes it.
 // xq and xd are meaningless when the bound is not usable.
 ShadowBound PrepareShadowInput(const float* x, int64_t hidden, DType gate_dtype, bool bf16_products,
                                int16_t* xq, float* xd);
