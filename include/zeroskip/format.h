@@ -136,6 +136,10 @@ class ZskFile {
   // pass then does not take a page fault per 4 KiB of weights (measured: ~30 ms per GB here).
   // `skip`: the tensors to leave unmapped (read on demand, or from elsewhere).
   void Prefault(const std::function<bool(const TensorInfo&)>& skip = {}) const;
+  // Unmaps the whole pages of [data, data + bytes) and drops them from the page cache (advice:
+  // a file system that keeps them, tmpfs for one, keeps them), so a pass that read weights it
+  // will not read again does not hold them against a memory limit.
+  void Release(const void* data, uint64_t bytes) const;
   // Recomputes every tensor checksum; throws Error naming the first tensor that mismatches.
   void VerifyChecksums(const std::function<void(size_t done, size_t total)>& progress = {}) const;
 

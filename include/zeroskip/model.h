@@ -84,6 +84,9 @@ class Model {
   // Offloaded: the neuron file's layout and its checked descriptor (for the engine's cache).
   const NeuronLayout* neuron_layout() const { return neuron_layout_.get(); }
   int neuron_fd() const { return neuron_fd_; }
+  // Offloaded: drops layer `layer`'s offloaded FFN matrices from memory after a batched pass
+  // (a prompt) read them through the file's mapping; decode reads them from the neuron file.
+  void ReleaseOffloadedFfn(int64_t layer) const;
 
  private:
   Model() = default;

@@ -18,6 +18,9 @@ void RunFfn(const ForwardPass& pass, int64_t layer, const FfnWeights& w, const f
   const SequenceRows& first = pass.sequences.front();
   FfnLayerStats call;
   pass.ws.ffn.Forward(first.seq->ffn, layer, w, x, pass.rows(), y, first.position, &call);
+  // A batch reads an offloaded FFN through the file's mapping: drop it before the next layer, or
+  // a prompt would push the resident weights out of a memory limit to make room for it.
+  if (pass.rows() > 1) pass.model.ReleaseOffloadedFfn(layer);
   if (pass.batch_stats != nullptr) (*pass.batch_stats)[layer].Add(call);
   if (pass.sequences.size() == 1) {
     (*first.ffn_stats)[layer].Add(call);

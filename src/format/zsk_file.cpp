@@ -77,6 +77,19 @@ void ZskFile::Prefault(const std::function<bool(const TensorInfo&)>& skip) const
   }
 }
 
+void ZskFile::Release(const void* data, uint64_t bytes) const {
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto offset = static_cast<uint64_t>(static_cast<const uint8_t*>(data) - base_);
+  // Whole pages only: a page shared with the neighbouring tensor stays.
+  const uint64_t begin = (offset + page - 1) / page * page;
+  const uint64_t end = std::min(size_, offset + bytes) / page * page;
+  if (begin >= end) return;
+  // The page cache drops only pages no process maps: unmap them from this one first.
+  ::madvise(const_cast<uint8_t*>(base_ + begin), end - begin, MADV_DONTNEED);
+  ::posix_fadvise(fd_, static_cast<off_t>(begin), static_cast<off_t>(end - begin),
+                  POSIX_FADV_DONTNEED);
+}
+
 ZskFile::~ZskFile() {
   if (base_ != nullptr) ::munmap(const_cast<uint8_t*>(base_), size_);
   if (fd_ >= 0) ::close(fd_);

@@ -16,6 +16,14 @@
 namespace zeroskip {
 namespace {
 
+// The FFN matrices of a layer that an offloaded model reads from its neuron file: up and down,
+// and the gate where a shadow stands in for it.
+std::vector<const WeightView*> OffloadedFfn(const FfnWeights& ffn) {
+  std::vector<const WeightView*> views = {&ffn.up, &ffn.down_t};
+  if (ffn.gate_shadow.data != nullptr) views.push_back(&ffn.gate);
+  return views;
+}
+
 // A layer's optional shadow gate (docs/FORMAT.md, "Shadow gate"): both tensors or neither, with
 // the shapes and dtypes of the spec, and norms the bound can use (finite, not negative; a
 // negative norm would certify neurons that fire).
@@ -173,13 +181,11 @@ void Model::PlanMemory(const LoadOptions& options) {
                                  " bytes; the memory budget is " + std::to_string(memory_.budget) +
                                  ")");
   }
-  // What decode reads a neuron at a time: up and down, and the gate where a shadow stands in.
-  // Not resident, and not counted in the budget: the embeddings' rows, faulted in as used.
+  // What decode reads a neuron at a time (OffloadedFfn). Not resident, and not counted in the
+  // budget: the embeddings' rows, faulted in as used.
   std::set<const void*> offloaded;
   for (const LayerWeights& l : layers_) {
-    offloaded.insert(l.ffn.up.data);
-    offloaded.insert(l.ffn.down_t.data);
-    if (l.ffn.gate_shadow.data != nullptr) offloaded.insert(l.ffn.gate.data);
+    for (const WeightView* view : OffloadedFfn(l.ffn)) offloaded.insert(view->data);
   }
   // A token reads one row of the embeddings (all of them only when they are the LM head too).
   if (embeddings_.data != lm_head_.data) offloaded.insert(embeddings_.data);
@@ -207,6 +213,13 @@ void Model::PlanMemory(const LoadOptions& options) {
   memory_.cache_slots = std::min<uint64_t>((memory_.budget - resident) / l.stride,
                                            static_cast<uint64_t>(l.layers) * l.ffn);
   file.Prefault(is_offloaded);
+}
+
+void Model::ReleaseOffloadedFfn(int64_t layer) const {
+  if (!memory_.offloaded) return;
+  for (const WeightView* view : OffloadedFfn(layers_[layer].ffn)) {
+    file_->Release(view->data, DTypeBytes(view->dtype, view->rows * view->cols));
+  }
 }
 
 uint64_t Model::parameter_count() const {
