@@ -115,8 +115,12 @@ def one_run(args, engine, path, ffn, prompt, limited):
                                   threads=args.threads, n_decode=args.n_decode,
                                   prefill_lengths=[args.prompt], long_prompt=0)
     cgroup = None
+    # Every run starts from an empty page cache: an in-RAM run right after a limited one decoded
+    # a 7B at 1.9-3.7 tok/s, after a drop at 5.4-7.7. The pages a limited run leaves behind are
+    # not in the 2 MiB folios a fresh read gets (the kernel then maps a 7B's weights only partly
+    # with 2 MiB entries: 7 of 12.7 GB, /proc/meminfo FilePmdMapped), and sparse rows miss the TLB.
+    drop_page_cache()
     if limited:
-        drop_page_cache()
         cgroup = MemCgroup(args.limit)
     else:
         peer_llamacpp.warm_page_cache([path])

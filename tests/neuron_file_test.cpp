@@ -317,6 +317,23 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
                           file.data() + l.BundleOffset(3, ask[k]), l.gate_read),
               0);
   }
+  // Parts per neuron, as a step with a shadow gate asks for them: 0 and 5 have their gate rows
+  // (0 now wants up and down, 5 nothing more: a hit), 701 wants its whole bundle.
+  const NeuronCache::Stats before = cache.stats();
+  ask = {0, 5, 701};
+  const NeuronCache::Part parts[] = {NeuronCache::kBundle, NeuronCache::kGate,
+                                     NeuronCache::kBundle};
+  cache.Fetch(3, ask.data(), parts, 3, slots.data());
+  EXPECT_EQ(cache.stats().hits - before.hits, 1u);
+  EXPECT_EQ(cache.stats().misses - before.misses, 2u);
+  EXPECT_EQ(cache.stats().bytes_read - before.bytes_read,
+            l.up_down_read + l.gate_read + l.up_down_read);
+  for (const size_t k : {size_t{0}, size_t{2}}) {
+    EXPECT_EQ(std::memcmp(cache.pool() + slots[k] * l.stride,
+                          file.data() + l.BundleOffset(3, ask[k]), l.gate_read + l.up_down_read),
+              0)
+        << "neuron " << ask[k];
+  }
 }
 
 struct DecodeCase {

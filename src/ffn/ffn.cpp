@@ -219,6 +219,7 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
   shadow_xd_.resize(h / kQuantBlock);
   slices_.resize(static_cast<size_t>(threads));
   fetch_.resize(f);
+  fetch_parts_.resize(f);
   fetch_slots_.resize(f);
   neuron_slot_.resize(f);
   slot_rows_.resize(f);
@@ -400,6 +401,23 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
   return FinishDecodeStep(call, y);
 }
 
+template <typename PartOf>
+int64_t FfnRuntime::FetchRows(const Call& call, const std::vector<int32_t>& rows,
+                              int64_t Slice::*count, PartOf part_of) {
+  // One request for all slices, in neuron order.
+  int64_t n = 0;
+  for (const Slice& s : slices_) {
+    for (int64_t k = 0; k < s.*count; ++k) {
+      const int32_t row = rows[s.r0 + k];
+      fetch_parts_[n] = part_of(s, row);
+      fetch_[n++] = static_cast<int32_t>(s.r0 + row);
+    }
+  }
+  neurons_->Fetch(call.layer, fetch_.data(), fetch_parts_.data(), n, fetch_slots_.data());
+  for (int64_t k = 0; k < n; ++k) neuron_slot_[fetch_[k]] = fetch_slots_[k];
+  return n;
+}
+
 FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, float* y) {
   const NeuronLayout& l = neurons_->layout();
   const NeuronCache::Stats before = neurons_->stats();
@@ -422,8 +440,13 @@ FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, 
   };
   int64_t fetched = 0;
   if (call.uses_shadow) {
-    // The uncertain rows' gate rows, then the same gate values as in memory from them.
-    fetched += FetchRows(call, uncertain_, &Slice::uncertain, NeuronCache::Part::kGate);
+    // The uncertain rows' gate rows, then the same gate values as in memory from them. A row
+    // the shadow estimates positive is most likely active: its up and down rows come in the same
+    // read (adjacent in the file; a disk costs more per request than per byte, and the second
+    // fetch then finds them). The full gate alone decides which rows are active.
+    fetched += FetchRows(call, uncertain_, &Slice::uncertain, [](const Slice& s, int32_t row) {
+      return s.g[row] > 0.0f ? NeuronCache::kBundle : NeuronCache::kGate;
+    });
     matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
       Slice& s = slices_[chunk];
       if (s.rows == 0) return;
@@ -433,7 +456,8 @@ FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, 
     });
   }
   // The active rows' up and down rows, then the usual kernels on the cache's slots.
-  fetched += FetchRows(call, active_, &Slice::active, NeuronCache::Part::kUpDown);
+  fetched += FetchRows(call, active_, &Slice::active,
+                       [](const Slice&, int32_t) { return NeuronCache::kUpDown; });
   const ActiveRows from_pool{
       {pool + l.gate_read, ld(l.up)}, {pool + l.gate_read + l.up_bytes, ld(l.down)}, nullptr};
   matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
@@ -450,19 +474,6 @@ FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, 
   step.neuron_reads = after.misses - before.misses;
   step.neuron_bytes_read = after.bytes_read - before.bytes_read;
   return step;
-}
-
-int64_t FfnRuntime::FetchRows(const Call& call, const std::vector<int32_t>& rows,
-                              int64_t Slice::*count, NeuronCache::Part part) {
-  // One request for all slices, in neuron order.
-  int64_t n = 0;
-  for (const Slice& s : slices_) {
-    for (int64_t k = 0; k < s.*count; ++k)
-      fetch_[n++] = static_cast<int32_t>(s.r0 + rows[s.r0 + k]);
-  }
-  neurons_->Fetch(call.layer, fetch_.data(), n, part, fetch_slots_.data());
-  for (int64_t k = 0; k < n; ++k) neuron_slot_[fetch_[k]] = fetch_slots_[k];
-  return n;
 }
 
 int32_t* FfnRuntime::SlotsOf(const Slice& s, const int32_t* rows, int64_t n) {

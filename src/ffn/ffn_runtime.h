@@ -108,13 +108,15 @@ class FfnRuntime {
 
   FfnLayerStats DecodeStep(const Call& call, const float* x, float* y);
   // A decode step whose FFN rows come from the neuron cache: a phase for what each slice needs,
-  // then for each part of the bundles it reads (the uncertain rows' gate rows, the active rows'
-  // up and down rows) one fetch for all slices and a phase of the usual kernels on the slots.
+  // then for each part of the bundles it reads (the uncertain rows' gate rows, with up and down
+  // for those the shadow estimates positive; the active rows' up and down rows) one fetch for
+  // all slices and a phase of the usual kernels on the slots.
   FfnLayerStats DecodeStepFromCache(const Call& call, const float* x, float* y);
-  // Fetches `part` of the neurons each slice lists in `rows` (its first s.*count, slice-relative)
-  // and records their slots in neuron_slot_; returns how many.
+  // Fetches part_of(slice, row) of the neurons each slice lists in `rows` (its first s.*count,
+  // slice-relative) and records their slots in neuron_slot_; returns how many.
+  template <typename PartOf>
   int64_t FetchRows(const Call& call, const std::vector<int32_t>& rows, int64_t Slice::*count,
-                    NeuronCache::Part part);
+                    PartOf part_of);
   // The slots of a slice's rows[0, n) (slice-relative neurons), in its part of slot_rows_.
   int32_t* SlotsOf(const Slice& s, const int32_t* rows, int64_t n);
   // Slice t of a decode step, reset; and its private accumulator, zeroed.
@@ -176,6 +178,7 @@ class FfnRuntime {
   // Decode from the neuron cache (null: none).
   NeuronCache* neurons_ = nullptr;
   std::vector<int32_t> fetch_;        // [ffn] the neurons a step fetches, in order ...
+  std::vector<NeuronCache::Part> fetch_parts_;  // [ffn] ... what of them ...
   std::vector<int32_t> fetch_slots_;  // [ffn] ... the slots they are in ...
   std::vector<int32_t> neuron_slot_;  // [ffn] ... and by neuron
   std::vector<int32_t> slot_rows_;    // [ffn] each slice's rows as slots

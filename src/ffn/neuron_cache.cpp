@@ -169,16 +169,20 @@ int32_t NeuronCache::TakeSlot(int64_t key) {
 
 void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part part,
                         int32_t* slots) {
+  same_part_.assign(static_cast<size_t>(n), part);
+  Fetch(layer, neurons, same_part_.data(), n, slots);
+}
+
+void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n,
+                        int32_t* slots) {
   reads_.clear();
-  const uint8_t bit = uint8_t{1} << static_cast<int>(part);
-  const uint64_t at = part == Part::kGate ? 0 : layout_.gate_read;
-  const uint64_t bytes = part == Part::kGate ? layout_.gate_read : layout_.up_down_read;
   for (int64_t k = 0; k < n; ++k) {
     const int64_t key = layer * layout_.ffn + neurons[k];
     uint8_t& frequency = frequency_[static_cast<size_t>(key)];
     if (frequency < 255) ++frequency;
     int32_t s = slot_of_[static_cast<size_t>(key)];
-    if (s >= 0 && (has_[s] & bit)) {
+    const uint8_t missing = parts[k] & ~(s >= 0 ? has_[s] : 0);
+    if (missing == 0) {
       ++stats_.hits;
     } else {
       ++stats_.misses;
@@ -188,10 +192,13 @@ void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part p
         slot_of_[static_cast<size_t>(key)] = s;
         has_[s] = 0;
       }
-      has_[s] |= bit;
+      has_[s] |= missing;
+      // The gate part, then up and down: one range whichever of them is missing.
+      const uint64_t at = (missing & kGate) ? 0 : layout_.gate_read;
+      const uint64_t end = layout_.gate_read + ((missing & kUpDown) ? layout_.up_down_read : 0);
       uint8_t* slot = pool_.get() + s * layout_.stride;
-      reads_.push_back({layout_.BundleOffset(layer, neurons[k]) + at, slot + at, bytes});
-      stats_.bytes_read += bytes;
+      reads_.push_back({layout_.BundleOffset(layer, neurons[k]) + at, slot + at, end - at});
+      stats_.bytes_read += end - at;
     }
     used_in_[s] = step_;
     slots[k] = s;

@@ -38,14 +38,17 @@ class NeuronCache {
   NeuronCache(const NeuronCache&) = delete;
   NeuronCache& operator=(const NeuronCache&) = delete;
 
-  // The two parts of a bundle a fetch reads (a slot keeps what it has read of its neuron).
-  enum class Part { kGate, kUpDown };
+  // The parts of a bundle a fetch reads, as bits (a slot keeps what it has read of its neuron).
+  // Both parts of a neuron are one read (they are adjacent in the file).
+  enum Part : uint8_t { kGate = 1, kUpDown = 2, kBundle = kGate | kUpDown };
   // Starts a layer's decode step: the slots its fetches use stay until the next StartLayer.
   void StartLayer();
-  // Makes `part` of the bundles of neurons[0, n) of `layer` resident and writes each one's slot
-  // to slots[k]. Throws Error naming the file if a read fails. The neurons of all fetches since
-  // StartLayer must be at most the layout's ffn (a layer's gate rows, then its active rows, a
-  // subset of them).
+  // Makes parts[k] of the bundle of neurons[k] of `layer` resident, k in [0, n), and writes
+  // each one's slot to slots[k]. Throws Error naming the file if a read fails. The neurons of all
+  // fetches since StartLayer must be at most the layout's ffn (a layer's gate rows, then its
+  // active rows, a subset of them).
+  void Fetch(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n, int32_t* slots);
+  // The same part of every neuron.
   void Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part part, int32_t* slots);
 
   // Slot s's bundle starts at pool() + s * layout().stride.
@@ -86,12 +89,13 @@ class NeuronCache {
   std::vector<int32_t> slot_of_;   // [layers * ffn] the neuron's slot, or -1
   std::vector<int64_t> key_of_;    // [slots] layer * ffn + neuron held, or -1
   std::vector<uint8_t> frequency_;  // [layers * ffn] requests in the recent window
-  std::vector<uint8_t> has_;       // [slots] bit 1 << Part: that part was read
+  std::vector<uint8_t> has_;        // [slots] the Part bits read
   std::vector<uint64_t> used_in_;  // [slots] the layer step that last used it
   uint64_t step_ = 0;              // layer steps so far (StartLayer)
   uint64_t next_scratch_ = 0;      // this layer step's next scratch slot
   uint64_t probe_ = 0x9E3779B97F4A7C15ull;  // TakeSlot's random state (fixed: runs repeat)
   std::vector<Read> reads_;     // this call's misses
+  std::vector<Part> same_part_;  // Fetch of one part: it for every neuron
   std::unique_ptr<Ring> ring_;  // null: pread
   std::string io_description_;
   Stats stats_;
