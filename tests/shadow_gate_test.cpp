@@ -275,6 +275,20 @@ struct ShadowFfn {
   }
 };
 
+// Gaussian gate rows, but row `exact` of q8 levels times 2^-7 with 127 in each block: requantizing
+// gives the same levels and scale, so its shadow has no error (and bf16 holds it exactly).
+std::vector<float> GateWithExactRow(std::mt19937& rng, int64_t exact) {
+  std::normal_distribution<float> dist(0.0f, 0.125f);
+  std::vector<float> rows(kFfn * kHidden);
+  for (float& v : rows) v = dist(rng);
+  std::uniform_int_distribution<int> level(-127, 127);
+  for (int64_t i = 0; i < kHidden; ++i) {
+    rows[exact * kHidden + i] =
+        std::ldexp(static_cast<float>(i % kQuantBlock == 0 ? 127 : level(rng)), -7);
+  }
+  return rows;
+}
+
 // Runs one decode step with the dense gate and with the shadow gate on `kernels`: the outputs
 // must be bit-identical and the zeros the same; returns the shadow run's statistics.
 FfnLayerStats ExpectShadowMatchesDense(const ShadowFfn& f, const std::vector<float>& x,
@@ -294,6 +308,22 @@ FfnLayerStats ExpectShadowMatchesDense(const ShadowFfn& f, const std::vector<flo
   EXPECT_EQ(shadow_stats.zero_neurons, dense_stats.zero_neurons);
   EXPECT_EQ(shadow_stats.shadow_rows, static_cast<uint64_t>(kFfn));
   return shadow_stats;
+}
+
+// Row 0 of `f` fires on x while its shadow estimate is negative: the shadow run matches the dense
+// gate's, and directly, the kernel's estimate and the bound for f's gate leave row 0 uncertain.
+void ExpectRowZeroFiresAndStaysUncertain(const ShadowFfn& f, const std::vector<float>& x,
+                                         const KernelTable& kernels) {
+  const FfnLayerStats st = ExpectShadowMatchesDense(f, x, kernels);
+  EXPECT_LT(st.zero_neurons, st.neurons);  // row 0 fires
+  std::vector<int16_t> xq(kHidden);
+  std::vector<float> scales(kHidden / kQuantBlock);
+  const ShadowBound bound = PrepareShadowInput(x.data(), kHidden, f.weights.gate.dtype,
+                                               kernels.bf16_products, xq.data(), scales.data());
+  float est;
+  kernels.shadow_dot_rows(f.shadow.data(), 1, kHidden, xq.data(), scales.data(), &est);
+  int32_t uncertain;
+  EXPECT_EQ(CertifyRows(bound, &f.norms[0], &f.norms[kFfn], 1, &est, &uncertain), 1);
 }
 
 // Row 0 fires (g = 0.05·L·‖e‖ > 0) while its shadow estimate is negative (-0.95·L·‖e‖): x is L
@@ -322,17 +352,7 @@ TEST_P(ShadowGateIsaTest, NeuronJustOutsideTheBoundIsNotCertified) {
   ASSERT_GT(Dot(w, xd), 0.04 * length * e_norm);
   ASSERT_LT(Dot(w_hat, xd), -0.9 * length * e_norm);
 
-  const FfnLayerStats st = ExpectShadowMatchesDense(f, x, kernels());
-  EXPECT_LT(st.zero_neurons, st.neurons);  // row 0 fires
-  // Directly: the kernel's estimate and the bound leave row 0 uncertain.
-  std::vector<int16_t> xq(kHidden);
-  std::vector<float> scales(kHidden / kQuantBlock);
-  const ShadowBound bound =
-      PrepareShadowInput(x.data(), kHidden, DType::kF32, false, xq.data(), scales.data());
-  float est;
-  kernels().shadow_dot_rows(f.shadow.data(), 1, kHidden, xq.data(), scales.data(), &est);
-  int32_t uncertain;
-  EXPECT_EQ(CertifyRows(bound, &f.norms[0], &f.norms[kFfn], 1, &est, &uncertain), 1);
+  ExpectRowZeroFiresAndStaysUncertain(f, x, kernels());
 }
 
 // Row 1 holds exact q8 values (its shadow has no error), and x puts its gate at -2·B, B its bound:
@@ -341,15 +361,7 @@ TEST_P(ShadowGateIsaTest, NeuronJustOutsideTheBoundIsNotCertified) {
 // and a shadow kernel whose estimate is off by more than the bound.
 TEST_P(ShadowGateIsaTest, NeuronJustInsideTheBoundIsCertified) {
   std::mt19937 rng(13);
-  std::normal_distribution<float> dist(0.0f, 0.125f);
-  std::vector<float> rows(kFfn * kHidden);
-  for (float& v : rows) v = dist(rng);
-  // Levels times 2^-7, with 127 in each block: requantizing gives the same levels and scale.
-  std::uniform_int_distribution<int> level(-127, 127);
-  for (int64_t i = 0; i < kHidden; ++i) {
-    rows[kHidden + i] = std::ldexp(static_cast<float>(i % kQuantBlock == 0 ? 127 : level(rng)), -7);
-  }
-  const ShadowFfn f(rows);
+  const ShadowFfn f(GateWithExactRow(rng, 1));
   ASSERT_EQ(f.norms[1], 0.0f);
   const std::vector<double> w = f.GateRow(1);
   // x = (a random vector orthogonal to w, of length 8) + t·w/‖w‖², so w·x = t; t = -2·B, with B
@@ -395,14 +407,7 @@ TEST_P(ShadowGateIsaTest, NeuronJustInsideTheBoundIsCertified) {
 TEST_P(ShadowGateIsaTest, Bf16ProductsNeuronThatFiresOnlyAfterRoundingIsNotCertified) {
   if (!kernels().bf16_products) GTEST_SKIP() << "no bf16 products on " << IsaName(GetParam());
   std::mt19937 rng(23);
-  std::normal_distribution<float> dist(0.0f, 0.125f);
-  std::vector<float> rows(kFfn * kHidden);
-  for (float& v : rows) v = dist(rng);
-  std::uniform_int_distribution<int> level(-127, 127);
-  for (int64_t i = 0; i < kHidden; ++i) {
-    rows[i] = std::ldexp(static_cast<float>(i % kQuantBlock == 0 ? 127 : level(rng)), -7);
-  }
-  const ShadowFfn f(rows, DType::kBF16);
+  const ShadowFfn f(GateWithExactRow(rng, 0), DType::kBF16);
   ASSERT_EQ(f.norms[0], 0.0f);
   const std::vector<double> w = f.GateRow(0);
   // b: magnitudes (160 + k)·2^-7, k random in [0, 64), each sign chosen to pull the partial sum
@@ -434,16 +439,7 @@ TEST_P(ShadowGateIsaTest, Bf16ProductsNeuronThatFiresOnlyAfterRoundingIsNotCerti
   // The premises: the exact gate is clearly negative, the kernel's clearly positive.
   ASSERT_LT(Dot(w, Widen(x)), -0.05);
 
-  const FfnLayerStats st = ExpectShadowMatchesDense(f, x, kernels());
-  EXPECT_LT(st.zero_neurons, st.neurons);  // row 0 fires
-  std::vector<int16_t> xq(kHidden);
-  std::vector<float> scales(kHidden / kQuantBlock);
-  const ShadowBound bound =
-      PrepareShadowInput(x.data(), kHidden, DType::kBF16, true, xq.data(), scales.data());
-  float est;
-  kernels().shadow_dot_rows(f.shadow.data(), 1, kHidden, xq.data(), scales.data(), &est);
-  int32_t uncertain;
-  EXPECT_EQ(CertifyRows(bound, &f.norms[0], &f.norms[kFfn], 1, &est, &uncertain), 1);
+  ExpectRowZeroFiresAndStaysUncertain(f, x, kernels());
 }
 
 // A NaN in x: nothing is certified and the full gate decides, as the dense gate would.
