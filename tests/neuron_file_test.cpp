@@ -276,8 +276,8 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
   // every other token), and layer 2 first for its 32 hot neurons 0-31 (back every token).
   const auto fetch_and_check = [&](int layer, const std::vector<int32_t>& ask) {
     std::vector<int32_t> slots(ask.size());
-    cache.Fetch(layer, ask.data(), static_cast<int64_t>(ask.size()), NeuronCache::Part::kUpDown,
-                slots.data());
+    const std::vector<NeuronCache::Part> parts(ask.size(), NeuronCache::kUpDown);
+    cache.Fetch(layer, ask.data(), parts.data(), static_cast<int64_t>(ask.size()), slots.data());
     // Every slot holds its neuron's up and down rows as the file has them.
     for (size_t k = 0; k < ask.size(); ++k) {
       const uint8_t* slot = cache.pool() + slots[k] * l.stride;
@@ -311,7 +311,8 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
   // Gate rows too, into the same slots.
   std::vector<int32_t> ask = {0, 5, 700}, slots(3);
   cache.StartLayer();
-  cache.Fetch(3, ask.data(), 3, NeuronCache::Part::kGate, slots.data());
+  const NeuronCache::Part gates[] = {NeuronCache::kGate, NeuronCache::kGate, NeuronCache::kGate};
+  cache.Fetch(3, ask.data(), gates, 3, slots.data());
   for (size_t k = 0; k < ask.size(); ++k) {
     EXPECT_EQ(std::memcmp(cache.pool() + slots[k] * l.stride,
                           file.data() + l.BundleOffset(3, ask[k]), l.gate_read),

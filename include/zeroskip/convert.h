@@ -70,5 +70,7 @@ struct NeuronFileOptions {
   std::function<void(uint64_t file_bytes)> before_commit{};  // as ConvertOptions'
 };
 void WriteNeuronFile(const ZskFile& model, const NeuronFileOptions& options);
+// `model_path` + ".neurons": where a model's neuron file is looked for.
+std::string NeuronFilePath(const std::string& model_path);
 
 }  // namespace zeroskip

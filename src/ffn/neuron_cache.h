@@ -48,8 +48,6 @@ class NeuronCache {
   // fetches since StartLayer must be at most the layout's ffn (a layer's gate rows, then its
   // active rows, a subset of them).
   void Fetch(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n, int32_t* slots);
-  // The same part of every neuron.
-  void Fetch(int64_t layer, const int32_t* neurons, int64_t n, Part part, int32_t* slots);
 
   // Slot s's bundle starts at pool() + s * layout().stride.
   const uint8_t* pool() const { return pool_.get(); }
@@ -94,8 +92,7 @@ class NeuronCache {
   uint64_t step_ = 0;              // layer steps so far (StartLayer)
   uint64_t next_scratch_ = 0;      // this layer step's next scratch slot
   uint64_t probe_ = 0x9E3779B97F4A7C15ull;  // TakeSlot's random state (fixed: runs repeat)
-  std::vector<Read> reads_;     // this call's misses
-  std::vector<Part> same_part_;  // Fetch of one part: it for every neuron
+  std::vector<Read> reads_;                 // this call's misses
   std::unique_ptr<Ring> ring_;  // null: pread
   std::string io_description_;
   Stats stats_;

@@ -37,9 +37,6 @@ struct NeuronLayout {
   uint64_t FileBytes() const { return BundleOffset(layers, 0); }
 };
 
-// `model_path` + ".neurons": where a model's neuron file is looked for.
-std::string NeuronFilePath(const std::string& model_path);
-
 // The neuron file `model` has. Throws Error naming the model if its FFN cannot be bundled: an
 // ungated FFN, or a quantized FFN matrix (the kernels address a bundle's rows by a stride in
 // elements, which whole quantized blocks do not divide).

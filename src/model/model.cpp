@@ -10,6 +10,7 @@
 #include "format/file_io.h"
 #include "format/neuron_file.h"
 #include "format/shadow_gate.h"
+#include "zeroskip/convert.h"
 #include "zeroskip/engine.h"
 #include "zeroskip/error.h"
 

@@ -130,7 +130,7 @@ void AddNeurons(CLI::App& app) {
     // Load first, as `shadow` does: its checks, and a budget that keeps the FFN unmapped.
     const auto model = Model::Load(f->in);
     NeuronFileOptions opt;
-    opt.out_path = f->out.empty() ? f->in + ".neurons" : f->out;
+    opt.out_path = f->out.empty() ? NeuronFilePath(f->in) : f->out;
     Progress bar("bundling", Progress::Unit::kLayers);
     opt.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
     bool reader_gone = false;

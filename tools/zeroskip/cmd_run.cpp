@@ -275,7 +275,8 @@ void AddRun(CLI::App& app) {
                  isa.c_str(), session.threads());
     if (!engine.neuron_io().empty()) {
       std::fprintf(
-          stderr, "zeroskip: neurons fetched %llu, read %llu (%.1f MB, %s); the cache had %.1f%%\n",
+          stderr,
+          "zeroskip: neurons fetched %llu, read %llu (%.1f MB, %s); %.1f%% without a read\n",
           static_cast<unsigned long long>(total.neuron_fetches),
           static_cast<unsigned long long>(total.neuron_reads), total.neuron_bytes_read / 1e6,
           engine.neuron_io().c_str(),
