@@ -401,7 +401,7 @@ Reference UngatedReference(const RandomFfn& f, const std::vector<float>& bias1,
 // batches, sparse and dense, against UngatedReference; the sparse decode reads the fc1 matrix
 // and one fc2 row per active neuron (the dense one both matrices whole), and equals the dense
 // decode bit for bit (the same rows in the same order; a zero coefficient adds nothing).
-// Catches a dropped bias, up read for an ungated FFN, and counting three matrices.
+// Catches a dropped bias, up read for an ungated FFN, and counting three matrices (bytes or FLOPs).
 TEST_P(FfnIsaTest, UngatedFfnMatchesFloat64ReferenceAndSparseEqualsDense) {
   const Isa isa = GetParam();
   for (DType dtype : kDTypes) {
@@ -448,6 +448,7 @@ TEST_P(FfnIsaTest, UngatedFfnMatchesFloat64ReferenceAndSparseEqualsDense) {
             if (n == 1) {
               const uint64_t rows = mode == FfnMode::kSparse ? ffn + got_active : 2 * ffn;
               EXPECT_EQ(st.weight_bytes_read, rows * DTypeBytes(dtype, hidden)) << where;
+              EXPECT_EQ(st.flops_done, 2 * rows * hidden) << where;
               if (mode == FfnMode::kSparse && threads == 1) y_sparse = y;
               if (mode == FfnMode::kDense && threads == 1) {
                 ASSERT_EQ(y, y_sparse) << where << ": sparse and dense decode differ";
