@@ -49,6 +49,7 @@ import glob  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -234,8 +235,31 @@ def shadow_certified(m, xn, g):
     return float(((xn @ w_hat.T + bound <= 0) & zero).sum() / max(1, zero.sum()))
 
 
+def firing_rates(rng, n, sparsity, skew):
+    """Each neuron's target probability of a positive gate: log-normal with sigma `skew`, scaled
+    to mean 1 - sparsity and kept within [1e-4, 0.95] (a few rescaling rounds absorb the clip)."""
+    p = np.exp(skew * rng.standard_normal(n))
+    for _ in range(20):
+        p = np.clip(p * (1.0 - sparsity) / p.mean(), 1e-4, 0.95)
+    return p
+
+
+def neuron_thresholds(ratio, sparsity, p):
+    """Per-neuron thresholds b_i on ratio[token, i] (the gate is positive when ratio > b_i):
+    b_i = mean_i + std_i * z(1 - p_i), a Gaussian fit of each neuron over the calibration tokens,
+    then one common shift so that the pooled fraction of ratio <= b_i is `sparsity` exactly."""
+    z = np.array([statistics.NormalDist().inv_cdf(1.0 - q) for q in p])
+    b = ratio.mean(axis=0) + ratio.std(axis=0) * z
+    scale = float(np.abs(ratio).max()) + float(np.abs(b).max())
+    lo, hi = -scale, scale
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.mean(ratio <= b + mid) < sparsity else (lo, mid)
+    return b + 0.5 * (lo + hi)
+
+
 def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, check, log,
-             certified=None):
+             certified=None, skew=0.0):
     specs = tensor_specs(c)
     shape_of = dict(specs)
     index_of = {name: i for i, (name, _) in enumerate(specs)}
@@ -346,21 +370,31 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             outlier_draw = rng_for(nm).random(base.shape, dtype=np.float32) if certified else None
             hc = {a.name: a.xn[:, 0:1] for a in sets}  # > 0: CONST * norm weight / rms
 
+            # --skew: each neuron's own firing rate (drawn once per layer, in index order, so the
+            # hot neurons are scattered through the matrix as in a trained model).
+            rates = (firing_rates(np.random.default_rng([seed, index_of[nm], 1]), c["ffn"],
+                                  sparsity, skew) if skew > 0 else None)
+
             def gate_with(outliers):
                 """The gate with this fraction of outlier weights and its calibrated threshold,
-                the stored threshold b and the gates of every activation set."""
+                the stored threshold b (one per neuron) and the gates of every activation set."""
                 m = base.copy()
                 if outliers > 0:
                     m[outlier_draw < outliers] *= np.float32(OUTLIER_GAIN)
                     m[:, :K] = 0.0
                 round_to(m, dtype)
                 r = {a.name: a.xn @ m.T for a in sets}  # the random part: K columns still zero
-                ratio = (r["calib"] / hc["calib"]).reshape(-1)
-                b = float(np.quantile(ratio, sparsity)) if sparsity > 0 else float(ratio.min()) - 1
-                m[:, :K] = -b / K
+                ratio = r["calib"] / hc["calib"]
+                if rates is not None:
+                    b = neuron_thresholds(ratio, sparsity, rates)
+                elif sparsity > 0:
+                    b = np.full(c["ffn"], np.quantile(ratio, sparsity))
+                else:
+                    b = np.full(c["ffn"], ratio.min() - 1)
+                m[:, :K] = (-b / K)[:, None]
                 round_to(m, dtype)
-                b_stored = -K * float(m[0, 0])
-                g = {a.name: r[a.name] - np.float32(b_stored) * hc[a.name] for a in sets}
+                b_stored = (-K * m[:, 0]).astype(np.float32)
+                g = {a.name: r[a.name] - b_stored[None, :] * hc[a.name] for a in sets}
                 return m, b_stored, g
 
             outliers = 0.0
@@ -385,18 +419,20 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
             write_residual_projection(p + "mlp.down_proj.weight", act, c["ffn"], a_d)
             del act
 
-            info = {"layer": layer, "gate_offset": b_stored, "gate_outliers": outliers,
-                    "shadow_certified": shadow}
+            info = {"layer": layer, "gate_offset": float(b_stored.mean()),
+                    "gate_outliers": outliers, "shadow_certified": shadow}
             for a in sets:
                 zero = (g[a.name] <= 0)
                 per_tok = zero.mean(axis=1)
                 a.stats.append(per_tok)
                 info[a.name + "_zero_fraction"] = float(zero.mean())
+                info[a.name + "_top20_share"] = top_share(1.0 - zero.mean(axis=0), 0.2)
                 info[a.name + "_token_zero_fraction_std"] = float(per_tok.std())
                 info[a.name + "_resid_rms"] = float(np.sqrt(np.mean(a.x[:, K:] ** 2)))
             layers_info.append(info)
-            log(f"layer {layer:3d}  offset {b_stored:8.4f}  zeros calib "
+            log(f"layer {layer:3d}  offset {info['gate_offset']:8.4f}  zeros calib "
                 f"{100 * info['calib_zero_fraction']:6.2f}%"
+                f"  hottest 20% of neurons: {100 * info['calib_top20_share']:5.1f}% of firings"
                 + (f"  check {100 * info['check_zero_fraction']:6.2f}%" if check else "")
                 + (f"  shadow certifies {100 * shadow:6.2f}%" if shadow is not None else "")
                 + f"  resid rms {info['calib_resid_rms']:.3f}  {time.time() - t0:5.1f} s")
@@ -435,6 +471,12 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
     return layers_info, summary, files
 
 
+def top_share(rates, fraction):
+    """The share of all firings that the most often firing `fraction` of neurons account for."""
+    top = np.sort(rates)[::-1][:max(1, int(round(fraction * len(rates))))]
+    return float(top.sum() / max(rates.sum(), 1e-30))
+
+
 def param_count(specs):
     return int(sum(int(np.prod(s, dtype=np.int64)) for _, s in specs))
 
@@ -453,6 +495,11 @@ def main():
     ap.add_argument("--certified", type=float,
                     help="target fraction of the zero gates an int8 shadow gate certifies, down "
                          "to ~0.88 (default: what Gaussian weights give, ~0.95)")
+    ap.add_argument("--skew", type=float, default=0.0,
+                    help="spread of the neurons' firing rates (log-normal sigma): 0 = every neuron "
+                         "fires equally often (default); 1.0 = the spread measured on the trained "
+                         "demo model (in its layers 1-3 the 20%% of neurons that fire most often "
+                         "account for 52-58%% of all firings)")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer", default=os.path.join(REPO, "tests", "data", "tokenizer.model"))
@@ -485,6 +532,8 @@ def main():
         ap.error("--sparsity must be in [0, 1)")
     if args.certified is not None and not 0.0 <= args.certified <= 1.0:
         ap.error("--certified must be in [0, 1]")
+    if not 0.0 <= args.skew <= 3.0:
+        ap.error("--skew must be in [0, 3]")
     if args.shards < 1 or args.calib_seqs < 1 or args.calib_len < 2:
         ap.error("--shards, --calib-seqs must be >= 1, --calib-len >= 2")
     if not os.path.isfile(args.tokenizer):
@@ -515,7 +564,8 @@ def main():
     t0 = time.time()
     layers, summary, files = generate(
         args.out_dir, c, args.dtype, args.sparsity, args.shards, args.seed, args.calib_seqs,
-        args.calib_len, not args.no_check, lambda s: print(s, flush=True), args.certified)
+        args.calib_len, not args.no_check, lambda s: print(s, flush=True), args.certified,
+        args.skew)
     seconds = time.time() - t0
 
     with open(os.path.join(args.out_dir, "config.json"), "w") as f:
@@ -528,7 +578,7 @@ def main():
         f.write("\n")
     info = {"generator": "tools/synth/synth.py", "shape": args.shape, "sizes": c,
             "dtype": args.dtype, "sparsity_target": args.sparsity, "seed": args.seed,
-            "certified_target": args.certified,
+            "certified_target": args.certified, "skew": args.skew,
             "shards": args.shards, "files": files, "parameters": n_params,
             "tensor_bytes": nbytes, "seconds": round(seconds, 1),
             "calibration": {"seqs": args.calib_seqs, "len": args.calib_len},

@@ -87,14 +87,15 @@ class StreamWriterTest(unittest.TestCase):
 
 
 def forward_zero_fractions(hf_dir, seqs):
-    """Independent numpy forward of the written checkpoint -> zero fraction per layer."""
+    """Independent numpy forward of the written checkpoint -> zero fraction per layer and each
+    neuron's firing rate per layer."""
     cfg, w = hfio.read_hf_dir(hf_dir)
     c = {"hidden": cfg["hidden_size"], "heads": cfg["num_attention_heads"],
          "kv_heads": cfg["num_key_value_heads"]}
     acts = synth.Acts("t", seqs, c)
     x = w["model.embed_tokens.weight"][acts.ids]
     cos, sin = synth.rope_tables(max(acts.lens), c["hidden"] // c["heads"])
-    out = []
+    out, rates = [], []
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         xn = synth.rmsnorm(x, w[p + "input_layernorm.weight"])
@@ -103,9 +104,10 @@ def forward_zero_fractions(hf_dir, seqs):
         xn = synth.rmsnorm(x, w[p + "post_attention_layernorm.weight"])
         g = xn @ w[p + "mlp.gate_proj.weight"].T
         out.append(float(np.mean(g <= 0)))
+        rates.append(np.mean(g > 0, axis=0))
         u = xn @ w[p + "mlp.up_proj.weight"].T
         x = x + (np.maximum(g, 0) * u) @ w[p + "mlp.down_proj.weight"].T
-    return cfg, w, out
+    return cfg, w, out, rates
 
 
 class GeneratorTest(unittest.TestCase):
@@ -123,7 +125,7 @@ class GeneratorTest(unittest.TestCase):
                                "--sparsity", str(s), "--seed", "3")
                 rng = np.random.default_rng(99)  # tokens the generator never saw
                 seqs = [[1] + list(rng.integers(3, 600, size=n)) for n in (5, 60, 200)]
-                cfg, w, fr = forward_zero_fractions(d, seqs)
+                cfg, w, fr, _ = forward_zero_fractions(d, seqs)
                 self.assertEqual(cfg["hidden_act"], "relu")
                 self.assertEqual(cfg["vocab_size"], 600)
                 for f in fr:
@@ -160,6 +162,32 @@ class GeneratorTest(unittest.TestCase):
                     reached[target] = json.load(f)["layers"][0]["shadow_certified"]
         self.assertGreater(reached[None], 0.93)
         self.assertAlmostEqual(reached[0.92], 0.92, delta=0.005)
+
+    def test_skew_makes_some_neurons_fire_far_more_often(self):
+        """--skew 1 gives neurons firing rates as spread as the trained demo model's (its hottest
+        20% account for 52-58% of the firings), at the same overall sparsity, on tokens the
+        generator never saw; without it every neuron fires about equally often."""
+        rng = np.random.default_rng(5)
+        seqs = [[1] + list(rng.integers(3, 600, size=n)) for n in (200, 200, 200)]
+        share = {}
+        for skew in ("0", "1.0"):
+            with tempfile.TemporaryDirectory() as d:
+                self.run_synth(d, "--ffn", "1024", "--sparsity", "0.9", "--skew", skew,
+                               "--no-check")
+                _, _, fr, rates = forward_zero_fractions(d, seqs)
+                for f in fr:
+                    self.assertAlmostEqual(f, 0.9, delta=0.01)
+                share[skew] = [synth.top_share(r, 0.2) for r in rates]
+                with open(os.path.join(d, "synth_info.json")) as f:
+                    self.assertEqual(json.load(f)["skew"], float(skew))
+        # Independent rates: the top 20% hold ~20% of the firings plus sampling noise (~60 per
+        # neuron here); log-normal with sigma 1: ~56%.
+        for s in share["0"]:
+            self.assertLess(s, 0.30)
+        for s in share["1.0"]:
+            self.assertGreater(s, 0.48)
+            self.assertLess(s, 0.66)
+        self.assertAlmostEqual(synth.top_share(np.array([4.0, 1.0, 0.0, 0.0, 0.0]), 0.2), 0.8)
 
     def test_deterministic(self):
         with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
