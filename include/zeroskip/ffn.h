@@ -63,6 +63,8 @@ struct FfnLayerStats {
   // decode steps needed (an uncertain row's gate row, an active row's up and down rows), those
   // of them read from the file (the rest were cached), and the bytes read.
   uint64_t neuron_fetches = 0, neuron_reads = 0, neuron_bytes_read = 0;
+  // ... and the bundles a prompt's batched pass copied into the cache from the rows it read.
+  uint64_t neuron_warmed = 0;
 
   double zero_fraction() const { return neurons ? double(zero_neurons) / neurons : 0.0; }
   // The share of the zeros the shadow certified (the rest cost a full gate row each).

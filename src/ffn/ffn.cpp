@@ -125,6 +125,7 @@ void FfnLayerStats::Add(const FfnLayerStats& o) {
   pass_rows += o.pass_rows;
   pass_rows_read += o.pass_rows_read;
   neuron_fetches += o.neuron_fetches;
+  neuron_warmed += o.neuron_warmed;
   neuron_reads += o.neuron_reads;
   neuron_bytes_read += o.neuron_bytes_read;
 }
@@ -251,8 +252,27 @@ void FfnRuntime::Forward(const FfnSettings& settings, int64_t layer, const FfnWe
     const bool from_cache = neurons_ != nullptr && call.gated && settings.sparse_decode;
     stats->Add(from_cache ? DecodeStepFromCache(call, x, y) : DecodeStep(call, x, y));
   } else {
-    stats->Add(settings.sparse_decode ? BatchedSparse(call, x, n, y) : BatchedDense(call, x, n, y));
+    FfnLayerStats batch =
+        settings.sparse_decode ? BatchedSparse(call, x, n, y) : BatchedDense(call, x, n, y);
+    if (neurons_ != nullptr && call.gated && settings.sparse_decode) {
+      batch.neuron_warmed = static_cast<uint64_t>(WarmNeuronCache(call, n));
+    }
+    stats->Add(batch);
   }
+}
+
+int64_t FfnRuntime::WarmNeuronCache(const Call& call, int64_t n) {
+  // The batch's coefficients (act(gate) * up) are [n, ffn] in batch_gate_: a neuron is active
+  // for a token where its coefficient is not zero.
+  const int64_t ffn = config_.ffn;
+  const float* h = batch_gate_.data();
+  std::fill(warm_counts_.begin(), warm_counts_.end(), 0);
+  for (int64_t k = 0; k < n; ++k) {
+    for (int64_t i = 0; i < ffn; ++i) warm_counts_[i] += h[k * ffn + i] != 0.0f;
+  }
+  return neurons_->Warm(
+      call.layer, warm_counts_.data(), static_cast<const uint8_t*>(call.w.gate.data),
+      static_cast<const uint8_t*>(call.w.up.data), static_cast<const uint8_t*>(call.w.down_t.data));
 }
 
 void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {

@@ -81,7 +81,12 @@ class FfnRuntime {
   // Decode steps of the sparse gated FFN read their up, down and (with the shadow gate) gate rows
   // through `cache` (docs/FORMAT.md, "Neuron file"), into the same kernels, so they compute
   // what they compute in memory bit for bit. Null: every row from the weights' own memory.
-  void UseNeuronCache(NeuronCache* cache) { neurons_ = cache; }
+  // A prompt's batched pass (any batch of more than one token) then leaves the neurons it
+  // activated most often in the cache (NeuronCache::Warm), copied from the rows it read.
+  void UseNeuronCache(NeuronCache* cache) {
+    neurons_ = cache;
+    warm_counts_.assign(static_cast<size_t>(config_.ffn), 0);
+  }
 
   // The statistics of rows [row, row + rows) of the last Forward on their own: their zeros and
   // the work they alone would need (the weights the call read are in its own statistics).
@@ -126,6 +131,9 @@ class FfnRuntime {
   FfnLayerStats FinishDecodeStep(const Call& call, float* y);
   FfnLayerStats BatchedDense(const Call& call, const float* x, int64_t n, float* y);
   FfnLayerStats BatchedSparse(const Call& call, const float* x, int64_t n, float* y);
+  // After a batch of n tokens: NeuronCache::Warm with each neuron's count of tokens it was
+  // active for; returns the bundles copied.
+  int64_t WarmNeuronCache(const Call& call, int64_t n);
   // The stochastic activation's counts over a batch, added to by every chunk.
   struct BatchCounts {
     std::atomic<int64_t> negatives = 0, picked = 0;
@@ -182,6 +190,7 @@ class FfnRuntime {
   std::vector<int32_t> fetch_slots_;  // [ffn] ... the slots they are in ...
   std::vector<int32_t> neuron_slot_;  // [ffn] ... and by neuron
   std::vector<int32_t> slot_rows_;    // [ffn] each slice's rows as slots
+  std::vector<int32_t> warm_counts_;  // [ffn] tokens of a batch each neuron was active for
   // Batched scratch.
   std::vector<float> batch_gate_;  // [max_tokens, ffn]
   std::vector<float> batch_up_;    // [max_tokens, ffn]

@@ -140,7 +140,7 @@ void NeuronCache::StartLayer() {
   }
 }
 
-int32_t NeuronCache::TakeSlot(int64_t key) {
+int64_t NeuronCache::AdmittingSlot(int64_t key) {
   const uint64_t scratch = static_cast<uint64_t>(layout_.ffn);
   int64_t victim = -1;
   for (int c = 0; c < kCandidates && slots_ > scratch; ++c) {
@@ -162,12 +162,62 @@ int32_t NeuronCache::TakeSlot(int64_t key) {
   const bool admitted =
       victim >= 0 && (key_of_[victim] < 0 || frequency_[static_cast<size_t>(key_of_[victim])] <
                                                  frequency_[static_cast<size_t>(key)]);
+  return admitted ? victim : -1;
+}
+
+int32_t NeuronCache::TakeSlot(int64_t key) {
+  const int64_t victim = AdmittingSlot(key);
+  const bool admitted = victim >= 0;
   // Scratch slots this step already uses (hits on neurons left there before) are skipped: the
   // step's requests, at most ffn, then always leave one.
   while (!admitted && used_in_[next_scratch_] == step_) ++next_scratch_;
   const uint64_t s = admitted ? static_cast<uint64_t>(victim) : next_scratch_++;
   if (key_of_[s] >= 0) slot_of_[static_cast<size_t>(key_of_[s])] = -1;
   return static_cast<int32_t>(s);
+}
+
+int64_t NeuronCache::Warm(int64_t layer, const int32_t* counts, const uint8_t* gate,
+                          const uint8_t* up, const uint8_t* down_t) {
+  const int64_t ffn = layout_.ffn;
+  const auto share = static_cast<int64_t>((slots_ - static_cast<uint64_t>(ffn)) /
+                                          static_cast<uint64_t>(layout_.layers));
+  warm_order_.clear();
+  for (int64_t i = 0; i < ffn; ++i) {
+    if (counts[i] > 0) warm_order_.push_back(static_cast<int32_t>(i));
+  }
+  const auto take = std::min<int64_t>(share, static_cast<int64_t>(warm_order_.size()));
+  std::partial_sort(
+      warm_order_.begin(), warm_order_.begin() + take, warm_order_.end(),
+      [&](int32_t a, int32_t b) { return counts[a] != counts[b] ? counts[a] > counts[b] : a < b; });
+  int64_t copied = 0;
+  uint64_t free_slot = static_cast<uint64_t>(ffn);  // free cache slots are taken first, in order
+  for (int64_t k = 0; k < take; ++k) {
+    const int32_t i = warm_order_[k];
+    const int64_t key = layer * ffn + i;
+    uint8_t& frequency = frequency_[static_cast<size_t>(key)];
+    frequency = static_cast<uint8_t>(std::max<int32_t>(frequency, std::min(counts[i], 255)));
+    const int32_t held = slot_of_[static_cast<size_t>(key)];
+    if (held >= ffn && has_[held] == kBundle) continue;  // cached whole already
+    // A cache slot holding part of the bundle gets the rest; else a free one, or one admission
+    // grants.
+    while (free_slot < slots_ && key_of_[free_slot] >= 0) ++free_slot;
+    const int64_t s = held >= ffn          ? held
+                      : free_slot < slots_ ? static_cast<int64_t>(free_slot)
+                                           : AdmittingSlot(key);
+    if (s < 0) continue;
+    if (s != held) {
+      if (key_of_[s] >= 0) slot_of_[static_cast<size_t>(key_of_[s])] = -1;
+      if (held >= 0) key_of_[held] = -1;  // a scratch slot: the cache's copy supersedes it
+      key_of_[s] = key;
+      slot_of_[static_cast<size_t>(key)] = static_cast<int32_t>(s);
+    }
+    has_[s] = kBundle;
+    AssembleBundle(layout_, gate + i * layout_.gate_bytes, up + i * layout_.up_bytes,
+                   down_t + i * layout_.down_bytes, pool_.get() + s * layout_.stride);
+    ++copied;
+  }
+  stats_.warmed += static_cast<uint64_t>(copied);
+  return copied;
 }
 
 void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n,

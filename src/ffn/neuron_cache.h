@@ -49,6 +49,16 @@ class NeuronCache {
   // active rows, a subset of them).
   void Fetch(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n, int32_t* slots);
 
+  // After a prompt's batched pass over `layer`, whose FFN rows it has just read into memory
+  // (gate, up and down_t: the layer's matrices as the .zsk stores them): the neurons active for
+  // the most of its tokens (counts[i] of them for neuron i) take cache slots, at most the layer's
+  // share of the cache, with their bundles assembled from those rows (the file's bytes), and their
+  // frequency starts at that count, so decode finds them without a read. Free slots go first;
+  // once none is left, a neuron admission refuses (the sampled slots hold more frequent ones) is
+  // left out. Returns the bundles copied.
+  int64_t Warm(int64_t layer, const int32_t* counts, const uint8_t* gate, const uint8_t* up,
+               const uint8_t* down_t);
+
   // Slot s's bundle starts at pool() + s * layout().stride.
   const uint8_t* pool() const { return pool_.get(); }
   const NeuronLayout& layout() const { return layout_; }
@@ -58,6 +68,7 @@ class NeuronCache {
 
   struct Stats {
     uint64_t hits = 0, misses = 0, bytes_read = 0;
+    uint64_t warmed = 0;  // bundles Warm copied
   };
   const Stats& stats() const { return stats_; }
 
@@ -69,6 +80,9 @@ class NeuronCache {
   };
   struct Ring;
   void RegisterWithRing(Ring& ring);
+  // The cache slot (not scratch) the neuron `key` would take: a free one or the least frequent of
+  // kCandidates sampled, if less frequent than `key`; -1 if none.
+  int64_t AdmittingSlot(int64_t key);
   // A slot for the neuron `key` that missed: from the cache if it is admitted, else scratch.
   int32_t TakeSlot(int64_t key);
   bool DirectReadWorks() const;
@@ -93,6 +107,7 @@ class NeuronCache {
   uint64_t next_scratch_ = 0;      // this layer step's next scratch slot
   uint64_t probe_ = 0x9E3779B97F4A7C15ull;  // TakeSlot's random state (fixed: runs repeat)
   std::vector<Read> reads_;                 // this call's misses
+  std::vector<int32_t> warm_order_;         // Warm's neurons, most often active first
   std::unique_ptr<Ring> ring_;  // null: pread
   std::string io_description_;
   Stats stats_;

@@ -112,6 +112,16 @@ NeuronLayout PlanNeuronFile(const ZskFile& model) {
   return l;
 }
 
+void AssembleBundle(const NeuronLayout& l, const uint8_t* gate_row, const uint8_t* up_row,
+                    const uint8_t* down_row, uint8_t* bundle) {
+  std::memcpy(bundle, gate_row, l.gate_bytes);
+  std::memset(bundle + l.gate_bytes, 0, l.gate_read - l.gate_bytes);
+  uint8_t* up_down = bundle + l.gate_read;
+  std::memcpy(up_down, up_row, l.up_bytes);
+  std::memcpy(up_down + l.up_bytes, down_row, l.down_bytes);
+  std::memset(up_down + l.up_bytes + l.down_bytes, 0, l.up_down_read - l.up_bytes - l.down_bytes);
+}
+
 void WriteNeuronFile(const ZskFile& model, const NeuronFileOptions& options) {
   const NeuronLayout l = PlanNeuronFile(model);
   AtomicOutput out(options.out_path);
@@ -120,7 +130,6 @@ void WriteNeuronFile(const ZskFile& model, const NeuronFileOptions& options) {
   out.WriteAt(0, header.data(), header.size());
   std::vector<uint8_t> chunk(static_cast<size_t>(kWriteNeurons * l.stride));
   const uint64_t row_bytes[3] = {l.gate_bytes, l.up_bytes, l.down_bytes};
-  const uint64_t at_in_bundle[3] = {0, l.gate_read, l.gate_read + l.up_bytes};
   XXH64_state_t* states[3] = {XXH64_createState(), XXH64_createState(), XXH64_createState()};
   struct FreeStates {
     XXH64_state_t** s;
@@ -136,14 +145,13 @@ void WriteNeuronFile(const ZskFile& model, const NeuronFileOptions& options) {
     for (int k = 0; k < 3; ++k) XXH64_reset(states[k], 0);
     for (int64_t n0 = 0; n0 < l.ffn; n0 += kWriteNeurons) {
       const int64_t n = std::min(kWriteNeurons, l.ffn - n0);
-      std::fill(chunk.begin(), chunk.end(), 0);
       for (int64_t i = 0; i < n; ++i) {
+        const uint8_t* rows[3];
         for (int k = 0; k < 3; ++k) {
-          const auto* row =
-              static_cast<const uint8_t*>(model.data(*t[k])) + (n0 + i) * row_bytes[k];
-          std::memcpy(chunk.data() + i * l.stride + at_in_bundle[k], row, row_bytes[k]);
-          XXH64_update(states[k], row, row_bytes[k]);
+          rows[k] = static_cast<const uint8_t*>(model.data(*t[k])) + (n0 + i) * row_bytes[k];
+          XXH64_update(states[k], rows[k], row_bytes[k]);
         }
+        AssembleBundle(l, rows[0], rows[1], rows[2], chunk.data() + i * l.stride);
       }
       out.WriteAt(l.BundleOffset(layer, n0), chunk.data(), static_cast<size_t>(n * l.stride));
     }

@@ -37,6 +37,11 @@ struct NeuronLayout {
   uint64_t FileBytes() const { return BundleOffset(layers, 0); }
 };
 
+// Neuron i's bundle from its rows as the .zsk stores them (gate_row, up_row, down_row: row i of
+// ffn_gate, ffn_up and the transposed ffn_down), padding zeroed: what the file holds for it.
+void AssembleBundle(const NeuronLayout& layout, const uint8_t* gate_row, const uint8_t* up_row,
+                    const uint8_t* down_row, uint8_t* bundle);
+
 // The neuron file `model` has. Throws Error naming the model if its FFN cannot be bundled: an
 // ungated FFN, or a quantized FFN matrix (the kernels address a bundle's rows by a stride in
 // elements, which whole quantized blocks do not divide).

@@ -263,6 +263,7 @@ void AddRun(CLI::App& app) {
         j["neuron_fetches"] = total.neuron_fetches;
         j["neuron_reads"] = total.neuron_reads;
         j["neuron_bytes_read"] = total.neuron_bytes_read;
+        j["neuron_warmed"] = total.neuron_warmed;
       }
       if (f->stats_layers) j["layers"] = LayerStatsJson(session);
       std::cout << j.dump() << "\n";
@@ -276,13 +277,15 @@ void AddRun(CLI::App& app) {
     if (!engine.neuron_io().empty()) {
       std::fprintf(
           stderr,
-          "zeroskip: neurons fetched %llu, read %llu (%.1f MB, %s); %.1f%% without a read\n",
+          "zeroskip: neurons fetched %llu, read %llu (%.1f MB, %s); %.1f%% without a read; "
+          "the prompt left %llu in the cache\n",
           static_cast<unsigned long long>(total.neuron_fetches),
           static_cast<unsigned long long>(total.neuron_reads), total.neuron_bytes_read / 1e6,
           engine.neuron_io().c_str(),
           total.neuron_fetches
               ? 100.0 * (total.neuron_fetches - total.neuron_reads) / total.neuron_fetches
-              : 0.0);
+              : 0.0,
+          static_cast<unsigned long long>(total.neuron_warmed));
     }
     if (f->stats_layers) PrintLayerTable(session);
   });
