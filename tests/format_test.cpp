@@ -16,6 +16,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "arch/architectures.h"
 #include "checkpoint_edit.h"
@@ -67,6 +68,29 @@ TEST(ZskFile, RoundTrips) {
   EXPECT_EQ(static_cast<const uint8_t*>(file->data(*b))[0], 200);
   EXPECT_NO_THROW(file->VerifyChecksums());
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+// The mapping asks for huge pages (VmFlags "hg" in /proc/self/smaps): weights then come into the
+// page cache in 2 MiB folios mapped with one TLB entry each (docs/BENCHMARKS.md, issue 33).
+TEST(ZskFile, MapsWithHugePages) {
+  if (!fs::exists("/sys/kernel/mm/transparent_hugepage")) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages";
+  }
+  testing::TempDir dir;
+  const auto file = ZskFile::Open(WriteSmallFile(dir / "m.zsk"));
+  const auto at = reinterpret_cast<uintptr_t>(file->data(*file->Find("a")));
+  std::istringstream smaps(testing::ReadFile("/proc/self/smaps"));
+  bool in_mapping = false, found = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2) {  // a mapping starts
+      in_mapping = begin <= at && at < end;
+    } else if (in_mapping && line.rfind("VmFlags:", 0) == 0) {
+      found = true;
+      EXPECT_THAT(line, ::testing::HasSubstr(" hg")) << line;
+    }
+  }
+  EXPECT_TRUE(found) << "no mapping holds the file's bytes";
 }
 
 TEST(ZskFile, DetectsCorruptionTruncationAndBadMagic) {
