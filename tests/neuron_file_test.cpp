@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -263,15 +264,27 @@ TEST(MemoryBudget, APromptLeavesTheOffloadedFfnOutOfMemory) {
   }
 }
 
-TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
+// The demo model (bf16) with its neuron file, that file's bytes, and a cache of `slots` on it.
+struct DemoModelCache {
   TempDir dir;
-  const std::string path = WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16"), "m.zsk");
-  const std::string neurons = NeuronFilePath(path);
-  const std::string file = ReadFile(neurons);
-  const NeuronLayout l = ReadNeuronLayout(path);
-  const int fd = ::open(neurons.c_str(), O_RDONLY | O_CLOEXEC);
-  NeuronCache cache(l, neurons, fd, 704 + 64, true, true);
-  ::close(fd);
+  std::string path = WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16"), "m.zsk");
+  std::string neurons = NeuronFilePath(path);
+  std::string file = ReadFile(neurons);
+  NeuronLayout l = ReadNeuronLayout(path);
+  std::unique_ptr<NeuronCache> cache;
+
+  explicit DemoModelCache(uint64_t slots) {
+    const int fd = ::open(neurons.c_str(), O_RDONLY | O_CLOEXEC);
+    cache = std::make_unique<NeuronCache>(l, neurons, fd, slots, true, true);
+    ::close(fd);
+  }
+};
+
+TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
+  const DemoModelCache demo(704 + 64);
+  NeuronCache& cache = *demo.cache;
+  const NeuronLayout& l = demo.l;
+  const std::string& file = demo.file;
   // Each token, every layer asks for 300 of its neurons 100-703 in turn (each comes back about
   // every other token), and layer 2 first for its 32 hot neurons 0-31 (back every token).
   const auto fetch_and_check = [&](int layer, const std::vector<int32_t>& ask) {
@@ -344,15 +357,11 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
 // part of the bundle left out, the order or the share ignored, and slots of one layer's warm
 // taken back by the next.
 TEST(NeuronCache, WarmTakesTheMostActiveNeuronsFromTheRowsInMemory) {
-  TempDir dir;
-  const std::string path = WithNeuronFile(dir, ConvertedModel("models/relu-ft@bf16"), "m.zsk");
-  const std::string neurons = NeuronFilePath(path);
-  const std::string file = ReadFile(neurons);
-  const NeuronLayout l = ReadNeuronLayout(path);
-  const auto model = Model::Load(path, {.mem_budget = std::filesystem::file_size(path)});
-  const int fd = ::open(neurons.c_str(), O_RDONLY | O_CLOEXEC);
-  NeuronCache cache(l, neurons, fd, 704 + 40, true, true);
-  ::close(fd);
+  const DemoModelCache demo(704 + 40);
+  NeuronCache& cache = *demo.cache;
+  const NeuronLayout& l = demo.l;
+  const std::string& file = demo.file;
+  const auto model = Model::Load(demo.path, {.mem_budget = std::filesystem::file_size(demo.path)});
   // Multiples of 7 were active for 3 tokens, other multiples of 5 for 1, the rest for none.
   std::vector<int32_t> counts(704, 0);
   for (int i = 0; i < 704; ++i) counts[i] = i % 7 == 0 ? 3 : i % 5 == 0 ? 1 : 0;
