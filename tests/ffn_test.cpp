@@ -307,8 +307,9 @@ TEST_P(FfnIsaTest, BatchMatchesFloat64Reference) {
 // FATReLU (threshold 0.3, ProSparse) and dReLU (Bamboo) against the float64 reference, decode
 // and batches, sparse and dense: the threshold decides the active set (a gate in (0, 0.3] that
 // passes moves y by a whole term), and dReLU's sparse decode skips the down rows of neurons whose
-// up is not positive, counted in up_zero_neurons and in the bytes read. Catches the compaction
-// ignoring the threshold, up without its ReLU in any path, and a wrong byte count.
+// up is not positive, counted in up_zero_neurons, the bytes read and the FLOPs. Catches the
+// compaction ignoring the threshold, up without its ReLU in any path, and a wrong byte or FLOP
+// count.
 TEST_P(FfnIsaTest, FatReluAndDReluMatchFloat64Reference) {
   const Isa isa = GetParam();
   for (bool drelu : {false, true}) {
@@ -353,6 +354,7 @@ TEST_P(FfnIsaTest, FatReluAndDReluMatchFloat64Reference) {
                 }
                 const uint64_t rows = ffn + 2 * got_active - st.up_zero_neurons;
                 EXPECT_EQ(st.weight_bytes_read, rows * DTypeBytes(dtype, hidden)) << where;
+                EXPECT_EQ(st.flops_done, 2 * rows * hidden) << where;
               } else {
                 EXPECT_EQ(st.up_zero_neurons, 0u) << where;
               }
