@@ -235,20 +235,20 @@ def shadow_certified(m, xn, g):
     return float(((xn @ w_hat.T + bound <= 0) & zero).sum() / max(1, zero.sum()))
 
 
-def firing_rates(rng, n, sparsity, skew):
-    """Each neuron's target probability of a positive gate: log-normal with sigma `skew`, scaled
-    to mean 1 - sparsity and kept within [1e-4, 0.95] (a few rescaling rounds absorb the clip)."""
+def firing_quantiles(rng, n, sparsity, skew):
+    """Each neuron's target probability p_i of a positive gate: log-normal with sigma `skew`,
+    scaled to mean 1 - sparsity and kept within [1e-4, 0.95] (a few rescaling rounds absorb the
+    clip); returned as z_i = Phi^-1(1 - p_i), the standard-normal quantile its threshold sits at."""
     p = np.exp(skew * rng.standard_normal(n))
     for _ in range(20):
         p = np.clip(p * (1.0 - sparsity) / p.mean(), 1e-4, 0.95)
-    return p
+    return np.array([statistics.NormalDist().inv_cdf(1.0 - q) for q in p])
 
 
-def neuron_thresholds(ratio, sparsity, p):
+def neuron_thresholds(ratio, sparsity, z):
     """Per-neuron thresholds b_i on ratio[token, i] (the gate is positive when ratio > b_i):
-    b_i = mean_i + std_i * z(1 - p_i), a Gaussian fit of each neuron over the calibration tokens,
-    then one common shift so that the pooled fraction of ratio <= b_i is `sparsity` exactly."""
-    z = np.array([statistics.NormalDist().inv_cdf(1.0 - q) for q in p])
+    b_i = mean_i + std_i * z_i, a Gaussian fit of each neuron over the calibration tokens, then
+    one common shift so that the pooled fraction of ratio <= b_i is `sparsity` exactly."""
     b = ratio.mean(axis=0) + ratio.std(axis=0) * z
     scale = float(np.abs(ratio).max()) + float(np.abs(b).max())
     lo, hi = -scale, scale
@@ -372,8 +372,9 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
 
             # --skew: each neuron's own firing rate (drawn once per layer, in index order, so the
             # hot neurons are scattered through the matrix as in a trained model).
-            rates = (firing_rates(np.random.default_rng([seed, index_of[nm], 1]), c["ffn"],
-                                  sparsity, skew) if skew > 0 else None)
+            # (Computed once: gate_with runs again for every --certified bisection step.)
+            quantiles = (firing_quantiles(np.random.default_rng([seed, index_of[nm], 1]),
+                                          c["ffn"], sparsity, skew) if skew > 0 else None)
 
             def gate_with(outliers):
                 """The gate with this fraction of outlier weights and its calibrated threshold,
@@ -385,8 +386,8 @@ def generate(out_dir, c, dtype, sparsity, shards, seed, calib_seqs, calib_len, c
                 round_to(m, dtype)
                 r = {a.name: a.xn @ m.T for a in sets}  # the random part: K columns still zero
                 ratio = r["calib"] / hc["calib"]
-                if rates is not None:
-                    b = neuron_thresholds(ratio, sparsity, rates)
+                if quantiles is not None:
+                    b = neuron_thresholds(ratio, sparsity, quantiles)
                 elif sparsity > 0:
                     b = np.full(c["ffn"], np.quantile(ratio, sparsity))
                 else:
