@@ -4,6 +4,7 @@
 #include "format/neuron_file.h"
 
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/vfs.h>
@@ -31,6 +32,7 @@ using testing::ConvertedModel;
 using testing::ReadFile;
 using testing::SourceDir;
 using testing::TempDir;
+using testing::VmFlagsOf;
 using testing::WriteFile;
 
 // `zsk` copied into `dir` with its neuron file beside it; returns the copy's path.
@@ -348,6 +350,18 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
               0)
         << "neuron " << ask[k];
   }
+}
+
+// The pool starts on a huge page boundary and asks for huge pages before anything touches it:
+// decode reads slots at random over the pool, a TLB miss every 4 KiB page otherwise (at 7B under
+// a 5 GiB budget: docs/BENCHMARKS.md, issue 33).
+TEST(NeuronCache, PoolIsInHugePages) {
+  if (!std::filesystem::exists("/sys/kernel/mm/transparent_hugepage")) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages";
+  }
+  const DemoModelCache demo(704 + 64);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(demo.cache->pool()) % (uintptr_t{2} << 20), 0u);
+  EXPECT_THAT(VmFlagsOf(demo.cache->pool()), ::testing::HasSubstr(" hg"));
 }
 
 // What a prompt's batched pass leaves in the cache (NeuronCache::Warm): the neurons active for

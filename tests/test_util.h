@@ -98,6 +98,8 @@ std::string ReadFile(const std::string& path);
 std::string ErrorText(const std::function<void()>& fn);
 void WriteFile(const std::string& path, const std::string& bytes);
 std::vector<std::string> Lines(const std::string& text);
+// The "VmFlags:" line of this process's mapping that holds `p` (/proc/self/smaps), "" if none.
+std::string VmFlagsOf(const void* p);
 
 // The text of `ids` streamed piece by piece through a Utf8Stream, as generation prints it; fails
 // the test where the stream releases anything but valid UTF-8.
