@@ -17,6 +17,9 @@ namespace {
 
 // Slices of FFN neurons are multiples of this, so SIMD compaction works on whole vectors.
 constexpr int64_t kNeuronAlign = 16;
+// A decode step from the neuron cache certifies each slice in this many pieces (see
+// DecodeStepFromCache).
+constexpr int kCertifyPieces = 4;
 // Neurons a batch's sparse up and down take at a time: enough that each token has a few active
 // ones per block at 90% zeros (so x or y is loaded once for several rows), few enough that the
 // block's rows stay in L2 while every token passes over them.
@@ -219,6 +222,7 @@ FfnRuntime::FfnRuntime(const ModelConfig& config, const KernelTable& kernels, De
   shadow_xq_.resize(h);
   shadow_xd_.resize(h / kQuantBlock);
   slices_.resize(static_cast<size_t>(threads));
+  requested_.resize(static_cast<size_t>(threads));
   fetch_.resize(f);
   fetch_parts_.resize(f);
   fetch_slots_.resize(f);
@@ -292,19 +296,24 @@ void FfnRuntime::GateRows(const Call& call, Slice& s, const float* x) {
 }
 
 void FfnRuntime::ShadowGateRows(const Call& call, Slice& s, const float* x) {
-  CertifyShadowRows(call, s);
+  CertifyShadowRows(call, s, 0, s.rows);
   const auto* gate = static_cast<const uint8_t*>(call.w.gate.data) + s.r0 * call.gate_row;
   FullGateRows(call, s, x, {gate, config_.hidden}, uncertain_.data() + s.r0);
 }
 
-void FfnRuntime::CertifyShadowRows(const Call& call, Slice& s) {
+void FfnRuntime::CertifyShadowRows(const Call& call, Slice& s, int64_t begin, int64_t end) {
   const int64_t hidden = config_.hidden;
+  const int64_t r0 = s.r0 + begin;
   const auto* shadow =
-      static_cast<const uint8_t*>(call.w.gate_shadow.data) + s.r0 * DTypeBytes(DType::kQ8, hidden);
-  kernels_.shadow_dot_rows(shadow, s.rows, hidden, shadow_xq_.data(), shadow_xd_.data(), s.g);
-  const float* err = call.w.gate_shadow_norms + s.r0;
-  const float* norm = call.w.gate_shadow_norms + config_.ffn + s.r0;
-  s.uncertain = CertifyRows(call.shadow, err, norm, s.rows, s.g, uncertain_.data() + s.r0);
+      static_cast<const uint8_t*>(call.w.gate_shadow.data) + r0 * DTypeBytes(DType::kQ8, hidden);
+  kernels_.shadow_dot_rows(shadow, end - begin, hidden, shadow_xq_.data(), shadow_xd_.data(),
+                           s.g + begin);
+  const float* err = call.w.gate_shadow_norms + r0;
+  const float* norm = call.w.gate_shadow_norms + config_.ffn + r0;
+  int32_t* found = uncertain_.data() + s.r0 + s.uncertain;
+  const int64_t n = CertifyRows(call.shadow, err, norm, end - begin, s.g + begin, found);
+  for (int64_t k = 0; k < n; ++k) found[k] += static_cast<int32_t>(begin);  // slice-relative
+  s.uncertain += n;
 }
 
 void FfnRuntime::FullGateRows(const Call& call, Slice& s, const float* x, WeightRows gate,
@@ -422,18 +431,20 @@ FfnLayerStats FfnRuntime::DecodeStep(const Call& call, const float* x, float* y)
 }
 
 template <typename PartOf>
-int64_t FfnRuntime::FetchRows(const Call& call, const std::vector<int32_t>& rows,
-                              int64_t Slice::*count, PartOf part_of) {
-  // One request for all slices, in neuron order.
+int64_t FfnRuntime::RequestRows(const Call& call, const std::vector<int32_t>& rows,
+                                int64_t Slice::*count, PartOf part_of) {
+  // One request for all slices, each in neuron order.
   int64_t n = 0;
-  for (const Slice& s : slices_) {
-    for (int64_t k = 0; k < s.*count; ++k) {
+  for (size_t t = 0; t < slices_.size(); ++t) {
+    const Slice& s = slices_[t];
+    for (int64_t k = requested_[t]; k < s.*count; ++k) {
       const int32_t row = rows[s.r0 + k];
       fetch_parts_[n] = part_of(s, row);
       fetch_[n++] = static_cast<int32_t>(s.r0 + row);
     }
+    requested_[t] = s.*count;
   }
-  neurons_->Fetch(call.layer, fetch_.data(), fetch_parts_.data(), n, fetch_slots_.data());
+  neurons_->Request(call.layer, fetch_.data(), fetch_parts_.data(), n, fetch_slots_.data());
   for (int64_t k = 0; k < n; ++k) neuron_slot_[fetch_[k]] = fetch_slots_[k];
   return n;
 }
@@ -442,31 +453,32 @@ FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, 
   const NeuronLayout& l = neurons_->layout();
   const NeuronCache::Stats before = neurons_->stats();
   neurons_->StartLayer();
-  // First what each slice needs: with the shadow gate, the rows it cannot certify; without, the
-  // gate over every row (resident) and the active rows.
-  matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
-    Slice& s = StartSlice(static_cast<int>(chunk));
-    if (s.rows == 0) return;
-    if (call.uses_shadow) {
-      CertifyShadowRows(call, s);
-    } else {
-      GateRows(call, s, x);
-      ActivateRows(call, s);
-    }
-  });
+  std::fill(requested_.begin(), requested_.end(), 0);
   const uint8_t* pool = neurons_->pool();
   const auto ld = [&](DType dtype) {
     return static_cast<int64_t>(l.stride / DTypeBytes(dtype, 1));
   };
   int64_t fetched = 0;
   if (call.uses_shadow) {
-    // The uncertain rows' gate rows, then the same gate values as in memory from them. A row
-    // the shadow estimates positive is most likely active: its up and down rows come in the same
-    // read (adjacent in the file; a disk costs more per request than per byte, and the second
-    // fetch then finds them). The full gate alone decides which rows are active.
-    fetched += FetchRows(call, uncertain_, &Slice::uncertain, [](const Slice& s, int32_t row) {
-      return s.g[row] > 0.0f ? NeuronCache::kBundle : NeuronCache::kGate;
-    });
+    // The rows the shadow cannot certify need their gate rows read: certified a piece of each
+    // slice at a time, each piece's reads requested before the next piece, so the disk reads
+    // while the shadow's product runs. A row the shadow estimates positive is most likely active:
+    // its up and down rows come in the same read (adjacent in the file; a disk costs more per
+    // request than per byte, and the active rows' fetch then finds them).
+    for (int piece = 0; piece < kCertifyPieces; ++piece) {
+      matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+        Slice& s = piece == 0 ? StartSlice(static_cast<int>(chunk)) : slices_[chunk];
+        const auto edge = [&](int p) { return s.rows * p / kCertifyPieces / 16 * 16; };
+        const int64_t end = piece + 1 == kCertifyPieces ? s.rows : edge(piece + 1);
+        if (end > edge(piece)) CertifyShadowRows(call, s, edge(piece), end);
+      });
+      fetched += RequestRows(call, uncertain_, &Slice::uncertain, [](const Slice& s, int32_t row) {
+        return s.g[row] > 0.0f ? NeuronCache::kBundle : NeuronCache::kGate;
+      });
+    }
+    neurons_->Wait();
+    // The same gate values as in memory from the gate rows; the full gate alone decides which
+    // rows are active.
     matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
       Slice& s = slices_[chunk];
       if (s.rows == 0) return;
@@ -474,10 +486,20 @@ FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, 
       FullGateRows(call, s, x, {pool, ld(l.gate)}, slots);
       ActivateRows(call, s);
     });
+  } else {
+    // Without the shadow, the gate over every row (resident) tells the active rows.
+    matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
+      Slice& s = StartSlice(static_cast<int>(chunk));
+      if (s.rows == 0) return;
+      GateRows(call, s, x);
+      ActivateRows(call, s);
+    });
   }
   // The active rows' up and down rows, then the usual kernels on the cache's slots.
-  fetched += FetchRows(call, active_, &Slice::active,
-                       [](const Slice&, int32_t) { return NeuronCache::kUpDown; });
+  std::fill(requested_.begin(), requested_.end(), 0);
+  fetched += RequestRows(call, active_, &Slice::active,
+                         [](const Slice&, int32_t) { return NeuronCache::kUpDown; });
+  neurons_->Wait();
   const ActiveRows from_pool{
       {pool + l.gate_read, ld(l.up)}, {pool + l.gate_read + l.up_bytes, ld(l.down)}, nullptr};
   matmul_.pool().Run(threads_, [&](int64_t chunk, int) {

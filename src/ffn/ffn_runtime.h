@@ -117,11 +117,12 @@ class FfnRuntime {
   // for those the shadow estimates positive; the active rows' up and down rows) one fetch for
   // all slices and a phase of the usual kernels on the slots.
   FfnLayerStats DecodeStepFromCache(const Call& call, const float* x, float* y);
-  // Fetches part_of(slice, row) of the neurons each slice lists in `rows` (its first s.*count,
-  // slice-relative) and records their slots in neuron_slot_; returns how many.
+  // Requests part_of(slice, row) of the neurons each slice lists in `rows` (slice-relative), from
+  // the first not requested yet (requested_) to its s.*count, and records their slots in
+  // neuron_slot_ (their bytes are there after the cache's Wait); returns how many.
   template <typename PartOf>
-  int64_t FetchRows(const Call& call, const std::vector<int32_t>& rows, int64_t Slice::*count,
-                    PartOf part_of);
+  int64_t RequestRows(const Call& call, const std::vector<int32_t>& rows, int64_t Slice::*count,
+                      PartOf part_of);
   // The slots of a slice's rows[0, n) (slice-relative neurons), in its part of slot_rows_.
   int32_t* SlotsOf(const Slice& s, const int32_t* rows, int64_t n);
   // Slice t of a decode step, reset; and its private accumulator, zeroed.
@@ -149,9 +150,10 @@ class FfnRuntime {
   // The phases of a decode step, run by each thread on its slice.
   void GateRows(const Call& call, Slice& s, const float* x);
   void ShadowGateRows(const Call& call, Slice& s, const float* x);
-  // The shadow gate's two halves: the rows it cannot certify, then their full gate rows from
-  // `gate` (row rows[k] for the k-th uncertain row).
-  void CertifyShadowRows(const Call& call, Slice& s);
+  // The shadow gate's two halves: the rows it cannot certify (of the slice's rows [begin, end),
+  // added to its uncertain ones), then their full gate rows from `gate` (row rows[k] for the
+  // k-th uncertain row).
+  void CertifyShadowRows(const Call& call, Slice& s, int64_t begin, int64_t end);
   void FullGateRows(const Call& call, Slice& s, const float* x, WeightRows gate,
                     const int32_t* rows);
   void ActivateRows(const Call& call, Slice& s);
@@ -185,6 +187,7 @@ class FfnRuntime {
   std::vector<Slice> slices_;       // [threads] the last decode step's slices
   // Decode from the neuron cache (null: none).
   NeuronCache* neurons_ = nullptr;
+  std::vector<int64_t> requested_;    // [threads] rows of the slice's list requested so far
   std::vector<int32_t> fetch_;        // [ffn] the neurons a step fetches, in order ...
   std::vector<NeuronCache::Part> fetch_parts_;  // [ffn] ... what of them ...
   std::vector<int32_t> fetch_slots_;  // [ffn] ... the slots they are in ...

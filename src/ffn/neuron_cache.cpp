@@ -228,7 +228,12 @@ int64_t NeuronCache::Warm(int64_t layer, const int32_t* counts, const uint8_t* g
 
 void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n,
                         int32_t* slots) {
-  reads_.clear();
+  Request(layer, neurons, parts, n, slots);
+  Wait();
+}
+
+void NeuronCache::Request(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n,
+                          int32_t* slots) {
   for (int64_t k = 0; k < n; ++k) {
     const int64_t key = layer * layout_.ffn + neurons[k];
     uint8_t& frequency = frequency_[static_cast<size_t>(key)];
@@ -256,14 +261,14 @@ void NeuronCache::Fetch(int64_t layer, const int32_t* neurons, const Part* parts
     used_in_[s] = step_;
     slots[k] = s;
   }
-  ReadAll();
+  if (ring_) PumpRing(false);
 }
 
-void NeuronCache::ReadAll() {
+void NeuronCache::Wait() {
   try {
-    ring_ ? ReadWithUring() : ReadWithPread();
+    ring_ ? PumpRing(true) : ReadWithPread();
   } catch (...) {
-    // What this call was reading is unknown: forget its slots, so a later call reads again.
+    // What this step was reading is unknown: forget its slots, so a later call reads again.
     for (uint64_t s = 0; s < slots_; ++s) {
       if (used_in_[s] == step_ && key_of_[s] >= 0) {
         slot_of_[static_cast<size_t>(key_of_[s])] = -1;
@@ -271,8 +276,14 @@ void NeuronCache::ReadAll() {
         has_[s] = 0;
       }
     }
+    reads_.clear();
+    next_ = 0;
+    in_flight_ = 0;
+    failure_.clear();
     throw;
   }
+  reads_.clear();
+  next_ = 0;
 }
 
 void NeuronCache::ReadWithPread() {
@@ -290,16 +301,13 @@ void NeuronCache::ReadWithPread() {
   }
 }
 
-void NeuronCache::ReadWithUring() {
+void NeuronCache::PumpRing(bool finish) {
   io_uring& ring = ring_->ring;
-  // Reads not yet submitted are reads_[next..]; one cut short goes back on the list.
-  size_t next = 0, in_flight = 0;
-  std::string failure;  // the first read that failed: reported once the others are collected
-  while (next < reads_.size() || in_flight > 0) {
-    while (next < reads_.size() && in_flight < kQueueDepth) {
+  for (;;) {
+    while (failure_.empty() && next_ < reads_.size() && in_flight_ < kQueueDepth) {
       io_uring_sqe* sqe = io_uring_get_sqe(&ring);
       if (sqe == nullptr) break;
-      const Read& r = reads_[next];
+      const Read& r = reads_[next_];
       if (ring_->fixed) {
         const auto slot = static_cast<uint64_t>(r.buffer - pool_.get()) / layout_.stride;
         io_uring_prep_read_fixed(sqe, 0, r.buffer, static_cast<unsigned>(r.bytes), r.offset,
@@ -308,11 +316,12 @@ void NeuronCache::ReadWithUring() {
       } else {
         io_uring_prep_read(sqe, fd_, r.buffer, static_cast<unsigned>(r.bytes), r.offset);
       }
-      io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(static_cast<uintptr_t>(next)));
-      ++next;
-      ++in_flight;
+      io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(static_cast<uintptr_t>(next_)));
+      ++next_;
+      ++in_flight_;
     }
-    const int submitted = io_uring_submit_and_wait(&ring, 1);
+    if (in_flight_ == 0) break;
+    const int submitted = finish ? io_uring_submit_and_wait(&ring, 1) : io_uring_submit(&ring);
     if (submitted < 0 && submitted != -EINTR) {
       throw Error(path_, std::string("read failed: ") + std::strerror(-submitted));
     }
@@ -320,21 +329,22 @@ void NeuronCache::ReadWithUring() {
     io_uring_cqe* cqe;
     io_uring_for_each_cqe(&ring, head, cqe) {
       ++seen;
-      Read& r = reads_[reinterpret_cast<uintptr_t>(io_uring_cqe_get_data(cqe))];
+      const Read r = reads_[reinterpret_cast<uintptr_t>(io_uring_cqe_get_data(cqe))];
       const int res = cqe->res;
       if (res == -EINTR || res == -EAGAIN) {
         reads_.push_back(r);
       } else if (res <= 0) {
-        if (failure.empty()) failure = res < 0 ? std::strerror(-res) : "EOF";
+        if (failure_.empty()) failure_ = res < 0 ? std::strerror(-res) : "EOF";
       } else if (static_cast<uint64_t>(res) < r.bytes) {
         reads_.push_back({r.offset + res, r.buffer + res, r.bytes - res});
       }
     }
     io_uring_cq_advance(&ring, seen);
-    in_flight -= seen;
-    if (!failure.empty() && in_flight == 0) throw Error(path_, "read failed: " + failure);
-    if (!failure.empty()) next = reads_.size();  // submit no more; collect what is in flight
+    in_flight_ -= seen;
+    // Without `finish`, only what is done already: the caller goes on computing.
+    if (!finish && (seen == 0 || next_ == reads_.size())) return;
   }
+  if (!failure_.empty()) throw Error(path_, "read failed: " + failure_);
 }
 
 }  // namespace zeroskip

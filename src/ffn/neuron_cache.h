@@ -44,10 +44,15 @@ class NeuronCache {
   // Starts a layer's decode step: the slots its fetches use stay until the next StartLayer.
   void StartLayer();
   // Makes parts[k] of the bundle of neurons[k] of `layer` resident, k in [0, n), and writes
-  // each one's slot to slots[k]. Throws Error naming the file if a read fails. The neurons of all
-  // fetches since StartLayer must be at most the layout's ffn (a layer's gate rows, then its
-  // active rows, a subset of them).
+  // each one's slot to slots[k]: Request, then Wait. The neurons of all fetches since StartLayer
+  // must be at most the layout's ffn (a layer's gate rows, then its active rows, a subset of them).
   void Fetch(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n, int32_t* slots);
+  // Fetch in two halves, so the caller can compute while the disk reads: Request writes the slots
+  // and starts the reads (as many as the queue takes; a later Request or Wait starts the rest);
+  // the slots hold their parts once Wait returns. Wait throws Error naming the file if a read
+  // failed. A neuron is requested at most once between two Waits.
+  void Request(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n, int32_t* slots);
+  void Wait();
 
   // After a prompt's batched pass over `layer`, whose FFN rows it has just read into memory
   // (gate, up and down_t: the layer's matrices as the .zsk stores them): the neurons active for
@@ -86,9 +91,10 @@ class NeuronCache {
   // A slot for the neuron `key` that missed: from the cache if it is admitted, else scratch.
   int32_t TakeSlot(int64_t key);
   bool DirectReadWorks() const;
-  void ReadAll();
-  void ReadWithUring();
   void ReadWithPread();
+  // Submits queued reads while the ring has room and collects those done; with `finish`, until
+  // every read is done (a failed one is reported once the others are).
+  void PumpRing(bool finish);
 
   NeuronLayout layout_;
   std::string path_;
@@ -106,7 +112,11 @@ class NeuronCache {
   uint64_t step_ = 0;              // layer steps so far (StartLayer)
   uint64_t next_scratch_ = 0;      // this layer step's next scratch slot
   uint64_t probe_ = 0x9E3779B97F4A7C15ull;  // TakeSlot's random state (fixed: runs repeat)
-  std::vector<Read> reads_;                 // this call's misses
+  std::vector<Read> reads_;  // the misses since the last Wait: [0, next_) submitted, in_flight_ of
+                             // them not done yet
+  size_t next_ = 0;
+  unsigned in_flight_ = 0;
+  std::string failure_;                     // the first read that failed since the last Wait
   std::vector<int32_t> warm_order_;         // Warm's neurons, most often active first
   std::unique_ptr<Ring> ring_;  // null: pread
   std::string io_description_;
