@@ -352,6 +352,46 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
   }
 }
 
+// Requests before one Wait, as a decode step makes them while it certifies its rows piece by
+// piece: more reads than the ring holds at once (64), then the up and down rows of some of the
+// same neurons, and every slot holding the file's bytes once Wait returns. Catches a Request that
+// drops the reads an earlier one queued, reads left unsubmitted past the ring's depth, and a Wait
+// that returns before they are done.
+TEST(NeuronCache, RequestsBeforeOneWaitAllArrive) {
+  const DemoModelCache demo(704 + 400);
+  NeuronCache& cache = *demo.cache;
+  const NeuronLayout& l = demo.l;
+  cache.StartLayer();
+  std::vector<int32_t> neurons(300);
+  std::iota(neurons.begin(), neurons.end(), 100);
+  std::vector<int32_t> slots(neurons.size());
+  const std::vector<NeuronCache::Part> gates(neurons.size(), NeuronCache::kGate);
+  for (int piece = 0; piece < 3; ++piece) {
+    cache.Request(1, neurons.data() + piece * 100, gates.data(), 100, slots.data() + piece * 100);
+  }
+  cache.Wait();
+  // The active ones among them: up and down too, into the slots their gate rows went to.
+  std::vector<int32_t> active = {100, 250, 399}, active_slots(3);
+  const std::vector<NeuronCache::Part> up_down(3, NeuronCache::kUpDown);
+  cache.Request(1, active.data(), up_down.data(), 3, active_slots.data());
+  cache.Wait();
+  for (size_t k = 0; k < neurons.size(); ++k) {
+    ASSERT_EQ(std::memcmp(cache.pool() + slots[k] * l.stride,
+                          demo.file.data() + l.BundleOffset(1, neurons[k]), l.gate_read),
+              0)
+        << "neuron " << neurons[k];
+  }
+  for (size_t k = 0; k < active.size(); ++k) {
+    EXPECT_EQ(active_slots[k], slots[active[k] - 100]) << "the slot its gate row went to";
+    EXPECT_EQ(std::memcmp(cache.pool() + active_slots[k] * l.stride,
+                          demo.file.data() + l.BundleOffset(1, active[k]), l.stride),
+              0)
+        << "neuron " << active[k];
+  }
+  EXPECT_EQ(cache.stats().misses, 303u);
+  EXPECT_EQ(cache.stats().bytes_read, 300 * l.gate_read + 3 * l.up_down_read);
+}
+
 // The pool starts on a huge page boundary and asks for huge pages before anything touches it:
 // decode reads slots at random over the pool, a TLB miss every 4 KiB page otherwise (at 7B under
 // a 5 GiB budget: docs/BENCHMARKS.md, issue 33).
