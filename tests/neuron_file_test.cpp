@@ -287,8 +287,9 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
   NeuronCache& cache = *demo.cache;
   const NeuronLayout& l = demo.l;
   const std::string& file = demo.file;
-  // Each token, every layer asks for 300 of its neurons 100-703 in turn (each comes back about
-  // every other token), and layer 2 first for its 32 hot neurons 0-31 (back every token).
+  // Each token, every layer asks for 150 of its neurons 100-703 in turn (each comes back every
+  // fourth token; the misses the cache does not admit fit in scratch, 176 slots), and layer 2
+  // first for its 32 hot neurons 0-31 (back every token).
   const auto fetch_and_check = [&](int layer, const std::vector<int32_t>& ask) {
     std::vector<int32_t> slots(ask.size());
     const std::vector<NeuronCache::Part> parts(ask.size(), NeuronCache::kUpDown);
@@ -316,7 +317,7 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
         if (token >= 16) hot_hits_late += cache.stats().hits - hits;
       }
       std::vector<int32_t> ask;
-      for (int k = 0; k < 300; ++k) ask.push_back(100 + (turn[layer]++ % 604));
+      for (int k = 0; k < 150; ++k) ask.push_back(100 + (turn[layer]++ % 604));
       std::sort(ask.begin(), ask.end());
       fetch_and_check(layer, ask);
     }
@@ -350,6 +351,33 @@ TEST(NeuronCache, KeepsFrequentNeuronsAndPassesOneOffsThroughScratch) {
               0)
         << "neuron " << ask[k];
   }
+}
+
+// A step that misses more neurons than scratch holds and the cache admits (the smallest pool, one
+// layer's neurons: 176 scratch, 528 cache, full of another layer's neurons as frequent as these):
+// every neuron still gets a slot of its own with its bytes. Catches a spare slot taken from those
+// the same step uses.
+TEST(NeuronCache, AStepMissingMoreThanScratchHoldsGetsASlotForEveryNeuron) {
+  const DemoModelCache demo(704);
+  NeuronCache& cache = *demo.cache;
+  const NeuronLayout& l = demo.l;
+  std::vector<int32_t> all(704), slots(704);
+  std::iota(all.begin(), all.end(), 0);
+  const std::vector<NeuronCache::Part> gates(704, NeuronCache::kGate);
+  for (const int layer : {0, 3}) {
+    cache.StartLayer();
+    cache.Fetch(layer, all.data(), gates.data(), 704, slots.data());
+    std::vector<int32_t> distinct = slots;
+    std::sort(distinct.begin(), distinct.end());
+    EXPECT_EQ(std::unique(distinct.begin(), distinct.end()), distinct.end()) << "layer " << layer;
+    for (int k = 0; k < 704; ++k) {
+      ASSERT_EQ(std::memcmp(cache.pool() + slots[k] * l.stride,
+                            demo.file.data() + l.BundleOffset(layer, k), l.gate_read),
+                0)
+          << "layer " << layer << " neuron " << k;
+    }
+  }
+  EXPECT_EQ(cache.stats().misses, 2u * 704u);
 }
 
 // Requests before one Wait, as a decode step makes them while it certifies its rows piece by
@@ -405,50 +433,55 @@ TEST(NeuronCache, PoolIsInHugePages) {
 }
 
 // What a prompt's batched pass leaves in the cache (NeuronCache::Warm): the neurons active for
-// the most tokens, at most the layer's share of the cache (here 10 of 40 slots over 4 layers),
-// ties to the lower index, each slot holding the file's whole bundle, assembled from the rows in
-// memory; decode then fetches them without a read. Catches the wrong rows or padding copied, a
-// part of the bundle left out, the order or the share ignored, and slots of one layer's warm
-// taken back by the next.
+// the most tokens, at most the layer's share of the cache (here the smallest pool, 704 slots:
+// 176 scratch, 528 cache, 132 a layer), ties to the lower index, each slot holding the file's
+// whole bundle, assembled from the rows in memory; decode then fetches them without a read.
+// Catches the wrong rows or padding copied, a part of the bundle left out, the order or the share
+// ignored, and slots of one layer's warm taken back by the next.
 TEST(NeuronCache, WarmTakesTheMostActiveNeuronsFromTheRowsInMemory) {
-  const DemoModelCache demo(704 + 40);
+  const DemoModelCache demo(704);
   NeuronCache& cache = *demo.cache;
   const NeuronLayout& l = demo.l;
   const std::string& file = demo.file;
   const auto model = Model::Load(demo.path, {.mem_budget = std::filesystem::file_size(demo.path)});
   // Multiples of 7 were active for 3 tokens, other multiples of 5 for 1, the rest for none.
-  std::vector<int32_t> counts(704, 0);
-  for (int i = 0; i < 704; ++i) counts[i] = i % 7 == 0 ? 3 : i % 5 == 0 ? 1 : 0;
+  std::vector<int32_t> counts(704, 0), hot, rest;
+  for (int i = 0; i < 704; ++i) {
+    counts[i] = i % 7 == 0 ? 3 : i % 5 == 0 ? 1 : 0;
+    if (counts[i] > 0) (counts[i] == 3 ? hot : rest).push_back(i);
+  }
+  // The share: the 101 multiples of 7, then the first 31 other multiples of 5.
+  constexpr int kShare = (704 - 704 / 4) / 4;
+  const int32_t next = rest[kShare - hot.size()];
+  hot.insert(hot.end(), rest.begin(), rest.begin() + (kShare - hot.size()));
   const auto warm = [&](int layer) {
     const FfnWeights& w = model->layer(layer).ffn;
     return cache.Warm(layer, counts.data(), static_cast<const uint8_t*>(w.gate.data),
                       static_cast<const uint8_t*>(w.up.data),
                       static_cast<const uint8_t*>(w.down_t.data));
   };
-  std::vector<int32_t> hot(10);
-  for (int k = 0; k < 10; ++k) hot[k] = 7 * k;  // 0, 7, ..., 63
-  const std::vector<NeuronCache::Part> whole(10, NeuronCache::kBundle);
+  const std::vector<NeuronCache::Part> whole(kShare, NeuronCache::kBundle);
   for (const int layer : {1, 2}) {
-    EXPECT_EQ(warm(layer), 10) << "layer " << layer;
+    EXPECT_EQ(warm(layer), kShare) << "layer " << layer;
     EXPECT_EQ(warm(layer), 0) << "layer " << layer << ": cached already";
   }
-  EXPECT_EQ(cache.stats().warmed, 20u);
+  EXPECT_EQ(cache.stats().warmed, 2u * kShare);
   for (const int layer : {1, 2}) {
-    std::vector<int32_t> slots(10);
+    std::vector<int32_t> slots(kShare);
     cache.StartLayer();
-    cache.Fetch(layer, hot.data(), whole.data(), 10, slots.data());
-    for (int k = 0; k < 10; ++k) {
-      EXPECT_GE(slots[k], 704) << "a cache slot, not scratch";
+    cache.Fetch(layer, hot.data(), whole.data(), kShare, slots.data());
+    for (int k = 0; k < kShare; ++k) {
+      EXPECT_GE(slots[k], 704 / 4) << "a cache slot, not scratch";
       EXPECT_EQ(std::memcmp(cache.pool() + slots[k] * l.stride,
                             file.data() + l.BundleOffset(layer, hot[k]), l.stride),
                 0)
           << "layer " << layer << " neuron " << hot[k];
     }
   }
-  EXPECT_EQ(cache.stats().hits, 20u);
+  EXPECT_EQ(cache.stats().hits, 2u * kShare);
   EXPECT_EQ(cache.stats().bytes_read, 0u);
   // The next most active neuron was not warmed: it is read.
-  int32_t next = 70, slot = -1;
+  int32_t slot = -1;
   cache.StartLayer();
   cache.Fetch(1, &next, whole.data(), 1, &slot);
   EXPECT_EQ(cache.stats().misses, 1u);
@@ -493,8 +526,8 @@ struct DecodeCase {
   bool evicts = true;
   FfnActivation act = FfnActivation::kModel;
   bool direct_io = true, io_uring = true;
-  // Slots beyond the one layer of scratch: a cache that admits the more frequent neurons and
-  // evicts the others (0: scratch only).
+  // Slots beyond the least pool, one layer's neurons (a quarter of them scratch, the rest a cache
+  // that admits the more frequent neurons and evicts the others).
   uint64_t cache_slots = 0;
 };
 
@@ -557,14 +590,10 @@ TEST_P(NeuronCacheDecodeTest, DecodesBitForBitAsInMemoryWithACacheOfOneLayer) {
   }
   EXPECT_EQ(want.ffn.neuron_fetches, 0u);
   EXPECT_GT(got.ffn.neuron_reads, 0u);
-  // The prompt warms a cache beyond the one layer of scratch (and these decodes then use what it
-  // copied: the logits above).
-  if (c.cache_slots > 0) {
-    EXPECT_GT(got.ffn.neuron_warmed, 0u);
-    EXPECT_LE(got.ffn.neuron_warmed, c.cache_slots);
-  } else {
-    EXPECT_EQ(got.ffn.neuron_warmed, 0u);
-  }
+  // The prompt warms the cache, the pool beyond its scratch of a quarter of a layer's neurons (and
+  // these decodes then use what it copied: the logits above).
+  EXPECT_GT(got.ffn.neuron_warmed, 0u);
+  EXPECT_LE(got.ffn.neuron_warmed, offloaded->memory().cache_slots - offloaded->config().ffn / 4);
   if (c.evicts) {
     // More bundles were read than the pool holds: slots were taken back and filled again.
     EXPECT_GT(got.ffn.neuron_reads, offloaded->memory().cache_slots);

@@ -25,6 +25,8 @@ constexpr unsigned kQueueDepth = 64;
 // The frequency window, and how many cache slots a miss compares itself with.
 constexpr uint64_t kWindowTokens = 8;
 constexpr int kCandidates = 4;
+// Scratch is this share of a layer's neurons (see neuron_cache.h).
+constexpr int64_t kScratchShare = 4;
 constexpr uint64_t kHugePage = uint64_t{2} << 20;  // x86-64's 2 MiB pages
 
 }  // namespace
@@ -64,7 +66,10 @@ void NeuronCache::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
 
 NeuronCache::NeuronCache(const NeuronLayout& layout, const std::string& path, int fd,
                          uint64_t slots, bool direct_io, bool io_uring)
-    : layout_(layout), path_(path), slots_(slots) {
+    : layout_(layout),
+      path_(path),
+      slots_(slots),
+      scratch_(static_cast<uint64_t>(std::max<int64_t>(1, layout.ffn / kScratchShare))) {
   if (slots < static_cast<uint64_t>(layout.ffn)) {
     throw std::invalid_argument("NeuronCache: fewer slots than one layer's neurons");
   }
@@ -146,38 +151,53 @@ void NeuronCache::StartLayer() {
   }
 }
 
-int64_t NeuronCache::AdmittingSlot(int64_t key) {
-  const uint64_t scratch = static_cast<uint64_t>(layout_.ffn);
+int64_t NeuronCache::LeastFrequentSlot() {
   int64_t victim = -1;
-  for (int c = 0; c < kCandidates && slots_ > scratch; ++c) {
+  for (int c = 0; c < kCandidates; ++c) {
     // xorshift64: a random cache slot.
     probe_ ^= probe_ << 13;
     probe_ ^= probe_ >> 7;
     probe_ ^= probe_ << 17;
-    const uint64_t s = scratch + probe_ % (slots_ - scratch);
+    const uint64_t s = scratch_ + probe_ % (slots_ - scratch_);
     if (used_in_[s] == step_) continue;  // this layer step uses it
-    if (key_of_[s] < 0) {
-      victim = static_cast<int64_t>(s);
-      break;
-    }
+    if (key_of_[s] < 0) return static_cast<int64_t>(s);
     if (victim < 0 || frequency_[static_cast<size_t>(key_of_[s])] <
                           frequency_[static_cast<size_t>(key_of_[victim])]) {
       victim = static_cast<int64_t>(s);
     }
   }
+  return victim;
+}
+
+int64_t NeuronCache::AdmittingSlot(int64_t key) {
+  const int64_t victim = LeastFrequentSlot();
   const bool admitted =
       victim >= 0 && (key_of_[victim] < 0 || frequency_[static_cast<size_t>(key_of_[victim])] <
                                                  frequency_[static_cast<size_t>(key)]);
   return admitted ? victim : -1;
 }
 
+int64_t NeuronCache::SpareSlot() {
+  for (int round = 0; round < kCandidates; ++round) {
+    const int64_t sampled = LeastFrequentSlot();
+    if (sampled >= 0) return sampled;
+  }
+  // Every sampled slot is in use by this step. Some slot is not: a step asks for at most ffn
+  // neurons, and the pool has at least ffn slots.
+  for (uint64_t n = 0; n < slots_; ++n) {
+    sweep_ = (sweep_ + 1) % slots_;
+    if (used_in_[sweep_] != step_) return static_cast<int64_t>(sweep_);
+  }
+  throw std::logic_error("NeuronCache: a layer step asked for more neurons than the pool holds");
+}
+
 int32_t NeuronCache::TakeSlot(int64_t key) {
-  const int64_t victim = AdmittingSlot(key);
-  const bool admitted = victim >= 0;
-  // Scratch slots this step already uses (hits on neurons left there before) are skipped: the
-  // step's requests, at most ffn, then always leave one.
-  while (!admitted && used_in_[next_scratch_] == step_) ++next_scratch_;
-  const uint64_t s = admitted ? static_cast<uint64_t>(victim) : next_scratch_++;
+  int64_t s = AdmittingSlot(key);
+  if (s < 0) {
+    // Scratch slots this step already uses (hits on neurons left there before) are skipped.
+    while (next_scratch_ < scratch_ && used_in_[next_scratch_] == step_) ++next_scratch_;
+    s = next_scratch_ < scratch_ ? static_cast<int64_t>(next_scratch_++) : SpareSlot();
+  }
   if (key_of_[s] >= 0) slot_of_[static_cast<size_t>(key_of_[s])] = -1;
   return static_cast<int32_t>(s);
 }
@@ -185,8 +205,8 @@ int32_t NeuronCache::TakeSlot(int64_t key) {
 int64_t NeuronCache::Warm(int64_t layer, const int32_t* counts, const uint8_t* gate,
                           const uint8_t* up, const uint8_t* down_t) {
   const int64_t ffn = layout_.ffn;
-  const auto share = static_cast<int64_t>((slots_ - static_cast<uint64_t>(ffn)) /
-                                          static_cast<uint64_t>(layout_.layers));
+  const auto scratch = static_cast<int64_t>(scratch_);
+  const auto share = (static_cast<int64_t>(slots_) - scratch) / layout_.layers;
   warm_order_.clear();
   for (int64_t i = 0; i < ffn; ++i) {
     if (counts[i] > 0) warm_order_.push_back(static_cast<int32_t>(i));
@@ -196,18 +216,18 @@ int64_t NeuronCache::Warm(int64_t layer, const int32_t* counts, const uint8_t* g
       warm_order_.begin(), warm_order_.begin() + take, warm_order_.end(),
       [&](int32_t a, int32_t b) { return counts[a] != counts[b] ? counts[a] > counts[b] : a < b; });
   int64_t copied = 0;
-  uint64_t free_slot = static_cast<uint64_t>(ffn);  // free cache slots are taken first, in order
+  uint64_t free_slot = scratch_;  // free cache slots are taken first, in order
   for (int64_t k = 0; k < take; ++k) {
     const int32_t i = warm_order_[k];
     const int64_t key = layer * ffn + i;
     uint8_t& frequency = frequency_[static_cast<size_t>(key)];
     frequency = static_cast<uint8_t>(std::max<int32_t>(frequency, std::min(counts[i], 255)));
     const int32_t held = slot_of_[static_cast<size_t>(key)];
-    if (held >= ffn && has_[held] == kBundle) continue;  // cached whole already
+    if (held >= scratch && has_[held] == kBundle) continue;  // cached whole already
     // A cache slot holding part of the bundle gets the rest; else a free one, or one admission
     // grants.
     while (free_slot < slots_ && key_of_[free_slot] >= 0) ++free_slot;
-    const int64_t s = held >= ffn          ? held
+    const int64_t s = held >= scratch      ? held
                       : free_slot < slots_ ? static_cast<int64_t>(free_slot)
                                            : AdmittingSlot(key);
     if (s < 0) continue;

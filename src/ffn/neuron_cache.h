@@ -7,7 +7,7 @@
 // O_DIRECT unless asked not to, so the page cache does not hold a second copy of what the pool
 // holds; where io_uring is unavailable (a container's seccomp filter), pread one at a time.
 //
-// Which slot a miss takes: the pool's first `ffn` slots are scratch, the rest the cache. Every
+// Which slot a miss takes: the pool's first ffn / 4 slots are scratch, the rest the cache. Every
 // request counts toward its neuron's frequency, halved every kWindowTokens tokens (the frequency
 // over a recent window). A miss goes to the cache if a slot there is free or holds a neuron less
 // frequent than it (the least frequent of kCandidates random slots that the current layer step
@@ -15,7 +15,10 @@
 // thus stay and one-off ones pass through scratch without evicting them. (A sweep over the pool
 // instead, CLOCK, was measured to hit 0% at 7B: a token's layers ask for more neurons than the
 // pool holds, in the same order every token, so the sweep always evicted the next layer's.) A
-// layer step asks for at most ffn neurons, so scratch always has room.
+// layer step asks for at most ffn neurons, but scratch for all of them would take a fifth of the
+// cache at 7B under a 5 GiB budget, and there no step had more misses the cache did not admit
+// than ffn / 4 (docs/BENCHMARKS.md). A step that does takes the least frequent sampled cache
+// slots it does not use, or else any slot it does not use (the pool has at least ffn).
 #pragma once
 
 #include <cstdint>
@@ -88,8 +91,14 @@ class NeuronCache {
   // The cache slot (not scratch) the neuron `key` would take: a free one or the least frequent of
   // kCandidates sampled, if less frequent than `key`; -1 if none.
   int64_t AdmittingSlot(int64_t key);
-  // A slot for the neuron `key` that missed: from the cache if it is admitted, else scratch.
+  // The least frequent (or a free) of kCandidates random cache slots this step does not use; -1
+  // if it uses all of them.
+  int64_t LeastFrequentSlot();
+  // A slot for the neuron `key` that missed: from the cache if it is admitted, else scratch, else
+  // (scratch used up) SpareSlot.
   int32_t TakeSlot(int64_t key);
+  // A slot this step does not use: LeastFrequentSlot's, else the next one a sweep finds.
+  int64_t SpareSlot();
   bool DirectReadWorks() const;
   void ReadWithPread();
   // Submits queued reads while the ring has room and collects those done; with `finish`, until
@@ -100,6 +109,7 @@ class NeuronCache {
   std::string path_;
   int fd_ = -1;
   uint64_t slots_;
+  uint64_t scratch_;  // slots [0, scratch_) are scratch, the rest the cache
   struct FreeAligned {
     void operator()(uint8_t* p) const;
   };
@@ -111,6 +121,7 @@ class NeuronCache {
   std::vector<uint64_t> used_in_;  // [slots] the layer step that last used it
   uint64_t step_ = 0;              // layer steps so far (StartLayer)
   uint64_t next_scratch_ = 0;      // this layer step's next scratch slot
+  uint64_t sweep_ = 0;             // SpareSlot's last slot
   uint64_t probe_ = 0x9E3779B97F4A7C15ull;  // TakeSlot's random state (fixed: runs repeat)
   std::vector<Read> reads_;  // the misses since the last Wait: [0, next_) submitted, in_flight_ of
                              // them not done yet
