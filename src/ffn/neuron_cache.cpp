@@ -20,8 +20,10 @@
 namespace zeroskip {
 namespace {
 
-// Reads in flight at once: past the depth where this VM's disk stops getting faster (32).
-constexpr unsigned kQueueDepth = 64;
+// Reads in flight at once: as many as this VM's disk queue takes (128 tags). At 7B under 5 GiB,
+// decode ran 8% faster than at 64 (interleaved, docs/BENCHMARKS.md), which fio alone did not
+// show reliably (this disk's speed swings within minutes).
+constexpr unsigned kQueueDepth = 128;
 // The frequency window, and how many cache slots a miss compares itself with.
 constexpr uint64_t kWindowTokens = 8;
 constexpr int kCandidates = 4;

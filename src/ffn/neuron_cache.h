@@ -2,9 +2,9 @@
 // a pool of slots, each holding one neuron's bundle (up row, down row, gate row) read from the
 // model's neuron file when a token's gate activates it and no slot holds it.
 //
-// Reads go out together, a layer's misses at a time: io_uring keeps up to kQueueDepth of them in
-// flight (a virtual disk serves random 16 KiB reads ~5x faster at depth 32 than one by one), with
-// O_DIRECT unless asked not to, so the page cache does not hold a second copy of what the pool
+// Reads go out together, a layer's misses as the step finds them: io_uring keeps up to kQueueDepth
+// in flight (a virtual disk serves random 16 KiB reads ~5x faster at depth 32 than one by one),
+// with O_DIRECT unless asked not to, so the page cache does not hold a second copy of what the pool
 // holds; where io_uring is unavailable (a container's seccomp filter), pread one at a time.
 //
 // Which slot a miss takes: the pool's first ffn / 4 slots are scratch, the rest the cache. Every
