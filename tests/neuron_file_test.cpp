@@ -518,6 +518,50 @@ TEST(MemoryBudget, APromptWarmsTheCacheForTheFirstDecodeStep) {
   EXPECT_LT(4 * reads[1], 3 * reads[0]) << "cold " << reads[0] << ", warmed " << reads[1];
 }
 
+// A neuron file cut short while a model decodes from it: the step that reads past its end fails
+// with one error naming the file, and once the file is whole again a new session on the same
+// engine (the same cache) decodes exactly as in memory: the failed step's slots were forgotten and
+// none of its reads lands later. Catches a failure that hangs or crashes, and slots that claim
+// bytes never read.
+TEST(MemoryBudget, ANeuronFileCutShortFailsTheStepAndTheCacheRecovers) {
+  TempDir dir;
+  const std::string path =
+      WithNeuronFile(dir, ConvertedModel("llama_gqa_hd64_relu_f32+shadow"), "m.zsk");
+  const std::string neurons = NeuronFilePath(path);
+  const std::string whole = ReadFile(neurons);
+  const uint64_t first_bundle = ReadNeuronLayout(path).BundleOffset(0, 0);
+  const auto in_memory = Model::Load(path, {.mem_budget = std::filesystem::file_size(path)});
+  const auto offloaded =
+      Model::Load(path, {.mem_budget = LeastBudget(path), .always_offload = true});
+  Engine engine(*offloaded, {.threads = 2});
+  const std::vector<int> prompt = {1, 17, 30, 42, 5};
+  const int next = 9;
+  {
+    Session session(engine, {});
+    session.Forward(prompt);
+    std::filesystem::resize_file(neurons, first_bundle);
+    const std::string error = ErrorText([&] { session.Forward(std::span<const int>(&next, 1)); });
+    EXPECT_THAT(error, ::testing::HasSubstr(neurons + ": read failed")) << error;
+  }
+  const int fd = ::open(neurons.c_str(), O_WRONLY | O_CLOEXEC);  // the same file, whole again
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, whole.data(), whole.size(), 0), static_cast<ssize_t>(whole.size()));
+  ::close(fd);
+  Engine reference(*in_memory, {.threads = 2});
+  Session want(reference, {}), got(engine, {});
+  std::vector<int> tokens = prompt;
+  for (int step = 0; step < 6; ++step) {
+    const auto w = want.Forward(tokens);
+    const std::vector<float> expected(w.begin(), w.end());
+    const auto g = got.Forward(tokens);
+    ASSERT_EQ(std::memcmp(g.data(), expected.data(), expected.size() * sizeof(float)), 0)
+        << "step " << step;
+    tokens = {
+        static_cast<int>(std::max_element(expected.begin(), expected.end()) - expected.begin())};
+  }
+  EXPECT_GT(got.ffn_total().neuron_reads, 0u);
+}
+
 struct DecodeCase {
   std::string model;  // a ConvertedModel name
   // Whether a cache of one layer's neurons must evict in this run: the test checkpoints' random

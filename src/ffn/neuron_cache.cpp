@@ -288,7 +288,9 @@ void NeuronCache::Request(int64_t layer, const int32_t* neurons, const Part* par
 
 void NeuronCache::Wait() {
   try {
-    ring_ ? PumpRing(true) : ReadWithPread();
+    if (ring_) PumpRing(true);
+    if (!ring_ && failure_.empty()) ReadWithPread();  // every read, or those a dropped ring left
+    if (!failure_.empty()) throw Error(path_, "read failed: " + failure_);
   } catch (...) {
     // What this step was reading is unknown: forget its slots, so a later call reads again.
     for (uint64_t s = 0; s < slots_; ++s) {
@@ -309,7 +311,8 @@ void NeuronCache::Wait() {
 }
 
 void NeuronCache::ReadWithPread() {
-  for (Read& r : reads_) {
+  for (size_t k = next_; k < reads_.size(); ++k) {
+    Read& r = reads_[k];
     while (r.bytes > 0) {
       const ssize_t got = ::pread(fd_, r.buffer, r.bytes, static_cast<off_t>(r.offset));
       if (got < 0 && errno == EINTR) continue;
@@ -342,31 +345,61 @@ void NeuronCache::PumpRing(bool finish) {
       ++next_;
       ++in_flight_;
     }
-    if (in_flight_ == 0) break;
+    if (in_flight_ == 0) return;
     const int submitted = finish ? io_uring_submit_and_wait(&ring, 1) : io_uring_submit(&ring);
     if (submitted < 0 && submitted != -EINTR) {
-      throw Error(path_, std::string("read failed: ") + std::strerror(-submitted));
+      DropRing(std::strerror(-submitted));
+      return;
     }
-    unsigned head, seen = 0;
-    io_uring_cqe* cqe;
-    io_uring_for_each_cqe(&ring, head, cqe) {
-      ++seen;
-      const Read r = reads_[reinterpret_cast<uintptr_t>(io_uring_cqe_get_data(cqe))];
-      const int res = cqe->res;
-      if (res == -EINTR || res == -EAGAIN) {
-        reads_.push_back(r);
-      } else if (res <= 0) {
-        if (failure_.empty()) failure_ = res < 0 ? std::strerror(-res) : "EOF";
-      } else if (static_cast<uint64_t>(res) < r.bytes) {
-        reads_.push_back({r.offset + res, r.buffer + res, r.bytes - res});
-      }
-    }
-    io_uring_cq_advance(&ring, seen);
-    in_flight_ -= seen;
+    const unsigned seen = Reap();
     // Without `finish`, only what is done already: the caller goes on computing.
     if (!finish && (seen == 0 || next_ == reads_.size())) return;
   }
-  if (!failure_.empty()) throw Error(path_, "read failed: " + failure_);
+}
+
+unsigned NeuronCache::Reap() {
+  io_uring& ring = ring_->ring;
+  unsigned head, seen = 0;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(&ring, head, cqe) {
+    ++seen;
+    const Read r = reads_[reinterpret_cast<uintptr_t>(io_uring_cqe_get_data(cqe))];
+    const int res = cqe->res;
+    if (res == -EINTR || res == -EAGAIN) {
+      reads_.push_back(r);
+    } else if (res <= 0) {
+      if (failure_.empty()) failure_ = res < 0 ? std::strerror(-res) : "EOF";
+    } else if (static_cast<uint64_t>(res) < r.bytes) {
+      reads_.push_back({r.offset + res, r.buffer + res, r.bytes - res});
+    }
+  }
+  io_uring_cq_advance(&ring, seen);
+  in_flight_ -= seen;
+  return seen;
+}
+
+void NeuronCache::DropRing(const std::string& why) {
+  io_uring& ring = ring_->ring;
+  // Reads prepared but not submitted are the last ones prepared (the ring takes them in order):
+  // they go with the ring, and pread reads them. Those the kernel took may still write into the
+  // pool, and a slot must not change under a later step: wait for each of them.
+  const unsigned unsubmitted = io_uring_sq_ready(&ring);
+  next_ -= unsubmitted;
+  in_flight_ -= unsubmitted;
+  while (in_flight_ > 0) {
+    io_uring_cqe* cqe = nullptr;
+    const int error = io_uring_wait_cqe(&ring, &cqe);
+    if (error == -EINTR) continue;
+    if (error != 0) {
+      if (failure_.empty()) failure_ = std::strerror(-error);
+      break;
+    }
+    Reap();
+  }
+  ring_.reset();
+  in_flight_ = 0;
+  io_description_ =
+      "pread (io_uring: " + why + ")" + io_description_.substr(io_description_.find(','));
 }
 
 }  // namespace zeroskip

@@ -53,7 +53,8 @@ class NeuronCache {
   // Fetch in two halves, so the caller can compute while the disk reads: Request writes the slots
   // and starts the reads (as many as the queue takes; a later Request or Wait starts the rest);
   // the slots hold their parts once Wait returns. Wait throws Error naming the file if a read
-  // failed. A neuron is requested at most once between two Waits.
+  // failed (the step's slots are then forgotten: a later step reads them again). A neuron is
+  // requested at most once between two Waits.
   void Request(int64_t layer, const int32_t* neurons, const Part* parts, int64_t n, int32_t* slots);
   void Wait();
 
@@ -102,8 +103,14 @@ class NeuronCache {
   bool DirectReadWorks() const;
   void ReadWithPread();
   // Submits queued reads while the ring has room and collects those done; with `finish`, until
-  // every read is done (a failed one is reported once the others are).
+  // every read is done or failed (failure_). A ring that cannot submit is dropped.
   void PumpRing(bool finish);
+  // Collects the ring's completed reads: a short one goes back on the list for the rest, a failed
+  // one sets failure_. Returns how many.
+  unsigned Reap();
+  // Waits for the reads the kernel has taken, then closes the ring: the rest, and every read
+  // after, by pread.
+  void DropRing(const std::string& why);
 
   NeuronLayout layout_;
   std::string path_;
