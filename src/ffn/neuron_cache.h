@@ -6,6 +6,8 @@
 // in flight (a virtual disk serves random 16 KiB reads ~5x faster at depth 32 than one by one),
 // with O_DIRECT unless asked not to, so the page cache does not hold a second copy of what the pool
 // holds; where io_uring is unavailable (a container's seccomp filter), pread one at a time.
+// (One request for the reads of neighbouring bundles was measured at 7B and gained nothing:
+// docs/BENCHMARKS.md.)
 //
 // Which slot a miss takes: the pool's first ffn / 4 slots are scratch, the rest the cache. Every
 // request counts toward its neuron's frequency, halved every kWindowTokens tokens (the frequency
