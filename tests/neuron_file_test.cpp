@@ -380,6 +380,39 @@ TEST(NeuronCache, AStepMissingMoreThanScratchHoldsGetsASlotForEveryNeuron) {
   EXPECT_EQ(cache.stats().misses, 2u * 704u);
 }
 
+// The smallest pool there is: a layer of one neuron and one slot, all of it scratch, no cache to
+// sample from. Catches a cache slot drawn modulo an empty cache (a division by zero).
+TEST(NeuronCache, APoolOfOneSlotHasNoCacheToSampleFrom) {
+  TempDir dir;
+  NeuronLayout l;
+  l.layers = 2;
+  l.ffn = 1;
+  l.hidden = 128;
+  l.gate_bytes = l.up_bytes = l.down_bytes = 128 * 4;
+  l.gate_read = kBundleAlign;
+  l.up_down_read = 2 * kBundleAlign;
+  l.stride = l.gate_read + l.up_down_read;
+  std::string file(l.FileBytes(), '\0');
+  for (size_t i = kNeuronHeaderBytes; i < file.size(); ++i) file[i] = static_cast<char>(i * 7);
+  const std::string path = dir / "one.neurons";
+  WriteFile(path, file);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  NeuronCache cache(l, path, fd, 1, true, true);
+  ::close(fd);
+  const NeuronCache::Part whole = NeuronCache::kBundle;
+  for (int token = 0; token < 3; ++token) {
+    for (int layer = 0; layer < 2; ++layer) {
+      const int32_t neuron = 0;
+      int32_t slot = -1;
+      cache.StartLayer();
+      cache.Fetch(layer, &neuron, &whole, 1, &slot);
+      ASSERT_EQ(slot, 0);
+      EXPECT_EQ(std::memcmp(cache.pool(), file.data() + l.BundleOffset(layer, 0), l.stride), 0);
+    }
+  }
+  EXPECT_EQ(cache.stats().misses, 6u);
+}
+
 // Requests before one Wait, as a decode step makes them while it certifies its rows piece by
 // piece: more reads than the ring holds at once (64), then the up and down rows of some of the
 // same neurons, and every slot holding the file's bytes once Wait returns. Catches a Request that

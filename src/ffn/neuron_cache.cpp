@@ -154,6 +154,7 @@ void NeuronCache::StartLayer() {
 }
 
 int64_t NeuronCache::LeastFrequentSlot() {
+  if (slots_ == scratch_) return -1;  // a layer of one neuron in a pool of one slot: no cache
   int64_t victim = -1;
   for (int c = 0; c < kCandidates; ++c) {
     // xorshift64: a random cache slot.
