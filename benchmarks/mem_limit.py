@@ -205,8 +205,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fio", action="store_true", help="also measure the disk with fio")
     ap.add_argument("--zeroskip-first", action="store_true",
-                    help="run zeroskip before llama.cpp (this virtual disk is slower for a while "
-                         "after llama.cpp's limited run, which reads ~14 GB a token)")
+                    help="run zeroskip before llama.cpp (zeroskip ran slower right after "
+                         "llama.cpp's limited run, which reads ~14 GB a token: docs/BENCHMARKS.md)")
     ap.add_argument("--out", default="docs/bench/mem_limit.json")
     args = ap.parse_args()
     if os.geteuid() != 0:

@@ -468,7 +468,9 @@ FfnLayerStats FfnRuntime::DecodeStepFromCache(const Call& call, const float* x, 
     for (int piece = 0; piece < kCertifyPieces; ++piece) {
       matmul_.pool().Run(threads_, [&](int64_t chunk, int) {
         Slice& s = piece == 0 ? StartSlice(static_cast<int>(chunk)) : slices_[chunk];
-        const auto edge = [&](int p) { return s.rows * p / kCertifyPieces / 16 * 16; };
+        const auto edge = [&](int p) {
+          return s.rows * p / kCertifyPieces / kNeuronAlign * kNeuronAlign;
+        };
         const int64_t end = piece + 1 == kCertifyPieces ? s.rows : edge(piece + 1);
         if (end > edge(piece)) CertifyShadowRows(call, s, edge(piece), end);
       });

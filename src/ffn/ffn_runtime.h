@@ -112,10 +112,11 @@ class FfnRuntime {
   };
 
   FfnLayerStats DecodeStep(const Call& call, const float* x, float* y);
-  // A decode step whose FFN rows come from the neuron cache: a phase for what each slice needs,
-  // then for each part of the bundles it reads (the uncertain rows' gate rows, with up and down
-  // for those the shadow estimates positive; the active rows' up and down rows) one fetch for
-  // all slices and a phase of the usual kernels on the slots.
+  // A decode step whose FFN rows come from the neuron cache: what each slice needs (with the
+  // shadow gate, its uncertain rows, certified in pieces, each piece's gate rows requested before
+  // the next: with up and down for those the shadow estimates positive), then for each part of
+  // the bundles it reads (those gate rows; the active rows' up and down rows) a wait for all
+  // slices' reads and a phase of the usual kernels on the slots.
   FfnLayerStats DecodeStepFromCache(const Call& call, const float* x, float* y);
   // Requests part_of(slice, row) of the neurons each slice lists in `rows` (slice-relative), from
   // the first not requested yet (requested_) to its s.*count, and records their slots in
