@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "checkpoint_edit.h"
+#include "engine/sequence.h"
 #include "ops/norm.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
@@ -431,6 +432,27 @@ TEST(DecodeBatchGuard, EachSessionsContextAndTokenAreCheckedAtTheirEdges) {
 
 // A prompt longer than max_batch runs in chunks; the logits are the last chunk's last row, equal
 // to the float64 reference (tests/data/golden/scoring.json holds every position).
+TEST(SequenceState, AKvCacheTakesMemoryOnlyForThePositionsWritten) {
+  // A model's whole context of keys and values must not be touched up front: at 7B under a 6 GiB
+  // limit, 4 GiB of zeroed f32 KV cache for 4096 positions pushed the weights out of memory.
+  ModelConfig c = testing::TinyConfig();
+  c.layers = 2, c.hidden = 256, c.heads = 4, c.kv_heads = 4, c.head_dim = 64, c.context = 4096;
+  SequenceState s(c, c.context, 1, FfnSettings{}, DType::kF32);
+  const size_t bytes = c.layers * s.layer_bytes;  // 2 layers x 4096 positions x 1 KiB
+  ASSERT_EQ(bytes, size_t{8} << 20);
+  EXPECT_EQ(testing::ResidentPagesOf(s.k_cache.data(), bytes), 0u);
+  EXPECT_EQ(testing::ResidentPagesOf(s.v_cache.data(), bytes), 0u);
+  // A first position's key for every (layer, head): one page each, and it reads as zero before.
+  const size_t head_block = static_cast<size_t>(c.context) * c.head_dim * sizeof(float);
+  for (int64_t b = 0; b < c.layers * c.kv_heads; ++b) {
+    uint8_t* at = s.k_cache.data() + b * head_block;
+    EXPECT_EQ(*at, 0);
+    *at = 1;
+  }
+  EXPECT_EQ(testing::ResidentPagesOf(s.k_cache.data(), bytes),
+            static_cast<uint64_t>(c.layers * c.kv_heads));
+}
+
 TEST(Session, ChunkedPrefillMatchesReference) {
   const auto fixture = nlohmann::json::parse(
       testing::ReadFile(testing::SourceDir() + "/tests/data/golden/scoring.json"));

@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -168,6 +170,17 @@ std::string VmFlagsOf(const void* p) {
     }
   }
   return "";
+}
+
+uint64_t ResidentPagesOf(const void* p, size_t bytes) {
+  const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in_memory((bytes + page - 1) / page);
+  if (::mincore(const_cast<void*>(p), bytes, in_memory.data()) != 0) {
+    ADD_FAILURE() << "mincore: " << std::strerror(errno);
+    return 0;
+  }
+  return static_cast<uint64_t>(std::count_if(in_memory.begin(), in_memory.end(),
+                                             [](unsigned char v) { return (v & 1) != 0; }));
 }
 
 void WriteFile(const std::string& path, const std::string& bytes) {

@@ -100,6 +100,8 @@ void WriteFile(const std::string& path, const std::string& bytes);
 std::vector<std::string> Lines(const std::string& text);
 // The "VmFlags:" line of this process's mapping that holds `p` (/proc/self/smaps), "" if none.
 std::string VmFlagsOf(const void* p);
+// How many of the pages of [p, p + bytes) are in memory (mincore); p page-aligned.
+uint64_t ResidentPagesOf(const void* p, size_t bytes);
 
 // The text of `ids` streamed piece by piece through a Utf8Stream, as generation prints it; fails
 // the test where the stream releases anything but valid UTF-8.

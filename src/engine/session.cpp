@@ -1,8 +1,11 @@
 #include "zeroskip/session.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 
 #include "arch/forward.h"
@@ -11,16 +14,27 @@
 
 namespace zeroskip {
 
+ZeroedPages::ZeroedPages(size_t bytes) : bytes_(bytes) {
+  if (bytes == 0) return;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  data_ = static_cast<uint8_t*>(p);
+}
+
+ZeroedPages::~ZeroedPages() {
+  if (data_ != nullptr) ::munmap(data_, bytes_);
+}
+
 SequenceState::SequenceState(const ModelConfig& c, int64_t context_in, int threads,
                              FfnSettings ffn_in, DType kv_type_in)
     : ffn(ffn_in),
       context(context_in),
       kv_type(kv_type_in),
       layer_bytes(DTypeBytes(kv_type_in, static_cast<uint64_t>(context_in) * c.kv_dim())),
+      k_cache(c.layers * layer_bytes),
+      v_cache(c.layers * layer_bytes),
       score_stride(AttentionScoreStride({c.heads, c.kv_heads, c.head_dim}, context_in)),
       rope(context_in, c.head_dim, c.rope_theta) {
-  k_cache.resize(c.layers * layer_bytes);
-  v_cache.resize(c.layers * layer_bytes);
   scores.resize(static_cast<size_t>(threads) * score_stride);
   logits.reserve(c.vocab);
 }
@@ -134,10 +148,10 @@ void Session::CopyFrom(const Session& other) {
   const uint64_t block = row * static_cast<uint64_t>(context_);
   const uint64_t used = row * static_cast<uint64_t>(other.position_);
   for (const auto cache : {&SequenceState::k_cache, &SequenceState::v_cache}) {
-    const std::vector<uint8_t>& from = (*other.state_).*cache;
-    std::vector<uint8_t>& to = (*state_).*cache;
+    const uint8_t* from = ((*other.state_).*cache).data();
+    uint8_t* to = ((*state_).*cache).data();
     for (uint64_t b = 0; b < static_cast<uint64_t>(c.layers * c.kv_heads); ++b) {
-      std::copy_n(from.begin() + b * block, used, to.begin() + b * block);
+      std::copy_n(from + b * block, used, to + b * block);
     }
   }
   state_->logits = other.state_->logits;
