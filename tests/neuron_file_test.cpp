@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "engine/sequence.h"
 #include "ffn/neuron_cache.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
@@ -229,6 +230,73 @@ int64_t ResidentPages(const WeightView& view) {
 // stay (ext4 caches files in folios of up to 2 MiB: a few pages of these 88-page matrices, none
 // worth counting in a 7B's), so the test asks for most pages gone, not all. Catches the release
 // left out (every page stays), releasing only some layers, or releasing the resident shadow.
+// What a memory limit leaves beside a budget the model does not fit: the engine's sessions share
+// it.
+struct LimitedEngine {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Engine> engine;
+};
+LimitedEngine LoadLimited(const std::string& path, uint64_t memory_limit) {
+  LimitedEngine e;
+  e.model = Model::Load(
+      path,
+      {.mem_budget = LeastBudget(path), .always_offload = true, .memory_limit = memory_limit});
+  e.engine = std::make_unique<Engine>(*e.model, EngineOptions{.threads = 2});
+  return e;
+}
+
+TEST(MemoryBudget, SessionsGetWhatTheBudgetLeavesOfTheMemoryLimit) {
+  TempDir dir;
+  const std::string path =
+      WithNeuronFile(dir, ConvertedModel("llama_gqa_hd64_relu_f32+shadow"), "m.zsk");
+  // Under a limit with plenty to spare, the engine says what its own scratch took of it.
+  constexpr uint64_t kPlenty = uint64_t{1} << 40;
+  const LimitedEngine roomy = LoadLimited(path, kPlenty);
+  const MemoryPlan& plan = roomy.model->memory();
+  ASSERT_TRUE(plan.offloaded);
+  EXPECT_EQ(plan.limit, kPlenty);
+  const uint64_t weights = plan.resident_bytes + plan.cache_slots * plan.bundle_bytes;
+  const uint64_t scratch = kPlenty - weights - roomy.engine->session_memory_left();
+  EXPECT_GT(scratch, 0u);
+  const int64_t context = roomy.model->config().context, half = context / 2;
+  const auto session_bytes = [&](int64_t positions) {
+    return SequenceState::Bytes(roomy.model->config(), positions, 2, DType::kF32, path);
+  };
+  {
+    Session whole(*roomy.engine, {});
+    EXPECT_EQ(whole.context(), context);
+    EXPECT_EQ(roomy.engine->session_memory_left(),
+              kPlenty - weights - scratch - session_bytes(context));
+  }
+  EXPECT_EQ(roomy.engine->session_memory_left(), kPlenty - weights - scratch);
+
+  // A limit that leaves a session half the model's context (and a byte less than one more).
+  const uint64_t left = session_bytes(half + 1) - 1;
+  const LimitedEngine tight = LoadLimited(path, weights + scratch + left);
+  ASSERT_EQ(tight.engine->session_memory_left(), left);
+  {
+    Session shortened(*tight.engine, {});  // the model's context: the longest that fits
+    EXPECT_EQ(shortened.context(), half);
+    EXPECT_EQ(tight.engine->session_memory_left(), left - session_bytes(half));
+    // A second session finds the rest too small for one position, and says so.
+    const std::string error = ErrorText([&] { Session second(*tight.engine, {}); });
+    EXPECT_THAT(error, ::testing::HasSubstr("room for 0 tokens")) << error;
+    // Decoding fills the shortened context to its end.
+    std::vector<int> tokens(static_cast<size_t>(half), 7);
+    shortened.Forward(tokens);
+    EXPECT_EQ(shortened.position(), half);
+  }
+  // Given back: a context asked for that does not fit is refused, naming what would.
+  EXPECT_EQ(tight.engine->session_memory_left(), left);
+  const std::string error = ErrorText([&] { Session asked(*tight.engine, {.context = half + 1}); });
+  EXPECT_THAT(error, ::testing::HasSubstr(path + ": a context of " + std::to_string(half + 1) +
+                                          " tokens needs "))
+      << error;
+  EXPECT_THAT(error, ::testing::HasSubstr("room for " + std::to_string(half) + " tokens")) << error;
+  Session asked(*tight.engine, {.context = half});
+  EXPECT_EQ(asked.context(), half);
+}
+
 TEST(MemoryBudget, APromptLeavesTheOffloadedFfnOutOfMemory) {
   TempDir dir;
   struct statfs fs {};

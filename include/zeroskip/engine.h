@@ -8,6 +8,7 @@
 // It does not tokenize, sample or keep any sequence's state.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,11 +46,22 @@ class Engine {
 
   Workspace& workspace() { return *workspace_; }  // for sessions and architectures
 
+  // With a model larger than its memory budget: the bytes its sessions may still take (the
+  // process's memory limit less the resident weights, the neuron cache and this engine's
+  // scratch): past that, KV caches filling up would push the weights out of memory. Otherwise
+  // no limit here (UINT64_MAX): sessions are checked against the machine's free memory.
+  uint64_t session_memory_left() const { return session_memory_left_.load(); }
+  // A session's: takes `bytes` of session_memory_left if that many are left (false if not), and
+  // gives them back.
+  bool TakeSessionMemory(uint64_t bytes);
+  void ReturnSessionMemory(uint64_t bytes);
+
  private:
   const Model& model_;
   int threads_;
   int64_t max_batch_;
   std::unique_ptr<Workspace> workspace_;
+  std::atomic<uint64_t> session_memory_left_{UINT64_MAX};
 };
 
 // Every ISA compiled into this build, from the most portable to the fastest.

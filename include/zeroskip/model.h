@@ -46,6 +46,10 @@ struct LoadOptions {
   // Read the FFN from the neuron file even when the model fits the budget (the cache then takes
   // what the budget leaves): tests, and measuring the reads apart from memory pressure.
   bool always_offload = false;
+  // The memory this process may use; 0: ProcessMemoryLimitBytes(). The default budget is 85% of
+  // it; with a model larger than its budget, sessions' KV caches get what the budget leaves of it
+  // (Engine::session_memory_left).
+  uint64_t memory_limit = 0;
 };
 
 // What loading decided (Model::memory()).
@@ -57,6 +61,7 @@ struct MemoryPlan {
   uint64_t bundle_bytes = 0;    // ... one neuron's bytes in it ...
   uint64_t cache_slots = 0;     // ... and how many neurons the cache holds
   bool direct_io = true, io_uring = true;
+  uint64_t limit = 0;  // the memory this process may use (LoadOptions::memory_limit)
 };
 
 class Model {

@@ -37,7 +37,9 @@ class Session {
  public:
   // Throws Error if the options cannot run on this model (a context past the model's, a sparse
   // FFN with an activation that has no zeros, a shadow gate the file lacks) or the KV cache does
-  // not fit in free memory. `engine` must outlive the session.
+  // not fit in free memory, or in what a memory budget the model does not fit leaves
+  // (Engine::session_memory_left); the model's own context (options.context 0) then becomes the
+  // longest that fits there (context()). `engine` must outlive the session.
   Session(Engine& engine, const SessionOptions& options = {});
   ~Session();
   Session(const Session&) = delete;
@@ -109,6 +111,7 @@ class Session {
   // The architecture's forward pass (src/arch/forward.h).
   void (*forward_)(const ForwardPass&, const int*, bool, bool) = nullptr;
   std::vector<FfnLayerStats> ffn_stats_;
+  uint64_t memory_taken_ = 0;  // of the engine's session_memory_left
 };
 
 }  // namespace zeroskip

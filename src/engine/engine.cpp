@@ -222,6 +222,8 @@ Engine::Engine(const Model& model, const EngineOptions& options)
     workspace_->matmul.ReserveBf16Inputs(batch.bf16_inputs);
     workspace_->matmul.ReserveQuantInputs(batch.quant_inputs);
     if (const MemoryPlan& m = model.memory(); m.offloaded) {
+      const uint64_t taken = m.resident_bytes + m.cache_slots * m.bundle_bytes + bytes;
+      session_memory_left_ = m.limit > taken ? m.limit - taken : 0;
       workspace_->neurons =
           std::make_unique<NeuronCache>(*model.neuron_layout(), m.neuron_file, model.neuron_fd(),
                                         m.cache_slots, m.direct_io, m.io_uring);
@@ -233,6 +235,18 @@ Engine::Engine(const Model& model, const EngineOptions& options)
 }
 
 Engine::~Engine() = default;
+
+bool Engine::TakeSessionMemory(uint64_t bytes) {
+  uint64_t left = session_memory_left_.load();
+  do {
+    if (bytes > left) return false;
+  } while (!session_memory_left_.compare_exchange_weak(left, left - bytes));
+  return true;
+}
+
+void Engine::ReturnSessionMemory(uint64_t bytes) {
+  if (session_memory_left_.load() != UINT64_MAX) session_memory_left_ += bytes;
+}
 
 std::string_view Engine::isa() const { return IsaName(workspace_->kernels.isa); }
 

@@ -81,8 +81,31 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
 
   // Sized from the (untrusted) file: add it up with overflow checks and refuse what this machine
   // cannot hold, instead of dying in the allocator.
-  const uint64_t bytes =
-      SequenceState::Bytes(c, context_, engine.threads(), options.kv_type, path);
+  const auto bytes_for = [&](int64_t context) {
+    return SequenceState::Bytes(c, context, engine.threads(), options.kv_type, path);
+  };
+  uint64_t bytes = bytes_for(context_);
+  // Beside a memory budget the model does not fit in: what the budget leaves. The model's own
+  // context that does not fit becomes the longest that does (bytes_for is linear in it); a
+  // context asked for is refused.
+  const uint64_t left = engine.session_memory_left();
+  const auto mib = [](uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20); };
+  if (bytes > left) {
+    const uint64_t fixed = bytes_for(0), per_position = bytes_for(1) - fixed;
+    const int64_t fits =
+        left > fixed ? static_cast<int64_t>((left - fixed) / per_position) : int64_t{0};
+    if (options.context > 0 || fits < 1) {
+      throw Error(path, "a context of " + std::to_string(context_) + " tokens needs " + mib(bytes) +
+                            " MiB of KV cache, and beside the memory budget this "
+                            "process's " +
+                            mib(engine.model().memory().limit) + " MiB leave " + mib(left) +
+                            ", room for " + std::to_string(fits) +
+                            " tokens (a smaller context, a 16-bit KV cache or a smaller memory "
+                            "budget)");
+    }
+    context_ = fits;
+    bytes = bytes_for(context_);
+  }
   const auto too_big = [&] {
     return Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
                            std::to_string((bytes + (1u << 20) - 1) >> 20) +
@@ -97,10 +120,16 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
   }
   ffn_stats_.resize(c.layers);
   forward_ = ForwardFor(c);
+  // Last: nothing after it throws, so the destructor gives back what this took.
+  if (!engine.TakeSessionMemory(bytes)) {
+    throw Error(path, "a context of " + std::to_string(context_) + " tokens needs " + mib(bytes) +
+                          " MiB of KV cache; the memory budget's other sessions left " +
+                          mib(engine.session_memory_left()) + " MiB");
+  }
+  memory_taken_ = bytes;
 }
 
-Session::~Session() = default;
-
+Session::~Session() { engine_.ReturnSessionMemory(memory_taken_); }
 
 void Session::CheckFfn(const Model& model, FfnMode ffn, GateMode gate,
                        const ActivationOptions& activation) {

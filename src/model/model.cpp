@@ -168,7 +168,8 @@ void Model::PlanMemory(const LoadOptions& options) {
   memory_.direct_io = options.direct_io;
   memory_.io_uring = options.io_uring;
   const bool automatic = options.mem_budget == 0;
-  memory_.budget = automatic ? ProcessMemoryLimitBytes() / 100 * 85 : options.mem_budget;
+  memory_.limit = options.memory_limit > 0 ? options.memory_limit : ProcessMemoryLimitBytes();
+  memory_.budget = automatic ? memory_.limit / 100 * 85 : options.mem_budget;
   memory_.resident_bytes = file.file_size();
   const std::string neuron_path = NeuronFilePath(file.path());
   if ((file.file_size() <= memory_.budget && !options.always_offload) ||

@@ -72,7 +72,8 @@ void AddChat(CLI::App& app) {
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     const ChatTemplate tmpl = chosen ? *chosen : ChatTemplate::ForModel(*model);
     Engine engine(*model, co.engine);
-    Session session(engine, co.session);
+    const std::unique_ptr<Session> started = StartSession(engine, co.session);
+    Session& session = *started;
     Sampler sampler(f->sampler, model->config().vocab);
     // The reply's room: a prompt is trimmed until this many tokens fit after it.
     const int64_t reply_room = std::min<int64_t>(f->n, session.context() / 2);

@@ -125,6 +125,18 @@ std::unique_ptr<Model> LoadModel(const ComputeFlags& f) {
   return model;
 }
 
+std::unique_ptr<Session> StartSession(Engine& engine, const SessionOptions& options) {
+  auto session = std::make_unique<Session>(engine, options);
+  const int64_t model_context = engine.model().config().context;
+  if (session->context() < model_context) {
+    std::fprintf(stderr,
+                 "zeroskip: context %lld tokens: the KV cache of the model's %lld does not fit "
+                 "beside the memory budget (--ctx, --kv-type bf16, a smaller --mem-budget)\n",
+                 static_cast<long long>(session->context()), static_cast<long long>(model_context));
+  }
+  return session;
+}
+
 void AddIsaOption(CLI::App* cmd, std::string* isa) {
   std::vector<std::string> names;
   std::string list;
@@ -198,7 +210,8 @@ void AddRun(CLI::App& app) {
     const std::string prompt_source = f->prompt_file.empty() ? "--prompt" : f->prompt_file;
     if (!IsValidUtf8(prompt)) throw Error(prompt_source, "is not valid UTF-8");
     Engine engine(*model, co.engine);
-    Session session(engine, co.session);
+    const std::unique_ptr<Session> started = StartSession(engine, co.session);
+    Session& session = *started;
     const auto too_long = [&](const std::string& tokens) {
       return Error(prompt_source, "the prompt is " + tokens + " tokens but the context is " +
                                       std::to_string(session.context()));
@@ -308,7 +321,8 @@ void AddEval(CLI::App& app) {
     const auto model = LoadModel(f->compute);
     const ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     Engine engine(*model, co.engine);
-    Session session(engine, co.session);
+    const std::unique_ptr<Session> started = StartSession(engine, co.session);
+    Session& session = *started;
     // Checked here, not by Forward: token by token it would count only those run so far.
     if (static_cast<int64_t>(ids.size()) > session.context()) {
       throw Error(model->file().path(), std::to_string(ids.size()) +
@@ -404,7 +418,8 @@ void AddPerplexity(CLI::App& app) {
     // Every window runs as one batch, so the batch is the context.
     co.engine.max_batch = f->compute.ctx > 0 ? f->compute.ctx : model->config().context;
     Engine engine(*model, co.engine);
-    Session session(engine, co.session);
+    const std::unique_ptr<Session> started = StartSession(engine, co.session);
+    Session& session = *started;
     Progress progress("perplexity", Progress::Unit::kTokens);
     const auto t0 = Clock::now();
     const bool token_by_token = co.session.ffn == FfnMode::kSparse;
@@ -472,7 +487,8 @@ void AddScore(CLI::App& app) {
     ComputeOptions co = ApplyComputeFlags(f->compute, *model);
     co.engine.max_batch = static_cast<int64_t>(ids.size());
     Engine engine(*model, co.engine);
-    Session session(engine, co.session);
+    const std::unique_ptr<Session> started = StartSession(engine, co.session);
+    Session& session = *started;
     Progress progress("scoring", Progress::Unit::kTokens);
     const std::vector<double> log_probs =
         NextTokenLogProbs(session, ids, co.session.ffn == FfnMode::kSparse,

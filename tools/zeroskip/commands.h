@@ -144,6 +144,9 @@ std::vector<int> WithBos(const Model& model, const std::vector<int>& ids);
 // Loads --model under --mem-budget and --neuron-io; when its FFN is read from its neuron file,
 // says so on stderr (the budget, what stays resident, the cache and how it reads).
 std::unique_ptr<Model> LoadModel(const ComputeFlags& flags);
+// A session of `engine` with `options`, saying on stderr when the model's context did not fit
+// beside its memory budget and the session runs a shorter one.
+std::unique_ptr<Session> StartSession(Engine& engine, const SessionOptions& options);
 
 // What the compute flags ask for: the engine (threads, kernels) and each session on it.
 struct ComputeOptions {
