@@ -236,11 +236,11 @@ struct LimitedEngine {
   std::unique_ptr<Model> model;
   std::unique_ptr<Engine> engine;
 };
-LimitedEngine LoadLimited(const std::string& path, uint64_t memory_limit) {
+LimitedEngine LoadLimited(const std::string& path, uint64_t memory_limit, uint64_t more_slots = 0) {
   LimitedEngine e;
+  const uint64_t budget = LeastBudget(path) + more_slots * ReadNeuronLayout(path).stride;
   e.model = Model::Load(
-      path,
-      {.mem_budget = LeastBudget(path), .always_offload = true, .memory_limit = memory_limit});
+      path, {.mem_budget = budget, .always_offload = true, .memory_limit = memory_limit});
   e.engine = std::make_unique<Engine>(*e.model, EngineOptions{.threads = 2});
   return e;
 }
@@ -258,6 +258,11 @@ TEST(MemoryBudget, SessionsGetWhatTheBudgetLeavesOfTheMemoryLimit) {
   const uint64_t weights = plan.resident_bytes + plan.cache_slots * plan.bundle_bytes;
   const uint64_t scratch = kPlenty - weights - roomy.engine->session_memory_left();
   EXPECT_GT(scratch, 0u);
+  // A larger neuron cache leaves as much less.
+  const LimitedEngine cached = LoadLimited(path, kPlenty, 64);
+  ASSERT_EQ(cached.model->memory().cache_slots, plan.cache_slots + 64);
+  EXPECT_EQ(roomy.engine->session_memory_left() - cached.engine->session_memory_left(),
+            64 * plan.bundle_bytes);
   const int64_t context = roomy.model->config().context, half = context / 2;
   const auto session_bytes = [&](int64_t positions) {
     return SequenceState::Bytes(roomy.model->config(), positions, 2, DType::kF32, path);
@@ -295,6 +300,12 @@ TEST(MemoryBudget, SessionsGetWhatTheBudgetLeavesOfTheMemoryLimit) {
   EXPECT_THAT(error, ::testing::HasSubstr("room for " + std::to_string(half) + " tokens")) << error;
   Session asked(*tight.engine, {.context = half});
   EXPECT_EQ(asked.context(), half);
+
+  // A limit the resident weights and the cache fill leaves nothing.
+  const LimitedEngine full = LoadLimited(path, weights);
+  EXPECT_EQ(full.engine->session_memory_left(), 0u);
+  EXPECT_THAT(ErrorText([&] { Session none(*full.engine, {}); }),
+              ::testing::HasSubstr("room for 0 tokens"));
 }
 
 TEST(MemoryBudget, APromptLeavesTheOffloadedFfnOutOfMemory) {
