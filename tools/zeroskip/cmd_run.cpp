@@ -128,7 +128,7 @@ std::unique_ptr<Model> LoadModel(const ComputeFlags& f) {
 std::unique_ptr<Session> StartSession(Engine& engine, const SessionOptions& options) {
   auto session = std::make_unique<Session>(engine, options);
   const int64_t model_context = engine.model().config().context;
-  if (session->context() < model_context) {
+  if (options.context == 0 && session->context() < model_context) {
     std::fprintf(stderr,
                  "zeroskip: context %lld tokens: the KV cache of the model's %lld does not fit "
                  "beside the memory budget (--ctx, --kv-type bf16, a smaller --mem-budget)\n",
