@@ -20,6 +20,7 @@
 
 #include "engine/sequence.h"
 #include "ffn/neuron_cache.h"
+#include "serve/scheduler.h"
 #include "test_util.h"
 #include "zeroskip/convert.h"
 #include "zeroskip/engine.h"
@@ -290,6 +291,16 @@ TEST(MemoryBudget, SessionsGetWhatTheBudgetLeavesOfTheMemoryLimit) {
     std::vector<int> tokens(static_cast<size_t>(half), 7);
     shortened.Forward(tokens);
     EXPECT_EQ(shortened.position(), half);
+  }
+  // Sessions that share the room get equal contexts: a server's slots.
+  int64_t two = half;
+  while (2 * session_bytes(two) > left) --two;
+  EXPECT_EQ(Session::ContextThatFits(*tight.engine, {}, 2), two);
+  EXPECT_EQ(Session::ContextThatFits(*tight.engine, {.context = 5}, 2), 5);
+  EXPECT_EQ(Session::ContextThatFits(*roomy.engine, {}, 2), context);
+  {
+    serve::Scheduler slots(*tight.engine, {}, 2, 4);
+    EXPECT_EQ(slots.context(), two);
   }
   // Given back: a context asked for that does not fit is refused, naming what would.
   EXPECT_EQ(tight.engine->session_memory_left(), left);

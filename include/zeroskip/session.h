@@ -42,6 +42,11 @@ class Session {
   // longest that fits there (context()). `engine` must outlive the session.
   Session(Engine& engine, const SessionOptions& options = {});
   ~Session();
+  // The context a session of `options` gets on `engine` when `sessions` of them share it:
+  // options.context if set, else the model's, or where that many would not fit in what a memory
+  // budget leaves (Engine::session_memory_left), the longest that does (0: not one position).
+  static int64_t ContextThatFits(const Engine& engine, const SessionOptions& options,
+                                 int sessions = 1);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 

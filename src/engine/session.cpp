@@ -62,7 +62,35 @@ FfnSettings ResolveFfn(const Model& model, FfnMode ffn, GateMode gate,
   return settings;
 }
 
+// What a session of these options takes for `context` positions (checked arithmetic: the sizes
+// come from the file).
+uint64_t SessionBytes(const Engine& engine, const SessionOptions& options, int64_t context) {
+  return SequenceState::Bytes(engine.model().config(), context, engine.threads(), options.kv_type,
+                              engine.model().file().path());
+}
+
+// The longest context that `sessions` sessions of these options fit in `room` bytes (a session's
+// bytes are a fixed part and as much again for each position).
+int64_t LongestContextIn(uint64_t room, int sessions, const Engine& engine,
+                         const SessionOptions& options) {
+  const uint64_t share = room / static_cast<uint64_t>(sessions);
+  const uint64_t fixed = SessionBytes(engine, options, 0);
+  const uint64_t per_position = SessionBytes(engine, options, 1) - fixed;
+  return share > fixed ? static_cast<int64_t>((share - fixed) / per_position) : int64_t{0};
+}
+
 }  // namespace
+
+int64_t Session::ContextThatFits(const Engine& engine, const SessionOptions& options,
+                                 int sessions) {
+  const int64_t model_context = engine.model().config().context;
+  if (options.context > 0) return options.context;
+  const uint64_t room = engine.session_memory_left();
+  if (SessionBytes(engine, options, model_context) <= room / static_cast<uint64_t>(sessions)) {
+    return model_context;
+  }
+  return std::min(model_context, LongestContextIn(room, sessions, engine, options));
+}
 
 Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine) {
   const ModelConfig& c = engine.model().config();
@@ -81,19 +109,13 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
 
   // Sized from the (untrusted) file: add it up with overflow checks and refuse what this machine
   // cannot hold, instead of dying in the allocator.
-  const auto bytes_for = [&](int64_t context) {
-    return SequenceState::Bytes(c, context, engine.threads(), options.kv_type, path);
-  };
-  uint64_t bytes = bytes_for(context_);
+  uint64_t bytes = SessionBytes(engine, options, context_);
   // Beside a memory budget the model does not fit in: what the budget leaves. The model's own
-  // context that does not fit becomes the longest that does (bytes_for is linear in it); a
-  // context asked for is refused.
+  // context that does not fit becomes the longest that does; a context asked for is refused.
   const uint64_t left = engine.session_memory_left();
   const auto mib = [](uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20); };
   if (bytes > left) {
-    const uint64_t fixed = bytes_for(0), per_position = bytes_for(1) - fixed;
-    const int64_t fits =
-        left > fixed ? static_cast<int64_t>((left - fixed) / per_position) : int64_t{0};
+    const int64_t fits = LongestContextIn(left, 1, engine, options);
     if (options.context > 0 || fits < 1) {
       throw Error(path, "a context of " + std::to_string(context_) + " tokens needs " + mib(bytes) +
                             " MiB of KV cache, and beside the memory budget this "
@@ -104,7 +126,7 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
                             "budget)");
     }
     context_ = fits;
-    bytes = bytes_for(context_);
+    bytes = SessionBytes(engine, options, context_);
   }
   const auto too_big = [&] {
     return Error(path, "a context of " + std::to_string(context_) + " tokens needs " +

@@ -86,10 +86,15 @@ struct SchedulerStatus {
 
 class Scheduler {
  public:
-  // `base` holds each slot's context and KV type (and the FFN defaults requests start from).
-  // Throws Error if the slots' KV caches do not fit in memory.
+  // `base` holds each slot's context and KV type (and the FFN defaults requests start from); the
+  // model's own context shortens to what every slot fits beside a memory budget
+  // (Session::ContextThatFits). Throws Error if the slots' KV caches do not fit in memory.
   Scheduler(Engine& engine, const SessionOptions& base, int slots, int64_t queue_limit);
   ~Scheduler();  // Stop()
+
+  int64_t context() const {  // every slot's
+    return base_.context > 0 ? base_.context : engine_.model().config().context;
+  }
 
   // Queues the jobs of one request, all or none: empty when the queue cannot take them all.
   // Throws Error if a request's FFN settings cannot run on this model (checked here, before any

@@ -252,7 +252,7 @@ struct Server::Impl {
     const size_t slash = path.find_last_of('/');
     model_id = path.substr(slash == std::string::npos ? 0 : slash + 1);
     if (model_id.size() > 4 && model_id.ends_with(".zsk")) model_id.resize(model_id.size() - 4);
-    context = o.session.context > 0 ? o.session.context : m.config().context;
+    context = scheduler.context();
   }
 
   static EngineOptions WithBatch(EngineOptions e, const ServeOptions& o) {
