@@ -85,6 +85,7 @@ int64_t Session::ContextThatFits(const Engine& engine, const SessionOptions& opt
                                  int sessions) {
   const int64_t model_context = engine.model().config().context;
   if (options.context > 0) return options.context;
+  sessions = std::max(sessions, 1);
   const uint64_t room = engine.session_memory_left();
   if (SessionBytes(engine, options, model_context) <= room / static_cast<uint64_t>(sessions)) {
     return model_context;
