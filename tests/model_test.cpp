@@ -430,8 +430,6 @@ TEST(DecodeBatchGuard, EachSessionsContextAndTokenAreCheckedAtTheirEdges) {
 
 // ------------------------------------------------------------------------ chunked prefill
 
-// A prompt longer than max_batch runs in chunks; the logits are the last chunk's last row, equal
-// to the float64 reference (tests/data/golden/scoring.json holds every position).
 TEST(SequenceState, AKvCacheTakesMemoryOnlyForThePositionsWritten) {
   // A model's whole context of keys and values must not be touched up front: at 7B under a 6 GiB
   // limit, 4 GiB of zeroed f32 KV cache for 4096 positions pushed the weights out of memory.
@@ -453,6 +451,8 @@ TEST(SequenceState, AKvCacheTakesMemoryOnlyForThePositionsWritten) {
             static_cast<uint64_t>(c.layers * c.kv_heads));
 }
 
+// A prompt longer than max_batch runs in chunks; the logits are the last chunk's last row, equal
+// to the float64 reference (tests/data/golden/scoring.json holds every position).
 TEST(Session, ChunkedPrefillMatchesReference) {
   const auto fixture = nlohmann::json::parse(
       testing::ReadFile(testing::SourceDir() + "/tests/data/golden/scoring.json"));

@@ -223,14 +223,6 @@ int64_t ResidentPages(const WeightView& view) {
   return std::count_if(in_core.begin(), in_core.end(), [](unsigned char c) { return c & 1; });
 }
 
-// A prompt's batched pass reads an offloaded model's FFN through the .zsk's mapping (decode reads
-// the neuron file): each layer's up, down and shadowed gate leave memory right after it, or a
-// 7B's prompt would push the resident weights out of a memory limit (docs/BENCHMARKS.md, issue
-// 33). The same prompt on the model in memory keeps them: the control that this file system's
-// page cache shows in mincore. Page-cache folios that straddle a matrix's first or last page
-// stay (ext4 caches files in folios of up to 2 MiB: a few pages of these 88-page matrices, none
-// worth counting in a 7B's), so the test asks for most pages gone, not all. Catches the release
-// left out (every page stays), releasing only some layers, or releasing the resident shadow.
 // What a memory limit leaves beside a budget the model does not fit: the engine's sessions share
 // it.
 struct LimitedEngine {
@@ -319,6 +311,14 @@ TEST(MemoryBudget, SessionsGetWhatTheBudgetLeavesOfTheMemoryLimit) {
               ::testing::HasSubstr("room for 0 tokens"));
 }
 
+// A prompt's batched pass reads an offloaded model's FFN through the .zsk's mapping (decode reads
+// the neuron file): each layer's up, down and shadowed gate leave memory right after it, or a
+// 7B's prompt would push the resident weights out of a memory limit (docs/BENCHMARKS.md, issue
+// 33). The same prompt on the model in memory keeps them: the control that this file system's
+// page cache shows in mincore. Page-cache folios that straddle a matrix's first or last page
+// stay (ext4 caches files in folios of up to 2 MiB: a few pages of these 88-page matrices, none
+// worth counting in a 7B's), so the test asks for most pages gone, not all. Catches the release
+// left out (every page stays), releasing only some layers, or releasing the resident shadow.
 TEST(MemoryBudget, APromptLeavesTheOffloadedFfnOutOfMemory) {
   TempDir dir;
   struct statfs fs {};

@@ -49,7 +49,8 @@ class Engine {
   // With a model larger than its memory budget: the bytes its sessions may still take (the
   // process's memory limit less the resident weights, the neuron cache and this engine's
   // scratch): past that, KV caches filling up would push the weights out of memory. Otherwise
-  // no limit here (UINT64_MAX): sessions are checked against the machine's free memory.
+  // no limit here (it starts at UINT64_MAX): sessions are checked against the machine's free
+  // memory.
   uint64_t session_memory_left() const { return session_memory_left_.load(); }
   // A session's: takes `bytes` of session_memory_left if that many are left (false if not), and
   // gives them back.

@@ -244,9 +244,7 @@ bool Engine::TakeSessionMemory(uint64_t bytes) {
   return true;
 }
 
-void Engine::ReturnSessionMemory(uint64_t bytes) {
-  if (session_memory_left_.load() != UINT64_MAX) session_memory_left_ += bytes;
-}
+void Engine::ReturnSessionMemory(uint64_t bytes) { session_memory_left_ += bytes; }
 
 std::string_view Engine::isa() const { return IsaName(workspace_->kernels.isa); }
 

@@ -101,7 +101,6 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
                           " tokens exceeds the model's context length " +
                           std::to_string(c.context));
   }
-  context_ = options.context > 0 ? options.context : c.context;
   const FfnSettings ffn = ResolveFfn(engine.model(), options.ffn, options.gate, options.activation);
   if (!IsKvType(options.kv_type)) {
     throw Error(path, "a KV cache of " + std::string(DTypeName(options.kv_type)) +
@@ -109,29 +108,26 @@ Session::Session(Engine& engine, const SessionOptions& options) : engine_(engine
   }
 
   // Sized from the (untrusted) file: add it up with overflow checks and refuse what this machine
-  // cannot hold, instead of dying in the allocator.
-  uint64_t bytes = SessionBytes(engine, options, context_);
-  // Beside a memory budget the model does not fit in: what the budget leaves. The model's own
-  // context that does not fit becomes the longest that does; a context asked for is refused.
-  const uint64_t left = engine.session_memory_left();
+  // cannot hold, instead of dying in the allocator. Beside a memory budget the model does not fit
+  // in, the room is what the budget leaves: the model's own context that does not fit there
+  // becomes the longest that does (ContextThatFits); a context asked for is refused.
   const auto mib = [](uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20); };
-  if (bytes > left) {
-    const int64_t fits = LongestContextIn(left, 1, engine, options);
-    if (options.context > 0 || fits < 1) {
-      throw Error(path, "a context of " + std::to_string(context_) + " tokens needs " + mib(bytes) +
-                            " MiB of KV cache, and beside the memory budget this "
-                            "process's " +
-                            mib(engine.model().memory().limit) + " MiB leave " + mib(left) +
-                            ", room for " + std::to_string(fits) +
-                            " tokens (a smaller context, a 16-bit KV cache or a smaller memory "
-                            "budget)");
-    }
-    context_ = fits;
-    bytes = SessionBytes(engine, options, context_);
+  context_ = ContextThatFits(engine, options);
+  const uint64_t left = engine.session_memory_left();
+  if (context_ < 1 || SessionBytes(engine, options, context_) > left) {
+    const int64_t wanted = options.context > 0 ? options.context : c.context;
+    throw Error(path, "a context of " + std::to_string(wanted) + " tokens needs " +
+                          mib(SessionBytes(engine, options, wanted)) +
+                          " MiB of KV cache, and beside the memory budget this process's " +
+                          mib(engine.model().memory().limit) + " MiB leave " + mib(left) +
+                          ", room for " +
+                          std::to_string(LongestContextIn(left, 1, engine, options)) +
+                          " tokens (a smaller context, a 16-bit KV cache or a smaller memory "
+                          "budget)");
   }
+  const uint64_t bytes = SessionBytes(engine, options, context_);
   const auto too_big = [&] {
-    return Error(path, "a context of " + std::to_string(context_) + " tokens needs " +
-                           std::to_string((bytes + (1u << 20) - 1) >> 20) +
+    return Error(path, "a context of " + std::to_string(context_) + " tokens needs " + mib(bytes) +
                            " MiB of KV cache, more than this machine has free (use a smaller "
                            "context)");
   };

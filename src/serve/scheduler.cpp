@@ -30,7 +30,7 @@ struct Scheduler::Slot {
 Scheduler::Scheduler(Engine& engine, const SessionOptions& base, int slots, int64_t queue_limit)
     : engine_(engine), base_(base), queue_limit_(queue_limit) {
   // Beside a memory budget, every slot the same share of what it leaves (not the first the most).
-  if (const int64_t fits = Session::ContextThatFits(engine, base, std::max(slots, 1)); fits > 0) {
+  if (const int64_t fits = Session::ContextThatFits(engine, base, slots); fits > 0) {
     base_.context = fits;
   }
   for (int i = 0; i < slots; ++i) slots_.push_back(std::make_unique<Slot>(engine, base_));
